@@ -1,0 +1,191 @@
+/*
+ * cllm.h - THE C API of cllm. One header, one signature set.
+ *
+ * cffi reads exactly the text between the CLLM_CDEF_BEGIN / CLLM_CDEF_END
+ * markers (preprocessor lines dropped), so Python and C cannot drift apart.
+ *
+ * Conventions
+ *   - Every exported function returns int: 0 (CLLM_OK) or a negative error
+ *     code; details via cllm_last_error() (a thread-local message).
+ *   - Nothing a caller can influence aborts, exits or asserts: every size,
+ *     index and pointer argument is validated.
+ *   - Handles are opaque with explicit _new/_free.
+ *   - Parameters, gradients and AdamW moments are each ONE contiguous float
+ *     buffer (layout: cllm_model_tensor_info); Python views them zero-copy.
+ */
+#ifndef CLLM_H
+#define CLLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* CLLM_CDEF_BEGIN */
+
+/* ---------------------------------------------------------------- errors */
+enum {
+    CLLM_OK = 0,
+    CLLM_ERR_INVALID = -1,   /* bad argument / config                      */
+    CLLM_ERR_NOMEM = -2,     /* allocation failed or memory limit exceeded */
+    CLLM_ERR_RANGE = -3,     /* index / token id / size out of range       */
+    CLLM_ERR_STATE = -4,     /* call out of order (e.g. backward w/o fwd)  */
+    CLLM_ERR_NUMERIC = -5,   /* NaN / Inf detected                         */
+    CLLM_ERR_THREAD = -6,    /* thread creation / pool failure             */
+    CLLM_ERR_UNSUPPORTED = -7, /* e.g. ISA not available on this CPU       */
+    CLLM_ERR_INTERNAL = -8
+};
+
+/* Message for the last error raised on the calling thread ("" if none). */
+const char *cllm_last_error(void);
+int cllm_version(int *major, int *minor, int *patch);
+
+/* ------------------------------------------------------- cpu / dispatch */
+enum { CLLM_ISA_AUTO = -1, CLLM_ISA_SCALAR = 0, CLLM_ISA_AVX2 = 1, CLLM_ISA_AVX512 = 2 };
+
+/* What CPUID (and the OS, via XGETBV) says this machine supports. */
+int cllm_cpu_detect(int *has_avx2_fma, int *has_avx512);
+/* Force a kernel path (CLLM_ISA_AUTO = best available). Fails with
+ * CLLM_ERR_UNSUPPORTED if the CPU lacks it. Env CLLM_ISA=scalar|avx2|avx512
+ * sets the initial choice. */
+int cllm_set_isa(int isa);
+int cllm_get_isa(int *isa);
+/* Number of CPUs in this process's affinity mask. */
+int cllm_cpu_count(int *n);
+
+/* ----------------------------------------------------------------- gemm */
+/* C[M,N] = alpha * op(A) @ op(B) + beta * C (+ bias[N] broadcast over rows
+ * if bias != NULL), row-major. op(A) is M x K: A is M x K (lda >= K) when
+ * trans_a == 0, else K x M (lda >= M). op(B) is K x N: B is K x N (ldb >= N)
+ * when trans_b == 0, else N x K (ldb >= K). beta == 0 never reads C.
+ * Single-threaded, current ISA; allocates its own packing workspace (the
+ * model uses an internal variant with a pre-sized arena instead). */
+int cllm_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
+              const float *A, int lda, const float *B, int ldb, float beta,
+              float *C, int ldc, const float *bias);
+
+/* ------------------------------------------------------------- spheres */
+/* Kissing-sphere thread pool: the calling thread is the control sphere,
+ * it touches up to 12 worker spheres, each of which coordinates up to 12
+ * of its own (fan-out 12 at every level). Idle workers sleep. */
+typedef struct cllm_spheres cllm_spheres;
+typedef struct {
+    int sphere;          /* sphere id (0 = control sphere, the caller)     */
+    int parent;          /* parent sphere id (-1 for the control sphere)   */
+    uint64_t tasks;      /* tasks (shards) this sphere completed            */
+    double busy_seconds; /* wall time spent running tasks                   */
+    double busy_fraction;/* busy_seconds / wall time since creation/reset   */
+} cllm_sphere_stats;
+
+/* threads == 0: all CPUs in the affinity mask. threads - 1 workers are
+ * created; the caller is sphere 0. */
+int cllm_spheres_new(int threads, cllm_spheres **out);
+int cllm_spheres_free(cllm_spheres *s);
+int cllm_spheres_count(const cllm_spheres *s, int *n);
+/* Fill up to cap entries (one per sphere); *n receives the sphere count. */
+int cllm_spheres_stats(const cllm_spheres *s, cllm_sphere_stats *out, int cap, int *n);
+int cllm_spheres_reset_stats(cllm_spheres *s);
+
+/* --------------------------------------------------------------- model */
+typedef struct {
+    int vocab_size;   /* V                                                  */
+    int context_len;  /* n_positions: rows of the position embedding       */
+    int num_layers;   /* L                                                  */
+    int num_heads;    /* NH (embed_dim % num_heads == 0)                    */
+    int embed_dim;    /* C                                                  */
+    int batch_size;   /* max batch rows per training/eval call (arena size) */
+    int seq_len;      /* max sequence length per call (<= context_len)      */
+    int threads;      /* spheres: 0 = all usable CPUs                       */
+    uint64_t seed;    /* initialisation seed                                */
+    double max_memory_gb; /* refuse configs needing more than this (<=0: 16)*/
+} cllm_config;
+
+typedef struct {
+    char name[64];    /* Hugging Face GPT-2 name, e.g. "transformer.h.0.attn.c_attn.weight" */
+    size_t offset;    /* in floats, into the params/grads/m/v buffers       */
+    size_t numel;
+    int ndim;         /* 1 or 2                                             */
+    int shape[2];     /* HF shape (Conv1D weights are (in, out))            */
+    int decay;        /* 1 if AdamW weight decay applies                    */
+} cllm_tensor_info;
+
+typedef struct {
+    float lr;
+    float beta1;
+    float beta2;
+    float eps;
+    float weight_decay;
+    float grad_clip;  /* global-norm clip; <= 0 disables                    */
+} cllm_adamw;
+
+typedef struct cllm_model cllm_model;
+
+/* Validates sizes, divisibility, seq_len <= context_len and the memory the
+ * config needs (params, grads, moments, activation arenas per sphere). */
+int cllm_config_validate(const cllm_config *cfg);
+/* Bytes the model would allocate for this config (validation not implied). */
+int cllm_config_memory(const cllm_config *cfg, double *bytes);
+
+int cllm_model_new(const cllm_config *cfg, cllm_model **out);
+int cllm_model_free(cllm_model *m);
+int cllm_model_get_config(const cllm_model *m, cllm_config *out);
+/* GPT-2 init: N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)),
+ * biases 0, LayerNorm weight 1; from a seeded RNG. Zeroes AdamW moments. */
+int cllm_model_init(cllm_model *m, uint64_t seed);
+
+int cllm_model_num_params(const cllm_model *m, size_t *n);
+int cllm_model_num_tensors(const cllm_model *m, int *n);
+int cllm_model_tensor_info(const cllm_model *m, int index, cllm_tensor_info *out);
+/* Each out-pointer may be NULL. All four buffers hold num_params floats. */
+int cllm_model_buffers(cllm_model *m, float **params, float **grads,
+                       float **adam_m, float **adam_v);
+/* Spheres (threads) of this model. */
+int cllm_model_spheres(cllm_model *m, cllm_spheres **out);
+
+/* Forward over a (B, T) block of token ids. With targets (same shape,
+ * -1 = ignore) the mean cross-entropy over non-ignored targets is written
+ * to *loss and backward may follow. B <= batch_size, T <= seq_len. */
+int cllm_model_forward(cllm_model *m, const int32_t *inputs,
+                       const int32_t *targets, int B, int T, float *loss);
+/* Gradients of the last forward's loss into the grads buffer (overwrite). */
+int cllm_model_backward(cllm_model *m);
+/* Global gradient L2 norm of the grads buffer. */
+int cllm_model_grad_norm(cllm_model *m, float *norm);
+/* One AdamW step (t = 1-based step count) with global-norm clipping; the
+ * pre-clip norm goes to *grad_norm (may be NULL). */
+int cllm_model_adamw(cllm_model *m, const cllm_adamw *opt, int t, float *grad_norm);
+/* forward + backward + clip + AdamW in one call (no GIL, no allocation). */
+int cllm_model_train_step(cllm_model *m, const int32_t *inputs,
+                          const int32_t *targets, int B, int T,
+                          const cllm_adamw *opt, int t, float *loss,
+                          float *grad_norm);
+/* Forward without targets; copies all B*T*V logits to out (row-major). */
+int cllm_model_logits(cllm_model *m, const int32_t *inputs, int B, int T,
+                      float *out);
+
+/* Batch-1 incremental inference with a KV cache. reset clears the cache;
+ * step appends `token` at position *pos (the cache length) and writes the
+ * next-token logits (V floats). Fails with CLLM_ERR_RANGE when the cache is
+ * full (context_len tokens): reset and re-feed a suffix. */
+int cllm_model_infer_reset(cllm_model *m);
+int cllm_model_infer_step(cllm_model *m, int32_t token, float *logits);
+int cllm_model_infer_pos(const cllm_model *m, int *pos);
+
+/* Sample a token from logits[V]: temperature <= 0 -> argmax; top_k <= 0
+ * disables top-k; top_p >= 1 disables nucleus. rng_state is a caller-owned
+ * 64-bit state advanced on each call (reproducible). */
+int cllm_model_sample(cllm_model *m, const float *logits, float temperature,
+                      int top_k, float top_p, uint64_t *rng_state,
+                      int32_t *out);
+
+/* ----------------------------------------------------------- tokenizer */
+/* (byte-level BPE: see csrc/bpe.c) */
+
+/* CLLM_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CLLM_H */

@@ -1,0 +1,15 @@
+/* gemm.h - internal single-threaded SGEMM (BLIS-style), dispatched by ISA. */
+#ifndef CLLM_GEMM_H
+#define CLLM_GEMM_H
+#include <stddef.h>
+
+/* Floats of packing workspace one cllm_sgemm call needs (64-byte aligned). */
+size_t cllm_gemm_ws_floats(void);
+
+/* Same contract as the public cllm_gemm (see cllm.h), no validation:
+ * C = alpha*op(A)@op(B) + beta*C (+ bias[N]); beta == 0 never reads C.
+ * isa: CLLM_ISA_SCALAR/AVX2/AVX512; ws: cllm_gemm_ws_floats() floats. */
+void cllm_sgemm(int isa, int trans_a, int trans_b, int M, int N, int K,
+                float alpha, const float *A, int lda, const float *B, int ldb,
+                float beta, float *C, int ldc, const float *bias, float *ws);
+#endif
