@@ -1,0 +1,74 @@
+"""Loading of the compiled C core and translation of its error codes."""
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from ._cllm import ffi, lib  # type: ignore[attr-defined]
+except ImportError as e:  # pragma: no cover - only when the build is missing
+    raise ImportError(
+        "cllm's C extension (cllm._cllm) is not built. Install the package with "
+        "`pip install .` (or `python setup.py build_ext --inplace` in a checkout)."
+    ) from e
+
+__all__ = ["ffi", "lib", "check", "CllmError", "ConfigError", "NumericError",
+           "CllmMemoryError", "StateError", "UnsupportedError", "last_error"]
+
+
+class CllmError(RuntimeError):
+    """Base class of errors raised by cllm's C core."""
+
+
+class ConfigError(CllmError, ValueError):
+    """An argument or configuration is invalid (bad size, id out of range, ...)."""
+
+
+class CllmMemoryError(CllmError, MemoryError):
+    """An allocation failed or a configuration exceeds the memory limit."""
+
+
+class NumericError(CllmError, FloatingPointError):
+    """A loss or gradient became NaN/Inf (weights were not updated)."""
+
+
+class StateError(CllmError):
+    """A call was made out of order."""
+
+
+class UnsupportedError(CllmError):
+    """The CPU lacks a requested feature (e.g. forcing AVX-512)."""
+
+
+_CODE_TO_EXC = {
+    lib.CLLM_ERR_INVALID: ConfigError,
+    lib.CLLM_ERR_RANGE: ConfigError,
+    lib.CLLM_ERR_NOMEM: CllmMemoryError,
+    lib.CLLM_ERR_STATE: StateError,
+    lib.CLLM_ERR_NUMERIC: NumericError,
+    lib.CLLM_ERR_UNSUPPORTED: UnsupportedError,
+}
+
+
+def last_error() -> str:
+    """The C core's last error message on this thread."""
+    return ffi.string(lib.cllm_last_error()).decode("utf-8", errors="replace")
+
+
+def check(rc: int, what: str = "") -> None:
+    """Raise the matching exception if a C call returned a non-zero code."""
+    if rc == 0:
+        return
+    msg = last_error() or f"error code {rc}"
+    if what:
+        msg = f"{what}: {msg}"
+    raise _CODE_TO_EXC.get(rc, CllmError)(msg)
+
+
+def fptr(arr: Any) -> Any:
+    """float* to the data of a C-contiguous float32 numpy array."""
+    return ffi.cast("float *", ffi.from_buffer(arr))
+
+
+def iptr(arr: Any) -> Any:
+    """int32_t* to the data of a C-contiguous int32 numpy array."""
+    return ffi.cast("int32_t *", ffi.from_buffer(arr))

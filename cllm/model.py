@@ -1,0 +1,341 @@
+"""The Model: a GPT-2 held by the C core, with tokenization and generation."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ._native import ConfigError, check, ffi, fptr, iptr, lib
+from .config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+Prompt = Union[str, bytes, Sequence[int], np.ndarray]
+
+
+def _seed_state(seed: Optional[int]) -> Any:
+    st = ffi.new("uint64_t *")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(8), "little")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed must be an integer or None, got {seed!r}")
+    st[0] = int(seed) & 0xFFFFFFFFFFFFFFFF
+    return st
+
+
+class Model:
+    """A GPT-2 language model whose weights, gradients and AdamW moments live
+    in the C core (exposed here as zero-copy numpy views).
+
+    Create one with :func:`cllm.train`, :func:`cllm.load` or
+    :meth:`Model.create`.
+    """
+
+    def __init__(self, config: ModelConfig, tokenizer: Any, *, batch_size: int = 1,
+                 seq_len: Optional[int] = None, threads: int = 0, seed: int = 1337,
+                 max_memory_gb: float = 16.0) -> None:
+        config.validate()
+        if len(tokenizer) > config.vocab_size:
+            raise ConfigError(f"tokenizer has {len(tokenizer)} tokens but vocab_size is {config.vocab_size}")
+        self.config = config
+        self.tokenizer = tokenizer
+        self.summary: Dict[str, Any] = {}
+        seq_len = config.context_len if seq_len is None else seq_len
+        for name, v in (("batch_size", batch_size), ("seq_len", seq_len), ("threads", threads)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ConfigError(f"{name} must be an integer, got {v!r}")
+        c = ffi.new("cllm_config *")
+        c.vocab_size = config.vocab_size
+        c.context_len = config.context_len
+        c.num_layers = config.num_layers
+        c.num_heads = config.num_heads
+        c.embed_dim = config.embed_dim
+        c.batch_size = int(batch_size)
+        c.seq_len = int(seq_len)
+        c.threads = int(threads)
+        c.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+        c.max_memory_gb = float(max_memory_gb)
+        h = ffi.new("cllm_model **")
+        check(lib.cllm_model_new(c, h), "cannot create model")
+        self._h = ffi.gc(h[0], lib.cllm_model_free)
+        self.batch_size = int(batch_size)
+        self.seq_len = int(seq_len)
+        n = ffi.new("size_t *")
+        check(lib.cllm_model_num_params(self._h, n))
+        self.num_params = int(n[0])
+        bufs = [ffi.new("float **") for _ in range(4)]
+        check(lib.cllm_model_buffers(self._h, *bufs))
+        nbytes = self.num_params * 4
+        views = [np.frombuffer(ffi.buffer(b[0], nbytes), dtype=np.float32) for b in bufs]
+        #: flat parameter buffer (zero-copy view of C memory)
+        self.params, self.grads, self.adam_m, self.adam_v = views
+        self._tensors = self._read_tensor_table()
+        sp = ffi.new("cllm_spheres **")
+        check(lib.cllm_model_spheres(self._h, sp))
+        cnt = ffi.new("int *")
+        check(lib.cllm_spheres_count(sp[0], cnt))
+        self.threads = int(cnt[0])
+        self._logit_buf = np.zeros(config.vocab_size, dtype=np.float32)
+
+    # ------------------------------------------------------------ basics
+    @classmethod
+    def create(cls, config: ModelConfig, tokenizer: Any = None, **kw: Any) -> "Model":
+        """A freshly initialised model (GPT-2 init from ``seed``)."""
+        if tokenizer is None:
+            from .tokenizer import Tokenizer
+            tokenizer = Tokenizer.byte_level()
+        return cls(config, tokenizer, **kw)
+
+    def _read_tensor_table(self) -> List[Dict[str, Any]]:
+        n = ffi.new("int *")
+        check(lib.cllm_model_num_tensors(self._h, n))
+        info = ffi.new("cllm_tensor_info *")
+        out = []
+        for i in range(n[0]):
+            check(lib.cllm_model_tensor_info(self._h, i, info))
+            shape = tuple(info.shape[k] for k in range(info.ndim))
+            out.append({"name": ffi.string(info.name).decode(), "offset": int(info.offset),
+                        "numel": int(info.numel), "shape": shape, "decay": bool(info.decay)})
+        return out
+
+    def tensor_info(self) -> List[Dict[str, Any]]:
+        """Name, offset, shape and weight-decay flag of every parameter tensor."""
+        return [dict(t) for t in self._tensors]
+
+    def _view(self, flat: np.ndarray, t: Dict[str, Any]) -> np.ndarray:
+        return flat[t["offset"]:t["offset"] + t["numel"]].reshape(t["shape"])
+
+    def named_parameters(self) -> Iterator[Tuple[str, np.ndarray]]:
+        """(Hugging Face name, zero-copy view) for every parameter tensor."""
+        for t in self._tensors:
+            yield t["name"], self._view(self.params, t)
+
+    def named_grads(self) -> Iterator[Tuple[str, np.ndarray]]:
+        """(name, gradient view) in the same order as :meth:`named_parameters`."""
+        for t in self._tensors:
+            yield t["name"], self._view(self.grads, t)
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Name -> parameter view (zero-copy)."""
+        return dict(self.named_parameters())
+
+    def load_state_dict(self, sd: Dict[str, np.ndarray]) -> None:
+        """Copy parameters in by name; shapes must match exactly."""
+        for name, view in self.named_parameters():
+            if name not in sd:
+                raise ConfigError(f"state dict lacks {name}")
+            arr = np.asarray(sd[name], dtype=np.float32)
+            if arr.shape != view.shape:
+                raise ConfigError(f"{name}: shape {arr.shape} does not match the model's {view.shape}")
+            view[...] = arr
+
+    def init_weights(self, seed: int) -> None:
+        """Re-initialise with GPT-2 init from ``seed`` (zeroes AdamW moments)."""
+        check(lib.cllm_model_init(self._h, int(seed) & 0xFFFFFFFFFFFFFFFF))
+
+    # ------------------------------------------------------------ tokens
+    def tokenize(self, text: Union[str, bytes]) -> List[int]:
+        """Token ids of ``text``."""
+        return self.tokenizer.encode(text)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Text of token ids."""
+        return self.tokenizer.decode([int(i) for i in ids])
+
+    def _ids(self, prompt: Prompt) -> np.ndarray:
+        if isinstance(prompt, (str, bytes)):
+            ids = self.tokenize(prompt)
+        else:
+            ids = prompt
+        arr = np.asarray(ids)
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ConfigError(f"token ids must be integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64).reshape(-1)
+        if arr.size and (arr.min() < 0 or arr.max() >= self.config.vocab_size):
+            bad = arr[(arr < 0) | (arr >= self.config.vocab_size)][0]
+            raise ConfigError(f"token id {bad} out of range [0, {self.config.vocab_size})")
+        return arr.astype(np.int32)
+
+    # ---------------------------------------------------------- training
+    def _block(self, a: Any, name: str, allow_ignore: bool = False) -> np.ndarray:
+        arr = np.asarray(a)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2:
+            raise ConfigError(f"{name} must have shape (batch, seq), got {arr.shape}")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ConfigError(f"{name} must hold integer token ids, got dtype {arr.dtype}")
+        lo = -1 if allow_ignore else 0
+        if arr.size and (arr.min() < lo or arr.max() >= self.config.vocab_size):
+            raise ConfigError(f"{name} holds ids outside [{lo}, {self.config.vocab_size})")
+        return np.ascontiguousarray(arr, dtype=np.int32)
+
+    def forward(self, inputs: Any, targets: Any = None) -> Optional[float]:
+        """Forward over a (B, T) block; returns the mean loss when targets are given."""
+        x = self._block(inputs, "inputs")
+        y = None if targets is None else self._block(targets, "targets", allow_ignore=True)
+        if y is not None and y.shape != x.shape:
+            raise ConfigError(f"targets shape {y.shape} != inputs shape {x.shape}")
+        loss = ffi.new("float *")
+        check(lib.cllm_model_forward(self._h, iptr(x), ffi.NULL if y is None else iptr(y),
+                                     x.shape[0], x.shape[1], loss), "forward")
+        return float(loss[0]) if y is not None else None
+
+    def backward(self) -> None:
+        """Gradients of the last forward's loss into :attr:`grads`."""
+        check(lib.cllm_model_backward(self._h), "backward")
+
+    def adamw_step(self, step: int, lr: float, *, beta1: float = 0.9, beta2: float = 0.95,
+                   eps: float = 1e-8, weight_decay: float = 0.1, grad_clip: float = 1.0) -> float:
+        """One AdamW update from :attr:`grads`; returns the pre-clip gradient norm."""
+        opt = self._opt(lr, beta1, beta2, eps, weight_decay, grad_clip)
+        gn = ffi.new("float *")
+        check(lib.cllm_model_adamw(self._h, opt, int(step), gn), "adamw")
+        return float(gn[0])
+
+    @staticmethod
+    def _opt(lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+             grad_clip: float) -> Any:
+        o = ffi.new("cllm_adamw *")
+        o.lr, o.beta1, o.beta2, o.eps = lr, beta1, beta2, eps
+        o.weight_decay, o.grad_clip = weight_decay, grad_clip
+        return o
+
+    def train_step(self, inputs: Any, targets: Any, step: int, lr: float, *, beta1: float = 0.9,
+                   beta2: float = 0.95, eps: float = 1e-8, weight_decay: float = 0.1,
+                   grad_clip: float = 1.0) -> Tuple[float, float]:
+        """Forward + backward + clip + AdamW in one C call. Returns (loss, grad_norm)."""
+        x = self._block(inputs, "inputs")
+        y = self._block(targets, "targets", allow_ignore=True)
+        if y.shape != x.shape:
+            raise ConfigError(f"targets shape {y.shape} != inputs shape {x.shape}")
+        opt = self._opt(lr, beta1, beta2, eps, weight_decay, grad_clip)
+        loss, gn = ffi.new("float *"), ffi.new("float *")
+        check(lib.cllm_model_train_step(self._h, iptr(x), iptr(y), x.shape[0], x.shape[1], opt,
+                                        int(step), loss, gn), f"train step {step}")
+        return float(loss[0]), float(gn[0])
+
+    # --------------------------------------------------------- inference
+    def logits(self, ids: Prompt) -> np.ndarray:
+        """Next-token logits at every position: (T, V) for one sequence, or
+        (B, T, V) for a 2-D batch of ids."""
+        if not isinstance(ids, (str, bytes)) and np.asarray(ids).ndim == 2:
+            x = self._block(ids, "ids")
+            B, T = x.shape
+            if B > self.batch_size or T > self.seq_len:
+                return np.stack([self.logits(row) for row in x])
+            out = np.empty((B, T, self.config.vocab_size), dtype=np.float32)
+            check(lib.cllm_model_logits(self._h, iptr(x), B, T, fptr(out)), "logits")
+            return out
+        arr = self._ids(ids)
+        T = arr.size
+        if T == 0:
+            raise ConfigError("logits: empty prompt")
+        if T > self.config.context_len:
+            raise ConfigError(f"logits: {T} tokens exceed the context length {self.config.context_len}")
+        out = np.empty((T, self.config.vocab_size), dtype=np.float32)
+        if T <= self.seq_len:
+            x = np.ascontiguousarray(arr[None, :])
+            check(lib.cllm_model_logits(self._h, iptr(x), 1, T, fptr(out)), "logits")
+        else:  # longer than the training arena: incremental KV-cache path
+            check(lib.cllm_model_infer_reset(self._h))
+            for t in range(T):
+                check(lib.cllm_model_infer_step(self._h, int(arr[t]), fptr(out[t])))
+        return out
+
+    def _feed(self, ids: np.ndarray) -> np.ndarray:
+        """Reset the KV cache and feed ``ids``; returns the last logits."""
+        check(lib.cllm_model_infer_reset(self._h))
+        buf = self._logit_buf
+        for t in ids:
+            check(lib.cllm_model_infer_step(self._h, int(t), fptr(buf)), "inference")
+        return buf
+
+    def _sample(self, logits: np.ndarray, temperature: float, top_k: Optional[int],
+                top_p: float, rng: Any) -> int:
+        out = ffi.new("int32_t *")
+        check(lib.cllm_model_sample(self._h, fptr(logits), float(temperature), int(top_k or 0),
+                                    float(top_p), rng, out), "sample")
+        return int(out[0])
+
+    @staticmethod
+    def _check_sampling(temperature: float, top_k: Optional[int], top_p: float) -> None:
+        if not np.isfinite(temperature) or temperature < 0:
+            raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0):
+            raise ConfigError(f"top_k must be a non-negative integer, got {top_k!r}")
+        if not (0.0 < top_p <= 1.0):
+            raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
+
+    def _context(self, ids: np.ndarray) -> np.ndarray:
+        if ids.size == 0:
+            ids = np.asarray([self.tokenizer.eot_id], dtype=np.int32)
+        return ids[-self.config.context_len:]
+
+    def predict_next_token(self, prompt: Prompt, temperature: float = 1.0,
+                           top_k: Optional[int] = None, top_p: float = 1.0,
+                           seed: Optional[int] = None) -> int:
+        """Sample the next token id after ``prompt`` (text or ids).
+        temperature 0 returns the argmax of :meth:`logits`' last row."""
+        self._check_sampling(temperature, top_k, top_p)
+        ids = self._context(self._ids(prompt))
+        logits = self._feed(ids)
+        return self._sample(logits, temperature, top_k, top_p, _seed_state(seed))
+
+    def generate_ids(self, prompt: Prompt, max_new_tokens: int = 64, temperature: float = 0.8,
+                     top_k: Optional[int] = 40, top_p: float = 1.0, seed: Optional[int] = None,
+                     stop_at_eot: bool = True) -> Iterator[int]:
+        """Yield sampled token ids one by one (KV cache; streams)."""
+        self._check_sampling(temperature, top_k, top_p)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+            raise ConfigError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+        rng = _seed_state(seed)
+        ctx = list(self._context(self._ids(prompt)))
+        logits = self._feed(np.asarray(ctx, dtype=np.int32))
+        P = self.config.context_len
+        for _ in range(int(max_new_tokens)):
+            tok = self._sample(logits, temperature, top_k, top_p, rng)
+            if stop_at_eot and tok == self.tokenizer.eot_id:
+                return
+            yield tok
+            ctx.append(tok)
+            pos = ffi.new("int *")
+            check(lib.cllm_model_infer_pos(self._h, pos))
+            if pos[0] >= P:  # cache full: keep the most recent half as context
+                ctx = ctx[-(P // 2 or 1):]
+                logits = self._feed(np.asarray(ctx, dtype=np.int32))
+            else:
+                check(lib.cllm_model_infer_step(self._h, tok, fptr(logits)), "inference")
+
+    def generate(self, prompt: Prompt, max_new_tokens: int = 64, temperature: float = 0.8,
+                 top_k: Optional[int] = 40, top_p: float = 1.0, seed: Optional[int] = None,
+                 stop_at_eot: bool = True) -> str:
+        """Complete ``prompt``; returns only the generated text."""
+        ids = list(self.generate_ids(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eot))
+        return self.detokenize(ids)
+
+    # --------------------------------------------------------- threads
+    def sphere_stats(self) -> List[Dict[str, Any]]:
+        """Per-sphere statistics: tasks done, busy seconds and busy fraction."""
+        sp = ffi.new("cllm_spheres **")
+        check(lib.cllm_model_spheres(self._h, sp))
+        st = ffi.new("cllm_sphere_stats[]", self.threads)
+        n = ffi.new("int *")
+        check(lib.cllm_spheres_stats(sp[0], st, self.threads, n))
+        return [{"sphere": s.sphere, "parent": s.parent, "tasks": int(s.tasks),
+                 "busy_seconds": float(s.busy_seconds), "busy_fraction": float(s.busy_fraction)}
+                for s in st[0:min(n[0], self.threads)]]
+
+    # ------------------------------------------------------------ files
+    def save(self, path: str, trainer_state: Optional[Dict[str, Any]] = None) -> str:
+        """Write a Hugging Face-compatible checkpoint directory (atomic writes)."""
+        from .checkpoint import save_checkpoint
+        return save_checkpoint(self, path, trainer_state=trainer_state)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Model(vocab_size={c.vocab_size}, context_len={c.context_len}, num_layers={c.num_layers}, "
+                f"num_heads={c.num_heads}, embed_dim={c.embed_dim}, params={self.num_params:,}, "
+                f"threads={self.threads})")
