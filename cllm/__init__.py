@@ -1,4 +1,54 @@
-"""cllm: train small GPT-style language models on a code repository, on CPUs."""
+"""cllm: train small GPT-style language models on a code repository, on CPUs.
+
+>>> import cllm
+>>> model = cllm.train("path/to/repo", epochs=1, out_dir="runs/x")   # doctest: +SKIP
+>>> model.generate("def main(", max_new_tokens=64)                    # doctest: +SKIP
+"""
 from __future__ import annotations
 
+from typing import Any, Dict, Optional
+
+from ._native import (CllmError, CllmMemoryError, ConfigError, NumericError, StateError,
+                      UnsupportedError, check, ffi, lib)
+from .checkpoint import CheckpointError
+from .config import ModelConfig
+from .corpus import CorpusError
+from .model import Model
+from .tokenizer import Tokenizer
+from .train import TrainConfig, train
+
 __version__ = "0.1.0"
+
+_ISA_NAMES = {"scalar": 0, "avx2": 1, "avx512": 2, "auto": -1}
+
+__all__ = ["train", "load", "Model", "Tokenizer", "ModelConfig", "TrainConfig", "set_isa", "get_isa",
+           "cpu_info", "CllmError", "ConfigError", "CllmMemoryError", "NumericError", "StateError",
+           "UnsupportedError", "CheckpointError", "CorpusError", "__version__"]
+
+
+def load(path: str, *, threads: int = 0, batch_size: int = 1, seq_len: Optional[int] = None) -> Model:
+    """Load a checkpoint directory written by :meth:`Model.save` or :func:`train`."""
+    from .checkpoint import load_checkpoint
+    return load_checkpoint(path, threads=threads, batch_size=batch_size, seq_len=seq_len)
+
+
+def set_isa(isa: str) -> None:
+    """Force the kernel path: ``"scalar"``, ``"avx2"``, ``"avx512"`` or ``"auto"``."""
+    if isa not in _ISA_NAMES:
+        raise ConfigError(f"unknown ISA {isa!r}; choose one of {sorted(_ISA_NAMES)}")
+    check(lib.cllm_set_isa(_ISA_NAMES[isa]), "set_isa")
+
+
+def get_isa() -> str:
+    """The kernel path in use (``"scalar"``, ``"avx2"`` or ``"avx512"``)."""
+    p = ffi.new("int *")
+    check(lib.cllm_get_isa(p))
+    return {v: k for k, v in _ISA_NAMES.items()}[p[0]]
+
+
+def cpu_info() -> Dict[str, Any]:
+    """What CPUID detected, the chosen kernel path and the usable CPU count."""
+    a, b, n = ffi.new("int *"), ffi.new("int *"), ffi.new("int *")
+    check(lib.cllm_cpu_detect(a, b))
+    check(lib.cllm_cpu_count(n))
+    return {"avx2_fma": bool(a[0]), "avx512": bool(b[0]), "isa": get_isa(), "cpus": int(n[0])}

@@ -807,7 +807,7 @@ CLLM_EXPORT int cllm_model_infer_reset(cllm_model *m) {
         size_t kv = (size_t)m->L * m->P * m->C;
         m->kcache = cllm_aligned_alloc(kv * sizeof(float));
         m->vcache = cllm_aligned_alloc(kv * sizeof(float));
-        m->ix = cllm_aligned_alloc(sizeof(float) * (size_t)m->C * 12);
+        m->ix = cllm_aligned_alloc(sizeof(float) * (size_t)m->C * 14);
         if (!m->kcache || !m->vcache || !m->ix) {
             cllm_aligned_free(m->kcache); cllm_aligned_free(m->vcache); cllm_aligned_free(m->ix);
             m->kcache = m->vcache = m->ix = NULL;

@@ -1,0 +1,186 @@
+"""The ``cllm`` command: ``train``, ``generate``, ``tokenize`` and ``info``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import List, Optional
+
+log = logging.getLogger("cllm")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model on a source tree",
+                       description="Train a GPT-2 on the text files under PATH (default: the Python "
+                                   "standard library, capped so the run takes a few minutes).")
+    p.add_argument("path", nargs="?", default=None, help="source tree or file (default: Python stdlib)")
+    p.add_argument("--out", default="runs/cllm", help="checkpoint directory (default: runs/cllm)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N steps (overrides --epochs)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--learning-rate", type=float, default=3e-4)
+    p.add_argument("--threads", type=int, default=0, help="worker spheres; 0 = all usable CPUs")
+    p.add_argument("--vocab-size", type=int, default=4096)
+    p.add_argument("--embed-dim", type=int, default=256)
+    p.add_argument("--num-layers", type=int, default=4)
+    p.add_argument("--num-heads", type=int, default=4)
+    p.add_argument("--context-len", type=int, default=None, help="position embeddings (default: seq-len)")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("-e", "--ext", action="append", default=None,
+                   help="only files with this extension (repeatable or comma list, e.g. -e .py,.c)")
+    p.add_argument("--max-bytes", type=int, default=None, help="cap on corpus bytes")
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--warmup-steps", type=int, default=None)
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--eval-interval", type=int, default=0, help="evaluate every N steps (0: at the end)")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="save every N steps (0: at the end)")
+    p.add_argument("--sample-tokens", type=int, default=96, help="tokens of the sample printed at the end")
+    p.add_argument("--sample-prompt", default="def ", help="prompt of the sample printed at the end")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details and per-sphere statistics")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    """Run ``cllm train``."""
+    from .train import train
+    t0 = time.perf_counter()
+    model = train(a.path, epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size,
+                  seq_len=a.seq_len, learning_rate=a.learning_rate, threads=a.threads,
+                  vocab_size=a.vocab_size, embed_dim=a.embed_dim, num_layers=a.num_layers,
+                  num_heads=a.num_heads, context_len=a.context_len, out_dir=a.out, seed=a.seed,
+                  exts=a.ext, max_bytes=a.max_bytes, weight_decay=a.weight_decay, grad_clip=a.grad_clip,
+                  warmup_steps=a.warmup_steps, val_fraction=a.val_fraction, eval_interval=a.eval_interval,
+                  checkpoint_every=a.checkpoint_every, progress=not a.quiet, verbose=a.verbose)
+    s = model.summary
+    print(f"{model!r}")
+    print(f"corpus: {s['corpus_files']} files, {s['corpus_bytes']:,} bytes, {s['corpus_tokens']:,} tokens "
+          f"(vocab {s['vocab_size']})")
+    print(f"trained {s['steps']} steps ({s['tokens']:,} tokens) in {s['train_seconds']:.1f}s "
+          f"= {s['tokens_per_sec']:,.0f} tokens/s on {s['threads']} thread(s)")
+    print(f"loss: first {s['first_loss']:.4f} -> last {s['train_loss']:.4f}", end="")
+    if "val_loss" in s:
+        print(f"; val loss {s['val_loss']:.4f} ({s.get('val_bpb', float('nan')):.3f} bits/byte)")
+    else:
+        print()
+    if a.verbose:
+        for st in model.sphere_stats():
+            print(f"  sphere {st['sphere']:>3} (parent {st['parent']:>3}): {st['tasks']} tasks, "
+                  f"busy {st['busy_seconds']:.2f}s ({100 * st['busy_fraction']:.0f}%)")
+    print(f"checkpoint: {os.path.abspath(a.out)}")
+    if a.sample_tokens > 0:
+        text = model.generate(a.sample_prompt, max_new_tokens=a.sample_tokens, temperature=0.8,
+                              top_k=40, seed=a.seed)
+        print("sample:\n" + a.sample_prompt + text)
+    print(f"total time {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="complete a prompt with a trained checkpoint")
+    p.add_argument("checkpoint", help="checkpoint directory")
+    p.add_argument("-p", "--prompt", default="", help="prompt text")
+    p.add_argument("-n", "--max-tokens", type=int, default=128, help="tokens to generate")
+    p.add_argument("-t", "--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("-k", "--top-k", type=int, default=40, help="0 disables top-k")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 disables)")
+    p.add_argument("-s", "--seed", type=int, default=None, help="sampling seed (default: random)")
+    p.add_argument("--threads", type=int, default=0, help="0 = all usable CPUs")
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    """Run ``cllm generate``: stream the completion to stdout."""
+    from . import load
+    model = load(a.checkpoint, threads=a.threads)
+    out = sys.stdout
+    out.write(a.prompt)
+    out.flush()
+    ids: List[int] = []
+    printed = ""
+    for tok in model.generate_ids(a.prompt, max_new_tokens=a.max_tokens, temperature=a.temperature,
+                                  top_k=a.top_k, top_p=a.top_p, seed=a.seed):
+        ids.append(tok)
+        text = model.detokenize(ids)
+        if not text.endswith("\ufffd"):  # wait for complete UTF-8 sequences
+            out.write(text[len(printed):])
+            out.flush()
+            printed = text
+    out.write(model.detokenize(ids)[len(printed):] + "\n")
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="show CPU features / kernel path, or a checkpoint's config")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint directory")
+    p.add_argument("--system", action="store_true", help="CPU features, chosen kernel path, threads")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    """Run ``cllm info``."""
+    import cllm
+    if a.system or not a.checkpoint:
+        info = cllm.cpu_info()
+        print(f"cllm {cllm.__version__}")
+        print(f"cpu: avx2+fma={'yes' if info['avx2_fma'] else 'no'} avx512={'yes' if info['avx512'] else 'no'}")
+        print(f"kernel path: {info['isa']} (override with CLLM_ISA=scalar|avx2|avx512)")
+        print(f"usable cpus (affinity mask): {info['cpus']}")
+    if a.checkpoint:
+        from .checkpoint import STATE_FILE, read_json
+        m = cllm.load(a.checkpoint, threads=1)
+        print(repr(m))
+        sp = os.path.join(a.checkpoint, STATE_FILE)
+        if os.path.exists(sp):
+            st = read_json(sp)
+            print(json.dumps({k: st.get(k) for k in ("step", "epoch", "summary")}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (sub-commands like git/pip)."""
+    p = argparse.ArgumentParser(prog="cllm", description="Train small GPT models on code, on CPUs.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(sub)
+    _add_generate(sub)
+    try:
+        from . import cli_tokenize
+        cli_tokenize.register(sub)
+    except ImportError:
+        pass
+    _add_info(sub)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``cllm`` and ``python -m cllm``."""
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.version:
+        from . import __version__
+        print(f"cllm {__version__}")
+        return 0
+    if not a.command:
+        parser.print_help()
+        return 2
+    verbose = getattr(a, "verbose", False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s" if verbose else "cllm: %(message)s")
+    if a.command == "train" and not verbose:
+        logging.getLogger("cllm").setLevel(logging.INFO)
+    from ._native import CllmError
+    from .corpus import CorpusError
+    try:
+        return a.func(a)
+    except (CllmError, CorpusError, FileNotFoundError, ValueError, MemoryError) as e:
+        print(f"cllm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cllm: interrupted", file=sys.stderr)
+        return 130
