@@ -197,8 +197,11 @@ class Tokenizer:
                     bar.update(len(data))
         finally:
             bar.close()
-        if total == 0:
-            raise ValueError("cannot train a tokenizer on an empty corpus")
+        uniq = ffi.new("int64_t *")
+        _check(lib.cllm_tokenizer_train_stats(h, uniq, ffi.NULL))
+        if total == 0 or uniq[0] == 0:
+            raise ValueError("cannot train a tokenizer on an empty corpus "
+                             "(no text besides special tokens)")
         nm = ffi.new("int32_t *")
         fin = ffi.new("int *")
         bar = _tqdm(progress, desc="bpe: merging", total=vocab_size - base, unit="merge")

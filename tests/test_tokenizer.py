@@ -282,6 +282,12 @@ def test_bad_inputs_raise_clean_errors(tmp_path):
         Tokenizer.train([], vocab_size=300, progress=False)
     with pytest.raises(ValueError, match="empty"):
         Tokenizer.train(["", b""], vocab_size=300, progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        Tokenizer.train(["<|endoftext|><|endoftext|>"], vocab_size=300, progress=False)
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="empty"):
+        Tokenizer.train([str(empty)], vocab_size=300, progress=False)
     with pytest.raises(ValueError, match="min_frequency"):
         Tokenizer.train(["abc"], vocab_size=300, min_frequency=0, progress=False)
     with pytest.raises(TypeError):
