@@ -277,12 +277,17 @@ class Tokenizer:
             bad = int(arr[(arr < 0) | (arr >= len(self._tokens))][0])
             raise ValueError(f"token id {bad} out of range [0, {len(self)})")
         arr = np.ascontiguousarray(arr, dtype=np.int32)
-        cap = max(1, int(arr.size) * self._max_len)
-        out = ffi.new("uint8_t[]", cap)
+        ptr = ffi.cast("int32_t *", arr.ctypes.data)
         n = ffi.new("size_t *")
-        _check(lib.cllm_tokenizer_decode(self._h, ffi.cast("int32_t *", arr.ctypes.data), arr.size,
-                                         out, cap, n))
-        return bytes(ffi.buffer(out, n[0]))
+        # first pass: exact output length (C reports it with CLLM_ERR_RANGE)
+        rc = lib.cllm_tokenizer_decode(self._h, ptr, arr.size, ffi.NULL, 0, n)
+        if rc != 0 and n[0] == 0:
+            _check(rc)
+        if n[0] == 0:
+            return b""
+        out = bytearray(n[0])
+        _check(lib.cllm_tokenizer_decode(self._h, ptr, arr.size, ffi.from_buffer(out), len(out), n))
+        return bytes(out)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids`` (invalid UTF-8 replaced by U+FFFD, as Hugging Face does)."""
