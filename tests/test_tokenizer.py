@@ -366,3 +366,49 @@ def test_encode_is_thread_safe(trained, stdlib_docs):
     for th in threads:
         th.join()
     assert all(r == expect for r in results)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.text(alphabet=st.sampled_from(list("ab c\n\t_1(é")), max_size=60), min_size=1,
+                max_size=6),
+       st.integers(min_value=257, max_value=330), st.integers(min_value=1, max_value=3))
+def test_training_matches_reference_hypothesis(texts, vocab, minf):
+    if not any(texts):
+        return
+    toks, merges = reference_train(texts, vocab, minf)
+    tok = Tokenizer.train(texts, vocab_size=vocab, min_frequency=minf, progress=False)
+    assert tok.merges() == merges
+    assert [tok.token_bytes(i) for i in range(len(tok))] == toks
+    for t in texts:
+        assert tok.decode(tok.encode(t)) == t
+
+
+def test_cli_tokenize(tmp_path, capsys):
+    from cllm import cli_tokenize
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("def main():\n    return 1\n" * 50)
+    (src / "b.md").write_text("# title\n" * 50)
+    out = tmp_path / "tok.json"
+    assert cli_tokenize.main([str(src), "--vocab-size", "300", "-e", "py", "--out", str(out),
+                              "--text", "def main():", "--show", "pieces", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "corpus: 1 files" in text and "bytes/token" in text and "'def'" in text
+    tok = Tokenizer.load(str(out))
+    assert 257 < len(tok) <= 300  # tiny corpus: merges run out before 300
+    f = tmp_path / "x.py"
+    f.write_text("def main():\n")
+    assert cli_tokenize.main(["--load", str(out), "--file", str(f)]) == 0
+    ids = capsys.readouterr().out.strip().splitlines()[-1]
+    assert [int(x) for x in ids.split()] == tok.encode("def main():\n")
+    assert cli_tokenize.main([str(src), "--vocab-size", "300", "-e", "py,md", "-q"]) == 0
+    assert "corpus: 2 files" in capsys.readouterr().out
+    assert cli_tokenize.main([str(tmp_path / "missing")]) == 2
+    assert cli_tokenize.main(["--load", str(tmp_path / "missing.json")]) == 2
+    assert cli_tokenize.main([str(src), "--vocab-size", "10"]) == 2
+    import argparse
+    parser = argparse.ArgumentParser(prog="cllm")
+    sub = parser.add_subparsers(dest="cmd")
+    cli_tokenize.register(sub)
+    args = parser.parse_args(["tokenize", "--load", str(out), "--text", "x"])
+    assert args.func(args) == 0
