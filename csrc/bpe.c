@@ -351,7 +351,8 @@ typedef struct {
 
 /* ---------------------------------------------------------- tokenizer */
 #define CACHE_MAX_WORD 128
-#define CACHE_MAX_ENTRIES (1u << 20)
+#define CACHE_MAX_ENTRIES (1u << 20)   /* bounded memory: the cache is cleared */
+#define CACHE_MAX_IDS (1u << 23)       /* when either limit is reached          */
 
 struct cllm_tokenizer {
     strmap toks;          /* token bytes -> entry (entry index == id)  */
@@ -1050,7 +1051,7 @@ static inline int64_t encode_word(cllm_tokenizer *t, const uint8_t *p, size_t n,
         return k;
     }
     size_t k = bpe_short(t, p, n, out);
-    if (t->cache.n >= CACHE_MAX_ENTRIES) cache_clear(t);
+    if (t->cache.n >= CACHE_MAX_ENTRIES || t->cache_ids_len >= CACHE_MAX_IDS) cache_clear(t);
     if (t->cache_ids_len + k > t->cache_ids_cap) {
         size_t c = t->cache_ids_cap ? t->cache_ids_cap * 2 : 1 << 16;
         while (c < t->cache_ids_len + k) c *= 2;
