@@ -1,17 +1,59 @@
-"""Tokenizer. For now byte-level (256 byte tokens + <|endoftext|>); the BPE
-issue fills in a trained byte-level BPE behind the same class."""
+"""Byte-level BPE tokenizer (the C core does the work; this is the wrapper).
+
+Ids 0..255 are the 256 bytes, then the special tokens (``<|endoftext|>`` is
+256), then the learned merges in rank order. Training, encoding and decoding
+run in C (``csrc/bpe.c``) with the GIL released. The saved ``tokenizer.json``
+is a Hugging Face ``tokenizers`` file: a ``Split`` regex (the code-aware
+pre-tokenizer, see :data:`PRETOKENIZER_REGEX`) followed by ``ByteLevel``,
+a BPE model and a ``ByteLevel`` decoder, so
+``tokenizers.Tokenizer.from_file(path).encode(text).ids`` gives the same ids.
+"""
 from __future__ import annotations
 
 import json
+import logging
 import os
-from typing import Iterable, List, Sequence, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import corpus as _corpus
+
+log = logging.getLogger(__name__)
+
 EOT = "<|endoftext|>"
 
+#: Code-aware pre-tokenizer, ASCII classes only (every non-ASCII code point
+#: counts as a letter, so no Unicode table can differ between the C splitter
+#: and ``tokenizers``' regex engine). In order, leftmost alternative wins:
+#: identifiers (letters, digits, ``_``) with an optional leading space;
+#: digit runs with an optional leading space; punctuation runs with an
+#: optional leading space; whitespace runs except their last character when
+#: a word follows (GPT-2's ``\s+(?!\S)``, so indentation ``"\n   "`` and the
+#: word ``" return"`` are separate pieces); any other whitespace run.
+_L = r"A-Za-z_\x{80}-\x{10FFFF}"
+_W = r"\t\n\x0b\x0c\r "
+PRETOKENIZER_REGEX = (
+    rf" ?[{_L}][{_L}0-9]*| ?[0-9]+| ?[^{_L}0-9{_W}]+|[{_W}]+(?![^{_W}])|[{_W}]+"
+)
 
-def _bytes_to_unicode() -> dict:
+_ERRORS = {-1: ValueError, -2: MemoryError, -3: ValueError, -4: RuntimeError}
+
+
+def _lib():
+    from ._cllm import ffi, lib  # noqa: WPS433 (imported lazily: built extension)
+    return ffi, lib
+
+
+def _check(rc: int) -> None:
+    """Raise the Python exception matching a C error code."""
+    if rc != 0:
+        ffi, lib = _lib()
+        msg = ffi.string(lib.cllm_last_error()).decode("utf-8", "replace")
+        raise _ERRORS.get(rc, RuntimeError)(msg or f"cllm C error {rc}")
+
+
+def _bytes_to_unicode() -> Dict[int, str]:
     """GPT-2's reversible byte -> printable unicode map (as HF ByteLevel uses)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
         list(range(ord("®"), ord("ÿ") + 1))
@@ -25,84 +67,323 @@ def _bytes_to_unicode() -> dict:
     return dict(zip(bs, map(chr, cs)))
 
 
+_B2U = _bytes_to_unicode()
+_U2B = {u: b for b, u in _B2U.items()}
+
+
+def _to_hf(b: bytes) -> str:
+    return "".join(_B2U[x] for x in b)
+
+
+def _from_hf(s: str) -> bytes:
+    try:
+        return bytes(_U2B[c] for c in s)
+    except KeyError as e:
+        raise ValueError(f"token {s!r} has a character outside the byte-level alphabet") from e
+
+
+def pre_tokenizer_json() -> dict:
+    """The ``pre_tokenizer`` section of tokenizer.json (matches the C splitter)."""
+    return {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": PRETOKENIZER_REGEX}, "behavior": "Isolated",
+         "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
+    ]}
+
+
+TextSource = Union[str, bytes, bytearray, memoryview, "os.PathLike[str]"]
+
+
 class Tokenizer:
-    """Byte-level tokenizer: ids 0..255 are bytes, 256 is <|endoftext|>."""
+    """Byte-level BPE tokenizer backed by the C core.
 
-    def __init__(self) -> None:
-        self.eot_id = 256
+    Build one with :meth:`byte_level`, :meth:`train` or :meth:`load`.
+    """
 
+    def __init__(self, _handle=None) -> None:
+        ffi, lib = _lib()
+        if _handle is None:
+            out = ffi.new("cllm_tokenizer **")
+            _check(lib.cllm_tokenizer_new(out))
+            _handle = out[0]
+            idp = ffi.new("int32_t *")
+            eot = EOT.encode()
+            _check(lib.cllm_tokenizer_add_special(_handle, eot, len(eot), idp))
+        self._h = ffi.gc(_handle, lib.cllm_tokenizer_free)
+        self._refresh()
+
+    # ------------------------------------------------------------ internals
+    def _refresh(self) -> None:
+        """Cache the vocabulary (bytes per id, specials) on the Python side."""
+        ffi, lib = _lib()
+        n = ffi.new("int32_t *")
+        _check(lib.cllm_tokenizer_vocab_size(self._h, n))
+        ml = ffi.new("size_t *")
+        _check(lib.cllm_tokenizer_max_token_len(self._h, ml))
+        buf = ffi.new("uint8_t[]", max(1, ml[0]))
+        ln = ffi.new("size_t *")
+        sp = ffi.new("int *")
+        self._tokens: List[bytes] = []
+        self._special: Dict[bytes, int] = {}
+        for i in range(n[0]):
+            _check(lib.cllm_tokenizer_token_bytes(self._h, i, buf, ml[0], ln, sp))
+            b = bytes(ffi.buffer(buf, ln[0]))
+            self._tokens.append(b)
+            if sp[0]:
+                self._special[b] = i
+        self._max_len = max(1, ml[0])
+        self._hf_to_id: Optional[Dict[str, int]] = None
+        eot = EOT.encode()
+        self.eot_id: int = self._special.get(eot, -1)
+
+    # ---------------------------------------------------------- constructors
     @classmethod
     def byte_level(cls) -> "Tokenizer":
-        """The untrained byte-level tokenizer."""
+        """The untrained tokenizer: 256 byte tokens and ``<|endoftext|>`` (id 256)."""
         return cls()
 
+    @classmethod
+    def train(cls, paths_or_texts: Union[TextSource, Iterable[TextSource]], vocab_size: int = 4096,
+              min_frequency: int = 2, special_tokens: Sequence[str] = (EOT,),
+              progress: bool = True, exts: Optional[Sequence[str]] = None) -> "Tokenizer":
+        """Train a byte-level BPE on files, directories, ``str`` or ``bytes`` items.
+
+        ``vocab_size`` counts the 256 bytes and the special tokens. Training
+        stops early when no pair occurs ``min_frequency`` times. A ``str``
+        item naming an existing file or directory is read (directories are
+        walked like the corpus, optionally filtered by ``exts``); any other
+        ``str`` is text. Raises ``ValueError`` for a bad size or empty corpus.
+        """
+        ffi, lib = _lib()
+        special_tokens = list(special_tokens)
+        if EOT not in special_tokens:
+            special_tokens.insert(0, EOT)
+        base = 256 + len(special_tokens)
+        if not isinstance(vocab_size, int) or vocab_size < base:
+            raise ValueError(f"vocab_size must be an int >= {base} (256 bytes + "
+                             f"{len(special_tokens)} special tokens), got {vocab_size!r}")
+        if min_frequency < 1:
+            raise ValueError(f"min_frequency must be >= 1, got {min_frequency}")
+        out = ffi.new("cllm_tokenizer **")
+        _check(lib.cllm_tokenizer_new(out))
+        h = out[0]
+        try:
+            nm = cls._train_into(h, paths_or_texts, vocab_size, min_frequency, special_tokens,
+                                 progress, exts, base)
+        except BaseException:
+            lib.cllm_tokenizer_free(h)
+            raise
+        tok = cls(h)
+        log.info("trained BPE: %d tokens (%d merges)", len(tok), nm)
+        return tok
+
+    @staticmethod
+    def _train_into(h, paths_or_texts, vocab_size: int, min_frequency: int,
+                    special_tokens: Sequence[str], progress: bool,
+                    exts: Optional[Sequence[str]], base: int) -> int:
+        """Feed the corpus and run the merges on the raw handle ``h``."""
+        ffi, lib = _lib()
+        idp = ffi.new("int32_t *")
+        for s in special_tokens:
+            b = s.encode("utf-8")
+            _check(lib.cllm_tokenizer_add_special(h, b, len(b), idp))
+        total = 0
+        bar = _tqdm(progress, desc="bpe: counting", unit="B", unit_scale=True)
+        try:
+            for data in _iter_sources(paths_or_texts, exts):
+                if data:
+                    _check(lib.cllm_tokenizer_train_feed(h, ffi.from_buffer(data), len(data)))
+                    total += len(data)
+                    bar.update(len(data))
+        finally:
+            bar.close()
+        uniq = ffi.new("int64_t *")
+        _check(lib.cllm_tokenizer_train_stats(h, uniq, ffi.NULL))
+        if total == 0 or uniq[0] == 0:
+            raise ValueError("cannot train a tokenizer on an empty corpus "
+                             "(no text besides special tokens)")
+        nm = ffi.new("int32_t *")
+        fin = ffi.new("int *")
+        bar = _tqdm(progress, desc="bpe: merging", total=vocab_size - base, unit="merge")
+        try:
+            last = 0
+            while True:
+                _check(lib.cllm_tokenizer_train_merges(h, vocab_size, min_frequency, 256, nm, fin))
+                bar.update(nm[0] - last)
+                last = nm[0]
+                if fin[0]:
+                    break
+        finally:
+            bar.close()
+        return nm[0]
+
+    # ---------------------------------------------------------------- basics
     def __len__(self) -> int:
-        return 257
+        return len(self._tokens)
 
     @property
     def vocab_size(self) -> int:
         """Number of token ids."""
-        return len(self)
+        return len(self._tokens)
 
-    def encode(self, text: Union[str, bytes]) -> List[int]:
-        """Token ids of ``text`` (str is UTF-8 encoded first)."""
+    @property
+    def num_merges(self) -> int:
+        """Number of learned merges."""
+        ffi, lib = _lib()
+        n = ffi.new("int32_t *")
+        _check(lib.cllm_tokenizer_num_merges(self._h, n))
+        return n[0]
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """Raw bytes of a token id."""
+        if not 0 <= int(token_id) < len(self._tokens):
+            raise ValueError(f"token id {token_id} out of range [0, {len(self)})")
+        return self._tokens[int(token_id)]
+
+    def id_to_token(self, token_id: int) -> Optional[str]:
+        """Token string as in tokenizer.json (byte-level alphabet; specials verbatim)."""
+        if not 0 <= int(token_id) < len(self._tokens):
+            return None
+        b = self._tokens[int(token_id)]
+        return b.decode("utf-8") if b in self._special else _to_hf(b)
+
+    def token_to_id(self, token: str) -> Optional[int]:
+        """Id of a token string as in tokenizer.json (e.g. ``"Ġreturn"``), or None."""
+        if self._hf_to_id is None:
+            self._hf_to_id = {self.id_to_token(i): i for i in range(len(self._tokens))}
+        return self._hf_to_id.get(token)
+
+    # ------------------------------------------------------------ encode/decode
+    def encode_np(self, text: Union[str, bytes, bytearray, memoryview]) -> np.ndarray:
+        """Token ids of ``text`` as an int32 array (str is UTF-8 encoded)."""
+        ffi, lib = _lib()
         data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-        return list(data)
+        out = np.empty(max(1, len(data)), dtype=np.int32)
+        n = ffi.new("size_t *")
+        _check(lib.cllm_tokenizer_encode(self._h, ffi.from_buffer(data), len(data),
+                                         ffi.cast("int32_t *", out.ctypes.data), len(out), n))
+        return out[:n[0]].copy() if n[0] < len(out) // 2 else out[:n[0]]
+
+    def encode(self, text: Union[str, bytes, bytearray, memoryview]) -> List[int]:
+        """Token ids of ``text`` (str is UTF-8 encoded first)."""
+        return self.encode_np(text).tolist()
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """Bytes of ``ids`` (<|endoftext|> decodes to its literal text)."""
-        out = bytearray()
-        for i in ids:
-            i = int(i)
-            if 0 <= i < 256:
-                out.append(i)
-            elif i == self.eot_id:
-                out += EOT.encode()
-            else:
-                raise ValueError(f"token id {i} out of range [0, {len(self)})")
+        """Exact bytes of ``ids`` (special tokens give their literal text)."""
+        ffi, lib = _lib()
+        arr = np.ascontiguousarray(np.fromiter((int(i) for i in ids), dtype=np.int64)
+                                   if not isinstance(ids, np.ndarray) else ids)
+        if arr.size and (arr.min() < 0 or arr.max() >= len(self._tokens)):
+            bad = int(arr[(arr < 0) | (arr >= len(self._tokens))][0])
+            raise ValueError(f"token id {bad} out of range [0, {len(self)})")
+        arr = np.ascontiguousarray(arr, dtype=np.int32)
+        ptr = ffi.cast("int32_t *", arr.ctypes.data)
+        n = ffi.new("size_t *")
+        # first pass: exact output length (C reports it with CLLM_ERR_RANGE)
+        rc = lib.cllm_tokenizer_decode(self._h, ptr, arr.size, ffi.NULL, 0, n)
+        if rc != 0 and n[0] == 0:
+            _check(rc)
+        if n[0] == 0:
+            return b""
+        out = bytearray(n[0])
+        _check(lib.cllm_tokenizer_decode(self._h, ptr, arr.size, ffi.from_buffer(out), len(out), n))
         return bytes(out)
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of ``ids`` (invalid UTF-8 is replaced)."""
+        """Text of ``ids`` (invalid UTF-8 replaced by U+FFFD, as Hugging Face does)."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
+    def encode_documents(self, docs: Sequence[Union[bytes, str]]) -> np.ndarray:
+        """Concatenated ids of ``docs``, each followed by ``<|endoftext|>``
+        (uint16 when the vocabulary fits, else uint32)."""
+        ffi, lib = _lib()
+        dtype = np.uint16 if len(self) <= 65536 else np.uint32
+        if not docs:
+            return np.zeros(0, dtype=dtype)
+        if self.eot_id < 0:
+            raise ValueError("tokenizer has no <|endoftext|> token")
+        parts = [d.encode("utf-8") if isinstance(d, str) else bytes(d) for d in docs]
+        offsets = np.zeros(len(parts) + 1, dtype=np.uint64)
+        np.cumsum([len(p) for p in parts], out=offsets[1:])
+        blob = b"".join(parts)
+        out = np.empty(len(blob) + len(parts), dtype=np.int32)
+        n = ffi.new("size_t *")
+        _check(lib.cllm_tokenizer_encode_docs(
+            self._h, ffi.from_buffer(blob) if blob else ffi.NULL,
+            ffi.cast("uint64_t *", offsets.ctypes.data), len(parts), self.eot_id,
+            ffi.cast("int32_t *", out.ctypes.data), len(out), n))
+        return out[:n[0]].astype(dtype)
+
+    # ------------------------------------------------------------------ files
+    def merges(self) -> List[Tuple[int, int]]:
+        """Learned merges (a, b) in rank order."""
+        ffi, lib = _lib()
+        a, b, o = ffi.new("int32_t *"), ffi.new("int32_t *"), ffi.new("int32_t *")
+        res = []
+        for r in range(self.num_merges):
+            _check(lib.cllm_tokenizer_get_merge(self._h, r, a, b, o))
+            res.append((a[0], b[0]))
+        return res
+
     def to_json(self) -> dict:
-        """Hugging Face ``tokenizers`` JSON (byte-level BPE with no merges)."""
-        b2u = _bytes_to_unicode()
-        vocab = {b2u[b]: b for b in range(256)}
+        """Hugging Face ``tokenizers`` JSON (byte-level BPE)."""
+        added = [{"id": i, "content": b.decode("utf-8"), "single_word": False, "lstrip": False,
+                  "rstrip": False, "normalized": False, "special": True}
+                 for b, i in sorted(self._special.items(), key=lambda kv: kv[1])]
+        vocab = {self.id_to_token(i): i for i in range(len(self._tokens))}
+        merges = [f"{self.id_to_token(a)} {self.id_to_token(b)}" for a, b in self.merges()]
         return {
             "version": "1.0",
             "truncation": None,
             "padding": None,
-            "added_tokens": [{"id": self.eot_id, "content": EOT, "single_word": False,
-                              "lstrip": False, "rstrip": False, "normalized": False,
-                              "special": True}],
+            "added_tokens": added,
             "normalizer": None,
-            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False,
-                              "trim_offsets": False, "use_regex": False},
+            "pre_tokenizer": pre_tokenizer_json(),
             "post_processor": None,
             "decoder": {"type": "ByteLevel", "add_prefix_space": False,
                         "trim_offsets": False, "use_regex": False},
             "model": {"type": "BPE", "dropout": None, "unk_token": None,
                       "continuing_subword_prefix": None, "end_of_word_suffix": None,
                       "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                      "vocab": vocab, "merges": []},
+                      "vocab": vocab, "merges": merges},
         }
 
-    def save(self, path: str) -> None:
-        """Write ``tokenizer.json`` (a directory gets tokenizer.json inside)."""
+    def fingerprint(self) -> str:
+        """Stable hash of the vocabulary and merges (for caches)."""
+        import hashlib
+        h = hashlib.sha256()
+        h.update(PRETOKENIZER_REGEX.encode())
+        for i, b in enumerate(self._tokens):
+            h.update(b"%d:%d:" % (i, b in self._special) + b + b"\x00")
+        h.update(np.asarray(self.merges(), dtype=np.int32).tobytes())
+        return h.hexdigest()
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> str:
+        """Write ``tokenizer.json`` atomically (a directory gets it inside);
+        returns the file path."""
+        path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, "tokenizer.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_json(), f, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        tmp = f"{path}.tmp.{os.getpid()}"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self.to_json(), f, ensure_ascii=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
 
     @classmethod
-    def load(cls, path: str) -> "Tokenizer":
-        """Read a tokenizer.json written by :meth:`save`."""
+    def load(cls, path: Union[str, "os.PathLike[str]"]) -> "Tokenizer":
+        """Read a tokenizer.json written by :meth:`save` (or a directory holding one).
+
+        Raises ``FileNotFoundError`` if missing and ``ValueError`` if corrupt or
+        not a byte-level BPE with cllm's pre-tokenizer.
+        """
+        path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, "tokenizer.json")
         try:
@@ -112,15 +393,106 @@ class Tokenizer:
             raise FileNotFoundError(f"tokenizer file not found: {path}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"corrupt tokenizer file {path}: {e}") from None
-        if not isinstance(obj, dict) or obj.get("model", {}).get("type") != "BPE":
-            raise ValueError(f"{path}: not a byte-level BPE tokenizer.json")
-        return cls()
+        try:
+            return cls._from_json(obj)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{path}: not a usable byte-level BPE tokenizer.json: {e}") from None
 
-    def encode_documents(self, docs: Sequence[bytes]) -> np.ndarray:
-        """Concatenate documents, each followed by <|endoftext|>, as uint16/32 ids."""
-        dtype = np.uint16 if len(self) <= 65535 else np.uint32
-        parts = []
-        for d in docs:
-            parts.append(np.asarray(self.encode(d), dtype=dtype))
-            parts.append(np.asarray([self.eot_id], dtype=dtype))
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+    @classmethod
+    def _from_json(cls, obj: dict) -> "Tokenizer":
+        ffi, lib = _lib()
+        if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) \
+                or obj["model"].get("type") != "BPE":
+            raise ValueError("model.type is not BPE")
+        model = obj["model"]
+        vocab = model.get("vocab")
+        merges = model.get("merges", [])
+        if not isinstance(vocab, dict) or not isinstance(merges, list):
+            raise ValueError("model.vocab / model.merges missing")
+        if merges and obj.get("pre_tokenizer") != pre_tokenizer_json():
+            raise ValueError("pre_tokenizer differs from cllm's (cannot reproduce its splits)")
+        by_id: Dict[int, Tuple[bytes, bool]] = {}
+        specials = {}
+        for t in obj.get("added_tokens") or []:
+            specials[t["content"]] = int(t["id"])
+            by_id[int(t["id"])] = (t["content"].encode("utf-8"), True)
+        for s, i in vocab.items():
+            i = int(i)
+            if s in specials and specials[s] == i:
+                continue
+            if i in by_id:
+                raise ValueError(f"id {i} used twice")
+            by_id[i] = (_from_hf(s), False)
+        n = len(by_id)
+        if sorted(by_id) != list(range(n)):
+            raise ValueError("token ids are not 0..n-1")
+        toks = [by_id[i] for i in range(n)]
+        offsets = np.zeros(n + 1, dtype=np.uint64)
+        np.cumsum([len(b) for b, _ in toks], out=offsets[1:])
+        blob = b"".join(b for b, _ in toks)
+        spec = np.asarray([1 if s else 0 for _, s in toks], dtype=np.uint8)
+        hf_to_id = {}
+        for s, i in vocab.items():
+            hf_to_id[s] = int(i)
+        mids = np.zeros(2 * max(1, len(merges)), dtype=np.int32)
+        for r, m in enumerate(merges):
+            a, b = m.split(" ") if isinstance(m, str) else m
+            if a not in hf_to_id or b not in hf_to_id:
+                raise ValueError(f"merge {r} uses a token not in the vocabulary")
+            mids[2 * r], mids[2 * r + 1] = hf_to_id[a], hf_to_id[b]
+        out = ffi.new("cllm_tokenizer **")
+        _check(lib.cllm_tokenizer_from_vocab(
+            ffi.from_buffer(blob), ffi.cast("uint64_t *", offsets.ctypes.data),
+            ffi.cast("uint8_t *", spec.ctypes.data), n,
+            ffi.cast("int32_t *", mids.ctypes.data), len(merges), out))
+        return cls(out[0])
+
+
+# ---------------------------------------------------------------- helpers
+def _tqdm(enabled: bool, **kw):
+    """A tqdm bar (disabled -> a no-op bar)."""
+    from tqdm.auto import tqdm
+    return tqdm(disable=not enabled, **kw)
+
+
+def _is_path(x: object) -> bool:
+    if isinstance(x, os.PathLike):
+        return True
+    if isinstance(x, str) and len(x) < 4096 and "\x00" not in x and "\n" not in x:
+        try:
+            return os.path.exists(x)
+        except (OSError, ValueError):
+            return False
+    return False
+
+
+def _iter_path(path: str, exts: Optional[Sequence[str]]) -> Iterator[bytes]:
+    """Bytes of the text files under ``path`` (same filters as the corpus)."""
+    for fp in _corpus.iter_files(path, exts):
+        try:
+            if os.path.getsize(fp) > _corpus.MAX_FILE_BYTES:
+                continue
+            with open(fp, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            log.debug("skipping %s: %s", fp, e)
+            continue
+        if data and _corpus.is_text(data):
+            yield data
+
+
+def _iter_sources(src, exts: Optional[Sequence[str]]) -> Iterator[bytes]:
+    """Bytes of every item: paths are read, str is UTF-8 encoded, bytes as is."""
+    if isinstance(src, (str, bytes, bytearray, memoryview, os.PathLike)):
+        src = [src]
+    for item in src:
+        if isinstance(item, _corpus.Document):
+            yield item.data
+        elif _is_path(item):
+            yield from _iter_path(os.fspath(item), exts)
+        elif isinstance(item, str):
+            yield item.encode("utf-8")
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            yield bytes(item)
+        else:
+            raise TypeError(f"cannot train on {type(item).__name__}: expected a path, str or bytes")

@@ -181,7 +181,77 @@ int cllm_model_sample(cllm_model *m, const float *logits, float temperature,
                       int32_t *out);
 
 /* ----------------------------------------------------------- tokenizer */
-/* (byte-level BPE: see csrc/bpe.c) */
+/* Byte-level BPE (csrc/bpe.c). Ids 0..255 of a fresh tokenizer are the 256
+ * bytes; special tokens (e.g. "<|endoftext|>") and merges get the next ids.
+ * Pre-tokenizer (identical to the Split regex written in tokenizer.json):
+ *   ' ?' L (L|D)* | ' ?' D+ | ' ?' P+ | W+ (?!non-W) | W+
+ * with W = ASCII whitespace (\t \n \v \f \r space), D = 0-9,
+ * L = A-Z a-z _ and every byte >= 0x80 (every non-ASCII code point),
+ * P = every other byte. Special tokens are matched literally (leftmost,
+ * longest) in text before pre-tokenization, as Hugging Face does.
+ * One thread at a time may train; encode/decode are thread-safe. */
+typedef struct cllm_tokenizer cllm_tokenizer;
+
+/* New byte-level tokenizer: 256 byte tokens, no merges, no specials. */
+int cllm_tokenizer_new(cllm_tokenizer **out);
+int cllm_tokenizer_free(cllm_tokenizer *t);
+/* Build from an explicit vocabulary: token i has bytes
+ * blob[offsets[i] .. offsets[i+1]) (offsets has n_tokens+1 entries),
+ * is_special[i] != 0 for special (added) tokens, and n_merges merges
+ * (merges[2r], merges[2r+1]) of rank r whose result is the token spelled by
+ * the concatenation. Every byte must have a single-byte (non-special) token. */
+int cllm_tokenizer_from_vocab(const uint8_t *blob, const uint64_t *offsets,
+                              const uint8_t *is_special, int32_t n_tokens,
+                              const int32_t *merges, int32_t n_merges,
+                              cllm_tokenizer **out);
+/* Add a special token (matched literally in text); its id goes to *id. */
+int cllm_tokenizer_add_special(cllm_tokenizer *t, const uint8_t *s, size_t len, int32_t *id);
+
+int cllm_tokenizer_vocab_size(const cllm_tokenizer *t, int32_t *n);
+int cllm_tokenizer_num_merges(const cllm_tokenizer *t, int32_t *n);
+/* Merge of rank r: (a, b) -> out. */
+int cllm_tokenizer_get_merge(const cllm_tokenizer *t, int32_t rank, int32_t *a,
+                             int32_t *b, int32_t *out);
+/* Bytes of token id: *len receives its length; copies min(len, cap) bytes
+ * (buf may be NULL when cap is 0). *is_special may be NULL. */
+int cllm_tokenizer_token_bytes(const cllm_tokenizer *t, int32_t id, uint8_t *buf,
+                               size_t cap, size_t *len, int *is_special);
+/* Id of the token spelled by s (-1 if none). */
+int cllm_tokenizer_token_to_id(const cllm_tokenizer *t, const uint8_t *s, size_t len,
+                               int32_t *id);
+int cllm_tokenizer_max_token_len(const cllm_tokenizer *t, size_t *len);
+
+/* Training: feed text any number of times (pre-tokenized and counted), then
+ * call train_merges until *finished: each call learns at most max_merges
+ * merges (<= 0: no limit) toward vocab_size tokens (specials included),
+ * stopping early when the best pair occurs fewer than min_frequency times.
+ * *n_merges receives the total number of merges so far. The tokenizer must
+ * have no merges when the first feed happens. train_reset drops the counts. */
+int cllm_tokenizer_train_feed(cllm_tokenizer *t, const uint8_t *text, size_t len);
+int cllm_tokenizer_train_merges(cllm_tokenizer *t, int32_t vocab_size,
+                                int64_t min_frequency, int32_t max_merges,
+                                int32_t *n_merges, int *finished);
+int cllm_tokenizer_train_reset(cllm_tokenizer *t);
+/* Unique pre-tokens counted so far and total pre-tokens fed. */
+int cllm_tokenizer_train_stats(const cllm_tokenizer *t, int64_t *unique_words,
+                               int64_t *total_words);
+
+/* Encode len bytes; out must hold cap >= len ids (a token is >= 1 byte). */
+int cllm_tokenizer_encode(cllm_tokenizer *t, const uint8_t *text, size_t len,
+                          int32_t *out, size_t cap, size_t *n_out);
+/* Encode n_docs documents data[offsets[i] .. offsets[i+1]), appending
+ * eot_id after each; cap >= offsets[n_docs] - offsets[0] + n_docs. */
+int cllm_tokenizer_encode_docs(cllm_tokenizer *t, const uint8_t *data,
+                               const uint64_t *offsets, size_t n_docs,
+                               int32_t eot_id, int32_t *out, size_t cap,
+                               size_t *n_out);
+/* Pre-tokenize only: writes the end offset of each pre-token (testing). */
+int cllm_tokenizer_pretokenize(const uint8_t *text, size_t len, uint64_t *ends,
+                               size_t cap, size_t *n_out);
+/* Bytes of ids: *n_out receives the full length; fails with CLLM_ERR_RANGE
+ * (and writes nothing) when cap is too small or an id is out of range. */
+int cllm_tokenizer_decode(const cllm_tokenizer *t, const int32_t *ids, size_t n,
+                          uint8_t *out, size_t cap, size_t *n_out);
 
 /* CLLM_CDEF_END */
 

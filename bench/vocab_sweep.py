@@ -1,0 +1,74 @@
+"""Choose the default vocabulary size by measurement.
+
+For each vocabulary size (default 2k/4k/8k/16k) train a short model on the
+default corpus (the running interpreter's stdlib) with the same budget in
+optimizer steps and compare validation bits per byte (``val_bpb``): bits per
+byte, unlike per-token loss, is comparable across vocabularies. Prints a
+Markdown table for the README. Uses the lead's API::
+
+    model = cllm.train(path, vocab_size=V, max_steps=..., ...)
+    model.summary["val_loss"], model.summary["val_bpb"]
+
+Example: ``python bench/vocab_sweep.py --max-steps 300 --sizes 2048,4096,8192,16384``
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv=None) -> int:
+    import cllm
+    from cllm.corpus import default_corpus_path
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--path", default=default_corpus_path())
+    ap.add_argument("--sizes", default="2048,4096,8192,16384",
+                    help="comma-separated vocabulary sizes")
+    ap.add_argument("--max-steps", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--embed-dim", type=int, default=256)
+    ap.add_argument("--num-layers", type=int, default=4)
+    ap.add_argument("--num-heads", type=int, default=4)
+    ap.add_argument("--learning-rate", type=float, default=3e-4)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=1234)
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+
+    rows = []
+    for v in sizes:
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.perf_counter()
+            model = cllm.train(args.path, vocab_size=v, max_steps=args.max_steps,
+                               batch_size=args.batch_size, seq_len=args.seq_len,
+                               embed_dim=args.embed_dim, num_layers=args.num_layers,
+                               num_heads=args.num_heads, learning_rate=args.learning_rate,
+                               threads=args.threads, seed=args.seed, out_dir=out)
+            dt = time.perf_counter() - t0
+        s = model.summary
+        rows.append((v, float(s["val_loss"]), float(s["val_bpb"]), dt))
+        print(f"vocab {v:6d}: val_loss {s['val_loss']:.4f}  val_bpb {s['val_bpb']:.4f}  ({dt:.0f} s)",
+              flush=True)
+
+    best = min(rows, key=lambda r: r[2])
+    print()
+    print(f"{args.max_steps} steps, batch {args.batch_size} x {args.seq_len}, "
+          f"{args.num_layers} layers x {args.embed_dim}, corpus {args.path}")
+    print()
+    print("| vocab size | val loss (nats/token) | val bits/byte | train time (s) |")
+    print("|-----------:|----------------------:|--------------:|---------------:|")
+    for v, loss, bpb, dt in rows:
+        mark = " **best**" if v == best[0] else ""
+        print(f"| {v} | {loss:.4f} | {bpb:.4f}{mark} | {dt:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
