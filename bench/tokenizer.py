@@ -27,7 +27,6 @@ import time
 os.environ["RAYON_NUM_THREADS"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cllm.corpus import default_corpus_path, load_documents  # noqa: E402
 from cllm.tokenizer import EOT, Tokenizer, pre_tokenizer_json  # noqa: E402
