@@ -1,0 +1,157 @@
+/* gemm_impl.h - BLIS-style SGEMM driver template (included once per ISA).
+ *
+ * The including file defines, before #include:
+ *   GEMM_MR, GEMM_NR            register block (rows of A, columns of B)
+ *   GEMM_MC, GEMM_KC, GEMM_NC   cache blocks (MC multiple of MR, NC of NR)
+ *   GEMM_FN                     name of the generated driver function
+ * and a micro-kernel
+ *   static void gemm_ukernel(int kc, const float *Ap, const float *Bp,
+ *                            float *C, int ldc, int mr, int nr,
+ *                            float cs, const float *bias);
+ * which computes acc = Ap-sliver @ Bp-sliver (MR x NR, k-major packed) and
+ * stores the top-left mr x nr of   acc + cs*C (+ bias[j])   into C, reading
+ * C only when cs != 0.
+ *
+ * Layering (Goto/BLIS): for each NC-wide column panel of op(B), for each
+ * KC-deep slice, op(B) is packed into KC x NR slivers (L3/L2 resident); for
+ * each MC-tall row block op(A) is packed into MR x KC slivers (L2 resident);
+ * the macro-kernel then walks NR slivers (L1 resident) x MR slivers.
+ * Transposes are absorbed by the packing routines, alpha is folded into the
+ * packed A, beta/bias are applied by the micro-kernel epilogue (beta on the
+ * first KC slice, bias on the last). Ragged edges: packing zero-pads to full
+ * MR/NR slivers, the kernel stores only the valid mr x nr corner. */
+
+#include <stddef.h>
+#include <string.h>
+
+#if (GEMM_MC % GEMM_MR) || (GEMM_NC % GEMM_NR)
+#error "GEMM_MC must be a multiple of GEMM_MR and GEMM_NC of GEMM_NR"
+#endif
+
+/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A), scaled by alpha, into
+ * MR-tall slivers: dst[s*MR*kc + k*MR + i]. */
+static void gemm_pack_a(int ta, const float *A, int lda, int i0, int p0, int mc, int kc,
+                        float alpha, float *restrict dst) {
+    for (int s = 0; s < mc; s += GEMM_MR) {
+        int mr = mc - s < GEMM_MR ? mc - s : GEMM_MR;
+        float *restrict d = dst + (size_t)s * kc;
+        if (ta) {
+            /* op(A)[i][k] = A[k*lda + i]: each k gives MR contiguous values. */
+            const float *src = A + (size_t)p0 * lda + i0 + s;
+            if (mr == GEMM_MR) {
+                for (int k = 0; k < kc; k++) {
+                    const float *a = src + (size_t)k * lda;
+                    for (int i = 0; i < GEMM_MR; i++) d[(size_t)k * GEMM_MR + i] = alpha * a[i];
+                }
+            } else {
+                for (int k = 0; k < kc; k++) {
+                    const float *a = src + (size_t)k * lda;
+                    int i = 0;
+                    for (; i < mr; i++) d[(size_t)k * GEMM_MR + i] = alpha * a[i];
+                    for (; i < GEMM_MR; i++) d[(size_t)k * GEMM_MR + i] = 0.0f;
+                }
+            }
+        } else {
+            /* op(A)[i][k] = A[i*lda + k]: rows are contiguous in k. Walk
+             * blocks of 8 k so each source row is read in cache-line runs. */
+            const float *src = A + (size_t)(i0 + s) * lda + p0;
+            int k0 = 0;
+            for (; k0 + 8 <= kc; k0 += 8) {
+                for (int i = 0; i < mr; i++) {
+                    const float *a = src + (size_t)i * lda + k0;
+                    for (int k = 0; k < 8; k++) d[(size_t)(k0 + k) * GEMM_MR + i] = alpha * a[k];
+                }
+                for (int i = mr; i < GEMM_MR; i++)
+                    for (int k = 0; k < 8; k++) d[(size_t)(k0 + k) * GEMM_MR + i] = 0.0f;
+            }
+            for (; k0 < kc; k0++) {
+                int i = 0;
+                for (; i < mr; i++) d[(size_t)k0 * GEMM_MR + i] = alpha * src[(size_t)i * lda + k0];
+                for (; i < GEMM_MR; i++) d[(size_t)k0 * GEMM_MR + i] = 0.0f;
+            }
+        }
+    }
+}
+
+/* Pack rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) into NR-wide slivers:
+ * dst[t*NR*kc + k*NR + j]. */
+static void gemm_pack_b(int tb, const float *B, int ldb, int p0, int j0, int kc, int nc,
+                        float *restrict dst) {
+    for (int t = 0; t < nc; t += GEMM_NR) {
+        int nr = nc - t < GEMM_NR ? nc - t : GEMM_NR;
+        float *restrict d = dst + (size_t)t * kc;
+        if (!tb) {
+            const float *src = B + (size_t)p0 * ldb + j0 + t;
+            if (nr == GEMM_NR) {
+                for (int k = 0; k < kc; k++)
+                    memcpy(d + (size_t)k * GEMM_NR, src + (size_t)k * ldb, sizeof(float) * GEMM_NR);
+            } else {
+                for (int k = 0; k < kc; k++) {
+                    const float *b = src + (size_t)k * ldb;
+                    int j = 0;
+                    for (; j < nr; j++) d[(size_t)k * GEMM_NR + j] = b[j];
+                    for (; j < GEMM_NR; j++) d[(size_t)k * GEMM_NR + j] = 0.0f;
+                }
+            }
+        } else {
+            /* op(B)[k][j] = B[j*ldb + k]: rows of B are contiguous in k. */
+            const float *src = B + (size_t)(j0 + t) * ldb + p0;
+            int k0 = 0;
+            for (; k0 + 8 <= kc; k0 += 8) {
+                for (int j = 0; j < nr; j++) {
+                    const float *b = src + (size_t)j * ldb + k0;
+                    for (int k = 0; k < 8; k++) d[(size_t)(k0 + k) * GEMM_NR + j] = b[k];
+                }
+                for (int j = nr; j < GEMM_NR; j++)
+                    for (int k = 0; k < 8; k++) d[(size_t)(k0 + k) * GEMM_NR + j] = 0.0f;
+            }
+            for (; k0 < kc; k0++) {
+                int j = 0;
+                for (; j < nr; j++) d[(size_t)k0 * GEMM_NR + j] = src[(size_t)j * ldb + k0];
+                for (; j < GEMM_NR; j++) d[(size_t)k0 * GEMM_NR + j] = 0.0f;
+            }
+        }
+    }
+}
+
+/* Split n into ceil(n/cap) near-equal blocks, each rounded up to a multiple
+ * of q (and never above cap, which is itself a multiple of q). */
+static int gemm_block(int n, int cap, int q) {
+    int nb = (n + cap - 1) / cap;
+    int b = (n + nb - 1) / nb;
+    b = (b + q - 1) / q * q;
+    return b > cap ? cap : b;
+}
+
+void GEMM_FN(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc, const float *bias,
+             float *ws) {
+    float *Bp = ws;                                   /* KC x NC */
+    float *Ap = ws + (size_t)GEMM_KC * GEMM_NC;       /* MC x KC */
+    int kcb = gemm_block(K, GEMM_KC, 8);
+    int mcb = gemm_block(M, GEMM_MC, GEMM_MR);
+    int ncb = gemm_block(N, GEMM_NC, GEMM_NR);
+    for (int jc = 0; jc < N; jc += ncb) {
+        int nc = N - jc < ncb ? N - jc : ncb;
+        for (int pc = 0; pc < K; pc += kcb) {
+            int kc = K - pc < kcb ? K - pc : kcb;
+            gemm_pack_b(tb, B, ldb, pc, jc, kc, nc, Bp);
+            float cs = pc == 0 ? beta : 1.0f;
+            const float *bl = (pc + kc == K && bias) ? bias + jc : NULL;
+            for (int ic = 0; ic < M; ic += mcb) {
+                int mc = M - ic < mcb ? M - ic : mcb;
+                gemm_pack_a(ta, A, lda, ic, pc, mc, kc, alpha, Ap);
+                for (int jr = 0; jr < nc; jr += GEMM_NR) {
+                    int nr = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
+                    const float *bp = Bp + (size_t)jr * kc;
+                    for (int ir = 0; ir < mc; ir += GEMM_MR) {
+                        int mr = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
+                        gemm_ukernel(kc, Ap + (size_t)ir * kc, bp,
+                                     C + (size_t)(ic + ir) * ldc + jc + jr, ldc, mr, nr, cs,
+                                     bl ? bl + jr : NULL);
+                    }
+                }
+            }
+        }
+    }
+}
