@@ -1,6 +1,7 @@
 /* gemm.c - SGEMM entry points: ISA dispatch for the internal cllm_sgemm and
  * the validating public cllm_gemm. The packed BLIS-style drivers live in
  * gemm_scalar.c / gemm_avx2.c / gemm_avx512.c (template gemm_impl.h). */
+#include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 #include "gemm.h"
@@ -57,10 +58,12 @@ CLLM_EXPORT int cllm_gemm(int trans_a, int trans_b, int M, int N, int K, float a
     if (ldb < 1 || ldb < (trans_b ? K : N))
         return cllm_fail(CLLM_ERR_INVALID, "gemm: ldb=%d too small (needs >= %d)", ldb, trans_b ? K : N);
     if (ldc < N) return cllm_fail(CLLM_ERR_INVALID, "gemm: ldc=%d < N=%d", ldc, N);
-    float *ws = cllm_aligned_alloc(sizeof(float) * cllm_gemm_ws_floats());
-    if (!ws) return cllm_fail(CLLM_ERR_NOMEM, "gemm: cannot allocate workspace");
+    /* Not zeroed: packing writes every float the kernels read. */
+    void *ws = NULL;
+    if (posix_memalign(&ws, CLLM_ALIGN, sizeof(float) * cllm_gemm_ws_floats()) != 0 || !ws)
+        return cllm_fail(CLLM_ERR_NOMEM, "gemm: cannot allocate workspace");
     cllm_sgemm(cllm_isa_current(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-               bias, ws);
-    cllm_aligned_free(ws);
+               bias, (float *)ws);
+    free(ws);
     return CLLM_OK;
 }
