@@ -4,11 +4,13 @@
 #include <immintrin.h>
 #include "gemm_isa.h"
 
+#ifndef GEMM_MR
 #define GEMM_MR 6
 #define GEMM_NR 16
 #define GEMM_MC 144
 #define GEMM_KC 256
 #define GEMM_NC 4096
+#endif
 #define GEMM_FN gemm_driver_avx2
 
 static void gemm_ukernel(int kc, const float *restrict Ap, const float *restrict Bp,
@@ -62,6 +64,71 @@ static void gemm_ukernel(int kc, const float *restrict Ap, const float *restrict
         }
     }
 }
+
+/* In-register 8x8 transpose: r[i] (row i) -> r[c] (column c). */
+static inline void gemm_tr8(__m256 r[8]) {
+    __m256 t[8], u[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* u[4h+e]: 128-bit half L holds column 4L+e of rows 4h..4h+3. */
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        u[4 * h + 0] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+        u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0xEE);
+        u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+        u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; e++) {
+        r[e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x20);
+        r[4 + e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x31);
+    }
+}
+
+/* First n (0..8) lanes set, for maskload/maskstore. */
+static inline __m256i gemm_lanes8(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* Transposing packer (see gemm_impl.h): dst[k*W + r] = scale*src[r*ld + k]. */
+static int gemm_pack_t_avx2(const float *src, size_t ld, int rows, int kc, float scale,
+                            float *restrict dst, int W) {
+    __m256 vs = _mm256_set1_ps(scale);
+    for (int r0 = 0; r0 < W; r0 += 8) {
+        int wl = W - r0 < 8 ? W - r0 : 8;
+        int rv = rows - r0 < 0 ? 0 : rows - r0 < wl ? rows - r0 : wl;
+        __m256i sm = gemm_lanes8(wl);
+        for (int k0 = 0; k0 < kc; k0 += 8) {
+            int kt = kc - k0 < 8 ? kc - k0 : 8;
+            __m256i lm = gemm_lanes8(kt);
+            __m256 r[8];
+            if (rv == 8 && kt == 8) {
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++)
+                    r[i] = _mm256_mul_ps(vs, _mm256_loadu_ps(src + (size_t)(r0 + i) * ld + k0));
+            } else {
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++)
+                    r[i] = i < rv ? _mm256_mul_ps(vs, _mm256_maskload_ps(
+                                                          src + (size_t)(r0 + i) * ld + k0, lm))
+                                  : _mm256_setzero_ps();
+            }
+            gemm_tr8(r);
+            float *d = dst + (size_t)k0 * W + r0;
+            if (wl == 8 && kt == 8) {
+#pragma GCC unroll 8
+                for (int k = 0; k < 8; k++) _mm256_storeu_ps(d + (size_t)k * W, r[k]);
+            } else {
+                for (int k = 0; k < kt; k++) _mm256_maskstore_ps(d + (size_t)k * W, sm, r[k]);
+            }
+        }
+    }
+    return 1;
+}
+#define GEMM_PACK_T gemm_pack_t_avx2
 
 #include "gemm_impl.h"
 

@@ -19,7 +19,12 @@
  * Transposes are absorbed by the packing routines, alpha is folded into the
  * packed A, beta/bias are applied by the micro-kernel epilogue (beta on the
  * first KC slice, bias on the last). Ragged edges: packing zero-pads to full
- * MR/NR slivers, the kernel stores only the valid mr x nr corner. */
+ * MR/NR slivers, the kernel stores only the valid mr x nr corner.
+ *
+ * Optional: GEMM_PACK_T(src, ld, rows, kc, scale, dst, W) - a SIMD transposing
+ * packer for the strided cases (A not transposed, B transposed): writes
+ * dst[k*W + r] = scale * src[r*ld + k] for r < rows (zero for rows <= r < W),
+ * k < kc; returns nonzero if it handled the sliver. */
 
 #include <stddef.h>
 #include <string.h>
@@ -55,6 +60,9 @@ static void gemm_pack_a(int ta, const float *A, int lda, int i0, int p0, int mc,
             /* op(A)[i][k] = A[i*lda + k]: rows are contiguous in k. Walk
              * blocks of 8 k so each source row is read in cache-line runs. */
             const float *src = A + (size_t)(i0 + s) * lda + p0;
+#ifdef GEMM_PACK_T
+            if (GEMM_PACK_T(src, (size_t)lda, mr, kc, alpha, d, GEMM_MR)) continue;
+#endif
             int k0 = 0;
             for (; k0 + 8 <= kc; k0 += 8) {
                 for (int i = 0; i < mr; i++) {
@@ -96,6 +104,9 @@ static void gemm_pack_b(int tb, const float *B, int ldb, int p0, int j0, int kc,
         } else {
             /* op(B)[k][j] = B[j*ldb + k]: rows of B are contiguous in k. */
             const float *src = B + (size_t)(j0 + t) * ldb + p0;
+#ifdef GEMM_PACK_T
+            if (GEMM_PACK_T(src, (size_t)ldb, nr, kc, 1.0f, d, GEMM_NR)) continue;
+#endif
             int k0 = 0;
             for (; k0 + 8 <= kc; k0 += 8) {
                 for (int j = 0; j < nr; j++) {

@@ -10,6 +10,7 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from cllm._cllm import ffi, lib
 
@@ -114,7 +115,7 @@ def test_ragged_sizes_all_transposes(isa: int, ta: int, tb: int) -> None:
 @pytest.mark.parametrize("isa", ISAS, ids=lambda i: ISA_NAMES[i])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 300, 513), (300, 1, 257), (29, 45, 1),
                                    (200, 70, 600), (17, 1000, 31), (257, 129, 1030),
-                                   (500, 97, 12)])
+                                   (500, 97, 12), (13, 4100, 40), (3, 8200, 9)])
 def test_odd_shapes_crossing_blocks(isa: int, shape) -> None:
     M, N, K = shape
     rng = np.random.default_rng(M * 7 + N * 13 + K)
@@ -123,6 +124,22 @@ def test_odd_shapes_crossing_blocks(isa: int, shape) -> None:
             for tb in (0, 1):
                 err = run_case(rng, ta, tb, M, N, K, pad=5)
                 assert err <= TOL, (ta, tb, shape, err)
+
+
+@pytest.mark.parametrize("isa", ISAS, ids=lambda i: ISA_NAMES[i])
+@settings(max_examples=40, deadline=None)
+@given(M=st.integers(1, 90), N=st.integers(1, 150), K=st.integers(1, 420),
+       ta=st.integers(0, 1), tb=st.integers(0, 1), pad=st.integers(0, 4),
+       beta=st.sampled_from([0.0, 1.0, -0.5]), use_bias=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_random_shapes(isa: int, M: int, N: int, K: int, ta: int, tb: int, pad: int,
+                       beta: float, use_bias: bool, seed: int) -> None:
+    """Random shapes/transposes/strides/epilogues (hypothesis) against float64."""
+    rng = np.random.default_rng(seed)
+    with isa_forced(isa):
+        err = run_case(rng, ta, tb, M, N, K, alpha=0.75, beta=beta, use_bias=use_bias,
+                       pad=pad, nan_c=(beta == 0.0))
+    assert err <= TOL, err
 
 
 @pytest.mark.parametrize("isa", ISAS, ids=lambda i: ISA_NAMES[i])
