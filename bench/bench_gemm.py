@@ -73,6 +73,9 @@ SHAPES: List[Shape] = [
     Shape("lm_dx_B", 0, 0, 2048, 384, 4096),
     Shape("lm_head_C", 0, 1, 256, 50257, 768),
     Shape("cfgA_fc", 0, 0, 768, 384, 128),
+    # One token at generation time (small-M path, B streamed unpacked).
+    Shape("gen_qkv", 0, 0, 1, 1152, 384),
+    Shape("gen_lm_head_C", 0, 1, 1, 50257, 768),
 ]
 
 

@@ -134,9 +134,102 @@ static int gemm_block(int n, int cap, int q) {
     return b > cap ? cap : b;
 }
 
+/* ---- small-M path (M <= GEMM_SMALL_M, e.g. one token at generation time).
+ * Packing B would cost as much memory traffic as the product itself, so B is
+ * streamed in place; only alpha*op(A) (M x K) is copied into ws. */
+#define GEMM_SMALL_M 4
+#define GEMM_SMALL_JB 64
+
+static inline void gemm_small_store(float *c, float v, float beta, const float *bias, int j) {
+    if (beta != 0.0f) v += beta * *c;
+    if (bias) v += bias[j];
+    *c = v;
+}
+
+/* op(B) = B (K x N, rows contiguous in n): C[i, j0:j0+JB] accumulated over k. */
+static inline __attribute__((always_inline)) void
+gemm_small_nn(const int M, int N, int K, const float *ap, const float *B, int ldb, float beta,
+              float *C, int ldc, const float *bias) {
+    for (int j0 = 0; j0 < N; j0 += GEMM_SMALL_JB) {
+        int jb = N - j0 < GEMM_SMALL_JB ? N - j0 : GEMM_SMALL_JB;
+        float acc[GEMM_SMALL_M][GEMM_SMALL_JB] __attribute__((aligned(64)));
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < GEMM_SMALL_JB; j++) acc[i][j] = 0.0f;
+        if (jb == GEMM_SMALL_JB) {
+            for (int k = 0; k < K; k++) {
+                const float *restrict b = B + (size_t)k * ldb + j0;
+                for (int i = 0; i < M; i++) {
+                    float a = ap[(size_t)i * K + k];
+                    for (int j = 0; j < GEMM_SMALL_JB; j++) acc[i][j] += a * b[j];
+                }
+            }
+        } else {
+            for (int k = 0; k < K; k++) {
+                const float *restrict b = B + (size_t)k * ldb + j0;
+                for (int i = 0; i < M; i++) {
+                    float a = ap[(size_t)i * K + k];
+                    for (int j = 0; j < jb; j++) acc[i][j] += a * b[j];
+                }
+            }
+        }
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < jb; j++)
+                gemm_small_store(C + (size_t)i * ldc + j0 + j, acc[i][j], beta, bias, j0 + j);
+    }
+}
+
+/* op(B) = B^T (B is N x K, rows contiguous in k): dot products, 16 partial sums. */
+static inline __attribute__((always_inline)) void
+gemm_small_nt(const int M, int N, int K, const float *ap, const float *B, int ldb, float beta,
+              float *C, int ldc, const float *bias) {
+    int K16 = K & ~15;
+    for (int j = 0; j < N; j++) {
+        const float *restrict b = B + (size_t)j * ldb;
+        float part[GEMM_SMALL_M][16] __attribute__((aligned(64)));
+        for (int i = 0; i < M; i++)
+            for (int l = 0; l < 16; l++) part[i][l] = 0.0f;
+        for (int k = 0; k < K16; k += 16)
+            for (int i = 0; i < M; i++) {
+                const float *restrict a = ap + (size_t)i * K + k;
+                for (int l = 0; l < 16; l++) part[i][l] += a[l] * b[k + l];
+            }
+        for (int i = 0; i < M; i++) {
+            float v = 0.0f;
+            for (int l = 0; l < 16; l++) v += part[i][l];
+            for (int k = K16; k < K; k++) v += ap[(size_t)i * K + k] * b[k];
+            gemm_small_store(C + (size_t)i * ldc + j, v, beta, bias, j);
+        }
+    }
+}
+
+static void gemm_small(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc, const float *bias,
+                       float *ws) {
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++)
+            ws[(size_t)i * K + k] = alpha * (ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]);
+#define GEMM_SMALL_CASE(m)                                                       \
+    case m:                                                                      \
+        if (tb) gemm_small_nt(m, N, K, ws, B, ldb, beta, C, ldc, bias);          \
+        else gemm_small_nn(m, N, K, ws, B, ldb, beta, C, ldc, bias);             \
+        break;
+    switch (M) {
+        GEMM_SMALL_CASE(1)
+        GEMM_SMALL_CASE(2)
+        GEMM_SMALL_CASE(3)
+        default: GEMM_SMALL_CASE(4)
+    }
+#undef GEMM_SMALL_CASE
+}
+
 void GEMM_FN(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc, const float *bias,
              float *ws) {
+    if (M <= GEMM_SMALL_M &&
+        (size_t)M * K <= (size_t)GEMM_KC * GEMM_NC + (size_t)GEMM_MC * GEMM_KC) {
+        gemm_small(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, ws);
+        return;
+    }
     float *Bp = ws;                                   /* KC x NC */
     float *Ap = ws + (size_t)GEMM_KC * GEMM_NC;       /* MC x KC */
     int kcb = gemm_block(K, GEMM_KC, 8);
