@@ -1,6 +1,7 @@
 /* gemm.c - SGEMM entry points: ISA dispatch for the internal cllm_sgemm and
  * the validating public cllm_gemm. The packed BLIS-style drivers live in
  * gemm_scalar.c / gemm_avx2.c / gemm_avx512.c (template gemm_impl.h). */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -45,6 +46,30 @@ void cllm_sgemm(int isa, int ta, int tb, int M, int N, int K, float alpha,
     }
 }
 
+/* The public entry keeps one packing workspace per calling thread (allocated
+ * on first use, freed when the thread exits): a fresh multi-megabyte block per
+ * call costs page faults that dominate small products. */
+static pthread_once_t g_ws_once = PTHREAD_ONCE_INIT;
+static pthread_key_t g_ws_key;
+static int g_ws_key_ok;
+
+static void gemm_ws_free(void *p) { free(p); }
+static void gemm_ws_key_init(void) { g_ws_key_ok = pthread_key_create(&g_ws_key, gemm_ws_free) == 0; }
+
+static float *gemm_thread_ws(void) {
+    pthread_once(&g_ws_once, gemm_ws_key_init);
+    if (!g_ws_key_ok) return NULL;
+    void *p = pthread_getspecific(g_ws_key);
+    if (p) return (float *)p;
+    /* Not zeroed: packing writes every float the kernels read. */
+    if (posix_memalign(&p, CLLM_ALIGN, sizeof(float) * cllm_gemm_ws_floats()) != 0 || !p) return NULL;
+    if (pthread_setspecific(g_ws_key, p) != 0) {
+        free(p);
+        return NULL;
+    }
+    return (float *)p;
+}
+
 CLLM_EXPORT int cllm_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                           const float *A, int lda, const float *B, int ldb, float beta,
                           float *C, int ldc, const float *bias) {
@@ -58,12 +83,9 @@ CLLM_EXPORT int cllm_gemm(int trans_a, int trans_b, int M, int N, int K, float a
     if (ldb < 1 || ldb < (trans_b ? K : N))
         return cllm_fail(CLLM_ERR_INVALID, "gemm: ldb=%d too small (needs >= %d)", ldb, trans_b ? K : N);
     if (ldc < N) return cllm_fail(CLLM_ERR_INVALID, "gemm: ldc=%d < N=%d", ldc, N);
-    /* Not zeroed: packing writes every float the kernels read. */
-    void *ws = NULL;
-    if (posix_memalign(&ws, CLLM_ALIGN, sizeof(float) * cllm_gemm_ws_floats()) != 0 || !ws)
-        return cllm_fail(CLLM_ERR_NOMEM, "gemm: cannot allocate workspace");
+    float *ws = gemm_thread_ws();
+    if (!ws) return cllm_fail(CLLM_ERR_NOMEM, "gemm: cannot allocate workspace");
     cllm_sgemm(cllm_isa_current(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-               bias, (float *)ws);
-    free(ws);
+               bias, ws);
     return CLLM_OK;
 }
