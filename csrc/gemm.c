@@ -1,46 +1,91 @@
-/* gemm.c - SGEMM. PLACEHOLDER reference (correct, not fast); the BLIS-style
- * packed implementation replaces it. */
+/* gemm.c - SGEMM entry points: ISA dispatch for the internal cllm_sgemm and
+ * the validating public cllm_gemm. The packed BLIS-style drivers live in
+ * gemm_scalar.c / gemm_avx2.c / gemm_avx512.c (template gemm_impl.h). */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 #include "gemm.h"
+#include "gemm_isa.h"
 
-size_t cllm_gemm_ws_floats(void) { return 16; }
+size_t cllm_gemm_ws_floats(void) {
+    size_t n = gemm_ws_scalar();
+    if (gemm_ws_avx2() > n) n = gemm_ws_avx2();
+    if (gemm_ws_avx512() > n) n = gemm_ws_avx512();
+    return n;
+}
 
-void cllm_sgemm(int isa, int ta, int tb, int M, int N, int K, float alpha,
-                const float *A, int lda, const float *B, int ldb, float beta,
-                float *C, int ldc, const float *bias, float *ws) {
-    (void)isa; (void)ws;
+/* C = beta*C + bias when there is nothing to multiply (K == 0 or alpha == 0). */
+static void gemm_scale_only(int M, int N, float beta, float *C, int ldc, const float *bias) {
     for (int i = 0; i < M; i++) {
         float *c = C + (size_t)i * ldc;
         if (beta == 0.0f) memset(c, 0, sizeof(float) * (size_t)N);
         else if (beta != 1.0f) for (int j = 0; j < N; j++) c[j] *= beta;
-        for (int k = 0; k < K; k++) {
-            float a = alpha * (ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]);
-            if (!tb) {
-                const float *b = B + (size_t)k * ldb;
-                for (int j = 0; j < N; j++) c[j] += a * b[j];
-            } else {
-                for (int j = 0; j < N; j++) c[j] += a * B[(size_t)j * ldb + k];
-            }
-        }
         if (bias) for (int j = 0; j < N; j++) c[j] += bias[j];
     }
+}
+
+void cllm_sgemm(int isa, int ta, int tb, int M, int N, int K, float alpha,
+                const float *A, int lda, const float *B, int ldb, float beta,
+                float *C, int ldc, const float *bias, float *ws) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        gemm_scale_only(M, N, beta, C, ldc, bias);
+        return;
+    }
+    switch (isa) {
+    case CLLM_ISA_AVX512:
+        gemm_driver_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, ws);
+        break;
+    case CLLM_ISA_AVX2:
+        gemm_driver_avx2(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, ws);
+        break;
+    default:
+        gemm_driver_scalar(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, ws);
+        break;
+    }
+}
+
+/* The public entry keeps one packing workspace per calling thread (allocated
+ * on first use, freed when the thread exits): a fresh multi-megabyte block per
+ * call costs page faults that dominate small products. */
+static pthread_once_t g_ws_once = PTHREAD_ONCE_INIT;
+static pthread_key_t g_ws_key;
+static int g_ws_key_ok;
+
+static void gemm_ws_free(void *p) { free(p); }
+static void gemm_ws_key_init(void) { g_ws_key_ok = pthread_key_create(&g_ws_key, gemm_ws_free) == 0; }
+
+static float *gemm_thread_ws(void) {
+    pthread_once(&g_ws_once, gemm_ws_key_init);
+    if (!g_ws_key_ok) return NULL;
+    void *p = pthread_getspecific(g_ws_key);
+    if (p) return (float *)p;
+    /* Not zeroed: packing writes every float the kernels read. */
+    if (posix_memalign(&p, CLLM_ALIGN, sizeof(float) * cllm_gemm_ws_floats()) != 0 || !p) return NULL;
+    if (pthread_setspecific(g_ws_key, p) != 0) {
+        free(p);
+        return NULL;
+    }
+    return (float *)p;
 }
 
 CLLM_EXPORT int cllm_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                           const float *A, int lda, const float *B, int ldb, float beta,
                           float *C, int ldc, const float *bias) {
-    if (M < 0 || N < 0 || K < 0) return cllm_fail(CLLM_ERR_INVALID, "gemm: negative size M=%d N=%d K=%d", M, N, K);
+    if (M < 0 || N < 0 || K < 0)
+        return cllm_fail(CLLM_ERR_INVALID, "gemm: negative size M=%d N=%d K=%d", M, N, K);
     if (M == 0 || N == 0) return CLLM_OK;
     CLLM_CHECK_PTR(C, "C");
     if (K > 0) { CLLM_CHECK_PTR(A, "A"); CLLM_CHECK_PTR(B, "B"); }
-    if (lda < (trans_a ? M : K) || lda < 1) return cllm_fail(CLLM_ERR_INVALID, "gemm: lda=%d too small", lda);
-    if (ldb < (trans_b ? K : N) || ldb < 1) return cllm_fail(CLLM_ERR_INVALID, "gemm: ldb=%d too small", ldb);
+    if (lda < 1 || lda < (trans_a ? M : K))
+        return cllm_fail(CLLM_ERR_INVALID, "gemm: lda=%d too small (needs >= %d)", lda, trans_a ? M : K);
+    if (ldb < 1 || ldb < (trans_b ? K : N))
+        return cllm_fail(CLLM_ERR_INVALID, "gemm: ldb=%d too small (needs >= %d)", ldb, trans_b ? K : N);
     if (ldc < N) return cllm_fail(CLLM_ERR_INVALID, "gemm: ldc=%d < N=%d", ldc, N);
-    float *ws = cllm_aligned_alloc(sizeof(float) * cllm_gemm_ws_floats());
+    float *ws = gemm_thread_ws();
     if (!ws) return cllm_fail(CLLM_ERR_NOMEM, "gemm: cannot allocate workspace");
-    cllm_sgemm(cllm_isa_current(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, ws);
-    cllm_aligned_free(ws);
+    cllm_sgemm(cllm_isa_current(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+               bias, ws);
     return CLLM_OK;
 }

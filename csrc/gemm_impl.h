@@ -1,0 +1,261 @@
+/* gemm_impl.h - BLIS-style SGEMM driver template (included once per ISA).
+ *
+ * The including file defines, before #include:
+ *   GEMM_MR, GEMM_NR            register block (rows of A, columns of B)
+ *   GEMM_MC, GEMM_KC, GEMM_NC   cache blocks (MC multiple of MR, NC of NR)
+ *   GEMM_FN                     name of the generated driver function
+ * and a micro-kernel
+ *   static void gemm_ukernel(int kc, const float *Ap, const float *Bp,
+ *                            float *C, int ldc, int mr, int nr,
+ *                            float cs, const float *bias);
+ * which computes acc = Ap-sliver @ Bp-sliver (MR x NR, k-major packed) and
+ * stores the top-left mr x nr of   acc + cs*C (+ bias[j])   into C, reading
+ * C only when cs != 0.
+ *
+ * Layering (Goto/BLIS): for each NC-wide column panel of op(B), for each
+ * KC-deep slice, op(B) is packed into KC x NR slivers (L3/L2 resident); for
+ * each MC-tall row block op(A) is packed into MR x KC slivers (L2 resident);
+ * the macro-kernel then walks NR slivers (L1 resident) x MR slivers.
+ * Transposes are absorbed by the packing routines, alpha is folded into the
+ * packed A, beta/bias are applied by the micro-kernel epilogue (beta on the
+ * first KC slice, bias on the last). Ragged edges: packing zero-pads to full
+ * MR/NR slivers, the kernel stores only the valid mr x nr corner.
+ *
+ * Optional: GEMM_PACK_T(src, ld, rows, kc, scale, dst, W) - a SIMD transposing
+ * packer for the strided cases (A not transposed, B transposed): writes
+ * dst[k*W + r] = scale * src[r*ld + k] for r < rows (zero for rows <= r < W),
+ * k < kc; returns nonzero if it handled the sliver. */
+
+#include <stddef.h>
+#include <string.h>
+
+#if (GEMM_MC % GEMM_MR) || (GEMM_NC % GEMM_NR)
+#error "GEMM_MC must be a multiple of GEMM_MR and GEMM_NC of GEMM_NR"
+#endif
+
+/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A), scaled by alpha, into
+ * MR-tall slivers: dst[s*MR*kc + k*MR + i]. */
+static void gemm_pack_a(int ta, const float *A, int lda, int i0, int p0, int mc, int kc,
+                        float alpha, float *restrict dst) {
+    for (int s = 0; s < mc; s += GEMM_MR) {
+        int mr = mc - s < GEMM_MR ? mc - s : GEMM_MR;
+        float *restrict d = dst + (size_t)s * kc;
+        if (ta) {
+            /* op(A)[i][k] = A[k*lda + i]: each k gives MR contiguous values. */
+            const float *src = A + (size_t)p0 * lda + i0 + s;
+            if (mr == GEMM_MR) {
+                for (int k = 0; k < kc; k++) {
+                    const float *a = src + (size_t)k * lda;
+                    for (int i = 0; i < GEMM_MR; i++) d[(size_t)k * GEMM_MR + i] = alpha * a[i];
+                }
+            } else {
+                for (int k = 0; k < kc; k++) {
+                    const float *a = src + (size_t)k * lda;
+                    int i = 0;
+                    for (; i < mr; i++) d[(size_t)k * GEMM_MR + i] = alpha * a[i];
+                    for (; i < GEMM_MR; i++) d[(size_t)k * GEMM_MR + i] = 0.0f;
+                }
+            }
+        } else {
+            /* op(A)[i][k] = A[i*lda + k]: rows are contiguous in k. Walk
+             * blocks of 8 k so each source row is read in cache-line runs. */
+            const float *src = A + (size_t)(i0 + s) * lda + p0;
+#ifdef GEMM_PACK_T
+            if (GEMM_PACK_T(src, (size_t)lda, mr, kc, alpha, d, GEMM_MR)) continue;
+#endif
+            int k0 = 0;
+            for (; k0 + 8 <= kc; k0 += 8) {
+                for (int i = 0; i < mr; i++) {
+                    const float *a = src + (size_t)i * lda + k0;
+                    for (int k = 0; k < 8; k++) d[(size_t)(k0 + k) * GEMM_MR + i] = alpha * a[k];
+                }
+                for (int i = mr; i < GEMM_MR; i++)
+                    for (int k = 0; k < 8; k++) d[(size_t)(k0 + k) * GEMM_MR + i] = 0.0f;
+            }
+            for (; k0 < kc; k0++) {
+                int i = 0;
+                for (; i < mr; i++) d[(size_t)k0 * GEMM_MR + i] = alpha * src[(size_t)i * lda + k0];
+                for (; i < GEMM_MR; i++) d[(size_t)k0 * GEMM_MR + i] = 0.0f;
+            }
+        }
+    }
+}
+
+/* Pack rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) into NR-wide slivers:
+ * dst[t*NR*kc + k*NR + j]. */
+static void gemm_pack_b(int tb, const float *B, int ldb, int p0, int j0, int kc, int nc,
+                        float *restrict dst) {
+    for (int t = 0; t < nc; t += GEMM_NR) {
+        int nr = nc - t < GEMM_NR ? nc - t : GEMM_NR;
+        float *restrict d = dst + (size_t)t * kc;
+        if (!tb) {
+            const float *src = B + (size_t)p0 * ldb + j0 + t;
+            if (nr == GEMM_NR) {
+                for (int k = 0; k < kc; k++)
+                    memcpy(d + (size_t)k * GEMM_NR, src + (size_t)k * ldb, sizeof(float) * GEMM_NR);
+            } else {
+                for (int k = 0; k < kc; k++) {
+                    const float *b = src + (size_t)k * ldb;
+                    int j = 0;
+                    for (; j < nr; j++) d[(size_t)k * GEMM_NR + j] = b[j];
+                    for (; j < GEMM_NR; j++) d[(size_t)k * GEMM_NR + j] = 0.0f;
+                }
+            }
+        } else {
+            /* op(B)[k][j] = B[j*ldb + k]: rows of B are contiguous in k. */
+            const float *src = B + (size_t)(j0 + t) * ldb + p0;
+#ifdef GEMM_PACK_T
+            if (GEMM_PACK_T(src, (size_t)ldb, nr, kc, 1.0f, d, GEMM_NR)) continue;
+#endif
+            int k0 = 0;
+            for (; k0 + 8 <= kc; k0 += 8) {
+                for (int j = 0; j < nr; j++) {
+                    const float *b = src + (size_t)j * ldb + k0;
+                    for (int k = 0; k < 8; k++) d[(size_t)(k0 + k) * GEMM_NR + j] = b[k];
+                }
+                for (int j = nr; j < GEMM_NR; j++)
+                    for (int k = 0; k < 8; k++) d[(size_t)(k0 + k) * GEMM_NR + j] = 0.0f;
+            }
+            for (; k0 < kc; k0++) {
+                int j = 0;
+                for (; j < nr; j++) d[(size_t)k0 * GEMM_NR + j] = src[(size_t)j * ldb + k0];
+                for (; j < GEMM_NR; j++) d[(size_t)k0 * GEMM_NR + j] = 0.0f;
+            }
+        }
+    }
+}
+
+/* Split n into ceil(n/cap) near-equal blocks, each rounded up to a multiple
+ * of q (and never above cap, which is itself a multiple of q). */
+static int gemm_block(int n, int cap, int q) {
+    int nb = (n + cap - 1) / cap;
+    int b = (n + nb - 1) / nb;
+    b = (b + q - 1) / q * q;
+    return b > cap ? cap : b;
+}
+
+/* ---- small-M path (M <= GEMM_SMALL_M, e.g. one token at generation time).
+ * Packing B would cost as much memory traffic as the product itself, so B is
+ * streamed in place; only alpha*op(A) (M x K) is copied into ws. */
+#define GEMM_SMALL_M 4
+#define GEMM_SMALL_JB 64
+
+static inline void gemm_small_store(float *c, float v, float beta, const float *bias, int j) {
+    if (beta != 0.0f) v += beta * *c;
+    if (bias) v += bias[j];
+    *c = v;
+}
+
+/* op(B) = B (K x N, rows contiguous in n): C[i, j0:j0+JB] accumulated over k. */
+static inline __attribute__((always_inline)) void
+gemm_small_nn(const int M, int N, int K, const float *ap, const float *B, int ldb, float beta,
+              float *C, int ldc, const float *bias) {
+    for (int j0 = 0; j0 < N; j0 += GEMM_SMALL_JB) {
+        int jb = N - j0 < GEMM_SMALL_JB ? N - j0 : GEMM_SMALL_JB;
+        float acc[GEMM_SMALL_M][GEMM_SMALL_JB] __attribute__((aligned(64)));
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < GEMM_SMALL_JB; j++) acc[i][j] = 0.0f;
+        if (jb == GEMM_SMALL_JB) {
+            for (int k = 0; k < K; k++) {
+                const float *restrict b = B + (size_t)k * ldb + j0;
+                for (int i = 0; i < M; i++) {
+                    float a = ap[(size_t)i * K + k];
+                    for (int j = 0; j < GEMM_SMALL_JB; j++) acc[i][j] += a * b[j];
+                }
+            }
+        } else {
+            for (int k = 0; k < K; k++) {
+                const float *restrict b = B + (size_t)k * ldb + j0;
+                for (int i = 0; i < M; i++) {
+                    float a = ap[(size_t)i * K + k];
+                    for (int j = 0; j < jb; j++) acc[i][j] += a * b[j];
+                }
+            }
+        }
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < jb; j++)
+                gemm_small_store(C + (size_t)i * ldc + j0 + j, acc[i][j], beta, bias, j0 + j);
+    }
+}
+
+/* op(B) = B^T (B is N x K, rows contiguous in k): dot products, 16 partial sums. */
+static inline __attribute__((always_inline)) void
+gemm_small_nt(const int M, int N, int K, const float *ap, const float *B, int ldb, float beta,
+              float *C, int ldc, const float *bias) {
+    int K16 = K & ~15;
+    for (int j = 0; j < N; j++) {
+        const float *restrict b = B + (size_t)j * ldb;
+        float part[GEMM_SMALL_M][16] __attribute__((aligned(64)));
+        for (int i = 0; i < M; i++)
+            for (int l = 0; l < 16; l++) part[i][l] = 0.0f;
+        for (int k = 0; k < K16; k += 16)
+            for (int i = 0; i < M; i++) {
+                const float *restrict a = ap + (size_t)i * K + k;
+                for (int l = 0; l < 16; l++) part[i][l] += a[l] * b[k + l];
+            }
+        for (int i = 0; i < M; i++) {
+            float v = 0.0f;
+            for (int l = 0; l < 16; l++) v += part[i][l];
+            for (int k = K16; k < K; k++) v += ap[(size_t)i * K + k] * b[k];
+            gemm_small_store(C + (size_t)i * ldc + j, v, beta, bias, j);
+        }
+    }
+}
+
+static void gemm_small(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc, const float *bias,
+                       float *ws) {
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++)
+            ws[(size_t)i * K + k] = alpha * (ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]);
+#define GEMM_SMALL_CASE(m)                                                       \
+    case m:                                                                      \
+        if (tb) gemm_small_nt(m, N, K, ws, B, ldb, beta, C, ldc, bias);          \
+        else gemm_small_nn(m, N, K, ws, B, ldb, beta, C, ldc, bias);             \
+        break;
+    switch (M) {
+        GEMM_SMALL_CASE(1)
+        GEMM_SMALL_CASE(2)
+        GEMM_SMALL_CASE(3)
+        default: GEMM_SMALL_CASE(4)
+    }
+#undef GEMM_SMALL_CASE
+}
+
+void GEMM_FN(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc, const float *bias,
+             float *ws) {
+    if (M <= GEMM_SMALL_M &&
+        (size_t)M * K <= (size_t)GEMM_KC * GEMM_NC + (size_t)GEMM_MC * GEMM_KC) {
+        gemm_small(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, ws);
+        return;
+    }
+    float *Bp = ws;                                   /* KC x NC */
+    float *Ap = ws + (size_t)GEMM_KC * GEMM_NC;       /* MC x KC */
+    int kcb = gemm_block(K, GEMM_KC, 8);
+    int mcb = gemm_block(M, GEMM_MC, GEMM_MR);
+    int ncb = gemm_block(N, GEMM_NC, GEMM_NR);
+    for (int jc = 0; jc < N; jc += ncb) {
+        int nc = N - jc < ncb ? N - jc : ncb;
+        for (int pc = 0; pc < K; pc += kcb) {
+            int kc = K - pc < kcb ? K - pc : kcb;
+            gemm_pack_b(tb, B, ldb, pc, jc, kc, nc, Bp);
+            float cs = pc == 0 ? beta : 1.0f;
+            const float *bl = (pc + kc == K && bias) ? bias + jc : NULL;
+            for (int ic = 0; ic < M; ic += mcb) {
+                int mc = M - ic < mcb ? M - ic : mcb;
+                gemm_pack_a(ta, A, lda, ic, pc, mc, kc, alpha, Ap);
+                for (int jr = 0; jr < nc; jr += GEMM_NR) {
+                    int nr = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
+                    const float *bp = Bp + (size_t)jr * kc;
+                    for (int ir = 0; ir < mc; ir += GEMM_MR) {
+                        int mr = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
+                        gemm_ukernel(kc, Ap + (size_t)ir * kc, bp,
+                                     C + (size_t)(ic + ir) * ldc + jc + jr, ldc, mr, nr, cs,
+                                     bl ? bl + jr : NULL);
+                    }
+                }
+            }
+        }
+    }
+}
