@@ -483,7 +483,30 @@ static void test_back_to_back(int n, int runs, const char *spin_us) {
     cllm_spheres_free(s);
 }
 
-/* --------------------------------------------------------- 9. overhead */
+/* ------------------------------------------- 9. idle after running */
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void test_idle_after_runs(int n) {
+    cllm_spheres *s = NULL;
+    int rc = cllm_spheres_new(n, &s);
+    CHECK(rc == 0, "new(%d)", n);
+    if (rc) return;
+    for (int r = 0; r < 1000; r++) cllm_spheres_run(s, noop_task, NULL);
+    struct timespec settle = {0, 20 * 1000 * 1000}, nap = {0, 500 * 1000 * 1000};
+    nanosleep(&settle, NULL);         /* past any bounded spin */
+    double c0 = cpu_s(), w0 = now_s();
+    nanosleep(&nap, NULL);
+    double cpu = cpu_s() - c0, wall = now_s() - w0;
+    CHECK(cpu < 0.025, "idle pool of %d used %.4f s CPU in %.3f s wall", n, cpu, wall);
+    printf("idle: threads=%d used %.4f s CPU over %.3f s after 1000 runs\n", n, cpu, wall);
+    cllm_spheres_free(s);
+}
+
+/* -------------------------------------------------------- 10. overhead */
 static void bench_overhead(void) {
     int ns[] = {1, 2, 3, 13};
     for (int k = 0; k < 4; k++) {
@@ -617,6 +640,9 @@ int main(int argc, char **argv) {
     test_back_to_back(2, 10000, "0");
     test_back_to_back(3, 10000, "0");
     test_back_to_back(25, g_quick ? 500 : 2000, "0");
+    section("idle pool after runs uses no CPU", T);
+    test_idle_after_runs(2);
+    test_idle_after_runs(4);
     section("model: training steps with 3 spheres", T);
     test_model();
     if (bench) {
