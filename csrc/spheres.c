@@ -43,7 +43,9 @@
  * reset_stats and free on a pool (different pools are independent). A call
  * from inside a task, or a concurrent call from a second thread while a run
  * is in flight, is detected and rejected with CLLM_ERR_STATE instead of
- * deadlocking.
+ * deadlocking. A run starts by clearing the caller's cllm_last_error(). In a
+ * process forked from the pool's creator a multi-sphere pool refuses to run
+ * (CLLM_ERR_STATE) and its free does not join (the threads are not there).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -96,7 +98,20 @@ struct cllm_spheres {
     _Atomic int failed;         /* some sphere failed in this run */
     _Atomic int busy;           /* a run (or free) is in progress */
     uint64_t t_reset_ns;        /* CLOCK_MONOTONIC at creation / last reset */
+    unsigned fork_epoch;        /* g_fork_epoch when the workers were created */
 };
+
+/* Fork safety: a child process inherits the pool's memory but none of its
+ * worker threads. A run there would wait forever, and joining would be
+ * undefined, so the child's copy of a multi-sphere pool refuses to run and
+ * is freed without joining. */
+static _Atomic unsigned g_fork_epoch;
+static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
+static void on_fork_child(void) { atomic_fetch_add_explicit(&g_fork_epoch, 1, memory_order_relaxed); }
+static void register_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+static inline int forked_away(const cllm_spheres *s) {
+    return s->n > 1 && s->fork_epoch != atomic_load_explicit(&g_fork_epoch, memory_order_relaxed);
+}
 
 /* --------------------------------------------------------------- helpers */
 static inline uint64_t now_ns(void) {
@@ -196,11 +211,10 @@ static void run_sphere(cllm_spheres *s, sphere *me, uint32_t g) {
     me->busy_ns += t1 - t0;
     me->rc = rc;
     if (rc != 0) {
-        if (me->id != 0) {
-            cllm_error_copy(me->msg, sizeof me->msg);
-            if (!me->msg[0])
-                snprintf(me->msg, sizeof me->msg, "sphere %d: task failed with code %d (no message)",
-                         me->id, rc);
+        cllm_error_copy(me->msg, sizeof me->msg);
+        if (!me->msg[0]) {
+            snprintf(me->msg, sizeof me->msg, "sphere %d: task failed with code %d (no message)", me->id, rc);
+            if (me->id == 0) cllm_error_set_raw(me->msg);
         }
         atomic_store_explicit(&s->failed, 1, memory_order_relaxed);
     }
@@ -283,6 +297,8 @@ CLLM_EXPORT int cllm_spheres_new(int threads, cllm_spheres **out) {
     atomic_init(&s->failed, 0);
     atomic_init(&s->busy, 0);
     s->t_reset_ns = now_ns();
+    pthread_once(&g_atfork_once, register_atfork);
+    s->fork_epoch = atomic_load_explicit(&g_fork_epoch, memory_order_relaxed);
 
     for (int i = 1; i < threads; i++) {
         int err = pthread_create(&s->sp[i].thread, NULL, worker_main, &s->sp[i]);
@@ -304,7 +320,7 @@ CLLM_EXPORT int cllm_spheres_free(cllm_spheres *s) {
     if (!atomic_compare_exchange_strong(&s->busy, &expected, 1))
         return cllm_fail(CLLM_ERR_STATE, "spheres_free: the pool is running a task (called from a task or "
                                          "from a second thread?)");
-    stop_workers(s, s->n);
+    if (!forked_away(s)) stop_workers(s, s->n);   /* a forked copy has no threads to join */
     cllm_aligned_free(s->sp);
     free(s);
     return CLLM_OK;
@@ -358,6 +374,12 @@ int cllm_spheres_run(cllm_spheres *s, cllm_sphere_fn fn, void *arg) {
                                                  memory_order_relaxed))
         return cllm_fail(CLLM_ERR_STATE, "spheres_run: the pool is already running a task (nested call "
                                          "from a task, or a second controlling thread)");
+    if (forked_away(s)) {
+        atomic_store_explicit(&s->busy, 0, memory_order_release);
+        return cllm_fail(CLLM_ERR_STATE, "spheres_run: this pool of %d spheres was created before fork(); its "
+                                         "worker threads do not exist in this process (create a new pool)", s->n);
+    }
+    cllm_clear_error();
     s->fn = fn;
     s->arg = arg;
     atomic_store_explicit(&s->failed, 0, memory_order_relaxed);

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "internal.h"
 #include "spheres.h"
@@ -316,6 +317,12 @@ static void test_errors(void) {
     rc = cllm_spheres_run(s, err_task, &q2);
     CHECK(rc == CLLM_ERR_RANGE && !strstr(cllm_last_error(), "injected"), "stale: rc=%d msg='%s'", rc,
           cllm_last_error());
+    /* sphere 0 failing silently gets a message too, not a stale one */
+    err_ctx q0 = {{0, -1, -1, -1}, {CLLM_ERR_RANGE, 0, 0, 0}, 1, 0};
+    cllm_error_set_raw("stale caller message");
+    rc = cllm_spheres_run(s, err_task, &q0);
+    CHECK(rc == CLLM_ERR_RANGE && strstr(cllm_last_error(), "sphere 0"), "silent 0: rc=%d msg='%s'", rc,
+          cllm_last_error());
     free(ok.count);
     free(ok.who);
     cllm_spheres_free(s);
@@ -393,6 +400,45 @@ static void test_misuse(void) {
         CHECK(cllm_spheres_run(s, noop_task, NULL) == 0, "run after nested attempt");
         cllm_spheres_free(s);
     }
+}
+
+/* ------------------------------------------------------------- fork */
+static void test_fork(void) {
+    cllm_spheres *s = NULL, *one = NULL;
+    int rc = cllm_spheres_new(3, &s);
+    CHECK(rc == 0, "new(3)");
+    rc |= cllm_spheres_new(1, &one);
+    if (rc) return;
+    CHECK(cllm_spheres_run(s, noop_task, NULL) == 0, "run before fork");
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(20);   /* a hang in the child is a failure too */
+        int bad = 0;
+        int r = cllm_spheres_run(s, noop_task, NULL);
+        if (r != CLLM_ERR_STATE || !strstr(cllm_last_error(), "fork")) bad |= 1;
+        if (cllm_spheres_free(s) != 0) bad |= 2;
+        if (cllm_spheres_run(one, noop_task, NULL) != 0) bad |= 4;   /* no workers: still usable */
+        if (cllm_spheres_free(one) != 0) bad |= 8;
+#ifndef __SANITIZE_THREAD__
+        /* a new pool works in the child (TSan cannot start threads after a
+         * multi-threaded fork, so only the other builds check this) */
+        cllm_spheres *fresh = NULL;
+        if (cllm_spheres_new(2, &fresh) != 0 || cllm_spheres_run(fresh, noop_task, NULL) != 0) bad |= 16;
+        if (fresh && cllm_spheres_free(fresh) != 0) bad |= 32;
+#endif
+        _exit(bad);
+    }
+    CHECK(pid > 0, "fork failed");
+    if (pid > 0) {
+        int status = 0;
+        waitpid(pid, &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "forked child: status 0x%x", status);
+    }
+    CHECK(cllm_spheres_run(s, noop_task, NULL) == 0, "parent run after fork: %s", cllm_last_error());
+    cllm_spheres_free(s);
+    cllm_spheres_free(one);
 }
 
 /* --------------------------------------------- 6. pthread_create failure */
@@ -628,6 +674,8 @@ int main(int argc, char **argv) {
     test_errors();
     section("misuse and limits", T);
     test_misuse();
+    section("fork", T);
+    test_fork();
     section("pthread_create failure", T);
     test_create_failure();
     section("create/destroy cycles", T);
