@@ -51,6 +51,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -225,6 +226,9 @@ static void *worker_main(void *p) {
     sphere *me = p;
     cllm_spheres *s = me->pool;
     sphere *parent = &s->sp[me->parent];
+    char name[16];
+    snprintf(name, sizeof name, "cllm-sph-%d", me->id);
+    pthread_setname_np(pthread_self(), name);
     uint32_t last = 0;
     for (;;) {
         uint32_t g = wait_while_eq(&me->gen, &me->gen_sleep, last, s->spin_ns);
@@ -300,9 +304,18 @@ CLLM_EXPORT int cllm_spheres_new(int threads, cllm_spheres **out) {
     pthread_once(&g_atfork_once, register_atfork);
     s->fork_epoch = atomic_load_explicit(&g_fork_epoch, memory_order_relaxed);
 
+    /* Workers block asynchronous signals (inherited mask), so that SIGINT,
+     * SIGALRM, ... sent to the process reach the caller's threads (Python's
+     * main thread) instead of a worker. Fault signals stay deliverable. */
+    sigset_t all, old;
+    sigfillset(&all);
+    static const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS};
+    for (size_t k = 0; k < sizeof faults / sizeof faults[0]; k++) sigdelset(&all, faults[k]);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     for (int i = 1; i < threads; i++) {
         int err = pthread_create(&s->sp[i].thread, NULL, worker_main, &s->sp[i]);
         if (err != 0) {
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
             stop_workers(s, i);
             cllm_aligned_free(s->sp);
             free(s);
@@ -310,6 +323,7 @@ CLLM_EXPORT int cllm_spheres_new(int threads, cllm_spheres **out) {
                              i, threads, strerror(err));
         }
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     *out = s;
     return CLLM_OK;
 }

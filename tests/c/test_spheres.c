@@ -441,6 +441,44 @@ static void test_fork(void) {
     cllm_spheres_free(one);
 }
 
+/* ---------------------------------------------------------- signals */
+static pthread_t g_main_thread;
+static atomic_int g_sig_on_main, g_sig_elsewhere;
+static void on_usr1(int sig) {
+    (void)sig;
+    if (pthread_equal(pthread_self(), g_main_thread)) atomic_fetch_add(&g_sig_on_main, 1);
+    else atomic_fetch_add(&g_sig_elsewhere, 1);
+}
+
+static void test_signals_reach_caller(void) {
+    cllm_spheres *s = NULL;
+    if (cllm_spheres_new(5, &s)) { CHECK(0, "new(5)"); return; }
+    g_main_thread = pthread_self();
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, &old);
+    /* The caller blocks SIGUSR1 for a while (the pool was created before, so
+     * this does not leak into the workers' masks): a process-directed signal
+     * must then stay pending for the caller, not be taken by a worker. */
+    sigset_t usr1, prev;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    for (int k = 0; k < 20; k++) {
+        pthread_sigmask(SIG_BLOCK, &usr1, &prev);
+        kill(getpid(), SIGUSR1);
+        for (int r = 0; r < 50; r++) cllm_spheres_run(s, noop_task, NULL);
+        struct timespec ts = {0, 200 * 1000};
+        nanosleep(&ts, NULL);
+        pthread_sigmask(SIG_SETMASK, &prev, NULL);   /* pending signal delivered here */
+    }
+    CHECK(atomic_load(&g_sig_elsewhere) == 0, "%d process signals were delivered to worker threads",
+          atomic_load(&g_sig_elsewhere));
+    CHECK(atomic_load(&g_sig_on_main) == 20, "caller handled %d of 20 signals", atomic_load(&g_sig_on_main));
+    sigaction(SIGUSR1, &old, NULL);
+    cllm_spheres_free(s);
+}
+
 /* --------------------------------------------- 6. pthread_create failure */
 static void test_create_failure(void) {
     int before = live_threads();
@@ -676,6 +714,8 @@ int main(int argc, char **argv) {
     test_misuse();
     section("fork", T);
     test_fork();
+    section("signals go to the caller, not to workers", T);
+    test_signals_reach_caller();
     section("pthread_create failure", T);
     test_create_failure();
     section("create/destroy cycles", T);
