@@ -1,0 +1,365 @@
+/* kernels_simd.h - hand-vectorised ops, written once over a small vector
+ * abstraction and included by kernels_avx2.c (8 lanes) and kernels_avx512.c
+ * (16 lanes) after their `#pragma GCC target`. Before including, the ISA file
+ * defines SIMD_W (8 or 16) and KSFX; this file defines the S(...) functions
+ * and the KOP_* overrides, then the ISA file includes kernels_impl.h.
+ *
+ * Ragged tails (sizes not a multiple of SIMD_W) use masked loads/stores.
+ * Accuracy: exp/sigmoid are range-reduced polynomial approximations with
+ * ~2 ulp relative error; everything else is plain fp32 arithmetic in a
+ * different summation order than the scalar reference.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include "kernels.h"
+#include "gemm.h"
+
+#define SCAT2(a, b) a##_##b
+#define SCAT(a, b) SCAT2(a, b)
+#define S(name) SCAT(simd_##name, KSFX)
+#define SFN static inline __attribute__((always_inline))
+#define SOP static __attribute__((unused))
+
+/* ----------------------------------------------------- vector abstraction */
+#if SIMD_W == 16
+typedef __m512 vf;
+SFN vf v_set1(float x) { return _mm512_set1_ps(x); }
+SFN vf v_zero(void) { return _mm512_setzero_ps(); }
+SFN vf v_load(const float *p) { return _mm512_loadu_ps(p); }
+SFN void v_store(float *p, vf v) { _mm512_storeu_ps(p, v); }
+SFN __mmask16 v_mask(int n) { return (__mmask16)((1u << n) - 1u); }
+SFN vf v_loadn(const float *p, int n) { return _mm512_maskz_loadu_ps(v_mask(n), p); }
+SFN vf v_loadn_fill(const float *p, int n, float fill) {
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), v_mask(n), p);
+}
+SFN void v_storen(float *p, vf v, int n) { _mm512_mask_storeu_ps(p, v_mask(n), v); }
+SFN vf v_add(vf a, vf b) { return _mm512_add_ps(a, b); }
+SFN vf v_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+SFN vf v_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+SFN vf v_div(vf a, vf b) { return _mm512_div_ps(a, b); }
+SFN vf v_max(vf a, vf b) { return _mm512_max_ps(a, b); }
+SFN vf v_min(vf a, vf b) { return _mm512_min_ps(a, b); }
+SFN vf v_sqrt(vf a) { return _mm512_sqrt_ps(a); }
+SFN vf v_fmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }   /* a*b+c */
+SFN vf v_fnmadd(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); } /* c-a*b */
+SFN float v_hsum(vf a) { return _mm512_reduce_add_ps(a); }
+SFN float v_hmax(vf a) { return _mm512_reduce_max_ps(a); }
+SFN vf v_round(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+/* 2^n for integral float n in [-126, 127] */
+SFN vf v_pow2i(vf n) {
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_castsi512_ps(e);
+}
+/* lanes where a < b become 0 */
+SFN vf v_zero_if_lt(vf x, vf a, vf b) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, b, _CMP_GE_OQ), x);
+}
+/* sum of squares of the lanes, in double */
+SFN __m512d v_sq_d_acc(__m512d acc, vf x) {
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+    acc = _mm512_fmadd_pd(lo, lo, acc);
+    return _mm512_fmadd_pd(hi, hi, acc);
+}
+typedef __m512d vd;
+SFN vd vd_zero(void) { return _mm512_setzero_pd(); }
+SFN double vd_hsum(vd a) { return _mm512_reduce_add_pd(a); }
+SFN vd vd_add(vd a, vd b) { return _mm512_add_pd(a, b); }
+#elif SIMD_W == 8
+typedef __m256 vf;
+SFN vf v_set1(float x) { return _mm256_set1_ps(x); }
+SFN vf v_zero(void) { return _mm256_setzero_ps(); }
+SFN vf v_load(const float *p) { return _mm256_loadu_ps(p); }
+SFN void v_store(float *p, vf v) { _mm256_storeu_ps(p, v); }
+SFN __m256i v_mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+SFN vf v_loadn(const float *p, int n) { return _mm256_maskload_ps(p, v_mask(n)); }
+SFN vf v_loadn_fill(const float *p, int n, float fill) {
+    __m256i m = v_mask(n);
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+}
+SFN void v_storen(float *p, vf v, int n) { _mm256_maskstore_ps(p, v_mask(n), v); }
+SFN vf v_add(vf a, vf b) { return _mm256_add_ps(a, b); }
+SFN vf v_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+SFN vf v_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+SFN vf v_div(vf a, vf b) { return _mm256_div_ps(a, b); }
+SFN vf v_max(vf a, vf b) { return _mm256_max_ps(a, b); }
+SFN vf v_min(vf a, vf b) { return _mm256_min_ps(a, b); }
+SFN vf v_sqrt(vf a) { return _mm256_sqrt_ps(a); }
+SFN vf v_fmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+SFN vf v_fnmadd(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); }
+SFN float v_hsum(vf a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+SFN float v_hmax(vf a) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+SFN vf v_round(vf a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+SFN vf v_pow2i(vf n) {
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_castsi256_ps(e);
+}
+SFN vf v_zero_if_lt(vf x, vf a, vf b) { return _mm256_and_ps(x, _mm256_cmp_ps(a, b, _CMP_GE_OQ)); }
+typedef __m256d vd;
+SFN vd v_sq_d_acc(vd acc, vf x) {
+    __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
+    __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
+    acc = _mm256_fmadd_pd(lo, lo, acc);
+    return _mm256_fmadd_pd(hi, hi, acc);
+}
+SFN vd vd_zero(void) { return _mm256_setzero_pd(); }
+SFN vd vd_add(vd a, vd b) { return _mm256_add_pd(a, b); }
+SFN double vd_hsum(vd a) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+#else
+#error "SIMD_W must be 8 or 16"
+#endif
+#define VW SIMD_W
+
+/* exp(x): x = n ln2 + r, |r| <= ln2/2, e^r by a degree-7 Taylor polynomial
+ * (truncation < 1e-8 relative), times 2^n. Inputs are clamped to [-87, 88];
+ * below -87 the result is flushed to 0 (true value < 1.7e-38). */
+SFN vf v_exp(vf x) {
+    vf xc = v_min(v_max(x, v_set1(-87.0f)), v_set1(88.0f));
+    vf n = v_round(v_mul(xc, v_set1(1.44269504088896341f)));
+    vf r = v_fnmadd(n, v_set1(0.693145751953125f), xc);   /* ln2 high part */
+    r = v_fnmadd(n, v_set1(1.428606765330187e-06f), r);   /* ln2 low part  */
+    vf p = v_set1(1.0f / 5040.0f);
+    p = v_fmadd(p, r, v_set1(1.0f / 720.0f));
+    p = v_fmadd(p, r, v_set1(1.0f / 120.0f));
+    p = v_fmadd(p, r, v_set1(1.0f / 24.0f));
+    p = v_fmadd(p, r, v_set1(1.0f / 6.0f));
+    p = v_fmadd(p, r, v_set1(0.5f));
+    p = v_fmadd(p, r, v_set1(1.0f));
+    p = v_fmadd(p, r, v_set1(1.0f));
+    return v_zero_if_lt(v_mul(p, v_pow2i(n)), x, v_set1(-87.0f));
+}
+
+/* ------------------------------------------------------------ elementwise */
+SOP void S(residual_fwd)(float *out, const float *a, const float *b, size_t n) {
+    size_t i = 0;
+    for (; i + VW <= n; i += VW) v_store(out + i, v_add(v_load(a + i), v_load(b + i)));
+    if (i < n) { int r = (int)(n - i); v_storen(out + i, v_add(v_loadn(a + i, r), v_loadn(b + i, r)), r); }
+}
+
+SOP void S(add_into)(float *dst, const float *src, size_t n) {
+    size_t i = 0;
+    for (; i + 2 * VW <= n; i += 2 * VW) {
+        v_store(dst + i, v_add(v_load(dst + i), v_load(src + i)));
+        v_store(dst + i + VW, v_add(v_load(dst + i + VW), v_load(src + i + VW)));
+    }
+    for (; i + VW <= n; i += VW) v_store(dst + i, v_add(v_load(dst + i), v_load(src + i)));
+    if (i < n) { int r = (int)(n - i); v_storen(dst + i, v_add(v_loadn(dst + i, r), v_loadn(src + i, r)), r); }
+}
+
+SOP double S(sumsq)(const float *x, size_t n) {
+    vd a0 = vd_zero(), a1 = vd_zero();
+    size_t i = 0;
+    for (; i + 2 * VW <= n; i += 2 * VW) {
+        a0 = v_sq_d_acc(a0, v_load(x + i));
+        a1 = v_sq_d_acc(a1, v_load(x + i + VW));
+    }
+    for (; i + VW <= n; i += VW) a0 = v_sq_d_acc(a0, v_load(x + i));
+    if (i < n) a1 = v_sq_d_acc(a1, v_loadn(x + i, (int)(n - i)));
+    return vd_hsum(vd_add(a0, a1));
+}
+
+#define GELU_SCALE_S 0.7978845608028654f /* sqrt(2/pi) */
+/* GELU (tanh form) via 0.5 (1 + tanh(u)) = sigmoid(2u) = 1 / (1 + e^{-2u}):
+ * no cancellation for large negative x, saturates cleanly for large |x|. */
+SFN vf v_gelu_u(vf x) {
+    vf x2 = v_mul(x, x);
+    return v_mul(v_mul(v_set1(GELU_SCALE_S), x), v_fmadd(v_set1(0.044715f), x2, v_set1(1.0f)));
+}
+SFN vf v_gelu(vf x) {
+    vf e = v_exp(v_mul(v_set1(-2.0f), v_gelu_u(x)));
+    return v_div(x, v_add(v_set1(1.0f), e));
+}
+
+SOP void S(gelu_fwd)(float *out, const float *x, size_t n) {
+    size_t i = 0;
+    for (; i + VW <= n; i += VW) v_store(out + i, v_gelu(v_load(x + i)));
+    if (i < n) { int r = (int)(n - i); v_storen(out + i, v_gelu(v_loadn(x + i, r)), r); }
+}
+
+/* d/dx [x s(2u)] = s + 2 x s (1 - s) u',  s = 1/(1+e), 1 - s = e s, e = e^{-2u} */
+SFN vf v_gelu_grad(vf x, vf dy) {
+    vf e = v_exp(v_mul(v_set1(-2.0f), v_gelu_u(x)));
+    vf s = v_div(v_set1(1.0f), v_add(v_set1(1.0f), e));
+    vf oms = v_mul(e, s);
+    vf du = v_mul(v_set1(GELU_SCALE_S), v_fmadd(v_set1(3.0f * 0.044715f), v_mul(x, x), v_set1(1.0f)));
+    vf g = v_fmadd(v_mul(v_mul(v_set1(2.0f), x), v_mul(s, oms)), du, s);
+    return v_mul(g, dy);
+}
+
+SOP void S(gelu_bwd)(float *dx, const float *x, const float *dout, size_t n) {
+    size_t i = 0;
+    for (; i + VW <= n; i += VW) v_store(dx + i, v_gelu_grad(v_load(x + i), v_load(dout + i)));
+    if (i < n) {
+        int r = (int)(n - i);
+        v_storen(dx + i, v_gelu_grad(v_loadn(x + i, r), v_loadn(dout + i, r)), r);
+    }
+}
+
+/* AdamW, same operation order as the reference */
+SOP void S(adamw)(float *p, const float *g, float *m, float *v, size_t n,
+                  float lr, float b1, float b2, float eps, float wd,
+                  float bc1, float bc2, float gscale) {
+    const vf step = v_set1(lr / bc1), sbc2 = v_set1(sqrtf(bc2)), decay = v_set1(1.0f - lr * wd);
+    const vf omb1 = v_set1(1.0f - b1), vb2 = v_set1(b2), omb2 = v_set1(1.0f - b2);
+    const vf gs = v_set1(gscale), veps = v_set1(eps);
+    size_t i = 0;
+    for (; i < n; i += VW) {
+        int r = n - i >= (size_t)VW ? VW : (int)(n - i);
+        vf gi, mi, vi, pi;
+        if (r == VW) { gi = v_load(g + i); mi = v_load(m + i); vi = v_load(v + i); pi = v_load(p + i); }
+        else { gi = v_loadn(g + i, r); mi = v_loadn(m + i, r); vi = v_loadn(v + i, r); pi = v_loadn(p + i, r); }
+        gi = v_mul(gi, gs);
+        mi = v_fmadd(omb1, v_sub(gi, mi), mi);
+        vi = v_fmadd(v_mul(omb2, gi), gi, v_mul(vb2, vi));
+        pi = v_mul(pi, decay);
+        vf den = v_add(v_div(v_sqrt(vi), sbc2), veps);
+        pi = v_sub(pi, v_div(v_mul(step, mi), den));
+        if (r == VW) { v_store(m + i, mi); v_store(v + i, vi); v_store(p + i, pi); }
+        else { v_storen(m + i, mi, r); v_storen(v + i, vi, r); v_storen(p + i, pi, r); }
+    }
+}
+
+/* ------------------------------------------------------------- layernorm */
+SFN float row_sum(const float *x, int C) {
+    vf a0 = v_zero(), a1 = v_zero();
+    int j = 0;
+    for (; j + 2 * VW <= C; j += 2 * VW) { a0 = v_add(a0, v_load(x + j)); a1 = v_add(a1, v_load(x + j + VW)); }
+    for (; j + VW <= C; j += VW) a0 = v_add(a0, v_load(x + j));
+    if (j < C) a1 = v_add(a1, v_loadn(x + j, C - j));
+    return v_hsum(v_add(a0, a1));
+}
+
+/* normalise one row whose sum is known: mean, var (two-pass), write out */
+SFN void ln_row(float *o, float *mean, float *rstd, const float *x, const float *w,
+                const float *b, int C, float sum) {
+    float m = sum / (float)C;
+    vf vm = v_set1(m), a0 = v_zero(), a1 = v_zero();
+    int j = 0;
+    for (; j + 2 * VW <= C; j += 2 * VW) {
+        vf d0 = v_sub(v_load(x + j), vm), d1 = v_sub(v_load(x + j + VW), vm);
+        a0 = v_fmadd(d0, d0, a0);
+        a1 = v_fmadd(d1, d1, a1);
+    }
+    for (; j + VW <= C; j += VW) { vf d = v_sub(v_load(x + j), vm); a0 = v_fmadd(d, d, a0); }
+    if (j < C) { /* lanes past C load m, so they add (m - m)^2 = 0 */
+        vf d = v_sub(v_loadn_fill(x + j, C - j, m), vm);
+        a1 = v_fmadd(d, d, a1);
+    }
+    float var = v_hsum(v_add(a0, a1)) / (float)C;
+    float s = 1.0f / sqrtf(var + 1e-5f);
+    vf vs = v_set1(s);
+    for (j = 0; j + VW <= C; j += VW)
+        v_store(o + j, v_fmadd(v_mul(v_sub(v_load(x + j), vm), vs), v_load(w + j), v_load(b + j)));
+    if (j < C) {
+        int r = C - j;
+        v_storen(o + j, v_fmadd(v_mul(v_sub(v_loadn(x + j, r), vm), vs), v_loadn(w + j, r), v_loadn(b + j, r)), r);
+    }
+    *mean = m;
+    *rstd = s;
+}
+
+SOP void S(layernorm_fwd)(float *out, float *mean, float *rstd, const float *x,
+                          const float *w, const float *b, int N, int C) {
+    for (int i = 0; i < N; i++) {
+        const float *xi = x + (size_t)i * C;
+        ln_row(out + (size_t)i * C, mean + i, rstd + i, xi, w, b, C, row_sum(xi, C));
+    }
+}
+
+/* res = a + b and its row sum in the same pass, then LN from the hot row */
+SOP void S(residual_layernorm_fwd)(float *res, float *out, float *mean, float *rstd,
+                                   const float *a, const float *b, const float *w,
+                                   const float *bias, int N, int C) {
+    for (int i = 0; i < N; i++) {
+        size_t o = (size_t)i * C;
+        const float *ai = a + o, *bi = b + o;
+        float *ri = res + o;
+        vf s0 = v_zero();
+        int j = 0;
+        for (; j + VW <= C; j += VW) {
+            vf r = v_add(v_load(ai + j), v_load(bi + j));
+            v_store(ri + j, r);
+            s0 = v_add(s0, r);
+        }
+        if (j < C) {
+            int rr = C - j;
+            vf r = v_add(v_loadn(ai + j, rr), v_loadn(bi + j, rr));
+            v_storen(ri + j, r, rr);
+            s0 = v_add(s0, r);
+        }
+        ln_row(out + o, mean + i, rstd + i, ri, w, bias, C, v_hsum(s0));
+    }
+}
+
+/* dx += ..., dw, db overwritten; dw/db accumulate in place across rows */
+SOP void S(layernorm_bwd)(float *dx, float *dw, float *db, const float *dout,
+                          const float *x, const float *w, const float *mean,
+                          const float *rstd, int N, int C) {
+    memset(dw, 0, sizeof(float) * (size_t)C);
+    memset(db, 0, sizeof(float) * (size_t)C);
+    for (int i = 0; i < N; i++) {
+        const float *dy = dout + (size_t)i * C, *xi = x + (size_t)i * C;
+        float *dxi = dx + (size_t)i * C;
+        vf vm = v_set1(mean[i]), vs = v_set1(rstd[i]);
+        vf a_dn = v_zero(), a_dnn = v_zero();
+        int j = 0;
+        for (; j + VW <= C; j += VW) {
+            vf n = v_mul(v_sub(v_load(xi + j), vm), vs);
+            vf dn = v_mul(v_load(w + j), v_load(dy + j));
+            a_dn = v_add(a_dn, dn);
+            a_dnn = v_fmadd(dn, n, a_dnn);
+        }
+        if (j < C) {
+            int r = C - j;
+            vf n = v_mul(v_sub(v_loadn(xi + j, r), vm), vs);
+            vf dn = v_mul(v_loadn(w + j, r), v_loadn(dy + j, r)); /* 0 past C */
+            a_dn = v_add(a_dn, dn);
+            a_dnn = v_fmadd(dn, n, a_dnn);
+        }
+        vf dmean = v_set1(v_hsum(a_dn) / (float)C);
+        vf dnmean = v_set1(v_hsum(a_dnn) / (float)C);
+        for (j = 0; j < C; j += VW) {
+            int r = C - j >= VW ? VW : C - j;
+            vf xv, dyv, wv, dbv, dwv, dxv;
+            if (r == VW) { xv = v_load(xi + j); dyv = v_load(dy + j); wv = v_load(w + j);
+                          dbv = v_load(db + j); dwv = v_load(dw + j); dxv = v_load(dxi + j); }
+            else { xv = v_loadn(xi + j, r); dyv = v_loadn(dy + j, r); wv = v_loadn(w + j, r);
+                   dbv = v_loadn(db + j, r); dwv = v_loadn(dw + j, r); dxv = v_loadn(dxi + j, r); }
+            vf n = v_mul(v_sub(xv, vm), vs);
+            vf dn = v_mul(wv, dyv);
+            dbv = v_add(dbv, dyv);
+            dwv = v_fmadd(n, dyv, dwv);
+            dxv = v_fmadd(v_fnmadd(n, dnmean, v_sub(dn, dmean)), vs, dxv);
+            if (r == VW) { v_store(db + j, dbv); v_store(dw + j, dwv); v_store(dxi + j, dxv); }
+            else { v_storen(db + j, dbv, r); v_storen(dw + j, dwv, r); v_storen(dxi + j, dxv, r); }
+        }
+    }
+}
+
+/* --------------------------------------------------------- op overrides */
+#define KOP_residual_fwd S(residual_fwd)
+#define KOP_add_into S(add_into)
+#define KOP_sumsq S(sumsq)
+#define KOP_gelu_fwd S(gelu_fwd)
+#define KOP_gelu_bwd S(gelu_bwd)
+#define KOP_adamw S(adamw)
+#define KOP_layernorm_fwd S(layernorm_fwd)
+#define KOP_residual_layernorm_fwd S(residual_layernorm_fwd)
+#define KOP_layernorm_bwd S(layernorm_bwd)
