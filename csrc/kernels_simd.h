@@ -353,6 +353,212 @@ SOP void S(layernorm_bwd)(float *dx, float *dw, float *db, const float *dout,
     }
 }
 
+
+/* ---------------------------------------------------- softmax + x-entropy */
+SFN float row_max(const float *x, int n) {
+    vf m0 = v_set1(-INFINITY), m1 = v_set1(-INFINITY);
+    int j = 0;
+    for (; j + 2 * VW <= n; j += 2 * VW) { m0 = v_max(m0, v_load(x + j)); m1 = v_max(m1, v_load(x + j + VW)); }
+    for (; j + VW <= n; j += VW) m0 = v_max(m0, v_load(x + j));
+    if (j < n) m1 = v_max(m1, v_loadn_fill(x + j, n - j, -INFINITY));
+    return v_hmax(v_max(m0, m1));
+}
+
+/* x[j] = exp(x[j] - m) in place; returns the sum */
+SFN float row_exp_sum(float *x, int n, float m) {
+    vf vm = v_set1(m), s0 = v_zero(), s1 = v_zero();
+    int j = 0;
+    for (; j + 2 * VW <= n; j += 2 * VW) {
+        vf e0 = v_exp(v_sub(v_load(x + j), vm)), e1 = v_exp(v_sub(v_load(x + j + VW), vm));
+        v_store(x + j, e0);
+        v_store(x + j + VW, e1);
+        s0 = v_add(s0, e0);
+        s1 = v_add(s1, e1);
+    }
+    for (; j + VW <= n; j += VW) { vf e = v_exp(v_sub(v_load(x + j), vm)); v_store(x + j, e); s0 = v_add(s0, e); }
+    if (j < n) {
+        int r = n - j;
+        vf e = v_exp(v_sub(v_loadn_fill(x + j, r, -INFINITY), vm)); /* exp(-inf) -> 0 */
+        v_storen(x + j, e, r);
+        s1 = v_add(s1, e);
+    }
+    return v_hsum(v_add(s0, s1));
+}
+
+SFN void row_scale(float *x, int n, float s) {
+    vf vs = v_set1(s);
+    int j = 0;
+    for (; j + VW <= n; j += VW) v_store(x + j, v_mul(v_load(x + j), vs));
+    if (j < n) v_storen(x + j, v_mul(v_loadn(x + j, n - j), vs), n - j);
+}
+
+SFN void row_zero(float *x, int n) { if (n > 0) memset(x, 0, sizeof(float) * (size_t)n); }
+
+/* max pass, then exp written in place with its sum (one exp per logit, the
+ * reference takes two), then one scaling pass: the row stays in L1/L2. */
+SOP void S(crossentropy_fused)(float *logits, float *losses, const int32_t *targets,
+                               int N, int V, float dscale) {
+    for (int i = 0; i < N; i++) {
+        float *l = logits + (size_t)i * V;
+        int tgt = targets[i];
+        if (tgt < 0) { losses[i] = 0.0f; row_zero(l, V); continue; }
+        float lt = l[tgt];
+        float m = row_max(l, V);
+        float sum = row_exp_sum(l, V, m);
+        losses[i] = m + logf(sum) - lt;
+        row_scale(l, V, dscale / sum);
+        l[tgt] -= dscale;
+    }
+}
+
+/* ------------------------------------------------------------- embedding */
+SOP void S(embed_fwd)(float *out, const int32_t *ids, const float *wte,
+                      const float *wpe, int B, int T, int C) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t r = (size_t)b * T + t;
+            S(residual_fwd)(out + r * C, wte + (size_t)ids[r] * C, wpe + (size_t)t * C, (size_t)C);
+        }
+}
+
+SOP void S(embed_bwd)(float *dwte, float *dwpe, const float *dout,
+                      const int32_t *ids, int B, int T, int C) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t r = (size_t)b * T + t;
+            const float *d = dout + r * C;
+            float *de = dwte + (size_t)ids[r] * C, *dp = dwpe + (size_t)t * C;
+            int j = 0;
+            for (; j + VW <= C; j += VW) {
+                vf g = v_load(d + j);
+                v_store(de + j, v_add(v_load(de + j), g));
+                v_store(dp + j, v_add(v_load(dp + j), g));
+            }
+            if (j < C) {
+                int rr = C - j;
+                vf g = v_loadn(d + j, rr);
+                v_storen(de + j, v_add(v_loadn(de + j, rr), g), rr);
+                v_storen(dp + j, v_add(v_loadn(dp + j, rr), g), rr);
+            }
+        }
+}
+
+/* -------------------------------------------------------------- bias grad */
+/* column blocks of 4 vectors stay in registers over all N rows */
+SOP void S(bias_grad)(float *db, const float *dout, int N, int OC) {
+    int j = 0;
+    for (; j + 4 * VW <= OC; j += 4 * VW) {
+        vf a0 = v_zero(), a1 = v_zero(), a2 = v_zero(), a3 = v_zero();
+        const float *d = dout + j;
+        for (int i = 0; i < N; i++, d += OC) {
+            a0 = v_add(a0, v_load(d));
+            a1 = v_add(a1, v_load(d + VW));
+            a2 = v_add(a2, v_load(d + 2 * VW));
+            a3 = v_add(a3, v_load(d + 3 * VW));
+        }
+        v_store(db + j, a0); v_store(db + j + VW, a1);
+        v_store(db + j + 2 * VW, a2); v_store(db + j + 3 * VW, a3);
+    }
+    for (; j < OC; j += VW) {
+        int r = OC - j >= VW ? VW : OC - j;
+        vf a = v_zero();
+        const float *d = dout + j;
+        for (int i = 0; i < N; i++, d += OC) a = v_add(a, r == VW ? v_load(d) : v_loadn(d, r));
+        if (r == VW) v_store(db + j, a); else v_storen(db + j, a, r);
+    }
+}
+
+/* ------------------------------------------------------------ inference */
+/* y[lo:hi] = bias + x W[:, lo:hi]; 4-vector column blocks in registers */
+SOP void S(matvec)(float *y, const float *x, const float *Wt, const float *bias,
+                   int in, int ldw, int lo, int hi) {
+    int j = lo;
+    for (; j + 4 * VW <= hi; j += 4 * VW) {
+        vf a0, a1, a2, a3;
+        if (bias) { a0 = v_load(bias + j); a1 = v_load(bias + j + VW); a2 = v_load(bias + j + 2 * VW); a3 = v_load(bias + j + 3 * VW); }
+        else a0 = a1 = a2 = a3 = v_zero();
+        const float *w = Wt + j;
+        for (int i = 0; i < in; i++, w += ldw) {
+            vf xi = v_set1(x[i]);
+            a0 = v_fmadd(xi, v_load(w), a0);
+            a1 = v_fmadd(xi, v_load(w + VW), a1);
+            a2 = v_fmadd(xi, v_load(w + 2 * VW), a2);
+            a3 = v_fmadd(xi, v_load(w + 3 * VW), a3);
+        }
+        v_store(y + j, a0); v_store(y + j + VW, a1); v_store(y + j + 2 * VW, a2); v_store(y + j + 3 * VW, a3);
+    }
+    for (; j < hi; j += VW) {
+        int r = hi - j >= VW ? VW : hi - j;
+        vf a = bias ? v_loadn(bias + j, r) : v_zero();
+        const float *w = Wt + j;
+        for (int i = 0; i < in; i++, w += ldw) a = v_fmadd(v_set1(x[i]), v_loadn(w, r), a);
+        v_storen(y + j, a, r);
+    }
+}
+
+SFN float dot_row(const float *a, const float *b, int n) {
+    vf s0 = v_zero(), s1 = v_zero();
+    int j = 0;
+    for (; j + 2 * VW <= n; j += 2 * VW) {
+        s0 = v_fmadd(v_load(a + j), v_load(b + j), s0);
+        s1 = v_fmadd(v_load(a + j + VW), v_load(b + j + VW), s1);
+    }
+    for (; j + VW <= n; j += VW) s0 = v_fmadd(v_load(a + j), v_load(b + j), s0);
+    if (j < n) s1 = v_fmadd(v_loadn(a + j, n - j), v_loadn(b + j, n - j), s1);
+    return v_hsum(v_add(s0, s1));
+}
+
+/* y[r] = x . W[r]; four rows at a time share the loads of x */
+SOP void S(matvec_t)(float *y, const float *x, const float *Wt, int C, int lo, int hi) {
+    int r = lo;
+    for (; r + 4 <= hi; r += 4) {
+        const float *w0 = Wt + (size_t)r * C, *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
+        vf s0 = v_zero(), s1 = v_zero(), s2 = v_zero(), s3 = v_zero();
+        int j = 0;
+        for (; j + VW <= C; j += VW) {
+            vf xv = v_load(x + j);
+            s0 = v_fmadd(xv, v_load(w0 + j), s0);
+            s1 = v_fmadd(xv, v_load(w1 + j), s1);
+            s2 = v_fmadd(xv, v_load(w2 + j), s2);
+            s3 = v_fmadd(xv, v_load(w3 + j), s3);
+        }
+        if (j < C) {
+            int n = C - j;
+            vf xv = v_loadn(x + j, n);
+            s0 = v_fmadd(xv, v_loadn(w0 + j, n), s0);
+            s1 = v_fmadd(xv, v_loadn(w1 + j, n), s1);
+            s2 = v_fmadd(xv, v_loadn(w2 + j, n), s2);
+            s3 = v_fmadd(xv, v_loadn(w3 + j, n), s3);
+        }
+        y[r] = v_hsum(s0); y[r + 1] = v_hsum(s1); y[r + 2] = v_hsum(s2); y[r + 3] = v_hsum(s3);
+    }
+    for (; r < hi; r++) y[r] = dot_row(x, Wt + (size_t)r * C, C);
+}
+
+/* y(n) += a * x(n) */
+SFN void axpy(float *yv, float a, const float *x, int n) {
+    vf va = v_set1(a);
+    int j = 0;
+    for (; j + VW <= n; j += VW) v_store(yv + j, v_fmadd(va, v_load(x + j), v_load(yv + j)));
+    if (j < n) v_storen(yv + j, v_fmadd(va, v_loadn(x + j, n - j), v_loadn(yv + j, n - j)), n - j);
+}
+
+SOP void S(attention_step)(float *out, const float *q, const float *kc,
+                           const float *vc, int len, int ldc, int C, int NH,
+                           float *scratch) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int h = 0; h < NH; h++) {
+        const float *qh = q + (size_t)h * hs;
+        for (int t = 0; t < len; t++) scratch[t] = scale * dot_row(qh, kc + (size_t)t * ldc + (size_t)h * hs, hs);
+        float m = row_max(scratch, len);
+        float inv = 1.0f / row_exp_sum(scratch, len, m);
+        float *o = out + (size_t)h * hs;
+        memset(o, 0, sizeof(float) * (size_t)hs);
+        for (int t = 0; t < len; t++) axpy(o, scratch[t] * inv, vc + (size_t)t * ldc + (size_t)h * hs, hs);
+    }
+}
+
 /* --------------------------------------------------------- op overrides */
 #define KOP_residual_fwd S(residual_fwd)
 #define KOP_add_into S(add_into)
@@ -363,3 +569,10 @@ SOP void S(layernorm_bwd)(float *dx, float *dw, float *db, const float *dout,
 #define KOP_layernorm_fwd S(layernorm_fwd)
 #define KOP_residual_layernorm_fwd S(residual_layernorm_fwd)
 #define KOP_layernorm_bwd S(layernorm_bwd)
+#define KOP_crossentropy_fused S(crossentropy_fused)
+#define KOP_embed_fwd S(embed_fwd)
+#define KOP_embed_bwd S(embed_bwd)
+#define KOP_bias_grad S(bias_grad)
+#define KOP_matvec S(matvec)
+#define KOP_matvec_t S(matvec_t)
+#define KOP_attention_step S(attention_step)
