@@ -93,11 +93,12 @@ def make_case(op: str, dims: Sequence[int], seed: int = 0) -> List[np.ndarray]:
         return [_z(n), x] if op == "gelu_fwd" else [_z(n), x, _f(rng, n)]
     if op == "attention_fwd":
         B, T, C, NH = d
-        return [_z(B, T, C), _z(B, NH, T, T), _f(rng, B, T, 3 * C)]
+        # outputs start as garbage: the op must overwrite all of them
+        return [_f(rng, B, T, C), _f(rng, B, NH, T, T), _f(rng, B, T, 3 * C)]
     if op == "attention_bwd":
         B, T, C, NH = d
         qkv = _f(rng, B, T, 3 * C)
-        return [_z(B, T, 3 * C), _z(B, NH, T, T), _f(rng, B, T, C), qkv,
+        return [_f(rng, B, T, 3 * C), _f(rng, B, NH, T, T), _f(rng, B, T, C), qkv,
                 _causal_softmax(qkv, B, T, C, NH)]
     if op == "crossentropy_fused":
         N, V = d

@@ -559,6 +559,96 @@ SOP void S(attention_step)(float *out, const float *q, const float *kc,
     }
 }
 
+
+/* ------------------------------------------------------------- attention */
+/* Per (batch, head), rows in blocks of ATT_TB queries: S = scale Q K^T for
+ * the block's rows against keys 0..(last row) only (the causal triangle, up
+ * to the diagonal block), then the masked softmax of those rows in one pass
+ * while they are hot, then O = P V over the same key range. All products go
+ * through cllm_sgemm; ws holds its packing space. */
+#define ATT_TB 32
+
+/* row t (0-based within the sequence) of scores s: softmax over cols 0..t,
+ * zeros over t+1..T-1 */
+SFN void causal_softmax_row(float *srow, int t, int T) {
+    float m = row_max(srow, t + 1);
+    float sum = row_exp_sum(srow, t + 1, m);
+    row_scale(srow, t + 1, 1.0f / sum);
+    row_zero(srow + t + 1, T - t - 1);
+}
+
+SOP void S(attention_fwd)(float *out, float *att, const float *qkv, int B, int T,
+                          int C, int NH, float *ws) {
+    int hs = C / NH, ld = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *Q = qkv + (size_t)b * T * ld + (size_t)h * hs;
+            const float *Kp = Q + C, *Vp = Q + 2 * C;
+            float *A = att + ((size_t)b * NH + h) * T * T;
+            float *O = out + (size_t)b * T * C + (size_t)h * hs;
+            for (int i0 = 0; i0 < T; i0 += ATT_TB) {
+                int ib = T - i0 < ATT_TB ? T - i0 : ATT_TB, jn = i0 + ib;
+                float *Ai = A + (size_t)i0 * T;
+                cllm_sgemm(KISA, 0, 1, ib, jn, hs, scale, Q + (size_t)i0 * ld, ld, Kp, ld,
+                           0.0f, Ai, T, NULL, ws);
+                for (int t = i0; t < jn; t++) causal_softmax_row(A + (size_t)t * T, t, T);
+                cllm_sgemm(KISA, 0, 0, ib, hs, jn, 1.0f, Ai, T, Vp, ld, 0.0f,
+                           O + (size_t)i0 * C, C, NULL, ws);
+            }
+        }
+}
+
+/* Backward, per (batch, head): for each query block, dP = dO V^T (keys up
+ * to the block's last row), dS = P (dP - rowsum(P dP)) scale in place (one
+ * pass per row, zeros above the diagonal), dQ = dS K. Then per key block,
+ * dV = P^T dO and dK = dS^T Q over the query rows at or below the block.
+ * Relies on att being zero above the diagonal, as attention_fwd writes it. */
+SOP void S(attention_bwd)(float *dqkv, float *datt, const float *dout,
+                          const float *qkv, const float *att, int B, int T, int C,
+                          int NH, float *ws) {
+    int hs = C / NH, ld = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            size_t off = (size_t)b * T * ld + (size_t)h * hs;
+            const float *Q = qkv + off, *Kp = Q + C, *Vp = Q + 2 * C;
+            float *dQ = dqkv + off, *dK = dQ + C, *dV = dQ + 2 * C;
+            const float *P = att + ((size_t)b * NH + h) * T * T;
+            float *D = datt + ((size_t)b * NH + h) * T * T;
+            const float *dO = dout + (size_t)b * T * C + (size_t)h * hs;
+            for (int i0 = 0; i0 < T; i0 += ATT_TB) {
+                int ib = T - i0 < ATT_TB ? T - i0 : ATT_TB, jn = i0 + ib;
+                float *Di = D + (size_t)i0 * T;
+                cllm_sgemm(KISA, 0, 1, ib, jn, hs, 1.0f, dO + (size_t)i0 * C, C, Vp, ld,
+                           0.0f, Di, T, NULL, ws);
+                for (int t = i0; t < jn; t++) {
+                    float *d = D + (size_t)t * T;
+                    const float *p = P + (size_t)t * T;
+                    int n = t + 1;
+                    float dot = dot_row(p, d, n);
+                    vf vdot = v_set1(dot), vsc = v_set1(scale);
+                    int j = 0;
+                    for (; j + VW <= n; j += VW)
+                        v_store(d + j, v_mul(v_mul(v_load(p + j), v_sub(v_load(d + j), vdot)), vsc));
+                    if (j < n)
+                        v_storen(d + j, v_mul(v_mul(v_loadn(p + j, n - j), v_sub(v_loadn(d + j, n - j), vdot)), vsc), n - j);
+                    row_zero(d + n, T - n);
+                }
+                cllm_sgemm(KISA, 0, 0, ib, hs, jn, 1.0f, Di, T, Kp, ld, 0.0f,
+                           dQ + (size_t)i0 * ld, ld, NULL, ws);
+            }
+            for (int j0 = 0; j0 < T; j0 += ATT_TB) {
+                int jb = T - j0 < ATT_TB ? T - j0 : ATT_TB, m = T - j0;
+                size_t pj = (size_t)j0 * T + j0;
+                cllm_sgemm(KISA, 1, 0, jb, hs, m, 1.0f, P + pj, T, dO + (size_t)j0 * C, C, 0.0f,
+                           dV + (size_t)j0 * ld, ld, NULL, ws);
+                cllm_sgemm(KISA, 1, 0, jb, hs, m, 1.0f, D + pj, T, Q + (size_t)j0 * ld, ld, 0.0f,
+                           dK + (size_t)j0 * ld, ld, NULL, ws);
+            }
+        }
+}
+
 /* --------------------------------------------------------- op overrides */
 #define KOP_residual_fwd S(residual_fwd)
 #define KOP_add_into S(add_into)
@@ -576,3 +666,5 @@ SOP void S(attention_step)(float *out, const float *q, const float *kc,
 #define KOP_matvec S(matvec)
 #define KOP_matvec_t S(matvec_t)
 #define KOP_attention_step S(attention_step)
+#define KOP_attention_fwd S(attention_fwd)
+#define KOP_attention_bwd S(attention_bwd)
