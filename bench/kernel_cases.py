@@ -160,3 +160,55 @@ def run_copy(op: str, isa: str, arrays: Sequence[np.ndarray], dims: Sequence[int
     cp = [a.copy() for a in arrays]
     run(op, isa, cp, dims, 1, null)
     return cp
+
+
+# ------------------------------------------------------------- bench shapes
+CONFIGS: Dict[str, Dict[str, int]] = {
+    "A": dict(V=65, L=4, NH=4, C=128, T=64, B=12),
+    "B": dict(V=4096, L=6, NH=6, C=384, T=256, B=8),
+    "C": dict(V=50257, L=12, NH=12, C=768, T=64, B=4),
+}
+ADAMW_CAP = 16 * 1024 * 1024  # AdamW / sumsq elements, capped (config C has 124M params)
+
+
+def n_params(c: Dict[str, int]) -> int:
+    """GPT-2 parameter count for a config (tied LM head)."""
+    C = c["C"]
+    per_layer = 12 * C * C + 13 * C
+    return c["V"] * C + c["T"] * C + c["L"] * per_layer + 2 * C
+
+
+def bench_dims(op: str, cfg: str) -> Tuple[int, ...]:
+    """The dims ``op`` runs at in one training / inference step of config ``cfg``."""
+    c = CONFIGS[cfg]
+    B, T, C, NH, V = c["B"], c["T"], c["C"], c["NH"], c["V"]
+    N = B * T
+    table = {
+        "layernorm_fwd": (N, C), "layernorm_bwd": (N, C), "residual_layernorm_fwd": (N, C),
+        "residual_fwd": (N * C,), "add_into": (N * C,),
+        "gelu_fwd": (N * 4 * C,), "gelu_bwd": (N * 4 * C,),
+        "attention_fwd": (B, T, C, NH), "attention_bwd": (B, T, C, NH),
+        "crossentropy_fused": (N, V),
+        "embed_fwd": (B, T, C, V), "embed_bwd": (B, T, C, V),
+        "bias_grad": (N, 4 * C),
+        "sumsq": (min(n_params(c), ADAMW_CAP),), "adamw": (min(n_params(c), ADAMW_CAP),),
+        "matvec": (C, 3 * C, 0, 3 * C), "matvec_t": (C, 0, V),
+        "attention_step": (T, C, C, NH),
+    }
+    return table[op]
+
+
+def time_op(op: str, isa: str, arrays: Sequence[np.ndarray], dims: Sequence[int],
+            repeats: int = 5, budget: float = 0.25) -> float:
+    """Best (min) seconds per call over ``repeats`` timed batches of calls."""
+    import time
+    t0 = time.perf_counter()
+    run(op, isa, arrays, dims, 1)
+    one = max(time.perf_counter() - t0, 1e-7)
+    reps = max(1, min(1000, int(budget / repeats / one)))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(op, isa, arrays, dims, reps)
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return best

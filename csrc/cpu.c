@@ -9,7 +9,6 @@
 #include <unistd.h>
 #include "internal.h"
 #include "kernels.h"
-#include "gemm.h"
 
 /* ------------------------------------------------------------- errors */
 static _Thread_local char g_err[512];
@@ -153,11 +152,9 @@ const cllm_ops *cllm_ops_for_isa(int isa) {
 const cllm_ops *cllm_ops_current(void) { return cllm_ops_for_isa(cllm_isa_current()); }
 
 size_t cllm_attention_ws_floats(int T, int hs) {
-    /* the SIMD attention keeps its score tiles in att/datt and runs every
-     * product through cllm_sgemm: ws is the GEMM packing space (at offset 0,
-     * so it keeps the caller's 64-byte alignment) plus slack */
-    (void)T; (void)hs;
-    return cllm_gemm_ws_floats() + 64;
+    /* the SIMD attention keeps its score tiles in att/datt and needs one
+     * transposed head (hs x T: K^T forward, V^T backward); plus slack */
+    return (size_t)T * (size_t)hs + 64;
 }
 
 CLLM_EXPORT int cllm_cpu_count(int *n) {

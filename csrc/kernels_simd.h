@@ -561,15 +561,82 @@ SOP void S(attention_step)(float *out, const float *q, const float *kc,
 
 
 /* ------------------------------------------------------------- attention */
-/* Per (batch, head), rows in blocks of ATT_TB queries: S = scale Q K^T for
- * the block's rows against keys 0..(last row) only (the causal triangle, up
- * to the diagonal block), then the masked softmax of those rows in one pass
- * while they are hot, then O = P V over the same key range. All products go
- * through cllm_sgemm; ws holds its packing space. */
-#define ATT_TB 32
+/* Attention runs on a small register-blocked product kernel instead of the
+ * general GEMM: the per-head products are small (T x T x hs) and strided
+ * inside qkv, so packing would not pay, and working in strips of ATT_MR rows
+ * lets every product skip the masked triangle at strip granularity.
+ *
+ * strip: C[0:mr, 0:N] = alpha * sum_k A(r, k) B[k, 0:N], overwriting C, where
+ * A(r, k) = A[r*a_rs + k*a_cs] (so A may be read transposed) and B is
+ * row-major with row stride ldb. Columns go 2 vectors at a time with mr x 2
+ * accumulators in registers; the ragged last block uses masked loads/stores. */
+#if VW == 16
+#define ATT_MR 8
+#else
+#define ATT_MR 6
+#endif
 
-/* row t (0-based within the sequence) of scores s: softmax over cols 0..t,
- * zeros over t+1..T-1 */
+SFN void strip_kernel(const int mr, int N, int K, float alpha, const float *A, size_t a_rs,
+                      size_t a_cs, const float *Bm, size_t ldb, float *Cm, size_t ldc) {
+    const vf va = v_set1(alpha);
+    for (int j = 0; j < N; j += 2 * VW) {
+        int nv = N - j;
+        vf acc0[ATT_MR], acc1[ATT_MR];
+        for (int r = 0; r < mr; r++) acc0[r] = acc1[r] = v_zero();
+        const float *b = Bm + j, *a = A;
+        if (nv >= 2 * VW) {
+            for (int k = 0; k < K; k++, b += ldb, a += a_cs) {
+                vf b0 = v_load(b), b1 = v_load(b + VW);
+                for (int r = 0; r < mr; r++) {
+                    vf ar = v_set1(a[r * a_rs]);
+                    acc0[r] = v_fmadd(ar, b0, acc0[r]);
+                    acc1[r] = v_fmadd(ar, b1, acc1[r]);
+                }
+            }
+            for (int r = 0; r < mr; r++) {
+                v_store(Cm + r * ldc + j, v_mul(acc0[r], va));
+                v_store(Cm + r * ldc + j + VW, v_mul(acc1[r], va));
+            }
+        } else {
+            int n0 = nv < VW ? nv : VW, n1 = nv - n0;
+            for (int k = 0; k < K; k++, b += ldb, a += a_cs) {
+                vf b0 = v_loadn(b, n0), b1 = v_loadn(b + VW, n1);
+                for (int r = 0; r < mr; r++) {
+                    vf ar = v_set1(a[r * a_rs]);
+                    acc0[r] = v_fmadd(ar, b0, acc0[r]);
+                    acc1[r] = v_fmadd(ar, b1, acc1[r]);
+                }
+            }
+            for (int r = 0; r < mr; r++) {
+                v_storen(Cm + r * ldc + j, v_mul(acc0[r], va), n0);
+                if (n1 > 0) v_storen(Cm + r * ldc + j + VW, v_mul(acc1[r], va), n1);
+            }
+        }
+    }
+}
+
+#define STRIP_CASE(m) case m: strip_kernel(m, N, K, alpha, A, a_rs, a_cs, Bm, ldb, Cm, ldc); break;
+static void S(strip)(int mr, int N, int K, float alpha, const float *A, size_t a_rs, size_t a_cs,
+                     const float *Bm, size_t ldb, float *Cm, size_t ldc) {
+    switch (mr) {
+        STRIP_CASE(1) STRIP_CASE(2) STRIP_CASE(3) STRIP_CASE(4) STRIP_CASE(5) STRIP_CASE(6)
+#if ATT_MR > 6
+        STRIP_CASE(7) STRIP_CASE(8)
+#endif
+    default: break;
+    }
+}
+#undef STRIP_CASE
+
+/* dst(hs, T) = src(T, hs)^T, src rows strided by ld */
+SFN void transpose_head(float *dst, const float *src, int T, int hs, size_t ld) {
+    for (int t = 0; t < T; t++) {
+        const float *r = src + (size_t)t * ld;
+        for (int d = 0; d < hs; d++) dst[(size_t)d * T + t] = r[d];
+    }
+}
+
+/* row t of the scores: softmax over cols 0..t, zeros over t+1..T-1 */
 SFN void causal_softmax_row(float *srow, int t, int T) {
     float m = row_max(srow, t + 1);
     float sum = row_exp_sum(srow, t + 1, m);
@@ -577,57 +644,64 @@ SFN void causal_softmax_row(float *srow, int t, int T) {
     row_zero(srow + t + 1, T - t - 1);
 }
 
+/* Forward, per (batch, head), per strip of ATT_MR query rows i0..: scores
+ * S = scale Q K^T against keys 0..i0+mr-1 only (K^T packed once per head),
+ * the masked softmax of those rows while hot, then O = P V over the same
+ * keys. ws: hs*T floats for K^T. */
 SOP void S(attention_fwd)(float *out, float *att, const float *qkv, int B, int T,
                           int C, int NH, float *ws) {
-    int hs = C / NH, ld = 3 * C;
+    int hs = C / NH;
+    size_t ld = 3 * (size_t)C;
     float scale = 1.0f / sqrtf((float)hs);
+    float *Kt = ws;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             const float *Q = qkv + (size_t)b * T * ld + (size_t)h * hs;
-            const float *Kp = Q + C, *Vp = Q + 2 * C;
+            const float *Vp = Q + 2 * (size_t)C;
             float *A = att + ((size_t)b * NH + h) * T * T;
             float *O = out + (size_t)b * T * C + (size_t)h * hs;
-            for (int i0 = 0; i0 < T; i0 += ATT_TB) {
-                int ib = T - i0 < ATT_TB ? T - i0 : ATT_TB, jn = i0 + ib;
+            transpose_head(Kt, Q + C, T, hs, ld);
+            for (int i0 = 0; i0 < T; i0 += ATT_MR) {
+                int mr = T - i0 < ATT_MR ? T - i0 : ATT_MR, jn = i0 + mr;
                 float *Ai = A + (size_t)i0 * T;
-                cllm_sgemm(KISA, 0, 1, ib, jn, hs, scale, Q + (size_t)i0 * ld, ld, Kp, ld,
-                           0.0f, Ai, T, NULL, ws);
+                S(strip)(mr, jn, hs, scale, Q + i0 * ld, ld, 1, Kt, (size_t)T, Ai, (size_t)T);
                 for (int t = i0; t < jn; t++) causal_softmax_row(A + (size_t)t * T, t, T);
-                cllm_sgemm(KISA, 0, 0, ib, hs, jn, 1.0f, Ai, T, Vp, ld, 0.0f,
-                           O + (size_t)i0 * C, C, NULL, ws);
+                S(strip)(mr, hs, jn, 1.0f, Ai, (size_t)T, 1, Vp, ld, O + (size_t)i0 * C, (size_t)C);
             }
         }
 }
 
-/* Backward, per (batch, head): for each query block, dP = dO V^T (keys up
- * to the block's last row), dS = P (dP - rowsum(P dP)) scale in place (one
- * pass per row, zeros above the diagonal), dQ = dS K. Then per key block,
- * dV = P^T dO and dK = dS^T Q over the query rows at or below the block.
- * Relies on att being zero above the diagonal, as attention_fwd writes it. */
+/* Backward, per (batch, head). Query strips: dP = dO V^T (keys up to the
+ * strip's last row; V^T packed once), dS = P (dP - rowsum(P dP)) scale in
+ * place in datt (one pass per row, zeros above the diagonal), dQ = dS K.
+ * Key strips j0..: dV = P^T dO and dK = dS^T Q over query rows >= j0 only.
+ * Relies on att being zero above the diagonal, as attention_fwd writes it.
+ * ws: hs*T floats. */
 SOP void S(attention_bwd)(float *dqkv, float *datt, const float *dout,
                           const float *qkv, const float *att, int B, int T, int C,
                           int NH, float *ws) {
-    int hs = C / NH, ld = 3 * C;
+    int hs = C / NH;
+    size_t ld = 3 * (size_t)C, tt = (size_t)T;
     float scale = 1.0f / sqrtf((float)hs);
+    float *Vt = ws;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             size_t off = (size_t)b * T * ld + (size_t)h * hs;
-            const float *Q = qkv + off, *Kp = Q + C, *Vp = Q + 2 * C;
-            float *dQ = dqkv + off, *dK = dQ + C, *dV = dQ + 2 * C;
-            const float *P = att + ((size_t)b * NH + h) * T * T;
-            float *D = datt + ((size_t)b * NH + h) * T * T;
+            const float *Q = qkv + off, *Kp = Q + C, *Vp = Q + 2 * (size_t)C;
+            float *dQ = dqkv + off, *dK = dQ + C, *dV = dQ + 2 * (size_t)C;
+            const float *P = att + ((size_t)b * NH + h) * tt * tt;
+            float *D = datt + ((size_t)b * NH + h) * tt * tt;
             const float *dO = dout + (size_t)b * T * C + (size_t)h * hs;
-            for (int i0 = 0; i0 < T; i0 += ATT_TB) {
-                int ib = T - i0 < ATT_TB ? T - i0 : ATT_TB, jn = i0 + ib;
-                float *Di = D + (size_t)i0 * T;
-                cllm_sgemm(KISA, 0, 1, ib, jn, hs, 1.0f, dO + (size_t)i0 * C, C, Vp, ld,
-                           0.0f, Di, T, NULL, ws);
+            transpose_head(Vt, Vp, T, hs, ld);
+            for (int i0 = 0; i0 < T; i0 += ATT_MR) {
+                int mr = T - i0 < ATT_MR ? T - i0 : ATT_MR, jn = i0 + mr;
+                float *Di = D + (size_t)i0 * tt;
+                S(strip)(mr, jn, hs, 1.0f, dO + (size_t)i0 * C, (size_t)C, 1, Vt, tt, Di, tt);
                 for (int t = i0; t < jn; t++) {
-                    float *d = D + (size_t)t * T;
-                    const float *p = P + (size_t)t * T;
+                    float *d = D + (size_t)t * tt;
+                    const float *p = P + (size_t)t * tt;
                     int n = t + 1;
-                    float dot = dot_row(p, d, n);
-                    vf vdot = v_set1(dot), vsc = v_set1(scale);
+                    vf vdot = v_set1(dot_row(p, d, n)), vsc = v_set1(scale);
                     int j = 0;
                     for (; j + VW <= n; j += VW)
                         v_store(d + j, v_mul(v_mul(v_load(p + j), v_sub(v_load(d + j), vdot)), vsc));
@@ -635,16 +709,13 @@ SOP void S(attention_bwd)(float *dqkv, float *datt, const float *dout,
                         v_storen(d + j, v_mul(v_mul(v_loadn(p + j, n - j), v_sub(v_loadn(d + j, n - j), vdot)), vsc), n - j);
                     row_zero(d + n, T - n);
                 }
-                cllm_sgemm(KISA, 0, 0, ib, hs, jn, 1.0f, Di, T, Kp, ld, 0.0f,
-                           dQ + (size_t)i0 * ld, ld, NULL, ws);
+                S(strip)(mr, hs, jn, 1.0f, Di, tt, 1, Kp, ld, dQ + i0 * ld, ld);
             }
-            for (int j0 = 0; j0 < T; j0 += ATT_TB) {
-                int jb = T - j0 < ATT_TB ? T - j0 : ATT_TB, m = T - j0;
-                size_t pj = (size_t)j0 * T + j0;
-                cllm_sgemm(KISA, 1, 0, jb, hs, m, 1.0f, P + pj, T, dO + (size_t)j0 * C, C, 0.0f,
-                           dV + (size_t)j0 * ld, ld, NULL, ws);
-                cllm_sgemm(KISA, 1, 0, jb, hs, m, 1.0f, D + pj, T, Q + (size_t)j0 * ld, ld, 0.0f,
-                           dK + (size_t)j0 * ld, ld, NULL, ws);
+            for (int j0 = 0; j0 < T; j0 += ATT_MR) {
+                int mr = T - j0 < ATT_MR ? T - j0 : ATT_MR, m = T - j0;
+                size_t pj = (size_t)j0 * tt + j0;
+                S(strip)(mr, hs, m, 1.0f, P + pj, 1, tt, dO + (size_t)j0 * C, (size_t)C, dV + j0 * ld, ld);
+                S(strip)(mr, hs, m, 1.0f, D + pj, 1, tt, Q + j0 * ld, ld, dK + j0 * ld, ld);
             }
         }
 }
