@@ -36,6 +36,7 @@ OPS: Dict[str, Tuple[Tuple[str, ...], Tuple[int, ...]]] = {
     "matvec": (("in", "ldw", "lo", "hi"), (0,)),
     "matvec_t": (("C", "lo", "hi"), (0,)),
     "attention_step": (("len", "ldc", "C", "NH"), (0,)),
+    "gelu_bwd_bias": (("N", "OC"), (0, 1)),
 }
 
 
@@ -133,6 +134,10 @@ def make_case(op: str, dims: Sequence[int], seed: int = 0) -> List[np.ndarray]:
     if op == "attention_step":
         n, ldc, C, NH = d
         return [_z(C), _f(rng, C), _f(rng, n, ldc), _f(rng, n, ldc)]
+    if op == "gelu_bwd_bias":
+        N, OC = d
+        x = _f(rng, N, OC, scale=3.0)
+        return [_f(rng, N, OC), _f(rng, OC), x, _f(rng, N, OC)]
     raise ValueError(f"unknown op {op!r}")
 
 
@@ -194,6 +199,7 @@ def bench_dims(op: str, cfg: str) -> Tuple[int, ...]:
         "sumsq": (min(n_params(c), ADAMW_CAP),), "adamw": (min(n_params(c), ADAMW_CAP),),
         "matvec": (C, 3 * C, 0, 3 * C), "matvec_t": (C, 0, V),
         "attention_step": (T, C, C, NH),
+        "gelu_bwd_bias": (N, 4 * C),
     }
     return table[op]
 

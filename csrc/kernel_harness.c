@@ -23,6 +23,7 @@
  *   matvec                  y x W bias(may be NULL)                     in ldw lo hi
  *   matvec_t                y x W                                       C lo hi
  *   attention_step          out q kc vc                                 len ldc C NH
+ *   gelu_bwd_bias           dx db x dout                                N OC
  *
  * Scratch (attention ws, attention_step scratch) is allocated here once,
  * outside the repetitions, so timing a run with many reps measures the op.
@@ -47,6 +48,7 @@ static const harness_op g_ops[] = {
     {"add_into", 2, 1},           {"sumsq", 2, 1},
     {"adamw", 5, 1},              {"matvec", 4, 4},
     {"matvec_t", 3, 3},           {"attention_step", 4, 4},
+    {"gelu_bwd_bias", 4, 2},
 };
 #define N_OPS ((int)(sizeof g_ops / sizeof g_ops[0]))
 
@@ -185,6 +187,7 @@ CLLM_EXPORT int cllm_kernel_run(const char *op, int isa, int reps, float *const 
         for (int r = 0; r < reps; r++) o->attention_step(b[0], b[1], b[2], b[3], len, ldc, C, NH, ws);
         break;
     }
+    case 18: for (int r = 0; r < reps; r++) o->gelu_bwd_bias(b[0], b[1], b[2], b[3], (int)d[0], (int)d[1]); break;
     default: rc = cllm_fail(CLLM_ERR_INTERNAL, "kernel_run: op table out of sync");
     }
     cllm_aligned_free(ws);

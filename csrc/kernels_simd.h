@@ -720,6 +720,27 @@ SOP void S(attention_bwd)(float *dqkv, float *datt, const float *dout,
         }
 }
 
+/* gelu_bwd + bias_grad fused: each dx row is summed into db while in registers */
+SOP void S(gelu_bwd_bias)(float *dx, float *db, const float *x, const float *dout,
+                          int N, int OC) {
+    memset(db, 0, sizeof(float) * (size_t)OC);
+    for (int i = 0; i < N; i++) {
+        size_t o = (size_t)i * OC;
+        int j = 0;
+        for (; j + VW <= OC; j += VW) {
+            vf g = v_gelu_grad(v_load(x + o + j), v_load(dout + o + j));
+            v_store(dx + o + j, g);
+            v_store(db + j, v_add(v_load(db + j), g));
+        }
+        if (j < OC) {
+            int r = OC - j;
+            vf g = v_gelu_grad(v_loadn(x + o + j, r), v_loadn(dout + o + j, r));
+            v_storen(dx + o + j, g, r);
+            v_storen(db + j, v_add(v_loadn(db + j, r), g), r);
+        }
+    }
+}
+
 /* --------------------------------------------------------- op overrides */
 #define KOP_residual_fwd S(residual_fwd)
 #define KOP_add_into S(add_into)
@@ -739,3 +760,4 @@ SOP void S(attention_bwd)(float *dqkv, float *datt, const float *dout,
 #define KOP_attention_step S(attention_step)
 #define KOP_attention_fwd S(attention_fwd)
 #define KOP_attention_bwd S(attention_bwd)
+#define KOP_gelu_bwd_bias S(gelu_bwd_bias)

@@ -46,6 +46,7 @@ SHAPES = {
     "matvec_t": [(c, 0, h) for c in RAGGED for h in (1, 17)] + [(33, 5, 40), (128, 0, 65), (768, 100, 2000)],
     "attention_step": [(1, 4, 4, 1), (7, 17, 14, 2), (17, 33, 33, 3), (65, 128, 128, 4),
                        (200, 1152, 384, 6), (64, 2304, 768, 12)],
+    "gelu_bwd_bias": [(n, oc) for n in (1, 5) for oc in RAGGED] + [(256, 512), (64, 1536)],
 }
 assert set(SHAPES) == set(OPS)
 
@@ -92,11 +93,20 @@ def test_op_matches_scalar(op: str, dims: Sequence[int], isa: str) -> None:
     arrays = make_case(op, dims, seed=zlib.crc32(repr((op, tuple(dims))).encode()))
     ref = run_copy(op, "scalar", arrays, dims)
     got = run_copy(op, isa, arrays, dims)
-    if op.startswith("gelu"):
+    if op in ("gelu_fwd", "gelu_bwd"):
         # The scalar tanh form cancels (1 + tanh(u) for u << 0, 1 - tanh^2):
         # there both paths are judged against float64 truth instead.
         check_gelu_truth(op, arrays, ref)
         check_gelu_truth(op, arrays, got)
+    elif op == "gelu_bwd_bias":
+        check_gelu_bwd_bias(arrays, ref, dims, db_tol=1e-4)
+        check_gelu_bwd_bias(arrays, got, dims, db_tol=1e-5)
+        # same dx as the unfused op, and db bit-equal to bias_grad of that dx
+        N, OC = dims
+        dx = run_copy("gelu_bwd", isa, [arrays[0], arrays[2], arrays[3]], [N * OC])[0]
+        assert np.array_equal(got[0], dx)
+        db = run_copy("bias_grad", isa, [arrays[1], dx], [N, OC])[0]
+        assert np.array_equal(got[1], db)
     elif op == "crossentropy_fused" and dims[1] > 10000:
         # Over 50k logits the scalar path's sequential float sum drifts
         # ~1e-5; judge both against float64 (the SIMD path to 1e-5).
@@ -106,6 +116,15 @@ def test_op_matches_scalar(op: str, dims: Sequence[int], isa: str) -> None:
         assert rel_err(got[1], ref[1]) <= 1e-5
     else:
         compare(op, got, ref)
+
+
+def check_gelu_bwd_bias(arrays: List[np.ndarray], out: List[np.ndarray], dims: Sequence[int],
+                        db_tol: float) -> None:
+    """dx against float64 truth (as for gelu_bwd), db against its column sums."""
+    x, dy = arrays[2], arrays[3]
+    check_gelu_truth("gelu_bwd", [None, x.ravel(), dy.ravel()], [out[0].ravel()])
+    truth_db = (gelu64(x)[1] * dy.astype(np.float64)).sum(0)
+    assert rel_err(out[1], truth_db) <= db_tol
 
 
 def crossentropy64(arrays: List[np.ndarray]) -> np.ndarray:
