@@ -56,6 +56,8 @@ SFN vf v_pow2i(vf n) {
 SFN vf v_zero_if_lt(vf x, vf a, vf b) {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, b, _CMP_GE_OQ), x);
 }
+/* lanes where x is NaN take x (so NaN propagates), others keep r */
+SFN vf v_nan_pass(vf r, vf x) { return _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x); }
 /* sum of squares of the lanes, in double */
 SFN __m512d v_sq_d_acc(__m512d acc, vf x) {
     __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
@@ -109,6 +111,7 @@ SFN vf v_pow2i(vf n) {
     return _mm256_castsi256_ps(e);
 }
 SFN vf v_zero_if_lt(vf x, vf a, vf b) { return _mm256_and_ps(x, _mm256_cmp_ps(a, b, _CMP_GE_OQ)); }
+SFN vf v_nan_pass(vf r, vf x) { return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
 typedef __m256d vd;
 SFN vd v_sq_d_acc(vd acc, vf x) {
     __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
@@ -129,7 +132,8 @@ SFN double vd_hsum(vd a) {
 
 /* exp(x): x = n ln2 + r, |r| <= ln2/2, e^r by a degree-7 Taylor polynomial
  * (truncation < 1e-8 relative), times 2^n. Inputs are clamped to [-87, 88];
- * below -87 the result is flushed to 0 (true value < 1.7e-38). */
+ * below -87 the result is flushed to 0 (true value < 1.7e-38), above 88 it
+ * saturates at e^88 (callers subtract a row max first). NaN stays NaN. */
 SFN vf v_exp(vf x) {
     vf xc = v_min(v_max(x, v_set1(-87.0f)), v_set1(88.0f));
     vf n = v_round(v_mul(xc, v_set1(1.44269504088896341f)));
@@ -143,7 +147,7 @@ SFN vf v_exp(vf x) {
     p = v_fmadd(p, r, v_set1(0.5f));
     p = v_fmadd(p, r, v_set1(1.0f));
     p = v_fmadd(p, r, v_set1(1.0f));
-    return v_zero_if_lt(v_mul(p, v_pow2i(n)), x, v_set1(-87.0f));
+    return v_nan_pass(v_zero_if_lt(v_mul(p, v_pow2i(n)), x, v_set1(-87.0f)), x);
 }
 
 /* ------------------------------------------------------------ elementwise */

@@ -293,6 +293,20 @@ def test_sumsq_and_adamw_known(isa: str) -> None:
     assert np.allclose(p, 1 - 0.01 * np.sign(g), rtol=1e-5)
 
 
+@pytest.mark.parametrize("isa", ["scalar"] + SIMD)
+def test_nan_propagates(isa: str) -> None:
+    """A NaN must surface (the model's numeric checks rely on it), not vanish."""
+    x = np.array([1.0, np.nan, -2.0, 0.5, 3.0, -1.0, 2.0, 0.1, np.nan, 1.0], np.float32)
+    out = np.zeros_like(x)
+    run("gelu_fwd", isa, [out, x], [x.size])
+    assert np.array_equal(np.isnan(out), np.isnan(x))
+    logits = np.zeros((2, 21), np.float32)
+    logits[0, 7] = np.nan
+    losses = np.zeros(2, np.float32)
+    run("crossentropy_fused", isa, [logits, losses, np.array([3, 4], np.int32), np.array([1.0], np.float32)], [2, 21])
+    assert np.isnan(losses[0]) and np.isfinite(losses[1])
+
+
 # ------------------------------------------------------------ the harness
 def test_harness_validates() -> None:
     arrays = make_case("gelu_fwd", (8,))
