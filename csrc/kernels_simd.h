@@ -9,6 +9,10 @@
  * ~2 ulp relative error; everything else is plain fp32 arithmetic in a
  * different summation order than the scalar reference.
  */
+/* No implicit a*b+c contraction: FMAs appear only where written
+ * (v_fmadd/v_fnmadd), so e.g. (w*dy) - mean(w*dy) cancels exactly as in the
+ * scalar reference. */
+#pragma GCC optimize("fp-contract=off")
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>

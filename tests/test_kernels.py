@@ -345,3 +345,34 @@ def test_op_names_listed() -> None:
         i += 1
     assert lib.cllm_kernel_op_name(-1, p) == lib.CLLM_ERR_RANGE
     assert sorted(names) == sorted(OPS)
+
+
+# ------------------------------------------------- property-based shapes
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ISA_AVAILABLE = [i for i in ("avx2", "avx512") if isa_supported(i)]
+
+
+@pytest.mark.skipif(not ISA_AVAILABLE, reason="no SIMD ISA on this CPU")
+@settings(max_examples=100, deadline=None)
+@given(B=st.integers(1, 3), T=st.integers(1, 40), hs=st.integers(1, 37), NH=st.integers(1, 4),
+       seed=st.integers(0, 2**31 - 1), isa=st.sampled_from(ISA_AVAILABLE or ["scalar"]))
+def test_attention_random_shapes(B: int, T: int, hs: int, NH: int, seed: int, isa: str) -> None:
+    dims = (B, T, hs * NH, NH)
+    for op in ("attention_fwd", "attention_bwd"):
+        arrays = make_case(op, dims, seed=seed)
+        compare(op, run_copy(op, isa, arrays, dims), run_copy(op, "scalar", arrays, dims))
+
+
+@pytest.mark.skipif(not ISA_AVAILABLE, reason="no SIMD ISA on this CPU")
+@settings(max_examples=100, deadline=None)
+@given(N=st.integers(1, 9), C=st.integers(1, 200), seed=st.integers(0, 2**31 - 1),
+       isa=st.sampled_from(ISA_AVAILABLE or ["scalar"]))
+def test_rowwise_random_shapes(N: int, C: int, seed: int, isa: str) -> None:
+    for op in ("layernorm_fwd", "layernorm_bwd", "residual_layernorm_fwd", "bias_grad"):
+        arrays = make_case(op, (N, C), seed=seed)
+        compare(op, run_copy(op, isa, arrays, (N, C)), run_copy(op, "scalar", arrays, (N, C)))
+    arrays = make_case("crossentropy_fused", (N, C), seed=seed)
+    compare("crossentropy_fused", run_copy("crossentropy_fused", isa, arrays, (N, C)),
+            run_copy("crossentropy_fused", "scalar", arrays, (N, C)))
