@@ -31,7 +31,7 @@ def main() -> None:
             t = {}
             for isa in isas:
                 work = [a.copy() for a in arrays]
-                t[isa] = time_op(op, isa, work, dims, budget=args.budget)
+                t[isa] = time_op(op, isa, work, dims, repeats=7, budget=args.budget)
             sp = [f"{t['scalar'] / t[i]:.1f}" if i in t else "-" for i in ("avx2", "avx512")]
             cells = " | ".join(f"{t[i] * 1e3:.3f}" for i in isas)
             print(f"| {op} | {cfg} | {'x'.join(map(str, dims))} | {cells} | {sp[0]} | {sp[1]} |", flush=True)

@@ -185,13 +185,17 @@ SOP double S(sumsq)(const float *x, size_t n) {
 
 #define GELU_SCALE_S 0.7978845608028654f /* sqrt(2/pi) */
 /* GELU (tanh form) via 0.5 (1 + tanh(u)) = sigmoid(2u) = 1 / (1 + e^{-2u}):
- * no cancellation for large negative x, saturates cleanly for large |x|. */
+ * no cancellation for large negative x, saturates cleanly for large |x|.
+ * e^{-2u} is capped at e^80 so that s = 1/(1+e) stays a normal float
+ * (>= 1.8e-35) for very negative x: denormals would cost a microcode assist
+ * per lane; the values affected are < 1e-30 in magnitude either way. */
+#define GELU_EXP_CAP 80.0f
 SFN vf v_gelu_u(vf x) {
     vf x2 = v_mul(x, x);
     return v_mul(v_mul(v_set1(GELU_SCALE_S), x), v_fmadd(v_set1(0.044715f), x2, v_set1(1.0f)));
 }
 SFN vf v_gelu(vf x) {
-    vf e = v_exp(v_mul(v_set1(-2.0f), v_gelu_u(x)));
+    vf e = v_exp(v_min(v_mul(v_set1(-2.0f), v_gelu_u(x)), v_set1(GELU_EXP_CAP)));
     return v_div(x, v_add(v_set1(1.0f), e));
 }
 
@@ -203,7 +207,7 @@ SOP void S(gelu_fwd)(float *out, const float *x, size_t n) {
 
 /* d/dx [x s(2u)] = s + 2 x s (1 - s) u',  s = 1/(1+e), 1 - s = e s, e = e^{-2u} */
 SFN vf v_gelu_grad(vf x, vf dy) {
-    vf e = v_exp(v_mul(v_set1(-2.0f), v_gelu_u(x)));
+    vf e = v_exp(v_min(v_mul(v_set1(-2.0f), v_gelu_u(x)), v_set1(GELU_EXP_CAP)));
     vf s = v_div(v_set1(1.0f), v_add(v_set1(1.0f), e));
     vf oms = v_mul(e, s);
     vf du = v_mul(v_set1(GELU_SCALE_S), v_fmadd(v_set1(3.0f * 0.044715f), v_mul(x, x), v_set1(1.0f)));
