@@ -640,12 +640,20 @@ static void S(strip)(int mr, int N, int K, float alpha, const float *A, size_t a
 }
 #undef STRIP_CASE
 
-/* dst(hs, T) = src(T, hs)^T, src rows strided by ld */
+/* dst(hs, T) = src(T, hs)^T, src rows strided by ld. Blocks of 8 source
+ * rows: each destination row receives 8 contiguous floats per pass and the 8
+ * source rows stay in L1 across the d loop. */
 SFN void transpose_head(float *dst, const float *src, int T, int hs, size_t ld) {
-    for (int t = 0; t < T; t++) {
-        const float *r = src + (size_t)t * ld;
-        for (int d = 0; d < hs; d++) dst[(size_t)d * T + t] = r[d];
+    int t0 = 0;
+    for (; t0 + 8 <= T; t0 += 8) {
+        const float *s0 = src + (size_t)t0 * ld;
+        for (int d = 0; d < hs; d++) {
+            float *o = dst + (size_t)d * T + t0;
+            for (int k = 0; k < 8; k++) o[k] = s0[(size_t)k * ld + d];
+        }
     }
+    for (int t = t0; t < T; t++)
+        for (int d = 0; d < hs; d++) dst[(size_t)d * T + t] = src[(size_t)t * ld + d];
 }
 
 /* row t of the scores: softmax over cols 0..t, zeros over t+1..T-1 */
