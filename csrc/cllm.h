@@ -253,6 +253,21 @@ int cllm_tokenizer_pretokenize(const uint8_t *text, size_t len, uint64_t *ends,
 int cllm_tokenizer_decode(const cllm_tokenizer *t, const int32_t *ids, size_t n,
                           uint8_t *out, size_t cap, size_t *n_out);
 
+/* ------------------------------------------------- kernel test harness */
+/* Run ONE kernel op (by name, e.g. "gelu_fwd"; see csrc/kernel_harness.c for
+ * the list with each op's buffers and dims) under ONE ISA (CLLM_ISA_SCALAR,
+ * AVX2 or AVX512; not AUTO), reps >= 1 times, for tests and benchmarks.
+ * bufs: the op's tensor arguments in signature order, as float pointers; int32
+ * tensors (targets, ids) are passed as float* pointing at int32 data; scalar
+ * float arguments travel in one trailing "params" buffer. The caller sizes
+ * every buffer (the harness cannot see sizes); dims are validated, and ids /
+ * targets are range-checked. Scratch (attention ws) is allocated here, once,
+ * outside the timed repetitions. */
+int cllm_kernel_run(const char *op, int isa, int reps, float *const *bufs, int nbufs,
+                    const int64_t *dims, int ndims);
+/* *name = the i-th harness op (0-based); CLLM_ERR_RANGE past the end. */
+int cllm_kernel_op_name(int i, const char **name);
+
 /* CLLM_CDEF_END */
 
 #ifdef __cplusplus

@@ -152,8 +152,9 @@ const cllm_ops *cllm_ops_for_isa(int isa) {
 const cllm_ops *cllm_ops_current(void) { return cllm_ops_for_isa(cllm_isa_current()); }
 
 size_t cllm_attention_ws_floats(int T, int hs) {
-    /* room for a packed T x hs panel pair plus a T x T tile and gemm packing */
-    return (size_t)4 * T * (hs + 16) + (size_t)T * T + 64;
+    /* the SIMD attention keeps its score tiles in att/datt and needs one
+     * transposed head (hs x T: K^T forward, V^T backward); plus slack */
+    return (size_t)T * (size_t)hs + 64;
 }
 
 CLLM_EXPORT int cllm_cpu_count(int *n) {

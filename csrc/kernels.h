@@ -68,6 +68,12 @@ typedef struct cllm_ops {
     void (*attention_step)(float *out, const float *q, const float *kc,
                            const float *vc, int len, int ldc, int C, int NH,
                            float *scratch);
+    /* ---- added after the original table (append-only) ---- */
+    /* fused MLP backward step: dx(N,OC) = gelu'(x) * dout (overwrite) and
+     * db(OC) = column sums of dx (overwrite): gelu_bwd + bias_grad in one
+     * pass over dx */
+    void (*gelu_bwd_bias)(float *dx, float *db, const float *x, const float *dout,
+                          int N, int OC);
 } cllm_ops;
 
 extern const cllm_ops cllm_ops_scalar;

@@ -305,6 +305,12 @@ KFN void K(attention_step)(float *out, const float *q, const float *kc,
     }
 }
 
+KFN void K(gelu_bwd_bias)(float *dx, float *db, const float *x, const float *dout,
+                             int N, int OC) {
+    K(gelu_bwd)(dx, x, dout, (size_t)N * OC);
+    K(bias_grad)(db, dx, N, OC);
+}
+
 /* The table; an ISA file may define KOPS_OVERRIDE_<op> before including this
  * file to substitute its own implementation for an op. */
 #ifndef KOP_layernorm_fwd
@@ -361,6 +367,9 @@ KFN void K(attention_step)(float *out, const float *q, const float *kc,
 #ifndef KOP_attention_step
 #define KOP_attention_step K(attention_step)
 #endif
+#ifndef KOP_gelu_bwd_bias
+#define KOP_gelu_bwd_bias K(gelu_bwd_bias)
+#endif
 
 const cllm_ops KCAT(cllm_ops, KSFX) = {
     .name = KNAME,
@@ -383,4 +392,5 @@ const cllm_ops KCAT(cllm_ops, KSFX) = {
     .matvec = KOP_matvec,
     .matvec_t = KOP_matvec_t,
     .attention_step = KOP_attention_step,
+    .gelu_bwd_bias = KOP_gelu_bwd_bias,
 };

@@ -1,0 +1,783 @@
+/* kernels_simd.h - hand-vectorised ops, written once over a small vector
+ * abstraction and included by kernels_avx2.c (8 lanes) and kernels_avx512.c
+ * (16 lanes) after their `#pragma GCC target`. Before including, the ISA file
+ * defines SIMD_W (8 or 16) and KSFX; this file defines the S(...) functions
+ * and the KOP_* overrides, then the ISA file includes kernels_impl.h.
+ *
+ * Ragged tails (sizes not a multiple of SIMD_W) use masked loads/stores.
+ * Accuracy: exp/sigmoid are range-reduced polynomial approximations with
+ * ~2 ulp relative error; everything else is plain fp32 arithmetic in a
+ * different summation order than the scalar reference.
+ */
+/* No implicit a*b+c contraction: FMAs appear only where written
+ * (v_fmadd/v_fnmadd), so e.g. (w*dy) - mean(w*dy) cancels exactly as in the
+ * scalar reference. */
+#pragma GCC optimize("fp-contract=off")
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include "kernels.h"
+#include "gemm.h"
+
+#define SCAT2(a, b) a##_##b
+#define SCAT(a, b) SCAT2(a, b)
+#define S(name) SCAT(simd_##name, KSFX)
+#define SFN static inline __attribute__((always_inline))
+#define SOP static __attribute__((unused))
+
+/* ----------------------------------------------------- vector abstraction */
+#if SIMD_W == 16
+typedef __m512 vf;
+SFN vf v_set1(float x) { return _mm512_set1_ps(x); }
+SFN vf v_zero(void) { return _mm512_setzero_ps(); }
+SFN vf v_load(const float *p) { return _mm512_loadu_ps(p); }
+SFN void v_store(float *p, vf v) { _mm512_storeu_ps(p, v); }
+SFN __mmask16 v_mask(int n) { return (__mmask16)((1u << n) - 1u); }
+SFN vf v_loadn(const float *p, int n) { return _mm512_maskz_loadu_ps(v_mask(n), p); }
+SFN vf v_loadn_fill(const float *p, int n, float fill) {
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), v_mask(n), p);
+}
+SFN void v_storen(float *p, vf v, int n) { _mm512_mask_storeu_ps(p, v_mask(n), v); }
+SFN vf v_add(vf a, vf b) { return _mm512_add_ps(a, b); }
+SFN vf v_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+SFN vf v_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+SFN vf v_div(vf a, vf b) { return _mm512_div_ps(a, b); }
+SFN vf v_max(vf a, vf b) { return _mm512_max_ps(a, b); }
+SFN vf v_min(vf a, vf b) { return _mm512_min_ps(a, b); }
+SFN vf v_sqrt(vf a) { return _mm512_sqrt_ps(a); }
+SFN vf v_fmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }   /* a*b+c */
+SFN vf v_fnmadd(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); } /* c-a*b */
+SFN float v_hsum(vf a) { return _mm512_reduce_add_ps(a); }
+SFN float v_hmax(vf a) { return _mm512_reduce_max_ps(a); }
+SFN vf v_round(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+/* 2^n for integral float n in [-126, 127] */
+SFN vf v_pow2i(vf n) {
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_castsi512_ps(e);
+}
+/* lanes where a < b become 0 */
+SFN vf v_zero_if_lt(vf x, vf a, vf b) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, b, _CMP_GE_OQ), x);
+}
+/* lanes where x is NaN take x (so NaN propagates), others keep r */
+SFN vf v_nan_pass(vf r, vf x) { return _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x); }
+/* sum of squares of the lanes, in double */
+SFN __m512d v_sq_d_acc(__m512d acc, vf x) {
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+    acc = _mm512_fmadd_pd(lo, lo, acc);
+    return _mm512_fmadd_pd(hi, hi, acc);
+}
+typedef __m512d vd;
+SFN vd vd_zero(void) { return _mm512_setzero_pd(); }
+SFN double vd_hsum(vd a) { return _mm512_reduce_add_pd(a); }
+SFN vd vd_add(vd a, vd b) { return _mm512_add_pd(a, b); }
+#elif SIMD_W == 8
+typedef __m256 vf;
+SFN vf v_set1(float x) { return _mm256_set1_ps(x); }
+SFN vf v_zero(void) { return _mm256_setzero_ps(); }
+SFN vf v_load(const float *p) { return _mm256_loadu_ps(p); }
+SFN void v_store(float *p, vf v) { _mm256_storeu_ps(p, v); }
+SFN __m256i v_mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+SFN vf v_loadn(const float *p, int n) { return _mm256_maskload_ps(p, v_mask(n)); }
+SFN vf v_loadn_fill(const float *p, int n, float fill) {
+    __m256i m = v_mask(n);
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+}
+SFN void v_storen(float *p, vf v, int n) { _mm256_maskstore_ps(p, v_mask(n), v); }
+SFN vf v_add(vf a, vf b) { return _mm256_add_ps(a, b); }
+SFN vf v_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+SFN vf v_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+SFN vf v_div(vf a, vf b) { return _mm256_div_ps(a, b); }
+SFN vf v_max(vf a, vf b) { return _mm256_max_ps(a, b); }
+SFN vf v_min(vf a, vf b) { return _mm256_min_ps(a, b); }
+SFN vf v_sqrt(vf a) { return _mm256_sqrt_ps(a); }
+SFN vf v_fmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+SFN vf v_fnmadd(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); }
+SFN float v_hsum(vf a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+SFN float v_hmax(vf a) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+SFN vf v_round(vf a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+SFN vf v_pow2i(vf n) {
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_castsi256_ps(e);
+}
+SFN vf v_zero_if_lt(vf x, vf a, vf b) { return _mm256_and_ps(x, _mm256_cmp_ps(a, b, _CMP_GE_OQ)); }
+SFN vf v_nan_pass(vf r, vf x) { return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
+typedef __m256d vd;
+SFN vd v_sq_d_acc(vd acc, vf x) {
+    __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
+    __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
+    acc = _mm256_fmadd_pd(lo, lo, acc);
+    return _mm256_fmadd_pd(hi, hi, acc);
+}
+SFN vd vd_zero(void) { return _mm256_setzero_pd(); }
+SFN vd vd_add(vd a, vd b) { return _mm256_add_pd(a, b); }
+SFN double vd_hsum(vd a) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+#else
+#error "SIMD_W must be 8 or 16"
+#endif
+#define VW SIMD_W
+
+/* exp(x): x = n ln2 + r, |r| <= ln2/2, e^r by a degree-7 Taylor polynomial
+ * (truncation < 1e-8 relative), times 2^n. Inputs are clamped to [-87, 88];
+ * below -87 the result is flushed to 0 (true value < 1.7e-38), above 88 it
+ * saturates at e^88 (callers subtract a row max first). NaN stays NaN. */
+SFN vf v_exp(vf x) {
+    vf xc = v_min(v_max(x, v_set1(-87.0f)), v_set1(88.0f));
+    vf n = v_round(v_mul(xc, v_set1(1.44269504088896341f)));
+    vf r = v_fnmadd(n, v_set1(0.693145751953125f), xc);   /* ln2 high part */
+    r = v_fnmadd(n, v_set1(1.428606765330187e-06f), r);   /* ln2 low part  */
+    vf p = v_set1(1.0f / 5040.0f);
+    p = v_fmadd(p, r, v_set1(1.0f / 720.0f));
+    p = v_fmadd(p, r, v_set1(1.0f / 120.0f));
+    p = v_fmadd(p, r, v_set1(1.0f / 24.0f));
+    p = v_fmadd(p, r, v_set1(1.0f / 6.0f));
+    p = v_fmadd(p, r, v_set1(0.5f));
+    p = v_fmadd(p, r, v_set1(1.0f));
+    p = v_fmadd(p, r, v_set1(1.0f));
+    return v_nan_pass(v_zero_if_lt(v_mul(p, v_pow2i(n)), x, v_set1(-87.0f)), x);
+}
+
+/* ------------------------------------------------------------ elementwise */
+SOP void S(residual_fwd)(float *out, const float *a, const float *b, size_t n) {
+    size_t i = 0;
+    for (; i + VW <= n; i += VW) v_store(out + i, v_add(v_load(a + i), v_load(b + i)));
+    if (i < n) { int r = (int)(n - i); v_storen(out + i, v_add(v_loadn(a + i, r), v_loadn(b + i, r)), r); }
+}
+
+SOP void S(add_into)(float *dst, const float *src, size_t n) {
+    size_t i = 0;
+    for (; i + 2 * VW <= n; i += 2 * VW) {
+        v_store(dst + i, v_add(v_load(dst + i), v_load(src + i)));
+        v_store(dst + i + VW, v_add(v_load(dst + i + VW), v_load(src + i + VW)));
+    }
+    for (; i + VW <= n; i += VW) v_store(dst + i, v_add(v_load(dst + i), v_load(src + i)));
+    if (i < n) { int r = (int)(n - i); v_storen(dst + i, v_add(v_loadn(dst + i, r), v_loadn(src + i, r)), r); }
+}
+
+SOP double S(sumsq)(const float *x, size_t n) {
+    vd a0 = vd_zero(), a1 = vd_zero();
+    size_t i = 0;
+    for (; i + 2 * VW <= n; i += 2 * VW) {
+        a0 = v_sq_d_acc(a0, v_load(x + i));
+        a1 = v_sq_d_acc(a1, v_load(x + i + VW));
+    }
+    for (; i + VW <= n; i += VW) a0 = v_sq_d_acc(a0, v_load(x + i));
+    if (i < n) a1 = v_sq_d_acc(a1, v_loadn(x + i, (int)(n - i)));
+    return vd_hsum(vd_add(a0, a1));
+}
+
+#define GELU_SCALE_S 0.7978845608028654f /* sqrt(2/pi) */
+/* GELU (tanh form) via 0.5 (1 + tanh(u)) = sigmoid(2u) = 1 / (1 + e^{-2u}):
+ * no cancellation for large negative x, saturates cleanly for large |x|.
+ * e^{-2u} is capped at e^80 so that s = 1/(1+e) stays a normal float
+ * (>= 1.8e-35) for very negative x: denormals would cost a microcode assist
+ * per lane; the values affected are < 1e-30 in magnitude either way. */
+#define GELU_EXP_CAP 80.0f
+SFN vf v_gelu_u(vf x) {
+    vf x2 = v_mul(x, x);
+    return v_mul(v_mul(v_set1(GELU_SCALE_S), x), v_fmadd(v_set1(0.044715f), x2, v_set1(1.0f)));
+}
+SFN vf v_gelu(vf x) {
+    vf e = v_exp(v_min(v_mul(v_set1(-2.0f), v_gelu_u(x)), v_set1(GELU_EXP_CAP)));
+    return v_div(x, v_add(v_set1(1.0f), e));
+}
+
+SOP void S(gelu_fwd)(float *out, const float *x, size_t n) {
+    size_t i = 0;
+    for (; i + VW <= n; i += VW) v_store(out + i, v_gelu(v_load(x + i)));
+    if (i < n) { int r = (int)(n - i); v_storen(out + i, v_gelu(v_loadn(x + i, r)), r); }
+}
+
+/* d/dx [x s(2u)] = s + 2 x s (1 - s) u',  s = 1/(1+e), 1 - s = e s, e = e^{-2u} */
+SFN vf v_gelu_grad(vf x, vf dy) {
+    vf e = v_exp(v_min(v_mul(v_set1(-2.0f), v_gelu_u(x)), v_set1(GELU_EXP_CAP)));
+    vf s = v_div(v_set1(1.0f), v_add(v_set1(1.0f), e));
+    vf oms = v_mul(e, s);
+    vf du = v_mul(v_set1(GELU_SCALE_S), v_fmadd(v_set1(3.0f * 0.044715f), v_mul(x, x), v_set1(1.0f)));
+    vf g = v_fmadd(v_mul(v_mul(v_set1(2.0f), x), v_mul(s, oms)), du, s);
+    return v_mul(g, dy);
+}
+
+SOP void S(gelu_bwd)(float *dx, const float *x, const float *dout, size_t n) {
+    size_t i = 0;
+    for (; i + VW <= n; i += VW) v_store(dx + i, v_gelu_grad(v_load(x + i), v_load(dout + i)));
+    if (i < n) {
+        int r = (int)(n - i);
+        v_storen(dx + i, v_gelu_grad(v_loadn(x + i, r), v_loadn(dout + i, r)), r);
+    }
+}
+
+/* AdamW, same operation order as the reference */
+SOP void S(adamw)(float *p, const float *g, float *m, float *v, size_t n,
+                  float lr, float b1, float b2, float eps, float wd,
+                  float bc1, float bc2, float gscale) {
+    const vf step = v_set1(lr / bc1), sbc2 = v_set1(sqrtf(bc2)), decay = v_set1(1.0f - lr * wd);
+    const vf omb1 = v_set1(1.0f - b1), vb2 = v_set1(b2), omb2 = v_set1(1.0f - b2);
+    const vf gs = v_set1(gscale), veps = v_set1(eps);
+    size_t i = 0;
+    for (; i < n; i += VW) {
+        int r = n - i >= (size_t)VW ? VW : (int)(n - i);
+        vf gi, mi, vi, pi;
+        if (r == VW) { gi = v_load(g + i); mi = v_load(m + i); vi = v_load(v + i); pi = v_load(p + i); }
+        else { gi = v_loadn(g + i, r); mi = v_loadn(m + i, r); vi = v_loadn(v + i, r); pi = v_loadn(p + i, r); }
+        gi = v_mul(gi, gs);
+        mi = v_fmadd(omb1, v_sub(gi, mi), mi);
+        vi = v_fmadd(v_mul(omb2, gi), gi, v_mul(vb2, vi));
+        pi = v_mul(pi, decay);
+        vf den = v_add(v_div(v_sqrt(vi), sbc2), veps);
+        pi = v_sub(pi, v_div(v_mul(step, mi), den));
+        if (r == VW) { v_store(m + i, mi); v_store(v + i, vi); v_store(p + i, pi); }
+        else { v_storen(m + i, mi, r); v_storen(v + i, vi, r); v_storen(p + i, pi, r); }
+    }
+}
+
+/* ------------------------------------------------------------- layernorm */
+SFN float row_sum(const float *x, int C) {
+    vf a0 = v_zero(), a1 = v_zero();
+    int j = 0;
+    for (; j + 2 * VW <= C; j += 2 * VW) { a0 = v_add(a0, v_load(x + j)); a1 = v_add(a1, v_load(x + j + VW)); }
+    for (; j + VW <= C; j += VW) a0 = v_add(a0, v_load(x + j));
+    if (j < C) a1 = v_add(a1, v_loadn(x + j, C - j));
+    return v_hsum(v_add(a0, a1));
+}
+
+/* normalise one row whose sum is known: mean, var (two-pass), write out */
+SFN void ln_row(float *o, float *mean, float *rstd, const float *x, const float *w,
+                const float *b, int C, float sum) {
+    float m = sum / (float)C;
+    vf vm = v_set1(m), a0 = v_zero(), a1 = v_zero();
+    int j = 0;
+    for (; j + 2 * VW <= C; j += 2 * VW) {
+        vf d0 = v_sub(v_load(x + j), vm), d1 = v_sub(v_load(x + j + VW), vm);
+        a0 = v_fmadd(d0, d0, a0);
+        a1 = v_fmadd(d1, d1, a1);
+    }
+    for (; j + VW <= C; j += VW) { vf d = v_sub(v_load(x + j), vm); a0 = v_fmadd(d, d, a0); }
+    if (j < C) { /* lanes past C load m, so they add (m - m)^2 = 0 */
+        vf d = v_sub(v_loadn_fill(x + j, C - j, m), vm);
+        a1 = v_fmadd(d, d, a1);
+    }
+    float var = v_hsum(v_add(a0, a1)) / (float)C;
+    float s = 1.0f / sqrtf(var + 1e-5f);
+    vf vs = v_set1(s);
+    for (j = 0; j + VW <= C; j += VW)
+        v_store(o + j, v_fmadd(v_mul(v_sub(v_load(x + j), vm), vs), v_load(w + j), v_load(b + j)));
+    if (j < C) {
+        int r = C - j;
+        v_storen(o + j, v_fmadd(v_mul(v_sub(v_loadn(x + j, r), vm), vs), v_loadn(w + j, r), v_loadn(b + j, r)), r);
+    }
+    *mean = m;
+    *rstd = s;
+}
+
+SOP void S(layernorm_fwd)(float *out, float *mean, float *rstd, const float *x,
+                          const float *w, const float *b, int N, int C) {
+    for (int i = 0; i < N; i++) {
+        const float *xi = x + (size_t)i * C;
+        ln_row(out + (size_t)i * C, mean + i, rstd + i, xi, w, b, C, row_sum(xi, C));
+    }
+}
+
+/* res = a + b and its row sum in the same pass, then LN from the hot row */
+SOP void S(residual_layernorm_fwd)(float *res, float *out, float *mean, float *rstd,
+                                   const float *a, const float *b, const float *w,
+                                   const float *bias, int N, int C) {
+    for (int i = 0; i < N; i++) {
+        size_t o = (size_t)i * C;
+        const float *ai = a + o, *bi = b + o;
+        float *ri = res + o;
+        vf s0 = v_zero();
+        int j = 0;
+        for (; j + VW <= C; j += VW) {
+            vf r = v_add(v_load(ai + j), v_load(bi + j));
+            v_store(ri + j, r);
+            s0 = v_add(s0, r);
+        }
+        if (j < C) {
+            int rr = C - j;
+            vf r = v_add(v_loadn(ai + j, rr), v_loadn(bi + j, rr));
+            v_storen(ri + j, r, rr);
+            s0 = v_add(s0, r);
+        }
+        ln_row(out + o, mean + i, rstd + i, ri, w, bias, C, v_hsum(s0));
+    }
+}
+
+/* dx += ..., dw, db overwritten; dw/db accumulate in place across rows */
+SOP void S(layernorm_bwd)(float *dx, float *dw, float *db, const float *dout,
+                          const float *x, const float *w, const float *mean,
+                          const float *rstd, int N, int C) {
+    memset(dw, 0, sizeof(float) * (size_t)C);
+    memset(db, 0, sizeof(float) * (size_t)C);
+    for (int i = 0; i < N; i++) {
+        const float *dy = dout + (size_t)i * C, *xi = x + (size_t)i * C;
+        float *dxi = dx + (size_t)i * C;
+        vf vm = v_set1(mean[i]), vs = v_set1(rstd[i]);
+        vf a_dn = v_zero(), a_dnn = v_zero();
+        int j = 0;
+        for (; j + VW <= C; j += VW) {
+            vf n = v_mul(v_sub(v_load(xi + j), vm), vs);
+            vf dn = v_mul(v_load(w + j), v_load(dy + j));
+            a_dn = v_add(a_dn, dn);
+            a_dnn = v_fmadd(dn, n, a_dnn);
+        }
+        if (j < C) {
+            int r = C - j;
+            vf n = v_mul(v_sub(v_loadn(xi + j, r), vm), vs);
+            vf dn = v_mul(v_loadn(w + j, r), v_loadn(dy + j, r)); /* 0 past C */
+            a_dn = v_add(a_dn, dn);
+            a_dnn = v_fmadd(dn, n, a_dnn);
+        }
+        vf dmean = v_set1(v_hsum(a_dn) / (float)C);
+        vf dnmean = v_set1(v_hsum(a_dnn) / (float)C);
+        for (j = 0; j < C; j += VW) {
+            int r = C - j >= VW ? VW : C - j;
+            vf xv, dyv, wv, dbv, dwv, dxv;
+            if (r == VW) { xv = v_load(xi + j); dyv = v_load(dy + j); wv = v_load(w + j);
+                          dbv = v_load(db + j); dwv = v_load(dw + j); dxv = v_load(dxi + j); }
+            else { xv = v_loadn(xi + j, r); dyv = v_loadn(dy + j, r); wv = v_loadn(w + j, r);
+                   dbv = v_loadn(db + j, r); dwv = v_loadn(dw + j, r); dxv = v_loadn(dxi + j, r); }
+            vf n = v_mul(v_sub(xv, vm), vs);
+            vf dn = v_mul(wv, dyv);
+            dbv = v_add(dbv, dyv);
+            dwv = v_fmadd(n, dyv, dwv);
+            dxv = v_fmadd(v_fnmadd(n, dnmean, v_sub(dn, dmean)), vs, dxv);
+            if (r == VW) { v_store(db + j, dbv); v_store(dw + j, dwv); v_store(dxi + j, dxv); }
+            else { v_storen(db + j, dbv, r); v_storen(dw + j, dwv, r); v_storen(dxi + j, dxv, r); }
+        }
+    }
+}
+
+
+/* ---------------------------------------------------- softmax + x-entropy */
+SFN float row_max(const float *x, int n) {
+    vf m0 = v_set1(-INFINITY), m1 = v_set1(-INFINITY);
+    int j = 0;
+    for (; j + 2 * VW <= n; j += 2 * VW) { m0 = v_max(m0, v_load(x + j)); m1 = v_max(m1, v_load(x + j + VW)); }
+    for (; j + VW <= n; j += VW) m0 = v_max(m0, v_load(x + j));
+    if (j < n) m1 = v_max(m1, v_loadn_fill(x + j, n - j, -INFINITY));
+    return v_hmax(v_max(m0, m1));
+}
+
+/* x[j] = exp(x[j] - m) in place; returns the sum */
+SFN float row_exp_sum(float *x, int n, float m) {
+    vf vm = v_set1(m), s0 = v_zero(), s1 = v_zero();
+    int j = 0;
+    for (; j + 2 * VW <= n; j += 2 * VW) {
+        vf e0 = v_exp(v_sub(v_load(x + j), vm)), e1 = v_exp(v_sub(v_load(x + j + VW), vm));
+        v_store(x + j, e0);
+        v_store(x + j + VW, e1);
+        s0 = v_add(s0, e0);
+        s1 = v_add(s1, e1);
+    }
+    for (; j + VW <= n; j += VW) { vf e = v_exp(v_sub(v_load(x + j), vm)); v_store(x + j, e); s0 = v_add(s0, e); }
+    if (j < n) {
+        int r = n - j;
+        vf e = v_exp(v_sub(v_loadn_fill(x + j, r, -INFINITY), vm)); /* exp(-inf) -> 0 */
+        v_storen(x + j, e, r);
+        s1 = v_add(s1, e);
+    }
+    return v_hsum(v_add(s0, s1));
+}
+
+SFN void row_scale(float *x, int n, float s) {
+    vf vs = v_set1(s);
+    int j = 0;
+    for (; j + VW <= n; j += VW) v_store(x + j, v_mul(v_load(x + j), vs));
+    if (j < n) v_storen(x + j, v_mul(v_loadn(x + j, n - j), vs), n - j);
+}
+
+SFN void row_zero(float *x, int n) { if (n > 0) memset(x, 0, sizeof(float) * (size_t)n); }
+
+/* max pass, then exp written in place with its sum (one exp per logit, the
+ * reference takes two), then one scaling pass: the row stays in L1/L2. */
+SOP void S(crossentropy_fused)(float *logits, float *losses, const int32_t *targets,
+                               int N, int V, float dscale) {
+    for (int i = 0; i < N; i++) {
+        float *l = logits + (size_t)i * V;
+        int tgt = targets[i];
+        if (tgt < 0) { losses[i] = 0.0f; row_zero(l, V); continue; }
+        float lt = l[tgt];
+        float m = row_max(l, V);
+        float sum = row_exp_sum(l, V, m);
+        losses[i] = m + logf(sum) - lt;
+        row_scale(l, V, dscale / sum);
+        l[tgt] -= dscale;
+    }
+}
+
+/* ------------------------------------------------------------- embedding */
+SOP void S(embed_fwd)(float *out, const int32_t *ids, const float *wte,
+                      const float *wpe, int B, int T, int C) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t r = (size_t)b * T + t;
+            S(residual_fwd)(out + r * C, wte + (size_t)ids[r] * C, wpe + (size_t)t * C, (size_t)C);
+        }
+}
+
+SOP void S(embed_bwd)(float *dwte, float *dwpe, const float *dout,
+                      const int32_t *ids, int B, int T, int C) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t r = (size_t)b * T + t;
+            const float *d = dout + r * C;
+            float *de = dwte + (size_t)ids[r] * C, *dp = dwpe + (size_t)t * C;
+            int j = 0;
+            for (; j + VW <= C; j += VW) {
+                vf g = v_load(d + j);
+                v_store(de + j, v_add(v_load(de + j), g));
+                v_store(dp + j, v_add(v_load(dp + j), g));
+            }
+            if (j < C) {
+                int rr = C - j;
+                vf g = v_loadn(d + j, rr);
+                v_storen(de + j, v_add(v_loadn(de + j, rr), g), rr);
+                v_storen(dp + j, v_add(v_loadn(dp + j, rr), g), rr);
+            }
+        }
+}
+
+/* -------------------------------------------------------------- bias grad */
+/* column blocks of 4 vectors stay in registers over all N rows */
+SOP void S(bias_grad)(float *db, const float *dout, int N, int OC) {
+    int j = 0;
+    for (; j + 4 * VW <= OC; j += 4 * VW) {
+        vf a0 = v_zero(), a1 = v_zero(), a2 = v_zero(), a3 = v_zero();
+        const float *d = dout + j;
+        for (int i = 0; i < N; i++, d += OC) {
+            a0 = v_add(a0, v_load(d));
+            a1 = v_add(a1, v_load(d + VW));
+            a2 = v_add(a2, v_load(d + 2 * VW));
+            a3 = v_add(a3, v_load(d + 3 * VW));
+        }
+        v_store(db + j, a0); v_store(db + j + VW, a1);
+        v_store(db + j + 2 * VW, a2); v_store(db + j + 3 * VW, a3);
+    }
+    for (; j < OC; j += VW) {
+        int r = OC - j >= VW ? VW : OC - j;
+        vf a = v_zero();
+        const float *d = dout + j;
+        for (int i = 0; i < N; i++, d += OC) a = v_add(a, r == VW ? v_load(d) : v_loadn(d, r));
+        if (r == VW) v_store(db + j, a); else v_storen(db + j, a, r);
+    }
+}
+
+/* ------------------------------------------------------------ inference */
+/* y[lo:hi] = bias + x W[:, lo:hi]; 4-vector column blocks in registers */
+SOP void S(matvec)(float *y, const float *x, const float *Wt, const float *bias,
+                   int in, int ldw, int lo, int hi) {
+    int j = lo;
+    for (; j + 4 * VW <= hi; j += 4 * VW) {
+        vf a0, a1, a2, a3;
+        if (bias) { a0 = v_load(bias + j); a1 = v_load(bias + j + VW); a2 = v_load(bias + j + 2 * VW); a3 = v_load(bias + j + 3 * VW); }
+        else a0 = a1 = a2 = a3 = v_zero();
+        const float *w = Wt + j;
+        for (int i = 0; i < in; i++, w += ldw) {
+            vf xi = v_set1(x[i]);
+            a0 = v_fmadd(xi, v_load(w), a0);
+            a1 = v_fmadd(xi, v_load(w + VW), a1);
+            a2 = v_fmadd(xi, v_load(w + 2 * VW), a2);
+            a3 = v_fmadd(xi, v_load(w + 3 * VW), a3);
+        }
+        v_store(y + j, a0); v_store(y + j + VW, a1); v_store(y + j + 2 * VW, a2); v_store(y + j + 3 * VW, a3);
+    }
+    for (; j < hi; j += VW) {
+        int r = hi - j >= VW ? VW : hi - j;
+        vf a = bias ? v_loadn(bias + j, r) : v_zero();
+        const float *w = Wt + j;
+        for (int i = 0; i < in; i++, w += ldw) a = v_fmadd(v_set1(x[i]), v_loadn(w, r), a);
+        v_storen(y + j, a, r);
+    }
+}
+
+SFN float dot_row(const float *a, const float *b, int n) {
+    vf s0 = v_zero(), s1 = v_zero();
+    int j = 0;
+    for (; j + 2 * VW <= n; j += 2 * VW) {
+        s0 = v_fmadd(v_load(a + j), v_load(b + j), s0);
+        s1 = v_fmadd(v_load(a + j + VW), v_load(b + j + VW), s1);
+    }
+    for (; j + VW <= n; j += VW) s0 = v_fmadd(v_load(a + j), v_load(b + j), s0);
+    if (j < n) s1 = v_fmadd(v_loadn(a + j, n - j), v_loadn(b + j, n - j), s1);
+    return v_hsum(v_add(s0, s1));
+}
+
+/* y[r] = x . W[r]; four rows at a time share the loads of x */
+SOP void S(matvec_t)(float *y, const float *x, const float *Wt, int C, int lo, int hi) {
+    int r = lo;
+    for (; r + 4 <= hi; r += 4) {
+        const float *w0 = Wt + (size_t)r * C, *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
+        vf s0 = v_zero(), s1 = v_zero(), s2 = v_zero(), s3 = v_zero();
+        int j = 0;
+        for (; j + VW <= C; j += VW) {
+            vf xv = v_load(x + j);
+            s0 = v_fmadd(xv, v_load(w0 + j), s0);
+            s1 = v_fmadd(xv, v_load(w1 + j), s1);
+            s2 = v_fmadd(xv, v_load(w2 + j), s2);
+            s3 = v_fmadd(xv, v_load(w3 + j), s3);
+        }
+        if (j < C) {
+            int n = C - j;
+            vf xv = v_loadn(x + j, n);
+            s0 = v_fmadd(xv, v_loadn(w0 + j, n), s0);
+            s1 = v_fmadd(xv, v_loadn(w1 + j, n), s1);
+            s2 = v_fmadd(xv, v_loadn(w2 + j, n), s2);
+            s3 = v_fmadd(xv, v_loadn(w3 + j, n), s3);
+        }
+        y[r] = v_hsum(s0); y[r + 1] = v_hsum(s1); y[r + 2] = v_hsum(s2); y[r + 3] = v_hsum(s3);
+    }
+    for (; r < hi; r++) y[r] = dot_row(x, Wt + (size_t)r * C, C);
+}
+
+/* y(n) += a * x(n) */
+SFN void axpy(float *yv, float a, const float *x, int n) {
+    vf va = v_set1(a);
+    int j = 0;
+    for (; j + VW <= n; j += VW) v_store(yv + j, v_fmadd(va, v_load(x + j), v_load(yv + j)));
+    if (j < n) v_storen(yv + j, v_fmadd(va, v_loadn(x + j, n - j), v_loadn(yv + j, n - j)), n - j);
+}
+
+SOP void S(attention_step)(float *out, const float *q, const float *kc,
+                           const float *vc, int len, int ldc, int C, int NH,
+                           float *scratch) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int h = 0; h < NH; h++) {
+        const float *qh = q + (size_t)h * hs;
+        for (int t = 0; t < len; t++) scratch[t] = scale * dot_row(qh, kc + (size_t)t * ldc + (size_t)h * hs, hs);
+        float m = row_max(scratch, len);
+        float inv = 1.0f / row_exp_sum(scratch, len, m);
+        float *o = out + (size_t)h * hs;
+        memset(o, 0, sizeof(float) * (size_t)hs);
+        for (int t = 0; t < len; t++) axpy(o, scratch[t] * inv, vc + (size_t)t * ldc + (size_t)h * hs, hs);
+    }
+}
+
+
+/* ------------------------------------------------------------- attention */
+/* Attention runs on a small register-blocked product kernel instead of the
+ * general GEMM: the per-head products are small (T x T x hs) and strided
+ * inside qkv, so packing would not pay, and working in strips of ATT_MR rows
+ * lets every product skip the masked triangle at strip granularity.
+ *
+ * strip: C[0:mr, 0:N] = alpha * sum_k A(r, k) B[k, 0:N], overwriting C, where
+ * A(r, k) = A[r*a_rs + k*a_cs] (so A may be read transposed) and B is
+ * row-major with row stride ldb. Columns go 2 vectors at a time with mr x 2
+ * accumulators in registers; the ragged last block uses masked loads/stores. */
+#if VW == 16
+#define ATT_MR 8
+#else
+#define ATT_MR 6
+#endif
+
+SFN void strip_kernel(const int mr, int N, int K, float alpha, const float *A, size_t a_rs,
+                      size_t a_cs, const float *Bm, size_t ldb, float *Cm, size_t ldc) {
+    const vf va = v_set1(alpha);
+    for (int j = 0; j < N; j += 2 * VW) {
+        int nv = N - j;
+        vf acc0[ATT_MR], acc1[ATT_MR];
+        for (int r = 0; r < mr; r++) acc0[r] = acc1[r] = v_zero();
+        const float *b = Bm + j, *a = A;
+        if (nv >= 2 * VW) {
+            for (int k = 0; k < K; k++, b += ldb, a += a_cs) {
+                vf b0 = v_load(b), b1 = v_load(b + VW);
+                for (int r = 0; r < mr; r++) {
+                    vf ar = v_set1(a[r * a_rs]);
+                    acc0[r] = v_fmadd(ar, b0, acc0[r]);
+                    acc1[r] = v_fmadd(ar, b1, acc1[r]);
+                }
+            }
+            for (int r = 0; r < mr; r++) {
+                v_store(Cm + r * ldc + j, v_mul(acc0[r], va));
+                v_store(Cm + r * ldc + j + VW, v_mul(acc1[r], va));
+            }
+        } else {
+            int n0 = nv < VW ? nv : VW, n1 = nv - n0;
+            for (int k = 0; k < K; k++, b += ldb, a += a_cs) {
+                vf b0 = v_loadn(b, n0), b1 = v_loadn(b + VW, n1);
+                for (int r = 0; r < mr; r++) {
+                    vf ar = v_set1(a[r * a_rs]);
+                    acc0[r] = v_fmadd(ar, b0, acc0[r]);
+                    acc1[r] = v_fmadd(ar, b1, acc1[r]);
+                }
+            }
+            for (int r = 0; r < mr; r++) {
+                v_storen(Cm + r * ldc + j, v_mul(acc0[r], va), n0);
+                if (n1 > 0) v_storen(Cm + r * ldc + j + VW, v_mul(acc1[r], va), n1);
+            }
+        }
+    }
+}
+
+#define STRIP_CASE(m) case m: strip_kernel(m, N, K, alpha, A, a_rs, a_cs, Bm, ldb, Cm, ldc); break;
+static void S(strip)(int mr, int N, int K, float alpha, const float *A, size_t a_rs, size_t a_cs,
+                     const float *Bm, size_t ldb, float *Cm, size_t ldc) {
+    switch (mr) {
+        STRIP_CASE(1) STRIP_CASE(2) STRIP_CASE(3) STRIP_CASE(4) STRIP_CASE(5) STRIP_CASE(6)
+#if ATT_MR > 6
+        STRIP_CASE(7) STRIP_CASE(8)
+#endif
+    default: break;
+    }
+}
+#undef STRIP_CASE
+
+/* dst(hs, T) = src(T, hs)^T, src rows strided by ld. Blocks of 8 source
+ * rows: each destination row receives 8 contiguous floats per pass and the 8
+ * source rows stay in L1 across the d loop. */
+SFN void transpose_head(float *dst, const float *src, int T, int hs, size_t ld) {
+    int t0 = 0;
+    for (; t0 + 8 <= T; t0 += 8) {
+        const float *s0 = src + (size_t)t0 * ld;
+        for (int d = 0; d < hs; d++) {
+            float *o = dst + (size_t)d * T + t0;
+            for (int k = 0; k < 8; k++) o[k] = s0[(size_t)k * ld + d];
+        }
+    }
+    for (int t = t0; t < T; t++)
+        for (int d = 0; d < hs; d++) dst[(size_t)d * T + t] = src[(size_t)t * ld + d];
+}
+
+/* row t of the scores: softmax over cols 0..t, zeros over t+1..T-1 */
+SFN void causal_softmax_row(float *srow, int t, int T) {
+    float m = row_max(srow, t + 1);
+    float sum = row_exp_sum(srow, t + 1, m);
+    row_scale(srow, t + 1, 1.0f / sum);
+    row_zero(srow + t + 1, T - t - 1);
+}
+
+/* Forward, per (batch, head), per strip of ATT_MR query rows i0..: scores
+ * S = scale Q K^T against keys 0..i0+mr-1 only (K^T packed once per head),
+ * the masked softmax of those rows while hot, then O = P V over the same
+ * keys. ws: hs*T floats for K^T. */
+SOP void S(attention_fwd)(float *out, float *att, const float *qkv, int B, int T,
+                          int C, int NH, float *ws) {
+    int hs = C / NH;
+    size_t ld = 3 * (size_t)C;
+    float scale = 1.0f / sqrtf((float)hs);
+    float *Kt = ws;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *Q = qkv + (size_t)b * T * ld + (size_t)h * hs;
+            const float *Vp = Q + 2 * (size_t)C;
+            float *A = att + ((size_t)b * NH + h) * T * T;
+            float *O = out + (size_t)b * T * C + (size_t)h * hs;
+            transpose_head(Kt, Q + C, T, hs, ld);
+            for (int i0 = 0; i0 < T; i0 += ATT_MR) {
+                int mr = T - i0 < ATT_MR ? T - i0 : ATT_MR, jn = i0 + mr;
+                float *Ai = A + (size_t)i0 * T;
+                S(strip)(mr, jn, hs, scale, Q + i0 * ld, ld, 1, Kt, (size_t)T, Ai, (size_t)T);
+                for (int t = i0; t < jn; t++) causal_softmax_row(A + (size_t)t * T, t, T);
+                S(strip)(mr, hs, jn, 1.0f, Ai, (size_t)T, 1, Vp, ld, O + (size_t)i0 * C, (size_t)C);
+            }
+        }
+}
+
+/* Backward, per (batch, head). Query strips: dP = dO V^T (keys up to the
+ * strip's last row; V^T packed once), dS = P (dP - rowsum(P dP)) scale in
+ * place in datt (one pass per row, zeros above the diagonal), dQ = dS K.
+ * Key strips j0..: dV = P^T dO and dK = dS^T Q over query rows >= j0 only.
+ * Relies on att being zero above the diagonal, as attention_fwd writes it.
+ * ws: hs*T floats. */
+SOP void S(attention_bwd)(float *dqkv, float *datt, const float *dout,
+                          const float *qkv, const float *att, int B, int T, int C,
+                          int NH, float *ws) {
+    int hs = C / NH;
+    size_t ld = 3 * (size_t)C, tt = (size_t)T;
+    float scale = 1.0f / sqrtf((float)hs);
+    float *Vt = ws;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            size_t off = (size_t)b * T * ld + (size_t)h * hs;
+            const float *Q = qkv + off, *Kp = Q + C, *Vp = Q + 2 * (size_t)C;
+            float *dQ = dqkv + off, *dK = dQ + C, *dV = dQ + 2 * (size_t)C;
+            const float *P = att + ((size_t)b * NH + h) * tt * tt;
+            float *D = datt + ((size_t)b * NH + h) * tt * tt;
+            const float *dO = dout + (size_t)b * T * C + (size_t)h * hs;
+            transpose_head(Vt, Vp, T, hs, ld);
+            for (int i0 = 0; i0 < T; i0 += ATT_MR) {
+                int mr = T - i0 < ATT_MR ? T - i0 : ATT_MR, jn = i0 + mr;
+                float *Di = D + (size_t)i0 * tt;
+                S(strip)(mr, jn, hs, 1.0f, dO + (size_t)i0 * C, (size_t)C, 1, Vt, tt, Di, tt);
+                for (int t = i0; t < jn; t++) {
+                    float *d = D + (size_t)t * tt;
+                    const float *p = P + (size_t)t * tt;
+                    int n = t + 1;
+                    vf vdot = v_set1(dot_row(p, d, n)), vsc = v_set1(scale);
+                    int j = 0;
+                    for (; j + VW <= n; j += VW)
+                        v_store(d + j, v_mul(v_mul(v_load(p + j), v_sub(v_load(d + j), vdot)), vsc));
+                    if (j < n)
+                        v_storen(d + j, v_mul(v_mul(v_loadn(p + j, n - j), v_sub(v_loadn(d + j, n - j), vdot)), vsc), n - j);
+                    row_zero(d + n, T - n);
+                }
+                S(strip)(mr, hs, jn, 1.0f, Di, tt, 1, Kp, ld, dQ + i0 * ld, ld);
+            }
+            for (int j0 = 0; j0 < T; j0 += ATT_MR) {
+                int mr = T - j0 < ATT_MR ? T - j0 : ATT_MR, m = T - j0;
+                size_t pj = (size_t)j0 * tt + j0;
+                S(strip)(mr, hs, m, 1.0f, P + pj, 1, tt, dO + (size_t)j0 * C, (size_t)C, dV + j0 * ld, ld);
+                S(strip)(mr, hs, m, 1.0f, D + pj, 1, tt, Q + j0 * ld, ld, dK + j0 * ld, ld);
+            }
+        }
+}
+
+/* gelu_bwd + bias_grad fused: each dx row is summed into db while in registers */
+SOP void S(gelu_bwd_bias)(float *dx, float *db, const float *x, const float *dout,
+                          int N, int OC) {
+    memset(db, 0, sizeof(float) * (size_t)OC);
+    for (int i = 0; i < N; i++) {
+        size_t o = (size_t)i * OC;
+        int j = 0;
+        for (; j + VW <= OC; j += VW) {
+            vf g = v_gelu_grad(v_load(x + o + j), v_load(dout + o + j));
+            v_store(dx + o + j, g);
+            v_store(db + j, v_add(v_load(db + j), g));
+        }
+        if (j < OC) {
+            int r = OC - j;
+            vf g = v_gelu_grad(v_loadn(x + o + j, r), v_loadn(dout + o + j, r));
+            v_storen(dx + o + j, g, r);
+            v_storen(db + j, v_add(v_loadn(db + j, r), g), r);
+        }
+    }
+}
+
+/* --------------------------------------------------------- op overrides */
+#define KOP_residual_fwd S(residual_fwd)
+#define KOP_add_into S(add_into)
+#define KOP_sumsq S(sumsq)
+#define KOP_gelu_fwd S(gelu_fwd)
+#define KOP_gelu_bwd S(gelu_bwd)
+#define KOP_adamw S(adamw)
+#define KOP_layernorm_fwd S(layernorm_fwd)
+#define KOP_residual_layernorm_fwd S(residual_layernorm_fwd)
+#define KOP_layernorm_bwd S(layernorm_bwd)
+#define KOP_crossentropy_fused S(crossentropy_fused)
+#define KOP_embed_fwd S(embed_fwd)
+#define KOP_embed_bwd S(embed_bwd)
+#define KOP_bias_grad S(bias_grad)
+#define KOP_matvec S(matvec)
+#define KOP_matvec_t S(matvec_t)
+#define KOP_attention_step S(attention_step)
+#define KOP_attention_fwd S(attention_fwd)
+#define KOP_attention_bwd S(attention_bwd)
+#define KOP_gelu_bwd_bias S(gelu_bwd_bias)
