@@ -324,9 +324,6 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
         s->att_ws = cllm_aligned_alloc(cllm_attention_ws_floats(m->Tmax, m->C / m->NH) * sizeof(float));
         if (!s->act || !s->g.h || !s->arena || !s->gemm_ws || !s->att_ws) goto nomem;
         if (i == 0) {
-            s->g = m->gw;
-            s->g.h = calloc((size_t)m->L, sizeof(LayerW));
-            if (!s->g.h) goto nomem;
             point_weights(m, m->grads, &s->g);
         } else {
             s->grads_buf = cllm_aligned_alloc(m->nparams * sizeof(float));
