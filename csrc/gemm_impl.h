@@ -178,22 +178,29 @@ gemm_small_nn(const int M, int N, int K, const float *ap, const float *B, int ld
     }
 }
 
-/* op(B) = B^T (B is N x K, rows contiguous in k): dot products, 16 partial sums. */
+/* op(B) = B^T (B is N x K, rows contiguous in k): dot products with 64
+ * partial sums (several independent vector FMA chains), then 16, then scalar. */
 static inline __attribute__((always_inline)) void
 gemm_small_nt(const int M, int N, int K, const float *ap, const float *B, int ldb, float beta,
               float *C, int ldc, const float *bias) {
-    int K16 = K & ~15;
+    int K64 = K & ~63, K16 = K & ~15;
     for (int j = 0; j < N; j++) {
         const float *restrict b = B + (size_t)j * ldb;
-        float part[GEMM_SMALL_M][16] __attribute__((aligned(64)));
+        float part[GEMM_SMALL_M][64] __attribute__((aligned(64)));
         for (int i = 0; i < M; i++)
-            for (int l = 0; l < 16; l++) part[i][l] = 0.0f;
-        for (int k = 0; k < K16; k += 16)
+            for (int l = 0; l < 64; l++) part[i][l] = 0.0f;
+        for (int k = 0; k < K64; k += 64)
+            for (int i = 0; i < M; i++) {
+                const float *restrict a = ap + (size_t)i * K + k;
+                for (int l = 0; l < 64; l++) part[i][l] += a[l] * b[k + l];
+            }
+        for (int k = K64; k < K16; k += 16)
             for (int i = 0; i < M; i++) {
                 const float *restrict a = ap + (size_t)i * K + k;
                 for (int l = 0; l < 16; l++) part[i][l] += a[l] * b[k + l];
             }
         for (int i = 0; i < M; i++) {
+            for (int l = 16; l < 64; l++) part[i][l & 15] += part[i][l];
             float v = 0.0f;
             for (int l = 0; l < 16; l++) v += part[i][l];
             for (int k = K16; k < K; k++) v += ap[(size_t)i * K + k] * b[k];
