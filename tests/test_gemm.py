@@ -125,7 +125,8 @@ def test_ragged_sizes_all_transposes(isa: int, ta: int, tb: int) -> None:
 @pytest.mark.parametrize("isa", ISAS, ids=lambda i: ISA_NAMES[i])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 300, 513), (300, 1, 257), (29, 45, 1),
                                    (200, 70, 600), (17, 1000, 31), (257, 129, 1030),
-                                   (500, 97, 12), (13, 4100, 40), (3, 8200, 9)])
+                                   (500, 97, 12), (13, 4100, 40), (3, 8200, 9),
+                                   (7, 4100, 800)])
 def test_odd_shapes_crossing_blocks(isa: int, shape) -> None:
     M, N, K = shape
     rng = np.random.default_rng(M * 7 + N * 13 + K)
