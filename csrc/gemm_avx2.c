@@ -7,8 +7,8 @@
 #ifndef GEMM_MR
 #define GEMM_MR 6
 #define GEMM_NR 16
-#define GEMM_MC 144
-#define GEMM_KC 256
+#define GEMM_MC 96
+#define GEMM_KC 384
 #define GEMM_NC 4096
 #endif
 #define GEMM_FN gemm_driver_avx2

@@ -178,22 +178,29 @@ gemm_small_nn(const int M, int N, int K, const float *ap, const float *B, int ld
     }
 }
 
-/* op(B) = B^T (B is N x K, rows contiguous in k): dot products, 16 partial sums. */
+/* op(B) = B^T (B is N x K, rows contiguous in k): dot products with 64
+ * partial sums (several independent vector FMA chains), then 16, then scalar. */
 static inline __attribute__((always_inline)) void
 gemm_small_nt(const int M, int N, int K, const float *ap, const float *B, int ldb, float beta,
               float *C, int ldc, const float *bias) {
-    int K16 = K & ~15;
+    int K64 = K & ~63, K16 = K & ~15;
     for (int j = 0; j < N; j++) {
         const float *restrict b = B + (size_t)j * ldb;
-        float part[GEMM_SMALL_M][16] __attribute__((aligned(64)));
+        float part[GEMM_SMALL_M][64] __attribute__((aligned(64)));
         for (int i = 0; i < M; i++)
-            for (int l = 0; l < 16; l++) part[i][l] = 0.0f;
-        for (int k = 0; k < K16; k += 16)
+            for (int l = 0; l < 64; l++) part[i][l] = 0.0f;
+        for (int k = 0; k < K64; k += 64)
+            for (int i = 0; i < M; i++) {
+                const float *restrict a = ap + (size_t)i * K + k;
+                for (int l = 0; l < 64; l++) part[i][l] += a[l] * b[k + l];
+            }
+        for (int k = K64; k < K16; k += 16)
             for (int i = 0; i < M; i++) {
                 const float *restrict a = ap + (size_t)i * K + k;
                 for (int l = 0; l < 16; l++) part[i][l] += a[l] * b[k + l];
             }
         for (int i = 0; i < M; i++) {
+            for (int l = 16; l < 64; l++) part[i][l & 15] += part[i][l];
             float v = 0.0f;
             for (int l = 0; l < 16; l++) v += part[i][l];
             for (int k = K16; k < K; k++) v += ap[(size_t)i * K + k] * b[k];
@@ -235,27 +242,43 @@ void GEMM_FN(int ta, int tb, int M, int N, int K, float alpha, const float *A, i
     int kcb = gemm_block(K, GEMM_KC, 8);
     int mcb = gemm_block(M, GEMM_MC, GEMM_MR);
     int ncb = gemm_block(N, GEMM_NC, GEMM_NR);
+    int ncb_pad = (ncb + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
+    /* When all of K fits in the B buffer for one NC panel (K > KC and N
+     * small: the model's K = 1152..4096, N = 384 products), pack the whole
+     * panel first and run every K block of one MC row block back to back, so
+     * that block of C stays in L2 instead of being swept once per K block. */
+    int whole_k = K > kcb && (size_t)K * ncb_pad <= (size_t)GEMM_KC * GEMM_NC;
     for (int jc = 0; jc < N; jc += ncb) {
         int nc = N - jc < ncb ? N - jc : ncb;
-        for (int pc = 0; pc < K; pc += kcb) {
-            int kc = K - pc < kcb ? K - pc : kcb;
-            gemm_pack_b(tb, B, ldb, pc, jc, kc, nc, Bp);
-            float cs = pc == 0 ? beta : 1.0f;
-            const float *bl = (pc + kc == K && bias) ? bias + jc : NULL;
+        size_t ncp = (size_t)(nc + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
+        if (whole_k)
+            for (int pc = 0; pc < K; pc += kcb)
+                gemm_pack_b(tb, B, ldb, pc, jc, K - pc < kcb ? K - pc : kcb, nc, Bp + (size_t)pc * ncp);
+        for (int pc0 = 0; pc0 < K; pc0 += kcb) {
+            if (!whole_k) gemm_pack_b(tb, B, ldb, pc0, jc, K - pc0 < kcb ? K - pc0 : kcb, nc, Bp);
             for (int ic = 0; ic < M; ic += mcb) {
                 int mc = M - ic < mcb ? M - ic : mcb;
-                gemm_pack_a(ta, A, lda, ic, pc, mc, kc, alpha, Ap);
-                for (int jr = 0; jr < nc; jr += GEMM_NR) {
-                    int nr = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
-                    const float *bp = Bp + (size_t)jr * kc;
-                    for (int ir = 0; ir < mc; ir += GEMM_MR) {
-                        int mr = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
-                        gemm_ukernel(kc, Ap + (size_t)ir * kc, bp,
-                                     C + (size_t)(ic + ir) * ldc + jc + jr, ldc, mr, nr, cs,
-                                     bl ? bl + jr : NULL);
+                /* whole_k: this (ic) visit runs all K blocks; else just pc0. */
+                int pc_end = whole_k ? K : pc0 + 1;
+                for (int pc = pc0; pc < pc_end; pc += kcb) {
+                    int kc = K - pc < kcb ? K - pc : kcb;
+                    const float *Bk = whole_k ? Bp + (size_t)pc * ncp : Bp;
+                    float cs = pc == 0 ? beta : 1.0f;
+                    const float *bl = (pc + kc == K && bias) ? bias + jc : NULL;
+                    gemm_pack_a(ta, A, lda, ic, pc, mc, kc, alpha, Ap);
+                    for (int jr = 0; jr < nc; jr += GEMM_NR) {
+                        int nr = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
+                        const float *bp = Bk + (size_t)jr * kc;
+                        for (int ir = 0; ir < mc; ir += GEMM_MR) {
+                            int mr = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
+                            gemm_ukernel(kc, Ap + (size_t)ir * kc, bp,
+                                         C + (size_t)(ic + ir) * ldc + jc + jr, ldc, mr, nr, cs,
+                                         bl ? bl + jr : NULL);
+                        }
                     }
                 }
             }
+            if (whole_k) break;
         }
     }
 }

@@ -125,7 +125,8 @@ def test_ragged_sizes_all_transposes(isa: int, ta: int, tb: int) -> None:
 @pytest.mark.parametrize("isa", ISAS, ids=lambda i: ISA_NAMES[i])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 300, 513), (300, 1, 257), (29, 45, 1),
                                    (200, 70, 600), (17, 1000, 31), (257, 129, 1030),
-                                   (500, 97, 12), (13, 4100, 40), (3, 8200, 9)])
+                                   (500, 97, 12), (13, 4100, 40), (3, 8200, 9),
+                                   (7, 4100, 800)])
 def test_odd_shapes_crossing_blocks(isa: int, shape) -> None:
     M, N, K = shape
     rng = np.random.default_rng(M * 7 + N * 13 + K)
@@ -159,7 +160,7 @@ def test_random_shapes(isa: int, M: int, N: int, K: int, ta: int, tb: int, pad: 
 def test_alpha_beta_bias(isa: int, alpha: float, beta: float, use_bias: bool) -> None:
     rng = np.random.default_rng(99)
     with isa_forced(isa):
-        for (M, N, K) in [(33, 65, 17), (130, 47, 300), (64, 96, 128)]:
+        for (M, N, K) in [(33, 65, 17), (130, 47, 900), (64, 96, 128)]:
             for ta, tb in [(0, 0), (1, 0), (0, 1), (1, 1)]:
                 err = run_case(rng, ta, tb, M, N, K, alpha=alpha, beta=beta,
                                use_bias=use_bias, pad=2)
