@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     from cllm.corpus import default_corpus_path
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--path", default=default_corpus_path())
+    ap.add_argument("--path", default=None, help="corpus (default: the default corpus of `cllm train`)")
     ap.add_argument("--sizes", default="2048,4096,8192,16384",
                     help="comma-separated vocabulary sizes")
     ap.add_argument("--max-steps", type=int, default=300)

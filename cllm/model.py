@@ -328,6 +328,22 @@ class Model:
                  "busy_seconds": float(s.busy_seconds), "busy_fraction": float(s.busy_fraction)}
                 for s in st[0:min(n[0], self.threads)]]
 
+    def profile(self, enable: Optional[bool] = None) -> Dict[str, Dict[str, float]]:
+        """Per-op profile of one shard (sphere 0): ``{op: {"seconds", "calls"}}``.
+
+        ``profile(True)`` resets and starts recording, ``profile(False)`` stops
+        (and resets); ``profile()`` reads the figures recorded so far."""
+        if enable is not None:
+            check(lib.cllm_model_profile_enable(self._h, int(bool(enable))))
+        out: Dict[str, Dict[str, float]] = {}
+        name = ffi.new("char[64]")
+        sec, calls = ffi.new("double *"), ffi.new("uint64_t *")
+        i = 0
+        while lib.cllm_model_profile_read(self._h, i, name, 64, sec, calls) == 0:
+            out[ffi.string(name).decode()] = {"seconds": float(sec[0]), "calls": int(calls[0])}
+            i += 1
+        return out
+
     # ------------------------------------------------------------ files
     def save(self, path: str, trainer_state: Optional[Dict[str, Any]] = None) -> str:
         """Write a Hugging Face-compatible checkpoint directory (atomic writes)."""

@@ -165,6 +165,14 @@ int cllm_model_train_step(cllm_model *m, const int32_t *inputs,
 int cllm_model_logits(cllm_model *m, const int32_t *inputs, int B, int T,
                       float *out);
 
+/* Per-op profile: wall seconds of each op family on sphere 0 (one shard),
+ * plus the reduce and AdamW phases, accumulated while enabled. enable
+ * (on != 0) or disable; either resets the counters. read: entry index in
+ * [0, n) with its name; returns CLLM_ERR_RANGE past the last entry. */
+int cllm_model_profile_enable(cllm_model *m, int on);
+int cllm_model_profile_read(const cllm_model *m, int index, char *name, size_t cap,
+                            double *seconds, uint64_t *calls);
+
 /* Batch-1 incremental inference with a KV cache. reset clears the cache;
  * step appends `token` at position *pos (the cache length) and writes the
  * next-token logits (V floats). Fails with CLLM_ERR_RANGE when the cache is

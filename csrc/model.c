@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "internal.h"
 #include "kernels.h"
 #include "gemm.h"
@@ -82,6 +83,10 @@ struct cllm_model {
     float *kcache, *vcache;    /* (L, P, C) each, allocated on first reset */
     float *ix, *ixb, *iqkv, *iatt, *ifc, *ifc2;
     int ipos;
+    /* per-op profile of sphere 0 (cllm_model_profile_*) */
+    int prof_on;
+    double prof_sec[16];
+    uint64_t prof_calls[16];
     /* sampling scratch */
     float *sprob;
     int32_t *sidx;
@@ -409,6 +414,44 @@ CLLM_EXPORT int cllm_model_spheres(cllm_model *m, cllm_spheres **out) {
     return CLLM_OK;
 }
 
+/* ------------------------------------------------------------- profile */
+enum { P_GEMM_FWD, P_LMHEAD_FWD, P_GEMM_BWD, P_LMHEAD_BWD, P_ATTN_FWD, P_ATTN_BWD, P_LAYERNORM,
+       P_GELU, P_XENT, P_EMBED, P_BIAS_GRAD, P_REDUCE, P_ADAMW, P_COUNT };
+static const char *const prof_names[P_COUNT] = {
+    "matmul fwd", "lm head fwd", "matmul bwd", "lm head bwd", "attention fwd", "attention bwd",
+    "layernorm (+residual)", "gelu fwd+bwd", "softmax+cross-entropy", "embedding fwd+bwd",
+    "bias grads", "grad reduce + norm", "adamw"};
+
+static double now_sec(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Time `stmt` into bucket k when profiling is on; only sphere 0 records so
+ * the figures are one shard's wall time and no lock is needed. */
+#define PROF(k, stmt) do { \
+        if (prof) { double t0_ = now_sec(); stmt; m->prof_sec[k] += now_sec() - t0_; m->prof_calls[k]++; } \
+        else { stmt; } } while (0)
+
+CLLM_EXPORT int cllm_model_profile_enable(cllm_model *m, int on) {
+    CLLM_CHECK_PTR(m, "model");
+    m->prof_on = on != 0;
+    memset(m->prof_sec, 0, sizeof m->prof_sec);
+    memset(m->prof_calls, 0, sizeof m->prof_calls);
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_model_profile_read(const cllm_model *m, int index, char *name, size_t cap, double *seconds,
+                                        uint64_t *calls) {
+    CLLM_CHECK_PTR(m, "model");
+    if (index < 0 || index >= P_COUNT) return cllm_fail(CLLM_ERR_RANGE, "profile index %d out of range [0, %d)", index, P_COUNT);
+    if (name && cap) snprintf(name, cap, "%s", prof_names[index]);
+    if (seconds) *seconds = m->prof_sec[index];
+    if (calls) *calls = m->prof_calls[index];
+    return CLLM_OK;
+}
+
 /* ----------------------------------------------------- forward / backward */
 typedef struct {
     cllm_model *m;
@@ -432,37 +475,38 @@ static void shard_forward(StepCtx *x, Sphere *s) {
     int N = Bs * T;
     const int32_t *ids = m->inputs + (size_t)s->b0 * T;
     Weights *w = &m->w;
+    int prof = m->prof_on && s == &m->sph[0];
 
-    ops->embed_fwd(s->encoded, ids, w->wte, w->wpe, Bs, T, C);
+    PROF(P_EMBED, ops->embed_fwd(s->encoded, ids, w->wte, w->wpe, Bs, T, C));
     LayerAct *a0 = &s->act[0];
-    ops->layernorm_fwd(a0->ln1, a0->ln1_mean, a0->ln1_rstd, s->encoded, w->h[0].ln1w, w->h[0].ln1b, N, C);
+    PROF(P_LAYERNORM, ops->layernorm_fwd(a0->ln1, a0->ln1_mean, a0->ln1_rstd, s->encoded, w->h[0].ln1w, w->h[0].ln1b, N, C));
     for (int l = 0; l < L; l++) {
         LayerW *lw = &w->h[l];
         LayerAct *a = &s->act[l];
         const float *resid = l == 0 ? s->encoded : s->act[l - 1].res3;
-        GEMM(0, 0, N, 3 * C, C, a->ln1, C, lw->qkvw, 3 * C, 0.0f, a->qkv, 3 * C, lw->qkvb);
-        ops->attention_fwd(a->atty, a->att, a->qkv, Bs, T, C, NH, s->att_ws);
-        GEMM(0, 0, N, C, C, a->atty, C, lw->projw, C, 0.0f, a->attproj, C, lw->projb);
-        ops->residual_layernorm_fwd(a->res2, a->ln2, a->ln2_mean, a->ln2_rstd, resid, a->attproj,
-                                    lw->ln2w, lw->ln2b, N, C);
-        GEMM(0, 0, N, 4 * C, C, a->ln2, C, lw->fcw, 4 * C, 0.0f, a->fch, 4 * C, lw->fcb);
-        ops->gelu_fwd(a->fch_gelu, a->fch, (size_t)N * 4 * C);
-        GEMM(0, 0, N, C, 4 * C, a->fch_gelu, 4 * C, lw->fcprojw, C, 0.0f, a->fcproj, C, lw->fcprojb);
+        PROF(P_GEMM_FWD, GEMM(0, 0, N, 3 * C, C, a->ln1, C, lw->qkvw, 3 * C, 0.0f, a->qkv, 3 * C, lw->qkvb));
+        PROF(P_ATTN_FWD, ops->attention_fwd(a->atty, a->att, a->qkv, Bs, T, C, NH, s->att_ws));
+        PROF(P_GEMM_FWD, GEMM(0, 0, N, C, C, a->atty, C, lw->projw, C, 0.0f, a->attproj, C, lw->projb));
+        PROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res2, a->ln2, a->ln2_mean, a->ln2_rstd, resid, a->attproj,
+                                    lw->ln2w, lw->ln2b, N, C));
+        PROF(P_GEMM_FWD, GEMM(0, 0, N, 4 * C, C, a->ln2, C, lw->fcw, 4 * C, 0.0f, a->fch, 4 * C, lw->fcb));
+        PROF(P_GELU, ops->gelu_fwd(a->fch_gelu, a->fch, (size_t)N * 4 * C));
+        PROF(P_GEMM_FWD, GEMM(0, 0, N, C, 4 * C, a->fch_gelu, 4 * C, lw->fcprojw, C, 0.0f, a->fcproj, C, lw->fcprojb));
         if (l + 1 < L) {
             LayerAct *an = &s->act[l + 1];
-            ops->residual_layernorm_fwd(a->res3, an->ln1, an->ln1_mean, an->ln1_rstd, a->res2, a->fcproj,
-                                        w->h[l + 1].ln1w, w->h[l + 1].ln1b, N, C);
+            PROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res3, an->ln1, an->ln1_mean, an->ln1_rstd, a->res2, a->fcproj,
+                                        w->h[l + 1].ln1w, w->h[l + 1].ln1b, N, C));
         } else {
-            ops->residual_layernorm_fwd(a->res3, s->lnf, s->lnf_mean, s->lnf_rstd, a->res2, a->fcproj,
-                                        w->lnfw, w->lnfb, N, C);
+            PROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res3, s->lnf, s->lnf_mean, s->lnf_rstd, a->res2, a->fcproj,
+                                        w->lnfw, w->lnfb, N, C));
         }
     }
     /* LM head, tied: logits(N,V) = lnf(N,C) @ wte(V,C)^T */
-    GEMM(0, 1, N, V, C, s->lnf, C, w->wte, C, 0.0f, s->logits, V, NULL);
+    PROF(P_LMHEAD_FWD, GEMM(0, 1, N, V, C, s->lnf, C, w->wte, C, 0.0f, s->logits, V, NULL));
     s->loss_sum = 0.0;
     if (x->with_targets) {
         const int32_t *tg = m->targets + (size_t)s->b0 * T;
-        ops->crossentropy_fused(s->logits, s->losses, tg, N, V, x->dscale);
+        PROF(P_XENT, ops->crossentropy_fused(s->logits, s->losses, tg, N, V, x->dscale));
         double acc = 0.0;
         for (int i = 0; i < N; i++) acc += s->losses[i];
         s->loss_sum = acc;
@@ -477,40 +521,41 @@ static void shard_backward(StepCtx *x, Sphere *s) {
     int N = Bs * T;
     const int32_t *ids = m->inputs + (size_t)s->b0 * T;
     Weights *w = &m->w, *g = &s->g;
+    int prof = m->prof_on && s == &m->sph[0];
     float *dlogits = s->logits; /* replaced in place by crossentropy_fused */
 
     /* LM head: dwte = dlogits^T @ lnf (overwrites), dlnf = dlogits @ wte */
-    GEMM(1, 0, V, C, N, dlogits, V, s->lnf, C, 0.0f, g->wte, C, NULL);
-    GEMM(0, 0, N, C, V, dlogits, V, w->wte, C, 0.0f, s->dtmp, C, NULL);
+    PROF(P_LMHEAD_BWD, GEMM(1, 0, V, C, N, dlogits, V, s->lnf, C, 0.0f, g->wte, C, NULL));
+    PROF(P_LMHEAD_BWD, GEMM(0, 0, N, C, V, dlogits, V, w->wte, C, 0.0f, s->dtmp, C, NULL));
     memset(s->dres, 0, sizeof(float) * (size_t)N * C);
     LayerAct *al = &s->act[L - 1];
-    ops->layernorm_bwd(s->dres, g->lnfw, g->lnfb, s->dtmp, al->res3, w->lnfw, s->lnf_mean, s->lnf_rstd, N, C);
+    PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, g->lnfw, g->lnfb, s->dtmp, al->res3, w->lnfw, s->lnf_mean, s->lnf_rstd, N, C));
 
     for (int l = L - 1; l >= 0; l--) {
         LayerW *lw = &w->h[l], *lg = &g->h[l];
         LayerAct *a = &s->act[l];
         const float *resid = l == 0 ? s->encoded : s->act[l - 1].res3;
         /* res3 = res2 + fcproj: dres flows to both */
-        GEMM(1, 0, 4 * C, C, N, a->fch_gelu, 4 * C, s->dres, C, 0.0f, lg->fcprojw, C, NULL);
-        ops->bias_grad(lg->fcprojb, s->dres, N, C);
-        GEMM(0, 1, N, 4 * C, C, s->dres, C, lw->fcprojw, C, 0.0f, s->dfch, 4 * C, NULL);
-        ops->gelu_bwd(s->dfch, a->fch, s->dfch, (size_t)N * 4 * C);
-        GEMM(1, 0, C, 4 * C, N, a->ln2, C, s->dfch, 4 * C, 0.0f, lg->fcw, 4 * C, NULL);
-        ops->bias_grad(lg->fcb, s->dfch, N, 4 * C);
-        GEMM(0, 1, N, C, 4 * C, s->dfch, 4 * C, lw->fcw, 4 * C, 0.0f, s->dtmp, C, NULL);
-        ops->layernorm_bwd(s->dres, lg->ln2w, lg->ln2b, s->dtmp, a->res2, lw->ln2w, a->ln2_mean, a->ln2_rstd, N, C);
+        PROF(P_GEMM_BWD, GEMM(1, 0, 4 * C, C, N, a->fch_gelu, 4 * C, s->dres, C, 0.0f, lg->fcprojw, C, NULL));
+        PROF(P_BIAS_GRAD, ops->bias_grad(lg->fcprojb, s->dres, N, C));
+        PROF(P_GEMM_BWD, GEMM(0, 1, N, 4 * C, C, s->dres, C, lw->fcprojw, C, 0.0f, s->dfch, 4 * C, NULL));
+        PROF(P_GELU, ops->gelu_bwd(s->dfch, a->fch, s->dfch, (size_t)N * 4 * C));
+        PROF(P_GEMM_BWD, GEMM(1, 0, C, 4 * C, N, a->ln2, C, s->dfch, 4 * C, 0.0f, lg->fcw, 4 * C, NULL));
+        PROF(P_BIAS_GRAD, ops->bias_grad(lg->fcb, s->dfch, N, 4 * C));
+        PROF(P_GEMM_BWD, GEMM(0, 1, N, C, 4 * C, s->dfch, 4 * C, lw->fcw, 4 * C, 0.0f, s->dtmp, C, NULL));
+        PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, lg->ln2w, lg->ln2b, s->dtmp, a->res2, lw->ln2w, a->ln2_mean, a->ln2_rstd, N, C));
         /* res2 = resid + attproj */
-        GEMM(1, 0, C, C, N, a->atty, C, s->dres, C, 0.0f, lg->projw, C, NULL);
-        ops->bias_grad(lg->projb, s->dres, N, C);
-        GEMM(0, 1, N, C, C, s->dres, C, lw->projw, C, 0.0f, s->dtmp, C, NULL);
-        ops->attention_bwd(s->dqkv, s->datt, s->dtmp, a->qkv, a->att, Bs, T, C, NH, s->att_ws);
-        GEMM(1, 0, C, 3 * C, N, a->ln1, C, s->dqkv, 3 * C, 0.0f, lg->qkvw, 3 * C, NULL);
-        ops->bias_grad(lg->qkvb, s->dqkv, N, 3 * C);
-        GEMM(0, 1, N, C, 3 * C, s->dqkv, 3 * C, lw->qkvw, 3 * C, 0.0f, s->dtmp, C, NULL);
-        ops->layernorm_bwd(s->dres, lg->ln1w, lg->ln1b, s->dtmp, resid, lw->ln1w, a->ln1_mean, a->ln1_rstd, N, C);
+        PROF(P_GEMM_BWD, GEMM(1, 0, C, C, N, a->atty, C, s->dres, C, 0.0f, lg->projw, C, NULL));
+        PROF(P_BIAS_GRAD, ops->bias_grad(lg->projb, s->dres, N, C));
+        PROF(P_GEMM_BWD, GEMM(0, 1, N, C, C, s->dres, C, lw->projw, C, 0.0f, s->dtmp, C, NULL));
+        PROF(P_ATTN_BWD, ops->attention_bwd(s->dqkv, s->datt, s->dtmp, a->qkv, a->att, Bs, T, C, NH, s->att_ws));
+        PROF(P_GEMM_BWD, GEMM(1, 0, C, 3 * C, N, a->ln1, C, s->dqkv, 3 * C, 0.0f, lg->qkvw, 3 * C, NULL));
+        PROF(P_BIAS_GRAD, ops->bias_grad(lg->qkvb, s->dqkv, N, 3 * C));
+        PROF(P_GEMM_BWD, GEMM(0, 1, N, C, 3 * C, s->dqkv, 3 * C, lw->qkvw, 3 * C, 0.0f, s->dtmp, C, NULL));
+        PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, lg->ln1w, lg->ln1b, s->dtmp, resid, lw->ln1w, a->ln1_mean, a->ln1_rstd, N, C));
     }
     memset(g->wpe, 0, sizeof(float) * (size_t)m->P * C);
-    ops->embed_bwd(g->wte, g->wpe, s->dres, ids, Bs, T, C);
+    PROF(P_EMBED, ops->embed_bwd(g->wte, g->wpe, s->dres, ids, Bs, T, C));
 }
 
 /* phase 1: forward (and backward) of this sphere's shard */
@@ -658,7 +703,8 @@ static void init_ctx(cllm_model *m, StepCtx *x) {
 
 /* reduce shard gradients into m->grads and return the global norm */
 static int reduce_grads(cllm_model *m, StepCtx *x, float *norm) {
-    int rc = cllm_spheres_run(m->pool, task_reduce, x);
+    int rc, prof = m->prof_on;
+    PROF(P_REDUCE, rc = cllm_spheres_run(m->pool, task_reduce, x));
     if (rc) return rc;
     double acc = 0.0;
     for (int i = 0; i < m->nspheres; i++) acc += m->sph[i].sumsq;
@@ -716,7 +762,9 @@ static int apply_adamw(cllm_model *m, StepCtx *x, const cllm_adamw *opt, int t, 
     }
     x->bc1 = 1.0f - powf(opt->beta1, (float)t);
     x->bc2 = 1.0f - powf(opt->beta2, (float)t);
-    return cllm_spheres_run(m->pool, task_adamw, x);
+    int rc, prof = m->prof_on;
+    PROF(P_ADAMW, rc = cllm_spheres_run(m->pool, task_adamw, x));
+    return rc;
 }
 
 CLLM_EXPORT int cllm_model_adamw(cllm_model *m, const cllm_adamw *opt, int t, float *grad_norm) {
