@@ -154,6 +154,7 @@ const cllm_ops *cllm_ops_current(void) { return cllm_ops_for_isa(cllm_isa_curren
 size_t cllm_attention_ws_floats(int T, int hs) {
     /* the SIMD attention keeps its score tiles in att/datt and needs one
      * transposed head (hs x T: K^T forward, V^T backward); plus slack */
+    if (T <= 0 || hs <= 0) return 64;
     return (size_t)T * (size_t)hs + 64;
 }
 
