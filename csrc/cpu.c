@@ -152,9 +152,10 @@ const cllm_ops *cllm_ops_for_isa(int isa) {
 const cllm_ops *cllm_ops_current(void) { return cllm_ops_for_isa(cllm_isa_current()); }
 
 size_t cllm_attention_ws_floats(int T, int hs) {
-    /* the SIMD attention keeps its score tiles in att/datt and needs one
-     * transposed head (hs x T: K^T forward, V^T backward); plus slack */
-    return (size_t)T * (size_t)hs + 64;
+    /* the SIMD attention keeps its score tiles in att/datt; ws holds up to
+     * three dense T x hs head panels (forward: K^T; backward: V^T, K, Q) */
+    if (T <= 0 || hs <= 0) return 64;
+    return (size_t)3 * T * (size_t)hs + 64;
 }
 
 CLLM_EXPORT int cllm_cpu_count(int *n) {
