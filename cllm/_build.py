@@ -54,6 +54,8 @@ ffibuilder.set_source(
     '#include "cllm.h"\n',
     sources=_sources(),
     include_dirs=[os.path.relpath(CSRC, ROOT)],
+    # rebuild when any header changes (the .c files include them)
+    depends=sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(CSRC, "*.h"))),
     extra_compile_args=_cflags,
     extra_link_args=_ldflags,
     libraries=["m"],

@@ -419,7 +419,7 @@ enum { P_GEMM_FWD, P_LMHEAD_FWD, P_GEMM_BWD, P_LMHEAD_BWD, P_ATTN_FWD, P_ATTN_BW
        P_GELU, P_XENT, P_EMBED, P_BIAS_GRAD, P_REDUCE, P_ADAMW, P_COUNT };
 static const char *const prof_names[P_COUNT] = {
     "matmul fwd", "lm head fwd", "matmul bwd", "lm head bwd", "attention fwd", "attention bwd",
-    "layernorm (+residual)", "gelu fwd+bwd", "softmax+cross-entropy", "embedding fwd+bwd",
+    "layernorm (+residual)", "gelu fwd+bwd (+fc bias grad)", "softmax+cross-entropy", "embedding fwd+bwd",
     "bias grads", "grad reduce + norm", "adamw"};
 
 static double now_sec(void) {
@@ -539,9 +539,8 @@ static void shard_backward(StepCtx *x, Sphere *s) {
         PROF(P_GEMM_BWD, GEMM(1, 0, 4 * C, C, N, a->fch_gelu, 4 * C, s->dres, C, 0.0f, lg->fcprojw, C, NULL));
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->fcprojb, s->dres, N, C));
         PROF(P_GEMM_BWD, GEMM(0, 1, N, 4 * C, C, s->dres, C, lw->fcprojw, C, 0.0f, s->dfch, 4 * C, NULL));
-        PROF(P_GELU, ops->gelu_bwd(s->dfch, a->fch, s->dfch, (size_t)N * 4 * C));
+        PROF(P_GELU, ops->gelu_bwd_bias(s->dfch, lg->fcb, a->fch, s->dfch, N, 4 * C));
         PROF(P_GEMM_BWD, GEMM(1, 0, C, 4 * C, N, a->ln2, C, s->dfch, 4 * C, 0.0f, lg->fcw, 4 * C, NULL));
-        PROF(P_BIAS_GRAD, ops->bias_grad(lg->fcb, s->dfch, N, 4 * C));
         PROF(P_GEMM_BWD, GEMM(0, 1, N, C, 4 * C, s->dfch, 4 * C, lw->fcw, 4 * C, 0.0f, s->dtmp, C, NULL));
         PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, lg->ln2w, lg->ln2b, s->dtmp, a->res2, lw->ln2w, a->ln2_mean, a->ln2_rstd, N, C));
         /* res2 = resid + attproj */
