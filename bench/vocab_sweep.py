@@ -23,7 +23,7 @@ import time
 
 def main(argv=None) -> int:
     import cllm
-    from cllm.corpus import default_corpus_path
+
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--path", default=None, help="corpus (default: the default corpus of `cllm train`)")

@@ -13,6 +13,7 @@ log = logging.getLogger("cllm")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .tokenizer import DEFAULT_VOCAB_SIZE
     p = sub.add_parser("train", help="train a model on a source tree",
                        description="Train a GPT-2 on the text files under PATH (default: the Python "
                                    "standard library, capped so the run takes a few minutes).")
@@ -24,7 +25,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--learning-rate", type=float, default=3e-4)
     p.add_argument("--threads", type=int, default=0, help="worker spheres; 0 = all usable CPUs")
-    p.add_argument("--vocab-size", type=int, default=4096)
+    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE,
+                   help=f"BPE vocabulary size (default {DEFAULT_VOCAB_SIZE}, chosen by measurement)")
     p.add_argument("--embed-dim", type=int, default=256)
     p.add_argument("--num-layers", type=int, default=4)
     p.add_argument("--num-heads", type=int, default=4)

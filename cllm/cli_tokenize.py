@@ -2,7 +2,7 @@
 
 Examples::
 
-    cllm tokenize src/ --vocab-size 4096 -e py --out tok.json --text "def main():"
+    cllm tokenize src/ --vocab-size 16384 -e py --out tok.json --text "def main():"
     cllm tokenize --load tok.json --file foo.py --show pieces
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from typing import List, Optional, Sequence
 
 from . import corpus as _corpus
-from .tokenizer import Tokenizer
+from .tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "library, unless --load is given)")
     p.add_argument("--load", metavar="TOKENIZER",
                    help="use an existing tokenizer.json (or a directory holding one) instead of training")
-    p.add_argument("--vocab-size", type=int, default=4096, help="target vocabulary size (default 4096)")
+    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE,
+                   help=f"target vocabulary size (default {DEFAULT_VOCAB_SIZE})")
     p.add_argument("--min-frequency", type=int, default=2,
                    help="stop merging when the best pair occurs fewer times (default 2)")
     p.add_argument("-e", "--ext", action="append", metavar="EXT",

@@ -94,6 +94,9 @@ def pre_tokenizer_json() -> dict:
 TextSource = Union[str, bytes, bytearray, memoryview, "os.PathLike[str]"]
 
 
+#: Default vocabulary size, chosen by measurement (README: "Choosing the default vocabulary size").
+DEFAULT_VOCAB_SIZE = 16384
+
 class Tokenizer:
     """Byte-level BPE tokenizer backed by the C core.
 
@@ -143,7 +146,7 @@ class Tokenizer:
         return cls()
 
     @classmethod
-    def train(cls, paths_or_texts: Union[TextSource, Iterable[TextSource]], vocab_size: int = 4096,
+    def train(cls, paths_or_texts: Union[TextSource, Iterable[TextSource]], vocab_size: int = DEFAULT_VOCAB_SIZE,
               min_frequency: int = 2, special_tokens: Sequence[str] = (EOT,),
               progress: bool = True, exts: Optional[Sequence[str]] = None) -> "Tokenizer":
         """Train a byte-level BPE on files, directories, ``str`` or ``bytes`` items.

@@ -14,6 +14,7 @@ from ._native import ConfigError
 from .config import ModelConfig
 from .corpus import DEFAULT_CORPUS_BYTES, CorpusError, default_corpus_path, load_documents
 from .model import Model
+from .tokenizer import DEFAULT_VOCAB_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def prepare_data(path: Optional[str], exts: Optional[Sequence[str]], max_bytes: 
 
 def train(path: Optional[str] = None, *, epochs: int = 1, max_steps: Optional[int] = None,
           batch_size: int = 16, seq_len: int = 128, learning_rate: float = 3e-4, threads: int = 0,
-          vocab_size: int = 4096, embed_dim: int = 256, num_layers: int = 4, num_heads: int = 4,
+          vocab_size: int = DEFAULT_VOCAB_SIZE, embed_dim: int = 256, num_layers: int = 4, num_heads: int = 4,
           context_len: Optional[int] = None, out_dir: Optional[str] = None, seed: int = 1337,
           exts: Optional[Sequence[str]] = None, max_bytes: Optional[int] = None,
           weight_decay: float = 0.1, grad_clip: float = 1.0, warmup_steps: Optional[int] = None,
