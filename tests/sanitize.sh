@@ -7,7 +7,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cp -r "$root/cllm" "$root/csrc" "$root/tests" "$root/setup.py" "$root/pyproject.toml" "$work/"
+cp -r "$root/cllm" "$root/csrc" "$root/tests" "$root/bench" "$root/setup.py" "$root/pyproject.toml" "$work/"
 rm -f "$work"/cllm/*.so
 cd "$work"
 CLLM_SANITIZE=address,undefined python setup.py -q build_ext --inplace >build.log 2>&1 || { cat build.log; exit 1; }
