@@ -41,6 +41,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.05)
     p.add_argument("--eval-interval", type=int, default=0, help="evaluate every N steps (0: at the end)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="save every N steps (0: at the end)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --out (its saved settings; bit-identical continuation)")
     p.add_argument("--sample-tokens", type=int, default=96, help="tokens of the sample printed at the end")
     p.add_argument("--sample-prompt", default="def ", help="prompt of the sample printed at the end")
     p.add_argument("-v", "--verbose", action="store_true", help="log details and per-sphere statistics")
@@ -58,7 +60,8 @@ def cmd_train(a: argparse.Namespace) -> int:
                   num_heads=a.num_heads, context_len=a.context_len, out_dir=a.out, seed=a.seed,
                   exts=a.ext, max_bytes=a.max_bytes, weight_decay=a.weight_decay, grad_clip=a.grad_clip,
                   warmup_steps=a.warmup_steps, val_fraction=a.val_fraction, eval_interval=a.eval_interval,
-                  checkpoint_every=a.checkpoint_every, progress=not a.quiet, verbose=a.verbose)
+                  checkpoint_every=a.checkpoint_every, progress=not a.quiet, verbose=a.verbose,
+                  resume=a.resume)
     s = model.summary
     print(f"{model!r}")
     print(f"corpus: {s['corpus_files']} files, {s['corpus_bytes']:,} bytes, {s['corpus_tokens']:,} tokens "

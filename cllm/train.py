@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -94,6 +96,30 @@ class Batches:
                 np.ascontiguousarray(self.data[idx + 1], dtype=np.int32))
 
 
+class _StopFlag:
+    """While active, the first SIGINT (Ctrl-C) only sets :attr:`set`, so the
+    loop can finish its step and save; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+        log.warning("interrupt: finishing this step and saving (Ctrl-C again to abort at once)")
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
 def _token_byte_lengths(tokenizer: Any) -> np.ndarray:
     """Bytes each token id stands for (<|endoftext|> counts as one separator byte)."""
     n = len(tokenizer)
@@ -170,7 +196,7 @@ def train(path: Optional[str] = None, *, epochs: int = 1, max_steps: Optional[in
           weight_decay: float = 0.1, grad_clip: float = 1.0, warmup_steps: Optional[int] = None,
           val_fraction: float = 0.05, eval_batches: int = 16, eval_interval: int = 0,
           checkpoint_every: int = 0, tokenizer: Any = None, progress: bool = True,
-          verbose: bool = False, max_memory_gb: float = 16.0) -> Model:
+          verbose: bool = False, max_memory_gb: float = 16.0, resume: bool = False) -> Model:
     """Train a GPT-2 on the source tree at ``path`` and return the :class:`Model`.
 
     With ``path=None`` the running interpreter's standard library is used
@@ -180,7 +206,41 @@ def train(path: Optional[str] = None, *, epochs: int = 1, max_steps: Optional[in
     written there at the end (and every ``checkpoint_every`` steps); a run
     that fails keeps the last checkpoint intact. ``model.summary`` holds the
     train/val loss, val bits per byte, tokens/s and timings.
+
+    Ctrl-C (SIGINT) finishes the current step, saves a consistent checkpoint
+    to ``out_dir`` and raises :class:`KeyboardInterrupt`. ``resume=True``
+    continues the run saved in ``out_dir`` with its saved settings (the other
+    arguments are ignored), bit-identically to an uninterrupted run.
     """
+    args = {k: v for k, v in locals().items() if k not in ("tokenizer", "progress", "verbose", "resume")}
+    state0: Optional[Dict[str, Any]] = None
+    if resume:
+        from .checkpoint import STATE_FILE, read_json
+        if not out_dir or not os.path.isfile(os.path.join(out_dir, STATE_FILE)):
+            raise ConfigError(f"resume: no {STATE_FILE} in out_dir={out_dir!r}; nothing to resume")
+        state0 = read_json(os.path.join(out_dir, STATE_FILE))
+        saved = state0.get("train_args") if isinstance(state0, dict) else None
+        if not isinstance(saved, dict):
+            raise ConfigError(f"resume: {os.path.join(out_dir, STATE_FILE)} lacks the saved training arguments")
+        saved = dict(saved, out_dir=out_dir)
+        log.info("resuming %s at step %s with its saved settings", out_dir, state0.get("step"))
+        from .tokenizer import Tokenizer
+        return _train(tokenizer=Tokenizer.load(out_dir), progress=progress, verbose=verbose, state0=state0,
+                      **saved)
+    return _train(tokenizer=tokenizer, progress=progress, verbose=verbose, state0=None, **args)
+
+
+def _train(path: Optional[str], *, epochs: int, max_steps: Optional[int], batch_size: int, seq_len: int,
+           learning_rate: float, threads: int, vocab_size: int, embed_dim: int, num_layers: int,
+           num_heads: int, context_len: Optional[int], out_dir: Optional[str], seed: int,
+           exts: Optional[Sequence[str]], max_bytes: Optional[int], weight_decay: float, grad_clip: float,
+           warmup_steps: Optional[int], val_fraction: float, eval_batches: int, eval_interval: int,
+           checkpoint_every: int, tokenizer: Any, progress: bool, verbose: bool, max_memory_gb: float,
+           state0: Optional[Dict[str, Any]]) -> Model:
+    """The training run behind :func:`train` (``state0``: a saved trainer state to continue)."""
+    args = {k: v for k, v in locals().items() if k not in ("tokenizer", "progress", "verbose", "state0")}
+    if exts is not None:
+        args["exts"] = list(exts)
     tc = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, seq_len=seq_len,
                      learning_rate=learning_rate, warmup_steps=warmup_steps, weight_decay=weight_decay,
                      grad_clip=grad_clip, threads=threads, seed=seed, val_fraction=val_fraction,
@@ -223,33 +283,49 @@ def train(path: Optional[str] = None, *, epochs: int = 1, max_steps: Optional[in
     log.info("%r; %d train tokens (%d sequences), %d val tokens; %d steps of %d x %d", model,
              len(train_ids), len(train_b), len(val_ids), total, B, T)
     byte_lens = _token_byte_lengths(tok)
+    start = 0
+    if state0 is not None:
+        from .checkpoint import MODEL_FILE, CheckpointError, load_optimizer_state, read_safetensors
+        data0 = state0.get("data", {})
+        if data0.get("tokens") != n or state0.get("threads") != model.threads or state0.get("batch") != B:
+            raise CheckpointError(
+                f"resume: the run in {out_dir} had {data0.get('tokens')} corpus tokens, "
+                f"{state0.get('threads')} threads and batch {state0.get('batch')}; now {n}, {model.threads}, {B} "
+                f"(the corpus or the machine changed, so the run cannot continue identically)")
+        tensors, _ = read_safetensors(os.path.join(out_dir, MODEL_FILE))
+        model.load_state_dict(tensors)
+        load_optimizer_state(model, out_dir)
+        start = int(state0["step"])
+        total = int(state0["total_steps"])
 
     def state(step: int, epoch: int) -> Dict[str, Any]:
         return {"step": step, "epoch": epoch, "total_steps": total, "train_config": asdict(tc),
-                "model_config": mcfg.to_dict(), "summary": model.summary,
+                "model_config": mcfg.to_dict(), "summary": model.summary, "threads": model.threads,
+                "batch": B, "train_args": args,
                 "data": {"path": path, "tokens": n, "train_tokens": len(train_ids)}}
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=total, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
     losses: List[float] = []
     ema = None
-    step = 0
-    epoch = 0
+    step = start
     t_train = time.perf_counter()
     tokens_done = 0
-    try:
-        while step < total:
+    stop = _StopFlag()
+    with stop:
+        while step < total and not stop.set:
+            epoch = step // steps_per_epoch
             order = np.random.default_rng(seed + epoch).permutation(len(train_b))
-            for i in range(0, steps_per_epoch * B, B):
-                if step >= total:
+            for i in range((step % steps_per_epoch) * B, steps_per_epoch * B, B):
+                if step >= total or stop.set:
                     break
-                step += 1
                 x, y = train_b.block(train_b.starts[order[i:i + B]])
-                lr = tc.lr_at(step, total)
-                loss, gnorm = model.train_step(x, y, step, lr, beta1=tc.beta1, beta2=tc.beta2, eps=tc.eps,
+                lr = tc.lr_at(step + 1, total)
+                loss, gnorm = model.train_step(x, y, step + 1, lr, beta1=tc.beta1, beta2=tc.beta2, eps=tc.eps,
                                                weight_decay=tc.weight_decay, grad_clip=tc.grad_clip)
+                step += 1
                 losses.append(loss)
                 tokens_done += x.size
                 ema = loss if ema is None else 0.9 * ema + 0.1 * loss
@@ -257,23 +333,25 @@ def train(path: Optional[str] = None, *, epochs: int = 1, max_steps: Optional[in
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_done / el:,.0f}")
-                if step % 50 == 0 or step == 1:
-                    (log.debug if bar is not None else log.info)("step %d/%d loss %.4f gnorm %.3f lr %.2e %.0f tok/s", step, total, loss,
-                             gnorm, lr, tokens_done / el)
+                if step % 50 == 0 or step == start + 1:
+                    (log.debug if bar is not None else log.info)(
+                        "step %d/%d loss %.4f gnorm %.3f lr %.2e %.0f tok/s", step, total, loss,
+                        gnorm, lr, tokens_done / el)
                 if tc.eval_interval and step % tc.eval_interval == 0 and len(val_b):
                     ev = evaluate(model, val_b, B, tc.eval_batches, byte_lens)
                     log.info("step %d val_loss %.4f val_bpb %.4f", step, ev["val_loss"], ev.get("val_bpb", float("nan")))
                 if out_dir and tc.checkpoint_every and step % tc.checkpoint_every == 0:
-                    model.save(out_dir, trainer_state=state(step, epoch))
-            epoch += 1
-    except KeyboardInterrupt:
+                    model.save(out_dir, trainer_state=state(step, step // steps_per_epoch))
+    if stop.set:
         if bar is not None:
             bar.close()
-        if out_dir and step > 1:
-            log.warning("interrupted at step %d: saving checkpoint to %s", step, out_dir)
-            model.summary = {"interrupted_at": step}
-            model.save(out_dir, trainer_state=state(step - 1, epoch))
-        raise
+        model.summary = {"interrupted_at": step}
+        if out_dir:
+            model.save(out_dir, trainer_state=state(step, step // steps_per_epoch))
+            log.warning("interrupted after step %d: checkpoint saved to %s (continue with "
+                        "`cllm train --resume --out %s`)", step, out_dir, out_dir)
+        raise KeyboardInterrupt
+    epoch = step // steps_per_epoch
     if bar is not None:
         bar.close()
     train_time = time.perf_counter() - t_train
