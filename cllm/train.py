@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from . import dataset
 from ._native import ConfigError
 from .config import ModelConfig
 from .corpus import DEFAULT_CORPUS_BYTES, CorpusError, default_corpus_path, load_documents
@@ -172,18 +173,13 @@ def prepare_data(path: Optional[str], exts: Optional[Sequence[str]], max_bytes: 
     if tokenizer is None:
         if vocab_size < 257:
             raise ConfigError(f"vocab_size must be >= 257 (256 bytes + <|endoftext|>), got {vocab_size}")
-        if vocab_size == 257 or not hasattr(Tokenizer, "train"):
+        if vocab_size == 257:
             tokenizer = Tokenizer.byte_level()
         else:
             tokenizer = Tokenizer.train([d.data for d in docs], vocab_size=vocab_size, progress=progress)
-    ids = None
     if cache_dir is not None:
-        try:
-            from . import dataset
-            ids = dataset.load_or_build([d.path for d in docs], tokenizer, cache_dir, progress=progress)
-        except ImportError:
-            ids = None
-    if ids is None:
+        ids = dataset.load_or_build([d.path for d in docs], tokenizer, cache_dir, progress=progress)
+    else:
         ids = tokenizer.encode_documents([d.data for d in docs])
     return docs, tokenizer, ids
 

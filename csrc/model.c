@@ -626,6 +626,16 @@ static int check_ids(const cllm_model *m, const int32_t *ids, size_t n, int lo, 
     return CLLM_OK;
 }
 
+/* step context for the last (B, T) block, on the current ISA */
+static void init_ctx(cllm_model *m, StepCtx *x) {
+    memset(x, 0, sizeof *x);
+    x->m = m;
+    x->isa = cllm_isa_current();
+    x->ops = cllm_ops_for_isa(x->isa);
+    x->B = m->last_B;
+    x->T = m->last_T;
+}
+
 static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, StepCtx *x) {
     CLLM_CHECK_PTR(m, "model");
     CLLM_CHECK_PTR(inputs, "inputs");
@@ -643,11 +653,8 @@ static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets,
         memcpy(m->targets, targets, n * sizeof(int32_t));
         for (size_t i = 0; i < n; i++) valid += targets[i] >= 0;
     }
-    memset(x, 0, sizeof *x);
-    x->m = m;
-    x->isa = cllm_isa_current();
-    x->ops = cllm_ops_for_isa(x->isa);
-    x->B = B; x->T = T;
+    m->last_B = B; m->last_T = T;
+    init_ctx(m, x);
     x->with_targets = targets != NULL;
     x->dscale = valid > 0 ? 1.0f / (float)valid : 0.0f;
     m->valid_count = valid;
@@ -658,7 +665,6 @@ static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets,
         m->sph[i].b0 = (int)lo;
         m->sph[i].bs = (int)(hi - lo);
     }
-    m->last_B = B; m->last_T = T;
     m->have_fwd = 0;
     return CLLM_OK;
 }
@@ -691,13 +697,12 @@ static int task_bwd(void *arg, int sphere, int n) {
     return CLLM_OK;
 }
 
-static void init_ctx(cllm_model *m, StepCtx *x) {
-    memset(x, 0, sizeof *x);
-    x->m = m;
-    x->isa = cllm_isa_current();
-    x->ops = cllm_ops_for_isa(x->isa);
-    x->B = m->last_B;
-    x->T = m->last_T;
+/* global gradient norm from the spheres' partial sums of squares, combined
+ * in sphere order (deterministic) */
+static float combined_norm(const cllm_model *m) {
+    double acc = 0.0;
+    for (int i = 0; i < m->nspheres; i++) acc += m->sph[i].sumsq;
+    return (float)sqrt(acc);
 }
 
 /* reduce shard gradients into m->grads and return the global norm */
@@ -705,9 +710,7 @@ static int reduce_grads(cllm_model *m, StepCtx *x, float *norm) {
     int rc, prof = m->prof_on;
     PROF(P_REDUCE, rc = cllm_spheres_run(m->pool, task_reduce, x));
     if (rc) return rc;
-    double acc = 0.0;
-    for (int i = 0; i < m->nspheres; i++) acc += m->sph[i].sumsq;
-    *norm = (float)sqrt(acc);
+    *norm = combined_norm(m);
     return CLLM_OK;
 }
 
@@ -731,9 +734,7 @@ CLLM_EXPORT int cllm_model_grad_norm(cllm_model *m, float *norm) {
     init_ctx(m, &x);
     int rc = cllm_spheres_run(m->pool, task_sumsq, &x);
     if (rc) return rc;
-    double acc = 0.0;
-    for (int i = 0; i < m->nspheres; i++) acc += m->sph[i].sumsq;
-    *norm = (float)sqrt(acc);
+    *norm = combined_norm(m);
     return CLLM_OK;
 }
 
