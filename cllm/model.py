@@ -78,6 +78,7 @@ class Model:
         check(lib.cllm_spheres_count(sp[0], cnt))
         self.threads = int(cnt[0])
         self._logit_buf = np.zeros(config.vocab_size, dtype=np.float32)
+        self._loss_tokens = 0
 
     # ------------------------------------------------------------ basics
     @classmethod
@@ -172,16 +173,27 @@ class Model:
             raise ConfigError(f"{name} holds ids outside [{lo}, {self.config.vocab_size})")
         return np.ascontiguousarray(arr, dtype=np.int32)
 
-    def forward(self, inputs: Any, targets: Any = None) -> Optional[float]:
-        """Forward over a (B, T) block; returns the mean loss when targets are given."""
+    def forward(self, inputs: Any, targets: Any = None, *, loss_tokens: int = 0) -> Optional[float]:
+        """Forward over a (B, T) block; returns the mean loss when targets are given.
+
+        ``loss_tokens > 0`` (data-parallel training) normalises the loss and the
+        gradient of the following :meth:`backward` by that many tokens (the
+        global batch's valid targets) instead of this block's own count, so
+        the ranks' losses and gradients sum to those of the global mean."""
         x = self._block(inputs, "inputs")
         y = None if targets is None else self._block(targets, "targets", allow_ignore=True)
         if y is not None and y.shape != x.shape:
             raise ConfigError(f"targets shape {y.shape} != inputs shape {x.shape}")
+        self._set_loss_tokens(loss_tokens)
         loss = ffi.new("float *")
         check(lib.cllm_model_forward(self._h, iptr(x), ffi.NULL if y is None else iptr(y),
                                      x.shape[0], x.shape[1], loss), "forward")
         return float(loss[0]) if y is not None else None
+
+    def _set_loss_tokens(self, n: int) -> None:
+        if n != self._loss_tokens:
+            check(lib.cllm_model_set_loss_tokens(self._h, int(n)), "loss_tokens")
+            self._loss_tokens = int(n)
 
     def backward(self) -> None:
         """Gradients of the last forward's loss into :attr:`grads`."""
@@ -212,6 +224,7 @@ class Model:
         if y.shape != x.shape:
             raise ConfigError(f"targets shape {y.shape} != inputs shape {x.shape}")
         opt = self._opt(lr, beta1, beta2, eps, weight_decay, grad_clip)
+        self._set_loss_tokens(0)
         loss, gn = ffi.new("float *"), ffi.new("float *")
         check(lib.cllm_model_train_step(self._h, iptr(x), iptr(y), x.shape[0], x.shape[1], opt,
                                         int(step), loss, gn), f"train step {step}")
