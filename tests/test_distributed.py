@@ -1,0 +1,165 @@
+"""Data-parallel training: the C core's global-batch loss normalisation, the
+one-process World, and (under ``mpirun -n 2 --oversubscribe``) equality with a
+single process, resume across rank counts, and a failing rank ending the job."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cllm import distributed
+from cllm._native import ConfigError
+from cllm.config import ModelConfig
+from cllm.model import Model
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "mpi_worker.py")
+CFG = ModelConfig(vocab_size=257, context_len=16, num_layers=2, num_heads=2, embed_dim=32)
+
+_MISSING = [what for what, ok in (("mpi4py", importlib.util.find_spec("mpi4py") is not None),
+                                  ("mpirun", distributed.find_mpirun() is not None)) if not ok]
+needs_mpi = pytest.mark.skipif(bool(_MISSING), reason=f"{' and '.join(_MISSING)} not installed: "
+                                                      f"pip install \".[mpi]\" to run the MPI tests")
+MPI_TIMEOUT = 240  # seconds: a hang fails the test instead of blocking CI
+
+
+def _clean_env() -> dict:
+    """This environment without any MPI launcher variables (pytest itself may run under one)."""
+    env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCHER_ENV
+           and not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), env.get("PYTHONPATH", "")])
+    return env
+
+
+def mpirun(n: int, args: list, timeout: float = MPI_TIMEOUT) -> subprocess.CompletedProcess:
+    """Run ``python args...`` on ``n`` ranks; fails the test on timeout (a hang)."""
+    cmd = distributed.mpirun_command(n) + [sys.executable] + args
+    try:
+        return subprocess.run(cmd, env=_clean_env(), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"mpirun -n {n} hung for {timeout}s: {e.stderr!r}")
+
+
+def python(args: list, timeout: float = MPI_TIMEOUT) -> subprocess.CompletedProcess:
+    """Run ``python args...`` as one plain process (no MPI)."""
+    return subprocess.run([sys.executable] + args, env=_clean_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _ok(r: subprocess.CompletedProcess) -> None:
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+
+
+# ---------------------------------------------------------------- no MPI needed
+def test_loss_tokens_shards_sum_to_the_full_batch(rng):
+    """Two half batches normalised by the full batch's token count give losses
+    and gradients that sum to the full batch's, bit for bit (the 2-thread run
+    splits rows the same way and sums shard gradients in the same order)."""
+    x = rng.integers(0, 257, (4, 16))
+    y = rng.integers(0, 257, (4, 16))
+    y[1, 5:9] = -1
+    n = int((y >= 0).sum())
+    full = Model.create(CFG, batch_size=4, seq_len=16, threads=2, seed=3)
+    loss = full.forward(x, y)
+    full.backward()
+    half = Model.create(CFG, batch_size=2, seq_len=16, threads=1, seed=3)
+    parts, grads = [], np.zeros_like(full.grads)
+    for r in range(2):
+        parts.append(half.forward(x[2 * r:2 * r + 2], y[2 * r:2 * r + 2], loss_tokens=n))
+        half.backward()
+        grads += half.grads
+    assert np.array_equal(grads, full.grads)
+    assert sum(parts) == pytest.approx(loss, rel=1e-6)
+    # loss_tokens is per call: the default forward is the block's own mean again
+    own = half.forward(x[:2], y[:2])
+    assert own == pytest.approx(parts[0] * n / int((y[:2] >= 0).sum()), rel=1e-6)
+
+
+def test_loss_tokens_validation(rng):
+    m = Model.create(CFG, batch_size=2, seq_len=16, threads=1, seed=3)
+    x = rng.integers(0, 257, (2, 16))
+    with pytest.raises(ConfigError, match="loss tokens must be >= 0"):
+        m.forward(x, x, loss_tokens=-1)
+    with pytest.raises(ConfigError, match="more than the 10"):
+        m.forward(x, x, loss_tokens=10)
+    # train_step always normalises by its own block
+    m.forward(x, x, loss_tokens=64)
+    loss, _ = m.train_step(x, x, 1, 1e-3)
+    ref = Model.create(CFG, batch_size=2, seq_len=16, threads=1, seed=3)
+    assert loss == ref.train_step(x, x, 1, 1e-3)[0]
+
+
+def test_world_of_one_is_the_plain_train_step(rng):
+    w = distributed.World()
+    assert (w.rank, w.size, w.is_root, w.distributed) == (0, 1, True, False)
+    buf = np.arange(5, dtype=np.float32)
+    assert w.allreduce_(buf) is buf and np.array_equal(buf, np.arange(5))
+    assert w.sum([1.5, 2.0]).tolist() == [1.5, 2.0] and w.any(True) and not w.any(False)
+    assert w.bcast({"a": 1}) == {"a": 1} and w.in_sync(buf)
+    x = rng.integers(0, 257, (4, 16))
+    a = Model.create(CFG, batch_size=4, seq_len=16, threads=1, seed=3)
+    b = Model.create(CFG, batch_size=4, seq_len=16, threads=1, seed=3)
+    assert distributed.data_parallel_step(a, w, x, x, 1, 1e-3) == b.train_step(x, x, 1, 1e-3)
+    assert np.array_equal(a.params, b.params)
+    with pytest.raises(ValueError, match="one"):
+        with w.fail_fast():
+            raise ValueError("one rank alone re-raises unchanged")
+
+
+def test_launcher_detection_and_modes(monkeypatch):
+    assert distributed.launcher_env({}) is None
+    assert distributed.launcher_env({"OMPI_COMM_WORLD_SIZE": "2"}) == "OMPI_COMM_WORLD_SIZE"
+    assert distributed.launcher_env({"PMI_SIZE": "4"}) == "PMI_SIZE"
+    with pytest.raises(ConfigError, match="distributed must be one of"):
+        distributed.init("yes")
+    monkeypatch.setattr(distributed, "_WORLD", None)
+    for var in distributed.LAUNCHER_ENV:
+        monkeypatch.delenv(var, raising=False)
+    assert distributed.init("auto").size == 1  # no launcher: never imports MPI
+
+
+def test_missing_mpi4py_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(distributed, "_WORLD", None)
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match=r"launched by MPI \(OMPI_COMM_WORLD_SIZE is set\).*cllm\[mpi\]"):
+        distributed.init("auto")
+
+
+def test_shard_splits_rows_like_the_spheres():
+    class W:
+        rank, size = 1, 2
+    blk = np.arange(8).reshape(4, 2)
+    assert distributed.shard(blk, W()).tolist() == [[4, 5], [6, 7]]
+    with pytest.raises(ConfigError, match="does not split evenly"):
+        distributed.shard(np.zeros((3, 2)), W())
+
+
+# ---------------------------------------------------------------- under mpirun
+@needs_mpi
+def test_two_ranks_match_one_process_with_two_threads(tmp_path):
+    """2 ranks x 1 thread x batch 2 == 1 process x 2 threads x batch 4: weights
+    bit-identical after 20 steps, losses within 1e-6; also vs 1 thread x batch 4."""
+    r = mpirun(2, [WORKER, "steps", str(tmp_path / "mpi.npz"), "--threads", "1"])
+    _ok(r)
+    _ok(python([WORKER, "steps", str(tmp_path / "t2.npz"), "--threads", "2"]))
+    _ok(python([WORKER, "steps", str(tmp_path / "t1.npz"), "--threads", "1"]))
+    mpi, t2, t1 = (np.load(tmp_path / f) for f in ("mpi.npz", "t2.npz", "t1.npz"))
+    assert int(mpi["ranks"]) == 2 and bool(mpi["synced"])
+    assert len(mpi["losses"]) == 20
+    assert np.abs(mpi["losses"] - t2["losses"]).max() < 1e-6
+    assert np.array_equal(mpi["norms"], t2["norms"])
+    assert np.array_equal(mpi["params"], t2["params"])
+    assert np.abs(mpi["losses"] - t1["losses"]).max() < 1e-5
+    assert mpi["losses"][-1] < mpi["losses"][0]
+
+
+@needs_mpi
+def test_a_rank_that_raises_ends_the_job_with_its_message():
+    r = mpirun(2, [WORKER, "raise"], timeout=120)
+    assert r.returncode != 0
+    assert "rank 1/2: error: injected failure on rank 1 at step 3" in r.stderr
