@@ -78,7 +78,8 @@ class TrainOptions:
     # -- data
     seq_len: int = option(128, "tokens per training sequence", lo=1, hi=C_INT_MAX, group="data")
     exts: Optional[List[str]] = option(None, "only files with these extensions (CLI: repeatable or a comma "
-                                       "list, e.g. -e .py,.c)", flag="--ext", short="-e", group="data")
+                                       "list, e.g. -e .py,.c)", flag="--ext", short="-e", metavar="EXT",
+                                       group="data")
     max_bytes: Optional[int] = option(None, "cap on corpus bytes", lo=1, group="data")
     val_fraction: float = option(0.05, "share of the tokens held out for validation", lo=0, hi=0.5,
                                  hi_open=True, group="data")
@@ -101,7 +102,8 @@ class TrainOptions:
     eval_interval: int = option(0, "evaluate every N steps (0: at the end only)", lo=0, hi=C_INT_MAX,
                                 group="evaluation")
     out_dir: Optional[str] = option(None, "checkpoint directory (API default: none, nothing saved)",
-                                    flag="--out", cli_default="runs/cllm", saved=False, group="checkpoints")
+                                    flag="--out", cli_default="runs/cllm", saved=False, metavar="DIR",
+                                    group="checkpoints")
     checkpoint_every: int = option(0, "save every N steps (0: at the end only)", lo=0, hi=C_INT_MAX,
                                    group="checkpoints")
     resume: bool = option(False, "continue the run saved in out_dir with its saved options "
@@ -185,7 +187,8 @@ class TrainOptions:
                 g.add_argument(*names, dest=f.name, default=default, help=m["cli_help"],
                                action="store_false" if m["cli_invert"] else "store_true")
                 continue
-            kw: Dict[str, Any] = dict(dest=f.name, default=default, metavar=m["metavar"],
+            metavar = m["metavar"] or {int: "N", float: "F"}.get(tp, "TEXT")
+            kw: Dict[str, Any] = dict(dest=f.name, default=default, metavar=metavar,
                                       help=_cli_help(m, default))
             if typing.get_origin(tp) in (list, List):
                 kw.update(action="append", type=str)
