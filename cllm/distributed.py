@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._native import ConfigError, NumericError
+from .errors import ConfigError, NumericError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cllm import distributed
-from cllm._native import ConfigError
+from cllm.errors import ConfigError
 from cllm.config import ModelConfig
 from cllm.model import Model
 
