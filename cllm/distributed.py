@@ -44,6 +44,12 @@ BUCKET_FLOATS = 16 << 20
 _WORLD: Optional["World"] = None
 
 
+class AgreedStop(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C, or SIGUSR1 under MPI) and every rank
+    agreed to stop after the same step; the checkpoint is saved. Unlike any
+    other exception it does not abort the MPI job: every rank exits normally."""
+
+
 def launcher_env(environ: Optional[Dict[str, str]] = None) -> Optional[str]:
     """The first of :data:`LAUNCHER_ENV` set in ``environ`` (default: this
     process's environment), i.e. the sign that an MPI launcher started us."""
@@ -160,6 +166,8 @@ class World:
             if self.size > 1 and e.code not in (0, None):
                 self.abort(f"exited with status {e.code}", e.code if isinstance(e.code, int) else 1)
             raise
+        except AgreedStop:
+            raise
         except KeyboardInterrupt:
             if self.size > 1:
                 self.abort("interrupted", 130)
@@ -231,6 +239,9 @@ def init(mode: str = "auto") -> World:
     _WORLD = World(MPI.COMM_WORLD, MPI)
     if _WORLD.distributed:
         log.debug("MPI: %r (%s)", _WORLD, MPI.Get_library_version().splitlines()[0])
+        if not _WORLD.is_root:  # one rank speaks for the job: the others log warnings and errors only
+            pkg = logging.getLogger("cllm")
+            pkg.setLevel(max(pkg.getEffectiveLevel(), logging.WARNING))
     return _WORLD
 
 

@@ -30,6 +30,17 @@ def _seed_state(seed: Optional[int]) -> Any:
     return st
 
 
+class _CBuffer:
+    """The base of a zero-copy float32 view of a C model buffer: it holds the
+    model's handle, so the memory outlives the :class:`Model` while a view
+    (``m.params`` kept after ``m`` is dropped) still refers to it."""
+
+    def __init__(self, handle: Any, ptr: Any, n: int) -> None:
+        self._handle = handle
+        self.__array_interface__ = {"version": 3, "shape": (int(n),), "typestr": "<f4",
+                                    "data": (int(ffi.cast("uintptr_t", ptr)), False)}
+
+
 class Model:
     """A GPT-2 language model whose weights, gradients and AdamW moments live
     in the C core (exposed here as zero-copy numpy views).
@@ -72,8 +83,7 @@ class Model:
         self.num_params = int(n[0])
         bufs = [ffi.new("float **") for _ in range(4)]
         check(lib.cllm_model_buffers(self._h, *bufs))
-        nbytes = self.num_params * 4
-        views = [np.frombuffer(ffi.buffer(b[0], nbytes), dtype=np.float32) for b in bufs]
+        views = [np.asarray(_CBuffer(self._h, b[0], self.num_params)) for b in bufs]
         #: flat parameter buffer (zero-copy view of C memory)
         self.params, self.grads, self.adam_m, self.adam_v = views
         self._tensors = self._read_tensor_table()

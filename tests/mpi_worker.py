@@ -6,11 +6,17 @@
     python tests/mpi_worker.py raise
         rank 1 raises at step 3 inside World.fail_fast(); the job must end
         non-zero with its message instead of hanging.
+    python tests/mpi_worker.py train OUT_DIR --kwargs JSON [--usr1-at STEP]
+        cllm.train(**kwargs, out_dir=OUT_DIR); with --usr1-at, the last rank
+        sends itself SIGUSR1 during that step (as ``kill -USR1 <mpirun>``
+        would): every rank must stop after it and rank 0 save.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
 import sys
 
 import numpy as np
@@ -48,12 +54,36 @@ def steps(out: str, threads: int, fail_rank: int = -1) -> None:
                      synced=synced, ranks=world.size)
 
 
+def train(out: str, kwargs: dict, usr1_at: int) -> int:
+    """``cllm.train`` on every rank; the last rank signals itself at step ``usr1_at``."""
+    import cllm
+    world = distributed.init("auto")
+    if usr1_at > 0 and world.rank == world.size - 1:
+        real = distributed.data_parallel_step
+
+        def step_then_signal(model, w, x, y, step, lr, **kw):
+            out = real(model, w, x, y, step, lr, **kw)
+            if step == usr1_at:
+                signal.raise_signal(signal.SIGUSR1 if w.distributed else signal.SIGINT)
+            return out
+        distributed.data_parallel_step = step_then_signal
+    try:
+        cllm.train(out_dir=out, **kwargs)
+    except distributed.AgreedStop:
+        return 130
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["steps", "raise"])
+    ap.add_argument("mode", choices=["steps", "raise", "train"])
     ap.add_argument("out", nargs="?", default=os.devnull)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--kwargs", default="{}", help="cllm.train keywords (JSON)")
+    ap.add_argument("--usr1-at", type=int, default=0)
     a = ap.parse_args()
+    if a.mode == "train":
+        return train(a.out, json.loads(a.kwargs), a.usr1_at)
     steps(a.out, a.threads, fail_rank=1 if a.mode == "raise" else -1)
     return 0
 

@@ -163,3 +163,71 @@ def test_a_rank_that_raises_ends_the_job_with_its_message():
     r = mpirun(2, [WORKER, "raise"], timeout=120)
     assert r.returncode != 0
     assert "rank 1/2: error: injected failure on rank 1 at step 3" in r.stderr
+
+
+# ------------------------------------------------------- the trainer under mpirun
+TRAIN = dict(max_steps=20, seq_len=32, vocab_size=300, embed_dim=32, num_layers=1, num_heads=2, seed=5,
+             warmup_steps=5)
+CLI = ["-m", "cllm", "train", "-q", "--sample-tokens", "0"] + [
+    a for k, v in TRAIN.items() for a in ("--" + k.replace("_", "-"), str(v))]
+
+
+def _state(d) -> dict:
+    import json
+    return json.loads((d / "trainer_state.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(code_corpus, tmp_path_factory):
+    """``mpirun -n 2 cllm train`` (1 thread, batch 2 each) and ``cllm train``
+    (2 threads, batch 4) on the same corpus."""
+    if _MISSING:
+        pytest.skip(f"{' and '.join(_MISSING)} not installed")
+    d = tmp_path_factory.mktemp("mpi_train")
+    _ok(mpirun(2, CLI + [code_corpus, "--out", str(d / "mpi"), "--threads", "1", "--batch-size", "2"]))
+    _ok(python(CLI + [code_corpus, "--out", str(d / "one"), "--threads", "2", "--batch-size", "4"]))
+    return d
+
+
+@needs_mpi
+def test_cli_two_ranks_match_one_process_with_the_doubled_batch(two_rank_run):
+    import cllm
+    mpi, one = two_rank_run / "mpi", two_rank_run / "one"
+    sm, so = _state(mpi), _state(one)
+    assert (sm["ranks"], sm["threads"], sm["batch"], sm["step"]) == (2, 1, 4, 20)
+    assert (so["ranks"], so["threads"], so["batch"]) == (1, 2, 4)
+    for key in ("first_loss", "train_loss", "val_loss"):
+        assert abs(sm["summary"][key] - so["summary"][key]) < 1e-5, key
+    assert np.array_equal(cllm.load(str(mpi)).params, cllm.load(str(one)).params)
+    assert sorted(os.listdir(mpi)) == sorted(os.listdir(one))  # rank 0 alone wrote, the same files
+
+
+@needs_mpi
+def test_stop_on_sigusr1_then_resume_on_two_ranks_or_one(two_rank_run, code_corpus, tmp_path):
+    """Rank 1 gets SIGUSR1 (what mpirun forwards) during step 7: both ranks stop
+    after step 7 and rank 0 saves. Resuming on 2 ranks gives the uninterrupted
+    run's weights bit for bit; on 1 process (same global batch 4) the same run
+    continues within float tolerance; 3 ranks cannot split the batch."""
+    import json
+    import shutil
+
+    import cllm
+    out = tmp_path / "run"
+    kw = dict(TRAIN, path=code_corpus, progress=False, threads=1, batch_size=2)
+    r = mpirun(2, [WORKER, "train", str(out), "--kwargs", json.dumps(kw), "--usr1-at", "7"])
+    assert r.returncode != 0 and "MPI_ABORT" not in r.stderr, r.stderr  # a clean stop, not an abort
+    assert _state(out)["step"] == 7 and "interrupted after step 7" in r.stderr
+    one = tmp_path / "one"
+    shutil.copytree(out, one)
+    _ok(mpirun(2, ["-m", "cllm", "train", "--resume", "--out", str(out), "-q", "--sample-tokens", "0"]))
+    ref = cllm.load(str(two_rank_run / "mpi")).params
+    assert _state(out)["step"] == 20
+    assert np.array_equal(cllm.load(str(out)).params, ref)
+    r = python(["-m", "cllm", "train", "--resume", "--out", str(one), "-q", "--sample-tokens", "0"])
+    _ok(r)
+    assert "not bit-identically" in r.stderr
+    st = _state(one)
+    assert (st["step"], st["ranks"], st["batch"]) == (20, 1, 4)
+    assert np.allclose(cllm.load(str(one)).params, ref, rtol=0, atol=1e-5)
+    r = mpirun(3, ["-m", "cllm", "train", "--resume", "--out", str(one), "-q", "--sample-tokens", "0"])
+    assert r.returncode != 0 and "global batch of 4 sequences does not split over 3 ranks" in r.stderr
