@@ -13,6 +13,7 @@ from ._native import (CllmError, CllmMemoryError, ConfigError, NumericError, Sta
 from .checkpoint import CheckpointError
 from .config import ModelConfig
 from .corpus import CorpusError
+from .measure import measure_bandwidth, measure_peak, peak_kinds
 from .model import Model
 from .tokenizer import Tokenizer
 from .train import TrainConfig, train
@@ -22,7 +23,7 @@ __version__ = "0.1.0"
 _ISA_NAMES = {"scalar": 0, "avx2": 1, "avx512": 2, "auto": -1}
 
 __all__ = ["train", "load", "Model", "Tokenizer", "ModelConfig", "TrainConfig", "set_isa", "get_isa",
-           "cpu_info", "CllmError", "ConfigError", "CllmMemoryError", "NumericError", "StateError",
+           "cpu_info", "measure_peak", "measure_bandwidth", "peak_kinds", "CllmError", "ConfigError", "CllmMemoryError", "NumericError", "StateError",
            "UnsupportedError", "CheckpointError", "CorpusError", "__version__"]
 
 
