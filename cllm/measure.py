@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Dict
 
-from ._native import ConfigError, check, ffi, lib
+from ._native import check, ffi, lib
+from .errors import ConfigError, ConfigTypeError
 
 __all__ = ["PEAK_KINDS", "peak_kinds", "measure_peak", "measure_bandwidth"]
 
@@ -54,7 +55,7 @@ def measure_peak(kind: str = "fma_avx512", threads: int = 1, seconds: float = 0.
     when the CPU lacks ``kind``.
     """
     if isinstance(threads, bool) or not isinstance(threads, int):
-        raise ConfigError(f"threads must be an integer, got {threads!r}")
+        raise ConfigTypeError(f"threads must be an integer, got {threads!r}")
     g = ffi.new("double *")
     check(lib.cllm_measure_peak(_kind(kind), threads, float(seconds), g), "measure_peak")
     return float(g[0])
@@ -70,7 +71,7 @@ def measure_bandwidth(nbytes: int, threads: int = 1, seconds: float = 0.3) -> fl
     """
     for name, v in (("nbytes", nbytes), ("threads", threads)):
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(f"{name} must be an integer, got {v!r}")
+            raise ConfigTypeError(f"{name} must be an integer, got {v!r}")
     if nbytes < 0:
         raise ConfigError(f"nbytes must be positive, got {nbytes}")
     g = ffi.new("double *")
