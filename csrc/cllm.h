@@ -66,6 +66,32 @@ int cllm_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta,
               float *C, int ldc, const float *bias);
 
+/* ------------------------------------------------------------ bf16 */
+/* Matrix / low-precision features: AVX512_BF16 and AVX512_VNNI as CPUID
+ * reports them (with the OS's AVX-512 state); AMX-BF16 / AMX-INT8 only when
+ * CPUID, XCR0's tile bits and the OS permission (Linux ARCH_REQ_XCOMP_PERM,
+ * requested on first call) all agree. Each out-pointer may be NULL. */
+int cllm_cpu_matrix_features(int *avx512_bf16, int *avx512_vnni, int *amx_bf16, int *amx_int8);
+
+enum { CLLM_DTYPE_F32 = 0, CLLM_DTYPE_BF16 = 1 };
+/* FP32 <-> BF16 (round to nearest even, NaN stays NaN) of n elements:
+ * to_bf16 != 0: src float[n] -> dst uint16[n]; else uint16 -> float.
+ * isa: CLLM_ISA_SCALAR / AVX2 (scalar loop) / AVX512 / AUTO (current). */
+int cllm_convert_bf16(int isa, int to_bf16, const void *src, void *dst, size_t n);
+
+/* BF16 GEMM kernels: SCALAR = plain reference loops (any CPU), AVX512 =
+ * vdpbf16ps (AVX512_BF16), AMX = tdpbf16ps tiles; AUTO = the fastest usable
+ * one under the current ISA (AMX, AVX512 only when the ISA is avx512). */
+enum { CLLM_BF16_KERNEL_AUTO = -1, CLLM_BF16_KERNEL_SCALAR = 0, CLLM_BF16_KERNEL_AVX512 = 1,
+       CLLM_BF16_KERNEL_AMX = 2 };
+/* As cllm_gemm, but op(A) and op(B) are rounded to BF16 and multiplied with
+ * FP32 accumulation. A / B are float (CLLM_DTYPE_F32, converted while
+ * packed) or BF16 bits (CLLM_DTYPE_BF16, uint16). C, bias: float. Fails
+ * with CLLM_ERR_UNSUPPORTED if the kernel is not usable on this CPU. */
+int cllm_gemm_bf16(int kernel, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                   const void *A, int a_dtype, int lda, const void *B, int b_dtype, int ldb,
+                   float beta, float *C, int ldc, const float *bias);
+
 /* ------------------------------------------------------------- spheres */
 /* Kissing-sphere thread pool: the calling thread is the control sphere,
  * it touches up to 12 worker spheres, each of which coordinates up to 12
