@@ -13,7 +13,7 @@
  * Dispatched only where CPUID + XCR0 + the OS grant AMX-BF16
  * (cllm_bf16_kernel_usable). */
 #include <immintrin.h>
-#include "internal.h"
+#include "runtime/internal.h"
 #include "runtime/cpu_features.h"
 #include "gemm_bf16_impl.h"
 

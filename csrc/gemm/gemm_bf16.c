@@ -5,7 +5,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include "internal.h"
+#include "runtime/internal.h"
 #include "kernels/bf16.h"
 #include "runtime/cpu_features.h"
 #include "gemm_bf16.h"

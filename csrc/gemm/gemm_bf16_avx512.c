@@ -4,7 +4,7 @@
  * K pair 4 B loads + 6 broadcast A pairs + 24 vdpbf16ps (the FP32 kernel's
  * measured-best 6x64 shape; each vdpbf16ps does 2 K steps). */
 #include <string.h>
-#include "internal.h"
+#include "runtime/internal.h"
 #include "kernels/bf16.h"
 #include "kernels/bf16_simd.h"
 #include "gemm_bf16_impl.h"

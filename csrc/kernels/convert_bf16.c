@@ -2,7 +2,7 @@
  * AVX-512 (integer round-to-nearest-even, bit-identical to the scalar one;
  * needs only AVX-512F/BW, not AVX512_BF16). Exported to tests through
  * cllm_convert_bf16 (cllm.h). */
-#include "internal.h"
+#include "runtime/internal.h"
 #include "kernels/bf16.h"
 #include "kernels/bf16_simd.h"
 

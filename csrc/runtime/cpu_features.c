@@ -18,7 +18,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include "internal.h"
+#include "runtime/internal.h"
 #include "runtime/cpu_features.h"
 
 #define ARCH_REQ_XCOMP_PERM 0x1023
