@@ -126,7 +126,19 @@ typedef struct {
     int threads;      /* spheres: 0 = all usable CPUs                       */
     uint64_t seed;    /* initialisation seed                                */
     double max_memory_gb; /* refuse configs needing more than this (<=0: 16)*/
+    int precision;    /* CLLM_PRECISION_FP32 (0) or CLLM_PRECISION_BF16     */
 } cllm_config;
+
+/* Training precision. BF16: every matmul (forward, dX, dW, LM head) is
+ * BF16 x BF16 -> FP32 on the best BF16 kernel (AMX, else AVX512-BF16; the
+ * scalar reference kernel under CLLM_ISA=scalar); master weights, gradients,
+ * AdamW, LayerNorm, softmax, GELU, attention, loss and norms stay FP32.
+ * AdamW also refreshes the BF16 weight copies in the same pass. Validation
+ * fails with CLLM_ERR_UNSUPPORTED when the CPU (or forced ISA) has no BF16
+ * kernel. */
+enum { CLLM_PRECISION_FP32 = 0, CLLM_PRECISION_BF16 = 1 };
+/* The precision "auto" resolves to on this CPU under the current ISA. */
+int cllm_precision_auto(int *precision);
 
 typedef struct {
     char name[64];    /* Hugging Face GPT-2 name, e.g. "transformer.h.0.attn.c_attn.weight" */
@@ -167,6 +179,10 @@ int cllm_model_tensor_info(const cllm_model *m, int index, cllm_tensor_info *out
 /* Each out-pointer may be NULL. All four buffers hold num_params floats. */
 int cllm_model_buffers(cllm_model *m, float **params, float **grads,
                        float **adam_m, float **adam_v);
+/* BF16 models: recompute the BF16 weight copies from the FP32 params
+ * buffer. Call after writing params from outside (load, set); init and
+ * AdamW keep them current themselves. No-op for FP32 models. */
+int cllm_model_sync_weights(cllm_model *m);
 /* Spheres (threads) of this model. */
 int cllm_model_spheres(cllm_model *m, cllm_spheres **out);
 
