@@ -9,7 +9,8 @@ is usable under the selected kernel path (so ``CLLM_ISA=avx2`` gives
 """
 from __future__ import annotations
 
-from ._native import ConfigError, check, ffi, lib
+from ._native import check, ffi, lib
+from .errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _C_VALUE = {"fp32": 0, "bf16": 1}
