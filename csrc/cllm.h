@@ -133,7 +133,9 @@ typedef struct {
  * BF16 x BF16 -> FP32 on the best BF16 kernel (AMX, else AVX512-BF16; the
  * scalar reference kernel under CLLM_ISA=scalar); master weights, gradients,
  * AdamW, LayerNorm, softmax, GELU, attention, loss and norms stay FP32.
- * AdamW also refreshes the BF16 weight copies in the same pass. Validation
+ * AdamW also refreshes the BF16 weight copies in the same pass. Forward
+ * without targets (cllm_model_logits) and KV-cache inference use the FP32
+ * master weights in either precision. Validation
  * fails with CLLM_ERR_UNSUPPORTED when the CPU (or forced ISA) has no BF16
  * kernel. */
 enum { CLLM_PRECISION_FP32 = 0, CLLM_PRECISION_BF16 = 1 };

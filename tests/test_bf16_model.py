@@ -115,17 +115,30 @@ def test_bf16_training_is_deterministic_and_learns() -> None:
     assert runs[0][0][-1] < runs[0][0][0]
 
 
+def loss_of(m: Model, x) -> float:
+    """Training-precision forward loss (logits() is always FP32)."""
+    return m.forward(x, x)
+
+
 @needs_bf16
 def test_bf16_copies_follow_parameter_writes() -> None:
     x, _ = batch(3)
     a, b = make("bf16", seed=1), make("bf16", seed=2)
-    assert not np.allclose(a.logits(x), b.logits(x))
+    assert loss_of(a, x) != loss_of(b, x)
     b.load_state_dict(a.state_dict())          # write through views
-    np.testing.assert_array_equal(a.logits(x), b.logits(x))
+    np.testing.assert_array_equal(loss_of(a, x), loss_of(b, x))
     c = make("bf16", seed=5)
     c.params[...] = a.params                   # raw buffer write + explicit sync
     c.sync_weights()
-    np.testing.assert_array_equal(a.logits(x), c.logits(x))
+    np.testing.assert_array_equal(loss_of(a, x), loss_of(c, x))
+
+
+@needs_bf16
+def test_logits_use_fp32_master_weights() -> None:
+    x, _ = batch(5)
+    a, b = make("bf16", seed=4), make("fp32", seed=4)
+    np.testing.assert_array_equal(a.logits(x), b.logits(x))
+    assert a.forward(x, x) != b.forward(x, x)  # the training forward does use BF16
 
 
 @needs_bf16

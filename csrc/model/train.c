@@ -282,6 +282,9 @@ static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets,
     m->last_B = B; m->last_T = T;
     init_ctx(m, x);
     x->with_targets = targets != NULL;
+    /* without targets this is inference (logits): FP32 master weights,
+     * whatever the training precision */
+    if (!targets) x->bf16_kernel = -1;
     x->dscale = valid > 0 ? 1.0f / (float)valid : 0.0f;
     m->valid_count = valid;
     m->active = m->nspheres < B ? m->nspheres : B;
