@@ -214,7 +214,8 @@ def build_model(opts: TrainOptions, data: Data, world: Optional[World] = None) -
     mcfg = ModelConfig(vocab_size=len(data.tokenizer), context_len=opts.context_len or opts.seq_len,
                        num_layers=opts.num_layers, num_heads=opts.num_heads, embed_dim=opts.embed_dim)
     return Model(mcfg, data.tokenizer, batch_size=data.rows, seq_len=opts.seq_len,
-                 threads=world.threads_per_rank(opts.threads), seed=opts.seed, max_memory_gb=opts.max_memory_gb)
+                 threads=world.threads_per_rank(opts.threads), seed=opts.seed, max_memory_gb=opts.max_memory_gb,
+                 precision=opts.precision)
 
 
 def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any], world: Optional[World] = None) -> Model:
@@ -225,7 +226,8 @@ def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any], world:
     assert opts.out_dir is not None
     world = world or World()
     model = Model.load(opts.out_dir, threads=world.threads_per_rank(opts.threads), batch_size=data.rows,
-                       seq_len=opts.seq_len, load_optimizer=True, max_memory_gb=opts.max_memory_gb)
+                       seq_len=opts.seq_len, load_optimizer=True, max_memory_gb=opts.max_memory_gb,
+                       precision=opts.precision)
     data0 = state0.get("data", {})
     if data0.get("tokens") != data.n_tokens or state0.get("batch") != data.batch:
         raise CheckpointError(
