@@ -9,6 +9,8 @@ import sys
 import time
 from typing import List, Optional
 
+from .cli_errors import run_command
+
 log = logging.getLogger("cllm")
 
 
@@ -65,6 +67,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 disables)")
     p.add_argument("-s", "--seed", type=int, default=None, help="sampling seed (default: random)")
     p.add_argument("--threads", type=int, default=0, help="0 = all usable CPUs")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     p.set_defaults(func=cmd_generate)
 
 
@@ -93,6 +96,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="show CPU features / kernel path, or a checkpoint's config")
     p.add_argument("checkpoint", nargs="?", help="checkpoint directory")
     p.add_argument("--system", action="store_true", help="CPU features, chosen kernel path, threads")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     p.set_defaults(func=cmd_info)
 
 
@@ -106,10 +110,10 @@ def cmd_info(a: argparse.Namespace) -> int:
         print(f"kernel path: {info['isa']} (override with CLLM_ISA=scalar|avx2|avx512)")
         print(f"usable cpus (affinity mask): {info['cpus']}")
     if a.checkpoint:
-        from .checkpoint import STATE_FILE, read_json
+        from .checkpoint import STATE_FILE, read_json, resolve_checkpoint
         m = cllm.load(a.checkpoint, threads=1)
         print(repr(m))
-        sp = os.path.join(a.checkpoint, STATE_FILE)
+        sp = os.path.join(resolve_checkpoint(a.checkpoint), STATE_FILE)
         if os.path.exists(sp):
             st = read_json(sp)
             print(json.dumps({k: st.get(k) for k in ("step", "epoch", "summary")}, indent=2))
@@ -148,12 +152,4 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s" if verbose else "cllm: %(message)s")
     if a.command == "train" and not verbose:
         logging.getLogger("cllm").setLevel(logging.INFO)
-    from .errors import CllmError
-    try:
-        return a.func(a)
-    except (CllmError, FileNotFoundError, ValueError, MemoryError) as e:
-        print(f"cllm: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("cllm: interrupted", file=sys.stderr)
-        return 130
+    return run_command(a)
