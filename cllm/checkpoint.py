@@ -160,7 +160,7 @@ def save_checkpoint(model: Any, path: str, trainer_state: Optional[Dict[str, Any
         elif os.path.lexists(link):
             os.unlink(link)
     _prune(path, name, keep)
-    log.info("saved checkpoint %s", os.path.join(path, name))
+    log.debug("saved checkpoint %s", os.path.join(path, name))
     return os.path.join(path, name)
 
 

@@ -39,7 +39,10 @@ def cmd_train(a: argparse.Namespace) -> int:
           f"(vocab {s['vocab_size']})")
     print(f"trained {s['steps']} steps ({s['tokens']:,} tokens) in {s['train_seconds']:.1f}s "
           f"= {s['tokens_per_sec']:,.0f} tokens/s on {s['threads']} thread(s)")
-    print(f"loss: first {s['first_loss']:.4f} -> last {s['train_loss']:.4f}", end="")
+    if s["first_loss"] is None:
+        print("no steps left to run: the run was already complete", end="")
+    else:
+        print(f"loss: first {s['first_loss']:.4f} -> last {s['train_loss']:.4f}", end="")
     if "val_loss" in s:
         print(f"; val loss {s['val_loss']:.4f} ({s.get('val_bpb', float('nan')):.3f} bits/byte)")
     else:

@@ -278,8 +278,8 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
                         ev = evaluate(model, data.val, B, opts.eval_batches, data.byte_lens)
                         log.info("step %d val_loss %.4f val_bpb %.4f", step, ev["val_loss"],
                                  ev.get("val_bpb", float("nan")))
-                    if opts.checkpoint_every and step % opts.checkpoint_every == 0:
-                        save(step)
+                    if opts.checkpoint_every and step % opts.checkpoint_every == 0 and step < total:
+                        save(step)  # (the last step is saved after the final evaluation)
     finally:
         if bar is not None:
             bar.close()
@@ -388,7 +388,8 @@ def train(path: Optional[str] = None, **options: Any) -> Model:
     res = run_loop(model, opts, data, start, total, save, saved)
     if res.interrupted:
         model.summary = {"interrupted_at": res.step}
-        save(res.step)
+        if not saved or saved[-1] != res.step:
+            save(res.step)
         if opts.out_dir:
             log.warning("interrupted after step %d: checkpoint saved to %s (continue with "
                         "`cllm train --resume --out %s`)", res.step, opts.out_dir, opts.out_dir)
