@@ -218,7 +218,7 @@ def test_stop_on_sigusr1_then_resume_on_two_ranks_or_one(two_rank_run, code_corp
     assert r.returncode != 0 and "MPI_ABORT" not in r.stderr, r.stderr  # a clean stop, not an abort
     assert _state(out)["step"] == 7 and "interrupted after step 7" in r.stderr
     one = tmp_path / "one"
-    shutil.copytree(out, one)
+    shutil.copytree(out, one, symlinks=True)
     _ok(mpirun(2, ["-m", "cllm", "train", "--resume", "--out", str(out), "-q", "--sample-tokens", "0"]))
     ref = cllm.load(str(two_rank_run / "mpi")).params
     assert _state(out)["step"] == 20
