@@ -2,14 +2,7 @@
  * kernels_simd.h compiled for 16 lanes; ops without one use the scalar reference. */
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
 #define KSFX avx512
+#define KNAME "avx512"
+#define KISA CLLM_ISA_AVX512
 #define SIMD_W 16
-#include "cllm.h"
 #include "kernels_simd.h"
-
-const cllm_ops cllm_ops_avx512 = {
-    .name = "avx512",
-    .isa = CLLM_ISA_AVX512,
-#define OP CLLM_OPS_SIMD_FIELD
-#include "ops_list.h"
-#undef OP
-};

@@ -92,6 +92,32 @@ void cllm_ref_gelu_bwd(float *dx, const float *x, const float *dout, size_t n) {
     }
 }
 
+/* a(n) = softmax(scale * q . k_j) over the n rows k_j = k + j*ldk (hs floats each) */
+static void softmax_scores(float *a, const float *q, const float *k, size_t ldk, int n, int hs, float scale) {
+    float maxv = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        const float *kj = k + (size_t)j * ldk;
+        float d = 0.0f;
+        for (int i = 0; i < hs; i++) d += q[i] * kj[i];
+        d *= scale;
+        a[j] = d;
+        if (d > maxv) maxv = d;
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) { float e = expf(a[j] - maxv); a[j] = e; sum += e; }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++) a[j] *= inv;
+}
+
+/* o(hs) = sum_j p[j] * v_j over the n rows v_j = v + j*ldv */
+static void weighted_rows(float *o, const float *p, const float *v, size_t ldv, int n, int hs) {
+    for (int i = 0; i < hs; i++) o[i] = 0.0f;
+    for (int j = 0; j < n; j++) {
+        const float *vj = v + (size_t)j * ldv;
+        for (int i = 0; i < hs; i++) o[i] += p[j] * vj[i];
+    }
+}
+
 /* qkv(B,T,3C): q | k | v per row, head h at columns h*hs..; out(B,T,C);
  * att(B,NH,T,T) softmax probabilities, zero above the diagonal. */
 void cllm_ref_attention_fwd(float *out, float *att, const float *qkv, int B, int T,
@@ -103,29 +129,11 @@ void cllm_ref_attention_fwd(float *out, float *att, const float *qkv, int B, int
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
-                const float *q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
+                const float *row0 = qkv + (size_t)b * T * C3 + (size_t)h * hs;
                 float *a = att + (((size_t)b * NH + h) * T + t) * T;
-                float maxv = -INFINITY;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *k = qkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
-                    float d = 0.0f;
-                    for (int i = 0; i < hs; i++) d += q[i] * k[i];
-                    d *= scale;
-                    a[t2] = d;
-                    if (d > maxv) maxv = d;
-                }
-                float sum = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) { float e = expf(a[t2] - maxv); a[t2] = e; sum += e; }
-                float inv = 1.0f / sum;
-                for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
+                softmax_scores(a, row0 + (size_t)t * C3, row0 + C, C3, t + 1, hs, scale);
                 for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
-                float *o = out + ((size_t)b * T + t) * C + (size_t)h * hs;
-                for (int i = 0; i < hs; i++) o[i] = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
-                    float p = a[t2];
-                    for (int i = 0; i < hs; i++) o[i] += p * v[i];
-                }
+                weighted_rows(out + ((size_t)b * T + t) * C + (size_t)h * hs, a, row0 + 2 * (size_t)C, C3, t + 1, hs);
             }
 }
 
@@ -267,32 +275,14 @@ void cllm_ref_matvec_t(float *y, const float *x, const float *W, int C, int lo, 
     }
 }
 
-void cllm_ref_attention_step(float *out, const float *q, const float *kc,
-                             const float *vc, int len, int ldc, int C, int NH,
-                             float *scratch) {
+void cllm_ref_attention_step(float *out, const float *q, const float *kc, const float *vc, int len, int ldc,
+                             int C, int NH, float *scratch) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     for (int h = 0; h < NH; h++) {
-        const float *qh = q + (size_t)h * hs;
-        float maxv = -INFINITY;
-        for (int t = 0; t < len; t++) {
-            const float *k = kc + (size_t)t * ldc + (size_t)h * hs;
-            float d = 0.0f;
-            for (int i = 0; i < hs; i++) d += qh[i] * k[i];
-            d *= scale;
-            scratch[t] = d;
-            if (d > maxv) maxv = d;
-        }
-        float sum = 0.0f;
-        for (int t = 0; t < len; t++) { float e = expf(scratch[t] - maxv); scratch[t] = e; sum += e; }
-        float inv = 1.0f / sum;
-        float *o = out + (size_t)h * hs;
-        for (int i = 0; i < hs; i++) o[i] = 0.0f;
-        for (int t = 0; t < len; t++) {
-            const float *v = vc + (size_t)t * ldc + (size_t)h * hs;
-            float p = scratch[t] * inv;
-            for (int i = 0; i < hs; i++) o[i] += p * v[i];
-        }
+        size_t o = (size_t)h * hs;
+        softmax_scores(scratch, q + o, kc + o, (size_t)ldc, len, hs, scale);
+        weighted_rows(out + o, scratch, vc + o, (size_t)ldc, len, hs);
     }
 }
 

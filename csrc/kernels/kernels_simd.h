@@ -1,9 +1,9 @@
 /* kernels_simd.h - hand-vectorised ops, written once over a small vector
  * abstraction and included by kernels_avx2.c (8 lanes) and kernels_avx512.c
  * (16 lanes) after their `#pragma GCC target`. Before including, the ISA file
- * defines SIMD_W (8 or 16) and KSFX; this file defines the S(name) bodies of
- * the ops marked simd = 1 in ops_list.h, then the ISA file builds its table
- * from the registry (CLLM_OPS_SIMD_FIELD).
+ * defines SIMD_W (8 or 16), KSFX, KNAME and KISA; this file defines the
+ * S(name) bodies of the ops marked simd = 1 in ops_list.h and the ISA's table
+ * cllm_ops_<KSFX> (other ops point at the scalar reference).
  *
  * Ragged tails (sizes not a multiple of SIMD_W) use masked loads/stores.
  * Accuracy: exp is a range-reduced polynomial (max relative error 7.7e-8,
@@ -19,6 +19,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include "cllm.h"
 #include "kernels.h"
 
 #define SCAT2(a, b) a##_##b
@@ -779,3 +780,12 @@ SOP void S(gelu_bwd_bias)(float *dx, float *db, const float *x, const float *dou
         }
     }
 }
+
+/* ---------------------------------------------------- this ISA's op table */
+const cllm_ops SCAT(cllm_ops, KSFX) = {
+    .name = KNAME,
+    .isa = KISA,
+#define OP CLLM_OPS_SIMD_FIELD
+#include "ops_list.h"
+#undef OP
+};

@@ -64,6 +64,14 @@ enum { INIT_NORMAL, INIT_PROJ, INIT_ONE, INIT_ZERO };
     X(dres, N * C) X(dtmp, N * C) X(dqkv, N * 3 * C) X(datt, ATT)      \
     X(dfch, N * 4 * C)
 
+/* Expand X_TOP over the head list, X_LAYER over the layer list once per
+ * layer (with `l` the layer index), then X_TOP over the tail list: the order
+ * of the parameter buffer / the activation arena. */
+#define CLLM_PARAMS_WALK(L, X_TOP, X_LAYER) \
+    CLLM_PARAMS_HEAD(X_TOP) for (int l = 0; l < (L); l++) { CLLM_PARAMS_LAYER(X_LAYER) } CLLM_PARAMS_TAIL(X_TOP)
+#define CLLM_ACTS_WALK(L, X_TOP, X_LAYER) \
+    CLLM_ACTS_HEAD(X_TOP) for (int l = 0; l < (L); l++) { CLLM_ACTS_LAYER(X_LAYER) } CLLM_ACTS_TAIL(X_TOP)
+
 /* -------------------------------------------------- generated pieces */
 #define CLLM_X_FIELD(f, ...) float *f;
 #define CLLM_X_ONE(...) +1

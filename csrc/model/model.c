@@ -112,9 +112,7 @@ static void build_table(cllm_model *m) {
 #define X_TOP(f, name, d0, d1, decay, init) add_tensor(m, name, &off, d0, d1, decay, init);
 #define X_LAYER(f, name, d0, d1, decay, init) \
     snprintf(nm, sizeof nm, "transformer.h.%d.%s", l, name); add_tensor(m, nm, &off, d0, d1, decay, init);
-    CLLM_PARAMS_HEAD(X_TOP)
-    for (int l = 0; l < m->L; l++) { CLLM_PARAMS_LAYER(X_LAYER) }
-    CLLM_PARAMS_TAIL(X_TOP)
+    CLLM_PARAMS_WALK(m->L, X_TOP, X_LAYER)
 #undef X_LAYER
 #undef X_TOP
     (void)V; (void)P;
@@ -126,9 +124,7 @@ static void point_weights(const cllm_model *m, float *base, Weights *w) {
     const cllm_tensor_info *t = m->tensors;
 #define X_POINT(f, ...) w->f = base + (t++)->offset;
 #define X_POINT_LAYER(f, ...) w->h[l].f = base + (t++)->offset;
-    CLLM_PARAMS_HEAD(X_POINT)
-    for (int l = 0; l < m->L; l++) { CLLM_PARAMS_LAYER(X_POINT_LAYER) }
-    CLLM_PARAMS_TAIL(X_POINT)
+    CLLM_PARAMS_WALK(m->L, X_POINT, X_POINT_LAYER)
 #undef X_POINT_LAYER
 #undef X_POINT
 }
@@ -140,9 +136,7 @@ static void carve(cllm_model *m, Sphere *s, int Bs) {
     float *p = s->arena;
 #define X_TAKE(f, n) s->f = p; p += (n);
 #define X_TAKE_LAYER(f, n) s->act[l].f = p; p += (n);
-    CLLM_ACTS_HEAD(X_TAKE)
-    for (int l = 0; l < m->L; l++) { CLLM_ACTS_LAYER(X_TAKE_LAYER) }
-    CLLM_ACTS_TAIL(X_TAKE)
+    CLLM_ACTS_WALK(m->L, X_TAKE, X_TAKE_LAYER)
 #undef X_TAKE_LAYER
 #undef X_TAKE
     (void)V; (void)ATT;
