@@ -27,8 +27,8 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path[:0] = [HERE]
+import _common as cm  # noqa: E402  (also puts the repository on sys.path)
 
 NODES = (8, 64, 512)
 LINKS_GBPS = (25.0, 100.0)
@@ -48,12 +48,19 @@ def accumulation_needed(t_compute: float, t_comm: float, target: float) -> int:
     return max(1, math.ceil(target / (1 - target) * t_comm / t_compute))
 
 
-def measure_step(name: str, threads: int) -> float:
-    """Seconds of one full training step (fwd+bwd+AdamW) of config ``name`` on this node."""
-    from train_throughput import CONFIGS, bench_cllm
+def measure_step(name: str, threads: int, reps: int = 3) -> float:
+    """Seconds of one full training step (fwd+bwd+AdamW) of config ``name``
+    on this node (best of ``reps`` after one warm-up step)."""
+    import numpy as np
+
+    from allreduce import config_model
+    from train_throughput import CONFIGS
     c = CONFIGS[name]
-    tok_s = bench_cllm(c, threads, steps=2, warmup=1)
-    return c["batch_size"] * c["seq_len"] / tok_s
+    m = config_model(name, batch_size=c["batch_size"], threads=threads)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, c["vocab_size"], (c["batch_size"], c["seq_len"])).astype(np.int32)
+    m.train_step(x, x, 1, 1e-4)
+    return min(cm.timed(lambda i=i: m.train_step(x, x, i + 2, 1e-4)) for i in range(reps))
 
 
 def main() -> int:
@@ -65,12 +72,12 @@ def main() -> int:
     ap.add_argument("--bwd-fraction", type=float, default=0.66, help="share of a step spent in backward")
     ap.add_argument("--target", type=float, default=0.9, help="efficiency target for the accumulation column")
     a = ap.parse_args()
-    from allreduce import cpu_model, grad_floats
+    from allreduce import grad_floats
     params = grad_floats()
     given = dict(kv.split("=") for kv in a.step_seconds.split(",") if kv)
     import cllm
     threads = a.threads or cllm.cpu_info()["cpus"]
-    print(f"cpu: {cpu_model()}; step times {'given' if given else f'measured at {threads} thread(s)'}; "
+    print(f"cpu: {cm.cpu_model()}; step times {'given' if given else f'measured at {threads} thread(s)'}; "
           f"latency {a.latency_us:g} µs/hop; backward {a.bwd_fraction:.0%} of a step")
     from train_throughput import CONFIGS
     for name, p in params.items():
