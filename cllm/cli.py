@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         cli_tokenize.register(sub)
     except ImportError:
         pass
+    from . import cli_corpus
+    cli_corpus.register(sub)
     _add_info(sub)
     return p
 
