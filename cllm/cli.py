@@ -159,8 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         cli_tokenize.register(sub)
     except ImportError:
         pass
-    from . import cli_corpus
+    from . import cli_corpus, plot
     cli_corpus.register(sub)
+    plot.register(sub)
     _add_info(sub)
     return p
 

@@ -524,31 +524,15 @@ def scan(path: str, exts: Optional[Sequence[str]] = None, *, include: Optional[S
         if reason is not None:
             skipped.append(Skipped(rel, reason, _size(full)))
             continue
-        if not os.path.isfile(full):
-            skipped.append(Skipped(rel, "not-a-file"))
-            continue
-        size = _size(full)
         if max_bytes is not None and total >= max_bytes:
-            skipped.append(Skipped(rel, "over-max-bytes", size))
+            skipped.append(Skipped(rel, "over-max-bytes", _size(full)))
             continue
-        if size == 0:
-            skipped.append(Skipped(rel, "empty", 0))
+        data, reason = read_document(full, max_file_bytes)
+        if data is None:
+            skipped.append(Skipped(rel, reason, _size(full)))
             continue
-        if size > max_file_bytes:
-            log.warning("skipping %s: %s bytes is above the per-file cap of %s bytes",
-                        full, f"{size:,}", f"{max_file_bytes:,}")
-            skipped.append(Skipped(rel, "too-large", size))
-            continue
-        try:
-            with open(full, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            log.warning("skipping %s: %s", full, e)
-            skipped.append(Skipped(rel, "not-a-file", size))
-            continue
-        if not is_text(data):
-            reason = "binary"
-        elif is_minified(name, data):
+        reason = None
+        if is_minified(name, data):
             reason = "minified"
         else:
             digest = hashlib.sha256(data).hexdigest()
@@ -565,6 +549,32 @@ def scan(path: str, exts: Optional[Sequence[str]] = None, *, include: Optional[S
     return corpus
 
 
+def read_document(fp: str, max_file_bytes: int = MAX_FILE_BYTES) -> Tuple[Optional[bytes], str]:
+    """``(data, "")`` for a usable text file, else ``(None, reason)`` with reason
+    ``"not-a-file"``, ``"empty"``, ``"too-large"`` (logged as a warning naming the
+    file) or ``"binary"``. The one place a corpus file is read."""
+    try:
+        if not os.path.isfile(fp):
+            return None, "not-a-file"
+        size = os.stat(fp).st_size
+        if size == 0:
+            return None, "empty"
+        if size > max_file_bytes:
+            log.warning("skipping %s: %s bytes is above the per-file cap of %s bytes",
+                        fp, f"{size:,}", f"{max_file_bytes:,}")
+            return None, "too-large"
+        with open(fp, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        log.warning("skipping %s: %s", fp, e)
+        return None, "not-a-file"
+    if not data:
+        return None, "empty"
+    if not is_text(data):
+        return None, "binary"
+    return data, ""
+
+
 def _size(path: str) -> int:
     try:
         return os.stat(path).st_size
@@ -572,9 +582,14 @@ def _size(path: str) -> int:
         return -1
 
 
+def iter_documents(path: str, exts: Optional[Sequence[str]] = None) -> Iterator[Document]:
+    """The documents of :func:`scan` under ``path`` (a file or directory), in corpus order."""
+    yield from scan(path, list(exts) if exts else None).documents
+
+
 def iter_files(path: str, exts: Optional[Iterable[str]] = None) -> Iterator[str]:
     """Paths of the corpus files under ``path`` (a file or directory), in corpus order."""
-    for d in scan(path, list(exts) if exts else None).documents:
+    for d in iter_documents(path, list(exts) if exts else None):
         yield d.path
 
 
