@@ -1,6 +1,8 @@
 """Corpus discovery: which files of a source tree a model is trained on.
 
-File-system walking lives here (never in C). The rules, in order:
+File-system walking and corpus-file reading live here (never in C, and
+nowhere else: the tokenizer reads paths through :func:`iter_documents`, the
+token cache through :func:`read_document`). The rules, in order:
 
 1. **Listing.** Inside a git work tree (and with ``git`` on PATH) the corpus
    starts from exactly the files git would take: ``git ls-files --cached
@@ -36,6 +38,8 @@ import sysconfig
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from .errors import CorpusError
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +83,6 @@ SKIP_REASONS = OrderedDict([
     ("duplicate", "same content as an earlier file"),
     ("over-max-bytes", "after the --max-bytes cap was reached"),
 ])
-
-
-class CorpusError(ValueError):
-    """The corpus path is missing, empty, or holds no usable text."""
 
 
 @dataclass(frozen=True)
