@@ -3,6 +3,9 @@
   model.safetensors      weights (HF GPT-2 names, float32)
   config.json            GPT2Config keys
   tokenizer.json         HF ``tokenizers`` format
+  tokenizer_config.json  for ``AutoTokenizer``: PreTrainedTokenizerFast, <|endoftext|> as bos/eos/unk/pad
+  special_tokens_map.json  the same special tokens
+  generation_config.json   eos/pad ids and cllm's sampling defaults for ``model.generate`` / pipelines
   optimizer.safetensors  AdamW moments (``adam_m.<name>``, ``adam_v.<name>``), optional
   trainer_state.json     step, data position, RNG state, training options, optional
 
@@ -24,14 +27,19 @@ from .config import ModelConfig
 from .errors import CheckpointError
 from .fileio import atomic_write_json, read_json as _read_json
 from .safetensors_io import read_safetensors, write_safetensors
-from .tokenizer import Tokenizer
+from .tokenizer import EOT, Tokenizer
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MODEL_FILE", "CONFIG_FILE", "TOKENIZER_FILE", "OPTIMIZER_FILE", "STATE_FILE",
+           "TOKENIZER_CONFIG_FILE", "SPECIAL_TOKENS_FILE", "GENERATION_CONFIG_FILE", "hf_tokenizer_files",
            "CheckpointError", "save_checkpoint", "read_model_files", "read_state",
            "load_optimizer_state", "read_json", "read_safetensors", "write_safetensors"]
 
+#: Hugging Face files written beside tokenizer.json so AutoTokenizer / pipelines work as-is.
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_FILE = "special_tokens_map.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -54,6 +62,8 @@ def save_checkpoint(model: Any, path: str, trainer_state: Optional[Dict[str, Any
                       {"format": "pt", "producer": "cllm"})
     atomic_write_json(os.path.join(path, CONFIG_FILE), model.config.to_hf(model.tokenizer.eot_id))
     model.tokenizer.save(os.path.join(path, TOKENIZER_FILE))
+    for name, obj in hf_tokenizer_files(model.tokenizer.eot_id, model.config.context_len).items():
+        atomic_write_json(os.path.join(path, name), obj)
     if trainer_state is not None:
         if save_optimizer:
             opt = []
@@ -65,6 +75,27 @@ def save_checkpoint(model: Any, path: str, trainer_state: Optional[Dict[str, Any
         atomic_write_json(os.path.join(path, STATE_FILE), trainer_state)
     log.info("saved checkpoint to %s", path)
     return path
+
+
+def hf_tokenizer_files(eot_id: int, context_len: int) -> Dict[str, Dict[str, Any]]:
+    """``{file name: JSON}`` of tokenizer_config.json, special_tokens_map.json and
+    generation_config.json: ``<|endoftext|>`` is bos, eos, unk and pad (as in GPT-2,
+    plus pad so batched pipelines work); decoding keeps spaces exactly; sampling
+    defaults are those of ``cllm generate`` (temperature 0.8, top-k 40)."""
+    specials = {k: EOT for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    return {
+        TOKENIZER_CONFIG_FILE: {
+            "tokenizer_class": "PreTrainedTokenizerFast", **specials, "model_max_length": context_len,
+            "clean_up_tokenization_spaces": False, "add_bos_token": False, "add_eos_token": False,
+            "added_tokens_decoder": {str(eot_id): {"content": EOT, "lstrip": False, "normalized": False,
+                                                   "rstrip": False, "single_word": False, "special": True}},
+        },
+        SPECIAL_TOKENS_FILE: specials,
+        GENERATION_CONFIG_FILE: {
+            "bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": eot_id,
+            "do_sample": True, "temperature": 0.8, "top_k": 40, "max_new_tokens": 128,
+        },
+    }
 
 
 def read_model_files(path: str) -> Tuple[ModelConfig, Tokenizer, Dict[str, Any]]:

@@ -33,20 +33,28 @@ def cmd_train(a: argparse.Namespace) -> int:
     model = train(a.path, **opts.kwargs())
     s = model.summary
     print(f"{model!r}")
-    print(f"corpus: {s['corpus_files']} files, {s['corpus_bytes']:,} bytes, {s['corpus_tokens']:,} tokens "
-          f"(vocab {s['vocab_size']})")
-    print(f"trained {s['steps']} steps ({s['tokens']:,} tokens) in {s['train_seconds']:.1f}s "
+    print(f"corpus: {s['corpus_files']:,} files, {s['corpus_bytes']:,} bytes, {s['corpus_tokens']:,} tokens "
+          f"(vocab {s['vocab_size']:,}; `cllm corpus PATH` shows what was skipped)")
+    accum = f" x {s['grad_accum']} micro-batches" if s.get("grad_accum", 1) > 1 else ""
+    print(f"trained {s['steps']:,} steps{accum} ({s['tokens']:,} tokens) in {s['train_seconds']:.1f}s "
           f"= {s['tokens_per_sec']:,.0f} tokens/s on {s['threads']} thread(s)")
-    print(f"loss: first {s['first_loss']:.4f} -> last {s['train_loss']:.4f}", end="")
+    if s.get("first_loss") is not None:
+        print(f"loss: first {s['first_loss']:.4f} -> last {s['train_loss']:.4f}", end="")
     if "val_loss" in s:
         print(f"; val loss {s['val_loss']:.4f} ({s.get('val_bpb', float('nan')):.3f} bits/byte)")
     else:
         print()
+    if "init_val_loss" in s:
+        print(f"fine-tuned from {opts.init_from}: val loss {s['init_val_loss']:.4f} before training")
     if a.verbose:
         for st in model.sphere_stats():
             print(f"  sphere {st['sphere']:>3} (parent {st['parent']:>3}): {st['tasks']} tasks, "
                   f"busy {st['busy_seconds']:.2f}s ({100 * st['busy_fraction']:.0f}%)")
-    print(f"checkpoint: {os.path.abspath(opts.out_dir)}")
+    out = os.path.abspath(opts.out_dir)
+    print(f"checkpoint: {out}")
+    plot = os.path.join(out, "loss.png")
+    print(f"metrics: {os.path.join(out, 'metrics.jsonl')}"
+          + (f", {plot}" if os.path.isfile(plot) else " (pip install \"cllm[plot]\" for loss.png)"))
     if a.sample_tokens > 0:
         text = model.generate(a.sample_prompt, max_new_tokens=a.sample_tokens, temperature=0.8,
                               top_k=40, seed=a.seed)

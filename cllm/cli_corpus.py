@@ -13,31 +13,31 @@ import argparse
 from . import corpus as _corpus
 
 
+#: The ``cllm train`` options that choose the corpus (``cllm corpus`` takes the same flags).
+CORPUS_OPTIONS = ("exts", "include", "exclude", "max_bytes", "max_file_bytes")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of the ``corpus`` command."""
+    """Arguments of the ``corpus`` command: PATH, the corpus flags of ``cllm train`` and ``--list``."""
+    from .options import TrainOptions
     p.add_argument("path", nargs="?", default=None,
                    help="source tree or file (default: the Python standard library, .py files, capped)")
-    p.add_argument("-e", "--ext", action="append", default=None,
-                   help="only files with this extension (repeatable or comma list, e.g. -e .py,.c)")
-    p.add_argument("--include", action="append", default=None, metavar="GLOB",
-                   help="only paths matching this gitignore-style glob (repeatable)")
-    p.add_argument("--exclude", action="append", default=None, metavar="GLOB",
-                   help="leave out paths matching this gitignore-style glob (repeatable)")
-    p.add_argument("--max-bytes", type=int, default=None, help="cap on corpus bytes")
-    p.add_argument("--max-file-bytes", type=int, default=_corpus.MAX_FILE_BYTES,
-                   help=f"skip files larger than this (default {_corpus.MAX_FILE_BYTES:,})")
+    TrainOptions.add_arguments(p, only=CORPUS_OPTIONS)
+    p.add_argument("--out", default="runs/cllm",
+                   help="the run's output directory, left out of the corpus as `cllm train --out` does "
+                        "(default: runs/cllm)")
     p.add_argument("--list", action="store_true", help="list every file: + used, - skipped [reason]")
 
 
 def cmd_corpus(a: argparse.Namespace) -> int:
     """Run ``cllm corpus``: print the corpus report to stdout."""
-    path, exts, max_bytes = a.path, a.ext, a.max_bytes
+    path, exts, max_bytes = a.path, a.exts, a.max_bytes
     if path is None:
         path = _corpus.default_corpus_path()
         exts = exts or [".py"]
         max_bytes = max_bytes if max_bytes is not None else _corpus.DEFAULT_CORPUS_BYTES
     c = _corpus.scan(path, exts, include=a.include, exclude=a.exclude, max_bytes=max_bytes,
-                     max_file_bytes=a.max_file_bytes)
+                     max_file_bytes=a.max_file_bytes, skip_dirs=[a.out] if a.out else ())
     print(c.report(list_files=a.list))
     return 0
 

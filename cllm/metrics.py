@@ -21,6 +21,8 @@ import math
 import os
 from typing import IO, Any, Dict, List, Optional
 
+from .fileio import atomic_write
+
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
@@ -93,12 +95,7 @@ class MetricsLog:
             except ValueError as e:
                 log.warning("%s; starting a new metrics log", e)
             self.elapsed0 = max((float(r.get("elapsed_s") or 0.0) for r in keep), default=0.0)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in keep)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, [(json.dumps(r) + "\n").encode("utf-8") for r in keep])
         self._f = open(self.path, "a", encoding="utf-8")
 
     def log(self, step: int, **values: Any) -> None:

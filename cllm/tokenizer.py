@@ -20,6 +20,7 @@ from . import corpus as _corpus
 from ._native import check, ffi, lib
 from .errors import ConfigError, ConfigTypeError
 from .fileio import atomic_write_json, read_json
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class Tokenizer:
             b = s.encode("utf-8")
             check(lib.cllm_tokenizer_add_special(h, b, len(b), idp))
         total = 0
-        bar = _tqdm(progress, desc="bpe: counting", unit="B", unit_scale=True)
+        bar = progress_bar(progress, desc="bpe: counting", unit="B", unit_scale=True)
         try:
             for data in _iter_sources(paths_or_texts, exts):
                 if data:
@@ -189,7 +190,7 @@ class Tokenizer:
                              "(no text besides special tokens)")
         nm = ffi.new("int32_t *")
         fin = ffi.new("int *")
-        bar = _tqdm(progress, desc="bpe: merging", total=vocab_size - base, unit="merge")
+        bar = progress_bar(progress, desc="bpe: merging", total=vocab_size - base, unit="merge")
         try:
             last = 0
             while True:
@@ -413,12 +414,6 @@ class Tokenizer:
 
 
 # ---------------------------------------------------------------- helpers
-def _tqdm(enabled: bool, **kw):
-    """A tqdm bar (disabled -> a no-op bar)."""
-    from tqdm.auto import tqdm
-    return tqdm(disable=not enabled, **kw)
-
-
 def _is_path(x: object) -> bool:
     if isinstance(x, os.PathLike):
         return True

@@ -22,12 +22,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import dataset
-from .checkpoint import read_state
+from .checkpoint import CONFIG_FILE, read_json, read_state
 from .config import ModelConfig
-from .corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents
+from .corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents, split_documents
 from .errors import CheckpointError, ConfigError, CorpusError
+from .metrics import MetricsLog
 from .model import Model
 from .options import TrainOptions
+from .progress import fmt_count, fmt_duration, progress_bar
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -115,36 +117,54 @@ def evaluate(model: Model, batches: Batches, batch_size: int, max_batches: int,
     return out
 
 
-def prepare_data(path: Optional[str], exts: Optional[Sequence[str]], max_bytes: Optional[int],
-                 vocab_size: int, tokenizer: Any = None, cache_dir: Optional[str] = None,
-                 progress: bool = True) -> tuple:
-    """Load the corpus, train (or reuse) a tokenizer and encode the corpus.
+def prepare_data(path: Optional[str], opts: TrainOptions, tokenizer: Any = None,
+                 cache_dir: Optional[str] = None) -> tuple:
+    """Load the corpus, hold out whole documents, train (or reuse) a tokenizer
+    on the training documents and encode the corpus.
 
-    Returns (documents, tokenizer, ids)."""
+    Returns (documents, tokenizer, ids, n_train_ids): the ids hold the training
+    documents first, then the held-out ones (each followed by ``<|endoftext|>``),
+    so ``ids[:n_train_ids]`` is the training split."""
+    exts, max_bytes = opts.exts, opts.max_bytes
     if path is None:
         path = default_corpus_path()
         if exts is None:
             exts = [".py"]
         if max_bytes is None:
             max_bytes = DEFAULT_CORPUS_BYTES
-        log.info("no PATH given: training on the Python standard library at %s (first %d bytes of .py files)",
-                 path, max_bytes)
-    docs = load_documents(path, exts, max_bytes)
+        log.info("no PATH given: training on the Python standard library at %s (first %s bytes of .py files)",
+                 path, f"{max_bytes:,}")
+    docs = load_documents(path, exts, max_bytes, include=opts.include, exclude=opts.exclude,
+                          max_file_bytes=opts.max_file_bytes,
+                          skip_dirs=[d for d in (opts.out_dir,) if d])
+    train_docs, val_docs = split_documents(docs, opts.val_fraction)
+    if val_docs:
+        log.info("held out %d of %d files (%s of %s bytes) for validation, chosen by a hash of their path",
+                 len(val_docs), len(docs), f"{sum(len(d.data) for d in val_docs):,}",
+                 f"{sum(len(d.data) for d in docs):,}")
     if tokenizer is None:
-        if vocab_size == 257:
+        if opts.vocab_size == 257:
             tokenizer = Tokenizer.byte_level()
         else:
-            tokenizer = Tokenizer.train([d.data for d in docs], vocab_size=vocab_size, progress=progress)
+            tokenizer = Tokenizer.train([d.data for d in train_docs], vocab_size=opts.vocab_size,
+                                        progress=opts.progress)
+    ordered = train_docs + val_docs
     if cache_dir is not None:
-        ids = dataset.load_or_build(docs, tokenizer, cache_dir, progress=progress)
+        ids = dataset.load_or_build(ordered, tokenizer, cache_dir, progress=opts.progress)
     else:
-        ids = tokenizer.encode_documents([d.data for d in docs])
-    return docs, tokenizer, ids
+        ids = tokenizer.encode_documents([d.data for d in ordered])
+    n_train = len(ids)
+    if val_docs:  # the end of the last training document's <|endoftext|>
+        n_train = int(np.flatnonzero(np.asarray(ids) == tokenizer.eot_id)[len(train_docs) - 1]) + 1
+    return ordered, tokenizer, ids, n_train
 
 
 @dataclass
 class Data:
-    """The prepared corpus: documents, tokenizer, ids and the train/val batches."""
+    """The prepared corpus: documents, tokenizer, ids and the train/val batches.
+
+    ``batch`` is the micro-batch (sequences per forward/backward) and
+    ``accum`` the micro-batches per optimizer step."""
 
     docs: List[Document]
     tokenizer: Any
@@ -152,31 +172,40 @@ class Data:
     train: Batches
     val: Batches
     batch: int
+    accum: int
     steps_per_epoch: int
     byte_lens: np.ndarray
 
 
-def split_data(docs: List[Document], tok: Any, ids: np.ndarray, opts: TrainOptions) -> Data:
-    """Hold out the last ``val_fraction`` of the ids and cut both splits into sequences."""
+def split_data(docs: List[Document], tok: Any, ids: np.ndarray, n_train: int, opts: TrainOptions) -> Data:
+    """Cut the training ids (``ids[:n_train]``) and the held-out ids into sequences.
+
+    When the held-out documents are too short for one sequence (a tiny
+    corpus) the last ``val_fraction`` of the tokens is held out instead."""
     n, T = len(ids), opts.seq_len
     if n < T + 2:
-        raise CorpusError(f"the corpus has only {n} tokens; a training sequence needs seq_len + 1 = {T + 1} "
+        raise CorpusError(f"the corpus has only {n:,} tokens; a training sequence needs seq_len + 1 = {T + 1} "
                           f"(lower --seq-len or add files)")
-    n_val = int(n * opts.val_fraction)
-    if opts.val_fraction > 0:
-        n_val = max(n_val, T + 1)
-    if n - n_val < T + 1:
-        log.warning("corpus too small for a held-out split of %d tokens: evaluating on the training data", n_val)
-        train_ids, val_ids = ids, ids
-    else:
-        train_ids, val_ids = ids[:n - n_val], ids[n - n_val:] if n_val else ids[:0]
+    if opts.val_fraction > 0 and (n - n_train < T + 1 or n_train < T + 1):
+        n_val = max(int(n * opts.val_fraction), T + 1)
+        if n - n_val >= T + 1:
+            log.info("held-out files are shorter than one sequence: holding out the last %s tokens instead",
+                     f"{n_val:,}")
+            n_train = n - n_val
+        else:
+            log.warning("corpus too small for a held-out split of %s tokens: evaluating on the training data",
+                        f"{n_val:,}")
+            n_train = n
+    train_ids = ids[:n_train]
+    val_ids = ids if n_train == n and opts.val_fraction > 0 else ids[n_train:]
     train_b, val_b = Batches(train_ids, T), Batches(val_ids, T)
-    B = opts.batch_size
-    if len(train_b) < B:
-        log.warning("the training split holds only %d sequences of %d tokens; using batches of %d",
-                    len(train_b), T, len(train_b))
-        B = len(train_b)
-    return Data(docs, tok, n, train_b, val_b, B, len(train_b) // B, _token_byte_lengths(tok))
+    B, N = opts.batch_size, opts.grad_accum
+    if len(train_b) < B * N:
+        B = min(B, len(train_b))
+        N = max(1, len(train_b) // B)
+        log.warning("the training split holds only %d sequences of %d tokens; using %d micro-batch(es) of %d",
+                    len(train_b), T, N, B)
+    return Data(docs, tok, n, train_b, val_b, B, N, len(train_b) // (B * N), _token_byte_lengths(tok))
 
 
 def build_model(opts: TrainOptions, data: Data) -> Model:
@@ -185,6 +214,31 @@ def build_model(opts: TrainOptions, data: Data) -> Model:
                        num_layers=opts.num_layers, num_heads=opts.num_heads, embed_dim=opts.embed_dim)
     return Model(mcfg, data.tokenizer, batch_size=data.batch, seq_len=opts.seq_len, threads=opts.threads,
                  seed=opts.seed, max_memory_gb=opts.max_memory_gb)
+
+
+def load_init(opts: TrainOptions) -> Model:
+    """The model of ``opts.init_from`` (weights, tokenizer, shape; fresh optimizer)
+    sized for training micro-batches of ``opts.batch_size`` x ``opts.seq_len``."""
+    path = opts.init_from
+    assert path is not None
+    if opts.tokenizer is not None:
+        raise ConfigError("init_from and tokenizer are exclusive: the checkpoint brings its own tokenizer")
+    cfg_path = os.path.join(path, CONFIG_FILE)
+    if not os.path.isfile(cfg_path):
+        raise CheckpointError(f"init_from: {path!r} is not a checkpoint directory (no {CONFIG_FILE})")
+    cfg_raw = read_json(cfg_path)
+    if not isinstance(cfg_raw, dict):
+        raise CheckpointError(f"{cfg_path}: not a JSON object")
+    ctx = cfg_raw.get("n_positions")
+    if isinstance(ctx, int) and opts.seq_len > ctx:
+        raise ConfigError(f"seq_len ({opts.seq_len}) exceeds the context length {ctx} of the checkpoint "
+                          f"{path}; use --seq-len {ctx} or less")
+    model = Model.load(path, threads=opts.threads, batch_size=opts.batch_size, seq_len=opts.seq_len,
+                       max_memory_gb=opts.max_memory_gb)
+    log.info("fine-tuning from %s: %s parameters, vocabulary %s, context %d (model-shape options come "
+             "from the checkpoint; the optimizer starts fresh)", path, f"{model.num_params:,}",
+             f"{model.config.vocab_size:,}", model.config.context_len)
+    return model
 
 
 def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any]) -> Model:
@@ -206,7 +260,7 @@ def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any]) -> Mod
 
 @dataclass
 class LoopResult:
-    """What :func:`run_loop` did."""
+    """What :func:`run_loop` did (``tokens``: training tokens of this session)."""
 
     step: int
     losses: List[float]
@@ -215,16 +269,54 @@ class LoopResult:
     interrupted: bool
 
 
+def eval_interval(opts: TrainOptions, total: int) -> int:
+    """Steps between evaluations: ``opts.eval_interval``, or about 10 per run by default (0: none)."""
+    if opts.eval_interval is not None:
+        return opts.eval_interval
+    return max(1, round(total / 10))
+
+
+class _Accumulator:
+    """Gradient accumulation: ``accum`` micro-batches of forward + backward, their
+    gradients averaged in one float32 buffer, then one AdamW step (clip included)."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.acc = np.empty_like(model.grads)
+
+    def step(self, batches: Batches, starts: np.ndarray, B: int, step: int, lr: float,
+             opts: TrainOptions) -> tuple:
+        """(mean loss, pre-clip gradient norm) of one optimizer step over ``starts``."""
+        m = self.model
+        n = len(starts) // B
+        loss = 0.0
+        for k in range(n):
+            x, y = batches.block(starts[k * B:(k + 1) * B])
+            loss += m.forward(x, y)
+            m.backward()
+            if k == 0:
+                self.acc[...] = m.grads
+            else:
+                self.acc += m.grads
+        np.multiply(self.acc, np.float32(1.0 / n), out=m.grads)
+        gnorm = m.adamw_step(step, lr, beta1=opts.beta1, beta2=opts.beta2, eps=opts.eps,
+                             weight_decay=opts.weight_decay, grad_clip=opts.grad_clip)
+        return loss / n, gnorm
+
+
 def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: int,
-             save: Callable[[int], None]) -> LoopResult:
+             save: Callable[[int], None], metrics: MetricsLog) -> LoopResult:
     """Train from step ``start`` to ``total``; ``save(step)`` writes a checkpoint.
 
-    The first SIGINT ends the loop after the current step (``interrupted``)."""
-    B, spe = data.batch, data.steps_per_epoch
-    bar = None
-    if opts.progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    Every step appends a row to ``metrics`` (an evaluation row every
+    :func:`eval_interval` steps). The first SIGINT ends the loop after the
+    current step (``interrupted``)."""
+    B, N, spe = data.batch, data.accum, data.steps_per_epoch
+    E = B * N  # sequences per optimizer step
+    tokens_per_step = E * data.train.seq_len
+    every = eval_interval(opts, total)
+    accum = _Accumulator(model) if N > 1 else None
+    bar = progress_bar(opts.progress, total=total, initial=start, desc="train", unit="step")
     losses: List[float] = []
     ema = None
     step = start
@@ -236,41 +328,60 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
             while step < total and not stop.set:
                 epoch = step // spe
                 order = np.random.default_rng(opts.seed + epoch).permutation(len(data.train))
-                for i in range((step % spe) * B, spe * B, B):
+                for i in range((step % spe) * E, spe * E, E):
                     if step >= total or stop.set:
                         break
-                    x, y = data.train.block(data.train.starts[order[i:i + B]])
+                    starts = data.train.starts[order[i:i + E]]
                     lr = opts.lr_at(step + 1, total)
-                    loss, gnorm = model.train_step(x, y, step + 1, lr, beta1=opts.beta1, beta2=opts.beta2,
-                                                   eps=opts.eps, weight_decay=opts.weight_decay,
-                                                   grad_clip=opts.grad_clip)
+                    if accum is None:
+                        x, y = data.train.block(starts)
+                        loss, gnorm = model.train_step(x, y, step + 1, lr, beta1=opts.beta1, beta2=opts.beta2,
+                                                       eps=opts.eps, weight_decay=opts.weight_decay,
+                                                       grad_clip=opts.grad_clip)
+                    else:
+                        loss, gnorm = accum.step(data.train, starts, B, step + 1, lr, opts)
                     step += 1
                     losses.append(loss)
-                    tokens_done += x.size
+                    tokens_done += tokens_per_step
                     ema = loss if ema is None else 0.9 * ema + 0.1 * loss
                     el = time.perf_counter() - t_train
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_done / el:,.0f}")
+                    tok_s = tokens_done / el if el > 0 else 0.0
+                    metrics.log(step, tokens=step * tokens_per_step, loss=loss, lr=lr, grad_norm=gnorm,
+                                tokens_per_s=tok_s, elapsed_s=el)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", tok_s=fmt_count(tok_s))
                     if step % 50 == 0 or step == start + 1:
-                        (log.debug if bar is not None else log.info)(
-                            "step %d/%d loss %.4f gnorm %.3f lr %.2e %.0f tok/s", step, total, loss,
-                            gnorm, lr, tokens_done / el)
-                    if opts.eval_interval and step % opts.eval_interval == 0 and len(data.val):
+                        log.debug("step %d/%d loss %.4f grad norm %.3f lr %.2e %s tokens/s", step, total, loss,
+                                  gnorm, lr, fmt_count(tok_s))
+                    if every and step % every == 0 and step < total and len(data.val):
                         ev = evaluate(model, data.val, B, opts.eval_batches, data.byte_lens)
-                        log.info("step %d val_loss %.4f val_bpb %.4f", step, ev["val_loss"],
-                                 ev.get("val_bpb", float("nan")))
+                        metrics.log(step, tokens=step * tokens_per_step, val_loss=ev["val_loss"],
+                                    val_bits_per_byte=ev.get("val_bpb"), elapsed_s=time.perf_counter() - t_train)
+                        metrics.flush()
+                        msg = "step %d: val loss %.4f, %.3f bits/byte" % (
+                            step, ev["val_loss"], ev.get("val_bpb", float("nan")))
+                        if opts.progress:
+                            bar.write(msg)  # above the bar, not through it
+                        else:
+                            log.info(msg)
                     if opts.checkpoint_every and step % opts.checkpoint_every == 0:
+                        metrics.flush()
                         save(step)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
+        metrics.flush()
     return LoopResult(step, losses, tokens_done, time.perf_counter() - t_train, stop.set)
 
 
-def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0: float) -> Dict[str, Any]:
-    """Final evaluation and the run's summary (``model.summary``)."""
+def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0: float,
+              metrics: MetricsLog, init_eval: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
+    """Final evaluation (logged to ``metrics``) and the run's summary (``model.summary``)."""
     ev = evaluate(model, data.val, data.batch, opts.eval_batches, data.byte_lens) if len(data.val) else {}
+    tokens_per_step = data.batch * data.accum * data.train.seq_len
+    if ev:
+        metrics.log(res.step, tokens=res.step * tokens_per_step, val_loss=ev["val_loss"],
+                    val_bits_per_byte=ev.get("val_bpb"), elapsed_s=res.seconds)
+        metrics.flush()
     losses = res.losses
     k = max(1, min(20, len(losses) // 10 or 1))
     s = {
@@ -281,15 +392,35 @@ def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0:
         "train_loss": float(np.mean(losses[-k:])) if losses else None,
         "corpus_files": len(data.docs), "corpus_bytes": sum(len(d.data) for d in data.docs),
         "corpus_tokens": data.n_tokens, "vocab_size": len(data.tokenizer), "threads": model.threads,
+        "batch_size": data.batch, "grad_accum": data.accum,
         **ev, "total_seconds": time.perf_counter() - t0,
     }
-    log.info("done: %d steps, train loss %.4f, val loss %s, %.0f tok/s", res.step,
-             s["train_loss"] or float("nan"), ev.get("val_loss"), s["tokens_per_sec"])
+    if init_eval:
+        s["init_val_loss"] = init_eval["val_loss"]
+        if "val_bpb" in init_eval:
+            s["init_val_bpb"] = init_eval["val_bpb"]
+    val = f", val loss {ev['val_loss']:.4f} ({ev.get('val_bpb', float('nan')):.3f} bits/byte)" if ev else ""
+    log.info("done: %s steps in %s, train loss %.4f%s, %s tokens/s", f"{res.step:,}", fmt_duration(res.seconds),
+             s["train_loss"] if s["train_loss"] is not None else float("nan"), val, fmt_count(s["tokens_per_sec"]))
     if opts.verbose:
         for st in model.sphere_stats():
-            log.info("sphere %d (parent %d): %d tasks, busy %.2fs (%.0f%%)", st["sphere"], st["parent"],
-                     st["tasks"], st["busy_seconds"], 100 * st["busy_fraction"])
+            log.info("sphere %d (parent %d): %s tasks, busy %.2fs (%.0f%%)", st["sphere"], st["parent"],
+                     f"{st['tasks']:,}", st["busy_seconds"], 100 * st["busy_fraction"])
     return s
+
+
+def write_loss_plot(out_dir: Optional[str]) -> Optional[str]:
+    """``out_dir/loss.png`` from the run's metrics when matplotlib is importable, else None."""
+    if not out_dir:
+        return None
+    from .plot import PlotUnavailable, plot_runs
+    try:
+        return plot_runs([out_dir], os.path.join(out_dir, "loss.png"))
+    except PlotUnavailable:
+        log.info("no loss.png: matplotlib is not installed (pip install \"cllm[plot]\")")
+    except (OSError, ValueError) as e:
+        log.warning("could not write %s/loss.png: %s", out_dir, e)
+    return None
 
 
 def _resume_options(opts: TrainOptions) -> tuple:
@@ -321,20 +452,31 @@ def train(path: Optional[str] = None, **options: Any) -> Model:
         path = os.fspath(path)
         if not os.path.exists(path):
             raise CorpusError(f"corpus path does not exist: {path!r}")
-    tokenizer = Tokenizer.load(opts.out_dir) if state0 is not None else opts.tokenizer
+    init_model = load_init(opts) if opts.init_from is not None and state0 is None else None
+    if state0 is not None:
+        tokenizer = Tokenizer.load(opts.out_dir)
+    else:
+        tokenizer = init_model.tokenizer if init_model is not None else opts.tokenizer
     cache_dir = os.path.join(opts.out_dir, "cache") if opts.out_dir else None
-    docs, tok, ids = prepare_data(path, opts.exts, opts.max_bytes, opts.vocab_size, tokenizer, cache_dir,
-                                  opts.progress)
-    data = split_data(docs, tok, ids, opts)
+    docs, tok, ids, n_train = prepare_data(path, opts, tokenizer, cache_dir)
+    data = split_data(docs, tok, ids, n_train, opts)
     if state0 is None:
-        model = build_model(opts, data)
+        model = init_model if init_model is not None else build_model(opts, data)
         start = 0
         total = opts.max_steps if opts.max_steps is not None else opts.epochs * data.steps_per_epoch
     else:
         model = restore_model(opts, data, state0)
         start, total = int(state0["step"]), int(state0["total_steps"])
-    log.info("%r; %d train sequences, %d val sequences; %d steps of %d x %d", model, len(data.train),
-             len(data.val), total, data.batch, opts.seq_len)
+    log.info("%r; %s train sequences, %s val sequences; %s steps of %s x %d x %d tokens", model,
+             f"{len(data.train):,}", f"{len(data.val):,}", f"{total:,}", data.accum, data.batch, opts.seq_len)
+    metrics = MetricsLog(opts.out_dir, resume_step=start if state0 is not None else None)
+    init_eval = None
+    if init_model is not None and len(data.val):  # where fine-tuning starts from
+        init_eval = evaluate(model, data.val, data.batch, opts.eval_batches, data.byte_lens)
+        metrics.log(0, tokens=0, val_loss=init_eval["val_loss"], val_bits_per_byte=init_eval.get("val_bpb"),
+                    elapsed_s=0.0)
+        log.info("before fine-tuning: val loss %.4f (%.3f bits/byte)", init_eval["val_loss"],
+                 init_eval.get("val_bpb", float("nan")))
 
     def save(step: int) -> None:
         if opts.out_dir:
@@ -344,16 +486,18 @@ def train(path: Optional[str] = None, **options: Any) -> Model:
                 "threads": model.threads, "batch": data.batch,
                 "data": {"path": path, "tokens": data.n_tokens, "train_tokens": len(data.train.data)}})
 
-    res = run_loop(model, opts, data, start, total, save)
-    if res.interrupted:
-        model.summary = {"interrupted_at": res.step}
-        save(res.step)
-        if opts.out_dir:
-            log.warning("interrupted after step %d: checkpoint saved to %s (continue with "
-                        "`cllm train --resume --out %s`)", res.step, opts.out_dir, opts.out_dir)
-        raise KeyboardInterrupt
-    model.summary = summarize(model, opts, data, res, t0)
+    with metrics:
+        res = run_loop(model, opts, data, start, total, save, metrics)
+        if res.interrupted:
+            model.summary = {"interrupted_at": res.step}
+            save(res.step)
+            if opts.out_dir:
+                log.warning("interrupted after step %d: checkpoint saved to %s (continue with "
+                            "`cllm train --resume --out %s`)", res.step, opts.out_dir, opts.out_dir)
+            raise KeyboardInterrupt
+        model.summary = summarize(model, opts, data, res, t0, metrics, init_eval)
     save(res.step)
+    write_loss_plot(opts.out_dir)
     return model
 
 

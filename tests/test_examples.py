@@ -45,3 +45,35 @@ def test_lr_sweep_tiny(code_corpus):
                "--rates", "1e-3,3e-3", "--threads", "1", "--eval-batches", "1", "-q"], cwd=ROOT)
     assert "| peak learning rate |" in out and "**best**" in out
     assert "| 0.001 |" in out and "| 0.003 |" in out and "CPU:" in out
+
+
+@pytest.fixture(scope="module")
+def base_ckpt(code_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ex") / "base"
+    run([os.path.join(EX, "train_and_sample.py"), code_corpus, "--steps", "30", *TINY, "--out", str(out)],
+        cwd=str(out.parent))
+    return str(out)
+
+
+def test_finetune(base_ckpt, code_corpus, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in sorted(os.listdir(code_corpus))[:3]:
+        (other / name).write_text(open(os.path.join(code_corpus, name)).read())
+    out = run([os.path.join(EX, "finetune.py"), base_ckpt, str(other), "--steps", "5", "--batch-size", "4",
+               "--out", str(tmp_path / "ft")], cwd=tmp_path)
+    assert "before," in out and "after 5 steps" in out and "--- sample" in out
+
+
+def test_hf_pipeline(base_ckpt, tmp_path):
+    pytest.importorskip("transformers")
+    out = run([os.path.join(EX, "hf_pipeline.py"), base_ckpt, "--max-new-tokens", "8"], cwd=tmp_path)
+    assert "GPT2LMHeadModel" in out and "eos='<|endoftext|>'" in out and "same text" in out
+
+
+def test_plot_runs(code_corpus, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = run([os.path.join(EX, "plot_runs.py"), code_corpus, "--steps", "6", *TINY, "--runs", str(tmp_path / "r"),
+               "-o", str(tmp_path / "lr.png")], cwd=tmp_path)
+    assert "wrote" in out and os.path.isfile(tmp_path / "lr.png")
+    assert os.path.isfile(tmp_path / "r" / "lr0.001" / "metrics.jsonl")
