@@ -12,6 +12,7 @@ from ._native import check, ffi, lib
 from .config import ModelConfig
 from .errors import (CheckpointError, CllmError, CllmMemoryError, ConfigError, ConfigTypeError, CorpusError,
                      DivergenceError, NumericError, StateError, UnsupportedError)
+from .measure import measure_bandwidth, measure_peak, peak_kinds
 from .model import Model
 from .options import TrainOptions
 from .tokenizer import Tokenizer
@@ -22,9 +23,9 @@ __version__ = "0.1.0"
 _ISA_NAMES = {"scalar": 0, "avx2": 1, "avx512": 2, "auto": -1}
 
 __all__ = ["train", "load", "Model", "Tokenizer", "ModelConfig", "TrainOptions", "TrainConfig", "set_isa",
-           "get_isa", "cpu_info", "CllmError", "ConfigError", "ConfigTypeError", "CllmMemoryError",
-           "NumericError", "DivergenceError", "StateError", "UnsupportedError", "CheckpointError",
-           "CorpusError", "__version__"]
+           "get_isa", "cpu_info", "measure_peak", "measure_bandwidth", "peak_kinds", "CllmError", "ConfigError",
+           "ConfigTypeError", "CllmMemoryError", "NumericError", "DivergenceError", "StateError",
+           "UnsupportedError", "CheckpointError", "CorpusError", "__version__"]
 
 
 def load(path: str, *, threads: int = 0, batch_size: int = 1, seq_len: Optional[int] = None) -> Model:

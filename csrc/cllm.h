@@ -55,6 +55,27 @@ int cllm_get_isa(int *isa);
 /* Number of CPUs in this process's affinity mask. */
 int cllm_cpu_count(int *n);
 
+/* ------------------------------------------------ measured machine limits */
+/* Multiply-add peak kinds (csrc/runtime/peak.c): register-only loops of
+ * independent multiply-adds, bound by their issue throughput alone.
+ *   FMA_AVX512  vfmadd231ps zmm (fp32)     FMA_AVX2  vfmadd231ps ymm (fp32)
+ *   BF16_AVX512 vdpbf16ps zmm (bf16 pairs -> fp32; needs AVX512_BF16)
+ *   AMX_BF16    tdpbf16ps (needs AMX-TILE + AMX-BF16 and the OS's grant)  */
+enum { CLLM_PEAK_FMA_AVX512 = 0, CLLM_PEAK_FMA_AVX2 = 1, CLLM_PEAK_BF16_AVX512 = 2,
+       CLLM_PEAK_AMX_BF16 = 3 };
+/* *supported = 1 if this CPU and OS can run the kind (for AMX this asks
+ * Linux for the tile-data permission), else 0. */
+int cllm_peak_supported(int kind, int *supported);
+/* Measured peak in GFLOP/s of `kind` on `threads` threads (0 = all CPUs of
+ * the affinity mask), each running the loop for about seconds/3, best of 3
+ * runs. seconds in (0, 60]. CLLM_ERR_UNSUPPORTED if the CPU lacks the kind. */
+int cllm_measure_peak(int kind, int threads, double seconds, double *gflops);
+/* Measured read bandwidth in GB/s (1e9 bytes/s): `threads` threads each sum
+ * their contiguous slice of one buffer of `bytes` bytes (4096 .. 2^40) with
+ * vector loads of the current ISA, repeatedly for about seconds/3, best of
+ * 3. A buffer that fits the caches measures cache bandwidth. */
+int cllm_measure_bandwidth(size_t bytes, int threads, double seconds, double *gbytes_per_s);
+
 /* ----------------------------------------------------------------- gemm */
 /* C[M,N] = alpha * op(A) @ op(B) + beta * C (+ bias[N] broadcast over rows
  * if bias != NULL), row-major. op(A) is M x K: A is M x K (lda >= K) when
