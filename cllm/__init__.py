@@ -49,8 +49,15 @@ def get_isa() -> str:
 
 
 def cpu_info() -> Dict[str, Any]:
-    """What CPUID detected, the chosen kernel path and the usable CPU count."""
+    """What CPUID detected (incl. AMX / AVX512-BF16 / VNNI, usable only with OS
+    support), the chosen kernel path, the precision ``"auto"`` picks and the
+    usable CPU count."""
     a, b, n = ffi.new("int *"), ffi.new("int *"), ffi.new("int *")
     check(lib.cllm_cpu_detect(a, b))
     check(lib.cllm_cpu_count(n))
-    return {"avx2_fma": bool(a[0]), "avx512": bool(b[0]), "isa": get_isa(), "cpus": int(n[0])}
+    f = [ffi.new("int *") for _ in range(4)]
+    check(lib.cllm_cpu_matrix_features(*f))
+    from .precision import auto_precision
+    return {"avx2_fma": bool(a[0]), "avx512": bool(b[0]), "avx512_bf16": bool(f[0][0]),
+            "avx512_vnni": bool(f[1][0]), "amx_bf16": bool(f[2][0]), "amx_int8": bool(f[3][0]),
+            "isa": get_isa(), "precision_auto": auto_precision(), "cpus": int(n[0])}

@@ -70,10 +70,11 @@ int cllm_peak_supported(int kind, int *supported);
  * the affinity mask), each running the loop for about seconds/3, best of 3
  * runs. seconds in (0, 60]. CLLM_ERR_UNSUPPORTED if the CPU lacks the kind. */
 int cllm_measure_peak(int kind, int threads, double seconds, double *gflops);
-/* Measured read bandwidth in GB/s (1e9 bytes/s): `threads` threads each sum
- * their contiguous slice of one buffer of `bytes` bytes (4096 .. 2^40) with
- * vector loads of the current ISA, repeatedly for about seconds/3, best of
- * 3. A buffer that fits the caches measures cache bandwidth. */
+/* Measured read bandwidth in GB/s (1e9 bytes/s): `threads` threads each read
+ * their contiguous slice of one buffer of `bytes` bytes (4096 .. 2^40),
+ * repeatedly for about `seconds` in all, with every load loop the CPU
+ * supports (zmm / ymm / xmm loads, one load per line), best rate of 3 runs
+ * each. A buffer that fits the caches measures cache bandwidth. */
 int cllm_measure_bandwidth(size_t bytes, int threads, double seconds, double *gbytes_per_s);
 
 /* ----------------------------------------------------------------- gemm */
@@ -86,6 +87,32 @@ int cllm_measure_bandwidth(size_t bytes, int threads, double seconds, double *gb
 int cllm_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta,
               float *C, int ldc, const float *bias);
+
+/* ------------------------------------------------------------ bf16 */
+/* Matrix / low-precision features: AVX512_BF16 and AVX512_VNNI as CPUID
+ * reports them (with the OS's AVX-512 state); AMX-BF16 / AMX-INT8 only when
+ * CPUID, XCR0's tile bits and the OS permission (Linux ARCH_REQ_XCOMP_PERM,
+ * requested on first call) all agree. Each out-pointer may be NULL. */
+int cllm_cpu_matrix_features(int *avx512_bf16, int *avx512_vnni, int *amx_bf16, int *amx_int8);
+
+enum { CLLM_DTYPE_F32 = 0, CLLM_DTYPE_BF16 = 1 };
+/* FP32 <-> BF16 (round to nearest even, NaN stays NaN) of n elements:
+ * to_bf16 != 0: src float[n] -> dst uint16[n]; else uint16 -> float.
+ * isa: CLLM_ISA_SCALAR / AVX2 (scalar loop) / AVX512 / AUTO (current). */
+int cllm_convert_bf16(int isa, int to_bf16, const void *src, void *dst, size_t n);
+
+/* BF16 GEMM kernels: SCALAR = plain reference loops (any CPU), AVX512 =
+ * vdpbf16ps (AVX512_BF16), AMX = tdpbf16ps tiles; AUTO = the fastest usable
+ * one under the current ISA (AMX, AVX512 only when the ISA is avx512). */
+enum { CLLM_BF16_KERNEL_AUTO = -1, CLLM_BF16_KERNEL_SCALAR = 0, CLLM_BF16_KERNEL_AVX512 = 1,
+       CLLM_BF16_KERNEL_AMX = 2 };
+/* As cllm_gemm, but op(A) and op(B) are rounded to BF16 and multiplied with
+ * FP32 accumulation. A / B are float (CLLM_DTYPE_F32, converted while
+ * packed) or BF16 bits (CLLM_DTYPE_BF16, uint16). C, bias: float. Fails
+ * with CLLM_ERR_UNSUPPORTED if the kernel is not usable on this CPU. */
+int cllm_gemm_bf16(int kernel, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                   const void *A, int a_dtype, int lda, const void *B, int b_dtype, int ldb,
+                   float beta, float *C, int ldc, const float *bias);
 
 /* ------------------------------------------------------------- spheres */
 /* Kissing-sphere thread pool: the calling thread is the control sphere,
@@ -121,7 +148,21 @@ typedef struct {
     int threads;      /* spheres: 0 = all usable CPUs                       */
     uint64_t seed;    /* initialisation seed                                */
     double max_memory_gb; /* refuse configs needing more than this (<=0: 16)*/
+    int precision;    /* CLLM_PRECISION_FP32 (0) or CLLM_PRECISION_BF16     */
 } cllm_config;
+
+/* Training precision. BF16: every matmul (forward, dX, dW, LM head) is
+ * BF16 x BF16 -> FP32 on the best BF16 kernel (AMX, else AVX512-BF16; the
+ * scalar reference kernel under CLLM_ISA=scalar); master weights, gradients,
+ * AdamW, LayerNorm, softmax, GELU, attention, loss and norms stay FP32.
+ * AdamW also refreshes the BF16 weight copies in the same pass. Forward
+ * without targets (cllm_model_logits) and KV-cache inference use the FP32
+ * master weights in either precision. Validation
+ * fails with CLLM_ERR_UNSUPPORTED when the CPU (or forced ISA) has no BF16
+ * kernel. */
+enum { CLLM_PRECISION_FP32 = 0, CLLM_PRECISION_BF16 = 1 };
+/* The precision "auto" resolves to on this CPU under the current ISA. */
+int cllm_precision_auto(int *precision);
 
 typedef struct {
     char name[64];    /* Hugging Face GPT-2 name, e.g. "transformer.h.0.attn.c_attn.weight" */
@@ -162,6 +203,10 @@ int cllm_model_tensor_info(const cllm_model *m, int index, cllm_tensor_info *out
 /* Each out-pointer may be NULL. All four buffers hold num_params floats. */
 int cllm_model_buffers(cllm_model *m, float **params, float **grads,
                        float **adam_m, float **adam_v);
+/* BF16 models: recompute the BF16 weight copies from the FP32 params
+ * buffer. Call after writing params from outside (load, set); init and
+ * AdamW keep them current themselves. No-op for FP32 models. */
+int cllm_model_sync_weights(cllm_model *m);
 /* Spheres (threads) of this model. */
 int cllm_model_spheres(cllm_model *m, cllm_spheres **out);
 
