@@ -22,10 +22,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import dataset
-from .checkpoint import CONFIG_FILE, read_json, read_state
+from .checkpoint import CONFIG_FILE, new_run_id, read_json, read_state, resolve_checkpoint, verify_checkpoint
 from .config import ModelConfig
 from .corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents, split_documents
-from .errors import CheckpointError, ConfigError, CorpusError
+from .errors import CheckpointError, ConfigError, CorpusError, DivergenceError, NumericError
 from .metrics import MetricsLog
 from .model import Model
 from .options import TrainOptions
@@ -241,11 +241,10 @@ def load_init(opts: TrainOptions) -> Model:
     return model
 
 
-def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any]) -> Model:
-    """The model and optimizer saved in ``opts.out_dir`` (via :meth:`Model.load`),
-    checked to continue the same run."""
-    assert opts.out_dir is not None
-    model = Model.load(opts.out_dir, threads=opts.threads, batch_size=data.batch, seq_len=opts.seq_len,
+def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any], ckpt: str) -> Model:
+    """The model and optimizer of checkpoint directory ``ckpt`` (via
+    :meth:`Model.load`), checked to continue the same run."""
+    model = Model.load(ckpt, threads=opts.threads, batch_size=data.batch, seq_len=opts.seq_len,
                        load_optimizer=True, max_memory_gb=opts.max_memory_gb, precision=opts.precision)
     data0 = state0.get("data", {})
     if data0.get("tokens") != data.n_tokens or state0.get("threads") != model.threads \
@@ -304,13 +303,25 @@ class _Accumulator:
         return loss / n, gnorm
 
 
+def _diverged(opts: TrainOptions, step: int, lr: float, why: str, last_saved: Optional[int]) -> DivergenceError:
+    kept = (f"the last good checkpoint (step {last_saved}) in {opts.out_dir} is kept" if last_saved is not None
+            else "nothing was saved")
+    return DivergenceError(f"training diverged at step {step}: {why} (learning rate {lr:.3g}); {kept}. "
+                           f"Lower --learning-rate (now {opts.learning_rate:g}) or raise --warmup-steps")
+
+
 def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: int,
-             save: Callable[[int], None], metrics: MetricsLog) -> LoopResult:
-    """Train from step ``start`` to ``total``; ``save(step)`` writes a checkpoint.
+             save: Callable[[int], None], metrics: MetricsLog, saved: Optional[List[int]] = None) -> LoopResult:
+    """Train from step ``start`` to ``total``; ``save(step)`` writes a checkpoint
+    (and appends the step to ``saved``).
 
     Every step appends a row to ``metrics`` (an evaluation row every
     :func:`eval_interval` steps). The first SIGINT ends the loop after the
-    current step (``interrupted``)."""
+    current step (``interrupted``). A non-finite loss or gradient, or a loss
+    above ``divergence_factor`` times max(first loss, ln vocab), raises
+    :class:`~cllm.DivergenceError` without saving."""
+    saved = [] if saved is None else saved
+    floor = math.log(max(2, len(data.tokenizer)))
     B, N, spe = data.batch, data.accum, data.steps_per_epoch
     E = B * N  # sequences per optimizer step
     tokens_per_step = E * data.train.seq_len
@@ -333,13 +344,20 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
                         break
                     starts = data.train.starts[order[i:i + E]]
                     lr = opts.lr_at(step + 1, total)
-                    if accum is None:
-                        x, y = data.train.block(starts)
-                        loss, gnorm = model.train_step(x, y, step + 1, lr, beta1=opts.beta1, beta2=opts.beta2,
-                                                       eps=opts.eps, weight_decay=opts.weight_decay,
-                                                       grad_clip=opts.grad_clip)
-                    else:
-                        loss, gnorm = accum.step(data.train, starts, B, step + 1, lr, opts)
+                    try:
+                        if accum is None:
+                            x, y = data.train.block(starts)
+                            loss, gnorm = model.train_step(x, y, step + 1, lr, beta1=opts.beta1, beta2=opts.beta2,
+                                                           eps=opts.eps, weight_decay=opts.weight_decay,
+                                                           grad_clip=opts.grad_clip)
+                        else:
+                            loss, gnorm = accum.step(data.train, starts, B, step + 1, lr, opts)
+                    except NumericError as e:
+                        raise _diverged(opts, step + 1, lr, str(e), saved[-1] if saved else None) from None
+                    ref = max(losses[0] if losses else loss, floor)
+                    if opts.divergence_factor and (not math.isfinite(loss) or loss > opts.divergence_factor * ref):
+                        raise _diverged(opts, step + 1, lr, f"loss {loss:.4g} exceeds {opts.divergence_factor:g} x "
+                                        f"{ref:.4g}", saved[-1] if saved else None)
                     step += 1
                     losses.append(loss)
                     tokens_done += tokens_per_step
@@ -364,9 +382,9 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
                             bar.write(msg)  # above the bar, not through it
                         else:
                             log.info(msg)
-                    if opts.checkpoint_every and step % opts.checkpoint_every == 0:
+                    if opts.checkpoint_every and step % opts.checkpoint_every == 0 and step < total:
                         metrics.flush()
-                        save(step)
+                        save(step)  # (the last step is saved after the final evaluation)
     finally:
         bar.close()
         metrics.flush()
@@ -423,38 +441,56 @@ def write_loss_plot(out_dir: Optional[str]) -> Optional[str]:
     return None
 
 
+def check_out_dir(out_dir: Optional[str]) -> None:
+    """Fail fast (before any work) when ``out_dir`` cannot hold checkpoints."""
+    if not out_dir:
+        return
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"out_dir {out_dir}: exists and is not a directory")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"out_dir {out_dir}: cannot create it ({e.strerror or e})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"out_dir {out_dir}: not writable")
+
+
 def _resume_options(opts: TrainOptions) -> tuple:
-    """(saved options, path, saved state) of the run in ``opts.out_dir``."""
+    """(saved options, corpus path, saved state, checkpoint directory) of the
+    run in ``opts.out_dir``; a partial or mixed checkpoint is refused."""
     if not opts.out_dir or not os.path.isdir(opts.out_dir):
         raise ConfigError(f"resume: out_dir={opts.out_dir!r} holds no run; nothing to resume")
-    try:
-        state0 = read_state(opts.out_dir)
-    except CheckpointError as e:
-        if "not found" in str(e):
-            raise ConfigError(f"resume: no trainer_state.json in out_dir={opts.out_dir!r}; nothing to resume") from None
-        raise
+    ckpt = resolve_checkpoint(opts.out_dir)
+    if not os.path.lexists(os.path.join(ckpt, "trainer_state.json")):
+        raise ConfigError(f"resume: no trainer_state.json in out_dir={opts.out_dir!r}; nothing to resume")
+    verify_checkpoint(ckpt)
+    state0 = read_state(ckpt)
     saved = state0.get("options", state0.get("train_args"))
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"resume: {opts.out_dir}/trainer_state.json lacks the saved training options")
-    log.info("resuming %s at step %s with its saved options", opts.out_dir, state0.get("step"))
+    if not isinstance(saved, dict) or not isinstance(state0.get("step"), int):
+        raise CheckpointError(f"resume: {ckpt}/trainer_state.json lacks the step or the saved training options")
+    log.info("resuming %s at step %s with its saved options", ckpt, state0.get("step"))
     ropts = TrainOptions.from_saved(saved, out_dir=opts.out_dir, resume=True, progress=opts.progress,
                                     verbose=opts.verbose)
-    return ropts, state0.get("data", {}).get("path", saved.get("path")), state0
+    return ropts, state0.get("data", {}).get("path", saved.get("path")), state0, ckpt
 
 
 def train(path: Optional[str] = None, **options: Any) -> Model:
     t0 = time.perf_counter()
     opts = TrainOptions.from_kwargs(options)
     state0: Optional[Dict[str, Any]] = None
+    ckpt = ""
     if opts.resume:
-        opts, path, state0 = _resume_options(opts)
+        opts, path, state0, ckpt = _resume_options(opts)
     if path is not None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(f"path must be a file or directory path, got {type(path).__name__} {path!r}")
         path = os.fspath(path)
         if not os.path.exists(path):
             raise CorpusError(f"corpus path does not exist: {path!r}")
+    check_out_dir(opts.out_dir)
     init_model = load_init(opts) if opts.init_from is not None and state0 is None else None
     if state0 is not None:
-        tokenizer = Tokenizer.load(opts.out_dir)
+        tokenizer = Tokenizer.load(ckpt)
     else:
         tokenizer = init_model.tokenizer if init_model is not None else opts.tokenizer
     cache_dir = os.path.join(opts.out_dir, "cache") if opts.out_dir else None
@@ -465,7 +501,7 @@ def train(path: Optional[str] = None, **options: Any) -> Model:
         start = 0
         total = opts.max_steps if opts.max_steps is not None else opts.epochs * data.steps_per_epoch
     else:
-        model = restore_model(opts, data, state0)
+        model = restore_model(opts, data, state0, ckpt)
         start, total = int(state0["step"]), int(state0["total_steps"])
     log.info("%r; %s train sequences, %s val sequences; %s steps of %s x %d x %d tokens", model,
              f"{len(data.train):,}", f"{len(data.val):,}", f"{total:,}", data.accum, data.batch, opts.seq_len)
@@ -478,19 +514,25 @@ def train(path: Optional[str] = None, **options: Any) -> Model:
         log.info("before fine-tuning: val loss %.4f (%.3f bits/byte)", init_eval["val_loss"],
                  init_eval.get("val_bpb", float("nan")))
 
+    run_id = state0.get("run_id") if state0 is not None else None
+    run_id = run_id or new_run_id()
+    saved: List[int] = []
+
     def save(step: int) -> None:
         if opts.out_dir:
-            model.save(opts.out_dir, trainer_state={
-                "step": step, "epoch": step // data.steps_per_epoch, "total_steps": total,
+            model.save(opts.out_dir, keep=opts.keep_checkpoints, trainer_state={
+                "step": step, "epoch": step // data.steps_per_epoch, "total_steps": total, "run_id": run_id,
                 "options": opts.saved(), "model_config": model.config.to_dict(), "summary": model.summary,
                 "threads": model.threads, "batch": data.batch,
                 "data": {"path": path, "tokens": data.n_tokens, "train_tokens": len(data.train.data)}})
+            saved.append(step)
 
     with metrics:
-        res = run_loop(model, opts, data, start, total, save, metrics)
+        res = run_loop(model, opts, data, start, total, save, metrics, saved)
         if res.interrupted:
             model.summary = {"interrupted_at": res.step}
-            save(res.step)
+            if not saved or saved[-1] != res.step:
+                save(res.step)
             if opts.out_dir:
                 log.warning("interrupted after step %d: checkpoint saved to %s (continue with "
                             "`cllm train --resume --out %s`)", res.step, opts.out_dir, opts.out_dir)
