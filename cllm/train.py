@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import math
@@ -21,11 +22,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import dataset
+from . import dataset, distributed
 from .checkpoint import CONFIG_FILE, new_run_id, read_json, read_state, resolve_checkpoint, verify_checkpoint
 from .config import ModelConfig
 from .corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents, split_documents
-from .errors import CheckpointError, ConfigError, CorpusError, DivergenceError, NumericError
+from .distributed import World
+from .errors import CheckpointError, ConfigError, CorpusError, DivergenceError, NumericError, StateError
 from .metrics import MetricsLog
 from .model import Model
 from .options import TrainOptions
@@ -62,11 +64,14 @@ class Batches:
 
 class _StopFlag:
     """While active, the first SIGINT (Ctrl-C) only sets :attr:`set`, so the
-    loop can finish its step and save; a second one interrupts at once."""
+    loop can finish its step and save; a second one interrupts at once.
+    Under MPI, SIGUSR1 (which ``mpirun`` forwards to every rank) does the same."""
 
-    def __init__(self) -> None:
+    def __init__(self, world: Optional[World] = None) -> None:
         self.set = False
         self._old: Any = None
+        self._old_usr1: Any = None
+        self._usr1 = world is not None and world.distributed and hasattr(signal, "SIGUSR1")
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.set:
@@ -77,11 +82,15 @@ class _StopFlag:
     def __enter__(self) -> "_StopFlag":
         if threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGINT, self._handler)
+            if self._usr1:
+                self._old_usr1 = signal.signal(signal.SIGUSR1, self._handler)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
+        if self._old_usr1 is not None:
+            signal.signal(signal.SIGUSR1, self._old_usr1)
 
 
 def _token_byte_lengths(tokenizer: Any) -> np.ndarray:
@@ -95,22 +104,29 @@ def _token_byte_lengths(tokenizer: Any) -> np.ndarray:
 
 
 def evaluate(model: Model, batches: Batches, batch_size: int, max_batches: int,
-             byte_lens: Optional[np.ndarray] = None) -> Dict[str, float]:
+             byte_lens: Optional[np.ndarray] = None, world: Optional[World] = None) -> Dict[str, float]:
     """Mean loss (nats/token) over up to ``max_batches`` batches of ``batches``
-    (evenly spread over the split) and bits per byte when ``byte_lens`` is given."""
+    (evenly spread over the split) and bits per byte when ``byte_lens`` is given.
+    Under MPI each rank evaluates every ``world.size``-th sequence and the sums
+    are combined (every rank gets the result)."""
     n = len(batches)
     if n == 0:
         return {}
     take = min(n, max_batches * batch_size)
     sel = batches.starts[np.linspace(0, n - 1, take).round().astype(np.int64)]
+    if world is not None and world.distributed:
+        sel = sel[world.rank::world.size]
+    rows = min(batch_size, model.batch_size)
     tot, ntok, nbytes = 0.0, 0, 0
-    for i in range(0, take, batch_size):
-        x, y = batches.block(sel[i:i + batch_size])
+    for i in range(0, len(sel), rows):
+        x, y = batches.block(sel[i:i + rows])
         loss = model.forward(x, y)
         tot += float(loss) * y.size
         ntok += y.size
         if byte_lens is not None:
             nbytes += int(byte_lens[y].sum())
+    if world is not None and world.distributed:
+        tot, ntok, nbytes = world.sum([tot, ntok, nbytes]).tolist()
     out = {"val_loss": tot / ntok, "val_tokens": float(ntok)}
     if nbytes:
         out["val_bpb"] = tot / nbytes / math.log(2)
@@ -175,13 +191,22 @@ class Data:
     accum: int
     steps_per_epoch: int
     byte_lens: np.ndarray
+    ranks: int = 1  #: MPI ranks sharing each batch: each runs ``batch // ranks`` rows
+
+    @property
+    def rows(self) -> int:
+        """Rows of each batch that one rank runs (the model's batch size)."""
+        return self.batch // self.ranks
 
 
-def split_data(docs: List[Document], tok: Any, ids: np.ndarray, n_train: int, opts: TrainOptions) -> Data:
+def split_data(docs: List[Document], tok: Any, ids: np.ndarray, n_train: int, opts: TrainOptions,
+               ranks: int = 1) -> Data:
     """Cut the training ids (``ids[:n_train]``) and the held-out ids into sequences.
 
     When the held-out documents are too short for one sequence (a tiny
-    corpus) the last ``val_fraction`` of the tokens is held out instead."""
+    corpus) the last ``val_fraction`` of the tokens is held out instead. A
+    micro-batch is ``ranks x batch_size`` sequences, a step ``grad_accum``
+    micro-batches."""
     n, T = len(ids), opts.seq_len
     if n < T + 2:
         raise CorpusError(f"the corpus has only {n:,} tokens; a training sequence needs seq_len + 1 = {T + 1} "
@@ -199,24 +224,31 @@ def split_data(docs: List[Document], tok: Any, ids: np.ndarray, n_train: int, op
     train_ids = ids[:n_train]
     val_ids = ids if n_train == n and opts.val_fraction > 0 else ids[n_train:]
     train_b, val_b = Batches(train_ids, T), Batches(val_ids, T)
-    B, N = opts.batch_size, opts.grad_accum
-    if len(train_b) < B * N:
-        B = min(B, len(train_b))
-        N = max(1, len(train_b) // B)
+    G, N = opts.batch_size * ranks, opts.grad_accum
+    if len(train_b) < G * N:
+        N = max(1, len(train_b) // G)
+        if len(train_b) < G:
+            G = len(train_b) // ranks * ranks
+            if G == 0:
+                raise CorpusError(f"the training split holds only {len(train_b)} sequences of {T} tokens, fewer "
+                                  f"than the {ranks} ranks (lower --seq-len or add files)")
         log.warning("the training split holds only %d sequences of %d tokens; using %d micro-batch(es) of %d",
-                    len(train_b), T, N, B)
-    return Data(docs, tok, n, train_b, val_b, B, N, len(train_b) // (B * N), _token_byte_lengths(tok))
+                    len(train_b), T, N, G)
+    return Data(docs, tok, n, train_b, val_b, G, N, len(train_b) // (G * N), _token_byte_lengths(tok), ranks)
 
 
-def build_model(opts: TrainOptions, data: Data) -> Model:
-    """A freshly initialised model for ``data``'s tokenizer."""
+def build_model(opts: TrainOptions, data: Data, world: Optional[World] = None) -> Model:
+    """A freshly initialised model for ``data``'s tokenizer (under MPI: one
+    rank's share of the batch; every rank draws the same initial weights)."""
+    world = world or World()
     mcfg = ModelConfig(vocab_size=len(data.tokenizer), context_len=opts.context_len or opts.seq_len,
                        num_layers=opts.num_layers, num_heads=opts.num_heads, embed_dim=opts.embed_dim)
-    return Model(mcfg, data.tokenizer, batch_size=data.batch, seq_len=opts.seq_len, threads=opts.threads,
-                 seed=opts.seed, max_memory_gb=opts.max_memory_gb, precision=opts.precision)
+    return Model(mcfg, data.tokenizer, batch_size=data.rows, seq_len=opts.seq_len,
+                 threads=world.threads_per_rank(opts.threads), seed=opts.seed, max_memory_gb=opts.max_memory_gb,
+                 precision=opts.precision)
 
 
-def load_init(opts: TrainOptions) -> Model:
+def load_init(opts: TrainOptions, world: Optional[World] = None) -> Model:
     """The model of ``opts.init_from`` (weights, tokenizer, shape; fresh optimizer)
     sized for training micro-batches of ``opts.batch_size`` x ``opts.seq_len``."""
     path = opts.init_from
@@ -233,27 +265,37 @@ def load_init(opts: TrainOptions) -> Model:
     if isinstance(ctx, int) and opts.seq_len > ctx:
         raise ConfigError(f"seq_len ({opts.seq_len}) exceeds the context length {ctx} of the checkpoint "
                           f"{path}; use --seq-len {ctx} or less")
-    model = Model.load(path, threads=opts.threads, batch_size=opts.batch_size, seq_len=opts.seq_len,
-                       max_memory_gb=opts.max_memory_gb)
+    world = world or World()
+    model = Model.load(path, threads=world.threads_per_rank(opts.threads), batch_size=opts.batch_size,
+                       seq_len=opts.seq_len, max_memory_gb=opts.max_memory_gb, precision=opts.precision)
     log.info("fine-tuning from %s: %s parameters, vocabulary %s, context %d (model-shape options come "
              "from the checkpoint; the optimizer starts fresh)", path, f"{model.num_params:,}",
              f"{model.config.vocab_size:,}", model.config.context_len)
     return model
 
 
-def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any], ckpt: str) -> Model:
+def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any], ckpt: str,
+                  world: Optional[World] = None) -> Model:
     """The model and optimizer of checkpoint directory ``ckpt`` (via
-    :meth:`Model.load`), checked to continue the same run."""
-    model = Model.load(ckpt, threads=opts.threads, batch_size=data.batch, seq_len=opts.seq_len,
-                       load_optimizer=True, max_memory_gb=opts.max_memory_gb, precision=opts.precision)
+    :meth:`Model.load`), checked to continue the same run: same corpus and
+    global batch. Another layout (thread count, or rank count under MPI)
+    continues the same run, only not bit-identically (the sums split
+    differently), with a warning."""
+    world = world or World()
+    model = Model.load(ckpt, threads=world.threads_per_rank(opts.threads), batch_size=data.rows,
+                       seq_len=opts.seq_len, load_optimizer=True, max_memory_gb=opts.max_memory_gb,
+                       precision=opts.precision)
     data0 = state0.get("data", {})
-    if data0.get("tokens") != data.n_tokens or state0.get("threads") != model.threads \
-            or state0.get("batch") != data.batch:
+    if data0.get("tokens") != data.n_tokens or state0.get("batch") != data.batch:
         raise CheckpointError(
-            f"resume: the run in {opts.out_dir} had {data0.get('tokens')} corpus tokens, "
-            f"{state0.get('threads')} threads and batch {state0.get('batch')}; now {data.n_tokens}, "
-            f"{model.threads}, {data.batch} (the corpus or the machine changed, so the run cannot "
-            f"continue identically)")
+            f"resume: the run in {opts.out_dir} had {data0.get('tokens')} corpus tokens and a global batch "
+            f"of {state0.get('batch')}; now {data.n_tokens} and {data.batch} (the corpus changed, so the "
+            f"run cannot continue)")
+    was = (state0.get("ranks", 1), state0.get("threads"))
+    if was != (world.size, model.threads):
+        log.warning("resume: the run was trained on %s rank(s) x %s thread(s), now %d x %d: it continues "
+                    "with the same global batch, data order and schedule, but not bit-identically",
+                    was[0], was[1], world.size, model.threads)
     return model
 
 
@@ -276,31 +318,43 @@ def eval_interval(opts: TrainOptions, total: int) -> int:
 
 
 class _Accumulator:
-    """Gradient accumulation: ``accum`` micro-batches of forward + backward, their
-    gradients averaged in one float32 buffer, then one AdamW step (clip included)."""
+    """Gradient accumulation: the micro-batches of one optimizer step each run
+    forward + backward (under MPI: this rank's rows of each), with the loss
+    normalised by the whole step's target count so the gradients simply add
+    up (in one float32 buffer) to those of the step's mean loss; then one
+    allreduce under MPI and one AdamW step (clipped by the global norm)."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
         self.acc = np.empty_like(model.grads)
 
-    def step(self, batches: Batches, starts: np.ndarray, B: int, step: int, lr: float,
+    def step(self, world: World, batches: Batches, starts: np.ndarray, rows: int, step: int, lr: float,
              opts: TrainOptions) -> tuple:
-        """(mean loss, pre-clip gradient norm) of one optimizer step over ``starts``."""
+        """(mean loss, pre-clip gradient norm) of one optimizer step over the
+        windows ``starts``, ``rows`` sequences (all ranks) per micro-batch."""
         m = self.model
-        n = len(starts) // B
+        n = len(starts) // rows
+        n_valid = n * rows * batches.seq_len  # training windows have no ignored targets
         loss = 0.0
         for k in range(n):
-            x, y = batches.block(starts[k * B:(k + 1) * B])
-            loss += m.forward(x, y)
+            x, y = batches.block(starts[k * rows:(k + 1) * rows])
+            if world.distributed:
+                x, y = distributed.shard(x, world), distributed.shard(y, world)
+            loss += m.forward(x, y, loss_tokens=n_valid)
             m.backward()
             if k == 0:
                 self.acc[...] = m.grads
             else:
                 self.acc += m.grads
-        np.multiply(self.acc, np.float32(1.0 / n), out=m.grads)
+        m.grads[...] = self.acc
+        if world.distributed:
+            world.allreduce_(m.grads)
+            loss = float(world.sum([loss])[0])
+        if not math.isfinite(loss):
+            raise NumericError(f"non-finite loss ({loss}) at step {step}: weights not updated")
         gnorm = m.adamw_step(step, lr, beta1=opts.beta1, beta2=opts.beta2, eps=opts.eps,
                              weight_decay=opts.weight_decay, grad_clip=opts.grad_clip)
-        return loss / n, gnorm
+        return loss, gnorm
 
 
 def _diverged(opts: TrainOptions, step: int, lr: float, why: str, last_saved: Optional[int]) -> DivergenceError:
@@ -311,7 +365,8 @@ def _diverged(opts: TrainOptions, step: int, lr: float, why: str, last_saved: Op
 
 
 def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: int,
-             save: Callable[[int], None], metrics: MetricsLog, saved: Optional[List[int]] = None) -> LoopResult:
+             save: Callable[[int], None], metrics: MetricsLog, saved: Optional[List[int]] = None,
+             world: Optional[World] = None) -> LoopResult:
     """Train from step ``start`` to ``total``; ``save(step)`` writes a checkpoint
     (and appends the step to ``saved``).
 
@@ -319,45 +374,53 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
     :func:`eval_interval` steps). The first SIGINT ends the loop after the
     current step (``interrupted``). A non-finite loss or gradient, or a loss
     above ``divergence_factor`` times max(first loss, ln vocab), raises
-    :class:`~cllm.DivergenceError` without saving."""
+    :class:`~cllm.DivergenceError` without saving. Under MPI every rank runs
+    this loop on the same global batches (each computes its rows, see
+    :func:`~cllm.distributed.data_parallel_step`); the ranks agree after every
+    step whether one of them was interrupted, so they all stop after the same
+    step; only rank 0 shows progress."""
+    world = world or World()
     saved = [] if saved is None else saved
     floor = math.log(max(2, len(data.tokenizer)))
-    B, N, spe = data.batch, data.accum, data.steps_per_epoch
-    E = B * N  # sequences per optimizer step
+    G, N, spe = data.batch, data.accum, data.steps_per_epoch
+    E = G * N  # sequences per optimizer step (all ranks)
     tokens_per_step = E * data.train.seq_len
     every = eval_interval(opts, total)
     accum = _Accumulator(model) if N > 1 else None
-    bar = progress_bar(opts.progress, total=total, initial=start, desc="train", unit="step")
+    show = opts.progress and world.is_root
+    bar = progress_bar(show, total=total, initial=start, desc="train", unit="step")
     losses: List[float] = []
     ema = None
     step = start
     t_train = time.perf_counter()
     tokens_done = 0
-    stop = _StopFlag()
+    stop = _StopFlag(world)
+    stopping = False  # stop.set as agreed by all ranks after the last step
     try:
         with stop:
-            while step < total and not stop.set:
+            while step < total and not stopping:
                 epoch = step // spe
                 order = np.random.default_rng(opts.seed + epoch).permutation(len(data.train))
                 for i in range((step % spe) * E, spe * E, E):
-                    if step >= total or stop.set:
+                    if step >= total or stopping:
                         break
                     starts = data.train.starts[order[i:i + E]]
                     lr = opts.lr_at(step + 1, total)
                     try:
                         if accum is None:
                             x, y = data.train.block(starts)
-                            loss, gnorm = model.train_step(x, y, step + 1, lr, beta1=opts.beta1, beta2=opts.beta2,
-                                                           eps=opts.eps, weight_decay=opts.weight_decay,
-                                                           grad_clip=opts.grad_clip)
+                            loss, gnorm = distributed.data_parallel_step(
+                                model, world, x, y, step + 1, lr, beta1=opts.beta1, beta2=opts.beta2,
+                                eps=opts.eps, weight_decay=opts.weight_decay, grad_clip=opts.grad_clip)
                         else:
-                            loss, gnorm = accum.step(data.train, starts, B, step + 1, lr, opts)
+                            loss, gnorm = accum.step(world, data.train, starts, G, step + 1, lr, opts)
                     except NumericError as e:
                         raise _diverged(opts, step + 1, lr, str(e), saved[-1] if saved else None) from None
                     ref = max(losses[0] if losses else loss, floor)
                     if opts.divergence_factor and (not math.isfinite(loss) or loss > opts.divergence_factor * ref):
                         raise _diverged(opts, step + 1, lr, f"loss {loss:.4g} exceeds {opts.divergence_factor:g} x "
                                         f"{ref:.4g}", saved[-1] if saved else None)
+                    stopping = world.any(stop.set) if world.distributed else stop.set
                     step += 1
                     losses.append(loss)
                     tokens_done += tokens_per_step
@@ -369,18 +432,19 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
                     bar.update(1)
                     bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", tok_s=fmt_count(tok_s))
                     if step % 50 == 0 or step == start + 1:
-                        log.debug("step %d/%d loss %.4f grad norm %.3f lr %.2e %s tokens/s", step, total, loss,
-                                  gnorm, lr, fmt_count(tok_s))
+                        (log.debug if show else log.info)(
+                            "step %s/%s loss %.4f grad norm %.3f lr %.2e %s tokens/s", f"{step:,}", f"{total:,}",
+                            loss, gnorm, lr, fmt_count(tok_s))
                     if every and step % every == 0 and step < total and len(data.val):
-                        ev = evaluate(model, data.val, B, opts.eval_batches, data.byte_lens)
+                        ev = evaluate(model, data.val, E, opts.eval_batches, data.byte_lens, world)
                         metrics.log(step, tokens=step * tokens_per_step, val_loss=ev["val_loss"],
                                     val_bits_per_byte=ev.get("val_bpb"), elapsed_s=time.perf_counter() - t_train)
                         metrics.flush()
                         msg = "step %d: val loss %.4f, %.3f bits/byte" % (
                             step, ev["val_loss"], ev.get("val_bpb", float("nan")))
-                        if opts.progress:
+                        if show:
                             bar.write(msg)  # above the bar, not through it
-                        else:
+                        elif world.is_root:
                             log.info(msg)
                     if opts.checkpoint_every and step % opts.checkpoint_every == 0 and step < total:
                         metrics.flush()
@@ -388,14 +452,18 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
     finally:
         bar.close()
         metrics.flush()
-    return LoopResult(step, losses, tokens_done, time.perf_counter() - t_train, stop.set)
+    return LoopResult(step, losses, tokens_done, time.perf_counter() - t_train, stopping)
 
 
 def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0: float,
-              metrics: MetricsLog, init_eval: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
-    """Final evaluation (logged to ``metrics``) and the run's summary (``model.summary``)."""
-    ev = evaluate(model, data.val, data.batch, opts.eval_batches, data.byte_lens) if len(data.val) else {}
-    tokens_per_step = data.batch * data.accum * data.train.seq_len
+              metrics: MetricsLog, init_eval: Optional[Dict[str, float]] = None,
+              world: Optional[World] = None) -> Dict[str, Any]:
+    """Final evaluation (logged to ``metrics``) and the run's summary
+    (``model.summary``; tokens are global: all ranks together)."""
+    world = world or World()
+    step_rows = data.batch * data.accum  # evaluation batches are optimizer-step batches
+    ev = evaluate(model, data.val, step_rows, opts.eval_batches, data.byte_lens, world) if len(data.val) else {}
+    tokens_per_step = step_rows * data.train.seq_len
     if ev:
         metrics.log(res.step, tokens=res.step * tokens_per_step, val_loss=ev["val_loss"],
                     val_bits_per_byte=ev.get("val_bpb"), elapsed_s=res.seconds)
@@ -410,7 +478,7 @@ def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0:
         "train_loss": float(np.mean(losses[-k:])) if losses else None,
         "corpus_files": len(data.docs), "corpus_bytes": sum(len(d.data) for d in data.docs),
         "corpus_tokens": data.n_tokens, "vocab_size": len(data.tokenizer), "threads": model.threads,
-        "batch_size": data.batch, "grad_accum": data.accum,
+        "ranks": world.size, "batch": data.batch, "grad_accum": data.accum,
         **ev, "total_seconds": time.perf_counter() - t0,
     }
     if init_eval:
@@ -420,7 +488,7 @@ def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0:
     val = f", val loss {ev['val_loss']:.4f} ({ev.get('val_bpb', float('nan')):.3f} bits/byte)" if ev else ""
     log.info("done: %s steps in %s, train loss %.4f%s, %s tokens/s", f"{res.step:,}", fmt_duration(res.seconds),
              s["train_loss"] if s["train_loss"] is not None else float("nan"), val, fmt_count(s["tokens_per_sec"]))
-    if opts.verbose:
+    if opts.verbose and world.is_root:
         for st in model.sphere_stats():
             log.info("sphere %d (parent %d): %s tasks, busy %.2fs (%.0f%%)", st["sphere"], st["parent"],
                      f"{st['tasks']:,}", st["busy_seconds"], 100 * st["busy_fraction"])
@@ -474,13 +542,40 @@ def _resume_options(opts: TrainOptions) -> tuple:
     return ropts, state0.get("data", {}).get("path", saved.get("path")), state0, ckpt
 
 
+def prepare_data_on_ranks(world: World, path: Optional[str], opts: TrainOptions, tokenizer: Any,
+                          cache_dir: Optional[str]) -> tuple:
+    """:func:`prepare_data` under MPI: rank 0 first (it trains the tokenizer
+    and writes the token cache), then the others with rank 0's tokenizer
+    (reading the cache on a shared file system, building their own
+    otherwise; cache writes are atomic). A world of one just prepares."""
+    if world.is_root:
+        docs, tok, ids, n_train = prepare_data(path, opts, tokenizer, cache_dir)
+    tok_json = world.bcast(tok.to_json() if world.is_root else None)
+    if not world.is_root:
+        docs, tok, ids, n_train = prepare_data(path, dataclasses.replace(opts, progress=False),
+                                               Tokenizer.from_json(tok_json), cache_dir)
+    return docs, tok, ids, n_train
+
+
 def train(path: Optional[str] = None, **options: Any) -> Model:
-    t0 = time.perf_counter()
     opts = TrainOptions.from_kwargs(options)
+    world = distributed.init(opts.distributed)
+    with world.fail_fast():
+        return _train(path, opts, world)
+
+
+def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
+    """The steps of :func:`train` (every rank runs them under MPI)."""
+    t0 = time.perf_counter()
     state0: Optional[Dict[str, Any]] = None
     ckpt = ""
     if opts.resume:
         opts, path, state0, ckpt = _resume_options(opts)
+        gb = int(state0.get("batch", opts.batch_size))
+        if gb % world.size:
+            raise ConfigError(f"resume: the run's global batch of {gb} sequences does not split over "
+                              f"{world.size} ranks; use a rank count that divides it")
+        opts = dataclasses.replace(opts, batch_size=gb // world.size)
     if path is not None:
         if not isinstance(path, (str, os.PathLike)):
             raise ConfigError(f"path must be a file or directory path, got {type(path).__name__} {path!r}")
@@ -488,27 +583,29 @@ def train(path: Optional[str] = None, **options: Any) -> Model:
         if not os.path.exists(path):
             raise CorpusError(f"corpus path does not exist: {path!r}")
     check_out_dir(opts.out_dir)
-    init_model = load_init(opts) if opts.init_from is not None and state0 is None else None
+    init_model = load_init(opts, world) if opts.init_from is not None and state0 is None else None
     if state0 is not None:
         tokenizer = Tokenizer.load(ckpt)
     else:
         tokenizer = init_model.tokenizer if init_model is not None else opts.tokenizer
     cache_dir = os.path.join(opts.out_dir, "cache") if opts.out_dir else None
-    docs, tok, ids, n_train = prepare_data(path, opts, tokenizer, cache_dir)
-    data = split_data(docs, tok, ids, n_train, opts)
+    docs, tok, ids, n_train = prepare_data_on_ranks(world, path, opts, tokenizer, cache_dir)
+    data = split_data(docs, tok, ids, n_train, opts, world.size)
     if state0 is None:
-        model = init_model if init_model is not None else build_model(opts, data)
+        model = init_model if init_model is not None else build_model(opts, data, world)
         start = 0
         total = opts.max_steps if opts.max_steps is not None else opts.epochs * data.steps_per_epoch
     else:
-        model = restore_model(opts, data, state0, ckpt)
+        model = restore_model(opts, data, state0, ckpt, world)
         start, total = int(state0["step"]), int(state0["total_steps"])
-    log.info("%r; %s train sequences, %s val sequences; %s steps of %s x %d x %d tokens", model,
-             f"{len(data.train):,}", f"{len(data.val):,}", f"{total:,}", data.accum, data.batch, opts.seq_len)
-    metrics = MetricsLog(opts.out_dir, resume_step=start if state0 is not None else None)
+    log.info("%r; %s train sequences, %s val sequences; %s steps of %s x %d x %d tokens%s", model,
+             f"{len(data.train):,}", f"{len(data.val):,}", f"{total:,}", data.accum, data.batch, opts.seq_len,
+             f" over {world.size} ranks ({data.rows} rows each)" if world.distributed else "")
+    metrics = MetricsLog(opts.out_dir if world.is_root else None,
+                         resume_step=start if state0 is not None else None)
     init_eval = None
-    if init_model is not None and len(data.val):  # where fine-tuning starts from
-        init_eval = evaluate(model, data.val, data.batch, opts.eval_batches, data.byte_lens)
+    if init_model is not None and len(data.val):  # where fine-tuning starts from (every rank evaluates)
+        init_eval = evaluate(model, data.val, data.batch * data.accum, opts.eval_batches, data.byte_lens, world)
         metrics.log(0, tokens=0, val_loss=init_eval["val_loss"], val_bits_per_byte=init_eval.get("val_bpb"),
                     elapsed_s=0.0)
         log.info("before fine-tuning: val loss %.4f (%.3f bits/byte)", init_eval["val_loss"],
@@ -519,27 +616,33 @@ def train(path: Optional[str] = None, **options: Any) -> Model:
     saved: List[int] = []
 
     def save(step: int) -> None:
-        if opts.out_dir:
+        if opts.out_dir and world.distributed and not world.in_sync(model.params):
+            raise StateError(f"the ranks' weights differ at step {step}: not saving (ranks must run "
+                             f"the same cllm build on the same kind of CPU)")
+        if opts.out_dir and world.is_root:
             model.save(opts.out_dir, keep=opts.keep_checkpoints, trainer_state={
                 "step": step, "epoch": step // data.steps_per_epoch, "total_steps": total, "run_id": run_id,
                 "options": opts.saved(), "model_config": model.config.to_dict(), "summary": model.summary,
-                "threads": model.threads, "batch": data.batch,
+                "threads": model.threads, "ranks": world.size, "batch": data.batch,
                 "data": {"path": path, "tokens": data.n_tokens, "train_tokens": len(data.train.data)}})
+        if opts.out_dir:
             saved.append(step)
 
     with metrics:
-        res = run_loop(model, opts, data, start, total, save, metrics, saved)
+        res = run_loop(model, opts, data, start, total, save, metrics, saved, world)
         if res.interrupted:
             model.summary = {"interrupted_at": res.step}
             if not saved or saved[-1] != res.step:
                 save(res.step)
-            if opts.out_dir:
+            if opts.out_dir and world.is_root:
                 log.warning("interrupted after step %d: checkpoint saved to %s (continue with "
                             "`cllm train --resume --out %s`)", res.step, opts.out_dir, opts.out_dir)
-            raise KeyboardInterrupt
-        model.summary = summarize(model, opts, data, res, t0, metrics, init_eval)
+            world.barrier()  # rank 0 has written the checkpoint
+            raise distributed.AgreedStop
+        model.summary = summarize(model, opts, data, res, t0, metrics, init_eval, world)
     save(res.step)
-    write_loss_plot(opts.out_dir)
+    if world.is_root:
+        write_loss_plot(opts.out_dir)
     return model
 
 

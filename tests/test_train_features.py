@@ -242,3 +242,25 @@ def test_transformers_auto_classes_and_pipeline(code_corpus, tmp_path):
     got = gen("def ", max_new_tokens=12, do_sample=False)[0]["generated_text"]
     ours = "def " + m.generate("def ", max_new_tokens=12, temperature=0)
     assert got == ours or got.startswith(ours) or ours.startswith(got)
+
+
+def test_grad_accum_under_mpi_matches_one_process(code_corpus, tmp_path):
+    """2 ranks x batch 1 x 2 micro-batches = 1 process x batch 4 (FP32), and rank 0
+    alone writes metrics.jsonl (each step once)."""
+    from test_distributed import CLI, _MISSING, _ok, mpirun, python
+    if _MISSING:
+        pytest.skip(f"{' and '.join(_MISSING)} not installed")
+    cli = CLI + [code_corpus, "--precision", "fp32", "--eval-interval", "5"]
+    _ok(mpirun(2, cli + ["--out", str(tmp_path / "mpi"), "--threads", "1", "--batch-size", "1",
+                         "--grad-accum", "2"]))
+    _ok(python(cli + ["--out", str(tmp_path / "one"), "--threads", "2", "--batch-size", "4"]))
+    sm = json.loads((tmp_path / "mpi" / "trainer_state.json").read_text())
+    so = json.loads((tmp_path / "one" / "trainer_state.json").read_text())
+    assert (sm["ranks"], sm["batch"], sm["options"]["grad_accum"]) == (2, 2, 2)
+    for key in ("first_loss", "train_loss", "val_loss"):
+        assert sm["summary"][key] == pytest.approx(so["summary"][key], rel=1e-5), key
+    np.testing.assert_allclose(cllm.load(str(tmp_path / "mpi")).params, cllm.load(str(tmp_path / "one")).params,
+                               rtol=1e-4, atol=2e-5)
+    tr, ev = split_rows(read_metrics(str(tmp_path / "mpi")))
+    assert [r["step"] for r in tr] == list(range(1, 21)) and [r["step"] for r in ev] == [5, 10, 15, 20]
+    assert tr[-1]["tokens"] == 20 * 4 * 32
