@@ -2,7 +2,7 @@
 
 Shared by ``tests/test_kernels.py`` (correctness, each ISA vs scalar) and the
 kernel benchmarks (``bench/test_bench_kernels.py``, ``bench/kernels_table.py``).
-Each op takes its buffers in the order of ``csrc/kernel_harness.c``; int32
+Each op takes its buffers in the order of ``csrc/kernels/harness.c``; int32
 tensors (targets, ids) travel as ``float*`` pointing at int32 data.
 """
 from __future__ import annotations

@@ -32,7 +32,7 @@ def _cdef_text() -> str:
 
 def _sources() -> list:
     # Paths relative to the project root, as setuptools requires.
-    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(CSRC, "*.c")))
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(CSRC, "**", "*.c"), recursive=True))
 
 
 ffibuilder = FFI()
@@ -55,7 +55,7 @@ ffibuilder.set_source(
     sources=_sources(),
     include_dirs=[os.path.relpath(CSRC, ROOT)],
     # rebuild when any header changes (the .c files include them)
-    depends=sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(CSRC, "*.h"))),
+    depends=sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(CSRC, "**", "*.h"), recursive=True)),
     extra_compile_args=_cflags,
     extra_link_args=_ldflags,
     libraries=["m"],

@@ -2,7 +2,7 @@
 
 Ids 0..255 are the 256 bytes, then the special tokens (``<|endoftext|>`` is
 256), then the learned merges in rank order. Training, encoding and decoding
-run in C (``csrc/bpe.c``) with the GIL released. The saved ``tokenizer.json``
+run in C (``csrc/tokenizer/bpe.c``) with the GIL released. The saved ``tokenizer.json``
 is a Hugging Face ``tokenizers`` file: a ``Split`` regex (the code-aware
 pre-tokenizer, see :data:`PRETOKENIZER_REGEX`) followed by ``ByteLevel``,
 a BPE model and a ``ByteLevel`` decoder, so

@@ -253,7 +253,7 @@ int cllm_convert_bf16(const float *src, size_t n, uint16_t *out);
 int cllm_cpu_features(int *avx512_vnni, int *avx512_bf16);
 
 /* ----------------------------------------------------------- tokenizer */
-/* Byte-level BPE (csrc/bpe.c). Ids 0..255 of a fresh tokenizer are the 256
+/* Byte-level BPE (csrc/tokenizer/bpe.c). Ids 0..255 of a fresh tokenizer are the 256
  * bytes; special tokens (e.g. "<|endoftext|>") and merges get the next ids.
  * Pre-tokenizer (identical to the Split regex written in tokenizer.json):
  *   ' ?' L (L|D)* | ' ?' D+ | ' ?' P+ | W+ (?!non-W) | W+
@@ -326,7 +326,7 @@ int cllm_tokenizer_decode(const cllm_tokenizer *t, const int32_t *ids, size_t n,
                           uint8_t *out, size_t cap, size_t *n_out);
 
 /* ------------------------------------------------- kernel test harness */
-/* Run ONE kernel op (by name, e.g. "gelu_fwd"; see csrc/kernel_harness.c for
+/* Run ONE kernel op (by name, e.g. "gelu_fwd"; see csrc/kernels/harness.c for
  * the list with each op's buffers and dims) under ONE ISA (CLLM_ISA_SCALAR,
  * AVX2 or AVX512; not AUTO), reps >= 1 times, for tests and benchmarks.
  * bufs: the op's tensor arguments in signature order, as float pointers; int32

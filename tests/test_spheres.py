@@ -1,4 +1,4 @@
-"""Tests of the kissing-sphere thread pool (csrc/spheres.c) through cffi.
+"""Tests of the kissing-sphere thread pool (csrc/runtime/spheres.c) through cffi.
 
 The task-running entry point (``cllm_spheres_run``) is internal to the C core;
 it is exercised by the C driver in ``tests/c`` (normal, ThreadSanitizer and

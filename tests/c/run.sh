@@ -28,16 +28,17 @@ BASE=(-std=gnu11 -Wall -Wextra -pthread -fno-strict-aliasing -I"$CSRC")
 # Files owned by the pool work (and the driver) must be warning-free; the
 # rest of csrc is compiled with warnings shown but not fatal, so that an
 # in-progress file elsewhere does not mask a pool failure.
-STRICT=(spheres.c)
+STRICT=(runtime/spheres.c)
 
 build() {  # build <variant> <out-binary> <flags...>
     local variant="$1" out="$2"; shift 2
     local flags=("$@") objdir="$BUILD_DIR/$variant" pids=() objs=()
     mkdir -p "$objdir"
-    for src in "$CSRC"/*.c; do
-        local name extra=()
-        name="$(basename "$src")"
-        for s in "${STRICT[@]}"; do [[ $name == "$s" ]] && extra=(-Werror); done
+    while IFS= read -r -d '' src; do
+        local rel name extra=()
+        rel="${src#"$CSRC"/}"
+        name="${rel//\//_}"   # runtime/spheres.c -> runtime_spheres.c (unique object names)
+        for s in "${STRICT[@]}"; do [[ $rel == "$s" ]] && extra=(-Werror); done
         objs+=("$objdir/${name%.c}.o")
         if [[ ${#extra[@]} -gt 0 ]]; then
             "$CC" "${BASE[@]}" "${flags[@]}" "${extra[@]}" -c "$src" -o "$objdir/${name%.c}.o" &
@@ -45,7 +46,7 @@ build() {  # build <variant> <out-binary> <flags...>
             "$CC" "${BASE[@]}" "${flags[@]}" -c "$src" -o "$objdir/${name%.c}.o" 2>"$objdir/${name%.c}.log" &
         fi
         pids+=($!)
-    done
+    done < <(find "$CSRC" -name '*.c' -print0 | sort -z)
     "$CC" "${BASE[@]}" "${flags[@]}" -Werror -c "$HERE/test_spheres.c" -o "$objdir/test_spheres.o" &
     pids+=($!)
     local ok=0

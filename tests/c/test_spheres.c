@@ -1,4 +1,4 @@
-/* test_spheres.c - C driver for the kissing-sphere pool (csrc/spheres.c).
+/* test_spheres.c - C driver for the kissing-sphere pool (csrc/runtime/spheres.c).
  *
  * Built and run by tests/c/run.sh (normal, ThreadSanitizer and ASan/UBSan
  * builds). Links every csrc file and is linked with
@@ -23,8 +23,8 @@
 #include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "internal.h"
-#include "spheres.h"
+#include "runtime/internal.h"
+#include "runtime/spheres.h"
 
 static int g_failures = 0;
 static int g_quick = 0;

@@ -4,7 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include "internal.h"
+#include "runtime/internal.h"
 #include "gemm.h"
 #include "gemm_isa.h"
 

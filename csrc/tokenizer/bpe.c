@@ -16,7 +16,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include "internal.h"
+#include "runtime/internal.h"
 
 /* ------------------------------------------------------------ hashing */
 static inline uint64_t mix64(uint64_t h) {

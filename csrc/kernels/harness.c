@@ -29,7 +29,7 @@
  * outside the repetitions, so timing a run with many reps measures the op.
  */
 #include <string.h>
-#include "internal.h"
+#include "runtime/internal.h"
 #include "kernels.h"
 
 typedef struct {

@@ -10,7 +10,7 @@
 #include <math.h>
 #include <string.h>
 #include "kernels.h"
-#include "gemm.h"
+#include "gemm/gemm.h"
 
 #define KCAT2(a, b) a##_##b
 #define KCAT(a, b) KCAT2(a, b)

@@ -1,51 +1,13 @@
-/* cpu.c - errors, aligned memory, CPU feature detection and ISA dispatch. */
+/* cpu.c - CPU feature detection (CPUID, XGETBV), the selected ISA
+ * (CLLM_ISA env, cllm_set_isa) and the usable CPU count. */
 #define _GNU_SOURCE
 #include <cpuid.h>
 #include <sched.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "internal.h"
-#include "kernels.h"
-
-/* ------------------------------------------------------------- errors */
-static _Thread_local char g_err[512];
-
-int cllm_fail(int code, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(g_err, sizeof g_err, fmt, ap);
-    va_end(ap);
-    return code;
-}
-void cllm_clear_error(void) { g_err[0] = 0; }
-void cllm_error_copy(char *dst, size_t cap) {
-    if (cap) { strncpy(dst, g_err, cap - 1); dst[cap - 1] = 0; }
-}
-void cllm_error_set_raw(const char *msg) {
-    strncpy(g_err, msg ? msg : "", sizeof g_err - 1);
-    g_err[sizeof g_err - 1] = 0;
-}
-CLLM_EXPORT const char *cllm_last_error(void) { return g_err; }
-
-CLLM_EXPORT int cllm_version(int *major, int *minor, int *patch) {
-    if (major) *major = 0;
-    if (minor) *minor = 1;
-    if (patch) *patch = 0;
-    return CLLM_OK;
-}
-
-/* ------------------------------------------------------------- memory */
-void *cllm_aligned_alloc(size_t bytes) {
-    void *p = NULL;
-    if (bytes == 0) bytes = CLLM_ALIGN;
-    if (posix_memalign(&p, CLLM_ALIGN, bytes) != 0) return NULL;
-    memset(p, 0, bytes);
-    return p;
-}
-void cllm_aligned_free(void *p) { free(p); }
 
 /* ------------------------------------------------------------ cpuid */
 static int g_has_avx2 = -1, g_has_avx512 = 0;
@@ -139,23 +101,6 @@ CLLM_EXPORT int cllm_get_isa(int *isa) {
 int cllm_isa_current(void) {
     choose_initial();
     return g_isa;
-}
-
-const cllm_ops *cllm_ops_for_isa(int isa) {
-    switch (isa) {
-    case CLLM_ISA_AVX512: return &cllm_ops_avx512;
-    case CLLM_ISA_AVX2: return &cllm_ops_avx2;
-    default: return &cllm_ops_scalar;
-    }
-}
-
-const cllm_ops *cllm_ops_current(void) { return cllm_ops_for_isa(cllm_isa_current()); }
-
-size_t cllm_attention_ws_floats(int T, int hs) {
-    /* the SIMD attention keeps its score tiles in att/datt; ws holds up to
-     * three dense T x hs head panels (forward: K^T; backward: V^T, K, Q) */
-    if (T <= 0 || hs <= 0) return 64;
-    return (size_t)3 * T * (size_t)hs + 64;
 }
 
 CLLM_EXPORT int cllm_cpu_count(int *n) {

@@ -1,0 +1,319 @@
+/* model.c - the GPT-2 model object: config validation and memory estimate,
+ * the parameter tensor table, shard activation arenas, new/free/init and the
+ * accessors (tensor info, buffers). Layout: model.h. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "model.h"
+#include "kernels/kernels.h"
+#include "gemm/gemm.h"
+
+/* ------------------------------------------------------------- sizes */
+
+static double count_params(const cllm_config *c) {
+    double C = c->embed_dim;
+    return (double)c->vocab_size * C + (double)c->context_len * C +
+           (double)c->num_layers * (12.0 * C * C + 13.0 * C) + 2.0 * C;
+}
+
+static size_t act_floats(int Bs, int T, int C, int NH, int L, int V) {
+    size_t N = (size_t)Bs * T;
+    size_t per_layer = N * C * 9 + N * 3 * C + N * 4 * C * 2 + N * 4 + (size_t)Bs * NH * T * T;
+    size_t a = N * C + (size_t)L * per_layer + N * C + 2 * N + N * (size_t)V + N;
+    /* backward scratch: dres, dtmp, dqkv, datt, dfch */
+    a += N * C * 2 + N * 3 * C + (size_t)Bs * NH * T * T + N * 4 * C;
+    return a;
+}
+
+static int shard_rows(const cllm_config *c, int nspheres) {
+    int s = nspheres < c->batch_size ? nspheres : c->batch_size;
+    return (c->batch_size + s - 1) / s;
+}
+
+static int resolve_threads(int threads) {
+    if (threads > 0) return threads;
+    int n = 1;
+    cllm_cpu_count(&n);
+    return n;
+}
+
+static double memory_bytes(const cllm_config *c) {
+    int n = resolve_threads(c->threads);
+    double P = count_params(c);
+    int bs = shard_rows(c, n);
+    int active = n < c->batch_size ? n : c->batch_size;
+    double per_sphere = (double)act_floats(bs, c->seq_len, c->embed_dim, c->num_heads, c->num_layers, c->vocab_size) +
+                        (double)cllm_gemm_ws_floats() + (double)cllm_attention_ws_floats(c->seq_len, c->embed_dim / c->num_heads) +
+                        (double)c->context_len;
+    return 4.0 * (4.0 * P + (double)(active - 1) * P + (double)n * per_sphere);
+}
+
+CLLM_EXPORT int cllm_config_memory(const cllm_config *cfg, double *bytes) {
+    CLLM_CHECK_PTR(cfg, "cfg");
+    CLLM_CHECK_PTR(bytes, "bytes");
+    int rc = cllm_config_validate(cfg);
+    if (rc && rc != CLLM_ERR_NOMEM) return rc;
+    *bytes = memory_bytes(cfg);
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_config_validate(const cllm_config *c) {
+    CLLM_CHECK_PTR(c, "cfg");
+#define REQ(cond, ...) do { if (!(cond)) return cllm_fail(CLLM_ERR_INVALID, __VA_ARGS__); } while (0)
+    REQ(c->vocab_size >= 1 && c->vocab_size <= (1 << 24), "vocab_size must be in [1, 16777216], got %d", c->vocab_size);
+    REQ(c->context_len >= 1 && c->context_len <= 65536, "context_len must be in [1, 65536], got %d", c->context_len);
+    REQ(c->num_layers >= 1 && c->num_layers <= 1024, "num_layers must be in [1, 1024], got %d", c->num_layers);
+    REQ(c->num_heads >= 1 && c->num_heads <= 4096, "num_heads must be in [1, 4096], got %d", c->num_heads);
+    REQ(c->embed_dim >= 1 && c->embed_dim <= 65536, "embed_dim must be in [1, 65536], got %d", c->embed_dim);
+    REQ(c->embed_dim % c->num_heads == 0, "embed_dim (%d) must be divisible by num_heads (%d)", c->embed_dim, c->num_heads);
+    REQ(c->batch_size >= 1 && c->batch_size <= 65536, "batch_size must be in [1, 65536], got %d", c->batch_size);
+    REQ(c->seq_len >= 1, "seq_len must be >= 1, got %d", c->seq_len);
+    REQ(c->seq_len <= c->context_len, "seq_len (%d) must not exceed context_len (%d)", c->seq_len, c->context_len);
+    REQ(c->threads >= 0 && c->threads <= 4096, "threads must be in [0, 4096] (0 = all CPUs), got %d", c->threads);
+    REQ(isfinite(c->max_memory_gb), "max_memory_gb must be finite");
+#undef REQ
+    double limit = c->max_memory_gb > 0 ? c->max_memory_gb : 16.0;
+    double need = memory_bytes(c);
+    if (need > limit * 1073741824.0)
+        return cllm_fail(CLLM_ERR_NOMEM, "config needs about %.2f GB (params, grads, AdamW moments and "
+                         "activations for %d thread(s)), above the %.2f GB limit; reduce batch_size, seq_len, "
+                         "embed_dim, num_layers, vocab_size or threads, or raise max_memory_gb",
+                         need / 1073741824.0, resolve_threads(c->threads), limit);
+    return CLLM_OK;
+}
+
+/* --------------------------------------------------------- tensor table */
+static void add_tensor(cllm_model *m, const char *name, size_t *off, int d0, int d1, int decay) {
+    cllm_tensor_info *t = &m->tensors[m->ntensors++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->offset = *off;
+    t->ndim = d1 > 0 ? 2 : 1;
+    t->shape[0] = d0;
+    t->shape[1] = d1 > 0 ? d1 : 0;
+    t->numel = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
+    t->decay = decay;
+    *off += t->numel;
+}
+
+static void build_table(cllm_model *m) {
+    int C = m->C;
+    size_t off = 0;
+    char nm[64];
+    m->ntensors = 0;
+    add_tensor(m, "transformer.wte.weight", &off, m->V, C, 0);
+    add_tensor(m, "transformer.wpe.weight", &off, m->P, C, 0);
+    for (int l = 0; l < m->L; l++) {
+#define T(suffix, d0, d1, dec) snprintf(nm, sizeof nm, "transformer.h.%d.%s", l, suffix); add_tensor(m, nm, &off, d0, d1, dec)
+        T("ln_1.weight", C, 0, 0); T("ln_1.bias", C, 0, 0);
+        T("attn.c_attn.weight", C, 3 * C, 1); T("attn.c_attn.bias", 3 * C, 0, 0);
+        T("attn.c_proj.weight", C, C, 1); T("attn.c_proj.bias", C, 0, 0);
+        T("ln_2.weight", C, 0, 0); T("ln_2.bias", C, 0, 0);
+        T("mlp.c_fc.weight", C, 4 * C, 1); T("mlp.c_fc.bias", 4 * C, 0, 0);
+        T("mlp.c_proj.weight", 4 * C, C, 1); T("mlp.c_proj.bias", C, 0, 0);
+#undef T
+    }
+    add_tensor(m, "transformer.ln_f.weight", &off, C, 0, 0);
+    add_tensor(m, "transformer.ln_f.bias", &off, C, 0, 0);
+    m->nparams = off;
+}
+
+static void point_weights(const cllm_model *m, float *base, Weights *w) {
+    const cllm_tensor_info *t = m->tensors;
+    w->wte = base + t[0].offset;
+    w->wpe = base + t[1].offset;
+    for (int l = 0; l < m->L; l++) {
+        const cllm_tensor_info *lt = t + 2 + l * NTENS_PER_LAYER;
+        float **p = (float **)&w->h[l];
+        for (int k = 0; k < NTENS_PER_LAYER; k++) p[k] = base + lt[k].offset;
+    }
+    int last = 2 + m->L * NTENS_PER_LAYER;
+    w->lnfw = base + t[last].offset;
+    w->lnfb = base + t[last + 1].offset;
+}
+
+/* Carve a shard arena into activation pointers. */
+static void carve(cllm_model *m, Sphere *s, int Bs) {
+    int T = m->Tmax, C = m->C, NH = m->NH, V = m->V;
+    size_t N = (size_t)Bs * T;
+    float *p = s->arena;
+#define TAKE(ptr, n) do { ptr = p; p += (n); } while (0)
+    TAKE(s->encoded, N * C);
+    for (int l = 0; l < m->L; l++) {
+        LayerAct *a = &s->act[l];
+        TAKE(a->ln1, N * C); TAKE(a->ln1_mean, N); TAKE(a->ln1_rstd, N);
+        TAKE(a->qkv, N * 3 * C); TAKE(a->atty, N * C); TAKE(a->att, (size_t)Bs * NH * T * T);
+        TAKE(a->attproj, N * C); TAKE(a->res2, N * C); TAKE(a->ln2, N * C);
+        TAKE(a->ln2_mean, N); TAKE(a->ln2_rstd, N); TAKE(a->fch, N * 4 * C);
+        TAKE(a->fch_gelu, N * 4 * C); TAKE(a->fcproj, N * C); TAKE(a->res3, N * C);
+    }
+    TAKE(s->lnf, N * C); TAKE(s->lnf_mean, N); TAKE(s->lnf_rstd, N);
+    TAKE(s->logits, N * V); TAKE(s->losses, N);
+    TAKE(s->dres, N * C); TAKE(s->dtmp, N * C); TAKE(s->dqkv, N * 3 * C);
+    TAKE(s->datt, (size_t)Bs * NH * T * T); TAKE(s->dfch, N * 4 * C);
+#undef TAKE
+}
+
+/* --------------------------------------------------------- lifecycle */
+CLLM_EXPORT int cllm_model_free(cllm_model *m) {
+    if (!m) return CLLM_OK;
+    if (m->pool) cllm_spheres_free(m->pool);
+    if (m->sph) {
+        for (int i = 0; i < m->nspheres; i++) {
+            Sphere *s = &m->sph[i];
+            cllm_aligned_free(s->grads_buf);
+            cllm_aligned_free(s->arena);
+            cllm_aligned_free(s->gemm_ws);
+            cllm_aligned_free(s->att_ws);
+            cllm_aligned_free(s->infer_scratch);
+            free(s->act);
+            free(s->g.h);
+        }
+        free(m->sph);
+    }
+    cllm_aligned_free(m->params);
+    cllm_aligned_free(m->grads);
+    cllm_aligned_free(m->adam_m);
+    cllm_aligned_free(m->adam_v);
+    cllm_aligned_free(m->kcache);
+    cllm_aligned_free(m->vcache);
+    cllm_aligned_free(m->ix);
+    cllm_aligned_free(m->sprob);
+    free(m->sidx);
+    free(m->inputs);
+    free(m->targets);
+    free(m->tensors);
+    free(m->w.h);
+    free(m->gw.h);
+    free(m);
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
+    CLLM_CHECK_PTR(out, "out");
+    *out = NULL;
+    int rc = cllm_config_validate(cfg);
+    if (rc) return rc;
+    cllm_model *m = calloc(1, sizeof *m);
+    if (!m) return cllm_fail(CLLM_ERR_NOMEM, "model: out of memory");
+    m->cfg = *cfg;
+    m->V = cfg->vocab_size; m->P = cfg->context_len; m->L = cfg->num_layers;
+    m->NH = cfg->num_heads; m->C = cfg->embed_dim; m->Bmax = cfg->batch_size; m->Tmax = cfg->seq_len;
+    m->tensors = calloc((size_t)(4 + NTENS_PER_LAYER * m->L), sizeof *m->tensors);
+    m->w.h = calloc((size_t)m->L, sizeof(LayerW));
+    m->gw.h = calloc((size_t)m->L, sizeof(LayerW));
+    if (!m->tensors || !m->w.h || !m->gw.h) goto nomem;
+    build_table(m);
+    m->params = cllm_aligned_alloc(m->nparams * sizeof(float));
+    m->grads = cllm_aligned_alloc(m->nparams * sizeof(float));
+    m->adam_m = cllm_aligned_alloc(m->nparams * sizeof(float));
+    m->adam_v = cllm_aligned_alloc(m->nparams * sizeof(float));
+    if (!m->params || !m->grads || !m->adam_m || !m->adam_v) goto nomem;
+    point_weights(m, m->params, &m->w);
+    point_weights(m, m->grads, &m->gw);
+
+    rc = cllm_spheres_new(cfg->threads, &m->pool);
+    if (rc) { cllm_model_free(m); return rc; }
+    cllm_spheres_count(m->pool, &m->nspheres);
+    m->sph = calloc((size_t)m->nspheres, sizeof(Sphere));
+    if (!m->sph) goto nomem;
+    int active = m->nspheres < m->Bmax ? m->nspheres : m->Bmax;
+    int bs = shard_rows(cfg, m->nspheres);
+    size_t arena = act_floats(bs, m->Tmax, m->C, m->NH, m->L, m->V);
+    for (int i = 0; i < m->nspheres; i++) {
+        Sphere *s = &m->sph[i];
+        s->infer_scratch = cllm_aligned_alloc(sizeof(float) * (size_t)m->P);
+        if (!s->infer_scratch) goto nomem;
+        if (i >= active) continue; /* never gets a shard: no arena */
+        s->act = calloc((size_t)m->L, sizeof(LayerAct));
+        s->g.h = calloc((size_t)m->L, sizeof(LayerW));
+        s->arena = cllm_aligned_alloc(arena * sizeof(float));
+        s->gemm_ws = cllm_aligned_alloc(cllm_gemm_ws_floats() * sizeof(float));
+        s->att_ws = cllm_aligned_alloc(cllm_attention_ws_floats(m->Tmax, m->C / m->NH) * sizeof(float));
+        if (!s->act || !s->g.h || !s->arena || !s->gemm_ws || !s->att_ws) goto nomem;
+        if (i == 0) {
+            point_weights(m, m->grads, &s->g);
+        } else {
+            s->grads_buf = cllm_aligned_alloc(m->nparams * sizeof(float));
+            if (!s->grads_buf) goto nomem;
+            point_weights(m, s->grads_buf, &s->g);
+        }
+        carve(m, s, bs);
+    }
+    m->inputs = calloc((size_t)m->Bmax * m->Tmax, sizeof(int32_t));
+    m->targets = calloc((size_t)m->Bmax * m->Tmax, sizeof(int32_t));
+    m->sprob = cllm_aligned_alloc(sizeof(float) * (size_t)m->V);
+    m->sidx = calloc((size_t)m->V, sizeof(int32_t));
+    if (!m->inputs || !m->targets || !m->sprob || !m->sidx) goto nomem;
+    rc = cllm_model_init(m, cfg->seed);
+    if (rc) { cllm_model_free(m); return rc; }
+    *out = m;
+    return CLLM_OK;
+nomem:
+    cllm_model_free(m);
+    return cllm_fail(CLLM_ERR_NOMEM, "model: out of memory allocating buffers");
+}
+
+CLLM_EXPORT int cllm_model_get_config(const cllm_model *m, cllm_config *out) {
+    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(out, "out");
+    *out = m->cfg;
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_model_init(cllm_model *m, uint64_t seed) {
+    CLLM_CHECK_PTR(m, "model");
+    uint64_t st = seed ^ 0x636c6c6d5f696e69ull; /* "cllm_ini" */
+    float proj_std = 0.02f / sqrtf(2.0f * (float)m->L);
+    for (int i = 0; i < m->ntensors; i++) {
+        const cllm_tensor_info *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        const char *nm = t->name;
+        size_t len = strlen(nm);
+        int is_ln_w = strstr(nm, "ln_") && len > 7 && !strcmp(nm + len - 7, ".weight");
+        if (t->ndim == 1) {
+            float v = is_ln_w ? 1.0f : 0.0f;
+            for (size_t k = 0; k < t->numel; k++) p[k] = v;
+        } else {
+            float std = (strstr(nm, "c_proj.weight") != NULL) ? proj_std : 0.02f;
+            for (size_t k = 0; k < t->numel; k++) p[k] = std * rng_normal(&st);
+        }
+    }
+    memset(m->grads, 0, m->nparams * sizeof(float));
+    memset(m->adam_m, 0, m->nparams * sizeof(float));
+    memset(m->adam_v, 0, m->nparams * sizeof(float));
+    m->have_fwd = 0;
+    m->ipos = 0;
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_model_num_params(const cllm_model *m, size_t *n) {
+    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(n, "n");
+    *n = m->nparams;
+    return CLLM_OK;
+}
+CLLM_EXPORT int cllm_model_num_tensors(const cllm_model *m, int *n) {
+    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(n, "n");
+    *n = m->ntensors;
+    return CLLM_OK;
+}
+CLLM_EXPORT int cllm_model_tensor_info(const cllm_model *m, int index, cllm_tensor_info *out) {
+    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(out, "out");
+    if (index < 0 || index >= m->ntensors)
+        return cllm_fail(CLLM_ERR_RANGE, "tensor index %d out of range [0, %d)", index, m->ntensors);
+    *out = m->tensors[index];
+    return CLLM_OK;
+}
+CLLM_EXPORT int cllm_model_buffers(cllm_model *m, float **params, float **grads, float **am, float **av) {
+    CLLM_CHECK_PTR(m, "model");
+    if (params) *params = m->params;
+    if (grads) *grads = m->grads;
+    if (am) *am = m->adam_m;
+    if (av) *av = m->adam_v;
+    return CLLM_OK;
+}
+CLLM_EXPORT int cllm_model_spheres(cllm_model *m, cllm_spheres **out) {
+    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(out, "out");
+    *out = m->pool;
+    return CLLM_OK;
+}

@@ -1,0 +1,421 @@
+/* train.c - data-parallel training over spheres: the shard forward and
+ * backward passes, the deterministic gradient reduce + norm, AdamW, the
+ * public forward/backward/train_step/logits calls and the per-op profiler.
+ *
+ * Sphere s owns a shard of the batch rows, its activation arena and its own
+ * gradient buffer (sphere 0 writes the model's grads buffer directly).
+ * Gradients are then reduced slice-by-slice (each sphere owns a parameter
+ * slice and sums the shards in fixed order 0,1,2,...), so a run is
+ * bit-identical for a given seed and thread count. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "model.h"
+#include "kernels/kernels.h"
+#include "gemm/gemm.h"
+
+/* ------------------------------------------------------------- profile */
+enum { P_GEMM_FWD, P_LMHEAD_FWD, P_GEMM_BWD, P_LMHEAD_BWD, P_ATTN_FWD, P_ATTN_BWD, P_LAYERNORM,
+       P_GELU, P_XENT, P_EMBED, P_BIAS_GRAD, P_REDUCE, P_ADAMW, P_COUNT };
+static const char *const prof_names[P_COUNT] = {
+    "matmul fwd", "lm head fwd", "matmul bwd", "lm head bwd", "attention fwd", "attention bwd",
+    "layernorm (+residual)", "gelu fwd+bwd (+fc bias grad)", "softmax+cross-entropy", "embedding fwd+bwd",
+    "bias grads", "grad reduce + norm", "adamw"};
+
+static double now_sec(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Time `stmt` into bucket k when profiling is on; only sphere 0 records so
+ * the figures are one shard's wall time and no lock is needed. */
+#define PROF(k, stmt) do { \
+        if (prof) { double t0_ = now_sec(); stmt; m->prof_sec[k] += now_sec() - t0_; m->prof_calls[k]++; } \
+        else { stmt; } } while (0)
+
+CLLM_EXPORT int cllm_model_profile_enable(cllm_model *m, int on) {
+    CLLM_CHECK_PTR(m, "model");
+    m->prof_on = on != 0;
+    memset(m->prof_sec, 0, sizeof m->prof_sec);
+    memset(m->prof_calls, 0, sizeof m->prof_calls);
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_model_profile_read(const cllm_model *m, int index, char *name, size_t cap, double *seconds,
+                                        uint64_t *calls) {
+    CLLM_CHECK_PTR(m, "model");
+    if (index < 0 || index >= P_COUNT) return cllm_fail(CLLM_ERR_RANGE, "profile index %d out of range [0, %d)", index, P_COUNT);
+    if (name && cap) snprintf(name, cap, "%s", prof_names[index]);
+    if (seconds) *seconds = m->prof_sec[index];
+    if (calls) *calls = m->prof_calls[index];
+    return CLLM_OK;
+}
+
+/* ----------------------------------------------------- forward / backward */
+typedef struct {
+    cllm_model *m;
+    const cllm_ops *ops;
+    int isa;
+    int B, T;
+    int with_targets, do_backward;
+    float dscale;
+    const cllm_adamw *opt;
+    float gscale, bc1, bc2;
+} StepCtx;
+
+#define GEMM(ta, tb, M_, N_, K_, A_, lda, B_, ldb, beta, C_, ldc, bias) \
+    cllm_sgemm(isa, ta, tb, M_, N_, K_, 1.0f, A_, lda, B_, ldb, beta, C_, ldc, bias, s->gemm_ws)
+
+static void shard_forward(StepCtx *x, Sphere *s) {
+    cllm_model *m = x->m;
+    const cllm_ops *ops = x->ops;
+    int isa = x->isa;
+    int T = x->T, C = m->C, NH = m->NH, V = m->V, L = m->L, Bs = s->bs;
+    int N = Bs * T;
+    const int32_t *ids = m->inputs + (size_t)s->b0 * T;
+    Weights *w = &m->w;
+    int prof = m->prof_on && s == &m->sph[0];
+
+    PROF(P_EMBED, ops->embed_fwd(s->encoded, ids, w->wte, w->wpe, Bs, T, C));
+    LayerAct *a0 = &s->act[0];
+    PROF(P_LAYERNORM, ops->layernorm_fwd(a0->ln1, a0->ln1_mean, a0->ln1_rstd, s->encoded, w->h[0].ln1w, w->h[0].ln1b, N, C));
+    for (int l = 0; l < L; l++) {
+        LayerW *lw = &w->h[l];
+        LayerAct *a = &s->act[l];
+        const float *resid = l == 0 ? s->encoded : s->act[l - 1].res3;
+        PROF(P_GEMM_FWD, GEMM(0, 0, N, 3 * C, C, a->ln1, C, lw->qkvw, 3 * C, 0.0f, a->qkv, 3 * C, lw->qkvb));
+        PROF(P_ATTN_FWD, ops->attention_fwd(a->atty, a->att, a->qkv, Bs, T, C, NH, s->att_ws));
+        PROF(P_GEMM_FWD, GEMM(0, 0, N, C, C, a->atty, C, lw->projw, C, 0.0f, a->attproj, C, lw->projb));
+        PROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res2, a->ln2, a->ln2_mean, a->ln2_rstd, resid, a->attproj,
+                                    lw->ln2w, lw->ln2b, N, C));
+        PROF(P_GEMM_FWD, GEMM(0, 0, N, 4 * C, C, a->ln2, C, lw->fcw, 4 * C, 0.0f, a->fch, 4 * C, lw->fcb));
+        PROF(P_GELU, ops->gelu_fwd(a->fch_gelu, a->fch, (size_t)N * 4 * C));
+        PROF(P_GEMM_FWD, GEMM(0, 0, N, C, 4 * C, a->fch_gelu, 4 * C, lw->fcprojw, C, 0.0f, a->fcproj, C, lw->fcprojb));
+        if (l + 1 < L) {
+            LayerAct *an = &s->act[l + 1];
+            PROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res3, an->ln1, an->ln1_mean, an->ln1_rstd, a->res2, a->fcproj,
+                                        w->h[l + 1].ln1w, w->h[l + 1].ln1b, N, C));
+        } else {
+            PROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res3, s->lnf, s->lnf_mean, s->lnf_rstd, a->res2, a->fcproj,
+                                        w->lnfw, w->lnfb, N, C));
+        }
+    }
+    /* LM head, tied: logits(N,V) = lnf(N,C) @ wte(V,C)^T */
+    PROF(P_LMHEAD_FWD, GEMM(0, 1, N, V, C, s->lnf, C, w->wte, C, 0.0f, s->logits, V, NULL));
+    s->loss_sum = 0.0;
+    if (x->with_targets) {
+        const int32_t *tg = m->targets + (size_t)s->b0 * T;
+        PROF(P_XENT, ops->crossentropy_fused(s->logits, s->losses, tg, N, V, x->dscale));
+        double acc = 0.0;
+        for (int i = 0; i < N; i++) acc += s->losses[i];
+        s->loss_sum = acc;
+    }
+}
+
+static void shard_backward(StepCtx *x, Sphere *s) {
+    cllm_model *m = x->m;
+    const cllm_ops *ops = x->ops;
+    int isa = x->isa;
+    int T = x->T, C = m->C, NH = m->NH, V = m->V, L = m->L, Bs = s->bs;
+    int N = Bs * T;
+    const int32_t *ids = m->inputs + (size_t)s->b0 * T;
+    Weights *w = &m->w, *g = &s->g;
+    int prof = m->prof_on && s == &m->sph[0];
+    float *dlogits = s->logits; /* replaced in place by crossentropy_fused */
+
+    /* LM head: dwte = dlogits^T @ lnf (overwrites), dlnf = dlogits @ wte */
+    PROF(P_LMHEAD_BWD, GEMM(1, 0, V, C, N, dlogits, V, s->lnf, C, 0.0f, g->wte, C, NULL));
+    PROF(P_LMHEAD_BWD, GEMM(0, 0, N, C, V, dlogits, V, w->wte, C, 0.0f, s->dtmp, C, NULL));
+    memset(s->dres, 0, sizeof(float) * (size_t)N * C);
+    LayerAct *al = &s->act[L - 1];
+    PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, g->lnfw, g->lnfb, s->dtmp, al->res3, w->lnfw, s->lnf_mean, s->lnf_rstd, N, C));
+
+    for (int l = L - 1; l >= 0; l--) {
+        LayerW *lw = &w->h[l], *lg = &g->h[l];
+        LayerAct *a = &s->act[l];
+        const float *resid = l == 0 ? s->encoded : s->act[l - 1].res3;
+        /* res3 = res2 + fcproj: dres flows to both */
+        PROF(P_GEMM_BWD, GEMM(1, 0, 4 * C, C, N, a->fch_gelu, 4 * C, s->dres, C, 0.0f, lg->fcprojw, C, NULL));
+        PROF(P_BIAS_GRAD, ops->bias_grad(lg->fcprojb, s->dres, N, C));
+        PROF(P_GEMM_BWD, GEMM(0, 1, N, 4 * C, C, s->dres, C, lw->fcprojw, C, 0.0f, s->dfch, 4 * C, NULL));
+        PROF(P_GELU, ops->gelu_bwd_bias(s->dfch, lg->fcb, a->fch, s->dfch, N, 4 * C));
+        PROF(P_GEMM_BWD, GEMM(1, 0, C, 4 * C, N, a->ln2, C, s->dfch, 4 * C, 0.0f, lg->fcw, 4 * C, NULL));
+        PROF(P_GEMM_BWD, GEMM(0, 1, N, C, 4 * C, s->dfch, 4 * C, lw->fcw, 4 * C, 0.0f, s->dtmp, C, NULL));
+        PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, lg->ln2w, lg->ln2b, s->dtmp, a->res2, lw->ln2w, a->ln2_mean, a->ln2_rstd, N, C));
+        /* res2 = resid + attproj */
+        PROF(P_GEMM_BWD, GEMM(1, 0, C, C, N, a->atty, C, s->dres, C, 0.0f, lg->projw, C, NULL));
+        PROF(P_BIAS_GRAD, ops->bias_grad(lg->projb, s->dres, N, C));
+        PROF(P_GEMM_BWD, GEMM(0, 1, N, C, C, s->dres, C, lw->projw, C, 0.0f, s->dtmp, C, NULL));
+        PROF(P_ATTN_BWD, ops->attention_bwd(s->dqkv, s->datt, s->dtmp, a->qkv, a->att, Bs, T, C, NH, s->att_ws));
+        PROF(P_GEMM_BWD, GEMM(1, 0, C, 3 * C, N, a->ln1, C, s->dqkv, 3 * C, 0.0f, lg->qkvw, 3 * C, NULL));
+        PROF(P_BIAS_GRAD, ops->bias_grad(lg->qkvb, s->dqkv, N, 3 * C));
+        PROF(P_GEMM_BWD, GEMM(0, 1, N, C, 3 * C, s->dqkv, 3 * C, lw->qkvw, 3 * C, 0.0f, s->dtmp, C, NULL));
+        PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, lg->ln1w, lg->ln1b, s->dtmp, resid, lw->ln1w, a->ln1_mean, a->ln1_rstd, N, C));
+    }
+    memset(g->wpe, 0, sizeof(float) * (size_t)m->P * C);
+    PROF(P_EMBED, ops->embed_bwd(g->wte, g->wpe, s->dres, ids, Bs, T, C));
+}
+
+/* phase 1: forward (and backward) of this sphere's shard */
+static int task_fwd_bwd(void *arg, int sphere, int n) {
+    (void)n;
+    StepCtx *x = arg;
+    Sphere *s = &x->m->sph[sphere];
+    if (s->bs <= 0) return CLLM_OK;
+    shard_forward(x, s);
+    if (x->do_backward) shard_backward(x, s);
+    return CLLM_OK;
+}
+
+/* slice of the parameter buffer owned by a sphere for reduce / AdamW,
+ * in units of 16 floats so slices never share a cache line */
+static void param_slice(const cllm_model *m, int sphere, int n, size_t *lo, size_t *hi) {
+    long units = (long)((m->nparams + 15) / 16), a, b;
+    cllm_split(units, sphere, n, &a, &b);
+    *lo = (size_t)a * 16;
+    *hi = (size_t)b * 16;
+    if (*hi > m->nparams) *hi = m->nparams;
+    if (*lo > *hi) *lo = *hi;
+}
+
+/* phase 2: grads[slice] = sum over shards in fixed order; partial sumsq */
+static int task_reduce(void *arg, int sphere, int n) {
+    StepCtx *x = arg;
+    cllm_model *m = x->m;
+    size_t lo, hi;
+    param_slice(m, sphere, n, &lo, &hi);
+    for (int k = 1; k < m->active; k++)
+        x->ops->add_into(m->grads + lo, m->sph[k].grads_buf + lo, hi - lo);
+    m->sph[sphere].sumsq = hi > lo ? x->ops->sumsq(m->grads + lo, hi - lo) : 0.0;
+    return CLLM_OK;
+}
+
+static int task_sumsq(void *arg, int sphere, int n) {
+    StepCtx *x = arg;
+    cllm_model *m = x->m;
+    size_t lo, hi;
+    param_slice(m, sphere, n, &lo, &hi);
+    m->sph[sphere].sumsq = hi > lo ? x->ops->sumsq(m->grads + lo, hi - lo) : 0.0;
+    return CLLM_OK;
+}
+
+/* phase 3: AdamW on this sphere's slice, tensor by tensor (decay flag) */
+static int task_adamw(void *arg, int sphere, int n) {
+    StepCtx *x = arg;
+    cllm_model *m = x->m;
+    const cllm_adamw *o = x->opt;
+    size_t lo, hi;
+    param_slice(m, sphere, n, &lo, &hi);
+    for (int i = 0; i < m->ntensors && lo < hi; i++) {
+        const cllm_tensor_info *t = &m->tensors[i];
+        size_t a = t->offset, b = t->offset + t->numel;
+        if (b <= lo || a >= hi) continue;
+        if (a < lo) a = lo;
+        if (b > hi) b = hi;
+        x->ops->adamw(m->params + a, m->grads + a, m->adam_m + a, m->adam_v + a, b - a, o->lr, o->beta1,
+                      o->beta2, o->eps, t->decay ? o->weight_decay : 0.0f, x->bc1, x->bc2, x->gscale);
+    }
+    return CLLM_OK;
+}
+
+static int check_ids(const cllm_model *m, const int32_t *ids, size_t n, int lo, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < lo || ids[i] >= m->V)
+            return cllm_fail(CLLM_ERR_RANGE, "%s[%zu] = %d is out of range [%d, %d)", what, i, ids[i], lo, m->V);
+    return CLLM_OK;
+}
+
+/* step context for the last (B, T) block, on the current ISA */
+static void init_ctx(cllm_model *m, StepCtx *x) {
+    memset(x, 0, sizeof *x);
+    x->m = m;
+    x->isa = cllm_isa_current();
+    x->ops = cllm_ops_for_isa(x->isa);
+    x->B = m->last_B;
+    x->T = m->last_T;
+}
+
+static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, StepCtx *x) {
+    CLLM_CHECK_PTR(m, "model");
+    CLLM_CHECK_PTR(inputs, "inputs");
+    if (B < 1 || B > m->Bmax)
+        return cllm_fail(CLLM_ERR_INVALID, "batch of %d rows: must be in [1, %d] (the model's batch_size)", B, m->Bmax);
+    if (T < 1 || T > m->Tmax)
+        return cllm_fail(CLLM_ERR_INVALID, "sequence length %d: must be in [1, %d] (the model's seq_len)", T, m->Tmax);
+    size_t n = (size_t)B * T;
+    int rc = check_ids(m, inputs, n, 0, "inputs");
+    if (rc) return rc;
+    if (targets) { rc = check_ids(m, targets, n, -1, "targets"); if (rc) return rc; }
+    memcpy(m->inputs, inputs, n * sizeof(int32_t));
+    long valid = 0;
+    if (targets) {
+        memcpy(m->targets, targets, n * sizeof(int32_t));
+        for (size_t i = 0; i < n; i++) valid += targets[i] >= 0;
+    }
+    m->last_B = B; m->last_T = T;
+    init_ctx(m, x);
+    x->with_targets = targets != NULL;
+    x->dscale = valid > 0 ? 1.0f / (float)valid : 0.0f;
+    m->valid_count = valid;
+    m->active = m->nspheres < B ? m->nspheres : B;
+    for (int i = 0; i < m->nspheres; i++) {
+        long lo = 0, hi = 0;
+        if (i < m->active) cllm_split(B, i, m->active, &lo, &hi);
+        m->sph[i].b0 = (int)lo;
+        m->sph[i].bs = (int)(hi - lo);
+    }
+    m->have_fwd = 0;
+    return CLLM_OK;
+}
+
+static float total_loss(const cllm_model *m) {
+    double acc = 0.0;
+    for (int i = 0; i < m->active; i++) acc += m->sph[i].loss_sum;
+    return m->valid_count > 0 ? (float)(acc / (double)m->valid_count) : 0.0f;
+}
+
+CLLM_EXPORT int cllm_model_forward(cllm_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
+                                   float *loss) {
+    StepCtx x;
+    int rc = prepare(m, inputs, targets, B, T, &x);
+    if (rc) return rc;
+    rc = cllm_spheres_run(m->pool, task_fwd_bwd, &x);
+    if (rc) return rc;
+    m->have_fwd = 1;
+    m->fwd_targets = targets != NULL;
+    if (loss) *loss = targets ? total_loss(m) : 0.0f;
+    return CLLM_OK;
+}
+
+static int task_bwd(void *arg, int sphere, int n) {
+    (void)n;
+    StepCtx *x = arg;
+    Sphere *s = &x->m->sph[sphere];
+    if (s->bs <= 0) return CLLM_OK;
+    shard_backward(x, s);
+    return CLLM_OK;
+}
+
+/* global gradient norm from the spheres' partial sums of squares, combined
+ * in sphere order (deterministic) */
+static float combined_norm(const cllm_model *m) {
+    double acc = 0.0;
+    for (int i = 0; i < m->nspheres; i++) acc += m->sph[i].sumsq;
+    return (float)sqrt(acc);
+}
+
+/* reduce shard gradients into m->grads and return the global norm */
+static int reduce_grads(cllm_model *m, StepCtx *x, float *norm) {
+    int rc, prof = m->prof_on;
+    PROF(P_REDUCE, rc = cllm_spheres_run(m->pool, task_reduce, x));
+    if (rc) return rc;
+    *norm = combined_norm(m);
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_model_backward(cllm_model *m) {
+    CLLM_CHECK_PTR(m, "model");
+    if (!m->have_fwd || !m->fwd_targets)
+        return cllm_fail(CLLM_ERR_STATE, "backward: needs a preceding forward with targets");
+    StepCtx x;
+    init_ctx(m, &x);
+    int rc = cllm_spheres_run(m->pool, task_bwd, &x);
+    if (rc) return rc;
+    float norm;
+    rc = reduce_grads(m, &x, &norm);
+    m->have_fwd = 0; /* dlogits were consumed */
+    return rc;
+}
+
+CLLM_EXPORT int cllm_model_grad_norm(cllm_model *m, float *norm) {
+    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(norm, "norm");
+    StepCtx x;
+    init_ctx(m, &x);
+    int rc = cllm_spheres_run(m->pool, task_sumsq, &x);
+    if (rc) return rc;
+    *norm = combined_norm(m);
+    return CLLM_OK;
+}
+
+static int check_opt(const cllm_adamw *o, int t) {
+    CLLM_CHECK_PTR(o, "opt");
+    if (t < 1) return cllm_fail(CLLM_ERR_INVALID, "adamw: step t must be >= 1, got %d", t);
+    if (!(o->lr >= 0.0f) || !isfinite(o->lr)) return cllm_fail(CLLM_ERR_INVALID, "adamw: learning rate must be finite and >= 0, got %g", o->lr);
+    if (!(o->beta1 >= 0.0f && o->beta1 < 1.0f)) return cllm_fail(CLLM_ERR_INVALID, "adamw: beta1 must be in [0, 1), got %g", o->beta1);
+    if (!(o->beta2 >= 0.0f && o->beta2 < 1.0f)) return cllm_fail(CLLM_ERR_INVALID, "adamw: beta2 must be in [0, 1), got %g", o->beta2);
+    if (!(o->eps > 0.0f) || !isfinite(o->eps)) return cllm_fail(CLLM_ERR_INVALID, "adamw: eps must be > 0, got %g", o->eps);
+    if (!(o->weight_decay >= 0.0f) || !isfinite(o->weight_decay)) return cllm_fail(CLLM_ERR_INVALID, "adamw: weight_decay must be >= 0, got %g", o->weight_decay);
+    if (isnan(o->grad_clip)) return cllm_fail(CLLM_ERR_INVALID, "adamw: grad_clip is NaN");
+    return CLLM_OK;
+}
+
+static int apply_adamw(cllm_model *m, StepCtx *x, const cllm_adamw *opt, int t, float norm) {
+    if (!isfinite(norm))
+        return cllm_fail(CLLM_ERR_NUMERIC, "non-finite gradient norm (%g) at step %d: weights not updated "
+                         "(lower the learning rate)", norm, t);
+    x->opt = opt;
+    x->gscale = 1.0f;
+    if (opt->grad_clip > 0.0f) {
+        float coef = opt->grad_clip / (norm + 1e-6f);
+        if (coef < 1.0f) x->gscale = coef;
+    }
+    x->bc1 = 1.0f - powf(opt->beta1, (float)t);
+    x->bc2 = 1.0f - powf(opt->beta2, (float)t);
+    int rc, prof = m->prof_on;
+    PROF(P_ADAMW, rc = cllm_spheres_run(m->pool, task_adamw, x));
+    return rc;
+}
+
+CLLM_EXPORT int cllm_model_adamw(cllm_model *m, const cllm_adamw *opt, int t, float *grad_norm) {
+    CLLM_CHECK_PTR(m, "model");
+    int rc = check_opt(opt, t);
+    if (rc) return rc;
+    float norm;
+    rc = cllm_model_grad_norm(m, &norm);
+    if (rc) return rc;
+    if (grad_norm) *grad_norm = norm;
+    StepCtx x;
+    init_ctx(m, &x);
+    return apply_adamw(m, &x, opt, t, norm);
+}
+
+CLLM_EXPORT int cllm_model_train_step(cllm_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
+                                      const cllm_adamw *opt, int t, float *loss, float *grad_norm) {
+    CLLM_CHECK_PTR(m, "model");
+    CLLM_CHECK_PTR(targets, "targets");
+    int rc = check_opt(opt, t);
+    if (rc) return rc;
+    StepCtx x;
+    rc = prepare(m, inputs, targets, B, T, &x);
+    if (rc) return rc;
+    if (m->valid_count == 0) return cllm_fail(CLLM_ERR_INVALID, "train_step: every target is ignored (-1)");
+    x.do_backward = 1;
+    rc = cllm_spheres_run(m->pool, task_fwd_bwd, &x);
+    if (rc) return rc;
+    float l = total_loss(m), norm;
+    if (loss) *loss = l;
+    rc = reduce_grads(m, &x, &norm);
+    if (rc) return rc;
+    if (grad_norm) *grad_norm = norm;
+    if (!isfinite(l))
+        return cllm_fail(CLLM_ERR_NUMERIC, "non-finite loss (%g) at step %d: weights not updated "
+                         "(lower the learning rate)", l, t);
+    return apply_adamw(m, &x, opt, t, norm);
+}
+
+CLLM_EXPORT int cllm_model_logits(cllm_model *m, const int32_t *inputs, int B, int T, float *out) {
+    CLLM_CHECK_PTR(out, "out");
+    int rc = cllm_model_forward(m, inputs, NULL, B, T, NULL);
+    if (rc) return rc;
+    for (int i = 0; i < m->active; i++) {
+        Sphere *s = &m->sph[i];
+        size_t n = (size_t)s->bs * T * m->V;
+        memcpy(out + (size_t)s->b0 * T * m->V, s->logits, n * sizeof(float));
+    }
+    m->have_fwd = 0;
+    return CLLM_OK;
+}
