@@ -180,6 +180,10 @@ int cllm_model_profile_read(const cllm_model *m, int index, char *name, size_t c
 int cllm_model_infer_reset(cllm_model *m);
 int cllm_model_infer_step(cllm_model *m, int32_t token, float *logits);
 int cllm_model_infer_pos(const cllm_model *m, int *pos);
+/* The model's FP32 decoder (owned by the model; borrows its parameters and
+ * runs on its sphere pool), for generation with cllm_decoder_next. */
+struct cllm_decoder;
+int cllm_model_decoder(cllm_model *m, struct cllm_decoder **out);
 
 /* Sample a token from logits[V]: temperature <= 0 -> argmax; top_k <= 0
  * disables top-k; top_p >= 1 disables nucleus. rng_state is a caller-owned

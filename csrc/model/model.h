@@ -52,7 +52,6 @@ typedef struct {
     float *gemm_ws, *att_ws;
     double loss_sum;       /* sum of this shard's token losses                 */
     double sumsq;          /* partial grad sum of squares (reduce phase)       */
-    float *infer_scratch;  /* attention scratch for inference (P floats)       */
 } Sphere;
 
 struct cllm_model {
@@ -70,10 +69,9 @@ struct cllm_model {
     int32_t *inputs, *targets; /* copies, Bmax*Tmax */
     int last_B, last_T, have_fwd, fwd_targets, active;
     long valid_count;
-    /* inference */
-    float *kcache, *vcache;    /* (L, P, C) each, allocated on first reset */
-    float *ix, *ixb, *iqkv, *iatt, *ifc, *ifc2;
-    int ipos;
+    /* inference: an FP32 decoder borrowing params and sharing the pool,
+     * created on the first cllm_model_infer_reset / cllm_model_decoder */
+    struct cllm_decoder *dec;
     /* per-op profile of sphere 0 (cllm_model_profile_*) */
     int prof_on;
     double prof_sec[16];

@@ -12,7 +12,7 @@
 #include <math.h>
 #include <string.h>
 #include <immintrin.h>
-#include "internal.h"
+#include "runtime/internal.h"
 #include "kernels.h"
 #include "qmatvec.h"
 

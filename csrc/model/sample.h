@@ -3,10 +3,6 @@
 #define CLLM_SAMPLING_H
 #include <stdint.h>
 
-/* splitmix64 step and a uniform double in [0, 1) from it */
-uint64_t cllm_splitmix64(uint64_t *s);
-double cllm_rng_uniform(uint64_t *s);
-
 /* Sample from logits[V]: temperature <= 0 (or top_k == 1) -> argmax (lowest
  * id on ties); top_k <= 0 disables top-k; top_p >= 1 disables nucleus.
  * allowed (n_allowed ids, may be NULL) restricts the candidates. prob and

@@ -24,11 +24,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "internal.h"
-#include "kernels.h"
-#include "qmatvec.h"
-#include "sampling.h"
-#include "spheres.h"
+#include "runtime/internal.h"
+#include "kernels/kernels.h"
+#include "kernels/qmatvec.h"
+#include "model/decode.h"
+#include "model/sample.h"
+#include "runtime/spheres.h"
 
 #define NLT 12          /* tensors per layer */
 #define ROW_UNIT 16     /* split granularity of matvec output rows */
@@ -57,7 +58,7 @@ struct cllm_decoder {
     int V, P, L, NH, C, dtype, nslots;
     Slot *slot;
     cllm_spheres *pool;
-    int ns;
+    int ns, own_pool;
     DSphere *sph;
     float *kc, *vc;                /* (L, P, C) */
     float *x, *qkv, *att, *fc, *logits;
@@ -120,7 +121,7 @@ static void slot_clear(Slot *s) {
 /* ------------------------------------------------------------ lifecycle */
 CLLM_EXPORT int cllm_decoder_free(cllm_decoder *d) {
     if (!d) return CLLM_OK;
-    if (d->pool) cllm_spheres_free(d->pool);
+    if (d->pool && d->own_pool) cllm_spheres_free(d->pool);
     if (d->slot) for (int i = 0; i < d->nslots; i++) slot_clear(&d->slot[i]);
     free(d->slot);
     if (d->sph) {
@@ -141,6 +142,10 @@ CLLM_EXPORT int cllm_decoder_free(cllm_decoder *d) {
 }
 
 CLLM_EXPORT int cllm_decoder_new(const cllm_config *cfg, int dtype, cllm_decoder **out) {
+    return cllm_decoder_new_on_pool(cfg, dtype, NULL, out);
+}
+
+int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *pool, cllm_decoder **out) {
     CLLM_CHECK_PTR(cfg, "cfg");
     CLLM_CHECK_PTR(out, "out");
     *out = NULL;
@@ -165,8 +170,12 @@ CLLM_EXPORT int cllm_decoder_new(const cllm_config *cfg, int dtype, cllm_decoder
     d->slot = calloc((size_t)d->nslots, sizeof(Slot));
     if (!d->slot) goto nomem;
     build_slots(d);
-    int rc = cllm_spheres_new(cfg->threads, &d->pool);
-    if (rc) { cllm_decoder_free(d); return rc; }
+    if (pool) d->pool = pool;
+    else {
+        int rc = cllm_spheres_new(cfg->threads, &d->pool);
+        if (rc) { cllm_decoder_free(d); return rc; }
+        d->own_pool = 1;
+    }
     cllm_spheres_count(d->pool, &d->ns);
     d->sph = calloc((size_t)d->ns, sizeof(DSphere));
     if (!d->sph) goto nomem;
