@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from ._native import (CllmError, CllmMemoryError, ConfigError, NumericError, StateError,
-                      UnsupportedError, check, ffi, lib)
-from .checkpoint import CheckpointError
+from ._native import check, ffi, lib
 from .config import ModelConfig
-from .corpus import CorpusError
+from .errors import (CheckpointError, CllmError, CllmMemoryError, ConfigError, ConfigTypeError, CorpusError,
+                     DivergenceError, NumericError, StateError, UnsupportedError)
 from .model import Model
+from .options import TrainOptions
 from .tokenizer import Tokenizer
 from .train import TrainConfig, train
 
@@ -21,15 +21,16 @@ __version__ = "0.1.0"
 
 _ISA_NAMES = {"scalar": 0, "avx2": 1, "avx512": 2, "auto": -1}
 
-__all__ = ["train", "load", "Model", "Tokenizer", "ModelConfig", "TrainConfig", "set_isa", "get_isa",
-           "cpu_info", "CllmError", "ConfigError", "CllmMemoryError", "NumericError", "StateError",
-           "UnsupportedError", "CheckpointError", "CorpusError", "__version__"]
+__all__ = ["train", "load", "Model", "Tokenizer", "ModelConfig", "TrainOptions", "TrainConfig", "set_isa",
+           "get_isa", "cpu_info", "CllmError", "ConfigError", "ConfigTypeError", "CllmMemoryError",
+           "NumericError", "DivergenceError", "StateError", "UnsupportedError", "CheckpointError",
+           "CorpusError", "__version__"]
 
 
 def load(path: str, *, threads: int = 0, batch_size: int = 1, seq_len: Optional[int] = None) -> Model:
-    """Load a checkpoint directory written by :meth:`Model.save` or :func:`train`."""
-    from .checkpoint import load_checkpoint
-    return load_checkpoint(path, threads=threads, batch_size=batch_size, seq_len=seq_len)
+    """Load a checkpoint directory written by :meth:`Model.save` or :func:`train`
+    (this is :meth:`Model.load`)."""
+    return Model.load(path, threads=threads, batch_size=batch_size, seq_len=seq_len)
 
 
 def set_isa(isa: str) -> None:

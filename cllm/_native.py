@@ -1,7 +1,12 @@
-"""Loading of the compiled C core and translation of its error codes."""
+"""The compiled C core (``ffi``, ``lib``) and THE translation of its error
+codes into :mod:`cllm.errors` classes (:func:`check`), used by every C call
+(model, tokenizer, runtime)."""
 from __future__ import annotations
 
 from typing import Any
+
+from .errors import (CllmError, CllmMemoryError, ConfigError, NumericError, StateError,
+                     UnsupportedError)
 
 try:
     from ._cllm import ffi, lib  # type: ignore[attr-defined]
@@ -13,30 +18,6 @@ except ImportError as e:  # pragma: no cover - only when the build is missing
 
 __all__ = ["ffi", "lib", "check", "CllmError", "ConfigError", "NumericError",
            "CllmMemoryError", "StateError", "UnsupportedError", "last_error"]
-
-
-class CllmError(RuntimeError):
-    """Base class of errors raised by cllm's C core."""
-
-
-class ConfigError(CllmError, ValueError):
-    """An argument or configuration is invalid (bad size, id out of range, ...)."""
-
-
-class CllmMemoryError(CllmError, MemoryError):
-    """An allocation failed or a configuration exceeds the memory limit."""
-
-
-class NumericError(CllmError, FloatingPointError):
-    """A loss or gradient became NaN/Inf (weights were not updated)."""
-
-
-class StateError(CllmError):
-    """A call was made out of order."""
-
-
-class UnsupportedError(CllmError):
-    """The CPU lacks a requested feature (e.g. forcing AVX-512)."""
 
 
 _CODE_TO_EXC = {

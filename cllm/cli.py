@@ -13,55 +13,24 @@ log = logging.getLogger("cllm")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from .tokenizer import DEFAULT_VOCAB_SIZE
+    from .options import TrainOptions
     p = sub.add_parser("train", help="train a model on a source tree",
                        description="Train a GPT-2 on the text files under PATH (default: the Python "
                                    "standard library, capped so the run takes a few minutes).")
     p.add_argument("path", nargs="?", default=None, help="source tree or file (default: Python stdlib)")
-    p.add_argument("--out", default="runs/cllm", help="checkpoint directory (default: runs/cllm)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--learning-rate", type=float, default=3e-4)
-    p.add_argument("--threads", type=int, default=0, help="worker spheres; 0 = all usable CPUs")
-    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE,
-                   help=f"BPE vocabulary size (default {DEFAULT_VOCAB_SIZE}, chosen by measurement)")
-    p.add_argument("--embed-dim", type=int, default=256)
-    p.add_argument("--num-layers", type=int, default=4)
-    p.add_argument("--num-heads", type=int, default=4)
-    p.add_argument("--context-len", type=int, default=None, help="position embeddings (default: seq-len)")
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("-e", "--ext", action="append", default=None,
-                   help="only files with this extension (repeatable or comma list, e.g. -e .py,.c)")
-    p.add_argument("--max-bytes", type=int, default=None, help="cap on corpus bytes")
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--warmup-steps", type=int, default=None)
-    p.add_argument("--val-fraction", type=float, default=0.05)
-    p.add_argument("--eval-interval", type=int, default=0, help="evaluate every N steps (0: at the end)")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="save every N steps (0: at the end)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run saved in --out (its saved settings; bit-identical continuation)")
+    TrainOptions.add_arguments(p)
     p.add_argument("--sample-tokens", type=int, default=96, help="tokens of the sample printed at the end")
     p.add_argument("--sample-prompt", default="def ", help="prompt of the sample printed at the end")
-    p.add_argument("-v", "--verbose", action="store_true", help="log details and per-sphere statistics")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
     """Run ``cllm train``."""
+    from .options import TrainOptions
     from .train import train
     t0 = time.perf_counter()
-    model = train(a.path, epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size,
-                  seq_len=a.seq_len, learning_rate=a.learning_rate, threads=a.threads,
-                  vocab_size=a.vocab_size, embed_dim=a.embed_dim, num_layers=a.num_layers,
-                  num_heads=a.num_heads, context_len=a.context_len, out_dir=a.out, seed=a.seed,
-                  exts=a.ext, max_bytes=a.max_bytes, weight_decay=a.weight_decay, grad_clip=a.grad_clip,
-                  warmup_steps=a.warmup_steps, val_fraction=a.val_fraction, eval_interval=a.eval_interval,
-                  checkpoint_every=a.checkpoint_every, progress=not a.quiet, verbose=a.verbose,
-                  resume=a.resume)
+    opts = TrainOptions.from_namespace(a)
+    model = train(a.path, **opts.kwargs())
     s = model.summary
     print(f"{model!r}")
     print(f"corpus: {s['corpus_files']} files, {s['corpus_bytes']:,} bytes, {s['corpus_tokens']:,} tokens "
@@ -77,7 +46,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         for st in model.sphere_stats():
             print(f"  sphere {st['sphere']:>3} (parent {st['parent']:>3}): {st['tasks']} tasks, "
                   f"busy {st['busy_seconds']:.2f}s ({100 * st['busy_fraction']:.0f}%)")
-    print(f"checkpoint: {os.path.abspath(a.out)}")
+    print(f"checkpoint: {os.path.abspath(opts.out_dir)}")
     if a.sample_tokens > 0:
         text = model.generate(a.sample_prompt, max_new_tokens=a.sample_tokens, temperature=0.8,
                               top_k=40, seed=a.seed)
@@ -179,11 +148,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s" if verbose else "cllm: %(message)s")
     if a.command == "train" and not verbose:
         logging.getLogger("cllm").setLevel(logging.INFO)
-    from ._native import CllmError
-    from .corpus import CorpusError
+    from .errors import CllmError
     try:
         return a.func(a)
-    except (CllmError, CorpusError, FileNotFoundError, ValueError, MemoryError) as e:
+    except (CllmError, FileNotFoundError, ValueError, MemoryError) as e:
         print(f"cllm: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,10 +1,13 @@
-"""Model configuration and its Hugging Face GPT2Config mapping."""
+"""The model shape (:class:`ModelConfig`) and its Hugging Face GPT2Config mapping."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any, Dict
 
-from ._native import ConfigError
+from .errors import ConfigError, ConfigTypeError
+
+#: Largest value a C ``int`` field of the core accepts.
+C_INT_MAX = 2**31 - 1
 
 
 @dataclass
@@ -22,9 +25,9 @@ class ModelConfig:
         for name in ("vocab_size", "context_len", "num_layers", "num_heads", "embed_dim"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"{name} must be an integer, got {v!r}")
-            if v < 1:
-                raise ConfigError(f"{name} must be >= 1, got {v}")
+                raise ConfigTypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
+            if not 1 <= v <= C_INT_MAX:
+                raise ConfigError(f"{name} must be in [1, {C_INT_MAX}], got {v}")
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
 

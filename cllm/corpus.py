@@ -1,7 +1,9 @@
 """Corpus discovery: walk a source tree and yield its text documents.
 
-File-system walking lives here (never in C). Files are visited in sorted
-order so that the same tree always gives the same corpus.
+File-system walking and file reading live here (never in C, and nowhere
+else: the tokenizer reads paths through :func:`iter_documents` too). Files
+are visited in sorted order so that the same tree always gives the same
+corpus.
 """
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import logging
 import os
 import sysconfig
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional, Sequence
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from .errors import CorpusError
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +22,6 @@ SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "ven
 MAX_FILE_BYTES = 2 * 1024 * 1024
 #: Default cap for the default corpus (the running interpreter's stdlib).
 DEFAULT_CORPUS_BYTES = 4 * 1024 * 1024
-
-
-class CorpusError(ValueError):
-    """The corpus path is missing, empty, or holds no usable text."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,38 @@ def iter_files(path: str, exts: Optional[Iterable[str]] = None) -> Iterator[str]
             yield os.path.join(root, name)
 
 
+def read_document(fp: str) -> Tuple[Optional[bytes], str]:
+    """``(data, "")`` for a usable text file, else ``(None, reason)`` (reason:
+    ``"empty"``, ``"too large"``, ``"binary"``, ``"not a regular file"`` or
+    the OS error). The one place a corpus file is read."""
+    try:
+        if not os.path.isfile(fp):
+            return None, "not a regular file"
+        size = os.stat(fp).st_size
+        if size == 0:
+            return None, "empty"
+        if size > MAX_FILE_BYTES:
+            return None, "too large"
+        with open(fp, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        log.debug("skipping %s: %s", fp, e)
+        return None, str(e)
+    if not data:
+        return None, "empty"
+    if not is_text(data):
+        return None, "binary"
+    return data, ""
+
+
+def iter_documents(path: str, exts: Optional[Sequence[str]] = None) -> Iterator[Document]:
+    """Usable text documents under ``path`` in sorted order (see :func:`read_document`)."""
+    for fp in iter_files(path, exts):
+        data, _ = read_document(fp)
+        if data is not None:
+            yield Document(fp, data)
+
+
 def load_documents(path: str, exts: Optional[Sequence[str]] = None,
                    max_bytes: Optional[int] = None) -> List[Document]:
     """Read the text documents under ``path``.
@@ -91,18 +123,8 @@ def load_documents(path: str, exts: Optional[Sequence[str]] = None,
     total = 0
     skipped = 0
     for fp in iter_files(path, exts):
-        try:
-            st = os.stat(fp)
-            if not os.path.isfile(fp) or st.st_size == 0 or st.st_size > MAX_FILE_BYTES:
-                skipped += 1
-                continue
-            with open(fp, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            log.debug("skipping %s: %s", fp, e)
-            skipped += 1
-            continue
-        if not is_text(data):
+        data, _ = read_document(fp)
+        if data is None:
             skipped += 1
             continue
         docs.append(Document(fp, data))

@@ -14,7 +14,7 @@ File layout (little endian)::
 
 The cache is reused only when magic, version, key, size and digest all check
 out; anything else (a changed file, another tokenizer, a truncated or
-corrupt file) rebuilds it. Writes are atomic (temp file, fsync, rename).
+corrupt file) rebuilds it. Writes are atomic (:func:`cllm.fileio.atomic_open`).
 """
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from .corpus import Document
+from .corpus import Document, read_document
+from .errors import CorpusError
+from .fileio import atomic_open
 from .tokenizer import Tokenizer, _tqdm
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,13 @@ FileLike = Union[str, "os.PathLike[str]", Document]
 
 def _path_of(f: FileLike) -> str:
     return f.path if isinstance(f, Document) else os.fspath(f)
+
+
+def _read(f: FileLike) -> bytes:
+    data, why = read_document(_path_of(f))
+    if data is None:
+        raise CorpusError(f"{_path_of(f)}: cannot be tokenized ({why})")
+    return data
 
 
 def cache_key(files: Sequence[FileLike], tokenizer: Tokenizer) -> bytes:
@@ -129,12 +138,11 @@ def _build(files: List[FileLike], tokenizer: Tokenizer, path: str, key: bytes,
            progress: bool) -> None:
     dtype = _dtype_for(tokenizer)
     sizes = [len(f.data) if isinstance(f, Document) else os.path.getsize(_path_of(f)) for f in files]
-    tmp = f"{path}.tmp.{os.getpid()}"
     h = hashlib.blake2b(digest_size=32)
     count = 0
     bar = _tqdm(progress, desc="tokenizing", total=sum(sizes), unit="B", unit_scale=True)
     try:
-        with open(tmp, "wb") as out:
+        with atomic_open(path) as out:
             out.write(b"\0" * HEADER_BYTES)
             batch: List[bytes] = []
             batch_bytes = 0
@@ -153,11 +161,7 @@ def _build(files: List[FileLike], tokenizer: Tokenizer, path: str, key: bytes,
                 batch_bytes = 0
 
             for f, sz in zip(files, sizes):
-                if isinstance(f, Document):
-                    data = f.data
-                else:
-                    with open(_path_of(f), "rb") as fh:
-                        data = fh.read()
+                data = f.data if isinstance(f, Document) else _read(f)
                 batch.append(data)
                 batch_bytes += sz
                 if batch_bytes >= (4 << 20):
@@ -165,11 +169,6 @@ def _build(files: List[FileLike], tokenizer: Tokenizer, path: str, key: bytes,
             flush()
             out.seek(0)
             out.write(_HDR.pack(MAGIC, VERSION, dtype.itemsize, count, key, h.digest()))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
     finally:
         bar.close()
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     log.info("token cache built: %s (%d ids, %s)", path, count, dtype.name)

@@ -1,4 +1,6 @@
-"""The Model: a GPT-2 held by the C core, with tokenization and generation."""
+"""The Model: a GPT-2 held by the C core (weights, gradients and AdamW
+moments as zero-copy numpy views), with training steps, tokenization,
+generation, and saving/loading through :mod:`cllm.checkpoint`."""
 from __future__ import annotations
 
 import logging
@@ -7,8 +9,11 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._native import ConfigError, check, ffi, fptr, iptr, lib
+from ._native import check, ffi, fptr, iptr, lib
+from .checkpoint import MODEL_FILE, load_optimizer_state, read_model_files, save_checkpoint
 from .config import ModelConfig
+from .errors import CheckpointError, ConfigError
+from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +89,6 @@ class Model:
     def create(cls, config: ModelConfig, tokenizer: Any = None, **kw: Any) -> "Model":
         """A freshly initialised model (GPT-2 init from ``seed``)."""
         if tokenizer is None:
-            from .tokenizer import Tokenizer
             tokenizer = Tokenizer.byte_level()
         return cls(config, tokenizer, **kw)
 
@@ -347,8 +351,37 @@ class Model:
     # ------------------------------------------------------------ files
     def save(self, path: str, trainer_state: Optional[Dict[str, Any]] = None) -> str:
         """Write a Hugging Face-compatible checkpoint directory (atomic writes)."""
-        from .checkpoint import save_checkpoint
         return save_checkpoint(self, path, trainer_state=trainer_state)
+
+    @classmethod
+    def load(cls, path: str, *, threads: int = 0, batch_size: int = 1, seq_len: Optional[int] = None,
+             load_optimizer: bool = False, max_memory_gb: float = 16.0) -> "Model":
+        """Load a checkpoint directory written by :meth:`save` or :func:`cllm.train`
+        (or any HF GPT-2 directory with a byte-level BPE tokenizer.json). This is
+        :func:`cllm.load`, and ``--resume`` uses it with ``load_optimizer=True``."""
+        cfg, tok, tensors = read_model_files(path)
+        if seq_len is None:
+            seq_len = min(cfg.context_len, 256)
+        model = cls(cfg, tok, batch_size=batch_size, seq_len=seq_len, threads=threads,
+                    max_memory_gb=max_memory_gb)
+        mf = os.path.join(path, MODEL_FILE)
+        for name, view in model.named_parameters():
+            if name not in tensors:
+                alt = name[len("transformer."):] if name.startswith("transformer.") else None
+                if alt not in tensors:
+                    raise CheckpointError(f"{mf}: missing tensor {name!r}")
+                tensors[name] = tensors.pop(alt)
+            if tuple(tensors[name].shape) != tuple(view.shape):
+                raise CheckpointError(f"{mf}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                                      f"config.json implies {tuple(view.shape)}")
+        for name, view in model.named_parameters():
+            view[...] = tensors[name]
+        wte = tensors["transformer.wte.weight"]
+        if "lm_head.weight" in tensors and not np.array_equal(tensors["lm_head.weight"], wte):
+            log.warning("%s: lm_head.weight differs from transformer.wte.weight; cllm ties them (using wte)", mf)
+        if load_optimizer:
+            load_optimizer_state(model, path)
+        return model
 
     def __repr__(self) -> str:
         c = self.config

@@ -10,7 +10,6 @@ a BPE model and a ``ByteLevel`` decoder, so
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -18,6 +17,9 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from . import corpus as _corpus
+from ._native import check, ffi, lib
+from .errors import ConfigError, ConfigTypeError
+from .fileio import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +38,6 @@ _W = r"\t\n\x0b\x0c\r "
 PRETOKENIZER_REGEX = (
     rf" ?[{_L}][{_L}0-9]*| ?[0-9]+| ?[^{_L}0-9{_W}]+|[{_W}]+(?![^{_W}])|[{_W}]+"
 )
-
-_ERRORS = {-1: ValueError, -2: MemoryError, -3: ValueError, -4: RuntimeError}
-
-
-def _lib():
-    from ._cllm import ffi, lib  # noqa: WPS433 (imported lazily: built extension)
-    return ffi, lib
-
-
-def _check(rc: int) -> None:
-    """Raise the Python exception matching a C error code."""
-    if rc != 0:
-        ffi, lib = _lib()
-        msg = ffi.string(lib.cllm_last_error()).decode("utf-8", "replace")
-        raise _ERRORS.get(rc, RuntimeError)(msg or f"cllm C error {rc}")
-
 
 def _bytes_to_unicode() -> Dict[int, str]:
     """GPT-2's reversible byte -> printable unicode map (as HF ByteLevel uses)."""
@@ -104,32 +90,30 @@ class Tokenizer:
     """
 
     def __init__(self, _handle=None) -> None:
-        ffi, lib = _lib()
         if _handle is None:
             out = ffi.new("cllm_tokenizer **")
-            _check(lib.cllm_tokenizer_new(out))
+            check(lib.cllm_tokenizer_new(out))
             _handle = out[0]
             idp = ffi.new("int32_t *")
             eot = EOT.encode()
-            _check(lib.cllm_tokenizer_add_special(_handle, eot, len(eot), idp))
+            check(lib.cllm_tokenizer_add_special(_handle, eot, len(eot), idp))
         self._h = ffi.gc(_handle, lib.cllm_tokenizer_free)
         self._refresh()
 
     # ------------------------------------------------------------ internals
     def _refresh(self) -> None:
         """Cache the vocabulary (bytes per id, specials) on the Python side."""
-        ffi, lib = _lib()
         n = ffi.new("int32_t *")
-        _check(lib.cllm_tokenizer_vocab_size(self._h, n))
+        check(lib.cllm_tokenizer_vocab_size(self._h, n))
         ml = ffi.new("size_t *")
-        _check(lib.cllm_tokenizer_max_token_len(self._h, ml))
+        check(lib.cllm_tokenizer_max_token_len(self._h, ml))
         buf = ffi.new("uint8_t[]", max(1, ml[0]))
         ln = ffi.new("size_t *")
         sp = ffi.new("int *")
         self._tokens: List[bytes] = []
         self._special: Dict[bytes, int] = {}
         for i in range(n[0]):
-            _check(lib.cllm_tokenizer_token_bytes(self._h, i, buf, ml[0], ln, sp))
+            check(lib.cllm_tokenizer_token_bytes(self._h, i, buf, ml[0], ln, sp))
             b = bytes(ffi.buffer(buf, ln[0]))
             self._tokens.append(b)
             if sp[0]:
@@ -157,18 +141,17 @@ class Tokenizer:
         walked like the corpus, optionally filtered by ``exts``); any other
         ``str`` is text. Raises ``ValueError`` for a bad size or empty corpus.
         """
-        ffi, lib = _lib()
         special_tokens = list(special_tokens)
         if EOT not in special_tokens:
             special_tokens.insert(0, EOT)
         base = 256 + len(special_tokens)
         if not isinstance(vocab_size, int) or vocab_size < base:
-            raise ValueError(f"vocab_size must be an int >= {base} (256 bytes + "
+            raise ConfigError(f"vocab_size must be an int >= {base} (256 bytes + "
                              f"{len(special_tokens)} special tokens), got {vocab_size!r}")
         if min_frequency < 1:
-            raise ValueError(f"min_frequency must be >= 1, got {min_frequency}")
+            raise ConfigError(f"min_frequency must be >= 1, got {min_frequency}")
         out = ffi.new("cllm_tokenizer **")
-        _check(lib.cllm_tokenizer_new(out))
+        check(lib.cllm_tokenizer_new(out))
         h = out[0]
         try:
             nm = cls._train_into(h, paths_or_texts, vocab_size, min_frequency, special_tokens,
@@ -185,25 +168,24 @@ class Tokenizer:
                     special_tokens: Sequence[str], progress: bool,
                     exts: Optional[Sequence[str]], base: int) -> int:
         """Feed the corpus and run the merges on the raw handle ``h``."""
-        ffi, lib = _lib()
         idp = ffi.new("int32_t *")
         for s in special_tokens:
             b = s.encode("utf-8")
-            _check(lib.cllm_tokenizer_add_special(h, b, len(b), idp))
+            check(lib.cllm_tokenizer_add_special(h, b, len(b), idp))
         total = 0
         bar = _tqdm(progress, desc="bpe: counting", unit="B", unit_scale=True)
         try:
             for data in _iter_sources(paths_or_texts, exts):
                 if data:
-                    _check(lib.cllm_tokenizer_train_feed(h, ffi.from_buffer(data), len(data)))
+                    check(lib.cllm_tokenizer_train_feed(h, ffi.from_buffer(data), len(data)))
                     total += len(data)
                     bar.update(len(data))
         finally:
             bar.close()
         uniq = ffi.new("int64_t *")
-        _check(lib.cllm_tokenizer_train_stats(h, uniq, ffi.NULL))
+        check(lib.cllm_tokenizer_train_stats(h, uniq, ffi.NULL))
         if total == 0 or uniq[0] == 0:
-            raise ValueError("cannot train a tokenizer on an empty corpus "
+            raise ConfigError("cannot train a tokenizer on an empty corpus "
                              "(no text besides special tokens)")
         nm = ffi.new("int32_t *")
         fin = ffi.new("int *")
@@ -211,7 +193,7 @@ class Tokenizer:
         try:
             last = 0
             while True:
-                _check(lib.cllm_tokenizer_train_merges(h, vocab_size, min_frequency, 256, nm, fin))
+                check(lib.cllm_tokenizer_train_merges(h, vocab_size, min_frequency, 256, nm, fin))
                 bar.update(nm[0] - last)
                 last = nm[0]
                 if fin[0]:
@@ -232,15 +214,14 @@ class Tokenizer:
     @property
     def num_merges(self) -> int:
         """Number of learned merges."""
-        ffi, lib = _lib()
         n = ffi.new("int32_t *")
-        _check(lib.cllm_tokenizer_num_merges(self._h, n))
+        check(lib.cllm_tokenizer_num_merges(self._h, n))
         return n[0]
 
     def token_bytes(self, token_id: int) -> bytes:
         """Raw bytes of a token id."""
         if not 0 <= int(token_id) < len(self._tokens):
-            raise ValueError(f"token id {token_id} out of range [0, {len(self)})")
+            raise ConfigError(f"token id {token_id} out of range [0, {len(self)})")
         return self._tokens[int(token_id)]
 
     def id_to_token(self, token_id: int) -> Optional[str]:
@@ -259,11 +240,10 @@ class Tokenizer:
     # ------------------------------------------------------------ encode/decode
     def encode_np(self, text: Union[str, bytes, bytearray, memoryview]) -> np.ndarray:
         """Token ids of ``text`` as an int32 array (str is UTF-8 encoded)."""
-        ffi, lib = _lib()
         data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
         out = np.empty(max(1, len(data)), dtype=np.int32)
         n = ffi.new("size_t *")
-        _check(lib.cllm_tokenizer_encode(self._h, ffi.from_buffer(data), len(data),
+        check(lib.cllm_tokenizer_encode(self._h, ffi.from_buffer(data), len(data),
                                          ffi.cast("int32_t *", out.ctypes.data), len(out), n))
         return out[:n[0]].copy() if n[0] < len(out) // 2 else out[:n[0]]
 
@@ -273,23 +253,22 @@ class Tokenizer:
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """Exact bytes of ``ids`` (special tokens give their literal text)."""
-        ffi, lib = _lib()
         arr = np.ascontiguousarray(np.fromiter((int(i) for i in ids), dtype=np.int64)
                                    if not isinstance(ids, np.ndarray) else ids)
         if arr.size and (arr.min() < 0 or arr.max() >= len(self._tokens)):
             bad = int(arr[(arr < 0) | (arr >= len(self._tokens))][0])
-            raise ValueError(f"token id {bad} out of range [0, {len(self)})")
+            raise ConfigError(f"token id {bad} out of range [0, {len(self)})")
         arr = np.ascontiguousarray(arr, dtype=np.int32)
         ptr = ffi.cast("int32_t *", arr.ctypes.data)
         n = ffi.new("size_t *")
         # first pass: exact output length (C reports it with CLLM_ERR_RANGE)
         rc = lib.cllm_tokenizer_decode(self._h, ptr, arr.size, ffi.NULL, 0, n)
         if rc != 0 and n[0] == 0:
-            _check(rc)
+            check(rc)
         if n[0] == 0:
             return b""
         out = bytearray(n[0])
-        _check(lib.cllm_tokenizer_decode(self._h, ptr, arr.size, ffi.from_buffer(out), len(out), n))
+        check(lib.cllm_tokenizer_decode(self._h, ptr, arr.size, ffi.from_buffer(out), len(out), n))
         return bytes(out)
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -299,19 +278,18 @@ class Tokenizer:
     def encode_documents(self, docs: Sequence[Union[bytes, str]]) -> np.ndarray:
         """Concatenated ids of ``docs``, each followed by ``<|endoftext|>``
         (uint16 when the vocabulary fits, else uint32)."""
-        ffi, lib = _lib()
         dtype = np.uint16 if len(self) <= 65536 else np.uint32
         if not docs:
             return np.zeros(0, dtype=dtype)
         if self.eot_id < 0:
-            raise ValueError("tokenizer has no <|endoftext|> token")
+            raise ConfigError("tokenizer has no <|endoftext|> token")
         parts = [d.encode("utf-8") if isinstance(d, str) else bytes(d) for d in docs]
         offsets = np.zeros(len(parts) + 1, dtype=np.uint64)
         np.cumsum([len(p) for p in parts], out=offsets[1:])
         blob = b"".join(parts)
         out = np.empty(len(blob) + len(parts), dtype=np.int32)
         n = ffi.new("size_t *")
-        _check(lib.cllm_tokenizer_encode_docs(
+        check(lib.cllm_tokenizer_encode_docs(
             self._h, ffi.from_buffer(blob) if blob else ffi.NULL,
             ffi.cast("uint64_t *", offsets.ctypes.data), len(parts), self.eot_id,
             ffi.cast("int32_t *", out.ctypes.data), len(out), n))
@@ -320,11 +298,10 @@ class Tokenizer:
     # ------------------------------------------------------------------ files
     def merges(self) -> List[Tuple[int, int]]:
         """Learned merges (a, b) in rank order."""
-        ffi, lib = _lib()
         a, b, o = ffi.new("int32_t *"), ffi.new("int32_t *"), ffi.new("int32_t *")
         res = []
         for r in range(self.num_merges):
-            _check(lib.cllm_tokenizer_get_merge(self._h, r, a, b, o))
+            check(lib.cllm_tokenizer_get_merge(self._h, r, a, b, o))
             res.append((a[0], b[0]))
         return res
 
@@ -367,43 +344,27 @@ class Tokenizer:
         path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, "tokenizer.json")
-        tmp = f"{path}.tmp.{os.getpid()}"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self.to_json(), f, ensure_ascii=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write_json(path, self.to_json(), indent=None)
         return path
 
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"]) -> "Tokenizer":
         """Read a tokenizer.json written by :meth:`save` (or a directory holding one).
 
-        Raises ``FileNotFoundError`` if missing and ``ValueError`` if corrupt or
+        Raises ``FileNotFoundError`` if missing and :class:`~cllm.ConfigError` (a ``ValueError``) if corrupt or
         not a byte-level BPE with cllm's pre-tokenizer.
         """
         path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, "tokenizer.json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                obj = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"tokenizer file not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"corrupt tokenizer file {path}: {e}") from None
+        obj = read_json(path, corrupt=ConfigError)
         try:
             return cls._from_json(obj)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"{path}: not a usable byte-level BPE tokenizer.json: {e}") from None
+            raise ConfigError(f"{path}: not a usable byte-level BPE tokenizer.json: {e}") from None
 
     @classmethod
     def _from_json(cls, obj: dict) -> "Tokenizer":
-        ffi, lib = _lib()
         if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) \
                 or obj["model"].get("type") != "BPE":
             raise ValueError("model.type is not BPE")
@@ -444,7 +405,7 @@ class Tokenizer:
                 raise ValueError(f"merge {r} uses a token not in the vocabulary")
             mids[2 * r], mids[2 * r + 1] = hf_to_id[a], hf_to_id[b]
         out = ffi.new("cllm_tokenizer **")
-        _check(lib.cllm_tokenizer_from_vocab(
+        check(lib.cllm_tokenizer_from_vocab(
             ffi.from_buffer(blob), ffi.cast("uint64_t *", offsets.ctypes.data),
             ffi.cast("uint8_t *", spec.ctypes.data), n,
             ffi.cast("int32_t *", mids.ctypes.data), len(merges), out))
@@ -469,21 +430,6 @@ def _is_path(x: object) -> bool:
     return False
 
 
-def _iter_path(path: str, exts: Optional[Sequence[str]]) -> Iterator[bytes]:
-    """Bytes of the text files under ``path`` (same filters as the corpus)."""
-    for fp in _corpus.iter_files(path, exts):
-        try:
-            if os.path.getsize(fp) > _corpus.MAX_FILE_BYTES:
-                continue
-            with open(fp, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            log.debug("skipping %s: %s", fp, e)
-            continue
-        if data and _corpus.is_text(data):
-            yield data
-
-
 def _iter_sources(src, exts: Optional[Sequence[str]]) -> Iterator[bytes]:
     """Bytes of every item: paths are read, str is UTF-8 encoded, bytes as is."""
     if isinstance(src, (str, bytes, bytearray, memoryview, os.PathLike)):
@@ -492,7 +438,7 @@ def _iter_sources(src, exts: Optional[Sequence[str]]) -> Iterator[bytes]:
         if isinstance(item, _corpus.Document):
             yield item.data
         elif _is_path(item):
-            yield from _iter_path(os.fspath(item), exts)
+            yield from (d.data for d in _corpus.iter_documents(os.fspath(item), exts))
         elif isinstance(item, str):
             yield item.encode("utf-8")
         elif isinstance(item, (bytes, bytearray, memoryview)):

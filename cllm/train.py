@@ -1,78 +1,39 @@
-"""Training: corpus -> tokenizer -> token ids -> batches -> C train steps."""
+"""Training: corpus -> tokenizer -> token ids -> batches -> C train steps.
+
+:func:`train` is a short sequence of named steps: :func:`prepare_data` /
+:func:`split_data` (corpus, tokenizer, ids, train/val batches),
+:func:`build_model` or :func:`restore_model` (``--resume``), :func:`run_loop`
+(the steps, SIGINT, periodic evaluation and checkpoints), :func:`evaluate`,
+:func:`summarize` and the final save. Every option comes from
+:class:`~cllm.options.TrainOptions`.
+"""
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from . import dataset
-from ._native import ConfigError
+from .checkpoint import read_state
 from .config import ModelConfig
-from .corpus import DEFAULT_CORPUS_BYTES, CorpusError, default_corpus_path, load_documents
+from .corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents
+from .errors import CheckpointError, ConfigError, CorpusError
 from .model import Model
-from .tokenizer import DEFAULT_VOCAB_SIZE
+from .options import TrainOptions
+from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class TrainConfig:
-    """Optimisation and data settings (names match the CLI flags)."""
-
-    epochs: int = 1
-    max_steps: Optional[int] = None
-    batch_size: int = 16
-    seq_len: int = 128
-    learning_rate: float = 3e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: Optional[int] = None
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0
-    threads: int = 0
-    seed: int = 1337
-    val_fraction: float = 0.05
-    eval_batches: int = 16
-    eval_interval: int = 0
-    checkpoint_every: int = 0
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` for values that cannot work."""
-        ints = {"epochs": 1, "batch_size": 1, "seq_len": 1, "threads": 0, "eval_batches": 1,
-                "eval_interval": 0, "checkpoint_every": 0}
-        for name, lo in ints.items():
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ConfigError(f"{name} must be an integer >= {lo}, got {v!r}")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
-            raise ConfigError(f"max_steps must be a positive integer, got {self.max_steps!r}")
-        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
-            raise ConfigError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
-        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
-                and 0 < self.learning_rate <= 10):
-            raise ConfigError(f"learning_rate must be in (0, 10], got {self.learning_rate!r}")
-        if not 0 <= self.val_fraction < 0.5:
-            raise ConfigError(f"val_fraction must be in [0, 0.5), got {self.val_fraction}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-
-    def lr_at(self, step: int, total: int) -> float:
-        """Linear warm-up, then cosine decay to ``min_lr_ratio * learning_rate``."""
-        warm = self.warmup_steps if self.warmup_steps is not None else min(100, max(1, total // 20))
-        if step <= warm and warm > 0:
-            return self.learning_rate * step / warm
-        frac = (step - warm) / max(1, total - warm)
-        cos = 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
-        return self.learning_rate * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cos)
+#: Kept for callers of earlier versions: the options dataclass.
+TrainConfig = TrainOptions
 
 
 @dataclass
@@ -160,7 +121,6 @@ def prepare_data(path: Optional[str], exts: Optional[Sequence[str]], max_bytes: 
     """Load the corpus, train (or reuse) a tokenizer and encode the corpus.
 
     Returns (documents, tokenizer, ids)."""
-    from .tokenizer import Tokenizer
     if path is None:
         path = default_corpus_path()
         if exts is None:
@@ -171,94 +131,39 @@ def prepare_data(path: Optional[str], exts: Optional[Sequence[str]], max_bytes: 
                  path, max_bytes)
     docs = load_documents(path, exts, max_bytes)
     if tokenizer is None:
-        if vocab_size < 257:
-            raise ConfigError(f"vocab_size must be >= 257 (256 bytes + <|endoftext|>), got {vocab_size}")
         if vocab_size == 257:
             tokenizer = Tokenizer.byte_level()
         else:
             tokenizer = Tokenizer.train([d.data for d in docs], vocab_size=vocab_size, progress=progress)
     if cache_dir is not None:
-        ids = dataset.load_or_build([d.path for d in docs], tokenizer, cache_dir, progress=progress)
+        ids = dataset.load_or_build(docs, tokenizer, cache_dir, progress=progress)
     else:
         ids = tokenizer.encode_documents([d.data for d in docs])
     return docs, tokenizer, ids
 
 
-def train(path: Optional[str] = None, *, epochs: int = 1, max_steps: Optional[int] = None,
-          batch_size: int = 16, seq_len: int = 128, learning_rate: float = 3e-4, threads: int = 0,
-          vocab_size: int = DEFAULT_VOCAB_SIZE, embed_dim: int = 256, num_layers: int = 4, num_heads: int = 4,
-          context_len: Optional[int] = None, out_dir: Optional[str] = None, seed: int = 1337,
-          exts: Optional[Sequence[str]] = None, max_bytes: Optional[int] = None,
-          weight_decay: float = 0.1, grad_clip: float = 1.0, warmup_steps: Optional[int] = None,
-          val_fraction: float = 0.05, eval_batches: int = 16, eval_interval: int = 0,
-          checkpoint_every: int = 0, tokenizer: Any = None, progress: bool = True,
-          verbose: bool = False, max_memory_gb: float = 16.0, resume: bool = False) -> Model:
-    """Train a GPT-2 on the source tree at ``path`` and return the :class:`Model`.
+@dataclass
+class Data:
+    """The prepared corpus: documents, tokenizer, ids and the train/val batches."""
 
-    With ``path=None`` the running interpreter's standard library is used
-    (capped, so the run takes minutes). The model's vocabulary is the trained
-    tokenizer's size (at most ``vocab_size``). When ``out_dir`` is given the
-    checkpoint (weights, config, tokenizer, optimizer and trainer state) is
-    written there at the end (and every ``checkpoint_every`` steps); a run
-    that fails keeps the last checkpoint intact. ``model.summary`` holds the
-    train/val loss, val bits per byte, tokens/s and timings.
-
-    Ctrl-C (SIGINT) finishes the current step, saves a consistent checkpoint
-    to ``out_dir`` and raises :class:`KeyboardInterrupt`. ``resume=True``
-    continues the run saved in ``out_dir`` with its saved settings (the other
-    arguments are ignored), bit-identically to an uninterrupted run.
-    """
-    args = {k: v for k, v in locals().items() if k not in ("tokenizer", "progress", "verbose", "resume")}
-    state0: Optional[Dict[str, Any]] = None
-    if resume:
-        from .checkpoint import STATE_FILE, read_json
-        if not out_dir or not os.path.isfile(os.path.join(out_dir, STATE_FILE)):
-            raise ConfigError(f"resume: no {STATE_FILE} in out_dir={out_dir!r}; nothing to resume")
-        state0 = read_json(os.path.join(out_dir, STATE_FILE))
-        saved = state0.get("train_args") if isinstance(state0, dict) else None
-        if not isinstance(saved, dict):
-            raise ConfigError(f"resume: {os.path.join(out_dir, STATE_FILE)} lacks the saved training arguments")
-        saved = dict(saved, out_dir=out_dir)
-        log.info("resuming %s at step %s with its saved settings", out_dir, state0.get("step"))
-        from .tokenizer import Tokenizer
-        return _train(tokenizer=Tokenizer.load(out_dir), progress=progress, verbose=verbose, state0=state0,
-                      **saved)
-    return _train(tokenizer=tokenizer, progress=progress, verbose=verbose, state0=None, **args)
+    docs: List[Document]
+    tokenizer: Any
+    n_tokens: int
+    train: Batches
+    val: Batches
+    batch: int
+    steps_per_epoch: int
+    byte_lens: np.ndarray
 
 
-def _train(path: Optional[str], *, epochs: int, max_steps: Optional[int], batch_size: int, seq_len: int,
-           learning_rate: float, threads: int, vocab_size: int, embed_dim: int, num_layers: int,
-           num_heads: int, context_len: Optional[int], out_dir: Optional[str], seed: int,
-           exts: Optional[Sequence[str]], max_bytes: Optional[int], weight_decay: float, grad_clip: float,
-           warmup_steps: Optional[int], val_fraction: float, eval_batches: int, eval_interval: int,
-           checkpoint_every: int, tokenizer: Any, progress: bool, verbose: bool, max_memory_gb: float,
-           state0: Optional[Dict[str, Any]]) -> Model:
-    """The training run behind :func:`train` (``state0``: a saved trainer state to continue)."""
-    args = {k: v for k, v in locals().items() if k not in ("tokenizer", "progress", "verbose", "state0")}
-    if exts is not None:
-        args["exts"] = list(exts)
-    tc = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, seq_len=seq_len,
-                     learning_rate=learning_rate, warmup_steps=warmup_steps, weight_decay=weight_decay,
-                     grad_clip=grad_clip, threads=threads, seed=seed, val_fraction=val_fraction,
-                     eval_batches=eval_batches, eval_interval=eval_interval,
-                     checkpoint_every=checkpoint_every)
-    tc.validate()
-    ModelConfig(vocab_size=max(vocab_size, 1), context_len=context_len or seq_len, num_layers=num_layers,
-                num_heads=num_heads, embed_dim=embed_dim).validate()
-    if context_len is not None and context_len < seq_len:
-        raise ConfigError(f"context_len ({context_len}) must be >= seq_len ({seq_len})")
-    if path is not None and not os.path.exists(path):
-        raise CorpusError(f"corpus path does not exist: {path!r}")
-    t0 = time.perf_counter()
-    cache_dir = os.path.join(out_dir, "cache") if out_dir else None
-    docs, tok, ids = prepare_data(path, exts, max_bytes, vocab_size, tokenizer, cache_dir, progress)
-    n = len(ids)
-    T = seq_len
+def split_data(docs: List[Document], tok: Any, ids: np.ndarray, opts: TrainOptions) -> Data:
+    """Hold out the last ``val_fraction`` of the ids and cut both splits into sequences."""
+    n, T = len(ids), opts.seq_len
     if n < T + 2:
         raise CorpusError(f"the corpus has only {n} tokens; a training sequence needs seq_len + 1 = {T + 1} "
                           f"(lower --seq-len or add files)")
-    n_val = int(n * val_fraction)
-    if val_fraction > 0:
+    n_val = int(n * opts.val_fraction)
+    if opts.val_fraction > 0:
         n_val = max(n_val, T + 1)
     if n - n_val < T + 1:
         log.warning("corpus too small for a held-out split of %d tokens: evaluating on the training data", n_val)
@@ -266,42 +171,58 @@ def _train(path: Optional[str], *, epochs: int, max_steps: Optional[int], batch_
     else:
         train_ids, val_ids = ids[:n - n_val], ids[n - n_val:] if n_val else ids[:0]
     train_b, val_b = Batches(train_ids, T), Batches(val_ids, T)
-    B = batch_size
+    B = opts.batch_size
     if len(train_b) < B:
         log.warning("the training split holds only %d sequences of %d tokens; using batches of %d",
                     len(train_b), T, len(train_b))
         B = len(train_b)
-    steps_per_epoch = len(train_b) // B
-    total = tc.max_steps if tc.max_steps is not None else tc.epochs * steps_per_epoch
-    mcfg = ModelConfig(vocab_size=len(tok), context_len=context_len or T, num_layers=num_layers,
-                       num_heads=num_heads, embed_dim=embed_dim)
-    model = Model(mcfg, tok, batch_size=B, seq_len=T, threads=threads, seed=seed, max_memory_gb=max_memory_gb)
-    log.info("%r; %d train tokens (%d sequences), %d val tokens; %d steps of %d x %d", model,
-             len(train_ids), len(train_b), len(val_ids), total, B, T)
-    byte_lens = _token_byte_lengths(tok)
-    start = 0
-    if state0 is not None:
-        from .checkpoint import MODEL_FILE, CheckpointError, load_optimizer_state, read_safetensors
-        data0 = state0.get("data", {})
-        if data0.get("tokens") != n or state0.get("threads") != model.threads or state0.get("batch") != B:
-            raise CheckpointError(
-                f"resume: the run in {out_dir} had {data0.get('tokens')} corpus tokens, "
-                f"{state0.get('threads')} threads and batch {state0.get('batch')}; now {n}, {model.threads}, {B} "
-                f"(the corpus or the machine changed, so the run cannot continue identically)")
-        tensors, _ = read_safetensors(os.path.join(out_dir, MODEL_FILE))
-        model.load_state_dict(tensors)
-        load_optimizer_state(model, out_dir)
-        start = int(state0["step"])
-        total = int(state0["total_steps"])
+    return Data(docs, tok, n, train_b, val_b, B, len(train_b) // B, _token_byte_lengths(tok))
 
-    def state(step: int, epoch: int) -> Dict[str, Any]:
-        return {"step": step, "epoch": epoch, "total_steps": total, "train_config": asdict(tc),
-                "model_config": mcfg.to_dict(), "summary": model.summary, "threads": model.threads,
-                "batch": B, "train_args": args,
-                "data": {"path": path, "tokens": n, "train_tokens": len(train_ids)}}
 
+def build_model(opts: TrainOptions, data: Data) -> Model:
+    """A freshly initialised model for ``data``'s tokenizer."""
+    mcfg = ModelConfig(vocab_size=len(data.tokenizer), context_len=opts.context_len or opts.seq_len,
+                       num_layers=opts.num_layers, num_heads=opts.num_heads, embed_dim=opts.embed_dim)
+    return Model(mcfg, data.tokenizer, batch_size=data.batch, seq_len=opts.seq_len, threads=opts.threads,
+                 seed=opts.seed, max_memory_gb=opts.max_memory_gb)
+
+
+def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any]) -> Model:
+    """The model and optimizer saved in ``opts.out_dir`` (via :meth:`Model.load`),
+    checked to continue the same run."""
+    assert opts.out_dir is not None
+    model = Model.load(opts.out_dir, threads=opts.threads, batch_size=data.batch, seq_len=opts.seq_len,
+                       load_optimizer=True, max_memory_gb=opts.max_memory_gb)
+    data0 = state0.get("data", {})
+    if data0.get("tokens") != data.n_tokens or state0.get("threads") != model.threads \
+            or state0.get("batch") != data.batch:
+        raise CheckpointError(
+            f"resume: the run in {opts.out_dir} had {data0.get('tokens')} corpus tokens, "
+            f"{state0.get('threads')} threads and batch {state0.get('batch')}; now {data.n_tokens}, "
+            f"{model.threads}, {data.batch} (the corpus or the machine changed, so the run cannot "
+            f"continue identically)")
+    return model
+
+
+@dataclass
+class LoopResult:
+    """What :func:`run_loop` did."""
+
+    step: int
+    losses: List[float]
+    tokens: int
+    seconds: float
+    interrupted: bool
+
+
+def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: int,
+             save: Callable[[int], None]) -> LoopResult:
+    """Train from step ``start`` to ``total``; ``save(step)`` writes a checkpoint.
+
+    The first SIGINT ends the loop after the current step (``interrupted``)."""
+    B, spe = data.batch, data.steps_per_epoch
     bar = None
-    if progress:
+    if opts.progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
     losses: List[float] = []
@@ -310,64 +231,154 @@ def _train(path: Optional[str], *, epochs: int, max_steps: Optional[int], batch_
     t_train = time.perf_counter()
     tokens_done = 0
     stop = _StopFlag()
-    with stop:
-        while step < total and not stop.set:
-            epoch = step // steps_per_epoch
-            order = np.random.default_rng(seed + epoch).permutation(len(train_b))
-            for i in range((step % steps_per_epoch) * B, steps_per_epoch * B, B):
-                if step >= total or stop.set:
-                    break
-                x, y = train_b.block(train_b.starts[order[i:i + B]])
-                lr = tc.lr_at(step + 1, total)
-                loss, gnorm = model.train_step(x, y, step + 1, lr, beta1=tc.beta1, beta2=tc.beta2, eps=tc.eps,
-                                               weight_decay=tc.weight_decay, grad_clip=tc.grad_clip)
-                step += 1
-                losses.append(loss)
-                tokens_done += x.size
-                ema = loss if ema is None else 0.9 * ema + 0.1 * loss
-                el = time.perf_counter() - t_train
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_done / el:,.0f}")
-                if step % 50 == 0 or step == start + 1:
-                    (log.debug if bar is not None else log.info)(
-                        "step %d/%d loss %.4f gnorm %.3f lr %.2e %.0f tok/s", step, total, loss,
-                        gnorm, lr, tokens_done / el)
-                if tc.eval_interval and step % tc.eval_interval == 0 and len(val_b):
-                    ev = evaluate(model, val_b, B, tc.eval_batches, byte_lens)
-                    log.info("step %d val_loss %.4f val_bpb %.4f", step, ev["val_loss"], ev.get("val_bpb", float("nan")))
-                if out_dir and tc.checkpoint_every and step % tc.checkpoint_every == 0:
-                    model.save(out_dir, trainer_state=state(step, step // steps_per_epoch))
-    if stop.set:
+    try:
+        with stop:
+            while step < total and not stop.set:
+                epoch = step // spe
+                order = np.random.default_rng(opts.seed + epoch).permutation(len(data.train))
+                for i in range((step % spe) * B, spe * B, B):
+                    if step >= total or stop.set:
+                        break
+                    x, y = data.train.block(data.train.starts[order[i:i + B]])
+                    lr = opts.lr_at(step + 1, total)
+                    loss, gnorm = model.train_step(x, y, step + 1, lr, beta1=opts.beta1, beta2=opts.beta2,
+                                                   eps=opts.eps, weight_decay=opts.weight_decay,
+                                                   grad_clip=opts.grad_clip)
+                    step += 1
+                    losses.append(loss)
+                    tokens_done += x.size
+                    ema = loss if ema is None else 0.9 * ema + 0.1 * loss
+                    el = time.perf_counter() - t_train
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_done / el:,.0f}")
+                    if step % 50 == 0 or step == start + 1:
+                        (log.debug if bar is not None else log.info)(
+                            "step %d/%d loss %.4f gnorm %.3f lr %.2e %.0f tok/s", step, total, loss,
+                            gnorm, lr, tokens_done / el)
+                    if opts.eval_interval and step % opts.eval_interval == 0 and len(data.val):
+                        ev = evaluate(model, data.val, B, opts.eval_batches, data.byte_lens)
+                        log.info("step %d val_loss %.4f val_bpb %.4f", step, ev["val_loss"],
+                                 ev.get("val_bpb", float("nan")))
+                    if opts.checkpoint_every and step % opts.checkpoint_every == 0:
+                        save(step)
+    finally:
         if bar is not None:
             bar.close()
-        model.summary = {"interrupted_at": step}
-        if out_dir:
-            model.save(out_dir, trainer_state=state(step, step // steps_per_epoch))
-            log.warning("interrupted after step %d: checkpoint saved to %s (continue with "
-                        "`cllm train --resume --out %s`)", step, out_dir, out_dir)
-        raise KeyboardInterrupt
-    epoch = step // steps_per_epoch
-    if bar is not None:
-        bar.close()
-    train_time = time.perf_counter() - t_train
-    ev = evaluate(model, val_b, B, tc.eval_batches, byte_lens) if len(val_b) else {}
+    return LoopResult(step, losses, tokens_done, time.perf_counter() - t_train, stop.set)
+
+
+def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0: float) -> Dict[str, Any]:
+    """Final evaluation and the run's summary (``model.summary``)."""
+    ev = evaluate(model, data.val, data.batch, opts.eval_batches, data.byte_lens) if len(data.val) else {}
+    losses = res.losses
     k = max(1, min(20, len(losses) // 10 or 1))
-    model.summary = {
-        "steps": step, "epochs": epoch, "tokens": tokens_done, "train_seconds": train_time,
-        "tokens_per_sec": tokens_done / train_time if train_time > 0 else 0.0,
+    s = {
+        "steps": res.step, "epochs": res.step // data.steps_per_epoch, "tokens": res.tokens,
+        "train_seconds": res.seconds,
+        "tokens_per_sec": res.tokens / res.seconds if res.seconds > 0 else 0.0,
         "first_loss": losses[0] if losses else None,
         "train_loss": float(np.mean(losses[-k:])) if losses else None,
-        "corpus_files": len(docs), "corpus_bytes": sum(len(d.data) for d in docs),
-        "corpus_tokens": n, "vocab_size": len(tok), "threads": model.threads,
+        "corpus_files": len(data.docs), "corpus_bytes": sum(len(d.data) for d in data.docs),
+        "corpus_tokens": data.n_tokens, "vocab_size": len(data.tokenizer), "threads": model.threads,
         **ev, "total_seconds": time.perf_counter() - t0,
     }
-    log.info("done: %d steps, train loss %.4f, val loss %s, %.0f tok/s", step,
-             model.summary["train_loss"] or float("nan"), ev.get("val_loss"), model.summary["tokens_per_sec"])
-    if verbose:
-        for s in model.sphere_stats():
-            log.info("sphere %d (parent %d): %d tasks, busy %.2fs (%.0f%%)", s["sphere"], s["parent"],
-                     s["tasks"], s["busy_seconds"], 100 * s["busy_fraction"])
-    if out_dir:
-        model.save(out_dir, trainer_state=state(step, epoch))
+    log.info("done: %d steps, train loss %.4f, val loss %s, %.0f tok/s", res.step,
+             s["train_loss"] or float("nan"), ev.get("val_loss"), s["tokens_per_sec"])
+    if opts.verbose:
+        for st in model.sphere_stats():
+            log.info("sphere %d (parent %d): %d tasks, busy %.2fs (%.0f%%)", st["sphere"], st["parent"],
+                     st["tasks"], st["busy_seconds"], 100 * st["busy_fraction"])
+    return s
+
+
+def _resume_options(opts: TrainOptions) -> tuple:
+    """(saved options, path, saved state) of the run in ``opts.out_dir``."""
+    if not opts.out_dir or not os.path.isdir(opts.out_dir):
+        raise ConfigError(f"resume: out_dir={opts.out_dir!r} holds no run; nothing to resume")
+    try:
+        state0 = read_state(opts.out_dir)
+    except CheckpointError as e:
+        if "not found" in str(e):
+            raise ConfigError(f"resume: no trainer_state.json in out_dir={opts.out_dir!r}; nothing to resume") from None
+        raise
+    saved = state0.get("options", state0.get("train_args"))
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"resume: {opts.out_dir}/trainer_state.json lacks the saved training options")
+    log.info("resuming %s at step %s with its saved options", opts.out_dir, state0.get("step"))
+    ropts = TrainOptions.from_saved(saved, out_dir=opts.out_dir, resume=True, progress=opts.progress,
+                                    verbose=opts.verbose)
+    return ropts, state0.get("data", {}).get("path", saved.get("path")), state0
+
+
+def train(path: Optional[str] = None, **options: Any) -> Model:
+    t0 = time.perf_counter()
+    opts = TrainOptions.from_kwargs(options)
+    state0: Optional[Dict[str, Any]] = None
+    if opts.resume:
+        opts, path, state0 = _resume_options(opts)
+    if path is not None:
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise CorpusError(f"corpus path does not exist: {path!r}")
+    tokenizer = Tokenizer.load(opts.out_dir) if state0 is not None else opts.tokenizer
+    cache_dir = os.path.join(opts.out_dir, "cache") if opts.out_dir else None
+    docs, tok, ids = prepare_data(path, opts.exts, opts.max_bytes, opts.vocab_size, tokenizer, cache_dir,
+                                  opts.progress)
+    data = split_data(docs, tok, ids, opts)
+    if state0 is None:
+        model = build_model(opts, data)
+        start = 0
+        total = opts.max_steps if opts.max_steps is not None else opts.epochs * data.steps_per_epoch
+    else:
+        model = restore_model(opts, data, state0)
+        start, total = int(state0["step"]), int(state0["total_steps"])
+    log.info("%r; %d train sequences, %d val sequences; %d steps of %d x %d", model, len(data.train),
+             len(data.val), total, data.batch, opts.seq_len)
+
+    def save(step: int) -> None:
+        if opts.out_dir:
+            model.save(opts.out_dir, trainer_state={
+                "step": step, "epoch": step // data.steps_per_epoch, "total_steps": total,
+                "options": opts.saved(), "model_config": model.config.to_dict(), "summary": model.summary,
+                "threads": model.threads, "batch": data.batch,
+                "data": {"path": path, "tokens": data.n_tokens, "train_tokens": len(data.train.data)}})
+
+    res = run_loop(model, opts, data, start, total, save)
+    if res.interrupted:
+        model.summary = {"interrupted_at": res.step}
+        save(res.step)
+        if opts.out_dir:
+            log.warning("interrupted after step %d: checkpoint saved to %s (continue with "
+                        "`cllm train --resume --out %s`)", res.step, opts.out_dir, opts.out_dir)
+        raise KeyboardInterrupt
+    model.summary = summarize(model, opts, data, res, t0)
+    save(res.step)
     return model
+
+
+train.__doc__ = """Train a GPT-2 on the source tree at ``path`` and return the :class:`Model`.
+
+With ``path=None`` the running interpreter's standard library is used
+(capped, so the run takes minutes). The model's vocabulary is the trained
+tokenizer's size (at most ``vocab_size``). When ``out_dir`` is given the
+checkpoint (weights, config, tokenizer, optimizer and trainer state) is
+written there at the end (and every ``checkpoint_every`` steps); a run
+that fails keeps the last checkpoint intact. ``model.summary`` holds the
+train/val loss, val bits per byte, tokens/s and timings.
+
+Ctrl-C (SIGINT) finishes the current step, saves a consistent checkpoint
+to ``out_dir`` and raises :class:`KeyboardInterrupt`. ``resume=True``
+continues the run saved in ``out_dir`` with its saved options (the other
+arguments are ignored), bit-identically to an uninterrupted run.
+
+Every option is validated (type and range) before any work starts: a
+wrong type raises :class:`~cllm.ConfigTypeError` (a ``TypeError``), a
+value out of range :class:`~cllm.ConfigError` (a ``ValueError``).
+
+Options (keyword-only; see :class:`~cllm.options.TrainOptions`):
+
+""" + TrainOptions.doc()
+train.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("path", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Optional[str])]
+    + TrainOptions.parameters(), return_annotation=Model)

@@ -1,0 +1,289 @@
+"""Training options, declared ONCE: :class:`TrainOptions`.
+
+Each field carries its type (the annotation), default, help text, valid
+range or choices and its ``cllm train`` flag (plus a short alias where one
+exists). Everything else is generated from the fields:
+
+- the keywords of :func:`cllm.train` (its ``__signature__`` and docstring),
+- validation of types and ranges at the API boundary (``__post_init__``),
+- the ``options`` saved in ``trainer_state.json`` (and read back by ``--resume``),
+- the ``cllm train`` argparse flags (:meth:`TrainOptions.add_arguments`).
+
+Adding an option is one field here (then use ``opts.<name>`` in the code
+that needs it).
+"""
+import argparse
+import dataclasses
+import inspect
+import math
+import numbers
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .config import C_INT_MAX
+from .errors import ConfigError, ConfigTypeError
+from .tokenizer import DEFAULT_VOCAB_SIZE
+
+__all__ = ["TrainOptions", "option"]
+_U64_MAX = 2**64 - 1
+
+
+def option(default: Any, help: str, *, lo: Optional[float] = None, hi: Optional[float] = None,
+           lo_open: bool = False, hi_open: bool = False, choices: Optional[Sequence[Any]] = None,
+           flag: Optional[str] = None, short: Optional[str] = None, cli: bool = True,
+           cli_default: Any = dataclasses.MISSING, cli_invert: bool = False, saved: bool = True,
+           metavar: Optional[str] = None, cli_help: Optional[str] = None, group: str = "training") -> Any:
+    """A :class:`TrainOptions` field.
+
+    ``lo``/``hi`` bound numbers (inclusive unless ``lo_open``/``hi_open``);
+    ``choices`` lists the allowed values; ``flag`` overrides the CLI flag
+    (default ``--name-with-dashes``) and ``short`` adds an alias; ``cli=False``
+    keeps an option API-only; ``cli_default`` is the flag's default when it
+    differs from the API's; ``cli_invert`` makes a boolean a ``store_false``
+    flag (``--quiet`` for ``progress``); ``saved=False`` leaves the option out
+    of ``trainer_state.json`` (run-local options such as ``progress``);
+    ``cli_help`` replaces ``help`` for the flag.
+    """
+    meta = dict(help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices, flag=flag,
+                short=short, cli=cli, cli_default=cli_default, cli_invert=cli_invert, saved=saved,
+                metavar=metavar, cli_help=cli_help or help, group=group)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _base_type(tp: Any) -> Tuple[Any, bool]:
+    """(the non-None type, whether None is allowed) of an annotation."""
+    if typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), True
+    return tp, False
+
+
+@dataclass
+class TrainOptions:
+    """Every setting of a training run (names are the :func:`cllm.train` keywords;
+    the ``cllm train`` flags are the same names with dashes)."""
+
+    # -- model shape
+    vocab_size: int = option(DEFAULT_VOCAB_SIZE, f"BPE vocabulary size, bytes and <|endoftext|> included "
+                             f"(default {DEFAULT_VOCAB_SIZE}, chosen by measurement; 257 = bytes only)",
+                             lo=257, hi=C_INT_MAX, group="model")
+    embed_dim: int = option(256, "embedding width (a multiple of num_heads)", lo=1, hi=C_INT_MAX, group="model")
+    num_layers: int = option(4, "transformer blocks", lo=1, hi=C_INT_MAX, group="model")
+    num_heads: int = option(4, "attention heads", lo=1, hi=C_INT_MAX, group="model")
+    context_len: Optional[int] = option(None, "position embeddings (default: seq_len)", lo=1, hi=C_INT_MAX,
+                                        group="model")
+    # -- data
+    seq_len: int = option(128, "tokens per training sequence", lo=1, hi=C_INT_MAX, group="data")
+    exts: Optional[List[str]] = option(None, "only files with these extensions (CLI: repeatable or a comma "
+                                       "list, e.g. -e .py,.c)", flag="--ext", short="-e", metavar="EXT",
+                                       group="data")
+    max_bytes: Optional[int] = option(None, "cap on corpus bytes", lo=1, group="data")
+    val_fraction: float = option(0.05, "share of the tokens held out for validation", lo=0, hi=0.5,
+                                 hi_open=True, group="data")
+    # -- optimisation
+    epochs: int = option(1, "passes over the training split", lo=1, hi=C_INT_MAX)
+    max_steps: Optional[int] = option(None, "stop after N steps (overrides epochs)", lo=1, hi=C_INT_MAX)
+    batch_size: int = option(16, "sequences per step", lo=1, hi=C_INT_MAX)
+    learning_rate: float = option(3e-4, "peak AdamW learning rate", lo=0, hi=10, lo_open=True)
+    min_lr_ratio: float = option(0.1, "cosine decay ends at min_lr_ratio * learning_rate", lo=0, hi=1)
+    warmup_steps: Optional[int] = option(None, "linear warm-up steps (default: total/20, at most 100)",
+                                         lo=0, hi=C_INT_MAX)
+    weight_decay: float = option(0.1, "AdamW decoupled weight decay (matrices only)", lo=0)
+    beta1: float = option(0.9, "AdamW first-moment decay", lo=0, hi=1, hi_open=True)
+    beta2: float = option(0.95, "AdamW second-moment decay", lo=0, hi=1, hi_open=True)
+    eps: float = option(1e-8, "AdamW epsilon", lo=0, lo_open=True)
+    grad_clip: float = option(1.0, "clip the global gradient norm to this (0: no clipping)", lo=0)
+    seed: int = option(1337, "seed of the weight init and the data order", lo=0, hi=_U64_MAX)
+    # -- evaluation and checkpoints
+    eval_batches: int = option(16, "batches per evaluation", lo=1, hi=C_INT_MAX, group="evaluation")
+    eval_interval: int = option(0, "evaluate every N steps (0: at the end only)", lo=0, hi=C_INT_MAX,
+                                group="evaluation")
+    out_dir: Optional[str] = option(None, "checkpoint directory (API default: none, nothing saved)",
+                                    flag="--out", cli_default="runs/cllm", saved=False, metavar="DIR",
+                                    group="checkpoints")
+    checkpoint_every: int = option(0, "save every N steps (0: at the end only)", lo=0, hi=C_INT_MAX,
+                                   group="checkpoints")
+    resume: bool = option(False, "continue the run saved in out_dir with its saved options "
+                          "(bit-identical continuation; the other options are ignored)", saved=False,
+                          group="checkpoints")
+    # -- machine
+    threads: int = option(0, "worker spheres (0: all usable CPUs)", lo=0, hi=C_INT_MAX, group="machine")
+    max_memory_gb: float = option(16.0, "refuse models whose buffers exceed this many GB", lo=0, lo_open=True,
+                                  group="machine")
+    # -- run-local
+    tokenizer: Any = option(None, "a trained Tokenizer to use instead of training one (API only)",
+                            cli=False, saved=False, group="data")
+    progress: bool = option(True, "show a progress bar", flag="--quiet", short="-q", cli_invert=True,
+                            cli_help="no progress bar", saved=False, group="output")
+    verbose: bool = option(False, "log details and per-sphere statistics", short="-v", saved=False,
+                           group="output")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _check_field(f, getattr(self, f.name)))
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
+        if self.context_len is not None and self.context_len < self.seq_len:
+            raise ConfigError(f"context_len ({self.context_len}) must be >= seq_len ({self.seq_len})")
+
+    # ----------------------------------------------------------- conversions
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any], what: str = "train") -> "TrainOptions":
+        """Options from keywords; an unknown name is a ``TypeError`` like Python's own."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        for k in kwargs:
+            if k not in names:
+                import difflib
+                near = difflib.get_close_matches(k, names, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ConfigTypeError(f"{what}() got an unexpected keyword argument {k!r}{hint}")
+        return cls(**kwargs)
+
+    def saved(self) -> Dict[str, Any]:
+        """The options recorded in ``trainer_state.json`` (JSON-ready)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["saved"]}
+
+    @classmethod
+    def from_saved(cls, saved: Mapping[str, Any], **override: Any) -> "TrainOptions":
+        """Options of a saved run (unknown keys of other versions are ignored), with ``override``."""
+        keep = {f.name for f in dataclasses.fields(cls) if f.metadata["saved"]}
+        return cls(**{k: v for k, v in saved.items() if k in keep}, **override)
+
+    def kwargs(self) -> Dict[str, Any]:
+        """All options as :func:`cllm.train` keywords."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    # ------------------------------------------------------------ schedules
+    def lr_at(self, step: int, total: int) -> float:
+        """Linear warm-up, then cosine decay to ``min_lr_ratio * learning_rate``."""
+        warm = self.warmup_steps if self.warmup_steps is not None else min(100, max(1, total // 20))
+        if step <= warm and warm > 0:
+            return self.learning_rate * step / warm
+        frac = (step - warm) / max(1, total - warm)
+        cos = 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+        return self.learning_rate * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cos)
+
+    # -------------------------------------------------------------- the CLI
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add one ``cllm train`` flag per CLI option (grouped as in the class)."""
+        groups: Dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            m = f.metadata
+            if not m["cli"]:
+                continue
+            g = groups.get(m["group"])
+            if g is None:
+                g = groups[m["group"]] = parser.add_argument_group(f"{m['group']} options")
+            names = [m["flag"] or "--" + f.name.replace("_", "-")]
+            if m["short"]:
+                names.insert(0, m["short"])
+            default = f.default if m["cli_default"] is dataclasses.MISSING else m["cli_default"]
+            tp, _ = _base_type(f.type)
+            if tp is bool:
+                g.add_argument(*names, dest=f.name, default=default, help=m["cli_help"],
+                               action="store_false" if m["cli_invert"] else "store_true")
+                continue
+            metavar = m["metavar"] or {int: "N", float: "F"}.get(tp, "TEXT")
+            kw: Dict[str, Any] = dict(dest=f.name, default=default, metavar=metavar,
+                                      help=_cli_help(m, default))
+            if typing.get_origin(tp) in (list, List):
+                kw.update(action="append", type=str)
+            else:
+                kw.update(type=tp if tp in (int, float, str) else str)
+            if m["choices"] is not None:
+                kw["choices"] = list(m["choices"])
+            g.add_argument(*names, **kw)
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> "TrainOptions":
+        """Options from parsed ``cllm train`` arguments."""
+        return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if f.metadata["cli"]})
+
+    # -------------------------------------------------------------- the API
+    @classmethod
+    def parameters(cls) -> List[inspect.Parameter]:
+        """Keyword-only :class:`inspect.Parameter` of every option (for signatures)."""
+        return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                  default=f.default if f.default is not dataclasses.MISSING else f.default_factory(),
+                                  annotation=f.type) for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def doc(cls) -> str:
+        """One docstring line per option: name, default, valid range, help."""
+        lines = []
+        for f in dataclasses.fields(cls):
+            m = f.metadata
+            d = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rng = _range_text(m)
+            lines.append(f"    {f.name} (default {d!r}{'; ' + rng if rng else ''}): {m['help']}")
+        return "\n".join(lines)
+
+
+def _range_text(m: Mapping[str, Any]) -> str:
+    if m["choices"] is not None:
+        return "one of " + ", ".join(map(repr, m["choices"]))
+    lo, hi = m["lo"], m["hi"]
+    if lo is None and hi is None:
+        return ""
+    if hi is None:
+        return f"{'>' if m['lo_open'] else '>='} {lo}"
+    if lo is None:
+        return f"{'<' if m['hi_open'] else '<='} {hi}"
+    return f"in {'(' if m['lo_open'] else '['}{lo}, {hi}{')' if m['hi_open'] else ']'}"
+
+
+def _cli_help(m: Mapping[str, Any], default: Any) -> str:
+    rng = _range_text(m)
+    extra = [f"default {default}"] if default is not None else []
+    if rng and m["hi"] != C_INT_MAX:
+        extra.append(rng)
+    return m["cli_help"] + (f" ({'; '.join(extra)})" if extra else "")
+
+
+def _check_field(f: "dataclasses.Field[Any]", v: Any) -> Any:
+    """``v`` converted to the field's type, or a :class:`ConfigError` naming the field."""
+    m = f.metadata
+    tp, nullable = _base_type(f.type)
+    name = f.name
+    if v is None:
+        if nullable or tp is Any:
+            return None
+        raise ConfigTypeError(f"{name} must not be None")
+    if tp is Any:
+        return v
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise ConfigTypeError(f"{name} must be True or False, got {v!r}")
+        return v
+    if tp is int:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise ConfigTypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
+        v = int(v)
+    elif tp is float:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise ConfigTypeError(f"{name} must be a number, got {type(v).__name__} {v!r}")
+        v = float(v)
+        if not math.isfinite(v):
+            raise ConfigError(f"{name} must be finite, got {v!r}")
+    elif tp is str:
+        import os
+        if not isinstance(v, (str, os.PathLike)):
+            raise ConfigTypeError(f"{name} must be a string or path, got {type(v).__name__} {v!r}")
+        v = os.fspath(v)
+    elif typing.get_origin(tp) in (list, List):
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+            raise ConfigTypeError(f"{name} must be a list of strings, got {v!r}")
+        v = list(v)
+    if m["choices"] is not None and v not in m["choices"]:
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, m['choices']))}; got {v!r}")
+    lo, hi = m["lo"], m["hi"]
+    if (lo is not None and (v <= lo if m["lo_open"] else v < lo)) or \
+            (hi is not None and (v >= hi if m["hi_open"] else v > hi)):
+        raise ConfigError(f"{name} must be {_range_text(m)}, got {v!r}")
+    return v
