@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
-
-import numpy as np
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import corpus as _corpus
 from ._native import check, ffi, lib
 from .errors import ConfigError, ConfigTypeError
 from .fileio import atomic_write_json, read_json
+
+if TYPE_CHECKING:  # numpy is imported lazily: `cllm generate` never needs it
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +239,9 @@ class Tokenizer:
         return self._hf_to_id.get(token)
 
     # ------------------------------------------------------------ encode/decode
-    def encode_np(self, text: Union[str, bytes, bytearray, memoryview]) -> np.ndarray:
+    def encode_np(self, text: Union[str, bytes, bytearray, memoryview]) -> "np.ndarray":
         """Token ids of ``text`` as an int32 array (str is UTF-8 encoded)."""
+        import numpy as np
         data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
         out = np.empty(max(1, len(data)), dtype=np.int32)
         n = ffi.new("size_t *")
@@ -249,35 +251,56 @@ class Tokenizer:
 
     def encode(self, text: Union[str, bytes, bytearray, memoryview]) -> List[int]:
         """Token ids of ``text`` (str is UTF-8 encoded first)."""
-        return self.encode_np(text).tolist()
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        out = ffi.new("int32_t[]", max(1, len(data)))
+        n = ffi.new("size_t *")
+        check(lib.cllm_tokenizer_encode(self._h, ffi.from_buffer(data), len(data), out, len(data), n))
+        return ffi.unpack(out, n[0])
+
+    def special_ids(self) -> List[int]:
+        """Ids of the special (added) tokens."""
+        return sorted(self._special.values())
+
+    def token_bytes_list(self) -> List[bytes]:
+        """The bytes of every token id (a shared list: do not modify)."""
+        return self._tokens
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """Exact bytes of ``ids`` (special tokens give their literal text)."""
-        arr = np.ascontiguousarray(np.fromiter((int(i) for i in ids), dtype=np.int64)
-                                   if not isinstance(ids, np.ndarray) else ids)
-        if arr.size and (arr.min() < 0 or arr.max() >= len(self._tokens)):
-            bad = int(arr[(arr < 0) | (arr >= len(self._tokens))][0])
-            raise ConfigError(f"token id {bad} out of range [0, {len(self)})")
-        arr = np.ascontiguousarray(arr, dtype=np.int32)
-        ptr = ffi.cast("int32_t *", arr.ctypes.data)
+        if hasattr(ids, "dtype"):  # a numpy array: range-check vectorised
+            import numpy as np
+            arr = np.ascontiguousarray(ids).reshape(-1)
+            if arr.size and (arr.min() < 0 or arr.max() >= len(self._tokens)):
+                bad = int(arr[(arr < 0) | (arr >= len(self._tokens))][0])
+                raise ConfigError(f"token id {bad} out of range [0, {len(self)})")
+            arr = np.ascontiguousarray(arr, dtype=np.int32)
+            ptr, count = ffi.cast("int32_t *", ffi.from_buffer(arr)), arr.size
+        else:
+            lst = [int(i) for i in ids]
+            nt = len(self._tokens)
+            for i in lst:
+                if not 0 <= i < nt:
+                    raise ConfigError(f"token id {i} out of range [0, {nt})")
+            ptr, count = ffi.new("int32_t[]", lst), len(lst)
         n = ffi.new("size_t *")
         # first pass: exact output length (C reports it with CLLM_ERR_RANGE)
-        rc = lib.cllm_tokenizer_decode(self._h, ptr, arr.size, ffi.NULL, 0, n)
+        rc = lib.cllm_tokenizer_decode(self._h, ptr, count, ffi.NULL, 0, n)
         if rc != 0 and n[0] == 0:
             check(rc)
         if n[0] == 0:
             return b""
         out = bytearray(n[0])
-        check(lib.cllm_tokenizer_decode(self._h, ptr, arr.size, ffi.from_buffer(out), len(out), n))
+        check(lib.cllm_tokenizer_decode(self._h, ptr, count, ffi.from_buffer(out), len(out), n))
         return bytes(out)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids`` (invalid UTF-8 replaced by U+FFFD, as Hugging Face does)."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
-    def encode_documents(self, docs: Sequence[Union[bytes, str]]) -> np.ndarray:
+    def encode_documents(self, docs: Sequence[Union[bytes, str]]) -> "np.ndarray":
         """Concatenated ids of ``docs``, each followed by ``<|endoftext|>``
         (uint16 when the vocabulary fits, else uint32)."""
+        import numpy as np
         dtype = np.uint16 if len(self) <= 65536 else np.uint32
         if not docs:
             return np.zeros(0, dtype=dtype)
@@ -335,6 +358,7 @@ class Tokenizer:
         h.update(PRETOKENIZER_REGEX.encode())
         for i, b in enumerate(self._tokens):
             h.update(b"%d:%d:" % (i, b in self._special) + b + b"\x00")
+        import numpy as np
         h.update(np.asarray(self.merges(), dtype=np.int32).tobytes())
         return h.hexdigest()
 
@@ -391,14 +415,12 @@ class Tokenizer:
         if sorted(by_id) != list(range(n)):
             raise ValueError("token ids are not 0..n-1")
         toks = [by_id[i] for i in range(n)]
-        offsets = np.zeros(n + 1, dtype=np.uint64)
-        np.cumsum([len(b) for b, _ in toks], out=offsets[1:])
+        offs = [0] * (n + 1)
+        for k, (b, _) in enumerate(toks):
+            offs[k + 1] = offs[k] + len(b)
         blob = b"".join(b for b, _ in toks)
-        spec = np.asarray([1 if s else 0 for _, s in toks], dtype=np.uint8)
-        hf_to_id = {}
-        for s, i in vocab.items():
-            hf_to_id[s] = int(i)
-        mids = np.zeros(2 * max(1, len(merges)), dtype=np.int32)
+        hf_to_id = {s: int(i) for s, i in vocab.items()}
+        mids = [0] * (2 * max(1, len(merges)))
         for r, m in enumerate(merges):
             a, b = m.split(" ") if isinstance(m, str) else m
             if a not in hf_to_id or b not in hf_to_id:
@@ -406,9 +428,8 @@ class Tokenizer:
             mids[2 * r], mids[2 * r + 1] = hf_to_id[a], hf_to_id[b]
         out = ffi.new("cllm_tokenizer **")
         check(lib.cllm_tokenizer_from_vocab(
-            ffi.from_buffer(blob), ffi.cast("uint64_t *", offsets.ctypes.data),
-            ffi.cast("uint8_t *", spec.ctypes.data), n,
-            ffi.cast("int32_t *", mids.ctypes.data), len(merges), out))
+            ffi.from_buffer(blob), ffi.new("uint64_t[]", offs), ffi.new("uint8_t[]", [int(s) for _, s in toks]),
+            n, ffi.new("int32_t[]", mids), len(merges), out))
         return cls(out[0])
 
 
