@@ -233,6 +233,8 @@ int cllm_decoder_logits(const cllm_decoder *d, float *out);
 int cllm_decoder_next(cllm_decoder *d, float temperature, int top_k, float top_p,
                       const int32_t *allowed, int n_allowed, int32_t stop_id, int advance,
                       uint64_t *rng, int32_t *out);
+/* Never sample ids >= n (a tokenizer smaller than the model's vocabulary). */
+int cllm_decoder_limit_vocab(cllm_decoder *d, int n);
 /* Sum over t of -log p(ids[t+1] | ids[..t]) (natural log), 2 <= n <= context_len. */
 int cllm_decoder_nll(cllm_decoder *d, const int32_t *ids, int n, double *nll_sum);
 

@@ -65,6 +65,7 @@ struct cllm_decoder {
     float *prob;                   /* sampling scratch (V) */
     int32_t *idx;
     int pos, ready;
+    int nsample;                   /* ids >= nsample are never sampled (tokenizer size) */
     const cllm_ops *ops;
     const cllm_qops *qops;
 };
@@ -165,7 +166,7 @@ int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *po
     if (cfg->threads < 0) return cllm_fail(CLLM_ERR_INVALID, "decoder: threads must be >= 0, got %d", cfg->threads);
     cllm_decoder *d = calloc(1, sizeof *d);
     if (!d) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory");
-    d->V = V; d->P = P; d->L = L; d->NH = NH; d->C = C; d->dtype = dtype;
+    d->V = V; d->P = P; d->L = L; d->NH = NH; d->C = C; d->dtype = dtype; d->nsample = V;
     d->nslots = 4 + NLT * L;
     d->slot = calloc((size_t)d->nslots, sizeof(Slot));
     if (!d->slot) goto nomem;
@@ -378,7 +379,7 @@ static void mat_rows(const cllm_decoder *d, const DSphere *s, const Slot *M, con
     else if (d->dtype == CLLM_DTYPE_BF16)
         d->qops->bf16_rows(y, M->data, s->xbf, bias, M->cols, lo, hi);
     else if (M->kind == K_CONV)
-        d->ops->matvec(y, xin, M->data, bias, M->cols, M->rows, lo, hi);
+        d->qops->f32_cols(y, xin, M->data, bias, M->cols, M->rows, lo, hi);
     else
         d->ops->matvec_t(y, xin, M->data, M->cols, lo, hi);   /* LM head: no bias */
 }
@@ -547,7 +548,7 @@ CLLM_EXPORT int cllm_decoder_next(cllm_decoder *d, float temperature, int top_k,
     if (d->pos == 0) return cllm_fail(CLLM_ERR_STATE, "decoder: no logits yet (feed the prompt first)");
     if (allowed && (n_allowed < 1 || n_allowed > d->V))
         return cllm_fail(CLLM_ERR_RANGE, "decoder: n_allowed must be in [1, %d], got %d", d->V, n_allowed);
-    int rc = cllm_sample_logits(d->logits, d->V, temperature, top_k, top_p, allowed, n_allowed, rng, d->prob,
+    int rc = cllm_sample_logits(d->logits, allowed ? d->V : d->nsample, temperature, top_k, top_p, allowed, n_allowed, rng, d->prob,
                                 d->idx, out);
     if (rc) return rc;
     if (advance && *out != stop_id && d->pos < d->P) return step(d, *out);
@@ -575,6 +576,13 @@ CLLM_EXPORT int cllm_decoder_nll(cllm_decoder *d, const int32_t *ids, int n, dou
     }
     if (!isfinite(total)) return cllm_fail(CLLM_ERR_NUMERIC, "decoder: non-finite loss");
     *nll_sum = total;
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_limit_vocab(cllm_decoder *d, int n) {
+    CLLM_CHECK_PTR(d, "decoder");
+    if (n < 1 || n > d->V) return cllm_fail(CLLM_ERR_RANGE, "decoder: vocabulary limit must be in [1, %d], got %d", d->V, n);
+    d->nsample = n;
     return CLLM_OK;
 }
 
