@@ -179,7 +179,7 @@ def _fill(dec: Decoder, st: Any, qdtype: Optional[str]) -> None:
             key = _entry(st, name + _QSUFFIX[qdtype], ("I8",) if qdtype == "int8" else ("BF16",), (rows, cols))
             skey = _entry(st, name + ".scale", ("F32",), (rows,)) if qdtype == "int8" else None
             borrow = st.aligned(key) and (skey is None or st.aligned(skey))
-            sc = ffi.from_buffer(st.view(skey)) if skey else ffi.NULL
+            sc = ffi.cast("float *", ffi.from_buffer(st.view(skey))) if skey else ffi.NULL
             check(lib.cllm_decoder_set_quantized(dec._h, i, ffi.from_buffer(st.view(key)), sc, int(borrow)),
                   st.path)
             used.update((key, skey))

@@ -643,8 +643,10 @@ CLLM_EXPORT int cllm_qmatvec_run(int dtype, int isa, const void *w, const float 
         cllm_f32_to_bf16(xb, x, (size_t)cols);
         q->bf16_rows(y, w, xb, bias, cols, 0, rows);
         free(xb);
+    } else if (dtype == CLLM_DTYPE_F32) {   /* W given as (cols, rows): Conv1D (in, out) */
+        q->f32_cols(y, x, w, bias, cols, rows, 0, rows);
     } else {
-        rc = cllm_fail(CLLM_ERR_INVALID, "qmatvec: dtype must be CLLM_DTYPE_INT8 or CLLM_DTYPE_BF16");
+        rc = cllm_fail(CLLM_ERR_INVALID, "qmatvec: dtype must be CLLM_DTYPE_INT8, _BF16 or _F32");
     }
     return rc;
 }
