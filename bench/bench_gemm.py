@@ -1,16 +1,20 @@
-"""Single-thread SGEMM benchmark: cllm (per ISA) vs numpy ``matmul`` (its BLAS).
+"""Single-thread GEMM: cllm vs torch.mm (MKL / oneDNN), on every config-B shape.
 
 Run from the project root::
 
-    python bench/bench_gemm.py                 # all model shapes, every ISA
-    python bench/bench_gemm.py --isa avx512 --reps 7 --shapes fwd_qkv,bwd_dw_qkv
+    python bench/bench_gemm.py                         # config-B shapes, best ISA, fp32 + bf16
+    python bench/bench_gemm.py --isa avx512,avx2 --reps 7 --shapes fwd_qkv,bwd_dw_qkv
+    python bench/bench_gemm.py --shapes all            # also config A / C and batch-1 shapes
 
-Prints one line per shape and ISA::
-
-    shape=... isa=... cllm_gflops=... numpy_gflops=... ratio=...
-
-Both sides run single-threaded (the BLAS thread variables are set before
-numpy is imported) and are timed interleaved, best (min) of ``--reps``.
+Both sides run on one thread (torch.set_num_threads(1); the BLAS thread
+variables are set before anything is imported) and are timed interleaved,
+best (min) of ``--reps`` timed loops of ``--min-time`` seconds each. Every
+GFLOP/s figure (2*M*N*K / time) is also given as a share of the peak measured
+in this run: fp32 against the FMA peak of the ISA the cllm row uses (torch.mm
+against the best FMA peak, it picks its own kernel), bf16 against the BF16
+peak (AMX when the OS grants tiles, else vdpbf16ps). The bf16 columns compare
+torch.mm on bf16 tensors with cllm_gemm_bf16 (B already BF16, as the model's
+weight copies) when this build of cllm has it.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from typing import Callable, Dict, List, Optional, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+import _common as cm  # noqa: E402
 from cllm._cllm import ffi, lib  # noqa: E402
 
 log = logging.getLogger("bench_gemm")
@@ -57,26 +62,33 @@ class Shape:
         return f"{self.name}:{a}@{b}"
 
 
-# Config B (d=384, 2048 tokens per step) plus LM heads, config C's vocab head, config A.
+# Config B (d=384, 2048 tokens per step): forward, dX (trans_b), dW (trans_a) of
+# the four block matmuls and the LM head (vocab 4096); then config A / C and
+# batch-1 shapes (only with --shapes all).
 SHAPES: List[Shape] = [
     Shape("fwd_qkv", 0, 0, 2048, 1152, 384),
+    Shape("fwd_attn_out", 0, 0, 2048, 384, 384),
     Shape("fwd_fc", 0, 0, 2048, 1536, 384),
     Shape("fwd_proj", 0, 0, 2048, 384, 1536),
-    Shape("fwd_attn_out", 0, 0, 2048, 384, 384),
     Shape("bwd_dx_qkv", 0, 1, 2048, 384, 1152),
+    Shape("bwd_dx_attn_out", 0, 1, 2048, 384, 384),
     Shape("bwd_dx_fc", 0, 1, 2048, 384, 1536),
     Shape("bwd_dx_proj", 0, 1, 2048, 1536, 384),
     Shape("bwd_dw_qkv", 1, 0, 384, 1152, 2048),
+    Shape("bwd_dw_attn_out", 1, 0, 384, 384, 2048),
     Shape("bwd_dw_fc", 1, 0, 384, 1536, 2048),
     Shape("bwd_dw_proj", 1, 0, 1536, 384, 2048),
     Shape("lm_head_B", 0, 1, 2048, 4096, 384),
     Shape("lm_dx_B", 0, 0, 2048, 384, 4096),
+    Shape("lm_dw_B", 1, 0, 4096, 384, 2048),
     Shape("lm_head_C", 0, 1, 256, 50257, 768),
     Shape("cfgA_fc", 0, 0, 768, 384, 128),
     # One token at generation time (small-M path, B streamed unpacked).
     Shape("gen_qkv", 0, 0, 1, 1152, 384),
     Shape("gen_lm_head_C", 0, 1, 1, 50257, 768),
 ]
+CONFIG_B = [s.name for s in SHAPES if s.name.endswith("_B") or not (s.name.endswith("_C") or
+                                                                    s.name.startswith(("cfgA", "gen")))]
 
 
 def make_operands(s: Shape, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -144,47 +156,164 @@ def best_times(fns: Dict[str, Callable[[], None]], reps: int, min_time: float) -
     return best
 
 
-def bench(shapes: List[Shape], isas: List[str], reps: int, min_time: float,
-          scalar_reps: Optional[int] = None) -> List[Dict[str, object]]:
-    """Benchmark each shape x ISA against numpy, printing one line each."""
+def torch_call(s: Shape, A: np.ndarray, B: np.ndarray, C: np.ndarray,
+               bf16: bool = False) -> Callable[[], None]:
+    """A zero-argument callable running torch.mm (transposes as strided views,
+    which MKL / oneDNN take as transpose flags); bf16 multiplies bf16 copies."""
+    import torch
+    tA, tB = torch.from_numpy(A), torch.from_numpy(B)
+    if bf16:
+        tA, tB = tA.to(torch.bfloat16), tB.to(torch.bfloat16)
+    opA = tA.t() if s.ta else tA
+    opB = tB.t() if s.tb else tB
+    out = torch.from_numpy(C) if not bf16 else torch.empty(s.M, s.N, dtype=torch.bfloat16)
+
+    def run() -> None:
+        torch.mm(opA, opB, out=out)
+
+    return run
+
+
+def have_cllm_bf16() -> bool:
+    """Whether this build exports cllm_gemm_bf16 and the CPU runs a bf16 kernel."""
+    if not hasattr(lib, "cllm_gemm_bf16"):
+        return False
+    a = np.ones((16, 16), np.float32)
+    c = np.empty((16, 16), np.float32)
+    rc = lib.cllm_gemm_bf16(lib.CLLM_BF16_KERNEL_AUTO, 0, 0, 16, 16, 16, 1.0, ffi.from_buffer(a),
+                            lib.CLLM_DTYPE_F32, 16, ffi.from_buffer(a), lib.CLLM_DTYPE_F32, 16, 0.0,
+                            ffi.cast("float *", ffi.from_buffer(c)), 16, ffi.NULL)
+    return rc == 0
+
+
+def cllm_bf16_call(s: Shape, A: np.ndarray, B: np.ndarray, C: np.ndarray) -> Callable[[], None]:
+    """cllm_gemm_bf16 with A in fp32 (rounded while packed) and B already bf16."""
+    Bb = np.empty(B.shape, np.uint16)
+    rc = lib.cllm_convert_bf16(lib.CLLM_ISA_AUTO, 1, ffi.from_buffer(B), ffi.from_buffer(Bb), B.size)
+    if rc != 0:
+        raise RuntimeError(ffi.string(lib.cllm_last_error()).decode())
+    pa, pb = ffi.cast("void *", A.ctypes.data), ffi.cast("void *", Bb.ctypes.data)
+    pc = ffi.cast("float *", C.ctypes.data)
+
+    def run() -> None:
+        rc = lib.cllm_gemm_bf16(lib.CLLM_BF16_KERNEL_AUTO, s.ta, s.tb, s.M, s.N, s.K, 1.0, pa,
+                                lib.CLLM_DTYPE_F32, A.shape[1], pb, lib.CLLM_DTYPE_BF16, Bb.shape[1],
+                                0.0, pc, s.N, ffi.NULL)
+        if rc != 0:
+            raise RuntimeError(ffi.string(lib.cllm_last_error()).decode())
+
+    run.keep = Bb  # type: ignore[attr-defined]  # keep the bf16 copy alive
+    return run
+
+
+def bench(shapes: List[Shape], isas: List[str], reps: int, min_time: float, machine: cm.Machine,
+          bf16: bool) -> List[Dict[str, object]]:
+    """Time each shape: cllm per ISA and torch.mm (fp32), and the bf16 pair."""
+    import torch
+    torch.set_num_threads(1)
+    best_isa = supported_isas()[-1]
+    best_fp32 = cm.FP32_PEAK.get(best_isa, "fma_avx512")
+    bf16_kind = machine.bf16_kind()
+    cllm_bf16 = bf16 and have_cllm_bf16()
     rows = []
     for s in shapes:
         A, B, C = make_operands(s)
-        npf = numpy_call(s, A, B, C)
+        C2, C3 = np.empty_like(C), np.empty_like(C)
+        fns: Dict[str, Callable[[], None]] = {"torch": torch_call(s, A, B, C2)}
+        if bf16 and bf16_kind:
+            fns["torch_bf16"] = torch_call(s, A, B, C2, bf16=True)
+            if cllm_bf16:
+                fb = cllm_bf16_call(s, A, B, C3)
+                fns["cllm_bf16"] = (lambda f=fb: (set_isa(best_isa), f()))  # AUTO kernel follows the ISA
         for isa in isas:
-            set_isa(isa)
-            r = reps if isa != "scalar" or scalar_reps is None else scalar_reps
-            t = best_times({"cllm": cllm_call(s, A, B, C), "numpy": npf}, r, min_time)
-            g_c, g_n = s.flops / t["cllm"] / 1e9, s.flops / t["numpy"] / 1e9
-            row = dict(shape=s.label(), isa=isa, cllm_gflops=g_c, numpy_gflops=g_n, ratio=g_c / g_n)
+            fns[f"cllm_{isa}"] = (lambda isa=isa, f=cllm_call(s, A, B, C): (set_isa(isa), f()))
+        t = best_times(fns, reps, min_time)
+        g = {k: s.flops / v / 1e9 for k, v in t.items()}
+        pk_t = machine.peak(best_fp32, 1)
+        for isa in isas:
+            pk = machine.peak(cm.FP32_PEAK.get(isa, ""), 1)
+            row = dict(shape=s.name, dims=f"{s.M}x{s.N}x{s.K}", op=s.label().split(":", 1)[1], isa=isa,
+                       cllm=g[f"cllm_{isa}"], cllm_pct=g[f"cllm_{isa}"] / pk if pk else None,
+                       torch=g["torch"], torch_pct=g["torch"] / pk_t if pk_t else None,
+                       ratio=g[f"cllm_{isa}"] / g["torch"])
+            pb = machine.peak(bf16_kind, 1) if bf16_kind else None
+            row["torch_bf16"] = g.get("torch_bf16")
+            row["cllm_bf16"] = g.get("cllm_bf16")
+            row["torch_bf16_pct"] = g["torch_bf16"] / pb if pb and "torch_bf16" in g else None
+            row["cllm_bf16_pct"] = g["cllm_bf16"] / pb if pb and "cllm_bf16" in g else None
             rows.append(row)
-            print(f"shape={row['shape']} isa={isa} cllm_gflops={g_c:.1f} "
-                  f"numpy_gflops={g_n:.1f} ratio={g_c / g_n:.3f}", flush=True)
+            print(f"  {s.name} {isa}: cllm {row['cllm']:.1f} torch {row['torch']:.1f} GFLOP/s",
+                  file=sys.stderr, flush=True)
     return rows
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--isa", default="all", help="comma list of scalar,avx2,avx512 or 'all'")
-    p.add_argument("--shapes", default="all", help="comma list of shape names or 'all'")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--isa", default="best", help="comma list of scalar,avx2,avx512, 'best' or 'all'")
+    p.add_argument("--shapes", default="B", help="comma list of shape names, 'B' (config B) or 'all'")
     p.add_argument("--reps", type=int, default=5, help="repetitions (best of)")
-    p.add_argument("--scalar-reps", type=int, default=1, help="repetitions for the slow scalar path")
     p.add_argument("--min-time", type=float, default=0.05, help="seconds per timed repetition")
+    p.add_argument("--no-bf16", action="store_true", help="skip the bf16 columns")
+    p.add_argument("--peak-seconds", type=float, default=0.5, help="seconds per peak measurement")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    isas = supported_isas() if args.isa == "all" else args.isa.split(",")
-    shapes = SHAPES if args.shapes == "all" else [s for s in SHAPES if s.name in args.shapes.split(",")]
     old = ffi.new("int *")
     lib.cllm_get_isa(old)
+    avail = supported_isas()
+    best = avail[-1]
+    isas = {"best": [best], "all": avail}.get(args.isa, args.isa.split(","))
+    bad = [i for i in isas if i not in avail]
+    names = {"B": CONFIG_B, "all": [s.name for s in SHAPES]}.get(args.shapes, args.shapes.split(","))
+    bad += [n for n in names if n not in {s.name for s in SHAPES}]
+    if bad or args.reps < 1 or args.min_time <= 0:
+        p.error(f"unknown or unsupported: {', '.join(bad) or 'reps/min-time'}")
+    shapes = [s for s in SHAPES if s.name in names]
+    machine = cm.measure_machine([1], seconds=args.peak_seconds)
     try:
-        rows = bench(shapes, isas, args.reps, args.min_time, args.scalar_reps)
+        rows = bench(shapes, isas, args.reps, args.min_time, machine, not args.no_bf16)
     finally:
         lib.cllm_set_isa(old[0])
+    cm.remeasure_peaks(machine, args.peak_seconds)
+    for r in rows:  # shares of the final (higher) peaks
+        pk = machine.peak(cm.FP32_PEAK.get(r["isa"], ""), 1)
+        pk_t = machine.peak(cm.FP32_PEAK.get(best, ""), 1)
+        pb = machine.peak(machine.bf16_kind() or "", 1)
+        r["cllm_pct"] = r["cllm"] / pk if pk else None
+        r["torch_pct"] = r["torch"] / pk_t if pk_t else None
+        r["torch_bf16_pct"] = r["torch_bf16"] / pb if pb and r["torch_bf16"] else None
+        r["cllm_bf16_pct"] = r["cllm_bf16"] / pb if pb and r["cllm_bf16"] else None
+
+    import torch
+    print("# GEMM, one thread: cllm vs torch.mm (same run, interleaved, best of "
+          f"{args.reps} x {args.min_time:.2f} s)\n")
+    print("\n".join(machine.header_lines()))
+    print(cm.torch_description() + f", torch threads {torch.get_num_threads()}\n")
+    head = ["shape", "op (MxK @ KxN)", "cllm ISA", "cllm GFLOP/s", "% peak", "torch.mm GFLOP/s", "% peak",
+            "cllm / torch"]
+    with_bf16 = any(r["torch_bf16"] for r in rows)
+    if with_bf16:
+        head += ["torch bf16 GFLOP/s", "% bf16 peak", "cllm bf16 GFLOP/s", "% bf16 peak", "cllm / torch (bf16)"]
+    out = []
+    for r in rows:
+        line = [r["shape"], r["op"], r["isa"], cm.num(r["cllm"], 1), cm.pct(r["cllm_pct"]), cm.num(r["torch"], 1),
+                cm.pct(r["torch_pct"]), f"{r['ratio']:.2f}x"]
+        if with_bf16:
+            line += [cm.num(r["torch_bf16"], 1), cm.pct(r["torch_bf16_pct"]), cm.num(r["cllm_bf16"], 1),
+                     cm.pct(r["cllm_bf16_pct"]), cm.ratio(r["cllm_bf16"], r["torch_bf16"])]
+        out.append(line)
+    print(cm.table(head, out, [False, False, False] + [True] * (len(head) - 3)))
+    print()
     for isa in isas:
         rs = [r["ratio"] for r in rows if r["isa"] == isa]
         if rs:
-            log.info("isa=%s ratio min=%.3f geomean=%.3f", isa, min(rs),
-                     float(np.exp(np.mean(np.log(rs)))))
+            print(f"- cllm {isa} / torch.mm: min {min(rs):.2f}x, geomean {float(np.exp(np.mean(np.log(rs)))):.2f}x "
+                  f"over {len(rs)} shapes")
+    if with_bf16 and not any(r["cllm_bf16"] for r in rows):
+        print("- cllm bf16: n/a (this build has no usable cllm_gemm_bf16)")
+    pk = machine.peak(machine.bf16_kind() or "", 1)
+    if with_bf16 and pk:
+        print(f"- bf16 peak used: {machine.bf16_kind()} {pk:,.1f} GFLOP/s")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Where a training step's time goes: a per-op profile of one shard.
 
-    python bench/profile_step.py --config B --threads 1 --steps 5
+    python bench/profile_step.py --config B --threads 1 --steps 5 [--precision bf16]
 
 Uses the C core's built-in profiler (sphere 0's wall time per op family, plus
 the gradient-reduce and AdamW phases) and prints a Markdown table.
@@ -24,6 +24,8 @@ def main() -> None:
     ap.add_argument("--config", default="B", choices=sorted(CONFIGS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16"),
+                    help="training precision (bf16: matmuls on the BF16 GEMM)")
     a = ap.parse_args()
     import cllm
     from cllm.config import ModelConfig
@@ -38,7 +40,7 @@ def main() -> None:
     cfg = CONFIGS[a.config]
     mc = ModelConfig(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"], cfg["embed_dim"])
     B, T = cfg["batch_size"], cfg["seq_len"]
-    m = Model(mc, _Tok(), batch_size=B, seq_len=T, threads=a.threads, seed=1)
+    m = Model(mc, _Tok(), batch_size=B, seq_len=T, threads=a.threads, seed=1, precision=a.precision)
     rng = np.random.default_rng(0)
     x = rng.integers(0, cfg["vocab_size"], (B, T)).astype(np.int32)
     y = rng.integers(0, cfg["vocab_size"], (B, T)).astype(np.int32)
@@ -51,7 +53,7 @@ def main() -> None:
     prof = m.profile()
     m.profile(False)
     total = sum(v["seconds"] for v in prof.values()) / a.steps
-    print(f"config {a.config}, {a.threads} thread(s), isa {cllm.get_isa()}: {wall * 1e3:.1f} ms/step, "
+    print(f"config {a.config}, {a.threads} thread(s), isa {cllm.get_isa()}, precision {m.precision}: {wall * 1e3:.1f} ms/step, "
           f"{B * T / wall:,.0f} tokens/s")
     print("| op | ms/step | share of step |")
     print("|---|---:|---:|")

@@ -1,117 +1,318 @@
-"""Training throughput: cllm vs PyTorch eager, side by side in one run.
+"""Training throughput: cllm vs a nanoGPT-style PyTorch GPT-2, side by side in one run.
 
-    python bench/train_throughput.py --threads 1 --configs A,B,C
+    python bench/train_throughput.py                       # configs A,B,C at 1 and 2 threads
+    python bench/train_throughput.py --configs B --threads 1,2 --reps 5
+    python bench/train_throughput.py --sides cllm-fp32,torch-fp32 --configs A
 
-Tokens/s of a full step (forward, backward, optimizer). PyTorch runs at its
-best eager settings: fp32, fused AdamW, scaled_dot_product_attention,
-torch.set_num_threads(N). Prints one line per config:
-  config=A threads=N cllm_tok_s=... torch_tok_s=... ratio=...
+Sides (each in its own worker process; every measured rep of every side is
+interleaved with the others, best of --reps is reported):
+  cllm-fp32     cllm's FP32 step (best ISA of this CPU)
+  cllm-bf16     cllm with precision="bf16" (n/a while cllm has no precision option)
+  cllm-avx2     cllm FP32 with CLLM_ISA=avx2
+  torch-fp32    PyTorch GPT-2 as nanoGPT writes it (bench/_torch_gpt.py): nn.Linear,
+                SDPA(is_causal=True), tied head, AdamW fused=True (else foreach)
+  torch-bf16    the same model and optimizer, forward under
+                torch.autocast("cpu", dtype=torch.bfloat16), backward outside it
+  torch-avx2    torch-fp32 restricted to AVX2: ATEN_CPU_CAPABILITY=avx2,
+                MKL_ENABLE_INSTRUCTIONS=AVX2, ONEDNN_MAX_CPU_ISA=AVX2
+A step is the full training step: forward, backward, global-norm clip (1.0),
+AdamW; same shapes and random token ids on every side; torch.set_num_threads(N).
+
+Model FLOPs per token (the nanoGPT / PaLM convention): 6*N + 12*L*C*T, where
+N = parameters excluding the position embedding (the tied token embedding
+counts once, as the LM head matmul) and the attention term counts the full
+T x T score and value products (no causal halving). MFU = tok/s x FLOPs/token /
+peak measured in this run on the same thread count: FP32 sides against the FMA
+peak of their ISA (zmm for the best path, ymm for the AVX2 sides), BF16 sides
+against the BF16 peak (AMX tdpbf16ps when the OS grants tiles, else vdpbf16ps).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
+from typing import Any, Dict, List, Optional
 
-import numpy as np
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE]
+import _common as cm  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-
-CONFIGS = {
+CONFIGS: Dict[str, Dict[str, int]] = {
     "A": dict(vocab_size=65, num_layers=4, num_heads=4, embed_dim=128, seq_len=64, batch_size=12),
     "B": dict(vocab_size=4096, num_layers=6, num_heads=6, embed_dim=384, seq_len=256, batch_size=8),
     "C": dict(vocab_size=50257, num_layers=12, num_heads=12, embed_dim=768, seq_len=64, batch_size=4),
 }
+#: timed steps per rep (each rep of each side lasts roughly 0.2 - 3 s)
+STEPS = {"A": 20, "B": 3, "C": 2}
+SIDES = ["cllm-fp32", "cllm-bf16", "cllm-avx2", "torch-fp32", "torch-bf16", "torch-avx2"]
+AVX2_ENV_TORCH = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                  "ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"}
 
 
-def bench_cllm(cfg: dict, threads: int, steps: int, warmup: int) -> float:
-    from cllm.config import ModelConfig
-    from cllm.model import Model
+def flops_per_token(cfg: Dict[str, int]) -> float:
+    """6*N + 12*L*C*T with N = all parameters but the position embedding."""
+    V, L, C, T = cfg["vocab_size"], cfg["num_layers"], cfg["embed_dim"], cfg["seq_len"]
+    per_layer = 4 * C + (3 * C * C + 3 * C) + (C * C + C) + (4 * C * C + 4 * C) + (4 * C * C + C)
+    n = V * C + L * per_layer + 2 * C
+    return 6.0 * n + 12.0 * L * C * T
 
-    class _Tok:  # the model only needs a length and an eot id here
-        eot_id = 0
 
-        def __len__(self) -> int:
-            return 1
+# ------------------------------------------------------------------ workers
 
-    mc = ModelConfig(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"], cfg["embed_dim"])
-    m = Model(mc, _Tok(), batch_size=cfg["batch_size"], seq_len=cfg["seq_len"], threads=threads, seed=1)
-    rng = np.random.default_rng(0)
-    B, T = cfg["batch_size"], cfg["seq_len"]
-    x = rng.integers(0, cfg["vocab_size"], (B, T)).astype(np.int32)
-    y = rng.integers(0, cfg["vocab_size"], (B, T)).astype(np.int32)
-    for i in range(warmup):
-        m.train_step(x, y, i + 1, 1e-4)
-    best = float("inf")
-    for rep in range(3):
+class _IdsOnly:
+    """Stands in for a tokenizer: the step only sees token ids."""
+
+    eot_id = 0
+
+    def __len__(self) -> int:
+        return 1
+
+
+class CllmSide:
+    """cllm's own training step on random ids (one process, one model)."""
+
+    def __init__(self, spec: Dict[str, Any]) -> None:
+        import inspect
+
+        import numpy as np
+
+        import cllm
+        from cllm.config import ModelConfig
+        from cllm.model import Model
+
+        cfg = spec["config"]
+        kw: Dict[str, Any] = dict(batch_size=cfg["batch_size"], seq_len=cfg["seq_len"],
+                                  threads=spec["threads"], seed=1)
+        if spec["precision"] != "fp32":
+            if "precision" not in inspect.signature(Model).parameters:
+                raise cm.SideUnavailable("n/a (no precision option)")
+            kw["precision"] = spec["precision"]
+        mc = ModelConfig(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"], cfg["embed_dim"])
+        try:
+            self.m = Model(mc, _IdsOnly(), **kw)
+        except cllm.UnsupportedError as e:
+            raise cm.SideUnavailable(f"n/a ({e})")
+        rng = np.random.default_rng(0)
+        B, T = cfg["batch_size"], cfg["seq_len"]
+        self.x = rng.integers(0, cfg["vocab_size"], (B, T)).astype(np.int32)
+        self.y = rng.integers(0, cfg["vocab_size"], (B, T)).astype(np.int32)
+        self.t = 0
+        self.info = {"isa": cllm.get_isa(), "params": self.m.num_params, "threads": self.m.threads,
+                     "precision": getattr(self.m, "precision", spec["precision"])}
+        self.run(spec["warmup"])
+
+    def run(self, n: int, mode: str = "") -> Dict[str, float]:
         t0 = time.perf_counter()
-        for i in range(steps):
-            m.train_step(x, y, warmup + rep * steps + i + 1, 1e-4)
-        best = min(best, (time.perf_counter() - t0) / steps)
-    return B * T / best
+        for _ in range(n):
+            self.t += 1
+            self.m.train_step(self.x, self.y, self.t, 1e-4)
+        return {"seconds": time.perf_counter() - t0}
 
 
-def bench_torch(cfg: dict, threads: int, steps: int, warmup: int) -> float:
-    import torch
-    from torch_ref import TorchGPT2
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = TorchGPT2(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"], cfg["embed_dim"])
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.02)
-    try:
-        opt = torch.optim.AdamW(model.param_groups(0.1), lr=1e-4, fused=True)
-    except (RuntimeError, TypeError):
-        opt = torch.optim.AdamW(model.param_groups(0.1), lr=1e-4, foreach=True)
-    B, T = cfg["batch_size"], cfg["seq_len"]
-    x = torch.randint(0, cfg["vocab_size"], (B, T))
-    y = torch.randint(0, cfg["vocab_size"], (B, T))
+class TorchSide:
+    """The nanoGPT-style PyTorch step; mode "fp32" or "bf16" (autocast)."""
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        _, loss = model(x, y, attn="sdpa")
+    def __init__(self, spec: Dict[str, Any]) -> None:
+        import torch
+
+        from _torch_gpt import GPT, make_optimizer
+
+        cfg = spec["config"]
+        torch.set_num_threads(spec["threads"])
+        torch.manual_seed(0)
+        self.torch = torch
+        self.model = GPT(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"], cfg["embed_dim"])
+        self.opt, impl = make_optimizer(self.model)
+        self.step_fn = torch.compile(self.model) if spec.get("compile") else self.model
+        B, T = cfg["batch_size"], cfg["seq_len"]
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randint(0, cfg["vocab_size"], (B, T), generator=g)
+        self.y = torch.randint(0, cfg["vocab_size"], (B, T), generator=g)
+        self.info = {"adamw": impl, "capability": torch.backends.cpu.get_cpu_capability(),
+                     "threads": torch.get_num_threads(), "torch": torch.__version__,
+                     "compiled": bool(spec.get("compile"))}
+        for mode in spec["modes"]:
+            self.run(spec["warmup"], mode)
+
+    def _step(self, bf16: bool) -> None:
+        torch = self.torch
+        self.opt.zero_grad(set_to_none=True)
+        if bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = self.step_fn(self.x, self.y)
+        else:
+            loss = self.step_fn(self.x, self.y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
 
-    for _ in range(warmup):
-        step()
-    best = float("inf")
-    for _ in range(3):
+    def run(self, n: int, mode: str = "fp32") -> Dict[str, float]:
         t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        best = min(best, (time.perf_counter() - t0) / steps)
-    return B * T / best
+        for _ in range(n):
+            self._step(mode == "bf16")
+        return {"seconds": time.perf_counter() - t0}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--configs", default="A,B,C")
-    ap.add_argument("--steps", type=int, default=0, help="timed steps per repetition (0: per-config default)")
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--no-torch", action="store_true")
-    a = ap.parse_args()
-    default_steps = {"A": 20, "B": 3, "C": 2}
-    try:
-        import torch  # noqa: F401
-        have_torch = not a.no_torch
-    except ImportError:
-        have_torch = False
-    for name in a.configs.split(","):
-        name = name.strip().upper()
+def build(spec: Dict[str, Any]) -> Any:
+    return CllmSide(spec) if spec["kind"] == "cllm" else TorchSide(spec)
+
+
+# --------------------------------------------------------------- controller
+
+def start_workers(cfg: Dict[str, int], threads: int, sides: List[str], warmup: int,
+                  compile_torch: bool) -> Dict[str, Any]:
+    """One process per worker: cllm-fp32, cllm-bf16, cllm-avx2, torch (fp32 and
+    bf16 modes share one model), torch-avx2. All start (and warm up) at once."""
+    script = os.path.abspath(__file__)
+    base = dict(config=cfg, threads=threads, warmup=warmup)
+    procs: Dict[str, cm.Worker] = {}
+    pending: Dict[str, Any] = {}   # side -> (worker, mode)
+    for side, prec, env in (("cllm-fp32", "fp32", {}), ("cllm-bf16", "bf16", {}),
+                            ("cllm-avx2", "fp32", {"CLLM_ISA": "avx2"})):
+        if side in sides:
+            procs[side] = cm.Worker(side, script, dict(base, kind="cllm", precision=prec), env)
+            pending[side] = (procs[side], "")
+    modes = [m for m, s in (("fp32", "torch-fp32"), ("bf16", "torch-bf16")) if s in sides]
+    if modes:
+        procs["torch"] = cm.Worker("torch", script, dict(base, kind="torch", modes=modes, compile=compile_torch))
+        for m in modes:
+            pending[f"torch-{m}"] = (procs["torch"], m)
+    if "torch-avx2" in sides:
+        procs["torch-avx2"] = cm.Worker("torch-avx2", script,
+                                        dict(base, kind="torch", modes=["fp32"], compile=compile_torch),
+                                        AVX2_ENV_TORCH)
+        pending["torch-avx2"] = (procs["torch-avx2"], "fp32")
+    # side -> (worker, mode), or the reason it cannot run
+    cols = {s: (wm if wm[0].ok else wm[0].error) for s, wm in pending.items()}
+    return {"procs": procs, "cols": cols}
+
+
+def peak_kind(side: str, machine: cm.Machine, best_isa: str) -> Optional[str]:
+    if side.endswith("bf16"):
+        return machine.bf16_kind()
+    if side.endswith("avx2"):
+        return "fma_avx2"
+    return cm.FP32_PEAK.get(best_isa)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--configs", default="A,B,C", help="comma list of A,B,C")
+    ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
+    ap.add_argument("--sides", default=",".join(SIDES), help="comma list of " + ",".join(SIDES))
+    ap.add_argument("--reps", type=int, default=3, help="measured reps per side (best is reported)")
+    ap.add_argument("--steps", type=int, default=0, help="steps per rep (0: A=20, B=3, C=2)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
+    ap.add_argument("--peak-seconds", type=float, default=0.5, help="seconds per peak measurement")
+    ap.add_argument("--torch-compile", action="store_true",
+                    help="also torch.compile the PyTorch model (slow start; off: eager)")
+    a = ap.parse_args(argv)
+    configs = [c.strip().upper() for c in a.configs.split(",") if c.strip()]
+    threads = [int(t) for t in a.threads.split(",") if t.strip()]
+    sides = [s.strip() for s in a.sides.split(",") if s.strip()]
+    bad = [c for c in configs if c not in CONFIGS] + [s for s in sides if s not in SIDES]
+    if bad or not threads or min(threads) < 1 or a.reps < 1 or a.warmup < 0 or a.steps < 0:
+        ap.error(f"bad --configs/--sides/--threads/--reps/--warmup/--steps ({', '.join(bad) or 'values'})")
+
+    import cllm
+    t_start = time.perf_counter()
+    machine = cm.measure_machine(threads, seconds=a.peak_seconds)
+    best_isa = cllm.get_isa()
+
+    results: Dict[tuple, Dict[str, Any]] = {}   # (config, threads, side) -> row
+    notes: Dict[str, str] = {}
+    for name in configs:
         cfg = CONFIGS[name]
-        steps = a.steps or default_steps[name]
-        c = bench_cllm(cfg, a.threads, steps, a.warmup)
-        line = f"config={name} threads={a.threads} cllm_tok_s={c:,.0f}"
-        if have_torch:
-            t = bench_torch(cfg, a.threads, steps, a.warmup)
-            line += f" torch_tok_s={t:,.0f} ratio={c / t:.2f}"
-        print(line, flush=True)
+        steps = a.steps or STEPS[name]
+        fpt = flops_per_token(cfg)
+        tokens = cfg["batch_size"] * cfg["seq_len"]
+        for th in threads:
+            ws = start_workers(cfg, th, sides, a.warmup, a.torch_compile)
+            try:
+                live = [(s, c[0], c[1]) for s, c in ws["cols"].items() if not isinstance(c, str)]
+                times = cm.interleave(live, {s: steps for s, _, _ in live}, a.reps)
+                for s in sides:
+                    c = ws["cols"].get(s)
+                    row: Dict[str, Any] = {"tok_s": None, "ms": None, "median_tok_s": None, "mfu": None,
+                                           "peak": None, "note": ""}
+                    if isinstance(c, str) or c is None:
+                        row["note"] = c or "not run"
+                    elif not times.get(s):
+                        row["note"] = f"failed: {c[0].error}"
+                    else:
+                        best = min(times[s])
+                        row["tok_s"] = tokens / best
+                        row["median_tok_s"] = tokens / statistics.median(times[s])
+                        row["ms"] = best * 1e3
+                        kind = peak_kind(s, machine, best_isa)
+                        pk = machine.peak(kind, th) if kind else None
+                        row["peak"] = kind
+                        row["mfu"] = row["tok_s"] * fpt / (pk * 1e9) if pk else None
+                        info = c[0].info
+                        if "adamw" in info:
+                            notes["torch AdamW"] = info["adamw"] + (", torch.compile" if info.get("compiled") else ", eager")
+                            notes[f"{s} ATen capability"] = info["capability"]
+                        if "isa" in info:
+                            notes[f"{s} ISA"] = f"{info['isa']} ({info['precision']})"
+                    results[(name, th, s)] = row
+                    cell = f"{row['tok_s']:,.0f} tok/s" if row["tok_s"] else row["note"]
+                    print(f"  config {name}, {th} thread(s), {s}: {cell}", file=sys.stderr, flush=True)
+            finally:
+                for w in ws["procs"].values():
+                    w.close()
+
+    cm.remeasure_peaks(machine, a.peak_seconds)
+    for (name, th, s), row in results.items():  # MFU against the final (higher) peak
+        if row["tok_s"] and row["peak"]:
+            row["mfu"] = row["tok_s"] * flops_per_token(CONFIGS[name]) / (machine.peak(row["peak"], th) * 1e9)
+
+    # ------------------------------------------------------------ tables
+    print("# Training throughput: cllm vs nanoGPT-style PyTorch (one run, sides interleaved)\n")
+    print("\n".join(machine.header_lines()))
+    if any(s.startswith("torch") for s in sides):
+        print(cm.torch_description())
+    print(f"cllm {cllm.__version__}, best ISA here: {best_isa}; reps {a.reps} (best reported), "
+          f"warm-up {a.warmup} steps\n")
+    print("## Throughput and MFU\n")
+    print("FLOPs/token = 6*N + 12*L*C*T (N: parameters without the position embedding); "
+          "MFU against the peak of the kind shown, same thread count.\n")
+    rows = []
+    for name in configs:
+        fpt = flops_per_token(CONFIGS[name])
+        for th in threads:
+            for s in sides:
+                r = results[(name, th, s)]
+                rows.append([name, th, s, cm.num(r["tok_s"]), cm.num(r["median_tok_s"]), cm.num(r["ms"], 1),
+                             f"{fpt / 1e6:,.1f}", cm.pct(r["mfu"]), r["peak"] or "-", r["note"]])
+    print(cm.table(["config", "threads", "side", "tok/s (best)", "tok/s (median)", "ms/step",
+                    "MFLOP/token", "MFU", "peak kind", "note"], rows,
+                   [False, True, False, True, True, True, True, True, False, False]))
+    print("\n## Ratios (same run)\n")
+    pairs = [("cllm-fp32", "torch-fp32"), ("cllm-bf16", "torch-bf16"), ("cllm-avx2", "torch-avx2"),
+             ("cllm-bf16", "cllm-fp32"), ("torch-bf16", "torch-fp32")]
+    pairs = [p for p in pairs if p[0] in sides and p[1] in sides]
+    rows = []
+    for name in configs:
+        for th in threads:
+            rows.append([name, th] + [cm.ratio(results[(name, th, x)]["tok_s"], results[(name, th, y)]["tok_s"])
+                                      for x, y in pairs])
+    print(cm.table(["config", "threads"] + [f"{x} / {y}" for x, y in pairs], rows))
+    if len(threads) > 1:
+        t1, tn = threads[0], threads[-1]
+        print(f"\n## Thread scaling ({tn} threads / {t1} thread{'s' if t1 > 1 else ''}, same run)\n")
+        rows = [[name] + [cm.ratio(results[(name, tn, s)]["tok_s"], results[(name, t1, s)]["tok_s"])
+                          for s in sides] for name in configs]
+        print(cm.table(["config"] + sides, rows))
+    if notes:
+        print("\n" + "\n".join(f"- {k}: {v}" for k, v in sorted(notes.items())))
+    print(f"\n(total {time.perf_counter() - t_start:.0f} s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    if cm.is_worker():
+        sys.exit(cm.serve(build))
+    sys.exit(main())

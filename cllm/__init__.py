@@ -16,6 +16,7 @@ from .errors import (CheckpointError, CllmError, CllmMemoryError, ConfigError, C
 if TYPE_CHECKING:
     from .config import ModelConfig
     from .inference import InferenceModel
+    from .measure import measure_bandwidth, measure_peak, peak_kinds
     from .model import Model
     from .options import TrainOptions
     from .tokenizer import Tokenizer
@@ -27,7 +28,8 @@ __version__ = "0.1.0"
 # `cllm generate` starts without numpy, tqdm or the trainer.
 _LAZY = {"Model": "model", "ModelConfig": "config", "TrainOptions": "options", "Tokenizer": "tokenizer",
          "TrainConfig": "train", "train": "train", "InferenceModel": "inference", "quantize": "inference",
-         "evaluate": "evaluation"}
+         "evaluate": "evaluation", "measure_bandwidth": "measure", "measure_peak": "measure",
+         "peak_kinds": "measure"}
 
 
 def __getattr__(name: str) -> Any:
@@ -44,10 +46,10 @@ def __dir__() -> list:
 
 _ISA_NAMES = {"scalar": 0, "avx2": 1, "avx512": 2, "auto": -1}
 
-__all__ = ["train", "load", "quantize", "evaluate", "Model", "InferenceModel", "Tokenizer", "ModelConfig", "TrainOptions", "TrainConfig", "set_isa",
-           "get_isa", "cpu_info", "CllmError", "ConfigError", "ConfigTypeError", "CllmMemoryError",
-           "NumericError", "DivergenceError", "StateError", "UnsupportedError", "CheckpointError",
-           "CorpusError", "__version__"]
+__all__ = ["train", "load", "quantize", "evaluate", "InferenceModel", "Model", "Tokenizer", "ModelConfig", "TrainOptions", "TrainConfig", "set_isa",
+           "get_isa", "cpu_info", "measure_peak", "measure_bandwidth", "peak_kinds", "CllmError", "ConfigError",
+           "ConfigTypeError", "CllmMemoryError", "NumericError", "DivergenceError", "StateError",
+           "UnsupportedError", "CheckpointError", "CorpusError", "__version__"]
 
 
 def load(path: str, *, dtype: Optional[str] = None, threads: int = 0, batch_size: int = 1,
@@ -84,8 +86,15 @@ def get_isa() -> str:
 
 
 def cpu_info() -> Dict[str, Any]:
-    """What CPUID detected, the chosen kernel path and the usable CPU count."""
+    """What CPUID detected (incl. AMX / AVX512-BF16 / VNNI, usable only with OS
+    support), the chosen kernel path, the precision ``"auto"`` picks and the
+    usable CPU count."""
     a, b, n = ffi.new("int *"), ffi.new("int *"), ffi.new("int *")
     check(lib.cllm_cpu_detect(a, b))
     check(lib.cllm_cpu_count(n))
-    return {"avx2_fma": bool(a[0]), "avx512": bool(b[0]), "isa": get_isa(), "cpus": int(n[0])}
+    f = [ffi.new("int *") for _ in range(4)]
+    check(lib.cllm_cpu_matrix_features(*f))
+    from .precision import auto_precision
+    return {"avx2_fma": bool(a[0]), "avx512": bool(b[0]), "avx512_bf16": bool(f[0][0]),
+            "avx512_vnni": bool(f[1][0]), "amx_bf16": bool(f[2][0]), "amx_int8": bool(f[3][0]),
+            "isa": get_isa(), "precision_auto": auto_precision(), "cpus": int(n[0])}

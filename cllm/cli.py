@@ -178,7 +178,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="show CPU features / kernel path, or a checkpoint's config")
     p.add_argument("checkpoint", nargs="?", help="checkpoint directory")
-    p.add_argument("--system", action="store_true", help="CPU features, chosen kernel path, threads")
+    p.add_argument("--system", action="store_true",
+                   help="CPU features (incl. AMX / AVX512-BF16), chosen kernel path and precision, threads")
     p.set_defaults(func=cmd_info)
 
 
@@ -189,7 +190,11 @@ def cmd_info(a: argparse.Namespace) -> int:
         info = cllm.cpu_info()
         print(f"cllm {cllm.__version__}")
         print(f"cpu: avx2+fma={'yes' if info['avx2_fma'] else 'no'} avx512={'yes' if info['avx512'] else 'no'}")
+        yn = {True: "yes", False: "no"}
+        print(f"matrix: avx512_bf16={yn[info['avx512_bf16']]} avx512_vnni={yn[info['avx512_vnni']]} "
+              f"amx_bf16={yn[info['amx_bf16']]} amx_int8={yn[info['amx_int8']]} (AMX counts only with OS support)")
         print(f"kernel path: {info['isa']} (override with CLLM_ISA=scalar|avx2|avx512)")
+        print(f"training precision 'auto' picks: {info['precision_auto']}")
         print(f"usable cpus (affinity mask): {info['cpus']}")
     if a.checkpoint:
         from .checkpoint import STATE_FILE, read_json

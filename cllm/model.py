@@ -14,6 +14,7 @@ from .checkpoint import MODEL_FILE, load_optimizer_state, read_model_files, save
 from .config import ModelConfig
 from .decode import Decoder, GenerationMixin
 from .errors import CheckpointError, ConfigError
+from .precision import c_precision, resolve_precision
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,9 @@ class Model(GenerationMixin):
 
     def __init__(self, config: ModelConfig, tokenizer: Any, *, batch_size: int = 1,
                  seq_len: Optional[int] = None, threads: int = 0, seed: int = 1337,
-                 max_memory_gb: float = 16.0) -> None:
+                 max_memory_gb: float = 16.0, precision: str = "fp32") -> None:
+        """``precision``: ``"fp32"`` (default), ``"bf16"`` (BF16 matmuls with FP32
+        master weights; needs AMX-BF16 or AVX512-BF16) or ``"auto"``."""
         config.validate()
         if len(tokenizer) > config.vocab_size:
             raise ConfigError(f"tokenizer has {len(tokenizer)} tokens but vocab_size is {config.vocab_size}")
@@ -53,6 +56,10 @@ class Model(GenerationMixin):
         c.threads = int(threads)
         c.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
         c.max_memory_gb = float(max_memory_gb)
+        #: resolved training precision, ``"fp32"`` or ``"bf16"``
+        self.precision = resolve_precision(precision)
+        c.precision = c_precision(self.precision)
+        self._weights_dirty = False
         h = ffi.new("cllm_model **")
         check(lib.cllm_model_new(c, h), "cannot create model")
         self._h = ffi.gc(h[0], lib.cllm_model_free)
@@ -102,8 +109,22 @@ class Model(GenerationMixin):
     def _view(self, flat: np.ndarray, t: Dict[str, Any]) -> np.ndarray:
         return flat[t["offset"]:t["offset"] + t["numel"]].reshape(t["shape"])
 
+    def sync_weights(self) -> None:
+        """Refresh the BF16 weight copies from :attr:`params` (bf16 models).
+
+        Needed only after writing :attr:`params` directly; views handed out by
+        :meth:`named_parameters` / :meth:`state_dict` are synced automatically
+        before the next forward or training step."""
+        check(lib.cllm_model_sync_weights(self._h), "sync_weights")
+        self._weights_dirty = False
+
+    def _sync_if_dirty(self) -> None:
+        if self._weights_dirty:
+            self.sync_weights()
+
     def named_parameters(self) -> Iterator[Tuple[str, np.ndarray]]:
         """(Hugging Face name, zero-copy view) for every parameter tensor."""
+        self._weights_dirty = self.precision == "bf16"  # views may be written
         for t in self._tensors:
             yield t["name"], self._view(self.params, t)
 
@@ -166,6 +187,7 @@ class Model(GenerationMixin):
         if y is not None and y.shape != x.shape:
             raise ConfigError(f"targets shape {y.shape} != inputs shape {x.shape}")
         loss = ffi.new("float *")
+        self._sync_if_dirty()
         check(lib.cllm_model_forward(self._h, iptr(x), ffi.NULL if y is None else iptr(y),
                                      x.shape[0], x.shape[1], loss), "forward")
         return float(loss[0]) if y is not None else None
@@ -200,6 +222,7 @@ class Model(GenerationMixin):
             raise ConfigError(f"targets shape {y.shape} != inputs shape {x.shape}")
         opt = self._opt(lr, beta1, beta2, eps, weight_decay, grad_clip)
         loss, gn = ffi.new("float *"), ffi.new("float *")
+        self._sync_if_dirty()
         check(lib.cllm_model_train_step(self._h, iptr(x), iptr(y), x.shape[0], x.shape[1], opt,
                                         int(step), loss, gn), f"train step {step}")
         return float(loss[0]), float(gn[0])
@@ -214,6 +237,7 @@ class Model(GenerationMixin):
             if B > self.batch_size or T > self.seq_len:
                 return np.stack([self.logits(row) for row in x])
             out = np.empty((B, T, self.config.vocab_size), dtype=np.float32)
+            self._sync_if_dirty()
             check(lib.cllm_model_logits(self._h, iptr(x), B, T, fptr(out)), "logits")
             return out
         arr = self._ids(ids)
@@ -225,6 +249,7 @@ class Model(GenerationMixin):
         out = np.empty((T, self.config.vocab_size), dtype=np.float32)
         if T <= self.seq_len:
             x = np.ascontiguousarray(arr[None, :])
+            self._sync_if_dirty()
             check(lib.cllm_model_logits(self._h, iptr(x), 1, T, fptr(out)), "logits")
         else:  # longer than the training arena: incremental KV-cache path
             check(lib.cllm_model_infer_reset(self._h))
@@ -276,15 +301,16 @@ class Model(GenerationMixin):
 
     @classmethod
     def load(cls, path: str, *, threads: int = 0, batch_size: int = 1, seq_len: Optional[int] = None,
-             load_optimizer: bool = False, max_memory_gb: float = 16.0) -> "Model":
+             load_optimizer: bool = False, max_memory_gb: float = 16.0, precision: str = "fp32") -> "Model":
         """Load a checkpoint directory written by :meth:`save` or :func:`cllm.train`
         (or any HF GPT-2 directory with a byte-level BPE tokenizer.json). This is
-        :func:`cllm.load`, and ``--resume`` uses it with ``load_optimizer=True``."""
+        :func:`cllm.load`, and ``--resume`` uses it with ``load_optimizer=True``.
+        The file holds FP32 weights whatever ``precision`` the model trains in."""
         cfg, tok, tensors = read_model_files(path)
         if seq_len is None:
             seq_len = min(cfg.context_len, 256)
         model = cls(cfg, tok, batch_size=batch_size, seq_len=seq_len, threads=threads,
-                    max_memory_gb=max_memory_gb)
+                    max_memory_gb=max_memory_gb, precision=precision)
         mf = os.path.join(path, MODEL_FILE)
         for name, view in model.named_parameters():
             if name not in tensors:
@@ -308,4 +334,5 @@ class Model(GenerationMixin):
         c = self.config
         return (f"Model(vocab_size={c.vocab_size}, context_len={c.context_len}, num_layers={c.num_layers}, "
                 f"num_heads={c.num_heads}, embed_dim={c.embed_dim}, params={self.num_params:,}, "
+                f"precision={self.precision}, "
                 f"threads={self.threads})")

@@ -113,6 +113,9 @@ class TrainOptions:
     threads: int = option(0, "worker spheres (0: all usable CPUs)", lo=0, hi=C_INT_MAX, group="machine")
     max_memory_gb: float = option(16.0, "refuse models whose buffers exceed this many GB", lo=0, lo_open=True,
                                   group="machine")
+    precision: str = option("auto", "matmul precision: bf16 (BF16 x BF16 -> FP32 on AMX / AVX512-BF16, FP32 "
+                            "master weights and optimizer), fp32, or auto (bf16 where the CPU has it)",
+                            choices=("auto", "fp32", "bf16"), group="machine")
     # -- run-local
     tokenizer: Any = option(None, "a trained Tokenizer to use instead of training one (API only)",
                             cli=False, saved=False, group="data")

@@ -184,7 +184,7 @@ def build_model(opts: TrainOptions, data: Data) -> Model:
     mcfg = ModelConfig(vocab_size=len(data.tokenizer), context_len=opts.context_len or opts.seq_len,
                        num_layers=opts.num_layers, num_heads=opts.num_heads, embed_dim=opts.embed_dim)
     return Model(mcfg, data.tokenizer, batch_size=data.batch, seq_len=opts.seq_len, threads=opts.threads,
-                 seed=opts.seed, max_memory_gb=opts.max_memory_gb)
+                 seed=opts.seed, max_memory_gb=opts.max_memory_gb, precision=opts.precision)
 
 
 def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any]) -> Model:
@@ -192,7 +192,7 @@ def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any]) -> Mod
     checked to continue the same run."""
     assert opts.out_dir is not None
     model = Model.load(opts.out_dir, threads=opts.threads, batch_size=data.batch, seq_len=opts.seq_len,
-                       load_optimizer=True, max_memory_gb=opts.max_memory_gb)
+                       load_optimizer=True, max_memory_gb=opts.max_memory_gb, precision=opts.precision)
     data0 = state0.get("data", {})
     if data0.get("tokens") != data.n_tokens or state0.get("threads") != model.threads \
             or state0.get("batch") != data.batch:

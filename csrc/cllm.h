@@ -55,6 +55,28 @@ int cllm_get_isa(int *isa);
 /* Number of CPUs in this process's affinity mask. */
 int cllm_cpu_count(int *n);
 
+/* ------------------------------------------------ measured machine limits */
+/* Multiply-add peak kinds (csrc/runtime/peak.c): register-only loops of
+ * independent multiply-adds, bound by their issue throughput alone.
+ *   FMA_AVX512  vfmadd231ps zmm (fp32)     FMA_AVX2  vfmadd231ps ymm (fp32)
+ *   BF16_AVX512 vdpbf16ps zmm (bf16 pairs -> fp32; needs AVX512_BF16)
+ *   AMX_BF16    tdpbf16ps (needs AMX-TILE + AMX-BF16 and the OS's grant)  */
+enum { CLLM_PEAK_FMA_AVX512 = 0, CLLM_PEAK_FMA_AVX2 = 1, CLLM_PEAK_BF16_AVX512 = 2,
+       CLLM_PEAK_AMX_BF16 = 3 };
+/* *supported = 1 if this CPU and OS can run the kind (for AMX this asks
+ * Linux for the tile-data permission), else 0. */
+int cllm_peak_supported(int kind, int *supported);
+/* Measured peak in GFLOP/s of `kind` on `threads` threads (0 = all CPUs of
+ * the affinity mask), each running the loop for about seconds/3, best of 3
+ * runs. seconds in (0, 60]. CLLM_ERR_UNSUPPORTED if the CPU lacks the kind. */
+int cllm_measure_peak(int kind, int threads, double seconds, double *gflops);
+/* Measured read bandwidth in GB/s (1e9 bytes/s): `threads` threads each read
+ * their contiguous slice of one buffer of `bytes` bytes (4096 .. 2^40),
+ * repeatedly for about `seconds` in all, with every load loop the CPU
+ * supports (zmm / ymm / xmm loads, one load per line), best rate of 3 runs
+ * each. A buffer that fits the caches measures cache bandwidth. */
+int cllm_measure_bandwidth(size_t bytes, int threads, double seconds, double *gbytes_per_s);
+
 /* ----------------------------------------------------------------- gemm */
 /* C[M,N] = alpha * op(A) @ op(B) + beta * C (+ bias[N] broadcast over rows
  * if bias != NULL), row-major. op(A) is M x K: A is M x K (lda >= K) when
@@ -65,6 +87,33 @@ int cllm_cpu_count(int *n);
 int cllm_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta,
               float *C, int ldc, const float *bias);
+
+/* ------------------------------------------------------------ bf16 */
+/* Matrix / low-precision features: AVX512_BF16 and AVX512_VNNI as CPUID
+ * reports them (with the OS's AVX-512 state); AMX-BF16 / AMX-INT8 only when
+ * CPUID, XCR0's tile bits and the OS permission (Linux ARCH_REQ_XCOMP_PERM,
+ * requested on first call) all agree. Each out-pointer may be NULL. */
+int cllm_cpu_matrix_features(int *avx512_bf16, int *avx512_vnni, int *amx_bf16, int *amx_int8);
+
+/* element types (CLLM_DTYPE_INT8 / _F16: inference weights, cllm_decoder_*) */
+enum { CLLM_DTYPE_F32 = 0, CLLM_DTYPE_BF16 = 1, CLLM_DTYPE_INT8 = 2, CLLM_DTYPE_F16 = 3 };
+/* FP32 <-> BF16 (round to nearest even, NaN stays NaN) of n elements:
+ * to_bf16 != 0: src float[n] -> dst uint16[n]; else uint16 -> float.
+ * isa: CLLM_ISA_SCALAR / AVX2 (scalar loop) / AVX512 / AUTO (current). */
+int cllm_convert_bf16(int isa, int to_bf16, const void *src, void *dst, size_t n);
+
+/* BF16 GEMM kernels: SCALAR = plain reference loops (any CPU), AVX512 =
+ * vdpbf16ps (AVX512_BF16), AMX = tdpbf16ps tiles; AUTO = the fastest usable
+ * one under the current ISA (AMX, AVX512 only when the ISA is avx512). */
+enum { CLLM_BF16_KERNEL_AUTO = -1, CLLM_BF16_KERNEL_SCALAR = 0, CLLM_BF16_KERNEL_AVX512 = 1,
+       CLLM_BF16_KERNEL_AMX = 2 };
+/* As cllm_gemm, but op(A) and op(B) are rounded to BF16 and multiplied with
+ * FP32 accumulation. A / B are float (CLLM_DTYPE_F32, converted while
+ * packed) or BF16 bits (CLLM_DTYPE_BF16, uint16). C, bias: float. Fails
+ * with CLLM_ERR_UNSUPPORTED if the kernel is not usable on this CPU. */
+int cllm_gemm_bf16(int kernel, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                   const void *A, int a_dtype, int lda, const void *B, int b_dtype, int ldb,
+                   float beta, float *C, int ldc, const float *bias);
 
 /* ------------------------------------------------------------- spheres */
 /* Kissing-sphere thread pool: the calling thread is the control sphere,
@@ -100,7 +149,21 @@ typedef struct {
     int threads;      /* spheres: 0 = all usable CPUs                       */
     uint64_t seed;    /* initialisation seed                                */
     double max_memory_gb; /* refuse configs needing more than this (<=0: 16)*/
+    int precision;    /* CLLM_PRECISION_FP32 (0) or CLLM_PRECISION_BF16     */
 } cllm_config;
+
+/* Training precision. BF16: every matmul (forward, dX, dW, LM head) is
+ * BF16 x BF16 -> FP32 on the best BF16 kernel (AMX, else AVX512-BF16; the
+ * scalar reference kernel under CLLM_ISA=scalar); master weights, gradients,
+ * AdamW, LayerNorm, softmax, GELU, attention, loss and norms stay FP32.
+ * AdamW also refreshes the BF16 weight copies in the same pass. Forward
+ * without targets (cllm_model_logits) and KV-cache inference use the FP32
+ * master weights in either precision. Validation
+ * fails with CLLM_ERR_UNSUPPORTED when the CPU (or forced ISA) has no BF16
+ * kernel. */
+enum { CLLM_PRECISION_FP32 = 0, CLLM_PRECISION_BF16 = 1 };
+/* The precision "auto" resolves to on this CPU under the current ISA. */
+int cllm_precision_auto(int *precision);
 
 typedef struct {
     char name[64];    /* Hugging Face GPT-2 name, e.g. "transformer.h.0.attn.c_attn.weight" */
@@ -141,6 +204,10 @@ int cllm_model_tensor_info(const cllm_model *m, int index, cllm_tensor_info *out
 /* Each out-pointer may be NULL. All four buffers hold num_params floats. */
 int cllm_model_buffers(cllm_model *m, float **params, float **grads,
                        float **adam_m, float **adam_v);
+/* BF16 models: recompute the BF16 weight copies from the FP32 params
+ * buffer. Call after writing params from outside (load, set); init and
+ * AdamW keep them current themselves. No-op for FP32 models. */
+int cllm_model_sync_weights(cllm_model *m);
 /* Spheres (threads) of this model. */
 int cllm_model_spheres(cllm_model *m, cllm_spheres **out);
 
@@ -196,7 +263,6 @@ int cllm_model_sample(cllm_model *m, const float *logits, float temperature,
 /* Batch-1 generation engine (csrc/decode.c): weights in one storage dtype,
  * a KV cache, one sphere-pool run per token (all layers, final LayerNorm and
  * LM head), results bit-identical for any thread count. */
-enum { CLLM_DTYPE_F32 = 0, CLLM_DTYPE_BF16 = 1, CLLM_DTYPE_INT8 = 2, CLLM_DTYPE_F16 = 3 };
 typedef struct cllm_decoder cllm_decoder;
 
 /* Uses cfg's vocab_size, context_len, num_layers, num_heads, embed_dim,
@@ -254,10 +320,6 @@ int cllm_qmatvec_run(int dtype, int isa, const void *w, const float *scale, cons
 /* Per-row symmetric int8 quantization of src (rows, cols), or of src given
  * as (cols, rows) when transposed != 0 (a Conv1D (in, out) weight). */
 int cllm_quantize_int8(const float *src, int rows, int cols, int transposed, int8_t *q, float *scale);
-/* FP32 -> BF16 bits, round to nearest even. */
-int cllm_convert_bf16(const float *src, size_t n, uint16_t *out);
-/* 1 if AVX512-VNNI / AVX512-BF16 are usable on this CPU. */
-int cllm_cpu_features(int *avx512_vnni, int *avx512_bf16);
 
 /* ----------------------------------------------------------- tokenizer */
 /* Byte-level BPE (csrc/tokenizer/bpe.c). Ids 0..255 of a fresh tokenizer are the 256

@@ -7,12 +7,15 @@
 #include "runtime/internal.h"
 #include "gemm.h"
 #include "gemm_isa.h"
+#include "gemm_bf16.h"
 
 size_t cllm_gemm_ws_floats(void) {
     size_t n = gemm_ws_scalar();
     if (gemm_ws_avx2() > n) n = gemm_ws_avx2();
     if (gemm_ws_avx512() > n) n = gemm_ws_avx512();
-    return n;
+    /* the model's per-sphere workspace also serves the BF16 GEMM */
+    size_t b = (cllm_gemm_bf16_ws_bytes() + sizeof(float) - 1) / sizeof(float);
+    return b > n ? b : n;
 }
 
 /* C = beta*C + bias when there is nothing to multiply (K == 0 or alpha == 0). */

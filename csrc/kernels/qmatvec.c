@@ -7,33 +7,15 @@
  * FMA); AVX-512 (int8: vpdpbusd on the unsigned x + 128 with the per-row
  * correction; bf16: vdpbf16ps). Every SIMD body handles any cols (masked or
  * scalar tails) and processes four rows per pass so the loads of x are
- * shared. Selected at run time from CPUID (target attributes, no -march). */
-#include <cpuid.h>
+ * shared. Selected at run time from CPUID (runtime/cpu_features.c; target
+ * attributes, no -march). */
 #include <math.h>
 #include <string.h>
 #include <immintrin.h>
+#include "runtime/cpu_features.h"
 #include "runtime/internal.h"
 #include "kernels.h"
 #include "qmatvec.h"
-
-/* ------------------------------------------------------------ detection */
-static int g_vnni = -1, g_bf16 = -1;
-
-static void detect_ext(void) {
-    if (g_vnni >= 0) return;
-    int avx2 = 0, avx512 = 0;
-    cllm_cpu_detect(&avx2, &avx512);
-    unsigned a, b, c, d;
-    int vnni = 0, bf16 = 0;
-    if (avx512 && __get_cpuid_count(7, 0, &a, &b, &c, &d)) {
-        vnni = (c >> 11) & 1;
-        if (a >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) bf16 = (a >> 5) & 1;
-    }
-    g_bf16 = bf16;
-    g_vnni = vnni;
-}
-int cllm_cpu_has_avx512_vnni(void) { detect_ext(); return g_vnni; }
-int cllm_cpu_has_avx512_bf16(void) { detect_ext(); return g_bf16; }
 
 /* ------------------------------------------------------ shared helpers */
 static inline float bias_at(const float *bias, int r) { return bias ? bias[r] : 0.0f; }
@@ -53,15 +35,6 @@ void cllm_quantize_vec(int8_t *xq, float *xs, const float *x, int n) {
         xq[i] = (int8_t)(int)(v + copysignf(0.5f, v));
     }
     *xs = m / 127.0f;
-}
-
-void cllm_f32_to_bf16(uint16_t *out, const float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        if ((u & 0x7fffffffu) > 0x7f800000u) out[i] = (uint16_t)((u >> 16) | 0x40);  /* quiet NaN */
-        else out[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    }
 }
 
 float cllm_f16_to_f32(uint16_t h) {
@@ -391,17 +364,11 @@ static const cllm_qops q_bf16 = {"avx512-bf16", q8_rows_avx2, bf16_rows_avx512, 
 const cllm_qops *cllm_qops_for_isa(int isa) {
     if (isa == CLLM_ISA_SCALAR) return &q_scalar;
     if (isa == CLLM_ISA_AVX2) return &q_avx2;
-    detect_ext();
-    if (g_vnni && g_bf16) return &q_vnni_bf16;
-    if (g_vnni) return &q_vnni;
-    if (g_bf16) return &q_bf16;
+    const cllm_cpu_features *f = cllm_cpu_features_get();
+    if (f->avx512_vnni && f->avx512_bf16) return &q_vnni_bf16;
+    if (f->avx512_vnni) return &q_vnni;
+    if (f->avx512_bf16) return &q_bf16;
     return &q_avx512;
 }
 
 const cllm_qops *cllm_qops_current(void) { return cllm_qops_for_isa(cllm_isa_current()); }
-
-CLLM_EXPORT int cllm_cpu_features(int *avx512_vnni, int *avx512_bf16) {
-    if (avx512_vnni) *avx512_vnni = cllm_cpu_has_avx512_vnni();
-    if (avx512_bf16) *avx512_bf16 = cllm_cpu_has_avx512_bf16();
-    return CLLM_OK;
-}

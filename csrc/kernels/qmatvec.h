@@ -20,6 +20,7 @@
 #define CLLM_QMATVEC_H
 #include <stddef.h>
 #include <stdint.h>
+#include "bf16.h"
 
 typedef struct cllm_qops {
     const char *name;
@@ -42,20 +43,10 @@ typedef struct cllm_qops {
  * instructions only where CPUID reports them, else the AVX2 bodies). */
 const cllm_qops *cllm_qops_for_isa(int isa);
 const cllm_qops *cllm_qops_current(void);
-/* 1 if the CPU (and OS) support AVX512-VNNI / AVX512-BF16 / AMX-INT8 tiles. */
-int cllm_cpu_has_avx512_vnni(void);
-int cllm_cpu_has_avx512_bf16(void);
-
 /* Shared, path-independent helpers (plain C; gcc vectorises the loops). */
 /* symmetric per-vector int8 quantization: xq = round(x / xs), xs = max|x|/127
  * (xs = 0 and xq = 0 for an all-zero x) */
 void cllm_quantize_vec(int8_t *xq, float *xs, const float *x, int n);
-/* FP32 -> BF16 bits, round to nearest even (NaN stays NaN) */
-void cllm_f32_to_bf16(uint16_t *out, const float *x, size_t n);
-static inline float cllm_bf16_to_f32(uint16_t h) {
-    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
-    return v.f;
-}
 float cllm_f16_to_f32(uint16_t h);
 /* Quantize a weight matrix given as src with element (r, i) (r < rows output
  * rows, i < cols inputs) at src[r*rs + i*cs]: q(rows, cols), scale(rows),

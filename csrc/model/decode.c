@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "runtime/internal.h"
+#include "kernels/bf16.h"
 #include "kernels/kernels.h"
 #include "kernels/qmatvec.h"
 #include "model/decode.h"
@@ -68,6 +69,7 @@ struct cllm_decoder {
     int nsample;                   /* ids >= nsample are never sampled (tokenizer size) */
     const cllm_ops *ops;
     const cllm_qops *qops;
+    int isa;
 };
 
 /* slot indices */
@@ -298,7 +300,7 @@ CLLM_EXPORT int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src,
     if (store == CLLM_DTYPE_BF16) {
         uint16_t *b = cllm_aligned_alloc(n * sizeof(uint16_t));
         if (!b) { free(tmp); return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for %s", s->name); }
-        cllm_f32_to_bf16(b, f32, n);
+        cllm_f32_to_bf16_n(cllm_isa_current(), b, f32, n);
         s->owned = b;
         s->data = b;
     } else {
@@ -387,7 +389,7 @@ static void mat_rows(const cllm_decoder *d, const DSphere *s, const Slot *M, con
 /* The input of the next matvec(s), in the storage's input format. */
 static void prep(const cllm_decoder *d, DSphere *s, const float *in, int n) {
     if (d->dtype == CLLM_DTYPE_INT8) cllm_quantize_vec(s->xq, &s->xs, in, n);
-    else if (d->dtype == CLLM_DTYPE_BF16) cllm_f32_to_bf16(s->xbf, in, (size_t)n);
+    else if (d->dtype == CLLM_DTYPE_BF16) cllm_f32_to_bf16_n(d->isa, s->xbf, in, (size_t)n);
 }
 
 static void rows_of(int n, int sp, int ns, int *lo, int *hi) {
@@ -502,8 +504,9 @@ static int step(cllm_decoder *d, int32_t token) {
         return cllm_fail(CLLM_ERR_RANGE, "KV cache full: context_len %d reached (reset and re-feed a suffix)", d->P);
     int rc = make_ready(d);
     if (rc) return rc;
-    d->ops = cllm_ops_current();
-    d->qops = cllm_qops_current();
+    d->isa = cllm_isa_current();
+    d->ops = cllm_ops_for_isa(d->isa);
+    d->qops = cllm_qops_for_isa(d->isa);
     embed(d, token);
     rc = d->ns > 1 ? cllm_spheres_run(d->pool, task_step, d) : task_step(d, 0, 1);
     if (rc) return rc;
@@ -640,7 +643,7 @@ CLLM_EXPORT int cllm_qmatvec_run(int dtype, int isa, const void *w, const float 
     } else if (dtype == CLLM_DTYPE_BF16) {
         uint16_t *xb = malloc(sizeof(uint16_t) * (size_t)cols);
         if (!xb) return cllm_fail(CLLM_ERR_NOMEM, "qmatvec: out of memory");
-        cllm_f32_to_bf16(xb, x, (size_t)cols);
+        cllm_f32_to_bf16_n(isa, xb, x, (size_t)cols);
         q->bf16_rows(y, w, xb, bias, cols, 0, rows);
         free(xb);
     } else if (dtype == CLLM_DTYPE_F32) {   /* W given as (cols, rows): Conv1D (in, out) */
@@ -659,11 +662,5 @@ CLLM_EXPORT int cllm_quantize_int8(const float *src, int rows, int cols, int tra
     /* transposed: src is (cols, rows), i.e. a Conv1D (in, out) weight */
     cllm_quantize_rows(q, scale, rs, src, rows, cols, transposed ? 1 : (size_t)cols, transposed ? (size_t)rows : 1);
     free(rs);
-    return CLLM_OK;
-}
-
-CLLM_EXPORT int cllm_convert_bf16(const float *src, size_t n, uint16_t *out) {
-    CLLM_CHECK_PTR(src, "src"); CLLM_CHECK_PTR(out, "out");
-    cllm_f32_to_bf16(out, src, n);
     return CLLM_OK;
 }

@@ -47,7 +47,8 @@ static double memory_bytes(const cllm_config *c) {
     double per_sphere = (double)act_floats(bs, c->seq_len, c->embed_dim, c->num_heads, c->num_layers, c->vocab_size) +
                         (double)cllm_gemm_ws_floats() + (double)cllm_attention_ws_floats(c->seq_len, c->embed_dim / c->num_heads) +
                         (double)c->context_len;
-    return 4.0 * (4.0 * P + (double)(active - 1) * P + (double)n * per_sphere);
+    double bf16_copy = c->precision == CLLM_PRECISION_BF16 ? 2.0 * P : 0.0;
+    return 4.0 * (4.0 * P + (double)(active - 1) * P + (double)n * per_sphere) + bf16_copy;
 }
 
 CLLM_EXPORT int cllm_config_memory(const cllm_config *cfg, double *bytes) {
@@ -74,6 +75,8 @@ CLLM_EXPORT int cllm_config_validate(const cllm_config *c) {
     REQ(c->threads >= 0 && c->threads <= 4096, "threads must be in [0, 4096] (0 = all CPUs), got %d", c->threads);
     REQ(isfinite(c->max_memory_gb), "max_memory_gb must be finite");
 #undef REQ
+    int rc = model_check_precision(c->precision, cllm_isa_current());
+    if (rc) return rc;
     double limit = c->max_memory_gb > 0 ? c->max_memory_gb : 16.0;
     double need = memory_bytes(c);
     if (need > limit * 1073741824.0)
@@ -176,6 +179,7 @@ CLLM_EXPORT int cllm_model_free(cllm_model *m) {
     cllm_aligned_free(m->grads);
     cllm_aligned_free(m->adam_m);
     cllm_aligned_free(m->adam_v);
+    cllm_aligned_free(m->params_bf16);
     cllm_aligned_free(m->sprob);
     free(m->sidx);
     free(m->inputs);
@@ -207,6 +211,10 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
     m->adam_m = cllm_aligned_alloc(m->nparams * sizeof(float));
     m->adam_v = cllm_aligned_alloc(m->nparams * sizeof(float));
     if (!m->params || !m->grads || !m->adam_m || !m->adam_v) goto nomem;
+    if (cfg->precision == CLLM_PRECISION_BF16) {
+        m->params_bf16 = cllm_aligned_alloc(m->nparams * sizeof(uint16_t));
+        if (!m->params_bf16) goto nomem;
+    }
     point_weights(m, m->params, &m->w);
     point_weights(m, m->grads, &m->gw);
 
@@ -277,6 +285,7 @@ CLLM_EXPORT int cllm_model_init(cllm_model *m, uint64_t seed) {
     memset(m->grads, 0, m->nparams * sizeof(float));
     memset(m->adam_m, 0, m->nparams * sizeof(float));
     memset(m->adam_v, 0, m->nparams * sizeof(float));
+    model_sync_bf16_range(m, cllm_isa_current(), 0, m->nparams);
     m->have_fwd = 0;
     if (m->dec) cllm_decoder_reset(m->dec);
     return CLLM_OK;

@@ -61,6 +61,7 @@ struct cllm_model {
     int ntensors;
     cllm_tensor_info *tensors;
     float *params, *grads, *adam_m, *adam_v;
+    uint16_t *params_bf16;     /* BF16 copy of params (precision BF16 only)  */
     Weights w, gw;
     cllm_spheres *pool;
     int nspheres;
@@ -94,5 +95,10 @@ static inline float rng_normal(uint64_t *s) {
     if (u1 < 1e-300) u1 = 1e-300;
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
+
+/* BF16 copies of params[lo, hi) (precision BF16), on the given ISA */
+void model_sync_bf16_range(cllm_model *m, int isa, size_t lo, size_t hi);
+/* 0 if precision p is usable under ISA isa, else fails (sets the error) */
+int model_check_precision(int p, int isa);
 
 #endif

@@ -16,6 +16,7 @@
 #include "model.h"
 #include "kernels/kernels.h"
 #include "gemm/gemm.h"
+#include "gemm/gemm_bf16.h"
 
 /* ------------------------------------------------------------- profile */
 enum { P_GEMM_FWD, P_LMHEAD_FWD, P_GEMM_BWD, P_LMHEAD_BWD, P_ATTN_FWD, P_ATTN_BWD, P_LAYERNORM,
@@ -60,6 +61,7 @@ typedef struct {
     cllm_model *m;
     const cllm_ops *ops;
     int isa;
+    int bf16_kernel;       /* CLLM_BF16_KERNEL_* for BF16 models, else -1  */
     int B, T;
     int with_targets, do_backward;
     float dscale;
@@ -67,13 +69,27 @@ typedef struct {
     float gscale, bc1, bc2;
 } StepCtx;
 
+/* C = op(A) @ op(B) (+ beta*C, + bias): FP32 SGEMM, or for BF16 models the
+ * BF16 GEMM (FP32 operands rounded while packed; a parameter operand,
+ * b_param, is read from the BF16 weight copy instead). */
+static void matmul(const StepCtx *x, Sphere *s, int ta, int tb, int M, int N, int K, const float *A, int lda,
+                   const float *B, int b_param, int ldb, float beta, float *C, int ldc, const float *bias) {
+    if (x->bf16_kernel < 0) {
+        cllm_sgemm(x->isa, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc, bias, s->gemm_ws);
+        return;
+    }
+    const void *Bq = b_param ? (const void *)(x->m->params_bf16 + (B - x->m->params)) : (const void *)B;
+    cllm_bgemm(x->bf16_kernel, ta, tb, M, N, K, 1.0f, A, 0, lda, Bq, b_param, ldb, beta, C, ldc, bias, s->gemm_ws);
+}
+/* B an activation / gradient; GEMM_W: B a weight (parameter) tensor */
 #define GEMM(ta, tb, M_, N_, K_, A_, lda, B_, ldb, beta, C_, ldc, bias) \
-    cllm_sgemm(isa, ta, tb, M_, N_, K_, 1.0f, A_, lda, B_, ldb, beta, C_, ldc, bias, s->gemm_ws)
+    matmul(x, s, ta, tb, M_, N_, K_, A_, lda, B_, 0, ldb, beta, C_, ldc, bias)
+#define GEMM_W(ta, tb, M_, N_, K_, A_, lda, B_, ldb, beta, C_, ldc, bias) \
+    matmul(x, s, ta, tb, M_, N_, K_, A_, lda, B_, 1, ldb, beta, C_, ldc, bias)
 
 static void shard_forward(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
     const cllm_ops *ops = x->ops;
-    int isa = x->isa;
     int T = x->T, C = m->C, NH = m->NH, V = m->V, L = m->L, Bs = s->bs;
     int N = Bs * T;
     const int32_t *ids = m->inputs + (size_t)s->b0 * T;
@@ -87,14 +103,14 @@ static void shard_forward(StepCtx *x, Sphere *s) {
         LayerW *lw = &w->h[l];
         LayerAct *a = &s->act[l];
         const float *resid = l == 0 ? s->encoded : s->act[l - 1].res3;
-        PROF(P_GEMM_FWD, GEMM(0, 0, N, 3 * C, C, a->ln1, C, lw->qkvw, 3 * C, 0.0f, a->qkv, 3 * C, lw->qkvb));
+        PROF(P_GEMM_FWD, GEMM_W(0, 0, N, 3 * C, C, a->ln1, C, lw->qkvw, 3 * C, 0.0f, a->qkv, 3 * C, lw->qkvb));
         PROF(P_ATTN_FWD, ops->attention_fwd(a->atty, a->att, a->qkv, Bs, T, C, NH, s->att_ws));
-        PROF(P_GEMM_FWD, GEMM(0, 0, N, C, C, a->atty, C, lw->projw, C, 0.0f, a->attproj, C, lw->projb));
+        PROF(P_GEMM_FWD, GEMM_W(0, 0, N, C, C, a->atty, C, lw->projw, C, 0.0f, a->attproj, C, lw->projb));
         PROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res2, a->ln2, a->ln2_mean, a->ln2_rstd, resid, a->attproj,
                                     lw->ln2w, lw->ln2b, N, C));
-        PROF(P_GEMM_FWD, GEMM(0, 0, N, 4 * C, C, a->ln2, C, lw->fcw, 4 * C, 0.0f, a->fch, 4 * C, lw->fcb));
+        PROF(P_GEMM_FWD, GEMM_W(0, 0, N, 4 * C, C, a->ln2, C, lw->fcw, 4 * C, 0.0f, a->fch, 4 * C, lw->fcb));
         PROF(P_GELU, ops->gelu_fwd(a->fch_gelu, a->fch, (size_t)N * 4 * C));
-        PROF(P_GEMM_FWD, GEMM(0, 0, N, C, 4 * C, a->fch_gelu, 4 * C, lw->fcprojw, C, 0.0f, a->fcproj, C, lw->fcprojb));
+        PROF(P_GEMM_FWD, GEMM_W(0, 0, N, C, 4 * C, a->fch_gelu, 4 * C, lw->fcprojw, C, 0.0f, a->fcproj, C, lw->fcprojb));
         if (l + 1 < L) {
             LayerAct *an = &s->act[l + 1];
             PROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res3, an->ln1, an->ln1_mean, an->ln1_rstd, a->res2, a->fcproj,
@@ -105,7 +121,7 @@ static void shard_forward(StepCtx *x, Sphere *s) {
         }
     }
     /* LM head, tied: logits(N,V) = lnf(N,C) @ wte(V,C)^T */
-    PROF(P_LMHEAD_FWD, GEMM(0, 1, N, V, C, s->lnf, C, w->wte, C, 0.0f, s->logits, V, NULL));
+    PROF(P_LMHEAD_FWD, GEMM_W(0, 1, N, V, C, s->lnf, C, w->wte, C, 0.0f, s->logits, V, NULL));
     s->loss_sum = 0.0;
     if (x->with_targets) {
         const int32_t *tg = m->targets + (size_t)s->b0 * T;
@@ -119,7 +135,6 @@ static void shard_forward(StepCtx *x, Sphere *s) {
 static void shard_backward(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
     const cllm_ops *ops = x->ops;
-    int isa = x->isa;
     int T = x->T, C = m->C, NH = m->NH, V = m->V, L = m->L, Bs = s->bs;
     int N = Bs * T;
     const int32_t *ids = m->inputs + (size_t)s->b0 * T;
@@ -129,7 +144,7 @@ static void shard_backward(StepCtx *x, Sphere *s) {
 
     /* LM head: dwte = dlogits^T @ lnf (overwrites), dlnf = dlogits @ wte */
     PROF(P_LMHEAD_BWD, GEMM(1, 0, V, C, N, dlogits, V, s->lnf, C, 0.0f, g->wte, C, NULL));
-    PROF(P_LMHEAD_BWD, GEMM(0, 0, N, C, V, dlogits, V, w->wte, C, 0.0f, s->dtmp, C, NULL));
+    PROF(P_LMHEAD_BWD, GEMM_W(0, 0, N, C, V, dlogits, V, w->wte, C, 0.0f, s->dtmp, C, NULL));
     memset(s->dres, 0, sizeof(float) * (size_t)N * C);
     LayerAct *al = &s->act[L - 1];
     PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, g->lnfw, g->lnfb, s->dtmp, al->res3, w->lnfw, s->lnf_mean, s->lnf_rstd, N, C));
@@ -141,19 +156,19 @@ static void shard_backward(StepCtx *x, Sphere *s) {
         /* res3 = res2 + fcproj: dres flows to both */
         PROF(P_GEMM_BWD, GEMM(1, 0, 4 * C, C, N, a->fch_gelu, 4 * C, s->dres, C, 0.0f, lg->fcprojw, C, NULL));
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->fcprojb, s->dres, N, C));
-        PROF(P_GEMM_BWD, GEMM(0, 1, N, 4 * C, C, s->dres, C, lw->fcprojw, C, 0.0f, s->dfch, 4 * C, NULL));
+        PROF(P_GEMM_BWD, GEMM_W(0, 1, N, 4 * C, C, s->dres, C, lw->fcprojw, C, 0.0f, s->dfch, 4 * C, NULL));
         PROF(P_GELU, ops->gelu_bwd_bias(s->dfch, lg->fcb, a->fch, s->dfch, N, 4 * C));
         PROF(P_GEMM_BWD, GEMM(1, 0, C, 4 * C, N, a->ln2, C, s->dfch, 4 * C, 0.0f, lg->fcw, 4 * C, NULL));
-        PROF(P_GEMM_BWD, GEMM(0, 1, N, C, 4 * C, s->dfch, 4 * C, lw->fcw, 4 * C, 0.0f, s->dtmp, C, NULL));
+        PROF(P_GEMM_BWD, GEMM_W(0, 1, N, C, 4 * C, s->dfch, 4 * C, lw->fcw, 4 * C, 0.0f, s->dtmp, C, NULL));
         PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, lg->ln2w, lg->ln2b, s->dtmp, a->res2, lw->ln2w, a->ln2_mean, a->ln2_rstd, N, C));
         /* res2 = resid + attproj */
         PROF(P_GEMM_BWD, GEMM(1, 0, C, C, N, a->atty, C, s->dres, C, 0.0f, lg->projw, C, NULL));
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->projb, s->dres, N, C));
-        PROF(P_GEMM_BWD, GEMM(0, 1, N, C, C, s->dres, C, lw->projw, C, 0.0f, s->dtmp, C, NULL));
+        PROF(P_GEMM_BWD, GEMM_W(0, 1, N, C, C, s->dres, C, lw->projw, C, 0.0f, s->dtmp, C, NULL));
         PROF(P_ATTN_BWD, ops->attention_bwd(s->dqkv, s->datt, s->dtmp, a->qkv, a->att, Bs, T, C, NH, s->att_ws));
         PROF(P_GEMM_BWD, GEMM(1, 0, C, 3 * C, N, a->ln1, C, s->dqkv, 3 * C, 0.0f, lg->qkvw, 3 * C, NULL));
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->qkvb, s->dqkv, N, 3 * C));
-        PROF(P_GEMM_BWD, GEMM(0, 1, N, C, 3 * C, s->dqkv, 3 * C, lw->qkvw, 3 * C, 0.0f, s->dtmp, C, NULL));
+        PROF(P_GEMM_BWD, GEMM_W(0, 1, N, C, 3 * C, s->dqkv, 3 * C, lw->qkvw, 3 * C, 0.0f, s->dtmp, C, NULL));
         PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, lg->ln1w, lg->ln1b, s->dtmp, resid, lw->ln1w, a->ln1_mean, a->ln1_rstd, N, C));
     }
     memset(g->wpe, 0, sizeof(float) * (size_t)m->P * C);
@@ -216,8 +231,15 @@ static int task_adamw(void *arg, int sphere, int n) {
         if (b <= lo || a >= hi) continue;
         if (a < lo) a = lo;
         if (b > hi) b = hi;
-        x->ops->adamw(m->params + a, m->grads + a, m->adam_m + a, m->adam_v + a, b - a, o->lr, o->beta1,
-                      o->beta2, o->eps, t->decay ? o->weight_decay : 0.0f, x->bc1, x->bc2, x->gscale);
+        /* BF16 models: refresh the BF16 copy chunk by chunk right behind
+         * the update, while the new weights are still in L1 */
+        size_t chunk = m->params_bf16 ? 4096 : b - a;
+        for (size_t c = a; c < b; c += chunk) {
+            size_t e = b - c < chunk ? b : c + chunk;
+            x->ops->adamw(m->params + c, m->grads + c, m->adam_m + c, m->adam_v + c, e - c, o->lr, o->beta1,
+                          o->beta2, o->eps, t->decay ? o->weight_decay : 0.0f, x->bc1, x->bc2, x->gscale);
+            model_sync_bf16_range(m, x->isa, c, e);
+        }
     }
     return CLLM_OK;
 }
@@ -235,6 +257,7 @@ static void init_ctx(cllm_model *m, StepCtx *x) {
     x->m = m;
     x->isa = cllm_isa_current();
     x->ops = cllm_ops_for_isa(x->isa);
+    x->bf16_kernel = m->params_bf16 ? cllm_bf16_kernel_best(x->isa) : -1;
     x->B = m->last_B;
     x->T = m->last_T;
 }
@@ -259,6 +282,9 @@ static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets,
     m->last_B = B; m->last_T = T;
     init_ctx(m, x);
     x->with_targets = targets != NULL;
+    /* without targets this is inference (logits): FP32 master weights,
+     * whatever the training precision */
+    if (!targets) x->bf16_kernel = -1;
     x->dscale = valid > 0 ? 1.0f / (float)valid : 0.0f;
     m->valid_count = valid;
     m->active = m->nspheres < B ? m->nspheres : B;

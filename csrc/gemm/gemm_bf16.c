@@ -1,0 +1,213 @@
+/* gemm_bf16.c - BF16 x BF16 -> FP32 GEMM: the BLIS driver (cache blocking,
+ * packing, macro-kernel) shared by the AVX512-BF16 and AMX micro-kernels,
+ * the generic packers, the scalar reference, kernel selection and the
+ * validating public entry cllm_gemm_bf16. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "runtime/internal.h"
+#include "kernels/bf16.h"
+#include "runtime/cpu_features.h"
+#include "gemm_bf16.h"
+#include "gemm_bf16_impl.h"
+
+size_t cllm_gemm_bf16_ws_bytes(void) {
+    return sizeof(uint16_t) * ((size_t)BGEMM_KC * BGEMM_NC + (size_t)BGEMM_MC * BGEMM_KC);
+}
+
+int cllm_bf16_kernel_usable(int kernel) {
+    const cllm_cpu_features *f = cllm_cpu_features_get();
+    switch (kernel) {
+    case CLLM_BF16_KERNEL_SCALAR: return 1;
+    case CLLM_BF16_KERNEL_AVX512: return f->avx512_bf16;
+    case CLLM_BF16_KERNEL_AMX: return f->amx_bf16;
+    default: return 0;
+    }
+}
+
+int cllm_bf16_kernel_best(int isa) {
+    if (isa == CLLM_ISA_AVX512) {
+        if (cllm_bf16_kernel_usable(CLLM_BF16_KERNEL_AMX)) return CLLM_BF16_KERNEL_AMX;
+        if (cllm_bf16_kernel_usable(CLLM_BF16_KERNEL_AVX512)) return CLLM_BF16_KERNEL_AVX512;
+    }
+    return CLLM_BF16_KERNEL_SCALAR;
+}
+
+/* ------------------------------------------------------------ packing */
+static inline uint16_t bf16_at(const void *X, int is_bf16, size_t idx) {
+    return is_bf16 ? ((const uint16_t *)X)[idx] : cllm_bf16_from_f32(((const float *)X)[idx]);
+}
+
+void bgemm_pack_a_generic(int ta, const void *A, int a_bf16, int lda, int i0, int p0, int mc, int kc,
+                          int kcp, uint16_t *dst, int MR) {
+    for (int s = 0; s < mc; s += MR) {
+        int mr = mc - s < MR ? mc - s : MR;
+        for (int i = 0; i < MR; i++) {
+            uint16_t *d = dst + ((size_t)s + i) * kcp;
+            for (int k = 0; k < kcp; k++) {
+                if (i >= mr || k >= kc) { d[k] = 0; continue; }
+                size_t r = (size_t)i0 + s + i, c = (size_t)p0 + k;
+                d[k] = bf16_at(A, a_bf16, ta ? c * lda + r : r * lda + c);
+            }
+        }
+    }
+}
+
+void bgemm_pack_b_generic(int tb, const void *B, int b_bf16, int ldb, int p0, int j0, int kc, int nc,
+                          int kcp, uint16_t *dst, int NR) {
+    for (int t = 0; t < nc; t += NR) {
+        int nr = nc - t < NR ? nc - t : NR;
+        uint16_t *d = dst + (size_t)t * kcp;
+        for (int p = 0; p < kcp / 2; p++)
+            for (int j = 0; j < NR; j++)
+                for (int e = 0; e < 2; e++) {
+                    int k = 2 * p + e;
+                    uint16_t v = 0;
+                    if (j < nr && k < kc) {
+                        size_t r = (size_t)p0 + k, c = (size_t)j0 + t + j;
+                        v = bf16_at(B, b_bf16, tb ? c * ldb + r : r * ldb + c);
+                    }
+                    d[((size_t)p * NR + j) * 2 + e] = v;
+                }
+    }
+}
+
+/* ---------------------------------------------------------- reference */
+/* Plain loops: each product of two BF16 values is exact in FP32, summed in
+ * FP32 in increasing k. The definition the SIMD kernels are tested against. */
+static void bgemm_reference(int ta, int tb, int M, int N, int K, float alpha, const void *A, int a_bf16,
+                            int lda, const void *B, int b_bf16, int ldb, float beta, float *C, int ldc,
+                            const float *bias) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float acc = 0.0f;
+            for (int k = 0; k < K; k++) {
+                size_t ia = ta ? (size_t)k * lda + i : (size_t)i * lda + k;
+                size_t ib = tb ? (size_t)j * ldb + k : (size_t)k * ldb + j;
+                acc += cllm_bf16_to_f32(bf16_at(A, a_bf16, ia)) * cllm_bf16_to_f32(bf16_at(B, b_bf16, ib));
+            }
+            float *c = C + (size_t)i * ldc + j;
+            float v = alpha * acc;
+            if (bias) v += bias[j];
+            if (beta != 0.0f) v += beta * *c;
+            *c = v;
+        }
+}
+
+/* ------------------------------------------------------------- driver */
+static int bgemm_block(int n, int cap, int q) {
+    int nb = (n + cap - 1) / cap;
+    int b = (n + nb - 1) / nb;
+    b = (b + q - 1) / q * q;
+    return b > cap ? cap : b;
+}
+
+static void bgemm_scale_only(int M, int N, float beta, float *C, int ldc, const float *bias) {
+    for (int i = 0; i < M; i++) {
+        float *c = C + (size_t)i * ldc;
+        if (beta == 0.0f) memset(c, 0, sizeof(float) * (size_t)N);
+        else if (beta != 1.0f) for (int j = 0; j < N; j++) c[j] *= beta;
+        if (bias) for (int j = 0; j < N; j++) c[j] += bias[j];
+    }
+}
+
+static const bgemm_kernel *kernel_desc(int kernel) {
+    if (kernel == CLLM_BF16_KERNEL_AMX) return &bgemm_kernel_amx;
+    if (kernel == CLLM_BF16_KERNEL_AVX512) return &bgemm_kernel_avx512;
+    return NULL;
+}
+
+void cllm_bgemm(int kernel, int ta, int tb, int M, int N, int K, float alpha, const void *A, int a_bf16,
+                int lda, const void *B, int b_bf16, int ldb, float beta, float *C, int ldc, const float *bias,
+                void *ws) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        bgemm_scale_only(M, N, beta, C, ldc, bias);
+        return;
+    }
+    const bgemm_kernel *kd = kernel_desc(kernel);
+    if (!kd) {
+        bgemm_reference(ta, tb, M, N, K, alpha, A, a_bf16, lda, B, b_bf16, ldb, beta, C, ldc, bias);
+        return;
+    }
+    const int MR = kd->mr, NR = kd->nr, kq = kd->kq;
+    uint16_t *Bp = ws;
+    uint16_t *Ap = Bp + (size_t)BGEMM_KC * BGEMM_NC;
+    int kcb = bgemm_block(K, BGEMM_KC, kq);
+    int mcb = bgemm_block(M, BGEMM_MC, MR);
+    int ncb = bgemm_block(N, BGEMM_NC, NR);
+    for (int jc = 0; jc < N; jc += ncb) {
+        int nc = N - jc < ncb ? N - jc : ncb;
+        for (int pc = 0; pc < K; pc += kcb) {
+            int kc = K - pc < kcb ? K - pc : kcb;
+            int kcp = (kc + kq - 1) / kq * kq;
+            float cs = pc == 0 ? beta : 1.0f;
+            const float *bl = (pc + kc == K && bias) ? bias + jc : NULL;
+            kd->pack_b(tb, B, b_bf16, ldb, pc, jc, kc, nc, kcp, Bp, NR);
+            for (int ic = 0; ic < M; ic += mcb) {
+                int mc = M - ic < mcb ? M - ic : mcb;
+                kd->pack_a(ta, A, a_bf16, lda, ic, pc, mc, kc, kcp, Ap, MR);
+                for (int jr = 0; jr < nc; jr += NR) {
+                    int nr = nc - jr < NR ? nc - jr : NR;
+                    const uint16_t *bp = Bp + (size_t)jr * kcp;
+                    for (int ir = 0; ir < mc; ir += MR) {
+                        int mr = mc - ir < MR ? mc - ir : MR;
+                        kd->ukernel(kcp, Ap + (size_t)ir * kcp, bp, C + (size_t)(ic + ir) * ldc + jc + jr, ldc,
+                                    mr, nr, alpha, cs, bl ? bl + jr : NULL);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------- public entry */
+/* one packing workspace per calling thread, freed when the thread exits */
+static pthread_once_t g_bws_once = PTHREAD_ONCE_INIT;
+static pthread_key_t g_bws_key;
+static int g_bws_key_ok;
+
+static void bws_free(void *p) { free(p); }
+static void bws_key_init(void) { g_bws_key_ok = pthread_key_create(&g_bws_key, bws_free) == 0; }
+
+static void *bgemm_thread_ws(void) {
+    pthread_once(&g_bws_once, bws_key_init);
+    if (!g_bws_key_ok) return NULL;
+    void *p = pthread_getspecific(g_bws_key);
+    if (p) return p;
+    if (posix_memalign(&p, CLLM_ALIGN, cllm_gemm_bf16_ws_bytes()) != 0 || !p) return NULL;
+    if (pthread_setspecific(g_bws_key, p) != 0) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+CLLM_EXPORT int cllm_gemm_bf16(int kernel, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                               const void *A, int a_dtype, int lda, const void *B, int b_dtype, int ldb,
+                               float beta, float *C, int ldc, const float *bias) {
+    if (kernel == CLLM_BF16_KERNEL_AUTO) kernel = cllm_bf16_kernel_best(cllm_isa_current());
+    if (kernel < CLLM_BF16_KERNEL_SCALAR || kernel > CLLM_BF16_KERNEL_AMX)
+        return cllm_fail(CLLM_ERR_INVALID, "gemm_bf16: unknown kernel %d", kernel);
+    if (!cllm_bf16_kernel_usable(kernel))
+        return cllm_fail(CLLM_ERR_UNSUPPORTED, "gemm_bf16: the %s kernel is not usable on this CPU",
+                         kernel == CLLM_BF16_KERNEL_AMX ? "AMX-BF16" : "AVX512-BF16");
+    if ((a_dtype != CLLM_DTYPE_F32 && a_dtype != CLLM_DTYPE_BF16) ||
+        (b_dtype != CLLM_DTYPE_F32 && b_dtype != CLLM_DTYPE_BF16))
+        return cllm_fail(CLLM_ERR_INVALID, "gemm_bf16: dtypes must be CLLM_DTYPE_F32 or CLLM_DTYPE_BF16");
+    if (M < 0 || N < 0 || K < 0)
+        return cllm_fail(CLLM_ERR_INVALID, "gemm_bf16: negative size M=%d N=%d K=%d", M, N, K);
+    if (M == 0 || N == 0) return CLLM_OK;
+    CLLM_CHECK_PTR(C, "C");
+    if (K > 0) { CLLM_CHECK_PTR(A, "A"); CLLM_CHECK_PTR(B, "B"); }
+    if (lda < 1 || lda < (trans_a ? M : K))
+        return cllm_fail(CLLM_ERR_INVALID, "gemm_bf16: lda=%d too small (needs >= %d)", lda, trans_a ? M : K);
+    if (ldb < 1 || ldb < (trans_b ? K : N))
+        return cllm_fail(CLLM_ERR_INVALID, "gemm_bf16: ldb=%d too small (needs >= %d)", ldb, trans_b ? K : N);
+    if (ldc < N) return cllm_fail(CLLM_ERR_INVALID, "gemm_bf16: ldc=%d < N=%d", ldc, N);
+    void *ws = bgemm_thread_ws();
+    if (!ws) return cllm_fail(CLLM_ERR_NOMEM, "gemm_bf16: cannot allocate workspace");
+    cllm_bgemm(kernel, trans_a != 0, trans_b != 0, M, N, K, alpha, A, a_dtype == CLLM_DTYPE_BF16, lda, B,
+               b_dtype == CLLM_DTYPE_BF16, ldb, beta, C, ldc, bias, ws);
+    return CLLM_OK;
+}

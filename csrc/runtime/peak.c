@@ -1,0 +1,428 @@
+/* peak.c - measured machine limits: multiply-add peak and read bandwidth.
+ *
+ * Benchmarks state model FLOP utilisation against the peak MEASURED on the
+ * machine in the same run, not a datasheet figure, and decoding speed
+ * against the measured read bandwidth. This file provides both.
+ *
+ * Peak. Every thread (the sphere pool: the caller is sphere 0) runs a
+ * register-only loop of independent multiply-adds: no loads or stores inside
+ * the loop, and more independent accumulators than (latency x issue ports)
+ * of any current x86 core, so the loop is bound by multiply-add throughput
+ * alone. Kinds:
+ *   FMA_AVX512  vfmadd231ps zmm   24 accumulators x 16 lanes x 2 flops
+ *   FMA_AVX2    vfmadd231ps ymm   12 accumulators x  8 lanes x 2 flops
+ *   BF16_AVX512 vdpbf16ps zmm     24 accumulators x 32 pairs x 2 flops
+ *   AMX_BF16    tdpbf16ps         4 accumulator tiles (16x16 fp32) fed by
+ *                                 2 A tiles (16x32 bf16) and 2 B tiles:
+ *                                 16*16*32*2 flops per instruction
+ * The accumulators converge to a fixed point (x <- x*b + c with |b| < 1), so
+ * no denormal or overflow slows a long run down.
+ *
+ * Timing. The iteration count is calibrated on the calling thread so that
+ * one run lasts about seconds / 3; then three runs on all threads, each
+ * timed by the caller's wall clock (it includes the wake-up of the pool,
+ * microseconds against ~0.1 s), and the best is reported:
+ *   GFLOP/s = threads * iterations * flops per iteration / wall seconds.
+ *
+ * Bandwidth. One buffer of `bytes` bytes, split into equal contiguous
+ * slices, one per thread (as a batch-1 matrix-vector product splits the
+ * weight rows); every thread reads its slice `passes` times, with each of
+ * several load loops (see below), best of all. GB/s = bytes * passes / wall.
+ * A buffer that fits the last-level cache measures cache bandwidth; a
+ * larger one measures DRAM.
+ */
+#define _GNU_SOURCE
+#include <cpuid.h>
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include "internal.h"
+#include "spheres.h"
+
+#define PEAK_MAX_THREADS 4096
+#define PEAK_MAX_SECONDS 60.0
+#define PEAK_RUNS 3
+
+/* ------------------------------------------------------ feature checks */
+static unsigned long long peak_xgetbv0(void) {
+    unsigned int eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((unsigned long long)edx << 32) | eax;
+}
+
+/* Linux: a process must ask for the AMX tile-data state before using it. */
+#define PEAK_ARCH_REQ_XCOMP_PERM 0x1023
+#define PEAK_XFEATURE_XTILEDATA 18
+
+static int amx_os_permission(void) {
+    static int granted = -1;
+    if (granted < 0) {
+#ifdef SYS_arch_prctl
+        granted = syscall(SYS_arch_prctl, PEAK_ARCH_REQ_XCOMP_PERM, PEAK_XFEATURE_XTILEDATA) == 0;
+#else
+        granted = 0;
+#endif
+    }
+    return granted;
+}
+
+static int kind_supported(int kind) {
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, fma = (c >> 12) & 1;
+    if (!osxsave || !avx || !fma) return 0;
+    unsigned long long xcr0 = peak_xgetbv0();
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    unsigned int ebx7 = b, edx7 = d;
+    int avx2 = ((ebx7 >> 5) & 1) && (xcr0 & 0x6) == 0x6;
+    int avx512f = ((ebx7 >> 16) & 1) && (xcr0 & 0xe6) == 0xe6;
+    switch (kind) {
+    case CLLM_PEAK_FMA_AVX2: return avx2;
+    case CLLM_PEAK_FMA_AVX512: return avx2 && avx512f;
+    case CLLM_PEAK_BF16_AVX512: {
+        unsigned int a1 = 0, b1, c1, d1;
+        if (!__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) return 0;
+        return avx2 && avx512f && ((a1 >> 5) & 1);
+    }
+    case CLLM_PEAK_AMX_BF16: {
+        int tile = (edx7 >> 24) & 1, bf16 = (edx7 >> 22) & 1;
+        int os = (xcr0 & (3ull << 17)) == (3ull << 17);
+        return tile && bf16 && os && amx_os_permission();
+    }
+    default: return 0;
+    }
+}
+
+CLLM_EXPORT int cllm_peak_supported(int kind, int *supported) {
+    CLLM_CHECK_PTR(supported, "supported");
+    if (kind < CLLM_PEAK_FMA_AVX512 || kind > CLLM_PEAK_AMX_BF16)
+        return cllm_fail(CLLM_ERR_INVALID, "peak: unknown kind %d", kind);
+    *supported = kind_supported(kind);
+    return CLLM_OK;
+}
+
+/* ------------------------------------------------------------- loops */
+/* Each loop returns a value derived from every accumulator, which the
+ * caller stores to a volatile sink, so no accumulator can be dropped. */
+
+#define REP4(M, o) M(o + 0) M(o + 1) M(o + 2) M(o + 3)
+#define REP12(M) REP4(M, 0) REP4(M, 4) REP4(M, 8)
+#define REP24(M) REP12(M) REP4(M, 12) REP4(M, 16) REP4(M, 20)
+
+__attribute__((target("avx2,fma"))) static float loop_fma_avx2(long iters) {
+    __m256 acc[12];
+    const __m256 b = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-3f);
+#define INIT(i) acc[i] = _mm256_set1_ps(0.01f * (float)(i));
+    REP12(INIT)
+#undef INIT
+    for (long it = 0; it < iters; it++) {
+#define STEP(i) acc[i] = _mm256_fmadd_ps(acc[i], b, c);
+        REP12(STEP)
+#undef STEP
+    }
+    __m256 s = acc[0];
+    for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, acc[i]);
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    return out[0] + out[7];
+}
+
+__attribute__((target("avx512f"))) static float loop_fma_avx512(long iters) {
+    __m512 acc[24];
+    const __m512 b = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-3f);
+#define INIT(i) acc[i] = _mm512_set1_ps(0.01f * (float)(i));
+    REP24(INIT)
+#undef INIT
+    for (long it = 0; it < iters; it++) {
+#define STEP(i) acc[i] = _mm512_fmadd_ps(acc[i], b, c);
+        REP24(STEP)
+#undef STEP
+    }
+    __m512 s = acc[0];
+    for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, acc[i]);
+    return _mm512_reduce_add_ps(s);
+}
+
+__attribute__((target("avx512f,avx512bf16"))) static float loop_bf16_avx512(long iters) {
+    __m512 acc[24];
+    /* a = 0.5, b = -1e-3 as bf16 pairs: acc <- acc - 32 * 5e-4, balanced by
+     * alternating the sign of b every iteration, so acc stays bounded. */
+    const __m512bh ap = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.5f));
+    const __m512bh bp = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(1e-3f));
+    const __m512bh bn = _mm512_cvtne2ps_pbh(_mm512_set1_ps(-1e-3f), _mm512_set1_ps(-1e-3f));
+#define INIT(i) acc[i] = _mm512_set1_ps(0.01f * (float)(i));
+    REP24(INIT)
+#undef INIT
+    for (long it = 0; it < iters; it++) {
+#define STEP(i) acc[i] = _mm512_dpbf16_ps(acc[i], ap, bp);
+        REP24(STEP)
+#undef STEP
+#define STEP(i) acc[i] = _mm512_dpbf16_ps(acc[i], ap, bn);
+        REP24(STEP)
+#undef STEP
+    }
+    __m512 s = acc[0];
+    for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, acc[i]);
+    return _mm512_reduce_add_ps(s);
+}
+
+/* AMX tile configuration (palette 1): tiles 0-7, each 16 rows x 64 bytes. */
+typedef struct {
+    uint8_t palette_id;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} peak_tilecfg;
+
+__attribute__((target("amx-tile,amx-bf16"))) static float loop_amx_bf16(long iters) {
+    _Alignas(64) peak_tilecfg cfg;
+    _Alignas(64) uint16_t src[16 * 32];
+    _Alignas(64) float out[16 * 16];
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette_id = 1;
+    for (int t = 0; t < 8; t++) { cfg.colsb[t] = 64; cfg.rows[t] = 16; }
+    for (int i = 0; i < 16 * 32; i++) src[i] = 0x3a83; /* bf16 ~1e-3 */
+    _tile_loadconfig(&cfg);
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    _tile_loadd(4, src, 64); _tile_loadd(5, src, 64);
+    _tile_loadd(6, src, 64); _tile_loadd(7, src, 64);
+    for (long it = 0; it < iters; it++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    float s = 0.0f;
+    _tile_stored(0, out, 64); s += out[0];
+    _tile_stored(1, out, 64); s += out[17];
+    _tile_stored(2, out, 64); s += out[34];
+    _tile_stored(3, out, 64); s += out[255];
+    _tile_release();
+    return s;
+}
+
+/* flops done by one iteration of each loop */
+static double flops_per_iter(int kind) {
+    switch (kind) {
+    case CLLM_PEAK_FMA_AVX512: return 24.0 * 16 * 2;
+    case CLLM_PEAK_FMA_AVX2: return 12.0 * 8 * 2;
+    case CLLM_PEAK_BF16_AVX512: return 2 * 24.0 * 32 * 2;
+    case CLLM_PEAK_AMX_BF16: return 4 * 16.0 * 16 * 32 * 2;
+    default: return 0.0;
+    }
+}
+
+static float run_loop(int kind, long iters) {
+    switch (kind) {
+    case CLLM_PEAK_FMA_AVX512: return loop_fma_avx512(iters);
+    case CLLM_PEAK_FMA_AVX2: return loop_fma_avx2(iters);
+    case CLLM_PEAK_BF16_AVX512: return loop_bf16_avx512(iters);
+    case CLLM_PEAK_AMX_BF16: return loop_amx_bf16(iters);
+    default: return 0.0f;
+    }
+}
+
+static volatile float g_peak_sink;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct {
+    int kind;
+    long iters;
+} peak_task;
+
+static int peak_run_task(void *arg, int sphere, int nspheres) {
+    (void)sphere; (void)nspheres;
+    const peak_task *t = arg;
+    g_peak_sink = run_loop(t->kind, t->iters);
+    return CLLM_OK;
+}
+
+static int check_args(int threads, double seconds, double *out, const char *what) {
+    CLLM_CHECK_PTR(out, "out");
+    if (threads < 0 || threads > PEAK_MAX_THREADS)
+        return cllm_fail(CLLM_ERR_INVALID, "%s: threads must be in [0, %d] (0 = all CPUs), got %d",
+                         what, PEAK_MAX_THREADS, threads);
+    if (!(seconds > 0.0) || seconds > PEAK_MAX_SECONDS)
+        return cllm_fail(CLLM_ERR_INVALID, "%s: seconds must be in (0, %g], got %g", what,
+                         PEAK_MAX_SECONDS, seconds);
+    return CLLM_OK;
+}
+
+/* Iterations of loop `kind` that last about `target` seconds on this thread. */
+static long calibrate(int kind, double target) {
+    long iters = 1024;
+    for (;;) {
+        double t0 = now_s();
+        g_peak_sink = run_loop(kind, iters);
+        double dt = now_s() - t0;
+        if (dt >= 0.02 || iters >= (1L << 40)) {
+            double want = (double)iters * target / (dt > 1e-9 ? dt : 1e-9);
+            if (want < 1.0) want = 1.0;
+            if (want > 1e13) want = 1e13;
+            return (long)want;
+        }
+        iters *= 4;
+    }
+}
+
+CLLM_EXPORT int cllm_measure_peak(int kind, int threads, double seconds, double *gflops) {
+    int rc = check_args(threads, seconds, gflops, "measure_peak");
+    if (rc) return rc;
+    *gflops = 0.0;
+    if (kind < CLLM_PEAK_FMA_AVX512 || kind > CLLM_PEAK_AMX_BF16)
+        return cllm_fail(CLLM_ERR_INVALID, "measure_peak: unknown kind %d", kind);
+    if (!kind_supported(kind))
+        return cllm_fail(CLLM_ERR_UNSUPPORTED, "measure_peak: kind %d is not supported by this CPU/OS", kind);
+    cllm_spheres *pool = NULL;
+    rc = cllm_spheres_new(threads, &pool);
+    if (rc) return rc;
+    int n = 1;
+    cllm_spheres_count(pool, &n);
+    peak_task task = {kind, calibrate(kind, seconds / PEAK_RUNS)};
+    double best = 0.0;
+    for (int r = 0; r < PEAK_RUNS && rc == CLLM_OK; r++) {
+        double t0 = now_s();
+        rc = cllm_spheres_run(pool, peak_run_task, &task);
+        double dt = now_s() - t0;
+        double g = (double)n * (double)task.iters * flops_per_iter(kind) / (dt > 1e-9 ? dt : 1e-9) / 1e9;
+        if (g > best) best = g;
+    }
+    cllm_spheres_free(pool);
+    if (rc) return rc;
+    *gflops = best;
+    return CLLM_OK;
+}
+
+/* --------------------------------------------------------- bandwidth */
+/* Which loop reads memory fastest differs between cores (on some, fewer and
+ * wider loads per cache line let the prefetchers fall behind), so every
+ * variant the CPU supports is run and the best rate is reported:
+ * one zmm / two ymm / four xmm loads per line into 8 accumulators, or one
+ * scalar load per line (touches every line, the line fill is the cost). */
+#define BW_CHUNK 512 /* bytes per unrolled loop iteration; slices are multiples */
+enum { BW_TOUCH, BW_SSE, BW_AVX2, BW_AVX512, BW_NVARIANTS };
+
+__attribute__((target("avx512f"))) static float read_avx512(const float *p, size_t bytes, long passes) {
+    __m512 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
+    size_t n = bytes / sizeof(float);
+    for (long r = 0; r < passes; r++)
+        for (size_t i = 0; i < n; i += 128)
+            for (int j = 0; j < 8; j++) acc[j] = _mm512_add_ps(acc[j], _mm512_load_ps(p + i + 16 * j));
+    for (int i = 1; i < 8; i++) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+    return _mm512_reduce_add_ps(acc[0]);
+}
+
+__attribute__((target("avx2"))) static float read_avx2(const float *p, size_t bytes, long passes) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    size_t n = bytes / sizeof(float);
+    for (long r = 0; r < passes; r++)
+        for (size_t i = 0; i < n; i += 64)
+            for (int j = 0; j < 8; j++) acc[j] = _mm256_add_ps(acc[j], _mm256_load_ps(p + i + 8 * j));
+    for (int i = 1; i < 8; i++) acc[0] = _mm256_add_ps(acc[0], acc[i]);
+    float out[8];
+    _mm256_storeu_ps(out, acc[0]);
+    return out[0] + out[5];
+}
+
+static float read_sse(const float *p, size_t bytes, long passes) {
+    __m128 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm_setzero_ps();
+    size_t n = bytes / sizeof(float);
+    for (long r = 0; r < passes; r++)
+        for (size_t i = 0; i < n; i += 32)
+            for (int j = 0; j < 8; j++) acc[j] = _mm_add_ps(acc[j], _mm_load_ps(p + i + 4 * j));
+    for (int i = 1; i < 8; i++) acc[0] = _mm_add_ps(acc[0], acc[i]);
+    float out[4];
+    _mm_storeu_ps(out, acc[0]);
+    return out[0] + out[3];
+}
+
+static float read_touch(const float *p, size_t bytes, long passes) {
+    float a = 0.0f, b = 0.0f;
+    size_t n = bytes / sizeof(float);
+    for (long r = 0; r < passes; r++)
+        for (size_t i = 0; i < n; i += 32) { a += p[i]; b += p[i + 16]; }
+    return a + b;
+}
+
+typedef struct {
+    const float *buf;
+    size_t chunks;  /* BW_CHUNK units in the whole buffer */
+    long passes;
+    int variant;
+} bw_task;
+
+static int bw_run_task(void *arg, int sphere, int nspheres) {
+    const bw_task *t = arg;
+    long lo, hi;
+    cllm_split((long)t->chunks, sphere, nspheres, &lo, &hi);
+    if (hi <= lo) return CLLM_OK;
+    const float *p = t->buf + (size_t)lo * (BW_CHUNK / sizeof(float));
+    size_t bytes = (size_t)(hi - lo) * BW_CHUNK;
+    switch (t->variant) {
+    case BW_AVX512: g_peak_sink = read_avx512(p, bytes, t->passes); break;
+    case BW_AVX2: g_peak_sink = read_avx2(p, bytes, t->passes); break;
+    case BW_SSE: g_peak_sink = read_sse(p, bytes, t->passes); break;
+    default: g_peak_sink = read_touch(p, bytes, t->passes); break;
+    }
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_measure_bandwidth(size_t bytes, int threads, double seconds, double *gbytes_per_s) {
+    int rc = check_args(threads, seconds, gbytes_per_s, "measure_bandwidth");
+    if (rc) return rc;
+    *gbytes_per_s = 0.0;
+    if (bytes < 4096 || bytes > ((size_t)1 << 40))
+        return cllm_fail(CLLM_ERR_INVALID, "measure_bandwidth: bytes must be in [4096, 2^40], got %zu", bytes);
+    int use[BW_NVARIANTS] = {1, 1, kind_supported(CLLM_PEAK_FMA_AVX2), kind_supported(CLLM_PEAK_FMA_AVX512)};
+    int nvar = 0;
+    for (int v = 0; v < BW_NVARIANTS; v++) nvar += use[v];
+    cllm_spheres *pool = NULL;
+    rc = cllm_spheres_new(threads, &pool);
+    if (rc) return rc;
+    size_t chunks = bytes / BW_CHUNK;
+    float *buf = cllm_aligned_alloc(chunks * BW_CHUNK);
+    if (!buf) {
+        cllm_spheres_free(pool);
+        return cllm_fail(CLLM_ERR_NOMEM, "measure_bandwidth: cannot allocate %zu bytes", bytes);
+    }
+    bw_task task[BW_NVARIANTS];
+    double used = (double)chunks * BW_CHUNK, best = 0.0;
+    /* one pass of each variant warms caches / TLB and calibrates its passes */
+    for (int v = 0; v < BW_NVARIANTS && rc == CLLM_OK; v++) {
+        task[v] = (bw_task){buf, chunks, 1, v};
+        if (!use[v]) continue;
+        double t0 = now_s();
+        rc = cllm_spheres_run(pool, bw_run_task, &task[v]);
+        double dt = now_s() - t0;
+        double want = seconds / (PEAK_RUNS * nvar) / (dt > 1e-9 ? dt : 1e-9);
+        task[v].passes = want < 1.0 ? 1 : want > 1e9 ? 1000000000L : (long)want;
+    }
+    for (int r = 0; r < PEAK_RUNS && rc == CLLM_OK; r++) {
+        for (int v = 0; v < BW_NVARIANTS && rc == CLLM_OK; v++) {
+            if (!use[v]) continue;
+            double t0 = now_s();
+            rc = cllm_spheres_run(pool, bw_run_task, &task[v]);
+            double dt = now_s() - t0;
+            double g = used * (double)task[v].passes / (dt > 1e-9 ? dt : 1e-9) / 1e9;
+            if (g > best) best = g;
+        }
+    }
+    cllm_aligned_free(buf);
+    cllm_spheres_free(pool);
+    if (rc) return rc;
+    *gbytes_per_s = best;
+    return CLLM_OK;
+}
