@@ -87,6 +87,13 @@ def _parse_header(path: str, raw: bytes, size: int, dtypes: Sequence[str]) -> Tu
     for (a0, b0, n0), (a1, _, n1) in zip(spans, spans[1:]):
         if a1 < b0:
             raise CheckpointError(f"{path}: tensors {n0!r} and {n1!r} overlap")
+        if a1 > b0:
+            raise CheckpointError(f"{path}: {a1 - b0} unused bytes between tensors {n0!r} and {n1!r}")
+    end = spans[-1][1] if spans else 0
+    if (spans and spans[0][0] != 0) or end != data_len:
+        raise CheckpointError(f"{path}: the tensors cover bytes [{spans[0][0] if spans else 0}, {end}) of "
+                              f"the {data_len} data bytes (extra bytes after the last tensor, or a gap); "
+                              f"not a valid safetensors file")
     return entries, {str(k): str(v) for k, v in meta.items()}, 8 + hlen
 
 
@@ -97,6 +104,23 @@ def _header_bytes(path: str, f: Any, size: int) -> bytes:
         if 0 < hlen <= MAX_HEADER:
             raw += f.read(hlen)
     return raw
+
+
+def read_metadata(path: str) -> Dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (header only; ``{}`` if none)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: file not found")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        raw = _header_bytes(path, f, size)
+    if len(raw) < 8 or len(raw) < 8 + struct.unpack("<Q", raw[:8])[0]:
+        raise CheckpointError(f"{path}: corrupt or truncated header (file size {size})")
+    try:
+        header = json.loads(raw[8:].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: corrupt header JSON ({e})") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 def write_tensors(path: str, items: Iterable[Tuple[str, str, Sequence[int], Any]],
