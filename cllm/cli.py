@@ -75,7 +75,6 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 disables)")
     p.add_argument("-s", "--seed", type=int, default=None, help="sampling seed (default: random)")
     p.add_argument("--threads", type=int, default=0, help="0 = all usable CPUs")
-<<<<<<< HEAD
     p.add_argument("--dtype", choices=("fp32", "bf16", "int8"), default=None,
                    help="weight storage (default: the checkpoint's own; fp32 for a full-precision one)")
     p.add_argument("--stop", action="append", default=[], metavar="STR",
@@ -85,10 +84,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    help="turn off token healing (by default the prompt's last token is re-generated so a "
                         "prompt ending mid-token completes naturally)")
     p.add_argument("-v", "--verbose", action="store_true",
-                   help="print load time, time to first token and tokens/s on stderr")
-=======
-    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
->>>>>>> main
+                   help="print load time, time to first token and tokens/s on stderr (and tracebacks on errors)")
     p.set_defaults(func=cmd_generate)
 
 
