@@ -258,8 +258,12 @@ class GenerationMixin:
         else:
             if isinstance(prompt, (int, float)) or not hasattr(prompt, "__iter__"):
                 raise ConfigTypeError(f"prompt must be text or a sequence of token ids, got {type(prompt).__name__}")
+            if getattr(prompt, "ndim", 1) != 1:
+                raise ConfigError(f"token ids must be 1-D, got shape {getattr(prompt, 'shape', '?')}")
             ids = []
             for i in prompt:
+                if hasattr(i, "__len__"):
+                    raise ConfigError("token ids must be a 1-D sequence of integers (got a nested sequence)")
                 if not _is_int(i):
                     raise ConfigTypeError(f"token ids must be integers, got {i!r}")
                 if not 0 <= int(i) < V:
