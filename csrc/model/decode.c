@@ -29,10 +29,10 @@
 #include "kernels/kernels.h"
 #include "kernels/qmatvec.h"
 #include "model/decode.h"
+#include "model/layout.h"
 #include "model/sample.h"
 #include "runtime/spheres.h"
 
-#define NLT 12          /* tensors per layer */
 #define ROW_UNIT 16     /* split granularity of matvec output rows */
 
 enum { K_VEC, K_CONV, K_WTE };   /* slot kinds: FP32 vector/table, Conv1D (in,out), wte (V,C) */
@@ -72,40 +72,33 @@ struct cllm_decoder {
     int isa;
 };
 
-/* slot indices */
+/* slot indices: the model's parameter table (model/layout.h), in order */
+#define X_ENUM(f, ...) SL_##f,
+enum { CLLM_PARAMS_LAYER(X_ENUM) NLT };
+#undef X_ENUM
 static inline int s_layer(int l, int k) { return 2 + l * NLT + k; }
-enum { LN1W, LN1B, QKVW, QKVB, PROJW, PROJB, LN2W, LN2B, FCW, FCB, FCPW, FCPB };
 
 static void def(Slot *s, const char *name, int kind, int d0, int d1) {
     snprintf(s->name, sizeof s->name, "%s", name);
-    s->kind = kind;
+    s->kind = d1 ? kind : K_VEC;
     s->ndim = d1 ? 2 : 1;
     s->shape[0] = d0;
     s->shape[1] = d1;
-    if (kind == K_CONV) { s->rows = d1; s->cols = d0; }
-    else if (kind == K_WTE) { s->rows = d0; s->cols = d1; }
+    if (s->kind == K_CONV) { s->rows = d1; s->cols = d0; }
+    else if (s->kind == K_WTE) { s->rows = d0; s->cols = d1; }
 }
 
 static void build_slots(cllm_decoder *d) {
-    int C = d->C;
-    def(&d->slot[0], "transformer.wte.weight", K_WTE, d->V, C);
-    def(&d->slot[1], "transformer.wpe.weight", K_VEC, d->P, C);
-    static const struct { const char *n; int kind, m0, m1; } lt[NLT] = {
-        {"ln_1.weight", K_VEC, 1, 0}, {"ln_1.bias", K_VEC, 1, 0},
-        {"attn.c_attn.weight", K_CONV, 1, 3}, {"attn.c_attn.bias", K_VEC, 3, 0},
-        {"attn.c_proj.weight", K_CONV, 1, 1}, {"attn.c_proj.bias", K_VEC, 1, 0},
-        {"ln_2.weight", K_VEC, 1, 0}, {"ln_2.bias", K_VEC, 1, 0},
-        {"mlp.c_fc.weight", K_CONV, 1, 4}, {"mlp.c_fc.bias", K_VEC, 4, 0},
-        {"mlp.c_proj.weight", K_CONV, 4, 1}, {"mlp.c_proj.bias", K_VEC, 1, 0},
-    };
-    for (int l = 0; l < d->L; l++)
-        for (int k = 0; k < NLT; k++) {
-            char name[64];
-            snprintf(name, sizeof name, "transformer.h.%d.%s", l, lt[k].n);
-            def(&d->slot[s_layer(l, k)], name, lt[k].kind, lt[k].m0 * C, lt[k].m1 * C);
-        }
-    def(&d->slot[d->nslots - 2], "transformer.ln_f.weight", K_VEC, C, 0);
-    def(&d->slot[d->nslots - 1], "transformer.ln_f.bias", K_VEC, C, 0);
+    int V = d->V, P = d->P, C = d->C, i = 0;
+    (void)P;
+    char name[64];
+    /* wte is the (tied) LM head; wpe and every vector stay FP32 */
+#define X_TOP(f, nm, d0, d1, ...) def(&d->slot[i++], nm, strcmp(#f, "wte") ? K_VEC : K_WTE, d0, d1);
+#define X_LAYER(f, nm, d0, d1, ...) \
+    snprintf(name, sizeof name, "transformer.h.%d.%s", l, nm); def(&d->slot[i++], name, K_CONV, d0, d1);
+    CLLM_PARAMS_WALK(d->L, X_TOP, X_LAYER)
+#undef X_TOP
+#undef X_LAYER
 }
 
 static size_t slot_numel(const Slot *s) { return (size_t)s->shape[0] * (size_t)(s->ndim == 2 ? s->shape[1] : 1); }
@@ -412,10 +405,10 @@ static int task_step(void *arg, int sp, int ns) {
     for (int l = 0; l < d->L; l++) {
         float *kc = d->kc + (size_t)l * P * C, *vc = d->vc + (size_t)l * P * C;
         /* qkv = c_attn(ln_1(x)); this sphere's k, v rows go to the cache */
-        ops->layernorm_fwd(s->xb, &mean, &rstd, x, F(l, LN1W), F(l, LN1B), 1, C);
+        ops->layernorm_fwd(s->xb, &mean, &rstd, x, F(l, SL_ln1w), F(l, SL_ln1b), 1, C);
         prep(d, s, s->xb, C);
         rows_of(3 * C, sp, ns, &lo, &hi);
-        mat_rows(d, s, W(l, QKVW), s->xb, F(l, QKVB), d->qkv, lo, hi);
+        mat_rows(d, s, W(l, SL_qkvw), s->xb, F(l, SL_qkvb), d->qkv, lo, hi);
         for (int r = lo > C ? lo : C; r < hi; r++) {
             if (r < 2 * C) kc[(size_t)pos * C + r - C] = d->qkv[r];
             else vc[(size_t)pos * C + r - 2 * C] = d->qkv[r];
@@ -433,20 +426,20 @@ static int task_step(void *arg, int sp, int ns) {
         /* x += c_proj(att) */
         prep(d, s, d->att, C);
         rows_of(C, sp, ns, &lo, &hi);
-        mat_rows(d, s, W(l, PROJW), d->att, F(l, PROJB), s->tmp, lo, hi);
+        mat_rows(d, s, W(l, SL_projw), d->att, F(l, SL_projb), s->tmp, lo, hi);
         for (int r = lo; r < hi; r++) x[r] += s->tmp[r];
         cllm_spheres_barrier(d->pool);
         /* fc = gelu(c_fc(ln_2(x))) */
-        ops->layernorm_fwd(s->xb, &mean, &rstd, x, F(l, LN2W), F(l, LN2B), 1, C);
+        ops->layernorm_fwd(s->xb, &mean, &rstd, x, F(l, SL_ln2w), F(l, SL_ln2b), 1, C);
         prep(d, s, s->xb, C);
         rows_of(4 * C, sp, ns, &lo, &hi);
-        mat_rows(d, s, W(l, FCW), s->xb, F(l, FCB), d->fc, lo, hi);
+        mat_rows(d, s, W(l, SL_fcw), s->xb, F(l, SL_fcb), d->fc, lo, hi);
         if (hi > lo) ops->gelu_fwd(d->fc + lo, d->fc + lo, (size_t)(hi - lo));
         cllm_spheres_barrier(d->pool);
         /* x += c_proj(fc) */
         prep(d, s, d->fc, 4 * C);
         rows_of(C, sp, ns, &lo, &hi);
-        mat_rows(d, s, W(l, FCPW), d->fc, F(l, FCPB), s->tmp, lo, hi);
+        mat_rows(d, s, W(l, SL_fcprojw), d->fc, F(l, SL_fcprojb), s->tmp, lo, hi);
         for (int r = lo; r < hi; r++) x[r] += s->tmp[r];
         cllm_spheres_barrier(d->pool);
     }
