@@ -43,6 +43,8 @@ struct cllm_model {
     int32_t *inputs, *targets; /* copies, Bmax*Tmax */
     int last_B, last_T, have_fwd, fwd_targets, active;
     long valid_count;
+    long loss_tokens;  /* cllm_model_set_loss_tokens: 0 = the block's own count */
+    long loss_denom;   /* tokens the last forward's loss was normalised by     */
     /* inference: an FP32 decoder borrowing params and sharing the pool,
      * created on the first cllm_model_infer_reset / cllm_model_decoder */
     struct cllm_decoder *dec;
