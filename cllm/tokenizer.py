@@ -70,6 +70,36 @@ def _from_hf(s: str) -> bytes:
         raise ValueError(f"token {s!r} has a character outside the byte-level alphabet") from e
 
 
+#: GPT-2's pre-tokenizer regex (Hugging Face ``ByteLevel(use_regex=True)``)
+GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+
+SUPPORTED_TOKENIZERS = ("byte-level BPE tokenizer.json (Hugging Face tokenizers format) with no normalizer and "
+                        "either cllm's code-aware pre-tokenizer or GPT-2's (ByteLevel with add_prefix_space "
+                        "false, or Split on GPT-2's regex followed by ByteLevel)")
+
+
+def _pretokenizer_mode(pre: object) -> str:
+    """"cllm" or "gpt2" for a tokenizer.json ``pre_tokenizer`` section; raises
+    ValueError (saying what is supported) for anything else."""
+    if pre == pre_tokenizer_json():
+        return "cllm"
+    if isinstance(pre, dict):
+        if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+            if pre.get("add_prefix_space", False):
+                raise ValueError("ByteLevel pre-tokenizer with add_prefix_space=true is not supported; "
+                                 f"cllm reads a {SUPPORTED_TOKENIZERS}")
+            return "gpt2"
+        seq = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
+        if isinstance(seq, list) and len(seq) == 2 and isinstance(seq[0], dict) and isinstance(seq[1], dict):
+            split, bl = seq
+            if (split.get("type") == "Split" and split.get("pattern") == {"Regex": GPT2_REGEX}
+                    and split.get("behavior") == "Isolated" and not split.get("invert")
+                    and bl.get("type") == "ByteLevel" and not bl.get("use_regex", True)
+                    and not bl.get("add_prefix_space", False)):
+                return "gpt2"
+    raise ValueError(f"unsupported pre_tokenizer {str(pre)[:200]}; cllm reads a {SUPPORTED_TOKENIZERS}")
+
+
 def pre_tokenizer_json() -> dict:
     """The ``pre_tokenizer`` section of tokenizer.json (matches the C splitter)."""
     return {"type": "Sequence", "pretokenizers": [
@@ -100,6 +130,10 @@ class Tokenizer:
             eot = EOT.encode()
             check(lib.cllm_tokenizer_add_special(_handle, eot, len(eot), idp))
         self._h = ffi.gc(_handle, lib.cllm_tokenizer_free)
+        #: "cllm" (code-aware splitter) or "gpt2" (GPT-2's regex), and the
+        #: tokenizer.json pre_tokenizer section it was read from
+        self.pretokenizer = "cllm"
+        self._pre_json: Optional[dict] = None
         self._refresh()
 
     # ------------------------------------------------------------ internals
@@ -351,7 +385,7 @@ class Tokenizer:
             "padding": None,
             "added_tokens": added,
             "normalizer": None,
-            "pre_tokenizer": pre_tokenizer_json(),
+            "pre_tokenizer": self._pre_json if self._pre_json is not None else pre_tokenizer_json(),
             "post_processor": None,
             "decoder": {"type": "ByteLevel", "add_prefix_space": False,
                         "trim_offsets": False, "use_regex": False},
@@ -365,7 +399,7 @@ class Tokenizer:
         """Stable hash of the vocabulary and merges (for caches)."""
         import hashlib
         h = hashlib.sha256()
-        h.update(PRETOKENIZER_REGEX.encode())
+        h.update((PRETOKENIZER_REGEX if self.pretokenizer == "cllm" else GPT2_REGEX).encode())
         for i, b in enumerate(self._tokens):
             h.update(b"%d:%d:" % (i, b in self._special) + b + b"\x00")
         import numpy as np
@@ -400,16 +434,22 @@ class Tokenizer:
     @classmethod
     def from_json(cls, obj: dict) -> "Tokenizer":
         """The tokenizer of a :meth:`to_json` dict (``ValueError`` if unusable)."""
-        if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) \
-                or obj["model"].get("type") != "BPE":
-            raise ValueError("model.type is not BPE")
+        if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
+            raise ValueError("no model section")
         model = obj["model"]
+        if model.get("type") != "BPE":
+            raise ValueError(f"model type {model.get('type')!r} is not supported; cllm reads a {SUPPORTED_TOKENIZERS}")
+        for key in ("continuing_subword_prefix", "end_of_word_suffix", "dropout"):
+            if model.get(key):
+                raise ValueError(f"BPE option {key}={model[key]!r} is not supported; cllm reads a {SUPPORTED_TOKENIZERS}")
+        if obj.get("normalizer") is not None:
+            raise ValueError(f"a normalizer ({str(obj['normalizer'])[:80]}) is not supported; cllm reads a "
+                             f"{SUPPORTED_TOKENIZERS}")
         vocab = model.get("vocab")
         merges = model.get("merges", [])
         if not isinstance(vocab, dict) or not isinstance(merges, list):
             raise ValueError("model.vocab / model.merges missing")
-        if merges and obj.get("pre_tokenizer") != pre_tokenizer_json():
-            raise ValueError("pre_tokenizer differs from cllm's (cannot reproduce its splits)")
+        mode = _pretokenizer_mode(obj.get("pre_tokenizer")) if merges else "cllm"
         by_id: Dict[int, Tuple[bytes, bool]] = {}
         specials = {}
         for t in obj.get("added_tokens") or []:
@@ -441,7 +481,12 @@ class Tokenizer:
         check(lib.cllm_tokenizer_from_vocab(
             ffi.from_buffer(blob), ffi.new("uint64_t[]", offs), ffi.new("uint8_t[]", [int(s) for _, s in toks]),
             n, ffi.new("int32_t[]", mids), len(merges), out))
-        return cls(out[0])
+        tok = cls(out[0])
+        if mode == "gpt2":
+            check(lib.cllm_tokenizer_set_pretokenizer(tok._h, lib.CLLM_PRETOK_GPT2))
+            tok.pretokenizer = "gpt2"
+            tok._pre_json = obj.get("pre_tokenizer")
+        return tok
 
 
 # ---------------------------------------------------------------- helpers

@@ -402,6 +402,14 @@ int cllm_tokenizer_train_reset(cllm_tokenizer *t);
 int cllm_tokenizer_train_stats(const cllm_tokenizer *t, int64_t *unique_words,
                                int64_t *total_words);
 
+/* Pre-tokenizer used by encode (and training): CLLM_PRETOK_CLLM, the
+ * code-aware splitter above (the default), or CLLM_PRETOK_GPT2, GPT-2's regex
+ *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * over UTF-8 code points (Unicode classes from a generated table,
+ * csrc/tokenizer/unicode_tables.h; \s = White_Space). */
+enum { CLLM_PRETOK_CLLM = 0, CLLM_PRETOK_GPT2 = 1 };
+int cllm_tokenizer_set_pretokenizer(cllm_tokenizer *t, int mode);
+
 /* Encode len bytes; out must hold cap >= len ids (a token is >= 1 byte). */
 int cllm_tokenizer_encode(cllm_tokenizer *t, const uint8_t *text, size_t len,
                           int32_t *out, size_t cap, size_t *n_out);
