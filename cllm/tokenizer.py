@@ -63,10 +63,13 @@ def _to_hf(b: bytes) -> str:
     return "".join(_B2U[x] for x in b)
 
 
+_U2L = {ord(u): b for u, b in _U2B.items()}   # str.translate table: byte-level char -> latin-1 char
+
+
 def _from_hf(s: str) -> bytes:
     try:
-        return bytes(_U2B[c] for c in s)
-    except KeyError as e:
+        return s.translate(_U2L).encode("latin-1")
+    except UnicodeEncodeError as e:
         raise ValueError(f"token {s!r} has a character outside the byte-level alphabet") from e
 
 
@@ -121,7 +124,7 @@ class Tokenizer:
     Build one with :meth:`byte_level`, :meth:`train` or :meth:`load`.
     """
 
-    def __init__(self, _handle=None) -> None:
+    def __init__(self, _handle=None, _vocab: Optional[List[Tuple[bytes, bool]]] = None) -> None:
         if _handle is None:
             out = ffi.new("cllm_tokenizer **")
             check(lib.cllm_tokenizer_new(out))
@@ -134,11 +137,20 @@ class Tokenizer:
         #: tokenizer.json pre_tokenizer section it was read from
         self.pretokenizer = "cllm"
         self._pre_json: Optional[dict] = None
-        self._refresh()
+        self._refresh(_vocab)
 
     # ------------------------------------------------------------ internals
-    def _refresh(self) -> None:
-        """Cache the vocabulary (bytes per id, specials) on the Python side."""
+    def _refresh(self, vocab: Optional[List[Tuple[bytes, bool]]] = None) -> None:
+        """Cache the vocabulary (bytes per id, specials) on the Python side;
+        ``vocab`` ((bytes, special) per id, exactly what the C tokenizer was
+        built from) skips asking the C core token by token."""
+        if vocab is not None:
+            self._tokens = [b for b, _ in vocab]
+            self._special = {b: i for i, (b, sp) in enumerate(vocab) if sp}
+            self._max_len = max(1, max((len(b) for b in self._tokens), default=1))
+            self._hf_to_id = None
+            self.eot_id = self._special.get(EOT.encode(), -1)
+            return
         n = ffi.new("int32_t *")
         check(lib.cllm_tokenizer_vocab_size(self._h, n))
         ml = ffi.new("size_t *")
@@ -481,7 +493,7 @@ class Tokenizer:
         check(lib.cllm_tokenizer_from_vocab(
             ffi.from_buffer(blob), ffi.new("uint64_t[]", offs), ffi.new("uint8_t[]", [int(s) for _, s in toks]),
             n, ffi.new("int32_t[]", mids), len(merges), out))
-        tok = cls(out[0])
+        tok = cls(out[0], toks)
         if mode == "gpt2":
             check(lib.cllm_tokenizer_set_pretokenizer(tok._h, lib.CLLM_PRETOK_GPT2))
             tok.pretokenizer = "gpt2"
