@@ -546,13 +546,20 @@ static int b2b_task(void *arg, int sphere, int nspheres) {
     return 0;
 }
 
-static void test_back_to_back(int n, int runs, const char *spin_us) {
+/* A pool of n spheres with CLLM_SPHERES_SPIN_US = spin_us (NULL: default). */
+static cllm_spheres *new_pool(int n, const char *spin_us) {
     if (spin_us) setenv("CLLM_SPHERES_SPIN_US", spin_us, 1);
     cllm_spheres *s = NULL;
     int rc = cllm_spheres_new(n, &s);
     if (spin_us) unsetenv("CLLM_SPHERES_SPIN_US");
     CHECK(rc == 0, "new(%d)", n);
-    if (rc) return;
+    return rc ? NULL : s;
+}
+
+static void test_back_to_back(int n, int runs, const char *spin_us) {
+    cllm_spheres *s = new_pool(n, spin_us);
+    int rc;
+    if (!s) return;
     b2b_ctx c = {n, 0, calloc((size_t)n, sizeof(long))};
     for (int r = 0; r < runs; r++) {
         rc = cllm_spheres_run(s, b2b_task, &c);
@@ -703,12 +710,8 @@ static int barrier_task(void *arg, int sphere, int nspheres) {
 }
 
 static void test_barrier(int n, int phases, const char *spin_us) {
-    if (spin_us) setenv("CLLM_SPHERES_SPIN_US", spin_us, 1);
-    cllm_spheres *s = NULL;
-    int rc = cllm_spheres_new(n, &s);
-    if (spin_us) unsetenv("CLLM_SPHERES_SPIN_US");
-    CHECK(rc == 0, "new(%d)", n);
-    if (rc) return;
+    cllm_spheres *s = new_pool(n, spin_us);
+    if (!s) return;
     bar_ctx c = {s, n, phases, calloc((size_t)n, sizeof(int)), 0};
     for (int r = 0; r < 3; r++) CHECK(cllm_spheres_run(s, barrier_task, &c) == 0, "run: %s", cllm_last_error());
     CHECK(atomic_load(&c.bad) == 0, "n=%d: %d stale reads after a barrier", n, atomic_load(&c.bad));
