@@ -299,3 +299,15 @@ def test_stop_strings_in_generate(saved):
         if stop:
             cut = im.generate("def ", max_new_tokens=40, temperature=1.0, seed=3, stop_at_eot=False, stop=[stop])
             assert cut == full[:full.index(stop)]
+
+
+def test_int8_refuses_non_finite_weights(saved, tmp_path):
+    m, _ = saved
+    bad = Model.create(CFG, m.tokenizer, threads=1, seed=1)
+    bad.params[:] = m.params
+    bad.params[bad.tensor_info()[2]["offset"] + 3] = np.nan   # ln_1.weight is FP32: fine
+    bad.params[bad.tensor_info()[4]["offset"] + 5] = np.inf   # attn.c_attn.weight is quantized
+    d = str(tmp_path / "nan")
+    bad.save(d)
+    with pytest.raises(cllm.NumericError, match="c_attn.weight holds NaN or Inf"):
+        cllm.load(d, dtype="int8")

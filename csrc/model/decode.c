@@ -297,6 +297,12 @@ CLLM_EXPORT int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src,
         s->owned = b;
         s->data = b;
     } else {
+        for (int r = 0; r < s->rows; r++)      /* quantizing NaN / Inf would be undefined */
+            for (int c = 0; c < s->cols; c++)
+                if (!isfinite(f32[r * rs + c * cs])) {
+                    free(tmp);
+                    return cllm_fail(CLLM_ERR_NUMERIC, "decoder: %s holds NaN or Inf; cannot quantize it", s->name);
+                }
         int8_t *q = cllm_aligned_alloc(n);
         float *sc = cllm_aligned_alloc(sizeof(float) * (size_t)s->rows);
         s->rowsum = cllm_aligned_alloc(sizeof(int32_t) * (size_t)s->rows);
