@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
 from ._native import check, ffi, lib
@@ -43,6 +45,22 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list:
     return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """The ``cllm`` package: importing a submodule named like a public name
+    (``cllm.train``, the module of :func:`train`) must not replace that name,
+    so ``import cllm.train`` followed by ``cllm.train(...)`` still calls the
+    function (the submodule stays in ``sys.modules``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name \
+                and value.__name__ == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 _ISA_NAMES = {"scalar": 0, "avx2": 1, "avx512": 2, "auto": -1}
 
