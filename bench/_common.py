@@ -139,7 +139,7 @@ class Machine:
                 lines.append(f"| {kind} ({PEAK_DESC.get(kind, '')}) | " + " | ".join(cells) + " |")
         if self.bandwidth:
             ths = sorted({t for _, t in self.bandwidth})
-            lines.append("Read bandwidth measured in this run (threads sum slices of one buffer, best of 3), GB/s:")
+            lines.append("Read bandwidth measured in this run (threads read slices of one buffer; best load loop, best of 3), GB/s:")
             lines.append("| buffer | " + " | ".join(f"{t} thread{'s' if t > 1 else ''}" for t in ths) + " |")
             lines.append("|---|" + "---:|" * len(ths))
             for nb in sorted({b for b, _ in self.bandwidth}):

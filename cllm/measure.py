@@ -64,8 +64,9 @@ def measure_peak(kind: str = "fma_avx512", threads: int = 1, seconds: float = 0.
 def measure_bandwidth(nbytes: int, threads: int = 1, seconds: float = 0.3) -> float:
     """Measured read bandwidth in GB/s (1e9 bytes/s) over a buffer of ``nbytes``.
 
-    ``threads`` threads each sum a contiguous slice of the buffer with vector
-    loads (the current ISA), repeatedly for about ``seconds / 3``, best of 3.
+    ``threads`` threads each read a contiguous slice of the buffer, repeatedly
+    for about ``seconds`` in all, with every load loop the CPU supports (the
+    fastest differs between cores); the best rate is returned.
     A buffer that fits the caches measures cache bandwidth; one several times
     the last-level cache measures DRAM.
     """

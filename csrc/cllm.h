@@ -70,10 +70,11 @@ int cllm_peak_supported(int kind, int *supported);
  * the affinity mask), each running the loop for about seconds/3, best of 3
  * runs. seconds in (0, 60]. CLLM_ERR_UNSUPPORTED if the CPU lacks the kind. */
 int cllm_measure_peak(int kind, int threads, double seconds, double *gflops);
-/* Measured read bandwidth in GB/s (1e9 bytes/s): `threads` threads each sum
- * their contiguous slice of one buffer of `bytes` bytes (4096 .. 2^40) with
- * vector loads of the current ISA, repeatedly for about seconds/3, best of
- * 3. A buffer that fits the caches measures cache bandwidth. */
+/* Measured read bandwidth in GB/s (1e9 bytes/s): `threads` threads each read
+ * their contiguous slice of one buffer of `bytes` bytes (4096 .. 2^40),
+ * repeatedly for about `seconds` in all, with every load loop the CPU
+ * supports (zmm / ymm / xmm loads, one load per line), best rate of 3 runs
+ * each. A buffer that fits the caches measures cache bandwidth. */
 int cllm_measure_bandwidth(size_t bytes, int threads, double seconds, double *gbytes_per_s);
 
 /* ----------------------------------------------------------------- gemm */

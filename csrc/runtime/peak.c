@@ -26,8 +26,8 @@
  *
  * Bandwidth. One buffer of `bytes` bytes, split into equal contiguous
  * slices, one per thread (as a batch-1 matrix-vector product splits the
- * weight rows); every thread sums its slice with vector loads into eight
- * independent accumulators, `passes` times. GB/s = bytes * passes / wall.
+ * weight rows); every thread reads its slice `passes` times, with each of
+ * several load loops (see below), best of all. GB/s = bytes * passes / wall.
  * A buffer that fits the last-level cache measures cache bandwidth; a
  * larger one measures DRAM.
  */
@@ -304,17 +304,21 @@ CLLM_EXPORT int cllm_measure_peak(int kind, int threads, double seconds, double 
 }
 
 /* --------------------------------------------------------- bandwidth */
+/* Which loop reads memory fastest differs between cores (on some, fewer and
+ * wider loads per cache line let the prefetchers fall behind), so every
+ * variant the CPU supports is run and the best rate is reported:
+ * one zmm / two ymm / four xmm loads per line into 8 accumulators, or one
+ * scalar load per line (touches every line, the line fill is the cost). */
 #define BW_CHUNK 512 /* bytes per unrolled loop iteration; slices are multiples */
+enum { BW_TOUCH, BW_SSE, BW_AVX2, BW_AVX512, BW_NVARIANTS };
 
 __attribute__((target("avx512f"))) static float read_avx512(const float *p, size_t bytes, long passes) {
     __m512 acc[8];
     for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
     size_t n = bytes / sizeof(float);
-    for (long r = 0; r < passes; r++) {
-        for (size_t i = 0; i < n; i += 128) {
+    for (long r = 0; r < passes; r++)
+        for (size_t i = 0; i < n; i += 128)
             for (int j = 0; j < 8; j++) acc[j] = _mm512_add_ps(acc[j], _mm512_load_ps(p + i + 16 * j));
-        }
-    }
     for (int i = 1; i < 8; i++) acc[0] = _mm512_add_ps(acc[0], acc[i]);
     return _mm512_reduce_add_ps(acc[0]);
 }
@@ -323,32 +327,41 @@ __attribute__((target("avx2"))) static float read_avx2(const float *p, size_t by
     __m256 acc[8];
     for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
     size_t n = bytes / sizeof(float);
-    for (long r = 0; r < passes; r++) {
-        for (size_t i = 0; i < n; i += 64) {
+    for (long r = 0; r < passes; r++)
+        for (size_t i = 0; i < n; i += 64)
             for (int j = 0; j < 8; j++) acc[j] = _mm256_add_ps(acc[j], _mm256_load_ps(p + i + 8 * j));
-        }
-    }
     for (int i = 1; i < 8; i++) acc[0] = _mm256_add_ps(acc[0], acc[i]);
     float out[8];
     _mm256_storeu_ps(out, acc[0]);
     return out[0] + out[5];
 }
 
-static float read_scalar(const float *p, size_t bytes, long passes) {
-    float acc[8] = {0};
+static float read_sse(const float *p, size_t bytes, long passes) {
+    __m128 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm_setzero_ps();
     size_t n = bytes / sizeof(float);
-    for (long r = 0; r < passes; r++) {
-        for (size_t i = 0; i < n; i += 8)
-            for (int j = 0; j < 8; j++) acc[j] += p[i + j];
-    }
-    return acc[0] + acc[7];
+    for (long r = 0; r < passes; r++)
+        for (size_t i = 0; i < n; i += 32)
+            for (int j = 0; j < 8; j++) acc[j] = _mm_add_ps(acc[j], _mm_load_ps(p + i + 4 * j));
+    for (int i = 1; i < 8; i++) acc[0] = _mm_add_ps(acc[0], acc[i]);
+    float out[4];
+    _mm_storeu_ps(out, acc[0]);
+    return out[0] + out[3];
+}
+
+static float read_touch(const float *p, size_t bytes, long passes) {
+    float a = 0.0f, b = 0.0f;
+    size_t n = bytes / sizeof(float);
+    for (long r = 0; r < passes; r++)
+        for (size_t i = 0; i < n; i += 32) { a += p[i]; b += p[i + 16]; }
+    return a + b;
 }
 
 typedef struct {
     const float *buf;
     size_t chunks;  /* BW_CHUNK units in the whole buffer */
     long passes;
-    int isa;
+    int variant;
 } bw_task;
 
 static int bw_run_task(void *arg, int sphere, int nspheres) {
@@ -358,11 +371,12 @@ static int bw_run_task(void *arg, int sphere, int nspheres) {
     if (hi <= lo) return CLLM_OK;
     const float *p = t->buf + (size_t)lo * (BW_CHUNK / sizeof(float));
     size_t bytes = (size_t)(hi - lo) * BW_CHUNK;
-    float s;
-    if (t->isa == CLLM_ISA_AVX512) s = read_avx512(p, bytes, t->passes);
-    else if (t->isa == CLLM_ISA_AVX2) s = read_avx2(p, bytes, t->passes);
-    else s = read_scalar(p, bytes, t->passes);
-    g_peak_sink = s;
+    switch (t->variant) {
+    case BW_AVX512: g_peak_sink = read_avx512(p, bytes, t->passes); break;
+    case BW_AVX2: g_peak_sink = read_avx2(p, bytes, t->passes); break;
+    case BW_SSE: g_peak_sink = read_sse(p, bytes, t->passes); break;
+    default: g_peak_sink = read_touch(p, bytes, t->passes); break;
+    }
     return CLLM_OK;
 }
 
@@ -372,37 +386,39 @@ CLLM_EXPORT int cllm_measure_bandwidth(size_t bytes, int threads, double seconds
     *gbytes_per_s = 0.0;
     if (bytes < 4096 || bytes > ((size_t)1 << 40))
         return cllm_fail(CLLM_ERR_INVALID, "measure_bandwidth: bytes must be in [4096, 2^40], got %zu", bytes);
+    int use[BW_NVARIANTS] = {1, 1, kind_supported(CLLM_PEAK_FMA_AVX2), kind_supported(CLLM_PEAK_FMA_AVX512)};
+    int nvar = 0;
+    for (int v = 0; v < BW_NVARIANTS; v++) nvar += use[v];
     cllm_spheres *pool = NULL;
     rc = cllm_spheres_new(threads, &pool);
     if (rc) return rc;
-    int n = 1;
-    cllm_spheres_count(pool, &n);
-    bw_task task;
-    task.chunks = bytes / BW_CHUNK;
-    task.isa = cllm_isa_current();
-    task.passes = 1;
-    float *buf = cllm_aligned_alloc(task.chunks * BW_CHUNK);
+    size_t chunks = bytes / BW_CHUNK;
+    float *buf = cllm_aligned_alloc(chunks * BW_CHUNK);
     if (!buf) {
         cllm_spheres_free(pool);
         return cllm_fail(CLLM_ERR_NOMEM, "measure_bandwidth: cannot allocate %zu bytes", bytes);
     }
-    task.buf = buf;
-    double used = (double)task.chunks * BW_CHUNK;
-    /* first pass on all threads warms the caches / TLB; it also calibrates */
-    double t0 = now_s();
-    rc = cllm_spheres_run(pool, bw_run_task, &task);
-    double dt = now_s() - t0;
-    if (rc == CLLM_OK) {
-        double want = seconds / PEAK_RUNS / (dt > 1e-9 ? dt : 1e-9);
-        task.passes = want < 1.0 ? 1 : want > 1e9 ? 1000000000L : (long)want;
+    bw_task task[BW_NVARIANTS];
+    double used = (double)chunks * BW_CHUNK, best = 0.0;
+    /* one pass of each variant warms caches / TLB and calibrates its passes */
+    for (int v = 0; v < BW_NVARIANTS && rc == CLLM_OK; v++) {
+        task[v] = (bw_task){buf, chunks, 1, v};
+        if (!use[v]) continue;
+        double t0 = now_s();
+        rc = cllm_spheres_run(pool, bw_run_task, &task[v]);
+        double dt = now_s() - t0;
+        double want = seconds / (PEAK_RUNS * nvar) / (dt > 1e-9 ? dt : 1e-9);
+        task[v].passes = want < 1.0 ? 1 : want > 1e9 ? 1000000000L : (long)want;
     }
-    double best = 0.0;
     for (int r = 0; r < PEAK_RUNS && rc == CLLM_OK; r++) {
-        t0 = now_s();
-        rc = cllm_spheres_run(pool, bw_run_task, &task);
-        dt = now_s() - t0;
-        double g = used * (double)task.passes / (dt > 1e-9 ? dt : 1e-9) / 1e9;
-        if (g > best) best = g;
+        for (int v = 0; v < BW_NVARIANTS && rc == CLLM_OK; v++) {
+            if (!use[v]) continue;
+            double t0 = now_s();
+            rc = cllm_spheres_run(pool, bw_run_task, &task[v]);
+            double dt = now_s() - t0;
+            double g = used * (double)task[v].passes / (dt > 1e-9 ? dt : 1e-9) / 1e9;
+            if (g > best) best = g;
+        }
     }
     cllm_aligned_free(buf);
     cllm_spheres_free(pool);
