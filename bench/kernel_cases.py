@@ -3,7 +3,8 @@
 Shared by ``tests/test_kernels.py`` (correctness, each ISA vs scalar) and the
 kernel benchmarks (``bench/test_bench_kernels.py``, ``bench/kernels_table.py``).
 Each op takes its buffers in the order of ``csrc/kernels/harness.c``; int32
-tensors (targets, ids) travel as ``float*`` pointing at int32 data.
+tensors (targets, ids) and uint16 (BF16) ones travel as ``float*`` pointing at
+their data.
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ OPS: Dict[str, Tuple[Tuple[str, ...], Tuple[int, ...]]] = {
     "matvec_t": (("C", "lo", "hi"), (0,)),
     "attention_step": (("len", "ldc", "C", "NH"), (0,)),
     "gelu_bwd_bias": (("N", "OC"), (0, 1)),
+    "f32_to_bf16": (("n",), (0,)),
+    "bf16_to_f32": (("n",), (0,)),
 }
 
 
@@ -134,6 +137,16 @@ def make_case(op: str, dims: Sequence[int], seed: int = 0) -> List[np.ndarray]:
     if op == "attention_step":
         n, ldc, C, NH = d
         return [_z(C), _f(rng, C), _f(rng, n, ldc), _f(rng, n, ldc)]
+    if op == "f32_to_bf16":
+        (n,) = d
+        x = _f(rng, n, scale=10.0)
+        x[::7] = np.float32(np.nan)
+        x[1::9] = np.float32(np.inf)
+        x[2::13] = np.float32(3e38)  # rounds up to inf
+        return [np.zeros(n, np.uint16), x]
+    if op == "bf16_to_f32":
+        (n,) = d
+        return [_z(n), rng.integers(0, 65536, n).astype(np.uint16)]
     if op == "gelu_bwd_bias":
         N, OC = d
         x = _f(rng, N, OC, scale=3.0)
@@ -149,8 +162,8 @@ def run(op: str, isa: str, arrays: Sequence[np.ndarray], dims: Sequence[int], re
         null: Sequence[int] = ()) -> None:
     """Run ``op`` under ``isa`` on ``arrays`` in place (buffers listed in ``null`` pass NULL)."""
     for a in arrays:
-        if not a.flags.c_contiguous or a.dtype not in (np.float32, np.int32):
-            raise ValueError("buffers must be C-contiguous float32/int32")
+        if not a.flags.c_contiguous or a.dtype not in (np.float32, np.int32, np.uint16):
+            raise ValueError("buffers must be C-contiguous float32/int32/uint16 (bf16)")
     ptrs = [ffi.NULL if i in null else ffi.cast("float *", a.ctypes.data) for i, a in enumerate(arrays)]
     bufs = ffi.new("float *[]", ptrs)
     dd = ffi.new("int64_t[]", [int(x) for x in dims])
@@ -200,6 +213,8 @@ def bench_dims(op: str, cfg: str) -> Tuple[int, ...]:
         "matvec": (C, 3 * C, 0, 3 * C), "matvec_t": (C, 0, V),
         "attention_step": (T, C, C, NH),
         "gelu_bwd_bias": (N, 4 * C),
+        # bf16 training: AdamW refreshes the BF16 weight copies
+        "f32_to_bf16": (min(n_params(c), ADAMW_CAP),), "bf16_to_f32": (min(n_params(c), ADAMW_CAP),),
     }
     return table[op]
 

@@ -24,6 +24,8 @@
  *   matvec_t                y x W                                       C lo hi
  *   attention_step          out q kc vc                                 len ldc C NH
  *   gelu_bwd_bias           dx db x dout                                N OC
+ *   f32_to_bf16             dst(u16) src                                n
+ *   bf16_to_f32             dst src(u16)                                n
  *
  * Scratch (attention ws, attention_step scratch) is allocated here once,
  * outside the repetitions, so timing a run with many reps measures the op.
@@ -31,6 +33,7 @@
 #include <string.h>
 #include "runtime/internal.h"
 #include "kernels.h"
+#include "bf16.h"
 
 typedef struct {
     const char *name;
@@ -49,6 +52,7 @@ static const harness_op g_ops[] = {
     {"adamw", 5, 1},              {"matvec", 4, 4},
     {"matvec_t", 3, 3},           {"attention_step", 4, 4},
     {"gelu_bwd_bias", 4, 2},
+    {"f32_to_bf16", 2, 1},        {"bf16_to_f32", 2, 1},
 };
 #define N_OPS ((int)(sizeof g_ops / sizeof g_ops[0]))
 
@@ -188,6 +192,9 @@ CLLM_EXPORT int cllm_kernel_run(const char *op, int isa, int reps, float *const 
         break;
     }
     case 18: for (int r = 0; r < reps; r++) o->gelu_bwd_bias(b[0], b[1], b[2], b[3], (int)d[0], (int)d[1]); break;
+    /* BF16 conversion: uint16 buffers travel as float* like the int32 ones */
+    case 19: for (int r = 0; r < reps; r++) cllm_f32_to_bf16_n(isa, (uint16_t *)(void *)b[0], b[1], (size_t)d[0]); break;
+    case 20: for (int r = 0; r < reps; r++) cllm_bf16_to_f32_n(isa, b[0], (const uint16_t *)(const void *)b[1], (size_t)d[0]); break;
     default: rc = cllm_fail(CLLM_ERR_INTERNAL, "kernel_run: op table out of sync");
     }
     cllm_aligned_free(ws);
