@@ -2,13 +2,17 @@
 
 Shared by ``tests/test_kernels.py`` (correctness, each ISA vs scalar) and the
 kernel benchmarks (``bench/test_bench_kernels.py``, ``bench/kernels_table.py``).
-Each op takes its buffers in the order of ``csrc/kernels/harness.c``; int32
-tensors (targets, ids) and uint16 (BF16) ones travel as ``float*`` pointing at
-their data.
+The op list, each op's buffers (in signature order) and dims come from the C
+registry (``csrc/kernels/ops_list.h``, via ``cllm_kernel_op_info``); int32
+tensors (targets, ids) travel as ``float*`` pointing at int32 data. Ops with
+special input needs (consistent LayerNorm statistics, softmax rows, id
+ranges, AdamW hyper-parameters) have builders here; any other op gets random
+buffers shaped by its spec.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+import re
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -17,30 +21,69 @@ from cllm._cllm import ffi, lib
 ISAS: Dict[str, int] = {"scalar": lib.CLLM_ISA_SCALAR, "avx2": lib.CLLM_ISA_AVX2,
                         "avx512": lib.CLLM_ISA_AVX512}
 
+
+
+class BufSpec(NamedTuple):
+    """One harness buffer of an op, parsed from the registry's ``bufs`` spec."""
+
+    name: str
+    shape: Tuple[str, ...]   # factors over the op's dims, e.g. ("B", "T", "3*C")
+    output: bool             # '+': an output the tests compare
+    nullable: bool           # '?': may be NULL
+    int32: bool              # ':i32'
+    bound: Optional[str]     # '<D': int32 values below dim D
+
+
+class OpSpec(NamedTuple):
+    """One op of the C registry (csrc/kernels/ops_list.h)."""
+
+    name: str
+    bufs: Tuple[BufSpec, ...]
+    dims: Tuple[str, ...]
+    simd: bool
+
+
+_BUF_RE = re.compile(r"^(\+?)(\w+)(\??)\[([^\]]*)\](:i32)?(?:<(\w+))?$")
+
+
+def _parse_buf(word: str) -> BufSpec:
+    m = _BUF_RE.match(word)
+    if not m:
+        raise ValueError(f"bad buffer spec {word!r} in the kernel registry")
+    out, name, null, shape, i32, bound = m.groups()
+    return BufSpec(name, tuple(x.strip() for x in shape.split(",")), bool(out), bool(null), bool(i32), bound)
+
+
+def _registry() -> Dict[str, OpSpec]:
+    specs: Dict[str, OpSpec] = {}
+    name, bufs, dims = ffi.new("const char **"), ffi.new("const char **"), ffi.new("const char **")
+    simd = ffi.new("int *")
+    i = 0
+    while lib.cllm_kernel_op_info(i, name, bufs, dims, simd) == 0:
+        op = ffi.string(name[0]).decode()
+        specs[op] = OpSpec(op, tuple(_parse_buf(w) for w in ffi.string(bufs[0]).decode().split()),
+                           tuple(d.rstrip("?") for d in ffi.string(dims[0]).decode().split()), bool(simd[0]))
+        i += 1
+    return specs
+
+
+# every op of the C registry, in registry order
+SPECS: Dict[str, OpSpec] = _registry()
 # op -> (dims names, indices of the output buffers to compare)
 OPS: Dict[str, Tuple[Tuple[str, ...], Tuple[int, ...]]] = {
-    "layernorm_fwd": (("N", "C"), (0, 1, 2)),
-    "layernorm_bwd": (("N", "C"), (0, 1, 2)),
-    "residual_layernorm_fwd": (("N", "C"), (0, 1, 2, 3)),
-    "residual_fwd": (("n",), (0,)),
-    "gelu_fwd": (("n",), (0,)),
-    "gelu_bwd": (("n",), (0,)),
-    "attention_fwd": (("B", "T", "C", "NH"), (0, 1)),
-    "attention_bwd": (("B", "T", "C", "NH"), (0,)),
-    "crossentropy_fused": (("N", "V"), (0, 1)),
-    "embed_fwd": (("B", "T", "C", "V"), (0,)),
-    "embed_bwd": (("B", "T", "C", "V"), (0, 1)),
-    "bias_grad": (("N", "OC"), (0,)),
-    "add_into": (("n",), (0,)),
-    "sumsq": (("n",), (1,)),
-    "adamw": (("n",), (0, 2, 3)),
-    "matvec": (("in", "ldw", "lo", "hi"), (0,)),
-    "matvec_t": (("C", "lo", "hi"), (0,)),
-    "attention_step": (("len", "ldc", "C", "NH"), (0,)),
-    "gelu_bwd_bias": (("N", "OC"), (0, 1)),
-    "f32_to_bf16": (("n",), (0,)),
-    "bf16_to_f32": (("n",), (0,)),
-}
+    op: (s.dims, tuple(i for i, b in enumerate(s.bufs) if b.output)) for op, s in SPECS.items()}
+
+
+def buffer_shape(buf: BufSpec, dims: Dict[str, int]) -> Tuple[int, ...]:
+    """The concrete shape of ``buf`` for named ``dims`` (factors like ``3*C``)."""
+    shape = []
+    for expr in buf.shape:
+        n = 1
+        for f in expr.split("*"):
+            f = f.strip()
+            n *= int(f) if f.isdigit() else dims[f]
+        shape.append(n)
+    return tuple(shape)
 
 
 def isa_supported(name: str) -> bool:
@@ -137,21 +180,30 @@ def make_case(op: str, dims: Sequence[int], seed: int = 0) -> List[np.ndarray]:
     if op == "attention_step":
         n, ldc, C, NH = d
         return [_z(C), _f(rng, C), _f(rng, n, ldc), _f(rng, n, ldc)]
-    if op == "f32_to_bf16":
-        (n,) = d
-        x = _f(rng, n, scale=10.0)
-        x[::7] = np.float32(np.nan)
-        x[1::9] = np.float32(np.inf)
-        x[2::13] = np.float32(3e38)  # rounds up to inf
-        return [np.zeros(n, np.uint16), x]
-    if op == "bf16_to_f32":
-        (n,) = d
-        return [_z(n), rng.integers(0, 65536, n).astype(np.uint16)]
     if op == "gelu_bwd_bias":
         N, OC = d
         x = _f(rng, N, OC, scale=3.0)
         return [_f(rng, N, OC), _f(rng, OC), x, _f(rng, N, OC)]
-    raise ValueError(f"unknown op {op!r}")
+    return generic_case(op, d, rng)
+
+
+def generic_case(op: str, dims: Sequence[int], rng: np.random.Generator) -> List[np.ndarray]:
+    """Buffers for an op without a hand-written builder, from its registry
+    spec: N(0, 1) floats (outputs too: the op must overwrite or accumulate
+    them the same way on every ISA), int32 data in [0, bound)."""
+    spec = SPECS.get(op)
+    if spec is None:
+        raise ValueError(f"unknown op {op!r}")
+    named = dict(zip(spec.dims, (int(x) for x in dims)))
+    out: List[np.ndarray] = []
+    for b in spec.bufs:
+        shape = buffer_shape(b, named)
+        if b.int32:
+            hi = named[b.bound] if b.bound else 2
+            out.append(rng.integers(0, hi, shape).astype(np.int32))
+        else:
+            out.append(_f(rng, *shape))
+    return out
 
 
 class KernelError(RuntimeError):
@@ -162,8 +214,8 @@ def run(op: str, isa: str, arrays: Sequence[np.ndarray], dims: Sequence[int], re
         null: Sequence[int] = ()) -> None:
     """Run ``op`` under ``isa`` on ``arrays`` in place (buffers listed in ``null`` pass NULL)."""
     for a in arrays:
-        if not a.flags.c_contiguous or a.dtype not in (np.float32, np.int32, np.uint16):
-            raise ValueError("buffers must be C-contiguous float32/int32/uint16 (bf16)")
+        if not a.flags.c_contiguous or a.dtype not in (np.float32, np.int32):
+            raise ValueError("buffers must be C-contiguous float32/int32")
     ptrs = [ffi.NULL if i in null else ffi.cast("float *", a.ctypes.data) for i, a in enumerate(arrays)]
     bufs = ffi.new("float *[]", ptrs)
     dd = ffi.new("int64_t[]", [int(x) for x in dims])
@@ -213,10 +265,16 @@ def bench_dims(op: str, cfg: str) -> Tuple[int, ...]:
         "matvec": (C, 3 * C, 0, 3 * C), "matvec_t": (C, 0, V),
         "attention_step": (T, C, C, NH),
         "gelu_bwd_bias": (N, 4 * C),
-        # bf16 training: AdamW refreshes the BF16 weight copies
-        "f32_to_bf16": (min(n_params(c), ADAMW_CAP),), "bf16_to_f32": (min(n_params(c), ADAMW_CAP),),
     }
-    return table[op]
+    if op in table:
+        return table[op]
+    # an op without an entry: its dims by name at this config's sizes
+    by_name = {"B": B, "T": T, "C": C, "NH": NH, "V": V, "N": N, "n": N * C, "OC": 4 * C,
+               "len": T, "ldc": C, "in": C, "ldw": 3 * C, "lo": 0, "hi": 3 * C}
+    missing = [d for d in SPECS[op].dims if d not in by_name]
+    if missing:
+        raise KeyError(f"bench_dims: add {op!r} to the table (dims {missing} have no default)")
+    return tuple(by_name[d] for d in SPECS[op].dims)
 
 
 def time_op(op: str, isa: str, arrays: Sequence[np.ndarray], dims: Sequence[int],

@@ -1,42 +1,78 @@
-"""Checkpoints: a directory that IS a Hugging Face GPT-2 model.
+"""Checkpoints: crash-consistent directories that ARE Hugging Face GPT-2 models.
+
+One checkpoint is one directory of files::
 
   model.safetensors      weights (HF GPT-2 names, float32)
   config.json            GPT2Config keys
   tokenizer.json         HF ``tokenizers`` format
-  optimizer.safetensors  AdamW moments (``adam_m.<name>``, ``adam_v.<name>``), optional
-  trainer_state.json     step, data position, RNG state, training options, optional
+  optimizer.safetensors  AdamW moments (``adam_m.<name>``, ``adam_v.<name>``), training only
+  trainer_state.json     step, data position, training options, training only
+  checkpoint.json        the manifest, written last: step, run id, and each file's
+                         size and SHA-256
 
-This module owns the file names and the writing (:func:`save_checkpoint`)
-and reading of the parts (:func:`read_model_files`,
-:func:`load_optimizer_state`). It knows the model only by duck typing, so it
-imports nothing from :mod:`cllm.model`; :meth:`cllm.Model.load` (which is
-:func:`cllm.load`) assembles a model from the parts. Every file is
-written atomically and validated on load before any byte is copied into the
-model.
+:func:`save_checkpoint` never writes into a live checkpoint. A save to ``OUT``:
+
+1. writes every file into a hidden sibling ``OUT/.checkpoint-STEP.tmp.PID/`` (each
+   file fsynced, the manifest last, then the directory fsynced);
+2. renames it to ``OUT/checkpoint-STEP`` (atomic; a free name is picked if a
+   checkpoint of the same step exists);
+3. switches the symlink ``OUT/latest`` to it (atomic ``rename`` of a new symlink) --
+   this is the commit point;
+4. makes the top-level names ``OUT/model.safetensors``, ``OUT/config.json``, ...
+   symlinks to ``latest/<name>`` (so ``OUT`` itself is a plain HF model directory
+   for ``transformers``), and
+5. deletes all but the newest ``keep`` checkpoints of the run (renamed to a temp
+   name first) and temp files/directories that killed processes left behind.
+
+A kill at any instant therefore leaves ``latest`` on the previous complete
+checkpoint or on the new complete one. :func:`resolve_checkpoint` follows
+``latest`` (or, if a kill happened before the first switch, picks the newest
+complete ``checkpoint-*``), and :func:`verify_checkpoint` checks every file
+against the manifest (size, SHA-256, step), so a partial or mixed checkpoint --
+e.g. one assembled by hand or written by an older version -- is refused with a
+message naming the files and steps. Directories without a manifest (plain HF
+models) are loaded as they are, after checking that the ``step`` recorded in the
+safetensors metadata agrees with ``trainer_state.json``.
+
+This module knows the model only by duck typing and imports nothing from
+:mod:`cllm.model`; :meth:`cllm.Model.load` (which is :func:`cllm.load`, and what
+``--resume`` uses) assembles a model from the parts.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Any, Dict, Optional, Tuple
+import re
+import shutil
+import time
+import uuid
+from typing import Any, Dict, List, Optional, Tuple
 
 from .config import ModelConfig
 from .errors import CheckpointError
-from .fileio import atomic_write_json, read_json as _read_json
-from .safetensors_io import read_safetensors, write_safetensors
+from .fileio import (atomic_symlink, atomic_write_json, fsync_dir, read_json as _read_json,
+                     remove_stale_temps, sha256_file, temp_name)
+from .safetensors_io import read_metadata, read_safetensors, write_safetensors
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODEL_FILE", "CONFIG_FILE", "TOKENIZER_FILE", "OPTIMIZER_FILE", "STATE_FILE",
-           "CheckpointError", "save_checkpoint", "read_model_files", "read_state",
-           "load_optimizer_state", "read_json", "read_safetensors", "write_safetensors"]
+__all__ = ["MODEL_FILE", "CONFIG_FILE", "TOKENIZER_FILE", "OPTIMIZER_FILE", "STATE_FILE", "MANIFEST_FILE",
+           "LATEST", "CheckpointError", "save_checkpoint", "resolve_checkpoint", "verify_checkpoint",
+           "list_checkpoints", "read_model_files", "read_state", "load_optimizer_state", "read_json",
+           "read_safetensors", "write_safetensors", "new_run_id"]
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
+MANIFEST_FILE = "checkpoint.json"
+LATEST = "latest"
+FORMAT = "cllm-checkpoint-1"
+_ALL_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, OPTIMIZER_FILE, STATE_FILE, MANIFEST_FILE)
+_CKPT_RE = re.compile(r"^checkpoint-(\d+)(?:\.(\d+))?$")
 
 
 def read_json(path: str) -> Any:
@@ -44,16 +80,22 @@ def read_json(path: str) -> Any:
     return _read_json(path, corrupt=CheckpointError, missing=CheckpointError)
 
 
-def save_checkpoint(model: Any, path: str, trainer_state: Optional[Dict[str, Any]] = None,
-                    save_optimizer: bool = True) -> str:
-    """Write ``model`` (and optionally its optimizer/trainer state) to ``path``."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise CheckpointError(f"{path}: exists and is not a directory")
-    os.makedirs(path, exist_ok=True)
-    write_safetensors(os.path.join(path, MODEL_FILE), model.named_parameters(),
-                      {"format": "pt", "producer": "cllm"})
-    atomic_write_json(os.path.join(path, CONFIG_FILE), model.config.to_hf(model.tokenizer.eot_id))
-    model.tokenizer.save(os.path.join(path, TOKENIZER_FILE))
+def new_run_id() -> str:
+    """A fresh id for a training run (kept across ``--resume``)."""
+    return uuid.uuid4().hex
+
+
+# ------------------------------------------------------------------ saving
+def _write_files(model: Any, d: str, trainer_state: Optional[Dict[str, Any]], save_optimizer: bool) -> None:
+    """Every file of a checkpoint into directory ``d``; the manifest last."""
+    step = trainer_state.get("step") if trainer_state is not None else None
+    meta = {"format": "pt", "producer": "cllm"}
+    if step is not None:
+        meta["step"] = str(step)
+    write_safetensors(os.path.join(d, MODEL_FILE), model.named_parameters(), meta)
+    atomic_write_json(os.path.join(d, CONFIG_FILE), model.config.to_hf(model.tokenizer.eot_id))
+    model.tokenizer.save(os.path.join(d, TOKENIZER_FILE))
+    files = [MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE]
     if trainer_state is not None:
         if save_optimizer:
             opt = []
@@ -61,16 +103,195 @@ def save_checkpoint(model: Any, path: str, trainer_state: Optional[Dict[str, Any
                 a, n = t["offset"], t["numel"]
                 opt.append(("adam_m." + t["name"], model.adam_m[a:a + n].reshape(t["shape"])))
                 opt.append(("adam_v." + t["name"], model.adam_v[a:a + n].reshape(t["shape"])))
-            write_safetensors(os.path.join(path, OPTIMIZER_FILE), opt, {"producer": "cllm"})
-        atomic_write_json(os.path.join(path, STATE_FILE), trainer_state)
-    log.info("saved checkpoint to %s", path)
+            write_safetensors(os.path.join(d, OPTIMIZER_FILE), opt, dict(meta, format="cllm-adamw"))
+            files.append(OPTIMIZER_FILE)
+        atomic_write_json(os.path.join(d, STATE_FILE), trainer_state)
+        files.append(STATE_FILE)
+    manifest = {
+        "format": FORMAT, "step": step,
+        "run_id": trainer_state.get("run_id") if trainer_state is not None else None,
+        "saved_ns": time.time_ns(),
+        "files": {f: {"bytes": os.path.getsize(os.path.join(d, f)), "sha256": sha256_file(os.path.join(d, f))}
+                  for f in files},
+    }
+    atomic_write_json(os.path.join(d, MANIFEST_FILE), manifest)
+    fsync_dir(d)
+
+
+def _free_name(out: str, step: int) -> str:
+    name, k = f"checkpoint-{step}", 0
+    while os.path.lexists(os.path.join(out, name)):
+        k += 1
+        name = f"checkpoint-{step}.{k}"
+    return name
+
+
+def save_checkpoint(model: Any, path: str, trainer_state: Optional[Dict[str, Any]] = None,
+                    save_optimizer: bool = True, keep: int = 1) -> str:
+    """Write ``model`` (and, with ``trainer_state``, its optimizer and trainer
+    state) as a new checkpoint of directory ``path``, crash-consistently (see
+    the module docstring); keeps the newest ``keep`` checkpoints of the run.
+    Returns the new checkpoint's directory."""
+    path = os.fspath(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise CheckpointError(f"{path}: exists and is not a directory")
+    if keep < 1:
+        raise CheckpointError(f"keep must be >= 1, got {keep}")
+    os.makedirs(path, exist_ok=True)
+    remove_stale_temps(path)
+    step = int(trainer_state["step"]) if trainer_state is not None else 0
+    tmp = temp_name(os.path.join(path, f"checkpoint-{step}"))
+    os.makedirs(tmp)
+    try:
+        _write_files(model, tmp, trainer_state, save_optimizer)
+        name = _free_name(path, step)
+        os.rename(tmp, os.path.join(path, name))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(path)
+    atomic_symlink(name, os.path.join(path, LATEST))  # the commit point
+    present = set(os.listdir(os.path.join(path, name)))
+    for f in _ALL_FILES:
+        link = os.path.join(path, f)
+        if f in present:
+            if not (os.path.islink(link) and os.readlink(link) == f"{LATEST}/{f}"):
+                atomic_symlink(f"{LATEST}/{f}", link)
+        elif os.path.lexists(link):
+            os.unlink(link)
+    _prune(path, name, keep)
+    log.debug("saved checkpoint %s", os.path.join(path, name))
+    return os.path.join(path, name)
+
+
+def _prune(out: str, current: str, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints (``current`` always stays)."""
+    run_id = _manifest_or_none(os.path.join(out, current)).get("run_id")
+    mine, others = [], []
+    for name, d, man in list_checkpoints(out):
+        if name == current:
+            continue
+        (mine if run_id is not None and man.get("run_id") == run_id else others).append((name, d, man))
+    mine.sort(key=lambda x: (x[2].get("step") or 0, x[2].get("saved_ns") or 0), reverse=True)
+    doomed = mine[keep - 1:] + others
+    for name, d, _ in doomed:
+        dead = temp_name(d, ".del")
+        with contextlib.suppress(OSError):
+            os.rename(d, dead)
+            shutil.rmtree(dead, ignore_errors=True)
+    if doomed:
+        fsync_dir(out)
+
+
+# ----------------------------------------------------------------- loading
+def _manifest_or_none(d: str) -> Dict[str, Any]:
+    try:
+        m = _read_json(os.path.join(d, MANIFEST_FILE))
+    except (OSError, ValueError):
+        return {}
+    return m if isinstance(m, dict) else {}
+
+
+def list_checkpoints(out: str) -> List[Tuple[str, str, Dict[str, Any]]]:
+    """(name, directory, manifest) of every ``checkpoint-*`` directory in ``out``
+    (manifest ``{}`` when missing or unreadable), oldest first."""
+    res = []
+    try:
+        names = os.listdir(out)
+    except OSError:
+        return []
+    for name in names:
+        d = os.path.join(out, name)
+        if _CKPT_RE.match(name) and os.path.isdir(d) and not os.path.islink(d):
+            res.append((name, d, _manifest_or_none(d)))
+    res.sort(key=lambda x: (x[2].get("step") or 0, x[2].get("saved_ns") or 0))
+    return res
+
+
+def resolve_checkpoint(path: str) -> str:
+    """The directory holding the current checkpoint of ``path``: the target of
+    ``path/latest``; else (a save killed before its first switch, or a dangling
+    ``latest``) the newest ``checkpoint-*`` with a manifest; else ``path``."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        if os.path.lexists(path):
+            raise CheckpointError(f"{path}: is not a checkpoint directory")
+        raise CheckpointError(f"{path}: checkpoint directory not found")
+    latest = os.path.join(path, LATEST)
+    if os.path.isdir(latest):
+        return os.path.join(path, os.readlink(latest)) if os.path.islink(latest) else latest
+    complete = [d for _, d, man in list_checkpoints(path) if man]
+    if complete:
+        if os.path.lexists(latest):
+            log.warning("%s points to a missing checkpoint; using %s", latest, complete[-1])
+        return complete[-1]
     return path
 
 
-def read_model_files(path: str) -> Tuple[ModelConfig, Tokenizer, Dict[str, Any]]:
-    """(config, tokenizer, tensors) of the checkpoint directory ``path``, each validated."""
-    if not os.path.isdir(path):
-        raise CheckpointError(f"{path}: checkpoint directory not found")
+def verify_checkpoint(d: str) -> Dict[str, Any]:
+    """Check checkpoint directory ``d`` against its manifest (every listed file's
+    size and SHA-256; the steps in the manifest, trainer state and safetensors
+    metadata agree). Returns the manifest (``{}`` for a directory without one).
+    Raises :class:`CheckpointError` naming the files and steps."""
+    mpath = os.path.join(d, MANIFEST_FILE)
+    if not os.path.lexists(mpath):
+        _check_legacy_steps(d)
+        return {}
+    man = read_json(mpath)
+    files = man.get("files") if isinstance(man, dict) else None
+    if not isinstance(files, dict) or man.get("format") != FORMAT:
+        raise CheckpointError(f"{mpath}: not a cllm checkpoint manifest")
+    step = man.get("step")
+    bad = []
+    for f, ent in files.items():
+        fp = os.path.join(d, f)
+        if not os.path.isfile(fp):
+            bad.append(f"{fp} is missing")
+        elif os.path.getsize(fp) != ent.get("bytes"):
+            bad.append(f"{fp} has {os.path.getsize(fp)} bytes, the manifest says {ent.get('bytes')}")
+        elif sha256_file(fp) != ent.get("sha256"):
+            bad.append(f"{fp} differs from the file saved at step {step} (SHA-256 mismatch)")
+    for f in (OPTIMIZER_FILE, STATE_FILE):
+        if f not in files and os.path.exists(os.path.join(d, f)):
+            bad.append(f"{os.path.join(d, f)} is not part of the checkpoint saved at step {step}")
+    if bad:
+        raise CheckpointError(f"{d}: partial or mixed checkpoint (manifest {mpath}, step {step}): "
+                              + "; ".join(bad) + _earlier_hint(d))
+    return man
+
+
+def _earlier_hint(d: str) -> str:
+    out = os.path.dirname(os.path.abspath(d))
+    others = [n for n, dd, man in list_checkpoints(out) if man and os.path.abspath(dd) != os.path.abspath(d)]
+    if not others:
+        return ""
+    return f" (earlier checkpoints in {out}: {', '.join(others)})"
+
+
+def _check_legacy_steps(d: str) -> None:
+    """Without a manifest: the steps in trainer_state.json and the safetensors
+    metadata must agree (catches files of different saves side by side)."""
+    steps: Dict[str, Any] = {}
+    sp = os.path.join(d, STATE_FILE)
+    if os.path.isfile(sp):
+        st = read_json(sp)
+        if isinstance(st, dict) and "step" in st:
+            steps[sp] = str(st["step"])
+    for f in (MODEL_FILE, OPTIMIZER_FILE):
+        fp = os.path.join(d, f)
+        if os.path.isfile(fp):
+            s = read_metadata(fp).get("step")
+            if s is not None:
+                steps[fp] = s
+    if len(set(steps.values())) > 1:
+        raise CheckpointError(f"{d}: mixed checkpoint: " + ", ".join(f"{f} is from step {s}" for f, s in steps.items()))
+
+
+def read_model_files(path: str) -> Tuple[ModelConfig, Tokenizer, Dict[str, Any], str]:
+    """(config, tokenizer, tensors, directory) of the current checkpoint of
+    ``path`` (:func:`resolve_checkpoint`), verified (:func:`verify_checkpoint`)."""
+    path = resolve_checkpoint(path)
+    verify_checkpoint(path)
     cfg_path = os.path.join(path, CONFIG_FILE)
     cfg_raw = read_json(cfg_path)
     if not isinstance(cfg_raw, dict):
@@ -87,7 +308,7 @@ def read_model_files(path: str) -> Tuple[ModelConfig, Tokenizer, Dict[str, Any]]
     except (ValueError, OSError) as e:
         raise CheckpointError(f"{tok_path}: {e}") from None
     tensors, _ = read_safetensors(os.path.join(path, MODEL_FILE))
-    return cfg, tok, tensors
+    return cfg, tok, tensors, path
 
 
 def read_state(path: str) -> Dict[str, Any]:

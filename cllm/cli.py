@@ -9,6 +9,8 @@ import sys
 import time
 from typing import List, Optional
 
+from .cli_errors import run_command
+
 log = logging.getLogger("cllm")
 
 
@@ -37,7 +39,10 @@ def cmd_train(a: argparse.Namespace) -> int:
           f"(vocab {s['vocab_size']})")
     print(f"trained {s['steps']} steps ({s['tokens']:,} tokens) in {s['train_seconds']:.1f}s "
           f"= {s['tokens_per_sec']:,.0f} tokens/s on {s['threads']} thread(s)")
-    print(f"loss: first {s['first_loss']:.4f} -> last {s['train_loss']:.4f}", end="")
+    if s["first_loss"] is None:
+        print("no steps left to run: the run was already complete", end="")
+    else:
+        print(f"loss: first {s['first_loss']:.4f} -> last {s['train_loss']:.4f}", end="")
     if "val_loss" in s:
         print(f"; val loss {s['val_loss']:.4f} ({s.get('val_bpb', float('nan')):.3f} bits/byte)")
     else:
@@ -65,6 +70,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 disables)")
     p.add_argument("-s", "--seed", type=int, default=None, help="sampling seed (default: random)")
     p.add_argument("--threads", type=int, default=0, help="0 = all usable CPUs")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     p.set_defaults(func=cmd_generate)
 
 
@@ -94,6 +100,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", nargs="?", help="checkpoint directory")
     p.add_argument("--system", action="store_true",
                    help="CPU features (incl. AMX / AVX512-BF16), chosen kernel path and precision, threads")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     p.set_defaults(func=cmd_info)
 
 
@@ -111,10 +118,10 @@ def cmd_info(a: argparse.Namespace) -> int:
         print(f"training precision 'auto' picks: {info['precision_auto']}")
         print(f"usable cpus (affinity mask): {info['cpus']}")
     if a.checkpoint:
-        from .checkpoint import STATE_FILE, read_json
+        from .checkpoint import STATE_FILE, read_json, resolve_checkpoint
         m = cllm.load(a.checkpoint, threads=1)
         print(repr(m))
-        sp = os.path.join(a.checkpoint, STATE_FILE)
+        sp = os.path.join(resolve_checkpoint(a.checkpoint), STATE_FILE)
         if os.path.exists(sp):
             st = read_json(sp)
             print(json.dumps({k: st.get(k) for k in ("step", "epoch", "summary")}, indent=2))
@@ -153,12 +160,4 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s" if verbose else "cllm: %(message)s")
     if a.command == "train" and not verbose:
         logging.getLogger("cllm").setLevel(logging.INFO)
-    from .errors import CllmError
-    try:
-        return a.func(a)
-    except (CllmError, FileNotFoundError, ValueError, MemoryError) as e:
-        print(f"cllm: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("cllm: interrupted", file=sys.stderr)
-        return 130
+    return run_command(a)

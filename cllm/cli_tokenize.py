@@ -49,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print token ids or token pieces (default ids)")
     p.add_argument("--no-stats", action="store_true", help="do not print corpus statistics")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -114,11 +115,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     add_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (ValueError, OSError, _corpus.CorpusError) as e:
-        print(f"cllm tokenize: error: {e}", file=sys.stderr)
-        return 2
+    from .cli_errors import run_command
+    args.func = run
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,25 @@ process left behind.
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
 import re
+import shutil
 from typing import IO, Any, Iterable, Iterator
 
-__all__ = ["atomic_open", "atomic_write", "atomic_write_json", "read_json", "fsync_dir",
-           "remove_stale_temps", "TEMP_PATTERN"]
+__all__ = ["atomic_open", "atomic_write", "atomic_write_json", "atomic_symlink", "read_json", "fsync_dir",
+           "remove_stale_temps", "temp_name", "sha256_file", "TEMP_PATTERN"]
 
-#: Names of the temp files :func:`atomic_open` creates.
-TEMP_PATTERN = re.compile(r"^\..+\.tmp\.\d+$")
+#: Names of the temp files and directories cllm creates (``.NAME.tmp.PID``).
+TEMP_PATTERN = re.compile(r"^\..+\.tmp\.(\d+)$")
+
+
+def temp_name(path: str, tag: str = "") -> str:
+    """The hidden temp sibling of ``path`` owned by this process (matches :data:`TEMP_PATTERN`)."""
+    d, base = os.path.split(os.path.abspath(path))
+    return os.path.join(d, f".{base}{tag}.tmp.{os.getpid()}")
 
 
 def fsync_dir(d: str) -> None:
@@ -43,19 +52,21 @@ def atomic_open(path: str) -> Iterator[IO[bytes]]:
     success (temp file + fsync + rename + directory fsync); on any exception
     the temp file is removed and ``p`` is untouched."""
     path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    tmp = temp_name(path)
     try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:  # name the user's file, not the temp file
+            raise type(e)(e.errno, f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(d)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def atomic_write(path: str, chunks: Iterable[bytes]) -> None:
@@ -82,16 +93,57 @@ def read_json(path: str, corrupt: type = ValueError, missing: type = FileNotFoun
         raise corrupt(f"{path}: corrupt JSON ({e})") from None
 
 
+def atomic_symlink(target: str, link: str) -> None:
+    """Make ``link`` a symlink to ``target``, replacing whatever is there atomically."""
+    tmp = temp_name(link)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(os.path.dirname(os.path.abspath(link)))
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno == errno.EPERM
+    return True
+
+
 def remove_stale_temps(d: str) -> int:
-    """Delete temp files of interrupted atomic writes in ``d``; returns how many."""
+    """Delete temp files and directories that killed processes left in ``d``
+    (those of live processes are kept); returns how many were removed."""
     n = 0
     try:
         names = os.listdir(d)
     except OSError:
         return 0
     for name in names:
-        if TEMP_PATTERN.match(name):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(d, name))
-                n += 1
+        m = TEMP_PATTERN.match(name)
+        if not m or _alive(int(m.group(1))):
+            continue
+        p = os.path.join(d, name)
+        with contextlib.suppress(OSError):
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            else:
+                os.unlink(p)
+            n += 1
     return n

@@ -177,6 +177,9 @@ class Model:
         arr = np.asarray(ids)
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
             raise ConfigError(f"token ids must be integers, got dtype {arr.dtype}")
+        if arr.ndim > 1:
+            raise ConfigError(f"a prompt of token ids must be 1-D, got shape {arr.shape} "
+                              f"(generate one sequence at a time)")
         arr = arr.astype(np.int64).reshape(-1)
         if arr.size and (arr.min() < 0 or arr.max() >= self.config.vocab_size):
             bad = arr[(arr < 0) | (arr >= self.config.vocab_size)][0]
@@ -374,9 +377,11 @@ class Model:
         return out
 
     # ------------------------------------------------------------ files
-    def save(self, path: str, trainer_state: Optional[Dict[str, Any]] = None) -> str:
-        """Write a Hugging Face-compatible checkpoint directory (atomic writes)."""
-        return save_checkpoint(self, path, trainer_state=trainer_state)
+    def save(self, path: str, trainer_state: Optional[Dict[str, Any]] = None, keep: int = 1) -> str:
+        """Write a Hugging Face-compatible checkpoint directory, crash-consistently
+        (see :mod:`cllm.checkpoint`); returns ``path``."""
+        save_checkpoint(self, path, trainer_state=trainer_state, keep=keep)
+        return path
 
     @classmethod
     def load(cls, path: str, *, threads: int = 0, batch_size: int = 1, seq_len: Optional[int] = None,
@@ -384,8 +389,9 @@ class Model:
         """Load a checkpoint directory written by :meth:`save` or :func:`cllm.train`
         (or any HF GPT-2 directory with a byte-level BPE tokenizer.json). This is
         :func:`cllm.load`, and ``--resume`` uses it with ``load_optimizer=True``.
-        The file holds FP32 weights whatever ``precision`` the model trains in."""
-        cfg, tok, tensors = read_model_files(path)
+        A partial or mixed checkpoint raises :class:`~cllm.CheckpointError`. The
+        file holds FP32 weights whatever ``precision`` the model trains in."""
+        cfg, tok, tensors, path = read_model_files(path)
         if seq_len is None:
             seq_len = min(cfg.context_len, 256)
         model = cls(cfg, tok, batch_size=batch_size, seq_len=seq_len, threads=threads,
@@ -402,6 +408,9 @@ class Model:
                                       f"config.json implies {tuple(view.shape)}")
         for name, view in model.named_parameters():
             view[...] = tensors[name]
+            if not np.isfinite(view).all():
+                log.warning("%s: tensor %r holds %d NaN/Inf values (the model will produce NaN)", mf, name,
+                            int(np.size(view) - np.isfinite(view).sum()))
         wte = tensors["transformer.wte.weight"]
         if "lm_head.weight" in tensors and not np.array_equal(tensors["lm_head.weight"], wte):
             log.warning("%s: lm_head.weight differs from transformer.wte.weight; cllm ties them (using wte)", mf)

@@ -96,6 +96,8 @@ class TrainOptions:
     beta2: float = option(0.95, "AdamW second-moment decay", lo=0, hi=1, hi_open=True)
     eps: float = option(1e-8, "AdamW epsilon", lo=0, lo_open=True)
     grad_clip: float = option(1.0, "clip the global gradient norm to this (0: no clipping)", lo=0)
+    divergence_factor: float = option(10.0, "stop with DivergenceError when the loss exceeds this multiple of "
+                                      "max(first loss, ln vocab) (0: never)", lo=0)
     seed: int = option(1337, "seed of the weight init and the data order", lo=0, hi=_U64_MAX)
     # -- evaluation and checkpoints
     eval_batches: int = option(16, "batches per evaluation", lo=1, hi=C_INT_MAX, group="evaluation")
@@ -105,6 +107,9 @@ class TrainOptions:
                                     flag="--out", cli_default="runs/cllm", saved=False, metavar="DIR",
                                     group="checkpoints")
     checkpoint_every: int = option(0, "save every N steps (0: at the end only)", lo=0, hi=C_INT_MAX,
+                                   group="checkpoints")
+    keep_checkpoints: int = option(1, "complete checkpoints kept in out_dir as checkpoint-STEP/ (the newest "
+                                   "is also out_dir itself, through the `latest` symlink)", lo=1, hi=C_INT_MAX,
                                    group="checkpoints")
     resume: bool = option(False, "continue the run saved in out_dir with its saved options "
                           "(bit-identical continuation; the other options are ignored)", saved=False,

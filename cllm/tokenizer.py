@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import corpus as _corpus
 from ._native import check, ffi, lib
+from .config import C_INT_MAX
 from .errors import ConfigError, ConfigTypeError
 from .fileio import atomic_write_json, read_json
 
@@ -130,31 +131,40 @@ class Tokenizer:
         return cls()
 
     @classmethod
-    def train(cls, paths_or_texts: Union[TextSource, Iterable[TextSource]], vocab_size: int = DEFAULT_VOCAB_SIZE,
+    def train(cls, paths: Union[TextSource, Iterable[TextSource]] = (), vocab_size: int = DEFAULT_VOCAB_SIZE,
               min_frequency: int = 2, special_tokens: Sequence[str] = (EOT,),
-              progress: bool = True, exts: Optional[Sequence[str]] = None) -> "Tokenizer":
-        """Train a byte-level BPE on files, directories, ``str`` or ``bytes`` items.
+              progress: bool = True, exts: Optional[Sequence[str]] = None, *,
+              texts: Union[str, bytes, Iterable[Union[str, bytes]]] = ()) -> "Tokenizer":
+        """Train a byte-level BPE on files and directories (``paths``) and/or text (``texts``).
 
-        ``vocab_size`` counts the 256 bytes and the special tokens. Training
-        stops early when no pair occurs ``min_frequency`` times. A ``str``
-        item naming an existing file or directory is read (directories are
-        walked like the corpus, optionally filtered by ``exts``); any other
-        ``str`` is text. Raises ``ValueError`` for a bad size or empty corpus.
+        What an item means is decided by its type, never by guessing: in
+        ``paths`` a ``str`` or ``os.PathLike`` is a path that must exist
+        (``FileNotFoundError`` otherwise; directories are walked like the
+        corpus, optionally filtered by ``exts``), ``bytes`` are raw text and a
+        :class:`~cllm.corpus.Document` gives its data; in ``texts`` a ``str``
+        is text (UTF-8 encoded) and ``bytes`` raw text. ``vocab_size`` counts
+        the 256 bytes and the special tokens; training stops early when no
+        pair occurs ``min_frequency`` times. Raises :class:`~cllm.ConfigError`
+        (a ``ValueError``) for a bad size or an empty corpus.
         """
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+            raise ConfigTypeError(f"vocab_size must be an integer, got {type(vocab_size).__name__} {vocab_size!r}")
+        if isinstance(min_frequency, bool) or not isinstance(min_frequency, int):
+            raise ConfigTypeError(f"min_frequency must be an integer, got {min_frequency!r}")
         special_tokens = list(special_tokens)
         if EOT not in special_tokens:
             special_tokens.insert(0, EOT)
         base = 256 + len(special_tokens)
-        if not isinstance(vocab_size, int) or vocab_size < base:
-            raise ConfigError(f"vocab_size must be an int >= {base} (256 bytes + "
-                             f"{len(special_tokens)} special tokens), got {vocab_size!r}")
+        if not base <= vocab_size <= C_INT_MAX:
+            raise ConfigError(f"vocab_size must be an int in [{base}, {C_INT_MAX}] (256 bytes + "
+                              f"{len(special_tokens)} special tokens at least), got {vocab_size!r}")
         if min_frequency < 1:
             raise ConfigError(f"min_frequency must be >= 1, got {min_frequency}")
         out = ffi.new("cllm_tokenizer **")
         check(lib.cllm_tokenizer_new(out))
         h = out[0]
         try:
-            nm = cls._train_into(h, paths_or_texts, vocab_size, min_frequency, special_tokens,
+            nm = cls._train_into(h, _iter_sources(paths, texts, exts), vocab_size, min_frequency, special_tokens,
                                  progress, exts, base)
         except BaseException:
             lib.cllm_tokenizer_free(h)
@@ -164,7 +174,7 @@ class Tokenizer:
         return tok
 
     @staticmethod
-    def _train_into(h, paths_or_texts, vocab_size: int, min_frequency: int,
+    def _train_into(h, sources: Iterator[bytes], vocab_size: int, min_frequency: int,
                     special_tokens: Sequence[str], progress: bool,
                     exts: Optional[Sequence[str]], base: int) -> int:
         """Feed the corpus and run the merges on the raw handle ``h``."""
@@ -175,7 +185,7 @@ class Tokenizer:
         total = 0
         bar = _tqdm(progress, desc="bpe: counting", unit="B", unit_scale=True)
         try:
-            for data in _iter_sources(paths_or_texts, exts):
+            for data in sources:
                 if data:
                     check(lib.cllm_tokenizer_train_feed(h, ffi.from_buffer(data), len(data)))
                     total += len(data)
@@ -419,29 +429,30 @@ def _tqdm(enabled: bool, **kw):
     return tqdm(disable=not enabled, **kw)
 
 
-def _is_path(x: object) -> bool:
-    if isinstance(x, os.PathLike):
-        return True
-    if isinstance(x, str) and len(x) < 4096 and "\x00" not in x and "\n" not in x:
-        try:
-            return os.path.exists(x)
-        except (OSError, ValueError):
-            return False
-    return False
-
-
-def _iter_sources(src, exts: Optional[Sequence[str]]) -> Iterator[bytes]:
-    """Bytes of every item: paths are read, str is UTF-8 encoded, bytes as is."""
-    if isinstance(src, (str, bytes, bytearray, memoryview, os.PathLike)):
-        src = [src]
-    for item in src:
+def _iter_sources(paths: Any, texts: Any, exts: Optional[Sequence[str]]) -> Iterator[bytes]:
+    """Bytes of every item (see :meth:`Tokenizer.train` for what each type means)."""
+    if isinstance(paths, (str, bytes, bytearray, memoryview, os.PathLike, _corpus.Document)):
+        paths = [paths]
+    if isinstance(texts, (str, bytes, bytearray, memoryview)):
+        texts = [texts]
+    for item in paths:
         if isinstance(item, _corpus.Document):
             yield item.data
-        elif _is_path(item):
-            yield from (d.data for d in _corpus.iter_documents(os.fspath(item), exts))
-        elif isinstance(item, str):
+        elif isinstance(item, (str, os.PathLike)):
+            p = os.fspath(item)
+            if not os.path.exists(p):
+                raise FileNotFoundError(f"{p[:200]!r}: no such file or directory (Tokenizer.train reads a str "
+                                        f"as a path; pass text as texts=[...] or as bytes)")
+            yield from (d.data for d in _corpus.iter_documents(p, exts))
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            yield bytes(item)
+        else:
+            raise ConfigTypeError(f"cannot train on {type(item).__name__}: expected a path, bytes or a Document "
+                                  f"(text goes in texts=[...])")
+    for item in texts:
+        if isinstance(item, str):
             yield item.encode("utf-8")
         elif isinstance(item, (bytes, bytearray, memoryview)):
             yield bytes(item)
         else:
-            raise TypeError(f"cannot train on {type(item).__name__}: expected a path, str or bytes")
+            raise ConfigTypeError(f"cannot train on {type(item).__name__} text: expected str or bytes")

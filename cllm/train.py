@@ -22,10 +22,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import dataset
-from .checkpoint import read_state
+from .checkpoint import new_run_id, read_state, resolve_checkpoint, verify_checkpoint
 from .config import ModelConfig
 from .corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents
-from .errors import CheckpointError, ConfigError, CorpusError
+from .errors import CheckpointError, ConfigError, CorpusError, DivergenceError, NumericError
 from .model import Model
 from .options import TrainOptions
 from .tokenizer import Tokenizer
@@ -187,11 +187,10 @@ def build_model(opts: TrainOptions, data: Data) -> Model:
                  seed=opts.seed, max_memory_gb=opts.max_memory_gb, precision=opts.precision)
 
 
-def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any]) -> Model:
-    """The model and optimizer saved in ``opts.out_dir`` (via :meth:`Model.load`),
-    checked to continue the same run."""
-    assert opts.out_dir is not None
-    model = Model.load(opts.out_dir, threads=opts.threads, batch_size=data.batch, seq_len=opts.seq_len,
+def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any], ckpt: str) -> Model:
+    """The model and optimizer of checkpoint directory ``ckpt`` (via
+    :meth:`Model.load`), checked to continue the same run."""
+    model = Model.load(ckpt, threads=opts.threads, batch_size=data.batch, seq_len=opts.seq_len,
                        load_optimizer=True, max_memory_gb=opts.max_memory_gb, precision=opts.precision)
     data0 = state0.get("data", {})
     if data0.get("tokens") != data.n_tokens or state0.get("threads") != model.threads \
@@ -215,11 +214,23 @@ class LoopResult:
     interrupted: bool
 
 
-def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: int,
-             save: Callable[[int], None]) -> LoopResult:
-    """Train from step ``start`` to ``total``; ``save(step)`` writes a checkpoint.
+def _diverged(opts: TrainOptions, step: int, lr: float, why: str, last_saved: Optional[int]) -> DivergenceError:
+    kept = (f"the last good checkpoint (step {last_saved}) in {opts.out_dir} is kept" if last_saved is not None
+            else "nothing was saved")
+    return DivergenceError(f"training diverged at step {step}: {why} (learning rate {lr:.3g}); {kept}. "
+                           f"Lower --learning-rate (now {opts.learning_rate:g}) or raise --warmup-steps")
 
-    The first SIGINT ends the loop after the current step (``interrupted``)."""
+
+def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: int,
+             save: Callable[[int], None], saved: Optional[List[int]] = None) -> LoopResult:
+    """Train from step ``start`` to ``total``; ``save(step)`` writes a checkpoint
+    (and appends the step to ``saved``).
+
+    The first SIGINT ends the loop after the current step (``interrupted``). A
+    non-finite loss or gradient, or a loss above ``divergence_factor`` times
+    max(first loss, ln vocab), raises :class:`~cllm.DivergenceError` without saving."""
+    saved = [] if saved is None else saved
+    floor = math.log(max(2, len(data.tokenizer)))
     B, spe = data.batch, data.steps_per_epoch
     bar = None
     if opts.progress:
@@ -241,9 +252,16 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
                         break
                     x, y = data.train.block(data.train.starts[order[i:i + B]])
                     lr = opts.lr_at(step + 1, total)
-                    loss, gnorm = model.train_step(x, y, step + 1, lr, beta1=opts.beta1, beta2=opts.beta2,
-                                                   eps=opts.eps, weight_decay=opts.weight_decay,
-                                                   grad_clip=opts.grad_clip)
+                    try:
+                        loss, gnorm = model.train_step(x, y, step + 1, lr, beta1=opts.beta1, beta2=opts.beta2,
+                                                       eps=opts.eps, weight_decay=opts.weight_decay,
+                                                       grad_clip=opts.grad_clip)
+                    except NumericError as e:
+                        raise _diverged(opts, step + 1, lr, str(e), saved[-1] if saved else None) from None
+                    ref = max(losses[0] if losses else loss, floor)
+                    if opts.divergence_factor and (not math.isfinite(loss) or loss > opts.divergence_factor * ref):
+                        raise _diverged(opts, step + 1, lr, f"loss {loss:.4g} exceeds {opts.divergence_factor:g} x "
+                                        f"{ref:.4g}", saved[-1] if saved else None)
                     step += 1
                     losses.append(loss)
                     tokens_done += x.size
@@ -260,8 +278,8 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
                         ev = evaluate(model, data.val, B, opts.eval_batches, data.byte_lens)
                         log.info("step %d val_loss %.4f val_bpb %.4f", step, ev["val_loss"],
                                  ev.get("val_bpb", float("nan")))
-                    if opts.checkpoint_every and step % opts.checkpoint_every == 0:
-                        save(step)
+                    if opts.checkpoint_every and step % opts.checkpoint_every == 0 and step < total:
+                        save(step)  # (the last step is saved after the final evaluation)
     finally:
         if bar is not None:
             bar.close()
@@ -292,36 +310,54 @@ def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0:
     return s
 
 
+def check_out_dir(out_dir: Optional[str]) -> None:
+    """Fail fast (before any work) when ``out_dir`` cannot hold checkpoints."""
+    if not out_dir:
+        return
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"out_dir {out_dir}: exists and is not a directory")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"out_dir {out_dir}: cannot create it ({e.strerror or e})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"out_dir {out_dir}: not writable")
+
+
 def _resume_options(opts: TrainOptions) -> tuple:
-    """(saved options, path, saved state) of the run in ``opts.out_dir``."""
+    """(saved options, corpus path, saved state, checkpoint directory) of the
+    run in ``opts.out_dir``; a partial or mixed checkpoint is refused."""
     if not opts.out_dir or not os.path.isdir(opts.out_dir):
         raise ConfigError(f"resume: out_dir={opts.out_dir!r} holds no run; nothing to resume")
-    try:
-        state0 = read_state(opts.out_dir)
-    except CheckpointError as e:
-        if "not found" in str(e):
-            raise ConfigError(f"resume: no trainer_state.json in out_dir={opts.out_dir!r}; nothing to resume") from None
-        raise
+    ckpt = resolve_checkpoint(opts.out_dir)
+    if not os.path.lexists(os.path.join(ckpt, "trainer_state.json")):
+        raise ConfigError(f"resume: no trainer_state.json in out_dir={opts.out_dir!r}; nothing to resume")
+    verify_checkpoint(ckpt)
+    state0 = read_state(ckpt)
     saved = state0.get("options", state0.get("train_args"))
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"resume: {opts.out_dir}/trainer_state.json lacks the saved training options")
-    log.info("resuming %s at step %s with its saved options", opts.out_dir, state0.get("step"))
+    if not isinstance(saved, dict) or not isinstance(state0.get("step"), int):
+        raise CheckpointError(f"resume: {ckpt}/trainer_state.json lacks the step or the saved training options")
+    log.info("resuming %s at step %s with its saved options", ckpt, state0.get("step"))
     ropts = TrainOptions.from_saved(saved, out_dir=opts.out_dir, resume=True, progress=opts.progress,
                                     verbose=opts.verbose)
-    return ropts, state0.get("data", {}).get("path", saved.get("path")), state0
+    return ropts, state0.get("data", {}).get("path", saved.get("path")), state0, ckpt
 
 
 def train(path: Optional[str] = None, **options: Any) -> Model:
     t0 = time.perf_counter()
     opts = TrainOptions.from_kwargs(options)
     state0: Optional[Dict[str, Any]] = None
+    ckpt = ""
     if opts.resume:
-        opts, path, state0 = _resume_options(opts)
+        opts, path, state0, ckpt = _resume_options(opts)
     if path is not None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(f"path must be a file or directory path, got {type(path).__name__} {path!r}")
         path = os.fspath(path)
         if not os.path.exists(path):
             raise CorpusError(f"corpus path does not exist: {path!r}")
-    tokenizer = Tokenizer.load(opts.out_dir) if state0 is not None else opts.tokenizer
+    check_out_dir(opts.out_dir)
+    tokenizer = Tokenizer.load(ckpt) if state0 is not None else opts.tokenizer
     cache_dir = os.path.join(opts.out_dir, "cache") if opts.out_dir else None
     docs, tok, ids = prepare_data(path, opts.exts, opts.max_bytes, opts.vocab_size, tokenizer, cache_dir,
                                   opts.progress)
@@ -331,23 +367,29 @@ def train(path: Optional[str] = None, **options: Any) -> Model:
         start = 0
         total = opts.max_steps if opts.max_steps is not None else opts.epochs * data.steps_per_epoch
     else:
-        model = restore_model(opts, data, state0)
+        model = restore_model(opts, data, state0, ckpt)
         start, total = int(state0["step"]), int(state0["total_steps"])
     log.info("%r; %d train sequences, %d val sequences; %d steps of %d x %d", model, len(data.train),
              len(data.val), total, data.batch, opts.seq_len)
 
+    run_id = state0.get("run_id") if state0 is not None else None
+    run_id = run_id or new_run_id()
+    saved: List[int] = []
+
     def save(step: int) -> None:
         if opts.out_dir:
-            model.save(opts.out_dir, trainer_state={
-                "step": step, "epoch": step // data.steps_per_epoch, "total_steps": total,
+            model.save(opts.out_dir, keep=opts.keep_checkpoints, trainer_state={
+                "step": step, "epoch": step // data.steps_per_epoch, "total_steps": total, "run_id": run_id,
                 "options": opts.saved(), "model_config": model.config.to_dict(), "summary": model.summary,
                 "threads": model.threads, "batch": data.batch,
                 "data": {"path": path, "tokens": data.n_tokens, "train_tokens": len(data.train.data)}})
+            saved.append(step)
 
-    res = run_loop(model, opts, data, start, total, save)
+    res = run_loop(model, opts, data, start, total, save, saved)
     if res.interrupted:
         model.summary = {"interrupted_at": res.step}
-        save(res.step)
+        if not saved or saved[-1] != res.step:
+            save(res.step)
         if opts.out_dir:
             log.warning("interrupted after step %d: checkpoint saved to %s (continue with "
                         "`cllm train --resume --out %s`)", res.step, opts.out_dir, opts.out_dir)

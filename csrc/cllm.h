@@ -328,8 +328,8 @@ int cllm_tokenizer_decode(const cllm_tokenizer *t, const int32_t *ids, size_t n,
                           uint8_t *out, size_t cap, size_t *n_out);
 
 /* ------------------------------------------------- kernel test harness */
-/* Run ONE kernel op (by name, e.g. "gelu_fwd"; see csrc/kernels/harness.c for
- * the list with each op's buffers and dims) under ONE ISA (CLLM_ISA_SCALAR,
+/* Run ONE kernel op (by name, e.g. "gelu_fwd"; the registry
+ * csrc/kernels/ops_list.h lists each op's buffers and dims) under ONE ISA (CLLM_ISA_SCALAR,
  * AVX2 or AVX512; not AUTO), reps >= 1 times, for tests and benchmarks.
  * bufs: the op's tensor arguments in signature order, as float pointers; int32
  * tensors (targets, ids) are passed as float* pointing at int32 data; scalar
@@ -341,6 +341,12 @@ int cllm_kernel_run(const char *op, int isa, int reps, float *const *bufs, int n
                     const int64_t *dims, int ndims);
 /* *name = the i-th harness op (0-based); CLLM_ERR_RANGE past the end. */
 int cllm_kernel_op_name(int i, const char **name);
+/* The i-th registry op: its name, buffer spec ("+out[N,C] x[N,C] ...":
+ * '+' output, '?' may be NULL, ':i32' int32 data, '<D' values below dim D),
+ * dims spec ("N C"; '?' may be 0) and whether it has a SIMD body (simd = 1)
+ * or runs the scalar reference on every ISA. Any out pointer may be NULL.
+ * CLLM_ERR_RANGE past the end. */
+int cllm_kernel_op_info(int i, const char **name, const char **bufs, const char **dims, int *simd);
 
 /* CLLM_CDEF_END */
 

@@ -26,7 +26,7 @@ def corpus(tmp_path):
 
 @pytest.fixture(scope="module")
 def tok():
-    return Tokenizer.train(["def f(x):\n    return x * 2\n" * 50], vocab_size=300, progress=False)
+    return Tokenizer.train(texts=["def f(x):\n    return x * 2\n" * 50], vocab_size=300, progress=False)
 
 
 def count_builds(monkeypatch):
@@ -85,7 +85,7 @@ def test_rebuild_on_change(corpus, tok, tmp_path, monkeypatch):
     dataset.load_or_build(corpus[:-1], tok, cache, progress=False)
     assert len(calls) == 4
     # tokenizer changes
-    other = Tokenizer.train(["completely different text " * 30], vocab_size=290, progress=False)
+    other = Tokenizer.train(texts=["completely different text " * 30], vocab_size=290, progress=False)
     ids2 = dataset.load_or_build(corpus, other, cache, progress=False)
     assert len(calls) == 5
     assert np.array_equal(ids2, other.encode_documents([open(f, "rb").read() for f in corpus]))

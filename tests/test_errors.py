@@ -101,8 +101,17 @@ def _ckpt(tmp_path):
     return m, d
 
 
-def test_truncated_and_corrupt_checkpoints(tmp_path):
+def _plain(tmp_path):
+    """A plain HF directory (real files, no cllm manifest) of a tiny model."""
     m, d = _ckpt(tmp_path)
+    plain = tmp_path / "plain"
+    shutil.copytree(d / "latest", plain)
+    os.remove(plain / "checkpoint.json")
+    return m, plain
+
+
+def test_truncated_and_corrupt_checkpoints(tmp_path):
+    m, d = _plain(tmp_path)
     st = d / "model.safetensors"
     good = st.read_bytes()
     for bad in (good[:5], good[:100], good[:-7], b"\xff" * 8 + good[8:]):

@@ -116,4 +116,4 @@ def test_tokenizer_errors_are_cllm_errors():
     with pytest.raises(cllm.CllmError):
         cllm.Tokenizer.byte_level().decode([10**6])
     with pytest.raises(cllm.CllmError):
-        cllm.Tokenizer.train(["abc abc"], vocab_size=10)
+        cllm.Tokenizer.train(texts=["abc abc"], vocab_size=10)

@@ -243,7 +243,7 @@ def test_training_matches_reference_trainer(vocab, minf):
              for f in ("bisect.py", "colorsys.py")]
     texts.append("aaaaaaa aaaa<|endoftext|>aaa bbbbbb ab ab abab\n\n\n")
     toks, merges = reference_train(texts, vocab, minf)
-    tok = Tokenizer.train(texts, vocab_size=vocab, min_frequency=minf, progress=False)
+    tok = Tokenizer.train(texts=texts, vocab_size=vocab, min_frequency=minf, progress=False)
     assert tok.merges() == merges
     assert [tok.token_bytes(i) for i in range(len(tok))] == toks
     if vocab == 5000:
@@ -252,7 +252,7 @@ def test_training_matches_reference_trainer(vocab, minf):
 
 def test_multiple_special_tokens_leftmost_longest(tmp_path):
     specials = [EOT, "<|end", "<|pad|>", "<|e"]
-    tok = Tokenizer.train(["hello world <|end x <|pad|> y " * 20], vocab_size=300,
+    tok = Tokenizer.train(texts=["hello world <|end x <|pad|> y " * 20], vocab_size=300,
                           special_tokens=specials, progress=False)
     hf = tokenizers.Tokenizer.from_file(tok.save(str(tmp_path)))
     for t in ["<|endoftext|>", "<|end", "<|e<|end<|endoftext|>", "a<|pad|><|pad|>b", "<|<|e|>",
@@ -267,7 +267,7 @@ def test_training_inputs_paths_texts_bytes(tmp_path):
     (tmp_path / "a.py").write_text("def foo():\n    return foo\n" * 30)
     (tmp_path / "b.txt").write_text("ignored ignored ignored\n" * 30)
     t1 = Tokenizer.train([str(tmp_path)], vocab_size=280, exts=["py"], progress=False)
-    t2 = Tokenizer.train(["def foo():\n    return foo\n" * 30], vocab_size=280, progress=False)
+    t2 = Tokenizer.train(texts=["def foo():\n    return foo\n" * 30], vocab_size=280, progress=False)
     t3 = Tokenizer.train([b"def foo():\n    return foo\n" * 30], vocab_size=280, progress=False)
     assert t1.merges() == t2.merges() == t3.merges()
     assert Tokenizer.train(str(tmp_path / "a.py"), vocab_size=280, progress=False).merges() == t1.merges()
@@ -275,23 +275,27 @@ def test_training_inputs_paths_texts_bytes(tmp_path):
 
 def test_bad_inputs_raise_clean_errors(tmp_path):
     with pytest.raises(ValueError, match="vocab_size"):
-        Tokenizer.train(["abc abc"], vocab_size=256, progress=False)
+        Tokenizer.train(texts=["abc abc"], vocab_size=256, progress=False)
     with pytest.raises(ValueError, match="vocab_size"):
-        Tokenizer.train(["abc abc"], vocab_size=100, progress=False)
+        Tokenizer.train(texts=["abc abc"], vocab_size=100, progress=False)
     with pytest.raises(ValueError, match="empty"):
         Tokenizer.train([], vocab_size=300, progress=False)
     with pytest.raises(ValueError, match="empty"):
-        Tokenizer.train(["", b""], vocab_size=300, progress=False)
+        Tokenizer.train(texts=["", b""], vocab_size=300, progress=False)
     with pytest.raises(ValueError, match="empty"):
-        Tokenizer.train(["<|endoftext|><|endoftext|>"], vocab_size=300, progress=False)
+        Tokenizer.train(texts=["<|endoftext|><|endoftext|>"], vocab_size=300, progress=False)
     empty = tmp_path / "emptydir"
     empty.mkdir()
     with pytest.raises(ValueError, match="empty"):
         Tokenizer.train([str(empty)], vocab_size=300, progress=False)
     with pytest.raises(ValueError, match="min_frequency"):
-        Tokenizer.train(["abc"], vocab_size=300, min_frequency=0, progress=False)
+        Tokenizer.train(texts=["abc"], vocab_size=300, min_frequency=0, progress=False)
     with pytest.raises(TypeError):
         Tokenizer.train([123], vocab_size=300, progress=False)
+    with pytest.raises(FileNotFoundError, match="texts="):  # a str is a path; it must exist
+        Tokenizer.train([str(tmp_path / "no" / "such" / "dir")], vocab_size=300, progress=False)
+    with pytest.raises(FileNotFoundError):
+        Tokenizer.train(["def f(): pass"], vocab_size=300, progress=False)
     with pytest.raises(FileNotFoundError):
         Tokenizer.load(str(tmp_path / "missing.json"))
     bad = tmp_path / "bad.json"
@@ -304,7 +308,7 @@ def test_bad_inputs_raise_clean_errors(tmp_path):
     bad.write_text(json.dumps({"model": {"type": "WordPiece"}}))
     with pytest.raises(ValueError, match="BPE"):
         Tokenizer.load(str(bad))
-    good = Tokenizer.train(["abc abc abd abd"] * 3, vocab_size=260, progress=False)
+    good = Tokenizer.train(texts=["abc abc abd abd"] * 3, vocab_size=260, progress=False)
     obj = good.to_json()
     obj["model"]["merges"].append("zz qq")
     bad.write_text(json.dumps(obj))
@@ -376,7 +380,7 @@ def test_training_matches_reference_hypothesis(texts, vocab, minf):
     if not any(texts):
         return
     toks, merges = reference_train(texts, vocab, minf)
-    tok = Tokenizer.train(texts, vocab_size=vocab, min_frequency=minf, progress=False)
+    tok = Tokenizer.train(texts=texts, vocab_size=vocab, min_frequency=minf, progress=False)
     assert tok.merges() == merges
     assert [tok.token_bytes(i) for i in range(len(tok))] == toks
     for t in texts:

@@ -1,7 +1,301 @@
-/* kernels_scalar.c - the plain scalar reference path (no vectorisation). */
+/* kernels_scalar.c - the plain scalar reference of every op in the registry
+ * (ops_list.h), compiled without vectorisation, and the scalar table. The
+ * SIMD tables fall back to these bodies for ops without an S(name) body.
+ * Everything is row-major; shapes are documented in ops_list.h. */
 #pragma GCC optimize("no-tree-vectorize")
-#define KSFX scalar
-#define KNAME "scalar"
-#define KISA CLLM_ISA_SCALAR
+#include <math.h>
+#include <string.h>
 #include "cllm.h"
-#include "kernels_impl.h"
+#include "kernels.h"
+
+#define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
+
+/* out(N,C) = (x - mean) * rstd * w + b */
+void cllm_ref_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,
+                            const float *w, const float *b, int N, int C) {
+    for (int i = 0; i < N; i++) {
+        const float *xi = x + (size_t)i * C;
+        float *oi = out + (size_t)i * C;
+        float m = 0.0f;
+        for (int j = 0; j < C; j++) m += xi[j];
+        m /= (float)C;
+        float var = 0.0f;
+        for (int j = 0; j < C; j++) { float d = xi[j] - m; var += d * d; }
+        var /= (float)C;
+        float s = 1.0f / sqrtf(var + 1e-5f);
+        for (int j = 0; j < C; j++) oi[j] = (xi[j] - m) * s * w[j] + b[j];
+        mean[i] = m;
+        rstd[i] = s;
+    }
+}
+
+/* dx(N,C) += ..., dw(C), db(C) overwritten */
+void cllm_ref_layernorm_bwd(float *dx, float *dw, float *db, const float *dout,
+                            const float *x, const float *w, const float *mean,
+                            const float *rstd, int N, int C) {
+    memset(dw, 0, sizeof(float) * (size_t)C);
+    memset(db, 0, sizeof(float) * (size_t)C);
+    for (int i = 0; i < N; i++) {
+        const float *dy = dout + (size_t)i * C;
+        const float *xi = x + (size_t)i * C;
+        float *dxi = dx + (size_t)i * C;
+        float m = mean[i], s = rstd[i];
+        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+        for (int j = 0; j < C; j++) {
+            float n = (xi[j] - m) * s;
+            float dn = w[j] * dy[j];
+            dnorm_mean += dn;
+            dnorm_norm_mean += dn * n;
+        }
+        dnorm_mean /= (float)C;
+        dnorm_norm_mean /= (float)C;
+        for (int j = 0; j < C; j++) {
+            float n = (xi[j] - m) * s;
+            float dn = w[j] * dy[j];
+            db[j] += dy[j];
+            dw[j] += n * dy[j];
+            dxi[j] += (dn - dnorm_mean - n * dnorm_norm_mean) * s;
+        }
+    }
+}
+
+void cllm_ref_residual_layernorm_fwd(float *res, float *out, float *mean, float *rstd,
+                                     const float *a, const float *b, const float *w,
+                                     const float *bias, int N, int C) {
+    for (int i = 0; i < N; i++) {
+        size_t o = (size_t)i * C;
+        for (int j = 0; j < C; j++) res[o + j] = a[o + j] + b[o + j];
+        cllm_ref_layernorm_fwd(out + o, mean + i, rstd + i, res + o, w, bias, 1, C);
+    }
+}
+
+void cllm_ref_residual_fwd(float *out, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+void cllm_ref_gelu_fwd(float *out, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        float u = GELU_SCALE * (v + 0.044715f * v * v * v);
+        out[i] = 0.5f * v * (1.0f + tanhf(u));
+    }
+}
+
+void cllm_ref_gelu_bwd(float *dx, const float *x, const float *dout, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        float u = GELU_SCALE * (v + 0.044715f * v * v * v);
+        float t = tanhf(u);
+        float sech2 = 1.0f - t * t;
+        float du = GELU_SCALE * (1.0f + 3.0f * 0.044715f * v * v);
+        dx[i] = (0.5f * (1.0f + t) + 0.5f * v * sech2 * du) * dout[i];
+    }
+}
+
+/* a(n) = softmax(scale * q . k_j) over the n rows k_j = k + j*ldk (hs floats each) */
+static void softmax_scores(float *a, const float *q, const float *k, size_t ldk, int n, int hs, float scale) {
+    float maxv = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        const float *kj = k + (size_t)j * ldk;
+        float d = 0.0f;
+        for (int i = 0; i < hs; i++) d += q[i] * kj[i];
+        d *= scale;
+        a[j] = d;
+        if (d > maxv) maxv = d;
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) { float e = expf(a[j] - maxv); a[j] = e; sum += e; }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++) a[j] *= inv;
+}
+
+/* o(hs) = sum_j p[j] * v_j over the n rows v_j = v + j*ldv */
+static void weighted_rows(float *o, const float *p, const float *v, size_t ldv, int n, int hs) {
+    for (int i = 0; i < hs; i++) o[i] = 0.0f;
+    for (int j = 0; j < n; j++) {
+        const float *vj = v + (size_t)j * ldv;
+        for (int i = 0; i < hs; i++) o[i] += p[j] * vj[i];
+    }
+}
+
+/* qkv(B,T,3C): q | k | v per row, head h at columns h*hs..; out(B,T,C);
+ * att(B,NH,T,T) softmax probabilities, zero above the diagonal. */
+void cllm_ref_attention_fwd(float *out, float *att, const float *qkv, int B, int T,
+                            int C, int NH, float *ws) {
+    (void)ws;
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = (size_t)C * 3;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                const float *row0 = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+                float *a = att + (((size_t)b * NH + h) * T + t) * T;
+                softmax_scores(a, row0 + (size_t)t * C3, row0 + C, C3, t + 1, hs, scale);
+                for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
+                weighted_rows(out + ((size_t)b * T + t) * C + (size_t)h * hs, a, row0 + 2 * (size_t)C, C3, t + 1, hs);
+            }
+}
+
+void cllm_ref_attention_bwd(float *dqkv, float *datt, const float *dout,
+                            const float *qkv, const float *att, int B, int T, int C,
+                            int NH, float *ws) {
+    (void)ws;
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = (size_t)C * 3;
+    memset(dqkv, 0, sizeof(float) * (size_t)B * T * C3);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                const float *a = att + (((size_t)b * NH + h) * T + t) * T;
+                float *da = datt + (((size_t)b * NH + h) * T + t) * T;
+                const float *dy = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
+                /* out = sum p * v  ->  dp = dy . v ; dv += p * dy */
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
+                    float *dv = dqkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
+                    float d = 0.0f;
+                    for (int i = 0; i < hs; i++) { d += dy[i] * v[i]; dv[i] += a[t2] * dy[i]; }
+                    da[t2] = d;
+                }
+                /* softmax backward: ds = p * (dp - sum(p*dp)) */
+                float dot = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) dot += a[t2] * da[t2];
+                const float *q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
+                float *dq = dqkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    float ds = a[t2] * (da[t2] - dot) * scale;
+                    const float *k = qkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
+                    float *dk = dqkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
+                    for (int i = 0; i < hs; i++) { dq[i] += ds * k[i]; dk[i] += ds * q[i]; }
+                }
+            }
+}
+
+void cllm_ref_crossentropy_fused(float *logits, float *losses, const int32_t *targets,
+                                 int N, int V, float dscale) {
+    for (int i = 0; i < N; i++) {
+        float *l = logits + (size_t)i * V;
+        int tgt = targets[i];
+        if (tgt < 0) {
+            losses[i] = 0.0f;
+            memset(l, 0, sizeof(float) * (size_t)V);
+            continue;
+        }
+        float maxv = -INFINITY;
+        for (int j = 0; j < V; j++) if (l[j] > maxv) maxv = l[j];
+        float sum = 0.0f;
+        for (int j = 0; j < V; j++) sum += expf(l[j] - maxv);
+        float lse = maxv + logf(sum);
+        losses[i] = lse - l[tgt];
+        float inv = 1.0f / sum;
+        for (int j = 0; j < V; j++) l[j] = expf(l[j] - maxv) * inv * dscale;
+        l[tgt] -= dscale;
+    }
+}
+
+void cllm_ref_embed_fwd(float *out, const int32_t *ids, const float *wte,
+                        const float *wpe, int B, int T, int C) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *o = out + ((size_t)b * T + t) * C;
+            const float *e = wte + (size_t)ids[b * T + t] * C;
+            const float *p = wpe + (size_t)t * C;
+            for (int i = 0; i < C; i++) o[i] = e[i] + p[i];
+        }
+}
+
+void cllm_ref_embed_bwd(float *dwte, float *dwpe, const float *dout,
+                        const int32_t *ids, int B, int T, int C) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *d = dout + ((size_t)b * T + t) * C;
+            float *de = dwte + (size_t)ids[b * T + t] * C;
+            float *dp = dwpe + (size_t)t * C;
+            for (int i = 0; i < C; i++) { de[i] += d[i]; dp[i] += d[i]; }
+        }
+}
+
+void cllm_ref_bias_grad(float *db, const float *dout, int N, int OC) {
+    memset(db, 0, sizeof(float) * (size_t)OC);
+    for (int i = 0; i < N; i++) {
+        const float *d = dout + (size_t)i * OC;
+        for (int j = 0; j < OC; j++) db[j] += d[j];
+    }
+}
+
+void cllm_ref_add_into(float *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+double cllm_ref_sumsq(const float *x, size_t n) {
+    double acc = 0.0;
+    for (size_t i = 0; i < n; i++) acc += (double)x[i] * (double)x[i];
+    return acc;
+}
+
+void cllm_ref_adamw(float *p, const float *g, float *m, float *v, size_t n,
+                    float lr, float b1, float b2, float eps, float wd,
+                    float bc1, float bc2, float gscale) {
+    float step = lr / bc1;
+    float sbc2 = sqrtf(bc2);
+    float decay = 1.0f - lr * wd;
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] * gscale;
+        float mi = m[i] + (1.0f - b1) * (gi - m[i]);
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float pi = p[i] * decay;
+        p[i] = pi - step * mi / (sqrtf(vi) / sbc2 + eps);
+    }
+}
+
+void cllm_ref_matvec(float *y, const float *x, const float *W, const float *bias,
+                     int in, int ldw, int lo, int hi) {
+    int n = hi - lo;
+    if (n <= 0) return;
+    float *yy = y + lo;
+    if (bias) for (int j = 0; j < n; j++) yy[j] = bias[lo + j];
+    else for (int j = 0; j < n; j++) yy[j] = 0.0f;
+    for (int i = 0; i < in; i++) {
+        float xi = x[i];
+        const float *w = W + (size_t)i * ldw + lo;
+        for (int j = 0; j < n; j++) yy[j] += xi * w[j];
+    }
+}
+
+void cllm_ref_matvec_t(float *y, const float *x, const float *W, int C, int lo, int hi) {
+    for (int r = lo; r < hi; r++) {
+        const float *w = W + (size_t)r * C;
+        float d = 0.0f;
+        for (int i = 0; i < C; i++) d += x[i] * w[i];
+        y[r] = d;
+    }
+}
+
+void cllm_ref_attention_step(float *out, const float *q, const float *kc, const float *vc, int len, int ldc,
+                             int C, int NH, float *scratch) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int h = 0; h < NH; h++) {
+        size_t o = (size_t)h * hs;
+        softmax_scores(scratch, q + o, kc + o, (size_t)ldc, len, hs, scale);
+        weighted_rows(out + o, scratch, vc + o, (size_t)ldc, len, hs);
+    }
+}
+
+void cllm_ref_gelu_bwd_bias(float *dx, float *db, const float *x, const float *dout,
+                            int N, int OC) {
+    cllm_ref_gelu_bwd(dx, x, dout, (size_t)N * OC);
+    cllm_ref_bias_grad(db, dx, N, OC);
+}
+
+#define OP(name, ...) .name = cllm_ref_##name,
+const cllm_ops cllm_ops_scalar = {
+    .name = "scalar",
+    .isa = CLLM_ISA_SCALAR,
+#include "ops_list.h"
+};
+#undef OP

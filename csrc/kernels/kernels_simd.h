@@ -1,8 +1,9 @@
 /* kernels_simd.h - hand-vectorised ops, written once over a small vector
  * abstraction and included by kernels_avx2.c (8 lanes) and kernels_avx512.c
  * (16 lanes) after their `#pragma GCC target`. Before including, the ISA file
- * defines SIMD_W (8 or 16) and KSFX; this file defines the S(...) functions
- * and the KOP_* overrides, then the ISA file includes kernels_impl.h.
+ * defines SIMD_W (8 or 16), KSFX, KNAME and KISA; this file defines the
+ * S(name) bodies of the ops marked simd = 1 in ops_list.h and the ISA's table
+ * cllm_ops_<KSFX> (other ops point at the scalar reference).
  *
  * Ragged tails (sizes not a multiple of SIMD_W) use masked loads/stores.
  * Accuracy: exp is a range-reduced polynomial (max relative error 7.7e-8,
@@ -18,6 +19,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include "cllm.h"
 #include "kernels.h"
 
 #define SCAT2(a, b) a##_##b
@@ -779,23 +781,11 @@ SOP void S(gelu_bwd_bias)(float *dx, float *db, const float *x, const float *dou
     }
 }
 
-/* --------------------------------------------------------- op overrides */
-#define KOP_residual_fwd S(residual_fwd)
-#define KOP_add_into S(add_into)
-#define KOP_sumsq S(sumsq)
-#define KOP_gelu_fwd S(gelu_fwd)
-#define KOP_gelu_bwd S(gelu_bwd)
-#define KOP_adamw S(adamw)
-#define KOP_layernorm_fwd S(layernorm_fwd)
-#define KOP_residual_layernorm_fwd S(residual_layernorm_fwd)
-#define KOP_layernorm_bwd S(layernorm_bwd)
-#define KOP_crossentropy_fused S(crossentropy_fused)
-#define KOP_embed_fwd S(embed_fwd)
-#define KOP_embed_bwd S(embed_bwd)
-#define KOP_bias_grad S(bias_grad)
-#define KOP_matvec S(matvec)
-#define KOP_matvec_t S(matvec_t)
-#define KOP_attention_step S(attention_step)
-#define KOP_attention_fwd S(attention_fwd)
-#define KOP_attention_bwd S(attention_bwd)
-#define KOP_gelu_bwd_bias S(gelu_bwd_bias)
+/* ---------------------------------------------------- this ISA's op table */
+const cllm_ops SCAT(cllm_ops, KSFX) = {
+    .name = KNAME,
+    .isa = KISA,
+#define OP CLLM_OPS_SIMD_FIELD
+#include "ops_list.h"
+#undef OP
+};

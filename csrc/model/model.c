@@ -1,6 +1,6 @@
 /* model.c - the GPT-2 model object: config validation and memory estimate,
  * the parameter tensor table, shard activation arenas, new/free/init and the
- * accessors (tensor info, buffers). Layout: model.h. */
+ * accessors (tensor info, buffers). The layout itself is declared in layout.h. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdio.h>
@@ -12,19 +12,22 @@
 
 /* ------------------------------------------------------------- sizes */
 
+/* elements of a (d0, d1) tensor; d1 = 0 is a vector */
+#define NUMEL(d0, d1) ((double)(d0) * ((d1) > 0 ? (double)(d1) : 1.0))
+#define X_NUMEL(f, name, d0, d1, ...) + NUMEL(d0, d1)
+
 static double count_params(const cllm_config *c) {
-    double C = c->embed_dim;
-    return (double)c->vocab_size * C + (double)c->context_len * C +
-           (double)c->num_layers * (12.0 * C * C + 13.0 * C) + 2.0 * C;
+    double V = c->vocab_size, P = c->context_len, C = c->embed_dim;
+    return 0.0 CLLM_PARAMS_HEAD(X_NUMEL) CLLM_PARAMS_TAIL(X_NUMEL) +
+           (double)c->num_layers * (0.0 CLLM_PARAMS_LAYER(X_NUMEL));
 }
 
-static size_t act_floats(int Bs, int T, int C, int NH, int L, int V) {
-    size_t N = (size_t)Bs * T;
-    size_t per_layer = N * C * 9 + N * 3 * C + N * 4 * C * 2 + N * 4 + (size_t)Bs * NH * T * T;
-    size_t a = N * C + (size_t)L * per_layer + N * C + 2 * N + N * (size_t)V + N;
-    /* backward scratch: dres, dtmp, dqkv, datt, dfch */
-    a += N * C * 2 + N * 3 * C + (size_t)Bs * NH * T * T + N * 4 * C;
-    return a;
+/* floats of one shard's arena (Bs rows of T tokens): layout.h's activations */
+static size_t act_floats(int Bs, int T, int C_, int NH, int L, int V_) {
+    size_t N = (size_t)Bs * T, C = (size_t)C_, V = (size_t)V_, ATT = (size_t)Bs * NH * T * T;
+#define X_SIZE(f, n) + (n)
+    return (size_t)0 CLLM_ACTS_HEAD(X_SIZE) CLLM_ACTS_TAIL(X_SIZE) + (size_t)L * ((size_t)0 CLLM_ACTS_LAYER(X_SIZE));
+#undef X_SIZE
 }
 
 static int shard_rows(const cllm_config *c, int nspheres) {
@@ -88,8 +91,9 @@ CLLM_EXPORT int cllm_config_validate(const cllm_config *c) {
 }
 
 /* --------------------------------------------------------- tensor table */
-static void add_tensor(cllm_model *m, const char *name, size_t *off, int d0, int d1, int decay) {
-    cllm_tensor_info *t = &m->tensors[m->ntensors++];
+static void add_tensor(cllm_model *m, const char *name, size_t *off, int d0, int d1, int decay, int init) {
+    cllm_tensor_info *t = &m->tensors[m->ntensors];
+    m->init_kind[m->ntensors++] = (unsigned char)init;
     snprintf(t->name, sizeof t->name, "%s", name);
     t->offset = *off;
     t->ndim = d1 > 0 ? 2 : 1;
@@ -100,62 +104,45 @@ static void add_tensor(cllm_model *m, const char *name, size_t *off, int d0, int
     *off += t->numel;
 }
 
+static int total_tensors(int L) { return NTENS_HEAD + L * NTENS_PER_LAYER + NTENS_TAIL; }
+
+/* the tensor table in buffer order (names, shapes, offsets, decay flags) */
 static void build_table(cllm_model *m) {
-    int C = m->C;
+    int V = m->V, P = m->P, C = m->C;
     size_t off = 0;
     char nm[64];
     m->ntensors = 0;
-    add_tensor(m, "transformer.wte.weight", &off, m->V, C, 0);
-    add_tensor(m, "transformer.wpe.weight", &off, m->P, C, 0);
-    for (int l = 0; l < m->L; l++) {
-#define T(suffix, d0, d1, dec) snprintf(nm, sizeof nm, "transformer.h.%d.%s", l, suffix); add_tensor(m, nm, &off, d0, d1, dec)
-        T("ln_1.weight", C, 0, 0); T("ln_1.bias", C, 0, 0);
-        T("attn.c_attn.weight", C, 3 * C, 1); T("attn.c_attn.bias", 3 * C, 0, 0);
-        T("attn.c_proj.weight", C, C, 1); T("attn.c_proj.bias", C, 0, 0);
-        T("ln_2.weight", C, 0, 0); T("ln_2.bias", C, 0, 0);
-        T("mlp.c_fc.weight", C, 4 * C, 1); T("mlp.c_fc.bias", 4 * C, 0, 0);
-        T("mlp.c_proj.weight", 4 * C, C, 1); T("mlp.c_proj.bias", C, 0, 0);
-#undef T
-    }
-    add_tensor(m, "transformer.ln_f.weight", &off, C, 0, 0);
-    add_tensor(m, "transformer.ln_f.bias", &off, C, 0, 0);
+#define X_TOP(f, name, d0, d1, decay, init) add_tensor(m, name, &off, d0, d1, decay, init);
+#define X_LAYER(f, name, d0, d1, decay, init) \
+    snprintf(nm, sizeof nm, "transformer.h.%d.%s", l, name); add_tensor(m, nm, &off, d0, d1, decay, init);
+    CLLM_PARAMS_WALK(m->L, X_TOP, X_LAYER)
+#undef X_LAYER
+#undef X_TOP
+    (void)V; (void)P;
     m->nparams = off;
 }
 
+/* point w's fields into base, following the tensor table */
 static void point_weights(const cllm_model *m, float *base, Weights *w) {
     const cllm_tensor_info *t = m->tensors;
-    w->wte = base + t[0].offset;
-    w->wpe = base + t[1].offset;
-    for (int l = 0; l < m->L; l++) {
-        const cllm_tensor_info *lt = t + 2 + l * NTENS_PER_LAYER;
-        float **p = (float **)&w->h[l];
-        for (int k = 0; k < NTENS_PER_LAYER; k++) p[k] = base + lt[k].offset;
-    }
-    int last = 2 + m->L * NTENS_PER_LAYER;
-    w->lnfw = base + t[last].offset;
-    w->lnfb = base + t[last + 1].offset;
+#define X_POINT(f, ...) w->f = base + (t++)->offset;
+#define X_POINT_LAYER(f, ...) w->h[l].f = base + (t++)->offset;
+    CLLM_PARAMS_WALK(m->L, X_POINT, X_POINT_LAYER)
+#undef X_POINT_LAYER
+#undef X_POINT
 }
 
-/* Carve a shard arena into activation pointers. */
+/* Carve a shard arena (act_floats(Bs, ...) floats) into activation pointers. */
 static void carve(cllm_model *m, Sphere *s, int Bs) {
-    int T = m->Tmax, C = m->C, NH = m->NH, V = m->V;
-    size_t N = (size_t)Bs * T;
+    size_t T = (size_t)m->Tmax, C = (size_t)m->C, V = (size_t)m->V;
+    size_t N = (size_t)Bs * T, ATT = (size_t)Bs * m->NH * T * T;
     float *p = s->arena;
-#define TAKE(ptr, n) do { ptr = p; p += (n); } while (0)
-    TAKE(s->encoded, N * C);
-    for (int l = 0; l < m->L; l++) {
-        LayerAct *a = &s->act[l];
-        TAKE(a->ln1, N * C); TAKE(a->ln1_mean, N); TAKE(a->ln1_rstd, N);
-        TAKE(a->qkv, N * 3 * C); TAKE(a->atty, N * C); TAKE(a->att, (size_t)Bs * NH * T * T);
-        TAKE(a->attproj, N * C); TAKE(a->res2, N * C); TAKE(a->ln2, N * C);
-        TAKE(a->ln2_mean, N); TAKE(a->ln2_rstd, N); TAKE(a->fch, N * 4 * C);
-        TAKE(a->fch_gelu, N * 4 * C); TAKE(a->fcproj, N * C); TAKE(a->res3, N * C);
-    }
-    TAKE(s->lnf, N * C); TAKE(s->lnf_mean, N); TAKE(s->lnf_rstd, N);
-    TAKE(s->logits, N * V); TAKE(s->losses, N);
-    TAKE(s->dres, N * C); TAKE(s->dtmp, N * C); TAKE(s->dqkv, N * 3 * C);
-    TAKE(s->datt, (size_t)Bs * NH * T * T); TAKE(s->dfch, N * 4 * C);
-#undef TAKE
+#define X_TAKE(f, n) s->f = p; p += (n);
+#define X_TAKE_LAYER(f, n) s->act[l].f = p; p += (n);
+    CLLM_ACTS_WALK(m->L, X_TAKE, X_TAKE_LAYER)
+#undef X_TAKE_LAYER
+#undef X_TAKE
+    (void)V; (void)ATT;
 }
 
 /* --------------------------------------------------------- lifecycle */
@@ -188,6 +175,7 @@ CLLM_EXPORT int cllm_model_free(cllm_model *m) {
     free(m->inputs);
     free(m->targets);
     free(m->tensors);
+    free(m->init_kind);
     free(m->w.h);
     free(m->gw.h);
     free(m);
@@ -204,10 +192,11 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
     m->cfg = *cfg;
     m->V = cfg->vocab_size; m->P = cfg->context_len; m->L = cfg->num_layers;
     m->NH = cfg->num_heads; m->C = cfg->embed_dim; m->Bmax = cfg->batch_size; m->Tmax = cfg->seq_len;
-    m->tensors = calloc((size_t)(4 + NTENS_PER_LAYER * m->L), sizeof *m->tensors);
+    m->tensors = calloc((size_t)total_tensors(m->L), sizeof *m->tensors);
+    m->init_kind = calloc((size_t)total_tensors(m->L), 1);
     m->w.h = calloc((size_t)m->L, sizeof(LayerW));
     m->gw.h = calloc((size_t)m->L, sizeof(LayerW));
-    if (!m->tensors || !m->w.h || !m->gw.h) goto nomem;
+    if (!m->tensors || !m->init_kind || !m->w.h || !m->gw.h) goto nomem;
     build_table(m);
     m->params = cllm_aligned_alloc(m->nparams * sizeof(float));
     m->grads = cllm_aligned_alloc(m->nparams * sizeof(float));
@@ -276,15 +265,11 @@ CLLM_EXPORT int cllm_model_init(cllm_model *m, uint64_t seed) {
     for (int i = 0; i < m->ntensors; i++) {
         const cllm_tensor_info *t = &m->tensors[i];
         float *p = m->params + t->offset;
-        const char *nm = t->name;
-        size_t len = strlen(nm);
-        int is_ln_w = strstr(nm, "ln_") && len > 7 && !strcmp(nm + len - 7, ".weight");
-        if (t->ndim == 1) {
-            float v = is_ln_w ? 1.0f : 0.0f;
-            for (size_t k = 0; k < t->numel; k++) p[k] = v;
-        } else {
-            float std = (strstr(nm, "c_proj.weight") != NULL) ? proj_std : 0.02f;
-            for (size_t k = 0; k < t->numel; k++) p[k] = std * rng_normal(&st);
+        switch (m->init_kind[i]) {
+        case INIT_ONE: for (size_t k = 0; k < t->numel; k++) p[k] = 1.0f; break;
+        case INIT_ZERO: for (size_t k = 0; k < t->numel; k++) p[k] = 0.0f; break;
+        case INIT_PROJ: for (size_t k = 0; k < t->numel; k++) p[k] = proj_std * rng_normal(&st); break;
+        default: for (size_t k = 0; k < t->numel; k++) p[k] = 0.02f * rng_normal(&st); break;
         }
     }
     memset(m->grads, 0, m->nparams * sizeof(float));

@@ -1,20 +1,8 @@
 /*
- * model.h - private to csrc/model/: the parameter layout, the model and
+ * model.h - private to csrc/model/: the model and
  * per-sphere structs shared by model.c, train.c, infer.c and sample.c.
  *
- * Layout of the parameter buffer (floats, in this order; Hugging Face names):
- *   transformer.wte.weight            (V, C)
- *   transformer.wpe.weight            (P, C)          P = context_len
- *   for each layer i, contiguous:
- *     transformer.h.i.ln_1.weight     (C)    .ln_1.bias (C)
- *     transformer.h.i.attn.c_attn.weight (C, 3C)  .c_attn.bias (3C)
- *     transformer.h.i.attn.c_proj.weight (C, C)   .c_proj.bias (C)
- *     transformer.h.i.ln_2.weight     (C)    .ln_2.bias (C)
- *     transformer.h.i.mlp.c_fc.weight (C, 4C)     .c_fc.bias (4C)
- *     transformer.h.i.mlp.c_proj.weight (4C, C)   .c_proj.bias (C)
- *   transformer.ln_f.weight (C)   transformer.ln_f.bias (C)
- * Conv1D weights are (in, out): y = x @ W + b. Gradients and the two AdamW
- * moments use the same layout in their own buffers.
+ * The parameter and activation layout is declared once, in layout.h.
  */
 #ifndef CLLM_MODEL_MODEL_H
 #define CLLM_MODEL_MODEL_H
@@ -22,33 +10,17 @@
 #include <stdint.h>
 #include "runtime/internal.h"
 #include "runtime/spheres.h"
-
-#define NTENS_PER_LAYER 12
-
-typedef struct {
-    float *ln1w, *ln1b, *qkvw, *qkvb, *projw, *projb;
-    float *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb;
-} LayerW;
-
-typedef struct {
-    float *wte, *wpe, *lnfw, *lnfb;
-    LayerW *h; /* L entries */
-} Weights;
-
-typedef struct {
-    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *att, *attproj, *res2;
-    float *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *fcproj, *res3;
-} LayerAct;
+#include "layout.h"
 
 /* One sphere's context: its shard, arena and gradient accumulators. */
 typedef struct {
     int b0, bs;            /* shard: batch rows [b0, b0+bs) of the last call  */
     float *grads_buf;      /* NULL for sphere 0 (uses the model's grads)       */
     Weights g;             /* pointers into this sphere's gradient buffer      */
-    float *arena;          /* activations + backward scratch                  */
-    float *encoded, *lnf, *lnf_mean, *lnf_rstd, *logits, *losses;
+    float *arena;          /* activations + backward scratch (layout.h)       */
+    CLLM_ACTS_HEAD(CLLM_X_FIELD)
     LayerAct *act;         /* L entries                                        */
-    float *dres, *dtmp, *dqkv, *datt, *dfch;
+    CLLM_ACTS_TAIL(CLLM_X_FIELD)
     float *gemm_ws, *att_ws;
     double loss_sum;       /* sum of this shard's token losses                 */
     double sumsq;          /* partial grad sum of squares (reduce phase)       */
@@ -61,6 +33,7 @@ struct cllm_model {
     size_t nparams;
     int ntensors;
     cllm_tensor_info *tensors;
+    unsigned char *init_kind;  /* INIT_* of each tensor (layout.h) */
     float *params, *grads, *adam_m, *adam_v;
     uint16_t *params_bf16;     /* BF16 copy of params (precision BF16 only)  */
     Weights w, gw;

@@ -63,7 +63,7 @@ typedef struct {
     int isa;
     int bf16_kernel;       /* CLLM_BF16_KERNEL_* for BF16 models, else -1  */
     int B, T;
-    int with_targets, do_backward;
+    int with_targets, do_forward, do_backward;
     float dscale;
     const cllm_adamw *opt;
     float gscale, bc1, bc2;
@@ -90,8 +90,7 @@ static void matmul(const StepCtx *x, Sphere *s, int ta, int tb, int M, int N, in
 static void shard_forward(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
     const cllm_ops *ops = x->ops;
-    int T = x->T, C = m->C, NH = m->NH, V = m->V, L = m->L, Bs = s->bs;
-    int N = Bs * T;
+    int T = x->T, C = m->C, NH = m->NH, V = m->V, L = m->L, Bs = s->bs, N = Bs * T;
     const int32_t *ids = m->inputs + (size_t)s->b0 * T;
     Weights *w = &m->w;
     int prof = m->prof_on && s == &m->sph[0];
@@ -135,8 +134,7 @@ static void shard_forward(StepCtx *x, Sphere *s) {
 static void shard_backward(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
     const cllm_ops *ops = x->ops;
-    int T = x->T, C = m->C, NH = m->NH, V = m->V, L = m->L, Bs = s->bs;
-    int N = Bs * T;
+    int T = x->T, C = m->C, NH = m->NH, V = m->V, L = m->L, Bs = s->bs, N = Bs * T;
     const int32_t *ids = m->inputs + (size_t)s->b0 * T;
     Weights *w = &m->w, *g = &s->g;
     int prof = m->prof_on && s == &m->sph[0];
@@ -175,13 +173,13 @@ static void shard_backward(StepCtx *x, Sphere *s) {
     PROF(P_EMBED, ops->embed_bwd(g->wte, g->wpe, s->dres, ids, Bs, T, C));
 }
 
-/* phase 1: forward (and backward) of this sphere's shard */
+/* phase 1: forward and/or backward of this sphere's shard */
 static int task_fwd_bwd(void *arg, int sphere, int n) {
     (void)n;
     StepCtx *x = arg;
     Sphere *s = &x->m->sph[sphere];
     if (s->bs <= 0) return CLLM_OK;
-    shard_forward(x, s);
+    if (x->do_forward) shard_forward(x, s);
     if (x->do_backward) shard_backward(x, s);
     return CLLM_OK;
 }
@@ -282,6 +280,7 @@ static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets,
     m->last_B = B; m->last_T = T;
     init_ctx(m, x);
     x->with_targets = targets != NULL;
+    x->do_forward = 1;
     /* without targets this is inference (logits): FP32 master weights,
      * whatever the training precision */
     if (!targets) x->bf16_kernel = -1;
@@ -317,15 +316,6 @@ CLLM_EXPORT int cllm_model_forward(cllm_model *m, const int32_t *inputs, const i
     return CLLM_OK;
 }
 
-static int task_bwd(void *arg, int sphere, int n) {
-    (void)n;
-    StepCtx *x = arg;
-    Sphere *s = &x->m->sph[sphere];
-    if (s->bs <= 0) return CLLM_OK;
-    shard_backward(x, s);
-    return CLLM_OK;
-}
-
 /* global gradient norm from the spheres' partial sums of squares, combined
  * in sphere order (deterministic) */
 static float combined_norm(const cllm_model *m) {
@@ -349,7 +339,8 @@ CLLM_EXPORT int cllm_model_backward(cllm_model *m) {
         return cllm_fail(CLLM_ERR_STATE, "backward: needs a preceding forward with targets");
     StepCtx x;
     init_ctx(m, &x);
-    int rc = cllm_spheres_run(m->pool, task_bwd, &x);
+    x.do_backward = 1;
+    int rc = cllm_spheres_run(m->pool, task_fwd_bwd, &x);
     if (rc) return rc;
     float norm;
     rc = reduce_grads(m, &x, &norm);

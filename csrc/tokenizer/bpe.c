@@ -18,6 +18,14 @@
 #include <string.h>
 #include "runtime/internal.h"
 
+/* *p = realloc(*p, n * elem); -1 (leaving *p valid) when out of memory */
+static int grow_array(void **p, size_t n, size_t elem) {
+    void *q = realloc(*p, n * elem);
+    if (!q) return -1;
+    *p = q;
+    return 0;
+}
+
 /* ------------------------------------------------------------ hashing */
 static inline uint64_t mix64(uint64_t h) {
     h ^= h >> 33; h *= 0xff51afd7ed558ccdull;
@@ -116,15 +124,9 @@ static int64_t strmap_add_h(strmap *m, const uint8_t *p, size_t n, uint64_t h, i
     if (m->n >= INT32_MAX - 1 || n > UINT32_MAX) return -1;
     if (m->n == m->cap) {
         size_t c = m->cap ? m->cap * 2 : 1024;
-        uint64_t *nh = realloc(m->hash, c * sizeof *nh);
-        if (!nh) return -1;
-        m->hash = nh;
-        uint64_t *no = realloc(m->off, c * sizeof *no);
-        if (!no) return -1;
-        m->off = no;
-        uint32_t *nl = realloc(m->len, c * sizeof *nl);
-        if (!nl) return -1;
-        m->len = nl;
+        if (grow_array((void **)&m->hash, c, sizeof *m->hash) || grow_array((void **)&m->off, c, sizeof *m->off) ||
+            grow_array((void **)&m->len, c, sizeof *m->len))
+            return -1;
         m->cap = c;
     }
     if (m->arena_len + n > m->arena_cap) {
@@ -492,15 +494,9 @@ CLLM_EXPORT int cllm_tokenizer_add_special(cllm_tokenizer *t, const uint8_t *s, 
 static int merge_push(cllm_tokenizer *t, int32_t a, int32_t b, int32_t o) {
     if (t->nm == t->mcap) {
         size_t c = t->mcap ? t->mcap * 2 : 1024;
-        int32_t *na = realloc(t->ma, c * sizeof *na);
-        if (!na) return -1;
-        t->ma = na;
-        int32_t *nb = realloc(t->mb, c * sizeof *nb);
-        if (!nb) return -1;
-        t->mb = nb;
-        int32_t *no = realloc(t->mo, c * sizeof *no);
-        if (!no) return -1;
-        t->mo = no;
+        if (grow_array((void **)&t->ma, c, sizeof *t->ma) || grow_array((void **)&t->mb, c, sizeof *t->mb) ||
+            grow_array((void **)&t->mo, c, sizeof *t->mo))
+            return -1;
         t->mcap = c;
     }
     int added = 0;
