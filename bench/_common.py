@@ -338,6 +338,11 @@ def is_worker() -> bool:
     return "--worker" in sys.argv
 
 
+def entry(main: Callable[[], int], build: Callable[[Dict[str, Any]], Any]) -> int:
+    """A bench script's __main__: serve as a worker when started as one, else run main()."""
+    return serve(build) if is_worker() else main()
+
+
 def interleave(columns: Sequence[Tuple[str, Worker, str]], n: Dict[str, int], reps: int,
                pause: float = 0.05) -> Dict[str, List[float]]:
     """Time every column (name, worker, mode) ``reps`` times, interleaved: one

@@ -313,6 +313,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    if cm.is_worker():
-        sys.exit(cm.serve(build))
-    sys.exit(main())
+    sys.exit(cm.entry(main, build))

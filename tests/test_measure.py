@@ -16,9 +16,8 @@ def test_kinds_report_what_cpuid_says() -> None:
     info = cllm.cpu_info()
     assert kinds["fma_avx2"] == info["avx2_fma"]
     assert kinds["fma_avx512"] == info["avx512"]
-    # vdpbf16ps and AMX need AVX-512 (AMX-capable CPUs all have it)
-    if kinds["bf16_avx512"] or kinds["amx_bf16"]:
-        assert kinds["fma_avx512"]
+    assert kinds["bf16_avx512"] == (info["avx512"] and info["avx512_bf16"])
+    assert kinds["amx_bf16"] == info["amx_bf16"]
 
 
 @pytest.mark.parametrize("kind", ["fma_avx512", "fma_avx2", "bf16_avx512", "amx_bf16"])

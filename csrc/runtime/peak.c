@@ -32,15 +32,13 @@
  * larger one measures DRAM.
  */
 #define _GNU_SOURCE
-#include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
-#include <unistd.h>
 #include "internal.h"
+#include "cpu_features.h"
 #include "spheres.h"
 
 #define PEAK_MAX_THREADS 4096
@@ -48,51 +46,13 @@
 #define PEAK_RUNS 3
 
 /* ------------------------------------------------------ feature checks */
-static unsigned long long peak_xgetbv0(void) {
-    unsigned int eax, edx;
-    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
-    return ((unsigned long long)edx << 32) | eax;
-}
-
-/* Linux: a process must ask for the AMX tile-data state before using it. */
-#define PEAK_ARCH_REQ_XCOMP_PERM 0x1023
-#define PEAK_XFEATURE_XTILEDATA 18
-
-static int amx_os_permission(void) {
-    static int granted = -1;
-    if (granted < 0) {
-#ifdef SYS_arch_prctl
-        granted = syscall(SYS_arch_prctl, PEAK_ARCH_REQ_XCOMP_PERM, PEAK_XFEATURE_XTILEDATA) == 0;
-#else
-        granted = 0;
-#endif
-    }
-    return granted;
-}
-
 static int kind_supported(int kind) {
-    unsigned int a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, fma = (c >> 12) & 1;
-    if (!osxsave || !avx || !fma) return 0;
-    unsigned long long xcr0 = peak_xgetbv0();
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-    unsigned int ebx7 = b, edx7 = d;
-    int avx2 = ((ebx7 >> 5) & 1) && (xcr0 & 0x6) == 0x6;
-    int avx512f = ((ebx7 >> 16) & 1) && (xcr0 & 0xe6) == 0xe6;
+    const cllm_cpu_features *f = cllm_cpu_features_get();
     switch (kind) {
-    case CLLM_PEAK_FMA_AVX2: return avx2;
-    case CLLM_PEAK_FMA_AVX512: return avx2 && avx512f;
-    case CLLM_PEAK_BF16_AVX512: {
-        unsigned int a1 = 0, b1, c1, d1;
-        if (!__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) return 0;
-        return avx2 && avx512f && ((a1 >> 5) & 1);
-    }
-    case CLLM_PEAK_AMX_BF16: {
-        int tile = (edx7 >> 24) & 1, bf16 = (edx7 >> 22) & 1;
-        int os = (xcr0 & (3ull << 17)) == (3ull << 17);
-        return tile && bf16 && os && amx_os_permission();
-    }
+    case CLLM_PEAK_FMA_AVX2: return f->avx2_fma;
+    case CLLM_PEAK_FMA_AVX512: return f->avx512;
+    case CLLM_PEAK_BF16_AVX512: return f->avx512 && f->avx512_bf16;
+    case CLLM_PEAK_AMX_BF16: return f->amx_bf16;  /* CPU + XCR0 + the OS's permission */
     default: return 0;
     }
 }
@@ -170,24 +130,11 @@ __attribute__((target("avx512f,avx512bf16"))) static float loop_bf16_avx512(long
     return _mm512_reduce_add_ps(s);
 }
 
-/* AMX tile configuration (palette 1): tiles 0-7, each 16 rows x 64 bytes. */
-typedef struct {
-    uint8_t palette_id;
-    uint8_t start_row;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} peak_tilecfg;
-
 __attribute__((target("amx-tile,amx-bf16"))) static float loop_amx_bf16(long iters) {
-    _Alignas(64) peak_tilecfg cfg;
     _Alignas(64) uint16_t src[16 * 32];
     _Alignas(64) float out[16 * 16];
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette_id = 1;
-    for (int t = 0; t < 8; t++) { cfg.colsb[t] = 64; cfg.rows[t] = 16; }
     for (int i = 0; i < 16 * 32; i++) src[i] = 0x3a83; /* bf16 ~1e-3 */
-    _tile_loadconfig(&cfg);
+    if (!cllm_amx_tiles_ready()) return 0.0f;  /* every tile 16 rows x 64 bytes */
     _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
     _tile_loadd(4, src, 64); _tile_loadd(5, src, 64);
     _tile_loadd(6, src, 64); _tile_loadd(7, src, 64);
@@ -202,7 +149,6 @@ __attribute__((target("amx-tile,amx-bf16"))) static float loop_amx_bf16(long ite
     _tile_stored(1, out, 64); s += out[17];
     _tile_stored(2, out, 64); s += out[34];
     _tile_stored(3, out, 64); s += out[255];
-    _tile_release();
     return s;
 }
 
