@@ -33,12 +33,16 @@ def cmd_train(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     opts = TrainOptions.from_namespace(a)
     model = train(a.path, **opts.kwargs())
+    from .distributed import init
+    if not init(opts.distributed).is_root:  # rank 0 reports for an MPI job
+        return 0
     s = model.summary
     print(f"{model!r}")
     print(f"corpus: {s['corpus_files']} files, {s['corpus_bytes']:,} bytes, {s['corpus_tokens']:,} tokens "
           f"(vocab {s['vocab_size']})")
     print(f"trained {s['steps']} steps ({s['tokens']:,} tokens) in {s['train_seconds']:.1f}s "
-          f"= {s['tokens_per_sec']:,.0f} tokens/s on {s['threads']} thread(s)")
+          f"= {s['tokens_per_sec']:,.0f} tokens/s on "
+          + (f"{s['ranks']} ranks x " if s.get("ranks", 1) > 1 else "") + f"{s['threads']} thread(s)")
     if s["first_loss"] is None:
         print("no steps left to run: the run was already complete", end="")
     else:

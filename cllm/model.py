@@ -31,6 +31,17 @@ def _seed_state(seed: Optional[int]) -> Any:
     return st
 
 
+class _CBuffer:
+    """The base of a zero-copy float32 view of a C model buffer: it holds the
+    model's handle, so the memory outlives the :class:`Model` while a view
+    (``m.params`` kept after ``m`` is dropped) still refers to it."""
+
+    def __init__(self, handle: Any, ptr: Any, n: int) -> None:
+        self._handle = handle
+        self.__array_interface__ = {"version": 3, "shape": (int(n),), "typestr": "<f4",
+                                    "data": (int(ffi.cast("uintptr_t", ptr)), False)}
+
+
 class Model:
     """A GPT-2 language model whose weights, gradients and AdamW moments live
     in the C core (exposed here as zero-copy numpy views).
@@ -79,8 +90,7 @@ class Model:
         self.num_params = int(n[0])
         bufs = [ffi.new("float **") for _ in range(4)]
         check(lib.cllm_model_buffers(self._h, *bufs))
-        nbytes = self.num_params * 4
-        views = [np.frombuffer(ffi.buffer(b[0], nbytes), dtype=np.float32) for b in bufs]
+        views = [np.asarray(_CBuffer(self._h, b[0], self.num_params)) for b in bufs]
         #: flat parameter buffer (zero-copy view of C memory)
         self.params, self.grads, self.adam_m, self.adam_v = views
         self._tensors = self._read_tensor_table()
@@ -90,6 +100,7 @@ class Model:
         check(lib.cllm_spheres_count(sp[0], cnt))
         self.threads = int(cnt[0])
         self._logit_buf = np.zeros(config.vocab_size, dtype=np.float32)
+        self._loss_tokens = 0
 
     # ------------------------------------------------------------ basics
     @classmethod
@@ -200,17 +211,28 @@ class Model:
             raise ConfigError(f"{name} holds ids outside [{lo}, {self.config.vocab_size})")
         return np.ascontiguousarray(arr, dtype=np.int32)
 
-    def forward(self, inputs: Any, targets: Any = None) -> Optional[float]:
-        """Forward over a (B, T) block; returns the mean loss when targets are given."""
+    def forward(self, inputs: Any, targets: Any = None, *, loss_tokens: int = 0) -> Optional[float]:
+        """Forward over a (B, T) block; returns the mean loss when targets are given.
+
+        ``loss_tokens > 0`` (data-parallel training) normalises the loss and the
+        gradient of the following :meth:`backward` by that many tokens (the
+        global batch's valid targets) instead of this block's own count, so
+        the ranks' losses and gradients sum to those of the global mean."""
         x = self._block(inputs, "inputs")
         y = None if targets is None else self._block(targets, "targets", allow_ignore=True)
         if y is not None and y.shape != x.shape:
             raise ConfigError(f"targets shape {y.shape} != inputs shape {x.shape}")
+        self._set_loss_tokens(loss_tokens)
         loss = ffi.new("float *")
         self._sync_if_dirty()
         check(lib.cllm_model_forward(self._h, iptr(x), ffi.NULL if y is None else iptr(y),
                                      x.shape[0], x.shape[1], loss), "forward")
         return float(loss[0]) if y is not None else None
+
+    def _set_loss_tokens(self, n: int) -> None:
+        if n != self._loss_tokens:
+            check(lib.cllm_model_set_loss_tokens(self._h, int(n)), "loss_tokens")
+            self._loss_tokens = int(n)
 
     def backward(self) -> None:
         """Gradients of the last forward's loss into :attr:`grads`."""
@@ -241,6 +263,7 @@ class Model:
         if y.shape != x.shape:
             raise ConfigError(f"targets shape {y.shape} != inputs shape {x.shape}")
         opt = self._opt(lr, beta1, beta2, eps, weight_decay, grad_clip)
+        self._set_loss_tokens(0)
         loss, gn = ffi.new("float *"), ffi.new("float *")
         self._sync_if_dirty()
         check(lib.cllm_model_train_step(self._h, iptr(x), iptr(y), x.shape[0], x.shape[1], opt,

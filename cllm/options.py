@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .config import C_INT_MAX
+from .distributed import MODES as DISTRIBUTED_MODES
 from .errors import ConfigError, ConfigTypeError
 from .tokenizer import DEFAULT_VOCAB_SIZE
 
@@ -86,7 +87,7 @@ class TrainOptions:
     # -- optimisation
     epochs: int = option(1, "passes over the training split", lo=1, hi=C_INT_MAX)
     max_steps: Optional[int] = option(None, "stop after N steps (overrides epochs)", lo=1, hi=C_INT_MAX)
-    batch_size: int = option(16, "sequences per step", lo=1, hi=C_INT_MAX)
+    batch_size: int = option(16, "sequences per step (per rank under MPI)", lo=1, hi=C_INT_MAX)
     learning_rate: float = option(3e-4, "peak AdamW learning rate", lo=0, hi=10, lo_open=True)
     min_lr_ratio: float = option(0.1, "cosine decay ends at min_lr_ratio * learning_rate", lo=0, hi=1)
     warmup_steps: Optional[int] = option(None, "linear warm-up steps (default: total/20, at most 100)",
@@ -115,7 +116,13 @@ class TrainOptions:
                           "(bit-identical continuation; the other options are ignored)", saved=False,
                           group="checkpoints")
     # -- machine
-    threads: int = option(0, "worker spheres (0: all usable CPUs)", lo=0, hi=C_INT_MAX, group="machine")
+    threads: int = option(0, "worker spheres per process (0: all usable CPUs; under MPI, the CPUs of the "
+                          "rank's affinity mask shared out among the ranks on its node)", lo=0, hi=C_INT_MAX,
+                          group="machine")
+    distributed: str = option("auto", "data parallelism over MPI: auto = when started by mpirun/mpiexec/srun, "
+                              "mpi = always, none = never (batch_size is per rank; the global batch is "
+                              "ranks x batch_size)", choices=DISTRIBUTED_MODES, saved=False, metavar="MODE",
+                              group="machine")
     max_memory_gb: float = option(16.0, "refuse models whose buffers exceed this many GB", lo=0, lo_open=True,
                                   group="machine")
     precision: str = option("auto", "matmul precision: bf16 (BF16 x BF16 -> FP32 on AMX / AVX512-BF16, FP32 "

@@ -369,12 +369,13 @@ class Tokenizer:
             path = os.path.join(path, "tokenizer.json")
         obj = read_json(path, corrupt=ConfigError)
         try:
-            return cls._from_json(obj)
+            return cls.from_json(obj)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ConfigError(f"{path}: not a usable byte-level BPE tokenizer.json: {e}") from None
 
     @classmethod
-    def _from_json(cls, obj: dict) -> "Tokenizer":
+    def from_json(cls, obj: dict) -> "Tokenizer":
+        """The tokenizer of a :meth:`to_json` dict (``ValueError`` if unusable)."""
         if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) \
                 or obj["model"].get("type") != "BPE":
             raise ValueError("model.type is not BPE")

@@ -216,6 +216,12 @@ int cllm_model_spheres(cllm_model *m, cllm_spheres **out);
  * to *loss and backward may follow. B <= batch_size, T <= seq_len. */
 int cllm_model_forward(cllm_model *m, const int32_t *inputs,
                        const int32_t *targets, int B, int T, float *loss);
+/* Data-parallel training: normalise the loss (and so its gradient) of every
+ * following forward by n tokens -- the valid targets of the GLOBAL batch over
+ * all ranks -- instead of the block's own count, so the ranks' losses and
+ * gradients SUM to the global mean's. n = 0 restores the default; a block
+ * with more valid targets than n is refused. */
+int cllm_model_set_loss_tokens(cllm_model *m, int64_t n);
 /* Gradients of the last forward's loss into the grads buffer (overwrite). */
 int cllm_model_backward(cllm_model *m);
 /* Global gradient L2 norm of the grads buffer. */

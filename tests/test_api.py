@@ -104,3 +104,16 @@ def test_params_are_zero_copy_views():
     m.state_dict()["transformer.ln_f.bias"][:] += 1.0  # write through the view
     assert m.params[m.tensor_info()[-1]["offset"]] == 1.0
     assert not np.array_equal(before, m.logits([1, 2, 3]))
+
+
+def test_buffer_views_outlive_the_model():
+    """model.params etc. keep the C buffers alive after the Model is dropped."""
+    import gc
+    m = cllm.Model.create(cllm.ModelConfig(vocab_size=257, context_len=8, num_layers=1, num_heads=1,
+                                           embed_dim=8), batch_size=1, seq_len=8, threads=1, seed=1)
+    params, want = m.params, m.params.copy()
+    del m
+    gc.collect()
+    junk = [np.full(want.size, 7.0, dtype=np.float32) for _ in range(8)]  # reuse freed memory if any
+    assert np.array_equal(params, want) and params.base is not None and len(junk) == 8
+    params[0] = 1.0  # still writable C memory

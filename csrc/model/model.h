@@ -44,6 +44,8 @@ struct cllm_model {
     int32_t *inputs, *targets; /* copies, Bmax*Tmax */
     int last_B, last_T, have_fwd, fwd_targets, active;
     long valid_count;
+    long loss_tokens;  /* cllm_model_set_loss_tokens: 0 = the block's own count */
+    long loss_denom;   /* tokens the last forward's loss was normalised by     */
     /* inference */
     float *kcache, *vcache;    /* (L, P, C) each, allocated on first reset */
     float *ix, *ixb, *iqkv, *iatt, *ifc, *ifc2;

@@ -8,6 +8,7 @@
  * slice and sums the shards in fixed order 0,1,2,...), so a run is
  * bit-identical for a given seed and thread count. */
 #define _GNU_SOURCE
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +67,7 @@ typedef struct {
     int B, T;
     int with_targets, do_forward, do_backward;
     float dscale;
+    int skip_norm;      /* reduce phase: no sum of squares (backward only)  */
     const cllm_adamw *opt;
     float gscale, bc1, bc2;
 } StepCtx;
@@ -211,7 +213,7 @@ static int task_reduce(void *arg, int sphere, int n) {
     param_slice(m, sphere, n, &lo, &hi);
     for (int k = 1; k < m->active; k++)
         x->ops->add_into(m->grads + lo, m->sph[k].grads_buf + lo, hi - lo);
-    m->sph[sphere].sumsq = hi > lo ? x->ops->sumsq(m->grads + lo, hi - lo) : 0.0;
+    m->sph[sphere].sumsq = hi > lo && !x->skip_norm ? x->ops->sumsq(m->grads + lo, hi - lo) : 0.0;
     return CLLM_OK;
 }
 
@@ -292,8 +294,13 @@ static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets,
     /* without targets this is inference (logits): FP32 master weights,
      * whatever the training precision */
     if (!targets) x->bf16_kernel = -1;
-    x->dscale = valid > 0 ? 1.0f / (float)valid : 0.0f;
+    if (m->loss_tokens > 0 && valid > m->loss_tokens)
+        return cllm_fail(CLLM_ERR_INVALID, "the block has %ld target tokens, more than the %ld set by "
+                         "cllm_model_set_loss_tokens", valid, m->loss_tokens);
+    long denom = m->loss_tokens > 0 ? m->loss_tokens : valid;
+    x->dscale = denom > 0 ? 1.0f / (float)denom : 0.0f;
     m->valid_count = valid;
+    m->loss_denom = denom;
     m->active = m->nspheres < B ? m->nspheres : B;
     for (int i = 0; i < m->nspheres; i++) {
         long lo = 0, hi = 0;
@@ -308,7 +315,7 @@ static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets,
 static float total_loss(const cllm_model *m) {
     double acc = 0.0;
     for (int i = 0; i < m->active; i++) acc += m->sph[i].loss_sum;
-    return m->valid_count > 0 ? (float)(acc / (double)m->valid_count) : 0.0f;
+    return m->loss_denom > 0 ? (float)(acc / (double)m->loss_denom) : 0.0f;
 }
 
 CLLM_EXPORT int cllm_model_forward(cllm_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
@@ -351,9 +358,19 @@ CLLM_EXPORT int cllm_model_backward(cllm_model *m) {
     int rc = cllm_spheres_run(m->pool, task_fwd_bwd, &x);
     if (rc) return rc;
     float norm;
+    x.skip_norm = 1; /* nobody reads it: cllm_model_grad_norm / adamw compute their own */
     rc = reduce_grads(m, &x, &norm);
     m->have_fwd = 0; /* dlogits were consumed */
     return rc;
+}
+
+CLLM_EXPORT int cllm_model_set_loss_tokens(cllm_model *m, int64_t n) {
+    CLLM_CHECK_PTR(m, "model");
+    if (n < 0 || n > (int64_t)LONG_MAX)
+        return cllm_fail(CLLM_ERR_INVALID, "loss tokens must be >= 0 (0 = each block's own count), got %lld",
+                         (long long)n);
+    m->loss_tokens = (long)n;
+    return CLLM_OK;
 }
 
 CLLM_EXPORT int cllm_model_grad_norm(cllm_model *m, float *norm) {
@@ -417,7 +434,7 @@ CLLM_EXPORT int cllm_model_train_step(cllm_model *m, const int32_t *inputs, cons
     StepCtx x;
     rc = prepare(m, inputs, targets, B, T, &x);
     if (rc) return rc;
-    if (m->valid_count == 0) return cllm_fail(CLLM_ERR_INVALID, "train_step: every target is ignored (-1)");
+    if (m->loss_denom == 0) return cllm_fail(CLLM_ERR_INVALID, "train_step: every target is ignored (-1)");
     x.do_backward = 1;
     rc = cllm_spheres_run(m->pool, task_fwd_bwd, &x);
     if (rc) return rc;
