@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 _ISA_NAMES = {"scalar": 0, "avx2": 1, "avx512": 2, "auto": -1}
 
 __all__ = ["train", "load", "Model", "Tokenizer", "ModelConfig", "TrainOptions", "TrainConfig", "set_isa",
-           "get_isa", "cpu_info", "measure_peak", "measure_bandwidth", "peak_kinds", "CllmError", "ConfigError",
+           "cache_sizes", "gemm_blocking", "get_isa", "cpu_info", "measure_peak", "measure_bandwidth", "peak_kinds", "CllmError", "ConfigError",
            "ConfigTypeError", "CllmMemoryError", "NumericError", "DivergenceError", "StateError",
            "UnsupportedError", "CheckpointError", "CorpusError", "__version__"]
 
@@ -58,6 +58,32 @@ def cpu_info() -> Dict[str, Any]:
     f = [ffi.new("int *") for _ in range(4)]
     check(lib.cllm_cpu_matrix_features(*f))
     from .precision import auto_precision
+    isa = get_isa()
     return {"avx2_fma": bool(a[0]), "avx512": bool(b[0]), "avx512_bf16": bool(f[0][0]),
             "avx512_vnni": bool(f[1][0]), "amx_bf16": bool(f[2][0]), "amx_int8": bool(f[3][0]),
-            "isa": get_isa(), "precision_auto": auto_precision(), "cpus": int(n[0])}
+            "isa": isa, "precision_auto": auto_precision(), "cpus": int(n[0]),
+            "caches": cache_sizes(), "gemm_blocking": gemm_blocking(isa)}
+
+
+def cache_sizes() -> Dict[str, Any]:
+    """Data cache sizes in bytes as the C core detected them (``l1d``, ``l2``,
+    ``l3``; 0 if unknown), the CPUs sharing the L3 and the ``source``
+    (``"cpuid"``, ``"sysfs"`` or ``"defaults"``)."""
+    l1, l2, l3 = (ffi.new("int64_t *") for _ in range(3))
+    share, src = ffi.new("int *"), ffi.new("int *")
+    check(lib.cllm_cache_sizes(l1, l2, l3, share, src))
+    return {"l1d": int(l1[0]), "l2": int(l2[0]), "l3": int(l3[0]), "l3_sharing": int(share[0]),
+            "source": {1: "cpuid", 2: "sysfs"}.get(src[0], "defaults")}
+
+
+def gemm_blocking(isa: Optional[str] = None) -> Dict[str, int]:
+    """The FP32 GEMM blocking of ``isa`` (default: the current kernel path):
+    micro-kernel ``mr`` x ``nr`` and cache blocks ``mc``, ``kc``, ``nc``,
+    derived from the cache sizes (env CLLM_GEMM_MC/KC/NC override)."""
+    if isa in (None, "auto"):
+        isa = get_isa()
+    if isa not in _ISA_NAMES:
+        raise ConfigError(f"unknown ISA {isa!r}; choose one of {sorted(_ISA_NAMES)}")
+    v = [ffi.new("int *") for _ in range(5)]
+    check(lib.cllm_gemm_blocking(_ISA_NAMES[isa], *v), "gemm_blocking")
+    return dict(zip(("mr", "nr", "mc", "kc", "nc"), (int(x[0]) for x in v)))

@@ -121,6 +121,11 @@ def cmd_info(a: argparse.Namespace) -> int:
         print(f"kernel path: {info['isa']} (override with CLLM_ISA=scalar|avx2|avx512)")
         print(f"training precision 'auto' picks: {info['precision_auto']}")
         print(f"usable cpus (affinity mask): {info['cpus']}")
+        c, g = info["caches"], info["gemm_blocking"]
+        l3 = f"L3 {c['l3'] >> 10} KiB (shared by {c['l3_sharing']} cpus)" if c["l3"] else "L3 unknown"
+        print(f"caches: L1d {c['l1d'] >> 10} KiB, L2 {c['l2'] >> 10} KiB, {l3} (from {c['source']})")
+        print(f"fp32 gemm blocking ({info['isa']}): micro-kernel {g['mr']}x{g['nr']}, MC={g['mc']} KC={g['kc']} "
+              f"NC={g['nc']} (derived from the caches unless CLLM_GEMM_MC/KC/NC are set)")
     if a.checkpoint:
         from .checkpoint import STATE_FILE, read_json, resolve_checkpoint
         m = cllm.load(a.checkpoint, threads=1)

@@ -28,7 +28,7 @@ import numpy as np
 
 from .corpus import Document, read_document
 from .errors import CorpusError
-from .fileio import atomic_open
+from .fileio import atomic_open, remove_stale_temps
 from .tokenizer import Tokenizer, _tqdm
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ def load_or_build(files: Sequence[FileLike], tokenizer: Tokenizer, cache_dir: st
         raise ValueError("load_or_build: tokenizer has no <|endoftext|> token")
     key = cache_key(files, tokenizer)
     os.makedirs(cache_dir, exist_ok=True)
+    remove_stale_temps(cache_dir)  # of builds that were killed
     path = os.path.join(cache_dir, f"tokens-{key.hex()[:16]}.bin")
     mm = read_cache(path, key)
     if mm is not None:

@@ -54,6 +54,11 @@ int cllm_set_isa(int isa);
 int cllm_get_isa(int *isa);
 /* Number of CPUs in this process's affinity mask. */
 int cllm_cpu_count(int *n);
+/* Data cache sizes in bytes (detected once: CPUID leaf 4 on Intel,
+ * 0x8000001D on AMD, else sysfs, else 32 KiB / 256 KiB defaults; l3 = 0 if
+ * unknown), the logical CPUs sharing the L3, and where they came from
+ * (source: 1 CPUID, 2 sysfs, 0 defaults). Any pointer may be NULL. */
+int cllm_cache_sizes(int64_t *l1d, int64_t *l2, int64_t *l3, int *l3_sharing, int *source);
 
 /* ------------------------------------------------ measured machine limits */
 /* Multiply-add peak kinds (csrc/runtime/peak.c): register-only loops of
@@ -87,6 +92,20 @@ int cllm_measure_bandwidth(size_t bytes, int threads, double seconds, double *gb
 int cllm_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta,
               float *C, int ldc, const float *bias);
+/* The FP32 GEMM blocking of `isa` (CLLM_ISA_SCALAR/AVX2/AVX512): register
+ * block MR x NR (fixed per micro-kernel) and cache blocks MC, KC, NC, derived
+ * once per process from the cache sizes (csrc/gemm/blocking.c: a KC x NR
+ * sliver of B ~ 1/8 of the L2, an MC x KC block of A ~ 1/2 of the L2, a
+ * KC x NC panel of B ~ 1/2 of this CPU's share of the L3). Env CLLM_GEMM_MC,
+ * CLLM_GEMM_KC, CLLM_GEMM_NC override them for experiments (read once;
+ * rounded to multiples of MR, 8 and NR). */
+int cllm_gemm_blocking(int isa, int *mr, int *nr, int *mc, int *kc, int *nc);
+/* cllm_gemm under an explicit ISA and cache blocking (mc, kc, nc >= 1, each
+ * at most 65536, rounded as above; 0 = the process default), with its own
+ * workspace: for tests and blocking experiments. */
+int cllm_gemm_blocked(int isa, int mc, int kc, int nc, int trans_a, int trans_b, int M, int N, int K,
+                      float alpha, const float *A, int lda, const float *B, int ldb, float beta,
+                      float *C, int ldc, const float *bias);
 
 /* ------------------------------------------------------------ bf16 */
 /* Matrix / low-precision features: AVX512_BF16 and AVX512_VNNI as CPUID

@@ -48,5 +48,7 @@ def test_entry_point_matches_module(ckpt):
 def test_info(ckpt):
     r = run(["info", "--system"])
     assert r.returncode == 0 and "kernel path" in r.stdout
+    g = cllm.gemm_blocking()
+    assert f"MC={g['mc']} KC={g['kc']} NC={g['nc']}" in r.stdout and "caches: L1d" in r.stdout
     r = run(["info", ckpt])
     assert r.returncode == 0 and "params=" in r.stdout

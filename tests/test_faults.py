@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -552,48 +551,13 @@ def test_sigkill_with_keep_checkpoints_never_loses_the_last_good(tmp_path, no_fs
 
 
 # -------------------------------------------- kills at random instants of a run
-def _train_cmd(corpus, out, steps, every):
-    return [sys.executable, "-m", "cllm", "train", corpus, "--out", str(out), "--max-steps", str(steps),
-            "--checkpoint-every", str(every), "--batch-size", "2", "--seq-len", "16", "--vocab-size", "257",
-            "--embed-dim", "16", "--num-layers", "1", "--num-heads", "2", "--threads", "1", "--seed", "3",
-            "--warmup-steps", "5", "-q", "--sample-tokens", "0"]
-
-
-def _resume_cmd(out):
-    return [sys.executable, "-m", "cllm", "train", "--resume", "--out", str(out), "-q", "--sample-tokens", "0"]
-
-
-def kill_and_resume(corpus, out, steps, every, kills, seed, cwd, lo=0.5, hi=2.0):
-    """Start the run, SIGKILL it at a random instant, resume, ... ``kills``
-    times, then let it finish. Returns the number of kills that landed."""
-    rnd = random.Random(seed)
-    landed = 0
-    for i in range(kills + 1):
-        started = os.path.lexists(os.path.join(out, "latest")) or bool(ck.list_checkpoints(out))
-        cmd = _resume_cmd(out) if started else _train_cmd(corpus, out, steps, every)
-        p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if i < kills:
-            time.sleep(rnd.uniform(lo, hi))
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-                landed += 1
-        _, err = p.communicate(timeout=600)
-        assert "Traceback" not in err, err
-        assert p.returncode in ((0, -signal.SIGKILL) if i < kills else (0,)), err
-    return landed
-
-
 def test_sigkill_at_random_instants_then_resume_is_bit_identical(corpus, tmp_path):
-    cwd = os.path.dirname(os.path.dirname(cllm.__file__))
-    ref = tmp_path / "ref"
-    r = subprocess.run(_train_cmd(corpus, ref, 120, 5), cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    out = tmp_path / "run"
-    landed = kill_and_resume(corpus, str(out), 120, 5, kills=3, seed=11, cwd=cwd)
-    assert landed >= 1
-    a, b = cllm.load(str(ref)), cllm.load(str(out))
-    assert json.loads((out / "trainer_state.json").read_text())["step"] == 120
-    assert np.array_equal(a.params, b.params), f"{landed} kills: weights differ from the uninterrupted run"
-    ck.load_optimizer_state(a, ck.resolve_checkpoint(str(ref)))
-    ck.load_optimizer_state(b, ck.resolve_checkpoint(str(out)))
-    assert np.array_equal(a.adam_m, b.adam_m) and np.array_equal(a.adam_v, b.adam_v)
+    """A short version of ``bench/kill_resume.py`` (which does 20 kills over 1,000 steps)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import kill_resume
+    ref, out = str(tmp_path / "ref"), str(tmp_path / "run")
+    subprocess.run(kill_resume.train_cmd(corpus, ref, 120, 5), cwd=kill_resume.ROOT, check=True,
+                   capture_output=True)
+    found = kill_resume.kill_and_resume(corpus, out, 120, 5, kills=3, seed=11)
+    assert found, "no kill landed"
+    assert kill_resume.identical(ref, out), f"kills at checkpoint steps {found}: differs from the uninterrupted run"

@@ -64,8 +64,9 @@ def _strided(rng: np.random.Generator, rows: int, cols: int, pad: int) -> np.nda
 
 def run_case(rng: np.random.Generator, ta: int, tb: int, M: int, N: int, K: int,
              alpha: float = 1.0, beta: float = 0.0, use_bias: bool = False,
-             pad: int = 0, nan_c: bool = False) -> float:
-    """Run one cllm_gemm call and return its relative max error vs float64."""
+             pad: int = 0, nan_c: bool = False, blocked: Optional[tuple] = None) -> float:
+    """Run one cllm_gemm call (or cllm_gemm_blocked with ``blocked`` =
+    (isa, mc, kc, nc)) and return its relative max error vs float64."""
     a_rows, a_cols = (K, M) if ta else (M, K)
     b_rows, b_cols = (N, K) if tb else (K, N)
     A = _strided(rng, a_rows, a_cols, pad)
@@ -86,8 +87,8 @@ def run_case(rng: np.random.Generator, ta: int, tb: int, M: int, N: int, K: int,
     if bias is not None:
         ref = ref + bias.astype(np.float64)[None, :]
 
-    rc = lib.cllm_gemm(ta, tb, M, N, K, alpha, _fp(A), A.shape[1], _fp(B), B.shape[1],
-                       beta, _fp(C), C.shape[1], _fp(bias))
+    args = (ta, tb, M, N, K, alpha, _fp(A), A.shape[1], _fp(B), B.shape[1], beta, _fp(C), C.shape[1], _fp(bias))
+    rc = lib.cllm_gemm_blocked(*blocked, *args) if blocked else lib.cllm_gemm(*args)
     assert rc == 0, ffi.string(lib.cllm_last_error())
     # Padding columns of C must be untouched.
     np.testing.assert_array_equal(C[:, N:], C_before[:, N:])
@@ -268,3 +269,74 @@ def test_empty_sizes_are_noops() -> None:
     assert lib.cllm_gemm(0, 0, 0, 3, 3, 1.0, ffi.NULL, 3, ffi.NULL, 3, 0.0, _fp(C), 3, ffi.NULL) == 0
     assert lib.cllm_gemm(0, 0, 3, 0, 3, 1.0, ffi.NULL, 3, ffi.NULL, 3, 0.0, _fp(C), 3, ffi.NULL) == 0
     assert np.all(C == 5.0)
+
+
+# ------------------------------------------------------- cache blocking
+def _blocking(isa: int) -> tuple:
+    v = [ffi.new("int *") for _ in range(5)]
+    assert lib.cllm_gemm_blocking(isa, *v) == 0
+    return tuple(x[0] for x in v)
+
+
+@pytest.mark.parametrize("isa", ISAS, ids=lambda i: ISA_NAMES[i])
+def test_default_blocking_is_consistent(isa: int) -> None:
+    """The cache-derived blocking respects the driver's multiples and bounds."""
+    mr, nr, mc, kc, nc = _blocking(isa)
+    assert mc % mr == 0 and kc % 8 == 0 and nc % nr == 0
+    assert mr <= mc <= 1024 and 128 <= kc <= 512 and 4 * nr <= nc <= 4096
+    l1, l2, l3 = ffi.new("int64_t *"), ffi.new("int64_t *"), ffi.new("int64_t *")
+    share, src = ffi.new("int *"), ffi.new("int *")
+    assert lib.cllm_cache_sizes(l1, l2, l3, share, src) == 0
+    assert 4096 <= l1[0] <= l2[0] and l3[0] >= 0 and share[0] >= 1 and src[0] in (0, 1, 2)
+    # A block within half the L2 (unless clamped at MR)
+    assert mc == mr or mc * kc * 4 <= l2[0] // 2
+
+
+# (mc, kc, nc) asked for; the library rounds them up to multiples of MR, 8, NR
+SMALL_BLOCKINGS = [(1, 1, 1), (7, 13, 65), (0, 24, 0), (13, 520, 130), (2000, 0, 3)]
+
+
+@pytest.mark.parametrize("isa", ISAS, ids=lambda i: ISA_NAMES[i])
+@pytest.mark.parametrize("blk", SMALL_BLOCKINGS, ids=lambda b: "x".join(map(str, b)))
+def test_any_blocking_gives_the_same_product(isa: int, blk) -> None:
+    """Tiny and odd blockings make every edge of the driver fire (ragged
+    MC/KC/NC blocks, the whole-K panel path, beta and bias on the right K
+    block); scalar and SIMD agree with float64 on ragged shapes."""
+    rng = np.random.default_rng(sum(blk) + isa)
+    for (M, N, K) in [(1, 1, 1), (7, 17, 33), (33, 65, 17), (65, 130, 300), (130, 33, 1030), (5, 200, 70)]:
+        for ta in (0, 1):
+            for tb in (0, 1):
+                err = run_case(rng, ta, tb, M, N, K, alpha=0.5, beta=-0.5, use_bias=True, pad=3,
+                               blocked=(isa, *blk))
+                assert err <= TOL, (blk, M, N, K, ta, tb, err)
+
+
+def test_gemm_blocked_validates() -> None:
+    A = np.ones((4, 4), np.float32)
+    args = (0, 0, 4, 4, 4, 1.0, _fp(A), 4, _fp(A), 4, 0.0, _fp(A), 4, ffi.NULL)
+    assert lib.cllm_gemm_blocked(7, 0, 0, 0, *args) == lib.CLLM_ERR_INVALID
+    assert lib.cllm_gemm_blocked(lib.CLLM_ISA_SCALAR, -1, 0, 0, *args) == lib.CLLM_ERR_INVALID
+    assert b"65536" in ffi.string(lib.cllm_last_error())
+    assert lib.cllm_gemm_blocked(lib.CLLM_ISA_SCALAR, 0, 70000, 0, *args) == lib.CLLM_ERR_INVALID
+    assert lib.cllm_gemm_blocked(lib.CLLM_ISA_SCALAR, 0, 0, 0, 0, 0, 4, 4, 4, 1.0, _fp(A), 3, _fp(A), 4, 0.0,
+                                 _fp(A), 4, ffi.NULL) == lib.CLLM_ERR_INVALID
+    assert lib.cllm_gemm_blocking(9, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL) == lib.CLLM_ERR_INVALID
+
+
+def test_blocking_env_override() -> None:
+    """CLLM_GEMM_MC/KC/NC override the derived blocking (rounded up to the
+    driver's multiples); an invalid value is ignored with a warning."""
+    import os
+    import subprocess
+    import sys
+    code = ("from cllm._cllm import ffi, lib\n"
+            "v = [ffi.new('int *') for _ in range(5)]\n"
+            "lib.cllm_gemm_blocking(lib.CLLM_ISA_SCALAR, *v)\n"
+            "print(*[x[0] for x in v])\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, CLLM_GEMM_KC="100", CLLM_GEMM_NC="20", CLLM_GEMM_MC="abc")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    mr, nr, mc, kc, nc = map(int, r.stdout.split())
+    assert kc == 104 and nc == 24 and (mr, nr) == (4, 8)
+    assert mc == _blocking(lib.CLLM_ISA_SCALAR)[2]  # the invalid MC left the derived one
+    assert "ignoring CLLM_GEMM_MC=abc" in r.stderr

@@ -7,9 +7,6 @@
 #ifndef GEMM_MR
 #define GEMM_MR 6
 #define GEMM_NR 16
-#define GEMM_MC 96
-#define GEMM_KC 384
-#define GEMM_NC 4096
 #endif
 #define GEMM_FN gemm_driver_avx2
 
@@ -132,4 +129,7 @@ static int gemm_pack_t_avx2(const float *src, size_t ld, int rows, int kc, float
 
 #include "gemm_impl.h"
 
-size_t gemm_ws_avx2(void) { return (size_t)GEMM_KC * GEMM_NC + (size_t)GEMM_MC * GEMM_KC; }
+void gemm_regblock_avx2(int *mr, int *nr) {
+    *mr = GEMM_MR;
+    *nr = GEMM_NR;
+}

@@ -2,8 +2,7 @@
  * (MR*NR/16 zmm accumulators, B sliver loaded as NR/16 zmm, A broadcast per
  * row; 6x64 = 24 accumulators measured best on this Zen 5 against 14x32,
  * 12x32 and 8x48). Ragged columns use masked loads/stores, ragged rows are
- * skipped. MC x KC x NC = 192 x 384 x 4096 (packed A 288 KiB in the 1 MiB
- * L2, packed B panel 6 MiB in L3; K = 384 model products take one K block). */
+ * skipped. The cache blocks MC x KC x NC come from blocking.c at run time. */
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
 #include <immintrin.h>
 #include "gemm_isa.h"
@@ -12,9 +11,6 @@
 #ifndef GEMM_MR
 #define GEMM_MR 6
 #define GEMM_NR 64
-#define GEMM_MC 192
-#define GEMM_KC 384
-#define GEMM_NC 4096
 #endif
 #define GEMM_NV (GEMM_NR / 16)
 #define GEMM_FN gemm_driver_avx512
@@ -103,4 +99,7 @@ static int gemm_pack_t_avx512(const float *src, size_t ld, int rows, int kc, flo
 
 #include "gemm_impl.h"
 
-size_t gemm_ws_avx512(void) { return (size_t)GEMM_KC * GEMM_NC + (size_t)GEMM_MC * GEMM_KC; }
+void gemm_regblock_avx512(int *mr, int *nr) {
+    *mr = GEMM_MR;
+    *nr = GEMM_NR;
+}

@@ -2,8 +2,9 @@
  *
  * The including file defines, before #include:
  *   GEMM_MR, GEMM_NR            register block (rows of A, columns of B)
- *   GEMM_MC, GEMM_KC, GEMM_NC   cache blocks (MC multiple of MR, NC of NR)
  *   GEMM_FN                     name of the generated driver function
+ * The cache blocks MC, KC, NC come at run time (gemm_blocking, from the
+ * detected cache sizes: blocking.c).
  * and a micro-kernel
  *   static void gemm_ukernel(int kc, const float *Ap, const float *Bp,
  *                            float *C, int ldc, int mr, int nr,
@@ -28,10 +29,6 @@
 
 #include <stddef.h>
 #include <string.h>
-
-#if (GEMM_MC % GEMM_MR) || (GEMM_NC % GEMM_NR)
-#error "GEMM_MC must be a multiple of GEMM_MR and GEMM_NC of GEMM_NR"
-#endif
 
 /* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A), scaled by alpha, into
  * MR-tall slivers: dst[s*MR*kc + k*MR + i]. */
@@ -229,25 +226,23 @@ static void gemm_small(int ta, int tb, int M, int N, int K, float alpha, const f
 #undef GEMM_SMALL_CASE
 }
 
-void GEMM_FN(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-             const float *B, int ldb, float beta, float *C, int ldc, const float *bias,
-             float *ws) {
-    if (M <= GEMM_SMALL_M &&
-        (size_t)M * K <= (size_t)GEMM_KC * GEMM_NC + (size_t)GEMM_MC * GEMM_KC) {
+void GEMM_FN(GEMM_DRIVER_ARGS) {
+    const int MC = bk->mc, KC = bk->kc, NC = bk->nc;
+    if (M <= GEMM_SMALL_M && (size_t)M * K <= gemm_blocking_ws(bk)) {
         gemm_small(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, ws);
         return;
     }
     float *Bp = ws;                                   /* KC x NC */
-    float *Ap = ws + (size_t)GEMM_KC * GEMM_NC;       /* MC x KC */
-    int kcb = gemm_block(K, GEMM_KC, 8);
-    int mcb = gemm_block(M, GEMM_MC, GEMM_MR);
-    int ncb = gemm_block(N, GEMM_NC, GEMM_NR);
+    float *Ap = ws + (size_t)KC * NC;                 /* MC x KC */
+    int kcb = gemm_block(K, KC, 8);
+    int mcb = gemm_block(M, MC, GEMM_MR);
+    int ncb = gemm_block(N, NC, GEMM_NR);
     int ncb_pad = (ncb + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
     /* When all of K fits in the B buffer for one NC panel (K > KC and N
      * small: the model's K = 1152..4096, N = 384 products), pack the whole
      * panel first and run every K block of one MC row block back to back, so
      * that block of C stays in L2 instead of being swept once per K block. */
-    int whole_k = K > kcb && (size_t)K * ncb_pad <= (size_t)GEMM_KC * GEMM_NC;
+    int whole_k = K > kcb && (size_t)K * ncb_pad <= (size_t)KC * NC;
     for (int jc = 0; jc < N; jc += ncb) {
         int nc = N - jc < ncb ? N - jc : ncb;
         size_t ncp = (size_t)(nc + GEMM_NR - 1) / GEMM_NR * GEMM_NR;

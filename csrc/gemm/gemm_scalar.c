@@ -4,9 +4,6 @@
 
 #define GEMM_MR 4
 #define GEMM_NR 8
-#define GEMM_MC 128
-#define GEMM_KC 256
-#define GEMM_NC 2048
 #define GEMM_FN gemm_driver_scalar
 
 static void gemm_ukernel(int kc, const float *restrict Ap, const float *restrict Bp,
@@ -33,4 +30,7 @@ static void gemm_ukernel(int kc, const float *restrict Ap, const float *restrict
 
 #include "gemm_impl.h"
 
-size_t gemm_ws_scalar(void) { return (size_t)GEMM_KC * GEMM_NC + (size_t)GEMM_MC * GEMM_KC; }
+void gemm_regblock_scalar(int *mr, int *nr) {
+    *mr = GEMM_MR;
+    *nr = GEMM_NR;
+}

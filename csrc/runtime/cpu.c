@@ -1,7 +1,9 @@
 /* cpu.c - CPU feature detection (CPUID, XGETBV), the selected ISA
- * (CLLM_ISA env, cllm_set_isa) and the usable CPU count. */
+ * (CLLM_ISA env, cllm_set_isa), the usable CPU count and the data cache
+ * sizes (CPUID leaf 4 / 0x8000001D, else sysfs). */
 #define _GNU_SOURCE
 #include <cpuid.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,5 +116,101 @@ CLLM_EXPORT int cllm_cpu_count(int *n) {
         c = s > 0 ? (int)s : 1;
     }
     *n = c;
+    return CLLM_OK;
+}
+
+/* ------------------------------------------------------------ caches */
+static pthread_once_t g_cache_once = PTHREAD_ONCE_INIT;
+static cllm_cache_info g_cache;
+
+/* Deterministic cache parameters (Intel leaf 4, AMD leaf 0x8000001D: same
+ * layout). Fills levels 1..3 of data/unified caches; returns 1 if L1d and L2
+ * were found. */
+static int caches_from_cpuid(cllm_cache_info *ci) {
+    unsigned int a, b, c, d, leaf = 4;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    int amd = b == 0x68747541u /* "Auth"enticAMD */ || b == 0x6f677948u /* "Hygo"nGenuine */;
+    if (amd) {
+        unsigned int ext = __get_cpuid_max(0x80000000u, NULL);
+        if (ext < 0x8000001Du || !__get_cpuid(0x80000001u, &a, &b, &c, &d) || !((c >> 22) & 1)) return 0;
+        leaf = 0x8000001Du; /* needs the TopologyExtensions bit */
+    } else if (a < 4) {
+        return 0;
+    }
+    for (unsigned int i = 0; i < 16; i++) {
+        __cpuid_count(leaf, i, a, b, c, d);
+        int type = a & 31, level = (a >> 5) & 7;
+        if (type == 0) break;
+        if (type == 2) continue; /* instruction cache */
+        int64_t size = (int64_t)(((b >> 22) & 1023) + 1) * (((b >> 12) & 1023) + 1) * ((b & 4095) + 1) * ((int64_t)c + 1);
+        int sharing = (int)((a >> 14) & 4095) + 1;
+        if (level == 1) ci->l1d = size;
+        else if (level == 2) ci->l2 = size;
+        else if (level == 3) { ci->l3 = size; ci->l3_sharing = sharing; }
+    }
+    return ci->l1d > 0 && ci->l2 > 0;
+}
+
+/* /sys/devices/system/cpu/cpu0/cache/index<i>/{level,type,size} */
+static int caches_from_sysfs(cllm_cache_info *ci) {
+    char path[96], buf[64];
+    for (int i = 0; i < 8; i++) {
+        int level = 0;
+        int64_t size = 0;
+        char type[32] = "";
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", i);
+        FILE *f = fopen(path, "r");
+        if (!f) break;
+        if (fgets(buf, sizeof buf, f)) level = atoi(buf);
+        fclose(f);
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/type", i);
+        if ((f = fopen(path, "r"))) { if (!fgets(type, sizeof type, f)) type[0] = 0; fclose(f); }
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        if ((f = fopen(path, "r"))) {
+            if (fgets(buf, sizeof buf, f)) {
+                char *end;
+                size = strtoll(buf, &end, 10);
+                if (*end == 'K') size <<= 10;
+                else if (*end == 'M') size <<= 20;
+            }
+            fclose(f);
+        }
+        if (!strncmp(type, "Instruction", 11) || size <= 0) continue;
+        if (level == 1) ci->l1d = size;
+        else if (level == 2) ci->l2 = size;
+        else if (level == 3) ci->l3 = size;
+    }
+    return ci->l1d > 0 && ci->l2 > 0;
+}
+
+static void detect_caches(void) {
+    cllm_cache_info ci = {0};
+    ci.l3_sharing = 1;
+    if (caches_from_cpuid(&ci)) ci.source = 1;
+    else {
+        cllm_cache_info s = {0};
+        s.l3_sharing = 1;
+        if (caches_from_sysfs(&s)) { ci = s; ci.source = 2; }
+    }
+    /* fill what is still unknown with common sizes */
+    if (ci.l1d <= 0) ci.l1d = 32 << 10;
+    if (ci.l2 <= 0) ci.l2 = 256 << 10;
+    if (ci.l3 <= 0) { ci.l3 = 0; ci.l3_sharing = 1; }
+    if (ci.l3_sharing < 1) ci.l3_sharing = 1;
+    g_cache = ci;
+}
+
+const cllm_cache_info *cllm_caches(void) {
+    pthread_once(&g_cache_once, detect_caches);
+    return &g_cache;
+}
+
+CLLM_EXPORT int cllm_cache_sizes(int64_t *l1d, int64_t *l2, int64_t *l3, int *l3_sharing, int *source) {
+    const cllm_cache_info *c = cllm_caches();
+    if (l1d) *l1d = c->l1d;
+    if (l2) *l2 = c->l2;
+    if (l3) *l3 = c->l3;
+    if (l3_sharing) *l3_sharing = c->l3_sharing;
+    if (source) *source = c->source;
     return CLLM_OK;
 }

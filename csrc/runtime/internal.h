@@ -23,6 +23,15 @@ void cllm_aligned_free(void *p);
 /* ISA currently selected (CLLM_ISA_SCALAR/AVX2/AVX512). */
 int cllm_isa_current(void);
 
+/* Data cache sizes in bytes of the core we run on, detected once (cpu.c).
+ * l3 = 0 if unknown; l3_sharing = logical CPUs sharing the L3;
+ * source: 1 CPUID, 2 sysfs, 0 defaults. */
+typedef struct {
+    int64_t l1d, l2, l3;
+    int l3_sharing, source;
+} cllm_cache_info;
+const cllm_cache_info *cllm_caches(void);
+
 #define CLLM_CHECK_PTR(p, name) \
     do { if (!(p)) return cllm_fail(CLLM_ERR_INVALID, "%s: %s is NULL", __func__, name); } while (0)
 
