@@ -40,7 +40,7 @@ def check(rc: int, what: str = "") -> None:
     if rc == 0:
         return
     msg = last_error() or f"error code {rc}"
-    if what:
+    if what and not msg.startswith(f"{what}:"):  # the C message may name the call already
         msg = f"{what}: {msg}"
     raise _CODE_TO_EXC.get(rc, CllmError)(msg)
 

@@ -219,6 +219,24 @@ def test_generate_rejects_float_and_out_of_range_ids():
         m.generate([1, 999], max_new_tokens=2)
 
 
+def test_nan_weights_give_one_clear_sampling_error():
+    m = tiny_model()
+    m.params[:] = np.nan
+    with pytest.raises(cllm.NumericError) as ei:
+        m.generate("ab", max_new_tokens=2)
+    assert str(ei.value).count("sample:") == 1
+
+
+def test_write_errors_name_the_users_file_not_a_temp_file(tmp_path):
+    target = "/sys/cllm-test.json" if ROOT else str(tmp_path / "ro" / "tok.json")
+    if not ROOT:
+        (tmp_path / "ro").mkdir()
+        (tmp_path / "ro").chmod(0o500)
+    with pytest.raises(OSError) as ei:
+        Tokenizer.byte_level().save(target)
+    assert target in str(ei.value) and ".tmp." not in str(ei.value)
+
+
 # -------------------------------------------------------- API: checkpoint files
 @pytest.fixture
 def saved(tmp_path):
@@ -414,6 +432,16 @@ def test_cli_bad_generate_args(saved):
 
 def test_cli_resume_nothing(tmp_path):
     assert_clean_cli_error(run_cli("train", "--resume", "--out", tmp_path / "none", "-q"), "nothing to resume")
+
+
+def test_cli_resume_refuses_a_mixed_checkpoint(corpus, tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("train", corpus, "--out", out, *CLI_TINY, "--checkpoint-every", "2", "--keep-checkpoints", "2")
+    assert r.returncode == 0, r.stderr
+    shutil.copy(out / "checkpoint-4" / "trainer_state.json", out / "checkpoint-6" / "trainer_state.json")
+    assert_clean_cli_error(run_cli("train", "--resume", "--out", out, "-q"), "trainer_state.json")
+    r = run_cli("train", "--resume", "--out", out, "-q")
+    assert "step 6" in r.stderr and "checkpoint-4" in r.stderr
 
 
 def test_cli_divergence(corpus, tmp_path):
