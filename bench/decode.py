@@ -262,7 +262,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     t_start = time.perf_counter()
     caches = cm.cache_sizes()
     l2, l3 = caches.get("L2", 1 << 20), caches.get("L3", 32 << 20)
-    machine = cm.measure_machine(threads, kinds=["fma_avx512"] if cllm.peak_kinds()["fma_avx512"] else ["fma_avx2"],
+    machine = cm.measure_machine(threads,
                                  bandwidth_sizes=[l2 // 2, l3 // 2, max(8 * l3, 256 << 20)],
                                  seconds=a.peak_seconds)
     results: Dict[tuple, Dict[str, Any]] = {}

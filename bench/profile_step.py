@@ -16,7 +16,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from train_throughput import CONFIGS  # noqa: E402
+import _common as cm  # noqa: E402
+from train_throughput import CONFIGS, _IdsOnly, flops_per_token  # noqa: E402
 
 
 def main() -> None:
@@ -31,16 +32,10 @@ def main() -> None:
     from cllm.config import ModelConfig
     from cllm.model import Model
 
-    class _Tok:
-        eot_id = 0
-
-        def __len__(self) -> int:
-            return 1
-
     cfg = CONFIGS[a.config]
     mc = ModelConfig(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"], cfg["embed_dim"])
     B, T = cfg["batch_size"], cfg["seq_len"]
-    m = Model(mc, _Tok(), batch_size=B, seq_len=T, threads=a.threads, seed=1, precision=a.precision)
+    m = Model(mc, _IdsOnly(), batch_size=B, seq_len=T, threads=a.threads, seed=1, precision=a.precision)
     rng = np.random.default_rng(0)
     x = rng.integers(0, cfg["vocab_size"], (B, T)).astype(np.int32)
     y = rng.integers(0, cfg["vocab_size"], (B, T)).astype(np.int32)
@@ -53,8 +48,13 @@ def main() -> None:
     prof = m.profile()
     m.profile(False)
     total = sum(v["seconds"] for v in prof.values()) / a.steps
-    print(f"config {a.config}, {a.threads} thread(s), isa {cllm.get_isa()}, precision {m.precision}: {wall * 1e3:.1f} ms/step, "
-          f"{B * T / wall:,.0f} tokens/s")
+    machine = cm.measure_machine([a.threads])
+    print("\n".join(machine.header_lines()))
+    kind = machine.bf16_kind() if m.precision == "bf16" else cm.FP32_PEAK.get(cllm.get_isa())
+    peak = machine.peak(kind, a.threads) if kind else None
+    mfu = f", MFU {cm.pct(B * T / wall * flops_per_token(cfg) / (peak * 1e9))} of {kind}" if peak else ""
+    print(f"\nconfig {a.config}, {a.threads} thread(s), isa {cllm.get_isa()}, precision {m.precision}: "
+          f"{wall * 1e3:.1f} ms/step, {B * T / wall:,.0f} tokens/s{mfu}\n")
     print("| op | ms/step | share of step |")
     print("|---|---:|---:|")
     for name, v in sorted(prof.items(), key=lambda kv: -kv[1]["seconds"]):

@@ -5,6 +5,9 @@ One checkpoint is one directory of files::
   model.safetensors      weights (HF GPT-2 names, float32)
   config.json            GPT2Config keys
   tokenizer.json         HF ``tokenizers`` format
+  tokenizer_config.json  for ``AutoTokenizer``: PreTrainedTokenizerFast, <|endoftext|> as bos/eos/unk/pad
+  special_tokens_map.json  the same special tokens
+  generation_config.json   eos/pad ids and cllm's sampling defaults for ``generate`` / pipelines
   optimizer.safetensors  AdamW moments (``adam_m.<name>``, ``adam_v.<name>``), training only
   trainer_state.json     step, data position, training options, training only
   checkpoint.json        the manifest, written last: step, run id, and each file's
@@ -54,24 +57,30 @@ from .errors import CheckpointError
 from .fileio import (atomic_symlink, atomic_write_json, fsync_dir, read_json as _read_json,
                      remove_stale_temps, sha256_file, temp_name)
 from .safetensors_io import read_metadata, read_safetensors, write_safetensors
-from .tokenizer import Tokenizer
+from .tokenizer import EOT, Tokenizer
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MODEL_FILE", "CONFIG_FILE", "TOKENIZER_FILE", "OPTIMIZER_FILE", "STATE_FILE", "MANIFEST_FILE",
            "LATEST", "CheckpointError", "save_checkpoint", "resolve_checkpoint", "verify_checkpoint",
            "list_checkpoints", "read_model_files", "read_state", "load_optimizer_state", "read_json",
-           "read_safetensors", "write_safetensors", "new_run_id"]
+           "read_safetensors", "write_safetensors", "new_run_id", "TOKENIZER_CONFIG_FILE", "SPECIAL_TOKENS_FILE",
+           "GENERATION_CONFIG_FILE", "hf_tokenizer_files"]
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
+#: Hugging Face files beside tokenizer.json so AutoTokenizer / pipelines work as-is.
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_FILE = "special_tokens_map.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
+_HF_FILES = (TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_FILE, GENERATION_CONFIG_FILE)
 MANIFEST_FILE = "checkpoint.json"
 LATEST = "latest"
 FORMAT = "cllm-checkpoint-1"
-_ALL_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, OPTIMIZER_FILE, STATE_FILE, MANIFEST_FILE)
+_ALL_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, *_HF_FILES, OPTIMIZER_FILE, STATE_FILE, MANIFEST_FILE)
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)(?:\.(\d+))?$")
 
 
@@ -95,7 +104,9 @@ def _write_files(model: Any, d: str, trainer_state: Optional[Dict[str, Any]], sa
     write_safetensors(os.path.join(d, MODEL_FILE), model.named_parameters(), meta)
     atomic_write_json(os.path.join(d, CONFIG_FILE), model.config.to_hf(model.tokenizer.eot_id))
     model.tokenizer.save(os.path.join(d, TOKENIZER_FILE))
-    files = [MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE]
+    for name, obj in hf_tokenizer_files(model.tokenizer.eot_id, model.config.context_len).items():
+        atomic_write_json(os.path.join(d, name), obj)
+    files = [MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, *_HF_FILES]
     if trainer_state is not None:
         if save_optimizer:
             opt = []
@@ -116,6 +127,27 @@ def _write_files(model: Any, d: str, trainer_state: Optional[Dict[str, Any]], sa
     }
     atomic_write_json(os.path.join(d, MANIFEST_FILE), manifest)
     fsync_dir(d)
+
+
+def hf_tokenizer_files(eot_id: int, context_len: int) -> Dict[str, Dict[str, Any]]:
+    """``{file name: JSON}`` of tokenizer_config.json, special_tokens_map.json and
+    generation_config.json: ``<|endoftext|>`` is bos, eos, unk and pad (as in GPT-2,
+    plus pad so batched pipelines work); decoding keeps spaces exactly; sampling
+    defaults are those of ``cllm generate`` (temperature 0.8, top-k 40)."""
+    specials = {k: EOT for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    return {
+        TOKENIZER_CONFIG_FILE: {
+            "tokenizer_class": "PreTrainedTokenizerFast", **specials, "model_max_length": context_len,
+            "clean_up_tokenization_spaces": False, "add_bos_token": False, "add_eos_token": False,
+            "added_tokens_decoder": {str(eot_id): {"content": EOT, "lstrip": False, "normalized": False,
+                                                   "rstrip": False, "single_word": False, "special": True}},
+        },
+        SPECIAL_TOKENS_FILE: specials,
+        GENERATION_CONFIG_FILE: {
+            "bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": eot_id,
+            "do_sample": True, "temperature": 0.8, "top_k": 40, "max_new_tokens": 128,
+        },
+    }
 
 
 def _free_name(out: str, step: int) -> str:

@@ -38,12 +38,13 @@ def cmd_train(a: argparse.Namespace) -> int:
         return 0
     s = model.summary
     print(f"{model!r}")
-    print(f"corpus: {s['corpus_files']} files, {s['corpus_bytes']:,} bytes, {s['corpus_tokens']:,} tokens "
-          f"(vocab {s['vocab_size']})")
-    print(f"trained {s['steps']} steps ({s['tokens']:,} tokens) in {s['train_seconds']:.1f}s "
+    print(f"corpus: {s['corpus_files']:,} files, {s['corpus_bytes']:,} bytes, {s['corpus_tokens']:,} tokens "
+          f"(vocab {s['vocab_size']:,}; `cllm corpus PATH` shows what was skipped)")
+    accum = f" x {s['grad_accum']} micro-batches" if s.get("grad_accum", 1) > 1 else ""
+    print(f"trained {s['steps']:,} steps{accum} ({s['tokens']:,} tokens) in {s['train_seconds']:.1f}s "
           f"= {s['tokens_per_sec']:,.0f} tokens/s on "
           + (f"{s['ranks']} ranks x " if s.get("ranks", 1) > 1 else "") + f"{s['threads']} thread(s)")
-    if s["first_loss"] is None:
+    if s.get("first_loss") is None:
         print("no steps left to run: the run was already complete", end="")
     else:
         print(f"loss: first {s['first_loss']:.4f} -> last {s['train_loss']:.4f}", end="")
@@ -51,11 +52,17 @@ def cmd_train(a: argparse.Namespace) -> int:
         print(f"; val loss {s['val_loss']:.4f} ({s.get('val_bpb', float('nan')):.3f} bits/byte)")
     else:
         print()
+    if "init_val_loss" in s:
+        print(f"fine-tuned from {opts.init_from}: val loss {s['init_val_loss']:.4f} before training")
     if a.verbose:
         for st in model.sphere_stats():
             print(f"  sphere {st['sphere']:>3} (parent {st['parent']:>3}): {st['tasks']} tasks, "
                   f"busy {st['busy_seconds']:.2f}s ({100 * st['busy_fraction']:.0f}%)")
-    print(f"checkpoint: {os.path.abspath(opts.out_dir)}")
+    out = os.path.abspath(opts.out_dir)
+    print(f"checkpoint: {out}")
+    plot = os.path.join(out, "loss.png")
+    print(f"metrics: {os.path.join(out, 'metrics.jsonl')}"
+          + (f", {plot}" if os.path.isfile(plot) else " (pip install \"cllm[plot]\" for loss.png)"))
     if a.sample_tokens > 0:
         text = model.generate(a.sample_prompt, max_new_tokens=a.sample_tokens, temperature=0.8,
                               top_k=40, seed=a.seed)
@@ -149,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         cli_tokenize.register(sub)
     except ImportError:
         pass
+    from . import cli_corpus, plot
+    cli_corpus.register(sub)
+    plot.register(sub)
     _add_info(sub)
     return p
 

@@ -29,7 +29,8 @@ import numpy as np
 from .corpus import Document, read_document
 from .errors import CorpusError
 from .fileio import atomic_open, remove_stale_temps
-from .tokenizer import Tokenizer, _tqdm
+from .progress import progress_bar
+from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _build(files: List[FileLike], tokenizer: Tokenizer, path: str, key: bytes,
     sizes = [len(f.data) if isinstance(f, Document) else os.path.getsize(_path_of(f)) for f in files]
     h = hashlib.blake2b(digest_size=32)
     count = 0
-    bar = _tqdm(progress, desc="tokenizing", total=sum(sizes), unit="B", unit_scale=True)
+    bar = progress_bar(progress, desc="tokenizing", total=sum(sizes), unit="B", unit_scale=True)
     try:
         with atomic_open(path) as out:
             out.write(b"\0" * HEADER_BYTES)

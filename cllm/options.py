@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .config import C_INT_MAX
+from .corpus import MAX_FILE_BYTES
 from .distributed import MODES as DISTRIBUTED_MODES
 from .errors import ConfigError, ConfigTypeError
 from .tokenizer import DEFAULT_VOCAB_SIZE
@@ -81,13 +82,23 @@ class TrainOptions:
     exts: Optional[List[str]] = option(None, "only files with these extensions (CLI: repeatable or a comma "
                                        "list, e.g. -e .py,.c)", flag="--ext", short="-e", metavar="EXT",
                                        group="data")
+    include: Optional[List[str]] = option(None, "only paths matching these gitignore-style globs (CLI: "
+                                          "repeatable, e.g. --include 'src/' --include '*.py')",
+                                          metavar="GLOB", group="data")
+    exclude: Optional[List[str]] = option(None, "leave out paths matching these gitignore-style globs "
+                                          "(CLI: repeatable)", metavar="GLOB", group="data")
     max_bytes: Optional[int] = option(None, "cap on corpus bytes", lo=1, group="data")
-    val_fraction: float = option(0.05, "share of the tokens held out for validation", lo=0, hi=0.5,
-                                 hi_open=True, group="data")
+    max_file_bytes: int = option(MAX_FILE_BYTES, "skip (and name in a warning) files larger than this",
+                                 lo=1, group="data")
+    val_fraction: float = option(0.05, "share of the corpus bytes held out for validation: whole files "
+                                 "chosen by a hash of their path", lo=0, hi=0.5, hi_open=True, group="data")
     # -- optimisation
     epochs: int = option(1, "passes over the training split", lo=1, hi=C_INT_MAX)
     max_steps: Optional[int] = option(None, "stop after N steps (overrides epochs)", lo=1, hi=C_INT_MAX)
-    batch_size: int = option(16, "sequences per step (per rank under MPI)", lo=1, hi=C_INT_MAX)
+    batch_size: int = option(16, "sequences per micro-batch (per rank under MPI)", lo=1, hi=C_INT_MAX)
+    grad_accum: int = option(1, "micro-batches per optimizer step (a step sees grad_accum * batch_size "
+                             "sequences; same result as a batch that large, in the memory of one micro-batch)",
+                             lo=1, hi=C_INT_MAX)
     learning_rate: float = option(3e-4, "peak AdamW learning rate", lo=0, hi=10, lo_open=True)
     min_lr_ratio: float = option(0.1, "cosine decay ends at min_lr_ratio * learning_rate", lo=0, hi=1)
     warmup_steps: Optional[int] = option(None, "linear warm-up steps (default: total/20, at most 100)",
@@ -102,13 +113,16 @@ class TrainOptions:
     seed: int = option(1337, "seed of the weight init and the data order", lo=0, hi=_U64_MAX)
     # -- evaluation and checkpoints
     eval_batches: int = option(16, "batches per evaluation", lo=1, hi=C_INT_MAX, group="evaluation")
-    eval_interval: int = option(0, "evaluate every N steps (0: at the end only)", lo=0, hi=C_INT_MAX,
-                                group="evaluation")
+    eval_interval: Optional[int] = option(None, "evaluate every N steps (default: about 10 evaluations per "
+                                          "run; 0: at the end only)", lo=0, hi=C_INT_MAX, group="evaluation")
     out_dir: Optional[str] = option(None, "checkpoint directory (API default: none, nothing saved)",
                                     flag="--out", cli_default="runs/cllm", saved=False, metavar="DIR",
                                     group="checkpoints")
     checkpoint_every: int = option(0, "save every N steps (0: at the end only)", lo=0, hi=C_INT_MAX,
                                    group="checkpoints")
+    init_from: Optional[str] = option(None, "start from this checkpoint's weights and tokenizer (a cllm "
+                                      "checkpoint or any GPT-2 directory cllm.load opens) with a fresh "
+                                      "optimizer: fine-tuning", metavar="CKPT", group="checkpoints")
     keep_checkpoints: int = option(1, "complete checkpoints kept in out_dir as checkpoint-STEP/ (the newest "
                                    "is also out_dir itself, through the `latest` symlink)", lo=1, hi=C_INT_MAX,
                                    group="checkpoints")
@@ -183,12 +197,13 @@ class TrainOptions:
 
     # -------------------------------------------------------------- the CLI
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Add one ``cllm train`` flag per CLI option (grouped as in the class)."""
+    def add_arguments(cls, parser: argparse.ArgumentParser, only: Optional[Sequence[str]] = None) -> None:
+        """Add one ``cllm train`` flag per CLI option (grouped as in the class);
+        ``only``: just these options (other commands share the corpus flags)."""
         groups: Dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             m = f.metadata
-            if not m["cli"]:
+            if not m["cli"] or (only is not None and f.name not in only):
                 continue
             g = groups.get(m["group"])
             if g is None:

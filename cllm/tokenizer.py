@@ -21,6 +21,7 @@ from ._native import check, ffi, lib
 from .config import C_INT_MAX
 from .errors import ConfigError, ConfigTypeError
 from .fileio import atomic_write_json, read_json
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class Tokenizer:
             b = s.encode("utf-8")
             check(lib.cllm_tokenizer_add_special(h, b, len(b), idp))
         total = 0
-        bar = _tqdm(progress, desc="bpe: counting", unit="B", unit_scale=True)
+        bar = progress_bar(progress, desc="bpe: counting", unit="B", unit_scale=True)
         try:
             for data in sources:
                 if data:
@@ -199,7 +200,7 @@ class Tokenizer:
                              "(no text besides special tokens)")
         nm = ffi.new("int32_t *")
         fin = ffi.new("int *")
-        bar = _tqdm(progress, desc="bpe: merging", total=vocab_size - base, unit="merge")
+        bar = progress_bar(progress, desc="bpe: merging", total=vocab_size - base, unit="merge")
         try:
             last = 0
             while True:
@@ -424,12 +425,6 @@ class Tokenizer:
 
 
 # ---------------------------------------------------------------- helpers
-def _tqdm(enabled: bool, **kw):
-    """A tqdm bar (disabled -> a no-op bar)."""
-    from tqdm.auto import tqdm
-    return tqdm(disable=not enabled, **kw)
-
-
 def _iter_sources(paths: Any, texts: Any, exts: Optional[Sequence[str]]) -> Iterator[bytes]:
     """Bytes of every item (see :meth:`Tokenizer.train` for what each type means)."""
     if isinstance(paths, (str, bytes, bytearray, memoryview, os.PathLike, _corpus.Document)):

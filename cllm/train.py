@@ -23,13 +23,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import dataset, distributed
-from .checkpoint import new_run_id, read_state, resolve_checkpoint, verify_checkpoint
+from .checkpoint import CONFIG_FILE, new_run_id, read_json, read_state, resolve_checkpoint, verify_checkpoint
 from .config import ModelConfig
-from .corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents
+from .corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents, split_documents
 from .distributed import World
 from .errors import CheckpointError, ConfigError, CorpusError, DivergenceError, NumericError, StateError
+from .metrics import MetricsLog
 from .model import Model
 from .options import TrainOptions
+from .progress import fmt_count, fmt_duration, progress_bar
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -131,36 +133,54 @@ def evaluate(model: Model, batches: Batches, batch_size: int, max_batches: int,
     return out
 
 
-def prepare_data(path: Optional[str], exts: Optional[Sequence[str]], max_bytes: Optional[int],
-                 vocab_size: int, tokenizer: Any = None, cache_dir: Optional[str] = None,
-                 progress: bool = True) -> tuple:
-    """Load the corpus, train (or reuse) a tokenizer and encode the corpus.
+def prepare_data(path: Optional[str], opts: TrainOptions, tokenizer: Any = None,
+                 cache_dir: Optional[str] = None) -> tuple:
+    """Load the corpus, hold out whole documents, train (or reuse) a tokenizer
+    on the training documents and encode the corpus.
 
-    Returns (documents, tokenizer, ids)."""
+    Returns (documents, tokenizer, ids, n_train_ids): the ids hold the training
+    documents first, then the held-out ones (each followed by ``<|endoftext|>``),
+    so ``ids[:n_train_ids]`` is the training split."""
+    exts, max_bytes = opts.exts, opts.max_bytes
     if path is None:
         path = default_corpus_path()
         if exts is None:
             exts = [".py"]
         if max_bytes is None:
             max_bytes = DEFAULT_CORPUS_BYTES
-        log.info("no PATH given: training on the Python standard library at %s (first %d bytes of .py files)",
-                 path, max_bytes)
-    docs = load_documents(path, exts, max_bytes)
+        log.info("no PATH given: training on the Python standard library at %s (first %s bytes of .py files)",
+                 path, f"{max_bytes:,}")
+    docs = load_documents(path, exts, max_bytes, include=opts.include, exclude=opts.exclude,
+                          max_file_bytes=opts.max_file_bytes,
+                          skip_dirs=[d for d in (opts.out_dir,) if d])
+    train_docs, val_docs = split_documents(docs, opts.val_fraction)
+    if val_docs:
+        log.info("held out %d of %d files (%s of %s bytes) for validation, chosen by a hash of their path",
+                 len(val_docs), len(docs), f"{sum(len(d.data) for d in val_docs):,}",
+                 f"{sum(len(d.data) for d in docs):,}")
     if tokenizer is None:
-        if vocab_size == 257:
+        if opts.vocab_size == 257:
             tokenizer = Tokenizer.byte_level()
         else:
-            tokenizer = Tokenizer.train([d.data for d in docs], vocab_size=vocab_size, progress=progress)
+            tokenizer = Tokenizer.train([d.data for d in train_docs], vocab_size=opts.vocab_size,
+                                        progress=opts.progress)
+    ordered = train_docs + val_docs
     if cache_dir is not None:
-        ids = dataset.load_or_build(docs, tokenizer, cache_dir, progress=progress)
+        ids = dataset.load_or_build(ordered, tokenizer, cache_dir, progress=opts.progress)
     else:
-        ids = tokenizer.encode_documents([d.data for d in docs])
-    return docs, tokenizer, ids
+        ids = tokenizer.encode_documents([d.data for d in ordered])
+    n_train = len(ids)
+    if val_docs:  # the end of the last training document's <|endoftext|>
+        n_train = int(np.flatnonzero(np.asarray(ids) == tokenizer.eot_id)[len(train_docs) - 1]) + 1
+    return ordered, tokenizer, ids, n_train
 
 
 @dataclass
 class Data:
-    """The prepared corpus: documents, tokenizer, ids and the train/val batches."""
+    """The prepared corpus: documents, tokenizer, ids and the train/val batches.
+
+    ``batch`` is the micro-batch (sequences per forward/backward) and
+    ``accum`` the micro-batches per optimizer step."""
 
     docs: List[Document]
     tokenizer: Any
@@ -168,6 +188,7 @@ class Data:
     train: Batches
     val: Batches
     batch: int
+    accum: int
     steps_per_epoch: int
     byte_lens: np.ndarray
     ranks: int = 1  #: MPI ranks sharing each batch: each runs ``batch // ranks`` rows
@@ -178,33 +199,42 @@ class Data:
         return self.batch // self.ranks
 
 
-def split_data(docs: List[Document], tok: Any, ids: np.ndarray, opts: TrainOptions, ranks: int = 1) -> Data:
-    """Hold out the last ``val_fraction`` of the ids and cut both splits into sequences.
+def split_data(docs: List[Document], tok: Any, ids: np.ndarray, n_train: int, opts: TrainOptions,
+               ranks: int = 1) -> Data:
+    """Cut the training ids (``ids[:n_train]``) and the held-out ids into sequences.
 
-    A step takes a global batch of ``ranks x batch_size`` sequences."""
+    When the held-out documents are too short for one sequence (a tiny
+    corpus) the last ``val_fraction`` of the tokens is held out instead. A
+    micro-batch is ``ranks x batch_size`` sequences, a step ``grad_accum``
+    micro-batches."""
     n, T = len(ids), opts.seq_len
     if n < T + 2:
-        raise CorpusError(f"the corpus has only {n} tokens; a training sequence needs seq_len + 1 = {T + 1} "
+        raise CorpusError(f"the corpus has only {n:,} tokens; a training sequence needs seq_len + 1 = {T + 1} "
                           f"(lower --seq-len or add files)")
-    n_val = int(n * opts.val_fraction)
-    if opts.val_fraction > 0:
-        n_val = max(n_val, T + 1)
-    if n - n_val < T + 1:
-        log.warning("corpus too small for a held-out split of %d tokens: evaluating on the training data", n_val)
-        train_ids, val_ids = ids, ids
-    else:
-        train_ids, val_ids = ids[:n - n_val], ids[n - n_val:] if n_val else ids[:0]
+    if opts.val_fraction > 0 and (n - n_train < T + 1 or n_train < T + 1):
+        n_val = max(int(n * opts.val_fraction), T + 1)
+        if n - n_val >= T + 1:
+            log.info("held-out files are shorter than one sequence: holding out the last %s tokens instead",
+                     f"{n_val:,}")
+            n_train = n - n_val
+        else:
+            log.warning("corpus too small for a held-out split of %s tokens: evaluating on the training data",
+                        f"{n_val:,}")
+            n_train = n
+    train_ids = ids[:n_train]
+    val_ids = ids if n_train == n and opts.val_fraction > 0 else ids[n_train:]
     train_b, val_b = Batches(train_ids, T), Batches(val_ids, T)
-    B = opts.batch_size * ranks
-    if len(train_b) < B:
-        fit = len(train_b) // ranks * ranks
-        if fit == 0:
-            raise CorpusError(f"the training split holds only {len(train_b)} sequences of {T} tokens, fewer "
-                              f"than the {ranks} ranks (lower --seq-len or add files)")
-        log.warning("the training split holds only %d sequences of %d tokens; using batches of %d",
-                    len(train_b), T, fit)
-        B = fit
-    return Data(docs, tok, n, train_b, val_b, B, len(train_b) // B, _token_byte_lengths(tok), ranks)
+    G, N = opts.batch_size * ranks, opts.grad_accum
+    if len(train_b) < G * N:
+        N = max(1, len(train_b) // G)
+        if len(train_b) < G:
+            G = len(train_b) // ranks * ranks
+            if G == 0:
+                raise CorpusError(f"the training split holds only {len(train_b)} sequences of {T} tokens, fewer "
+                                  f"than the {ranks} ranks (lower --seq-len or add files)")
+        log.warning("the training split holds only %d sequences of %d tokens; using %d micro-batch(es) of %d",
+                    len(train_b), T, N, G)
+    return Data(docs, tok, n, train_b, val_b, G, N, len(train_b) // (G * N), _token_byte_lengths(tok), ranks)
 
 
 def build_model(opts: TrainOptions, data: Data, world: Optional[World] = None) -> Model:
@@ -216,6 +246,32 @@ def build_model(opts: TrainOptions, data: Data, world: Optional[World] = None) -
     return Model(mcfg, data.tokenizer, batch_size=data.rows, seq_len=opts.seq_len,
                  threads=world.threads_per_rank(opts.threads), seed=opts.seed, max_memory_gb=opts.max_memory_gb,
                  precision=opts.precision)
+
+
+def load_init(opts: TrainOptions, world: Optional[World] = None) -> Model:
+    """The model of ``opts.init_from`` (weights, tokenizer, shape; fresh optimizer)
+    sized for training micro-batches of ``opts.batch_size`` x ``opts.seq_len``."""
+    path = opts.init_from
+    assert path is not None
+    if opts.tokenizer is not None:
+        raise ConfigError("init_from and tokenizer are exclusive: the checkpoint brings its own tokenizer")
+    cfg_path = os.path.join(path, CONFIG_FILE)
+    if not os.path.isfile(cfg_path):
+        raise CheckpointError(f"init_from: {path!r} is not a checkpoint directory (no {CONFIG_FILE})")
+    cfg_raw = read_json(cfg_path)
+    if not isinstance(cfg_raw, dict):
+        raise CheckpointError(f"{cfg_path}: not a JSON object")
+    ctx = cfg_raw.get("n_positions")
+    if isinstance(ctx, int) and opts.seq_len > ctx:
+        raise ConfigError(f"seq_len ({opts.seq_len}) exceeds the context length {ctx} of the checkpoint "
+                          f"{path}; use --seq-len {ctx} or less")
+    world = world or World()
+    model = Model.load(path, threads=world.threads_per_rank(opts.threads), batch_size=opts.batch_size,
+                       seq_len=opts.seq_len, max_memory_gb=opts.max_memory_gb, precision=opts.precision)
+    log.info("fine-tuning from %s: %s parameters, vocabulary %s, context %d (model-shape options come "
+             "from the checkpoint; the optimizer starts fresh)", path, f"{model.num_params:,}",
+             f"{model.config.vocab_size:,}", model.config.context_len)
+    return model
 
 
 def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any], ckpt: str,
@@ -245,13 +301,60 @@ def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any], ckpt: 
 
 @dataclass
 class LoopResult:
-    """What :func:`run_loop` did."""
+    """What :func:`run_loop` did (``tokens``: training tokens of this session)."""
 
     step: int
     losses: List[float]
     tokens: int
     seconds: float
     interrupted: bool
+
+
+def eval_interval(opts: TrainOptions, total: int) -> int:
+    """Steps between evaluations: ``opts.eval_interval``, or about 10 per run by default (0: none)."""
+    if opts.eval_interval is not None:
+        return opts.eval_interval
+    return max(1, round(total / 10))
+
+
+class _Accumulator:
+    """Gradient accumulation: the micro-batches of one optimizer step each run
+    forward + backward (under MPI: this rank's rows of each), with the loss
+    normalised by the whole step's target count so the gradients simply add
+    up (in one float32 buffer) to those of the step's mean loss; then one
+    allreduce under MPI and one AdamW step (clipped by the global norm)."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.acc = np.empty_like(model.grads)
+
+    def step(self, world: World, batches: Batches, starts: np.ndarray, rows: int, step: int, lr: float,
+             opts: TrainOptions) -> tuple:
+        """(mean loss, pre-clip gradient norm) of one optimizer step over the
+        windows ``starts``, ``rows`` sequences (all ranks) per micro-batch."""
+        m = self.model
+        n = len(starts) // rows
+        n_valid = n * rows * batches.seq_len  # training windows have no ignored targets
+        loss = 0.0
+        for k in range(n):
+            x, y = batches.block(starts[k * rows:(k + 1) * rows])
+            if world.distributed:
+                x, y = distributed.shard(x, world), distributed.shard(y, world)
+            loss += m.forward(x, y, loss_tokens=n_valid)
+            m.backward()
+            if k == 0:
+                self.acc[...] = m.grads
+            else:
+                self.acc += m.grads
+        m.grads[...] = self.acc
+        if world.distributed:
+            world.allreduce_(m.grads)
+            loss = float(world.sum([loss])[0])
+        if not math.isfinite(loss):
+            raise NumericError(f"non-finite loss ({loss}) at step {step}: weights not updated")
+        gnorm = m.adamw_step(step, lr, beta1=opts.beta1, beta2=opts.beta2, eps=opts.eps,
+                             weight_decay=opts.weight_decay, grad_clip=opts.grad_clip)
+        return loss, gnorm
 
 
 def _diverged(opts: TrainOptions, step: int, lr: float, why: str, last_saved: Optional[int]) -> DivergenceError:
@@ -262,26 +365,30 @@ def _diverged(opts: TrainOptions, step: int, lr: float, why: str, last_saved: Op
 
 
 def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: int,
-             save: Callable[[int], None], saved: Optional[List[int]] = None,
+             save: Callable[[int], None], metrics: MetricsLog, saved: Optional[List[int]] = None,
              world: Optional[World] = None) -> LoopResult:
     """Train from step ``start`` to ``total``; ``save(step)`` writes a checkpoint
     (and appends the step to ``saved``).
 
-    The first SIGINT ends the loop after the current step (``interrupted``). A
-    non-finite loss or gradient, or a loss above ``divergence_factor`` times
-    max(first loss, ln vocab), raises :class:`~cllm.DivergenceError` without saving.
-    Under MPI every rank runs this loop on the same global batches (each
-    computes its rows, see :func:`~cllm.distributed.data_parallel_step`);
-    the ranks agree after every step whether one of them was interrupted,
-    so they all stop after the same step; only rank 0 shows progress."""
+    Every step appends a row to ``metrics`` (an evaluation row every
+    :func:`eval_interval` steps). The first SIGINT ends the loop after the
+    current step (``interrupted``). A non-finite loss or gradient, or a loss
+    above ``divergence_factor`` times max(first loss, ln vocab), raises
+    :class:`~cllm.DivergenceError` without saving. Under MPI every rank runs
+    this loop on the same global batches (each computes its rows, see
+    :func:`~cllm.distributed.data_parallel_step`); the ranks agree after every
+    step whether one of them was interrupted, so they all stop after the same
+    step; only rank 0 shows progress."""
     world = world or World()
     saved = [] if saved is None else saved
     floor = math.log(max(2, len(data.tokenizer)))
-    B, spe = data.batch, data.steps_per_epoch
-    bar = None
-    if opts.progress and world.is_root:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    G, N, spe = data.batch, data.accum, data.steps_per_epoch
+    E = G * N  # sequences per optimizer step (all ranks)
+    tokens_per_step = E * data.train.seq_len
+    every = eval_interval(opts, total)
+    accum = _Accumulator(model) if N > 1 else None
+    show = opts.progress and world.is_root
+    bar = progress_bar(show, total=total, initial=start, desc="train", unit="step")
     losses: List[float] = []
     ema = None
     step = start
@@ -294,15 +401,19 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
             while step < total and not stopping:
                 epoch = step // spe
                 order = np.random.default_rng(opts.seed + epoch).permutation(len(data.train))
-                for i in range((step % spe) * B, spe * B, B):
+                for i in range((step % spe) * E, spe * E, E):
                     if step >= total or stopping:
                         break
-                    x, y = data.train.block(data.train.starts[order[i:i + B]])
+                    starts = data.train.starts[order[i:i + E]]
                     lr = opts.lr_at(step + 1, total)
                     try:
-                        loss, gnorm = distributed.data_parallel_step(
-                            model, world, x, y, step + 1, lr, beta1=opts.beta1, beta2=opts.beta2, eps=opts.eps,
-                            weight_decay=opts.weight_decay, grad_clip=opts.grad_clip)
+                        if accum is None:
+                            x, y = data.train.block(starts)
+                            loss, gnorm = distributed.data_parallel_step(
+                                model, world, x, y, step + 1, lr, beta1=opts.beta1, beta2=opts.beta2,
+                                eps=opts.eps, weight_decay=opts.weight_decay, grad_clip=opts.grad_clip)
+                        else:
+                            loss, gnorm = accum.step(world, data.train, starts, G, step + 1, lr, opts)
                     except NumericError as e:
                         raise _diverged(opts, step + 1, lr, str(e), saved[-1] if saved else None) from None
                     ref = max(losses[0] if losses else loss, floor)
@@ -312,34 +423,51 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
                     stopping = world.any(stop.set) if world.distributed else stop.set
                     step += 1
                     losses.append(loss)
-                    tokens_done += x.size
+                    tokens_done += tokens_per_step
                     ema = loss if ema is None else 0.9 * ema + 0.1 * loss
                     el = time.perf_counter() - t_train
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_done / el:,.0f}")
+                    tok_s = tokens_done / el if el > 0 else 0.0
+                    metrics.log(step, tokens=step * tokens_per_step, loss=loss, lr=lr, grad_norm=gnorm,
+                                tokens_per_s=tok_s, elapsed_s=el)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", tok_s=fmt_count(tok_s))
                     if step % 50 == 0 or step == start + 1:
-                        (log.debug if bar is not None else log.info)(
-                            "step %d/%d loss %.4f gnorm %.3f lr %.2e %.0f tok/s", step, total, loss,
-                            gnorm, lr, tokens_done / el)
-                    if opts.eval_interval and step % opts.eval_interval == 0 and len(data.val):
-                        ev = evaluate(model, data.val, B, opts.eval_batches, data.byte_lens, world)
-                        log.info("step %d val_loss %.4f val_bpb %.4f", step, ev["val_loss"],
-                                 ev.get("val_bpb", float("nan")))
+                        (log.debug if show else log.info)(
+                            "step %s/%s loss %.4f grad norm %.3f lr %.2e %s tokens/s", f"{step:,}", f"{total:,}",
+                            loss, gnorm, lr, fmt_count(tok_s))
+                    if every and step % every == 0 and step < total and len(data.val):
+                        ev = evaluate(model, data.val, E, opts.eval_batches, data.byte_lens, world)
+                        metrics.log(step, tokens=step * tokens_per_step, val_loss=ev["val_loss"],
+                                    val_bits_per_byte=ev.get("val_bpb"), elapsed_s=time.perf_counter() - t_train)
+                        metrics.flush()
+                        msg = "step %d: val loss %.4f, %.3f bits/byte" % (
+                            step, ev["val_loss"], ev.get("val_bpb", float("nan")))
+                        if show:
+                            bar.write(msg)  # above the bar, not through it
+                        elif world.is_root:
+                            log.info(msg)
                     if opts.checkpoint_every and step % opts.checkpoint_every == 0 and step < total:
+                        metrics.flush()
                         save(step)  # (the last step is saved after the final evaluation)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
+        metrics.flush()
     return LoopResult(step, losses, tokens_done, time.perf_counter() - t_train, stopping)
 
 
 def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0: float,
+              metrics: MetricsLog, init_eval: Optional[Dict[str, float]] = None,
               world: Optional[World] = None) -> Dict[str, Any]:
-    """Final evaluation and the run's summary (``model.summary``; tokens are
-    global: all ranks together)."""
+    """Final evaluation (logged to ``metrics``) and the run's summary
+    (``model.summary``; tokens are global: all ranks together)."""
     world = world or World()
-    ev = evaluate(model, data.val, data.batch, opts.eval_batches, data.byte_lens, world) if len(data.val) else {}
+    step_rows = data.batch * data.accum  # evaluation batches are optimizer-step batches
+    ev = evaluate(model, data.val, step_rows, opts.eval_batches, data.byte_lens, world) if len(data.val) else {}
+    tokens_per_step = step_rows * data.train.seq_len
+    if ev:
+        metrics.log(res.step, tokens=res.step * tokens_per_step, val_loss=ev["val_loss"],
+                    val_bits_per_byte=ev.get("val_bpb"), elapsed_s=res.seconds)
+        metrics.flush()
     losses = res.losses
     k = max(1, min(20, len(losses) // 10 or 1))
     s = {
@@ -350,16 +478,35 @@ def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0:
         "train_loss": float(np.mean(losses[-k:])) if losses else None,
         "corpus_files": len(data.docs), "corpus_bytes": sum(len(d.data) for d in data.docs),
         "corpus_tokens": data.n_tokens, "vocab_size": len(data.tokenizer), "threads": model.threads,
-        "ranks": world.size, "batch": data.batch,
+        "ranks": world.size, "batch": data.batch, "grad_accum": data.accum,
         **ev, "total_seconds": time.perf_counter() - t0,
     }
-    log.info("done: %d steps, train loss %.4f, val loss %s, %.0f tok/s", res.step,
-             s["train_loss"] or float("nan"), ev.get("val_loss"), s["tokens_per_sec"])
+    if init_eval:
+        s["init_val_loss"] = init_eval["val_loss"]
+        if "val_bpb" in init_eval:
+            s["init_val_bpb"] = init_eval["val_bpb"]
+    val = f", val loss {ev['val_loss']:.4f} ({ev.get('val_bpb', float('nan')):.3f} bits/byte)" if ev else ""
+    log.info("done: %s steps in %s, train loss %.4f%s, %s tokens/s", f"{res.step:,}", fmt_duration(res.seconds),
+             s["train_loss"] if s["train_loss"] is not None else float("nan"), val, fmt_count(s["tokens_per_sec"]))
     if opts.verbose and world.is_root:
         for st in model.sphere_stats():
-            log.info("sphere %d (parent %d): %d tasks, busy %.2fs (%.0f%%)", st["sphere"], st["parent"],
-                     st["tasks"], st["busy_seconds"], 100 * st["busy_fraction"])
+            log.info("sphere %d (parent %d): %s tasks, busy %.2fs (%.0f%%)", st["sphere"], st["parent"],
+                     f"{st['tasks']:,}", st["busy_seconds"], 100 * st["busy_fraction"])
     return s
+
+
+def write_loss_plot(out_dir: Optional[str]) -> Optional[str]:
+    """``out_dir/loss.png`` from the run's metrics when matplotlib is importable, else None."""
+    if not out_dir:
+        return None
+    from .plot import PlotUnavailable, plot_runs
+    try:
+        return plot_runs([out_dir], os.path.join(out_dir, "loss.png"))
+    except PlotUnavailable:
+        log.info("no loss.png: matplotlib is not installed (pip install \"cllm[plot]\")")
+    except (OSError, ValueError) as e:
+        log.warning("could not write %s/loss.png: %s", out_dir, e)
+    return None
 
 
 def check_out_dir(out_dir: Optional[str]) -> None:
@@ -402,13 +549,12 @@ def prepare_data_on_ranks(world: World, path: Optional[str], opts: TrainOptions,
     (reading the cache on a shared file system, building their own
     otherwise; cache writes are atomic). A world of one just prepares."""
     if world.is_root:
-        docs, tok, ids = prepare_data(path, opts.exts, opts.max_bytes, opts.vocab_size, tokenizer, cache_dir,
-                                      opts.progress)
+        docs, tok, ids, n_train = prepare_data(path, opts, tokenizer, cache_dir)
     tok_json = world.bcast(tok.to_json() if world.is_root else None)
     if not world.is_root:
-        docs, tok, ids = prepare_data(path, opts.exts, opts.max_bytes, opts.vocab_size,
-                                      Tokenizer.from_json(tok_json), cache_dir, False)
-    return docs, tok, ids
+        docs, tok, ids, n_train = prepare_data(path, dataclasses.replace(opts, progress=False),
+                                               Tokenizer.from_json(tok_json), cache_dir)
+    return docs, tok, ids, n_train
 
 
 def train(path: Optional[str] = None, **options: Any) -> Model:
@@ -437,20 +583,33 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
         if not os.path.exists(path):
             raise CorpusError(f"corpus path does not exist: {path!r}")
     check_out_dir(opts.out_dir)
-    tokenizer = Tokenizer.load(ckpt) if state0 is not None else opts.tokenizer
+    init_model = load_init(opts, world) if opts.init_from is not None and state0 is None else None
+    if state0 is not None:
+        tokenizer = Tokenizer.load(ckpt)
+    else:
+        tokenizer = init_model.tokenizer if init_model is not None else opts.tokenizer
     cache_dir = os.path.join(opts.out_dir, "cache") if opts.out_dir else None
-    docs, tok, ids = prepare_data_on_ranks(world, path, opts, tokenizer, cache_dir)
-    data = split_data(docs, tok, ids, opts, world.size)
+    docs, tok, ids, n_train = prepare_data_on_ranks(world, path, opts, tokenizer, cache_dir)
+    data = split_data(docs, tok, ids, n_train, opts, world.size)
     if state0 is None:
-        model = build_model(opts, data, world)
+        model = init_model if init_model is not None else build_model(opts, data, world)
         start = 0
         total = opts.max_steps if opts.max_steps is not None else opts.epochs * data.steps_per_epoch
     else:
         model = restore_model(opts, data, state0, ckpt, world)
         start, total = int(state0["step"]), int(state0["total_steps"])
-    log.info("%r; %d train sequences, %d val sequences; %d steps of %d x %d%s", model, len(data.train),
-             len(data.val), total, data.batch, opts.seq_len,
+    log.info("%r; %s train sequences, %s val sequences; %s steps of %s x %d x %d tokens%s", model,
+             f"{len(data.train):,}", f"{len(data.val):,}", f"{total:,}", data.accum, data.batch, opts.seq_len,
              f" over {world.size} ranks ({data.rows} rows each)" if world.distributed else "")
+    metrics = MetricsLog(opts.out_dir if world.is_root else None,
+                         resume_step=start if state0 is not None else None)
+    init_eval = None
+    if init_model is not None and len(data.val):  # where fine-tuning starts from (every rank evaluates)
+        init_eval = evaluate(model, data.val, data.batch * data.accum, opts.eval_batches, data.byte_lens, world)
+        metrics.log(0, tokens=0, val_loss=init_eval["val_loss"], val_bits_per_byte=init_eval.get("val_bpb"),
+                    elapsed_s=0.0)
+        log.info("before fine-tuning: val loss %.4f (%.3f bits/byte)", init_eval["val_loss"],
+                 init_eval.get("val_bpb", float("nan")))
 
     run_id = state0.get("run_id") if state0 is not None else None
     run_id = run_id or new_run_id()
@@ -469,18 +628,21 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
         if opts.out_dir:
             saved.append(step)
 
-    res = run_loop(model, opts, data, start, total, save, saved, world)
-    if res.interrupted:
-        model.summary = {"interrupted_at": res.step}
-        if not saved or saved[-1] != res.step:
-            save(res.step)
-        if opts.out_dir and world.is_root:
-            log.warning("interrupted after step %d: checkpoint saved to %s (continue with "
-                        "`cllm train --resume --out %s`)", res.step, opts.out_dir, opts.out_dir)
-        world.barrier()  # rank 0 has written the checkpoint
-        raise distributed.AgreedStop
-    model.summary = summarize(model, opts, data, res, t0, world)
+    with metrics:
+        res = run_loop(model, opts, data, start, total, save, metrics, saved, world)
+        if res.interrupted:
+            model.summary = {"interrupted_at": res.step}
+            if not saved or saved[-1] != res.step:
+                save(res.step)
+            if opts.out_dir and world.is_root:
+                log.warning("interrupted after step %d: checkpoint saved to %s (continue with "
+                            "`cllm train --resume --out %s`)", res.step, opts.out_dir, opts.out_dir)
+            world.barrier()  # rank 0 has written the checkpoint
+            raise distributed.AgreedStop
+        model.summary = summarize(model, opts, data, res, t0, metrics, init_eval, world)
     save(res.step)
+    if world.is_root:
+        write_loss_plot(opts.out_dir)
     return model
 
 

@@ -368,7 +368,8 @@ int cllm_kernel_run(const char *op, int isa, int reps, float *const *bufs, int n
 /* *name = the i-th harness op (0-based); CLLM_ERR_RANGE past the end. */
 int cllm_kernel_op_name(int i, const char **name);
 /* The i-th registry op: its name, buffer spec ("+out[N,C] x[N,C] ...":
- * '+' output, '?' may be NULL, ':i32' int32 data, '<D' values below dim D),
+ * '+' output, '?' may be NULL, ':i32' int32 data, '<D' values below dim D,
+ * ':f64' float64 data),
  * dims spec ("N C"; '?' may be 0) and whether it has a SIMD body (simd = 1)
  * or runs the scalar reference on every ISA. Any out pointer may be NULL.
  * CLLM_ERR_RANGE past the end. */

@@ -205,15 +205,24 @@ static void param_slice(const cllm_model *m, int sphere, int n, size_t *lo, size
     if (*lo > *hi) *lo = *hi;
 }
 
-/* phase 2: grads[slice] = sum over shards in fixed order; partial sumsq */
+/* phase 2, reduce_grads_and_norm: grads[slice] = sum over shards in fixed
+ * order 0,1,2,...; the last addition also yields the slice's sum of squares
+ * (add_into_sumsq: one pass over memory instead of two) */
 static int task_reduce(void *arg, int sphere, int n) {
     StepCtx *x = arg;
     cllm_model *m = x->m;
     size_t lo, hi;
     param_slice(m, sphere, n, &lo, &hi);
-    for (int k = 1; k < m->active; k++)
-        x->ops->add_into(m->grads + lo, m->sph[k].grads_buf + lo, hi - lo);
-    m->sph[sphere].sumsq = hi > lo && !x->skip_norm ? x->ops->sumsq(m->grads + lo, hi - lo) : 0.0;
+    double sumsq = 0.0;
+    int last = m->active - 1;
+    for (int k = 1; k < last; k++) x->ops->add_into(m->grads + lo, m->sph[k].grads_buf + lo, hi - lo);
+    if (hi > lo && last >= 1 && !x->skip_norm)
+        sumsq = x->ops->add_into_sumsq(m->grads + lo, m->sph[last].grads_buf + lo, hi - lo);
+    else if (hi > lo && last >= 1)
+        x->ops->add_into(m->grads + lo, m->sph[last].grads_buf + lo, hi - lo);
+    else if (hi > lo && !x->skip_norm)
+        sumsq = x->ops->sumsq(m->grads + lo, hi - lo);
+    m->sph[sphere].sumsq = sumsq;
     return CLLM_OK;
 }
 
@@ -340,7 +349,7 @@ static float combined_norm(const cllm_model *m) {
 }
 
 /* reduce shard gradients into m->grads and return the global norm */
-static int reduce_grads(cllm_model *m, StepCtx *x, float *norm) {
+static int reduce_grads_and_norm(cllm_model *m, StepCtx *x, float *norm) {
     int rc, prof = m->prof_on;
     PROF(P_REDUCE, rc = cllm_spheres_run(m->pool, task_reduce, x));
     if (rc) return rc;
@@ -359,7 +368,7 @@ CLLM_EXPORT int cllm_model_backward(cllm_model *m) {
     if (rc) return rc;
     float norm;
     x.skip_norm = 1; /* nobody reads it: cllm_model_grad_norm / adamw compute their own */
-    rc = reduce_grads(m, &x, &norm);
+    rc = reduce_grads_and_norm(m, &x, &norm);
     m->have_fwd = 0; /* dlogits were consumed */
     return rc;
 }
@@ -440,7 +449,7 @@ CLLM_EXPORT int cllm_model_train_step(cllm_model *m, const int32_t *inputs, cons
     if (rc) return rc;
     float l = total_loss(m), norm;
     if (loss) *loss = l;
-    rc = reduce_grads(m, &x, &norm);
+    rc = reduce_grads_and_norm(m, &x, &norm);
     if (rc) return rc;
     if (grad_norm) *grad_norm = norm;
     if (!isfinite(l))
