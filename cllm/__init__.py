@@ -34,6 +34,21 @@ _LAZY = {"Model": "model", "ModelConfig": "config", "TrainOptions": "options", "
          "peak_kinds": "measure"}
 
 
+class _Package(types.ModuleType):
+    """The ``cllm`` module object: importing the submodule ``cllm.train`` must
+    not replace the public function ``cllm.train`` (Python binds a package
+    attribute to each submodule it imports), so that binding is redirected to
+    the function."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "train" and isinstance(value, types.ModuleType) and hasattr(value, "train"):
+            value = value.train
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
 def __getattr__(name: str) -> Any:
     mod = _LAZY.get(name)
     if mod is None:
@@ -45,22 +60,6 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list:
     return sorted(set(globals()) | set(_LAZY))
-
-
-class _Package(types.ModuleType):
-    """The ``cllm`` package: importing a submodule named like a public name
-    (``cllm.train``, the module of :func:`train`) must not replace that name,
-    so ``import cllm.train`` followed by ``cllm.train(...)`` still calls the
-    function (the submodule stays in ``sys.modules``)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name \
-                and value.__name__ == f"{__name__}.{name}":
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 _ISA_NAMES = {"scalar": 0, "avx2": 1, "avx512": 2, "auto": -1}
 

@@ -273,7 +273,7 @@ class GenerationMixin:
         allowed, prefix = None, b""
         special = set(self.tokenizer.special_ids()) if heal and ids else set()
         if heal and ids and ids[-1] not in special:
-            toks = self.tokenizer.token_bytes_list()  # only a healed text prompt needs the vocabulary
+            toks = self.tokenizer.token_bytes_list()
             prefix = toks[ids[-1]]
             allowed = [i for i, b in enumerate(toks) if i < V and b.startswith(prefix) and i not in special]
             ids = ids[:-1]
