@@ -173,8 +173,9 @@ typedef struct {
 
 /* Training precision. BF16: every matmul (forward, dX, dW, LM head) is
  * BF16 x BF16 -> FP32 on the best BF16 kernel (AMX, else AVX512-BF16; the
- * scalar reference kernel under CLLM_ISA=scalar); master weights, gradients,
- * AdamW, LayerNorm, softmax, GELU, attention, loss and norms stay FP32.
+ * scalar reference kernel under CLLM_ISA=scalar), attention's QK^T / PV and
+ * their backward products too; master weights, gradients, AdamW, LayerNorm,
+ * softmax, GELU, loss and norms stay FP32.
  * AdamW also refreshes the BF16 weight copies in the same pass. Forward
  * without targets (cllm_model_logits) and KV-cache inference use the FP32
  * master weights in either precision. Validation

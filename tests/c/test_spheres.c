@@ -622,7 +622,7 @@ static void bench_overhead(void) {
  * pool of 3 spheres. model.c may still be a stub: CLLM_ERR_STATE from
  * cllm_model_new means "model not available" and is not a failure.
  * ========================================================================== */
-static int train_few_steps(float *losses, int steps, int *available) {
+static int train_few_steps(float *losses, int steps, int *available, int precision) {
     cllm_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.vocab_size = 67;
@@ -635,6 +635,7 @@ static int train_few_steps(float *losses, int steps, int *available) {
     cfg.threads = 3;
     cfg.seed = 1234;
     cfg.max_memory_gb = 1.0;
+    cfg.precision = precision;
     cllm_model *m = NULL;
     int rc = cllm_model_new(&cfg, &m);
     if (rc == CLLM_ERR_STATE) {
@@ -687,10 +688,19 @@ static int train_few_steps(float *losses, int steps, int *available) {
 static void test_model(void) {
     float a[4], b[4];
     int avail = 0;
-    if (train_few_steps(a, 4, &avail) || !avail) return;
+    if (train_few_steps(a, 4, &avail, CLLM_PRECISION_FP32) || !avail) return;
     printf("model: losses %.6f %.6f %.6f %.6f\n", a[0], a[1], a[2], a[3]);
-    train_few_steps(b, 4, &avail);
+    train_few_steps(b, 4, &avail, CLLM_PRECISION_FP32);
     CHECK(memcmp(a, b, sizeof a) == 0, "same seed and 3 threads must give bit-identical losses");
+    /* BF16 mixed precision (BF16 GEMM, AdamW refreshing the BF16 copies)
+     * where the CPU has a BF16 kernel */
+    int auto_p = CLLM_PRECISION_FP32;
+    if (cllm_precision_auto(&auto_p) == 0 && auto_p == CLLM_PRECISION_BF16) {
+        if (train_few_steps(a, 4, &avail, CLLM_PRECISION_BF16)) return;
+        printf("model bf16: losses %.6f %.6f %.6f %.6f\n", a[0], a[1], a[2], a[3]);
+        train_few_steps(b, 4, &avail, CLLM_PRECISION_BF16);
+        CHECK(memcmp(a, b, sizeof a) == 0, "bf16: same seed and 3 threads must give bit-identical losses");
+    }
 }
 /* ========================================================================== */
 
