@@ -38,8 +38,8 @@ def sweep(rates: List[float], path: Optional[str], exts: Optional[List[str]], ma
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()
             model = cllm.train(path, exts=exts, learning_rate=lr, max_steps=max_steps, threads=threads,
-                               seed=seed, eval_batches=eval_batches, precision=precision, tokenizer=tok,
-                               out_dir=out, progress=progress)
+                               seed=seed, eval_interval=0, eval_batches=eval_batches, precision=precision,
+                               tokenizer=tok, out_dir=out, progress=progress)
             dt = time.perf_counter() - t0
         tok = model.tokenizer
         s = model.summary
