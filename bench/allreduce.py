@@ -24,43 +24,24 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path[:0] = [HERE]
+import _common as cm  # noqa: E402  (also puts the repository on sys.path)
 
 
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (or the platform string)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
+def config_model(name: str, batch_size: int = 1, threads: int = 1) -> "object":
+    """A cllm Model of bench config ``name`` (see ``train_throughput.CONFIGS``)."""
+    from cllm.config import ModelConfig
+    from cllm.model import Model
+    from train_throughput import CONFIGS, _IdsOnly
+    c = CONFIGS[name]
+    mc = ModelConfig(c["vocab_size"], c["seq_len"], c["num_layers"], c["num_heads"], c["embed_dim"])
+    return Model(mc, _IdsOnly(), batch_size=batch_size, seq_len=c["seq_len"], threads=threads, seed=1)
 
 
 def grad_floats() -> dict:
     """Exact parameter counts (= gradient floats) of configs B and C, read
     from the C core's tensor table (the models are built at batch 1)."""
-    from cllm.config import ModelConfig
-    from cllm.model import Model
-    from train_throughput import CONFIGS  # noqa: E402 (bench/ sibling)
-
-    class _Tok:
-        eot_id = 0
-
-        def __len__(self) -> int:
-            return 1
-
-    out = {}
-    for name in ("B", "C"):
-        c = CONFIGS[name]
-        mc = ModelConfig(c["vocab_size"], c["seq_len"], c["num_layers"], c["num_heads"], c["embed_dim"])
-        m = Model(mc, _Tok(), batch_size=1, seq_len=c["seq_len"], threads=1, seed=1)
-        out[name] = int(m.num_params)
-        del m
-    return out
+    return {name: int(config_model(name).num_params) for name in ("B", "C")}
 
 
 def run(reps: int, bucket_mb: float, max_mb: float) -> None:
@@ -76,7 +57,7 @@ def run(reps: int, bucket_mb: float, max_mb: float) -> None:
     bucket = max(1, int(bucket_mb * (1 << 20)) // 4)
     K = world.size
     if world.is_root:
-        print(f"cpu: {cpu_model()}; {os.cpu_count()} cpus; ranks {K} "
+        print(f"cpu: {cm.cpu_model()}; {os.cpu_count()} cpus; ranks {K} "
               f"(local {world.local_size}); bucket {bucket_mb:g} MiB; best of {reps}")
         print(f"{'buffer':<18} {'bytes':>13} {'time ms':>9} {'algbw GB/s':>11} {'busbw GB/s':>11}")
     for label, n in sizes:
@@ -110,7 +91,6 @@ def main() -> int:
         cmd = mpirun_command(a.ranks) + [sys.executable, os.path.abspath(__file__), "--reps", str(a.reps),
                                          "--bucket-mb", str(a.bucket_mb), "--max-mb", str(a.max_mb)]
         return subprocess.call(cmd)
-    sys.path.insert(0, HERE)
     run(a.reps, a.bucket_mb, a.max_mb)
     return 0
 

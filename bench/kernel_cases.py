@@ -32,6 +32,7 @@ class BufSpec(NamedTuple):
     nullable: bool           # '?': may be NULL
     int32: bool              # ':i32'
     bound: Optional[str]     # '<D': int32 values below dim D
+    f64: bool = False        # ':f64': float64 data (travels as 2 floats per value)
 
 
 class OpSpec(NamedTuple):
@@ -43,15 +44,16 @@ class OpSpec(NamedTuple):
     simd: bool
 
 
-_BUF_RE = re.compile(r"^(\+?)(\w+)(\??)\[([^\]]*)\](:i32)?(?:<(\w+))?$")
+_BUF_RE = re.compile(r"^(\+?)(\w+)(\??)\[([^\]]*)\](:i32|:f64)?(?:<(\w+))?$")
 
 
 def _parse_buf(word: str) -> BufSpec:
     m = _BUF_RE.match(word)
     if not m:
         raise ValueError(f"bad buffer spec {word!r} in the kernel registry")
-    out, name, null, shape, i32, bound = m.groups()
-    return BufSpec(name, tuple(x.strip() for x in shape.split(",")), bool(out), bool(null), bool(i32), bound)
+    out, name, null, shape, dtype, bound = m.groups()
+    return BufSpec(name, tuple(x.strip() for x in shape.split(",")), bool(out), bool(null), dtype == ":i32", bound,
+                   dtype == ":f64")
 
 
 def _registry() -> Dict[str, OpSpec]:
@@ -201,6 +203,8 @@ def generic_case(op: str, dims: Sequence[int], rng: np.random.Generator) -> List
         if b.int32:
             hi = named[b.bound] if b.bound else 2
             out.append(rng.integers(0, hi, shape).astype(np.int32))
+        elif b.f64:
+            out.append(np.zeros(shape, np.float64).view(np.float32).copy())
         else:
             out.append(_f(rng, *shape))
     return out
@@ -262,6 +266,7 @@ def bench_dims(op: str, cfg: str) -> Tuple[int, ...]:
         "embed_fwd": (B, T, C, V), "embed_bwd": (B, T, C, V),
         "bias_grad": (N, 4 * C),
         "sumsq": (min(n_params(c), ADAMW_CAP),), "adamw": (min(n_params(c), ADAMW_CAP),),
+        "add_into_sumsq": (min(n_params(c), ADAMW_CAP),),
         "matvec": (C, 3 * C, 0, 3 * C), "matvec_t": (C, 0, V),
         "attention_step": (T, C, C, NH),
         "gelu_bwd_bias": (N, 4 * C),

@@ -6,31 +6,68 @@
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import importlib
+from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
 from ._native import check, ffi, lib
-from .config import ModelConfig
 from .errors import (CheckpointError, CllmError, CllmMemoryError, ConfigError, ConfigTypeError, CorpusError,
                      DivergenceError, NumericError, StateError, UnsupportedError)
-from .measure import measure_bandwidth, measure_peak, peak_kinds
-from .model import Model
-from .options import TrainOptions
-from .tokenizer import Tokenizer
-from .train import TrainConfig, train
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
+    from .inference import InferenceModel
+    from .measure import measure_bandwidth, measure_peak, peak_kinds
+    from .model import Model
+    from .options import TrainOptions
+    from .tokenizer import Tokenizer
+    from .train import TrainConfig, train
 
 __version__ = "0.1.0"
 
+# Public names from heavier modules are imported on first use (PEP 562), so
+# `cllm generate` starts without numpy, tqdm or the trainer.
+_LAZY = {"Model": "model", "ModelConfig": "config", "TrainOptions": "options", "Tokenizer": "tokenizer",
+         "TrainConfig": "train", "train": "train", "InferenceModel": "inference", "quantize": "inference",
+         "evaluate": "evaluation", "measure_bandwidth": "measure", "measure_peak": "measure",
+         "peak_kinds": "measure"}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'cllm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))
+
 _ISA_NAMES = {"scalar": 0, "avx2": 1, "avx512": 2, "auto": -1}
 
-__all__ = ["train", "load", "Model", "Tokenizer", "ModelConfig", "TrainOptions", "TrainConfig", "set_isa",
+__all__ = ["train", "load", "quantize", "evaluate", "InferenceModel", "Model", "Tokenizer", "ModelConfig", "TrainOptions", "TrainConfig", "set_isa",
            "cache_sizes", "gemm_blocking", "get_isa", "cpu_info", "measure_peak", "measure_bandwidth", "peak_kinds", "CllmError", "ConfigError",
            "ConfigTypeError", "CllmMemoryError", "NumericError", "DivergenceError", "StateError",
            "UnsupportedError", "CheckpointError", "CorpusError", "__version__"]
 
 
-def load(path: str, *, threads: int = 0, batch_size: int = 1, seq_len: Optional[int] = None) -> Model:
-    """Load a checkpoint directory written by :meth:`Model.save` or :func:`train`
-    (this is :meth:`Model.load`)."""
+def load(path: str, *, dtype: Optional[str] = None, threads: int = 0, batch_size: int = 1,
+         seq_len: Optional[int] = None) -> Union["Model", "InferenceModel"]:
+    """Load a checkpoint directory: one written by :meth:`Model.save`,
+    :func:`train` or :func:`quantize`, or a Hugging Face GPT-2 directory
+    (``save_pretrained``).
+
+    ``dtype=None`` on a full-precision checkpoint gives a trainable
+    :class:`Model` (this is :meth:`Model.load`). ``dtype="fp32"``, ``"bf16"``
+    or ``"int8"`` (or a quantized checkpoint) gives an :class:`InferenceModel`:
+    generation only, weights memory-mapped or converted at load, with
+    ``generate``, ``generate_ids``, ``predict_next_token``, ``logits`` and
+    ``evaluate``."""
+    from .inference import InferenceModel, is_quantized
+    if dtype is not None or is_quantized(path):
+        return InferenceModel.load(path, dtype=dtype, threads=threads)
+    from .model import Model
     return Model.load(path, threads=threads, batch_size=batch_size, seq_len=seq_len)
 
 

@@ -1,4 +1,4 @@
-"""The ``cllm`` command: ``train``, ``generate``, ``tokenize`` and ``info``."""
+"""The ``cllm`` command: ``train``, ``generate``, ``quantize``, ``eval``, ``tokenize`` and ``info``."""
 from __future__ import annotations
 
 import argparse
@@ -72,37 +72,122 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="complete a prompt with a trained checkpoint")
+    p = sub.add_parser("generate", help="complete a prompt with a checkpoint",
+                       description="Stream a completion of the prompt to stdout. CHECKPOINT is a directory "
+                                   "written by cllm (train or quantize) or a Hugging Face GPT-2 directory "
+                                   "(save_pretrained, with a byte-level BPE tokenizer.json).")
     p.add_argument("checkpoint", help="checkpoint directory")
-    p.add_argument("-p", "--prompt", default="", help="prompt text")
-    p.add_argument("-n", "--max-tokens", type=int, default=128, help="tokens to generate")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("-p", "--prompt", default="", help="prompt text ('-' reads it from stdin)")
+    src.add_argument("--prompt-file", metavar="FILE", help="read the prompt from FILE")
+    p.add_argument("-n", "--max-tokens", type=int, default=128, help="tokens to generate per sample")
     p.add_argument("-t", "--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("-k", "--top-k", type=int, default=40, help="0 disables top-k")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 disables)")
     p.add_argument("-s", "--seed", type=int, default=None, help="sampling seed (default: random)")
     p.add_argument("--threads", type=int, default=0, help="0 = all usable CPUs")
-    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "int8"), default=None,
+                   help="weight storage (default: the checkpoint's own; fp32 for a full-precision one)")
+    p.add_argument("--stop", action="append", default=[], metavar="STR",
+                   help="stop a sample before this text (repeatable)")
+    p.add_argument("--num-samples", type=int, default=1, metavar="N", help="independent samples (seed, seed+1, ...)")
+    p.add_argument("--no-heal", dest="heal", action="store_false",
+                   help="turn off token healing (by default the prompt's last token is re-generated so a "
+                        "prompt ending mid-token completes naturally)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print load time, time to first token and tokens/s on stderr (and tracebacks on errors)")
     p.set_defaults(func=cmd_generate)
 
 
+def _read_prompt(a: argparse.Namespace) -> str:
+    if a.prompt_file is not None:
+        with open(a.prompt_file, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
+    if a.prompt == "-":
+        return sys.stdin.read()
+    return a.prompt
+
+
 def cmd_generate(a: argparse.Namespace) -> int:
-    """Run ``cllm generate``: stream the completion to stdout."""
-    from . import load
-    model = load(a.checkpoint, threads=a.threads)
+    """Run ``cllm generate``: stream the completion(s) to stdout."""
+    t0 = time.perf_counter()
+    from .errors import ConfigError
+    if a.num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1, got {a.num_samples}")
+    from .inference import InferenceModel
+    prompt = _read_prompt(a)
+    model = InferenceModel.load(a.checkpoint, dtype=a.dtype, threads=a.threads)
+    t_load = time.perf_counter() - t0
     out = sys.stdout
-    out.write(a.prompt)
-    out.flush()
-    ids: List[int] = []
-    printed = ""
-    for tok in model.generate_ids(a.prompt, max_new_tokens=a.max_tokens, temperature=a.temperature,
-                                  top_k=a.top_k, top_p=a.top_p, seed=a.seed):
-        ids.append(tok)
-        text = model.detokenize(ids)
-        if not text.endswith("\ufffd"):  # wait for complete UTF-8 sequences
-            out.write(text[len(printed):])
+    for k in range(a.num_samples):
+        if k:
+            out.write("\n" + "-" * 40 + "\n")
+        out.write(prompt)
+        out.flush()
+        seed = None if a.seed is None else a.seed + k
+        t1 = time.perf_counter()
+        t_first, ntok = None, 0
+        for piece in model.stream(prompt, max_new_tokens=a.max_tokens, temperature=a.temperature, top_k=a.top_k,
+                                  top_p=a.top_p, seed=seed, stop=a.stop, heal=a.heal):
+            if t_first is None:
+                t_first = time.perf_counter()
+            out.write(piece)
             out.flush()
-            printed = text
-    out.write(model.detokenize(ids)[len(printed):] + "\n")
+        out.write("\n")
+        out.flush()
+        if a.verbose:
+            t2 = time.perf_counter()
+            ntok = model.last_generated
+            rate = (ntok - 1) / (t2 - t_first) if t_first and ntok > 1 and t2 > t_first else float("nan")
+            print(f"cllm: {model!r}; load {1e3 * t_load:.1f} ms; time to first token "
+                  f"{1e3 * ((t_first or t2) - t1):.1f} ms ({1e3 * ((t_first or t2) - t0):.1f} ms since start "
+                  f"of the command); {ntok} tokens, {rate:.1f} tokens/s after the first", file=sys.stderr)
+    return 0
+
+
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="write an int8 or bf16 copy of a checkpoint",
+                       description="Quantize CHECKPOINT's weights and write a checkpoint directory OUT that "
+                                   "`cllm generate` / cllm.load open without re-quantizing (format: README).")
+    p.add_argument("checkpoint", help="full-precision checkpoint directory")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--dtype", choices=("int8", "bf16"), default="int8", help="storage format (default int8)")
+    p.set_defaults(func=cmd_quantize)
+
+
+def cmd_quantize(a: argparse.Namespace) -> int:
+    """Run ``cllm quantize``."""
+    from .inference import quantize
+    t0 = time.perf_counter()
+    out = quantize(a.checkpoint, a.out, dtype=a.dtype)
+    print(f"wrote {a.dtype} checkpoint {os.path.abspath(out)} in {time.perf_counter() - t0:.2f}s")
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="loss and bits/byte of a checkpoint on text files",
+                       description="Loss (nats/token) and bits per byte of CHECKPOINT on the text files under "
+                                   "PATH, with the weights stored as --dtype.")
+    p.add_argument("checkpoint", help="checkpoint directory")
+    p.add_argument("path", help="text file or directory")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "int8"), default=None,
+                   help="weight storage (default: the checkpoint's own)")
+    p.add_argument("--threads", type=int, default=0, help="0 = all usable CPUs")
+    p.add_argument("-e", "--ext", action="append", default=None, metavar="EXT",
+                   help="only files with this extension (repeatable)")
+    p.add_argument("--max-bytes", type=int, default=None, metavar="N", help="evaluate at most N bytes")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    """Run ``cllm eval``."""
+    from .evaluation import evaluate
+    from .inference import InferenceModel
+    model = InferenceModel.load(a.checkpoint, dtype=a.dtype, threads=a.threads)
+    r = evaluate(model, a.path, exts=a.ext, max_bytes=a.max_bytes, progress=not a.quiet)
+    print(f"{a.checkpoint} ({model.dtype}): loss {r['loss']:.4f} nats/token, {r['bits_per_byte']:.4f} bits/byte "
+          f"over {int(r['tokens']):,} tokens / {int(r['bytes']):,} bytes ({r['seconds']:.1f}s)")
     return 0
 
 
@@ -151,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
     _add_generate(sub)
+    _add_quantize(sub)
+    _add_eval(sub)
     try:
         from . import cli_tokenize
         cli_tokenize.register(sub)

@@ -22,9 +22,10 @@ import logging
 import os
 import shutil
 import sys
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Sequence, Tuple
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where used: `cllm generate` starts without it
+    import numpy as np
 
 from .errors import ConfigError, NumericError
 
@@ -105,6 +106,7 @@ class World:
         """Sum ``buf`` (a contiguous float32 array, e.g. the zero-copy
         ``model.grads`` view) over all ranks, in place, in buckets of
         ``bucket`` elements. Returns ``buf``."""
+        import numpy as np
         if self.size == 1:
             return buf
         if buf.dtype != np.float32 or not buf.flags.c_contiguous:
@@ -117,6 +119,7 @@ class World:
 
     def sum(self, values: Sequence[float]) -> np.ndarray:
         """Element-wise float64 sum of a few scalars over all ranks."""
+        import numpy as np
         arr = np.array(values, dtype=np.float64)
         if self.size > 1:
             self.comm.Allreduce(self._mpi.IN_PLACE, arr, op=self._mpi.SUM)
@@ -138,6 +141,7 @@ class World:
     def in_sync(self, arr: np.ndarray) -> bool:
         """True if ``arr`` (e.g. ``model.params``) is bit-identical on every
         rank, checked with a 64-bit XOR fingerprint and a float64 sum."""
+        import numpy as np
         if self.size == 1:
             return True
         flat = np.ascontiguousarray(arr).reshape(-1)
@@ -266,6 +270,7 @@ def data_parallel_step(model: Any, world: World, x: np.ndarray, y: np.ndarray, s
     Returns (global loss, global pre-clip gradient norm).
 
     In a world of one this is ``model.train_step`` (one C call)."""
+    import numpy as np
     if world.size == 1:
         return model.train_step(x, y, step, lr, **adamw)
     xs, ys = shard(x, world), shard(y, world)

@@ -12,6 +12,7 @@ import numpy as np
 from ._native import check, ffi, fptr, iptr, lib
 from .checkpoint import MODEL_FILE, load_optimizer_state, read_model_files, save_checkpoint
 from .config import ModelConfig
+from .decode import Decoder, GenerationMixin
 from .errors import CheckpointError, ConfigError
 from .precision import c_precision, resolve_precision
 from .tokenizer import Tokenizer
@@ -19,16 +20,6 @@ from .tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 Prompt = Union[str, bytes, Sequence[int], np.ndarray]
-
-
-def _seed_state(seed: Optional[int]) -> Any:
-    st = ffi.new("uint64_t *")
-    if seed is None:
-        seed = int.from_bytes(os.urandom(8), "little")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ConfigError(f"seed must be an integer or None, got {seed!r}")
-    st[0] = int(seed) & 0xFFFFFFFFFFFFFFFF
-    return st
 
 
 class _CBuffer:
@@ -42,7 +33,7 @@ class _CBuffer:
                                     "data": (int(ffi.cast("uintptr_t", ptr)), False)}
 
 
-class Model:
+class Model(GenerationMixin):
     """A GPT-2 language model whose weights, gradients and AdamW moments live
     in the C core (exposed here as zero-copy numpy views).
 
@@ -99,7 +90,7 @@ class Model:
         cnt = ffi.new("int *")
         check(lib.cllm_spheres_count(sp[0], cnt))
         self.threads = int(cnt[0])
-        self._logit_buf = np.zeros(config.vocab_size, dtype=np.float32)
+        self._dec: Optional[Decoder] = None
         self._loss_tokens = 0
 
     # ------------------------------------------------------------ basics
@@ -172,14 +163,6 @@ class Model:
         check(lib.cllm_model_init(self._h, int(seed) & 0xFFFFFFFFFFFFFFFF))
 
     # ------------------------------------------------------------ tokens
-    def tokenize(self, text: Union[str, bytes]) -> List[int]:
-        """Token ids of ``text``."""
-        return self.tokenizer.encode(text)
-
-    def detokenize(self, ids: Sequence[int]) -> str:
-        """Text of token ids."""
-        return self.tokenizer.decode([int(i) for i in ids])
-
     def _ids(self, prompt: Prompt) -> np.ndarray:
         if isinstance(prompt, (str, bytes)):
             ids = self.tokenize(prompt)
@@ -300,76 +283,14 @@ class Model:
                 check(lib.cllm_model_infer_step(self._h, int(arr[t]), fptr(out[t])))
         return out
 
-    def _feed(self, ids: np.ndarray) -> np.ndarray:
-        """Reset the KV cache and feed ``ids``; returns the last logits."""
-        check(lib.cllm_model_infer_reset(self._h))
-        buf = self._logit_buf
-        for t in ids:
-            check(lib.cllm_model_infer_step(self._h, int(t), fptr(buf)), "inference")
-        return buf
-
-    def _sample(self, logits: np.ndarray, temperature: float, top_k: Optional[int],
-                top_p: float, rng: Any) -> int:
-        out = ffi.new("int32_t *")
-        check(lib.cllm_model_sample(self._h, fptr(logits), float(temperature), int(top_k or 0),
-                                    float(top_p), rng, out), "sample")
-        return int(out[0])
-
-    @staticmethod
-    def _check_sampling(temperature: float, top_k: Optional[int], top_p: float) -> None:
-        if not np.isfinite(temperature) or temperature < 0:
-            raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0):
-            raise ConfigError(f"top_k must be a non-negative integer, got {top_k!r}")
-        if not (0.0 < top_p <= 1.0):
-            raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
-
-    def _context(self, ids: np.ndarray) -> np.ndarray:
-        if ids.size == 0:
-            ids = np.asarray([self.tokenizer.eot_id], dtype=np.int32)
-        return ids[-self.config.context_len:]
-
-    def predict_next_token(self, prompt: Prompt, temperature: float = 1.0,
-                           top_k: Optional[int] = None, top_p: float = 1.0,
-                           seed: Optional[int] = None) -> int:
-        """Sample the next token id after ``prompt`` (text or ids).
-        temperature 0 returns the argmax of :meth:`logits`' last row."""
-        self._check_sampling(temperature, top_k, top_p)
-        ids = self._context(self._ids(prompt))
-        logits = self._feed(ids)
-        return self._sample(logits, temperature, top_k, top_p, _seed_state(seed))
-
-    def generate_ids(self, prompt: Prompt, max_new_tokens: int = 64, temperature: float = 0.8,
-                     top_k: Optional[int] = 40, top_p: float = 1.0, seed: Optional[int] = None,
-                     stop_at_eot: bool = True) -> Iterator[int]:
-        """Yield sampled token ids one by one (KV cache; streams)."""
-        self._check_sampling(temperature, top_k, top_p)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-            raise ConfigError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-        rng = _seed_state(seed)
-        ctx = list(self._context(self._ids(prompt)))
-        logits = self._feed(np.asarray(ctx, dtype=np.int32))
-        P = self.config.context_len
-        for _ in range(int(max_new_tokens)):
-            tok = self._sample(logits, temperature, top_k, top_p, rng)
-            if stop_at_eot and tok == self.tokenizer.eot_id:
-                return
-            yield tok
-            ctx.append(tok)
-            pos = ffi.new("int *")
-            check(lib.cllm_model_infer_pos(self._h, pos))
-            if pos[0] >= P:  # cache full: keep the most recent half as context
-                ctx = ctx[-(P // 2 or 1):]
-                logits = self._feed(np.asarray(ctx, dtype=np.int32))
-            else:
-                check(lib.cllm_model_infer_step(self._h, tok, fptr(logits)), "inference")
-
-    def generate(self, prompt: Prompt, max_new_tokens: int = 64, temperature: float = 0.8,
-                 top_k: Optional[int] = 40, top_p: float = 1.0, seed: Optional[int] = None,
-                 stop_at_eot: bool = True) -> str:
-        """Complete ``prompt``; returns only the generated text."""
-        ids = list(self.generate_ids(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eot))
-        return self.detokenize(ids)
+    def _decoder(self) -> Decoder:
+        """The model's FP32 decoder (C-owned; borrows :attr:`params`, so it
+        always sees the current weights, and runs on the model's spheres)."""
+        if self._dec is None:
+            h = ffi.new("cllm_decoder **")
+            check(lib.cllm_model_decoder(self._h, h), "decoder")
+            self._dec = Decoder(h[0], self.config.vocab_size, self.config.context_len)
+        return self._dec
 
     # --------------------------------------------------------- threads
     def sphere_stats(self) -> List[Dict[str, Any]]:

@@ -1,9 +1,9 @@
 """Training precision: ``"fp32"``, ``"bf16"`` or ``"auto"``.
 
-``bf16`` runs every matmul (forward, dX, dW, LM head) as BF16 x BF16 -> FP32
-on the CPU's BF16 engine (AMX-BF16 tiles, else AVX512-BF16 ``vdpbf16ps``),
-with FP32 master weights, gradients, AdamW, LayerNorm, softmax, GELU,
-attention, loss and norms. ``auto`` resolves to ``bf16`` when such a kernel
+``bf16`` runs every matmul (forward, dX, dW, LM head, attention's QK^T and
+PV and their gradients) as BF16 x BF16 -> FP32 on the CPU's BF16 engine
+(AMX-BF16 tiles, else AVX512-BF16 ``vdpbf16ps``), with FP32 master weights,
+gradients, AdamW, LayerNorm, softmax, GELU, loss and norms. ``auto`` resolves to ``bf16`` when such a kernel
 is usable under the selected kernel path (so ``CLLM_ISA=avx2`` gives
 ``fp32``), else ``fp32``; see README "BF16 mixed precision".
 """

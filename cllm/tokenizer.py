@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import corpus as _corpus
 from ._native import check, ffi, lib
@@ -22,6 +20,9 @@ from .config import C_INT_MAX
 from .errors import ConfigError, ConfigTypeError
 from .fileio import atomic_write_json, read_json
 from .progress import progress_bar
+
+if TYPE_CHECKING:  # numpy is imported lazily: `cllm generate` never needs it
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,44 @@ def _to_hf(b: bytes) -> str:
     return "".join(_B2U[x] for x in b)
 
 
+_U2L = {ord(u): b for u, b in _U2B.items()}   # str.translate table: byte-level char -> latin-1 char
+
+
 def _from_hf(s: str) -> bytes:
     try:
-        return bytes(_U2B[c] for c in s)
-    except KeyError as e:
+        return s.translate(_U2L).encode("latin-1")
+    except UnicodeEncodeError as e:
         raise ValueError(f"token {s!r} has a character outside the byte-level alphabet") from e
+
+
+#: GPT-2's pre-tokenizer regex (Hugging Face ``ByteLevel(use_regex=True)``)
+GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+
+SUPPORTED_TOKENIZERS = ("byte-level BPE tokenizer.json (Hugging Face tokenizers format) with no normalizer and "
+                        "either cllm's code-aware pre-tokenizer or GPT-2's (ByteLevel with add_prefix_space "
+                        "false, or Split on GPT-2's regex followed by ByteLevel)")
+
+
+def _pretokenizer_mode(pre: object) -> str:
+    """"cllm" or "gpt2" for a tokenizer.json ``pre_tokenizer`` section; raises
+    ValueError (saying what is supported) for anything else."""
+    if pre == pre_tokenizer_json():
+        return "cllm"
+    if isinstance(pre, dict):
+        if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+            if pre.get("add_prefix_space", False):
+                raise ValueError("ByteLevel pre-tokenizer with add_prefix_space=true is not supported; "
+                                 f"cllm reads a {SUPPORTED_TOKENIZERS}")
+            return "gpt2"
+        seq = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
+        if isinstance(seq, list) and len(seq) == 2 and isinstance(seq[0], dict) and isinstance(seq[1], dict):
+            split, bl = seq
+            if (split.get("type") == "Split" and split.get("pattern") == {"Regex": GPT2_REGEX}
+                    and split.get("behavior") == "Isolated" and not split.get("invert")
+                    and bl.get("type") == "ByteLevel" and not bl.get("use_regex", True)
+                    and not bl.get("add_prefix_space", False)):
+                return "gpt2"
+    raise ValueError(f"unsupported pre_tokenizer {str(pre)[:200]}; cllm reads a {SUPPORTED_TOKENIZERS}")
 
 
 def pre_tokenizer_json() -> dict:
@@ -91,7 +125,7 @@ class Tokenizer:
     Build one with :meth:`byte_level`, :meth:`train` or :meth:`load`.
     """
 
-    def __init__(self, _handle=None) -> None:
+    def __init__(self, _handle=None, _vocab: Optional[List[Tuple[bytes, bool]]] = None) -> None:
         if _handle is None:
             out = ffi.new("cllm_tokenizer **")
             check(lib.cllm_tokenizer_new(out))
@@ -100,11 +134,24 @@ class Tokenizer:
             eot = EOT.encode()
             check(lib.cllm_tokenizer_add_special(_handle, eot, len(eot), idp))
         self._h = ffi.gc(_handle, lib.cllm_tokenizer_free)
-        self._refresh()
+        #: "cllm" (code-aware splitter) or "gpt2" (GPT-2's regex), and the
+        #: tokenizer.json pre_tokenizer section it was read from
+        self.pretokenizer = "cllm"
+        self._pre_json: Optional[dict] = None
+        self._refresh(_vocab)
 
     # ------------------------------------------------------------ internals
-    def _refresh(self) -> None:
-        """Cache the vocabulary (bytes per id, specials) on the Python side."""
+    def _refresh(self, vocab: Optional[List[Tuple[bytes, bool]]] = None) -> None:
+        """Cache the vocabulary (bytes per id, specials) on the Python side;
+        ``vocab`` ((bytes, special) per id, exactly what the C tokenizer was
+        built from) skips asking the C core token by token."""
+        if vocab is not None:
+            self._tokens = [b for b, _ in vocab]
+            self._special = {b: i for i, (b, sp) in enumerate(vocab) if sp}
+            self._max_len = max(1, max((len(b) for b in self._tokens), default=1))
+            self._hf_to_id = None
+            self.eot_id = self._special.get(EOT.encode(), -1)
+            return
         n = ffi.new("int32_t *")
         check(lib.cllm_tokenizer_vocab_size(self._h, n))
         ml = ffi.new("size_t *")
@@ -249,8 +296,9 @@ class Tokenizer:
         return self._hf_to_id.get(token)
 
     # ------------------------------------------------------------ encode/decode
-    def encode_np(self, text: Union[str, bytes, bytearray, memoryview]) -> np.ndarray:
+    def encode_np(self, text: Union[str, bytes, bytearray, memoryview]) -> "np.ndarray":
         """Token ids of ``text`` as an int32 array (str is UTF-8 encoded)."""
+        import numpy as np
         data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
         out = np.empty(max(1, len(data)), dtype=np.int32)
         n = ffi.new("size_t *")
@@ -260,35 +308,56 @@ class Tokenizer:
 
     def encode(self, text: Union[str, bytes, bytearray, memoryview]) -> List[int]:
         """Token ids of ``text`` (str is UTF-8 encoded first)."""
-        return self.encode_np(text).tolist()
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        out = ffi.new("int32_t[]", max(1, len(data)))
+        n = ffi.new("size_t *")
+        check(lib.cllm_tokenizer_encode(self._h, ffi.from_buffer(data), len(data), out, len(data), n))
+        return ffi.unpack(out, n[0])
+
+    def special_ids(self) -> List[int]:
+        """Ids of the special (added) tokens."""
+        return sorted(self._special.values())
+
+    def token_bytes_list(self) -> List[bytes]:
+        """The bytes of every token id (a shared list: do not modify)."""
+        return self._tokens
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """Exact bytes of ``ids`` (special tokens give their literal text)."""
-        arr = np.ascontiguousarray(np.fromiter((int(i) for i in ids), dtype=np.int64)
-                                   if not isinstance(ids, np.ndarray) else ids)
-        if arr.size and (arr.min() < 0 or arr.max() >= len(self._tokens)):
-            bad = int(arr[(arr < 0) | (arr >= len(self._tokens))][0])
-            raise ConfigError(f"token id {bad} out of range [0, {len(self)})")
-        arr = np.ascontiguousarray(arr, dtype=np.int32)
-        ptr = ffi.cast("int32_t *", arr.ctypes.data)
+        if hasattr(ids, "dtype"):  # a numpy array: range-check vectorised
+            import numpy as np
+            arr = np.ascontiguousarray(ids).reshape(-1)
+            if arr.size and (arr.min() < 0 or arr.max() >= len(self._tokens)):
+                bad = int(arr[(arr < 0) | (arr >= len(self._tokens))][0])
+                raise ConfigError(f"token id {bad} out of range [0, {len(self)})")
+            arr = np.ascontiguousarray(arr, dtype=np.int32)
+            ptr, count = ffi.cast("int32_t *", ffi.from_buffer(arr)), arr.size
+        else:
+            lst = [int(i) for i in ids]
+            nt = len(self._tokens)
+            for i in lst:
+                if not 0 <= i < nt:
+                    raise ConfigError(f"token id {i} out of range [0, {nt})")
+            ptr, count = ffi.new("int32_t[]", lst), len(lst)
         n = ffi.new("size_t *")
         # first pass: exact output length (C reports it with CLLM_ERR_RANGE)
-        rc = lib.cllm_tokenizer_decode(self._h, ptr, arr.size, ffi.NULL, 0, n)
+        rc = lib.cllm_tokenizer_decode(self._h, ptr, count, ffi.NULL, 0, n)
         if rc != 0 and n[0] == 0:
             check(rc)
         if n[0] == 0:
             return b""
         out = bytearray(n[0])
-        check(lib.cllm_tokenizer_decode(self._h, ptr, arr.size, ffi.from_buffer(out), len(out), n))
+        check(lib.cllm_tokenizer_decode(self._h, ptr, count, ffi.from_buffer(out), len(out), n))
         return bytes(out)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids`` (invalid UTF-8 replaced by U+FFFD, as Hugging Face does)."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
-    def encode_documents(self, docs: Sequence[Union[bytes, str]]) -> np.ndarray:
+    def encode_documents(self, docs: Sequence[Union[bytes, str]]) -> "np.ndarray":
         """Concatenated ids of ``docs``, each followed by ``<|endoftext|>``
         (uint16 when the vocabulary fits, else uint32)."""
+        import numpy as np
         dtype = np.uint16 if len(self) <= 65536 else np.uint32
         if not docs:
             return np.zeros(0, dtype=dtype)
@@ -329,7 +398,7 @@ class Tokenizer:
             "padding": None,
             "added_tokens": added,
             "normalizer": None,
-            "pre_tokenizer": pre_tokenizer_json(),
+            "pre_tokenizer": self._pre_json if self._pre_json is not None else pre_tokenizer_json(),
             "post_processor": None,
             "decoder": {"type": "ByteLevel", "add_prefix_space": False,
                         "trim_offsets": False, "use_regex": False},
@@ -343,9 +412,10 @@ class Tokenizer:
         """Stable hash of the vocabulary and merges (for caches)."""
         import hashlib
         h = hashlib.sha256()
-        h.update(PRETOKENIZER_REGEX.encode())
+        h.update((PRETOKENIZER_REGEX if self.pretokenizer == "cllm" else GPT2_REGEX).encode())
         for i, b in enumerate(self._tokens):
             h.update(b"%d:%d:" % (i, b in self._special) + b + b"\x00")
+        import numpy as np
         h.update(np.asarray(self.merges(), dtype=np.int32).tobytes())
         return h.hexdigest()
 
@@ -377,16 +447,22 @@ class Tokenizer:
     @classmethod
     def from_json(cls, obj: dict) -> "Tokenizer":
         """The tokenizer of a :meth:`to_json` dict (``ValueError`` if unusable)."""
-        if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) \
-                or obj["model"].get("type") != "BPE":
-            raise ValueError("model.type is not BPE")
+        if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
+            raise ValueError("no model section")
         model = obj["model"]
+        if model.get("type") != "BPE":
+            raise ValueError(f"model type {model.get('type')!r} is not supported; cllm reads a {SUPPORTED_TOKENIZERS}")
+        for key in ("continuing_subword_prefix", "end_of_word_suffix", "dropout"):
+            if model.get(key):
+                raise ValueError(f"BPE option {key}={model[key]!r} is not supported; cllm reads a {SUPPORTED_TOKENIZERS}")
+        if obj.get("normalizer") is not None:
+            raise ValueError(f"a normalizer ({str(obj['normalizer'])[:80]}) is not supported; cllm reads a "
+                             f"{SUPPORTED_TOKENIZERS}")
         vocab = model.get("vocab")
         merges = model.get("merges", [])
         if not isinstance(vocab, dict) or not isinstance(merges, list):
             raise ValueError("model.vocab / model.merges missing")
-        if merges and obj.get("pre_tokenizer") != pre_tokenizer_json():
-            raise ValueError("pre_tokenizer differs from cllm's (cannot reproduce its splits)")
+        mode = _pretokenizer_mode(obj.get("pre_tokenizer")) if merges else "cllm"
         by_id: Dict[int, Tuple[bytes, bool]] = {}
         specials = {}
         for t in obj.get("added_tokens") or []:
@@ -403,14 +479,12 @@ class Tokenizer:
         if sorted(by_id) != list(range(n)):
             raise ValueError("token ids are not 0..n-1")
         toks = [by_id[i] for i in range(n)]
-        offsets = np.zeros(n + 1, dtype=np.uint64)
-        np.cumsum([len(b) for b, _ in toks], out=offsets[1:])
+        offs = [0] * (n + 1)
+        for k, (b, _) in enumerate(toks):
+            offs[k + 1] = offs[k] + len(b)
         blob = b"".join(b for b, _ in toks)
-        spec = np.asarray([1 if s else 0 for _, s in toks], dtype=np.uint8)
-        hf_to_id = {}
-        for s, i in vocab.items():
-            hf_to_id[s] = int(i)
-        mids = np.zeros(2 * max(1, len(merges)), dtype=np.int32)
+        hf_to_id = {s: int(i) for s, i in vocab.items()}
+        mids = [0] * (2 * max(1, len(merges)))
         for r, m in enumerate(merges):
             a, b = m.split(" ") if isinstance(m, str) else m
             if a not in hf_to_id or b not in hf_to_id:
@@ -418,10 +492,14 @@ class Tokenizer:
             mids[2 * r], mids[2 * r + 1] = hf_to_id[a], hf_to_id[b]
         out = ffi.new("cllm_tokenizer **")
         check(lib.cllm_tokenizer_from_vocab(
-            ffi.from_buffer(blob), ffi.cast("uint64_t *", offsets.ctypes.data),
-            ffi.cast("uint8_t *", spec.ctypes.data), n,
-            ffi.cast("int32_t *", mids.ctypes.data), len(merges), out))
-        return cls(out[0])
+            ffi.from_buffer(blob), ffi.new("uint64_t[]", offs), ffi.new("uint8_t[]", [int(s) for _, s in toks]),
+            n, ffi.new("int32_t[]", mids), len(merges), out))
+        tok = cls(out[0], toks)
+        if mode == "gpt2":
+            check(lib.cllm_tokenizer_set_pretokenizer(tok._h, lib.CLLM_PRETOK_GPT2))
+            tok.pretokenizer = "gpt2"
+            tok._pre_json = obj.get("pre_tokenizer")
+        return tok
 
 
 # ---------------------------------------------------------------- helpers

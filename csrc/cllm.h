@@ -114,7 +114,8 @@ int cllm_gemm_blocked(int isa, int mc, int kc, int nc, int trans_a, int trans_b,
  * requested on first call) all agree. Each out-pointer may be NULL. */
 int cllm_cpu_matrix_features(int *avx512_bf16, int *avx512_vnni, int *amx_bf16, int *amx_int8);
 
-enum { CLLM_DTYPE_F32 = 0, CLLM_DTYPE_BF16 = 1 };
+/* element types (CLLM_DTYPE_INT8 / _F16: inference weights, cllm_decoder_*) */
+enum { CLLM_DTYPE_F32 = 0, CLLM_DTYPE_BF16 = 1, CLLM_DTYPE_INT8 = 2, CLLM_DTYPE_F16 = 3 };
 /* FP32 <-> BF16 (round to nearest even, NaN stays NaN) of n elements:
  * to_bf16 != 0: src float[n] -> dst uint16[n]; else uint16 -> float.
  * isa: CLLM_ISA_SCALAR / AVX2 (scalar loop) / AVX512 / AUTO (current). */
@@ -172,8 +173,9 @@ typedef struct {
 
 /* Training precision. BF16: every matmul (forward, dX, dW, LM head) is
  * BF16 x BF16 -> FP32 on the best BF16 kernel (AMX, else AVX512-BF16; the
- * scalar reference kernel under CLLM_ISA=scalar); master weights, gradients,
- * AdamW, LayerNorm, softmax, GELU, attention, loss and norms stay FP32.
+ * scalar reference kernel under CLLM_ISA=scalar), attention's QK^T / PV and
+ * their backward products too; master weights, gradients, AdamW, LayerNorm,
+ * softmax, GELU, loss and norms stay FP32.
  * AdamW also refreshes the BF16 weight copies in the same pass. Forward
  * without targets (cllm_model_logits) and KV-cache inference use the FP32
  * master weights in either precision. Validation
@@ -271,6 +273,10 @@ int cllm_model_profile_read(const cllm_model *m, int index, char *name, size_t c
 int cllm_model_infer_reset(cllm_model *m);
 int cllm_model_infer_step(cllm_model *m, int32_t token, float *logits);
 int cllm_model_infer_pos(const cllm_model *m, int *pos);
+/* The model's FP32 decoder (owned by the model; borrows its parameters and
+ * runs on its sphere pool), for generation with cllm_decoder_next. */
+struct cllm_decoder;
+int cllm_model_decoder(cllm_model *m, struct cllm_decoder **out);
 
 /* Sample a token from logits[V]: temperature <= 0 -> argmax; top_k <= 0
  * disables top-k; top_p >= 1 disables nucleus. rng_state is a caller-owned
@@ -278,6 +284,68 @@ int cllm_model_infer_pos(const cllm_model *m, int *pos);
 int cllm_model_sample(cllm_model *m, const float *logits, float temperature,
                       int top_k, float top_p, uint64_t *rng_state,
                       int32_t *out);
+
+/* --------------------------------------------------------------- decoder */
+/* Batch-1 generation engine (csrc/decode.c): weights in one storage dtype,
+ * a KV cache, one sphere-pool run per token (all layers, final LayerNorm and
+ * LM head), results bit-identical for any thread count. */
+typedef struct cllm_decoder cllm_decoder;
+
+/* Uses cfg's vocab_size, context_len, num_layers, num_heads, embed_dim,
+ * threads (0 = all CPUs) and max_memory_gb; dtype: F32, BF16 or INT8. */
+int cllm_decoder_new(const cllm_config *cfg, int dtype, cllm_decoder **out);
+int cllm_decoder_free(cllm_decoder *d);
+int cllm_decoder_threads(const cllm_decoder *d, int *n);
+/* Tensors, in the model's order (Hugging Face names and shapes). rows/cols
+ * (may be NULL) receive a matrix's output rows / input cols (0 for vectors
+ * and tables stored as FP32: LayerNorms, biases, wpe). */
+int cllm_decoder_num_tensors(const cllm_decoder *d, int *n);
+int cllm_decoder_tensor_info(const cllm_decoder *d, int i, cllm_tensor_info *out, int *rows, int *cols);
+/* Tensor i from src in its Hugging Face layout and src_dtype (F32, F16 or
+ * BF16), converted / quantized into the decoder's storage. borrow != 0 with
+ * F32 source and F32 storage keeps the pointer instead of copying (the
+ * caller keeps that memory alive and unchanged-in-shape). */
+int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src, int src_dtype, int borrow);
+/* A matrix already in storage form, (rows, cols) by output row: INT8 q in
+ * [-127, 127] with scale[rows], or BF16 bits (scale NULL). borrow as above. */
+int cllm_decoder_set_quantized(cllm_decoder *d, int i, const void *w, const float *scale, int borrow);
+/* Storage of tensor i (FP32 in HF layout, or the quantized form above). */
+int cllm_decoder_get_tensor(const cllm_decoder *d, int i, const void **w, const float **scale);
+/* reset: empty KV cache (fails if a tensor is missing). step: append token
+ * at position pos and (logits != NULL) copy the next-token logits (V).
+ * feed: reset + step through ids (1 <= n <= context_len). */
+int cllm_decoder_reset(cllm_decoder *d);
+int cllm_decoder_step(cllm_decoder *d, int32_t token, float *logits);
+int cllm_decoder_feed(cllm_decoder *d, const int32_t *ids, int n);
+int cllm_decoder_pos(const cllm_decoder *d, int *pos);
+int cllm_decoder_logits(const cllm_decoder *d, float *out);
+/* Sample the next token from the current logits (as cllm_sample; allowed:
+ * optional candidate ids), then, if advance != 0, the token is not stop_id
+ * and the cache is not full, step on it so the next call can sample again. */
+int cllm_decoder_next(cllm_decoder *d, float temperature, int top_k, float top_p,
+                      const int32_t *allowed, int n_allowed, int32_t stop_id, int advance,
+                      uint64_t *rng, int32_t *out);
+/* Never sample ids >= n (a tokenizer smaller than the model's vocabulary). */
+int cllm_decoder_limit_vocab(cllm_decoder *d, int n);
+/* Sum over t of -log p(ids[t+1] | ids[..t]) (natural log), 2 <= n <= context_len. */
+int cllm_decoder_nll(cllm_decoder *d, const int32_t *ids, int n, double *nll_sum);
+
+/* Sampling by partial selection (no sort): temperature <= 0 or top_k == 1 ->
+ * argmax (lowest id on ties); top_k <= 0 disables top-k; top_p >= 1 disables
+ * nucleus; allowed (n_allowed ids) restricts the candidates when not NULL.
+ * prob_scratch / idx_scratch hold V entries. rng advances per call. */
+int cllm_sample(const float *logits, int V, float temperature, int top_k, float top_p,
+                const int32_t *allowed, int n_allowed, uint64_t *rng, float *prob_scratch,
+                int32_t *idx_scratch, int32_t *out);
+
+/* Inference kernels (tests / benchmarks): y = W x (+ bias) with W (rows,
+ * cols) by output row, as INT8 (+ scale[rows]) or BF16, or W given as FP32
+ * (cols, rows) (the Conv1D layout), on one ISA path. */
+int cllm_qmatvec_run(int dtype, int isa, const void *w, const float *scale, const float *x,
+                     const float *bias, float *y, int rows, int cols);
+/* Per-row symmetric int8 quantization of src (rows, cols), or of src given
+ * as (cols, rows) when transposed != 0 (a Conv1D (in, out) weight). */
+int cllm_quantize_int8(const float *src, int rows, int cols, int transposed, int8_t *q, float *scale);
 
 /* ----------------------------------------------------------- tokenizer */
 /* Byte-level BPE (csrc/tokenizer/bpe.c). Ids 0..255 of a fresh tokenizer are the 256
@@ -335,6 +403,14 @@ int cllm_tokenizer_train_reset(cllm_tokenizer *t);
 int cllm_tokenizer_train_stats(const cllm_tokenizer *t, int64_t *unique_words,
                                int64_t *total_words);
 
+/* Pre-tokenizer used by encode (and training): CLLM_PRETOK_CLLM, the
+ * code-aware splitter above (the default), or CLLM_PRETOK_GPT2, GPT-2's regex
+ *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * over UTF-8 code points (Unicode classes from a generated table,
+ * csrc/tokenizer/unicode_tables.h; \s = White_Space). */
+enum { CLLM_PRETOK_CLLM = 0, CLLM_PRETOK_GPT2 = 1 };
+int cllm_tokenizer_set_pretokenizer(cllm_tokenizer *t, int mode);
+
 /* Encode len bytes; out must hold cap >= len ids (a token is >= 1 byte). */
 int cllm_tokenizer_encode(cllm_tokenizer *t, const uint8_t *text, size_t len,
                           int32_t *out, size_t cap, size_t *n_out);
@@ -367,7 +443,8 @@ int cllm_kernel_run(const char *op, int isa, int reps, float *const *bufs, int n
 /* *name = the i-th harness op (0-based); CLLM_ERR_RANGE past the end. */
 int cllm_kernel_op_name(int i, const char **name);
 /* The i-th registry op: its name, buffer spec ("+out[N,C] x[N,C] ...":
- * '+' output, '?' may be NULL, ':i32' int32 data, '<D' values below dim D),
+ * '+' output, '?' may be NULL, ':i32' int32 data, '<D' values below dim D,
+ * ':f64' float64 data),
  * dims spec ("N C"; '?' may be 0) and whether it has a SIMD body (simd = 1)
  * or runs the scalar reference on every ISA. Any out pointer may be NULL.
  * CLLM_ERR_RANGE past the end. */

@@ -7,7 +7,8 @@
   no less accurate than PyTorch's.
 - Every BF16 kernel the CPU has (scalar reference under CLLM_ISA=scalar,
   AVX512-BF16; AMX where usable) gives the same gradients within BF16
-  summation-order tolerance.
+  tolerance (1e-3: also with T = 150: several attention blocks),
+  each within BF16 rounding (3e-2) of the FP32 gradients.
 - Same seed + threads + precision => bit-identical weights; the BF16 copies
   follow parameter writes from Python (load, set); CLLM_ISA=avx2 makes
   "auto" train in FP32 without error; "bf16" where unsupported fails clearly.
@@ -84,8 +85,10 @@ def _kernels() -> list:
 
 
 @needs_bf16
-def test_every_bf16_kernel_gives_the_same_gradients() -> None:
-    small = dict(V=300, P=23, L=2, NH=3, C=21, B=5, T=19)  # ragged everywhere
+@pytest.mark.parametrize("small", [dict(V=300, P=23, L=2, NH=3, C=21, B=5, T=19),     # ragged everywhere
+                                   dict(V=263, P=150, L=1, NH=2, C=24, B=2, T=150)],  # 3 attention blocks
+                         ids=["ragged", "long-T"])
+def test_every_bf16_kernel_gives_the_same_gradients(small: dict) -> None:
     x, y = batch(1, small)
     before = cllm.get_isa()
     got = {}
@@ -97,9 +100,13 @@ def test_every_bf16_kernel_gives_the_same_gradients() -> None:
         cllm.set_isa(before)
     ref = got.pop("scalar")
     assert got, "no SIMD BF16 kernel ran"
+    fp32 = grads_of(make("fp32", cfg=small), x, y)
+    for n in ref:  # BF16 (matmuls and attention) vs FP32: rounding-level differences only
+        assert l2rel(ref[n], fp32[n]) <= 3e-2, f"{n}: {l2rel(ref[n], fp32[n]):.2e} from fp32"
     for kname, g in got.items():
-        for n in ref:
-            assert l2rel(g[n], ref[n]) <= 1e-4, f"{kname} {n}: {l2rel(g[n], ref[n]):.2e}"
+        for n in ref:  # FP32-level differences (summation order, exp) can flip a BF16
+            # rounding of an attention probability: 1e-3, vs ~5e-3 between BF16 and FP32
+            assert l2rel(g[n], ref[n]) <= 1e-3, f"{kname} {n}: {l2rel(g[n], ref[n]):.2e}"
 
 
 @needs_bf16

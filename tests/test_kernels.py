@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
-from kernel_cases import OPS, KernelError, isa_supported, make_case, run, run_copy  # noqa: E402
+from kernel_cases import OPS, SPECS, KernelError, isa_supported, make_case, run, run_copy  # noqa: E402
 
 SIMD = [pytest.param(i, marks=pytest.mark.skipif(not isa_supported(i), reason=f"CPU lacks {i}"))
         for i in ("avx2", "avx512")]
@@ -76,7 +76,7 @@ def compare(op: str, got: List[np.ndarray], ref: List[np.ndarray], tol: float = 
     """Assert every output buffer of ``op`` matches the reference."""
     for i in OPS[op][1]:
         g, r = got[i], ref[i]
-        if op == "sumsq":
+        if SPECS[op].bufs[i].f64:
             g, r = g.view(np.float64), r.view(np.float64)
         assert np.all(np.isfinite(g)), f"{op} out[{i}] has non-finite values"
         e = rel_err(g, r)
@@ -355,6 +355,20 @@ def test_op_names_listed() -> None:
     assert lib.cllm_kernel_op_name(-1, p) == lib.CLLM_ERR_RANGE
     assert lib.cllm_kernel_op_info(len(names), p, p, p, ffi.NULL) == lib.CLLM_ERR_RANGE
     assert names == list(OPS) and len(names) >= 19
+
+
+@pytest.mark.parametrize("isa", ["scalar"] + SIMD)
+def test_add_into_sumsq_is_add_into_then_sumsq(isa: str) -> None:
+    """The fused reduce step gives bit for bit what the two ops give."""
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 17, 33, 100003):
+        dst, src = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+        d1, d2 = dst.copy(), dst.copy()
+        o1, o2 = np.zeros(2, np.float32), np.zeros(2, np.float32)
+        run("add_into_sumsq", isa, [d1, src, o1], [n])
+        run("add_into", isa, [d2, src], [n])
+        run("sumsq", isa, [d2, o2], [n])
+        assert np.array_equal(d1, d2) and o1.view(np.float64)[0] == o2.view(np.float64)[0]
 
 
 def test_registry_specs_consistent() -> None:

@@ -45,20 +45,22 @@ BF16_AVX512 void bgemm_pack_a_avx512(int ta, const void *A, int a_bf16, int lda,
         }
         return;
     }
-    /* op(A)[r][k] = A[k*lda + r]: 16 k-rows x 16 r-columns, transposed */
+    /* op(A)[r][k] = A[k*lda + r]: 16 k-rows x 16 r-columns, transposed.
+     * k outer, so the 16 source rows are read front to back (streaming);
+     * the writes (16 BF16 per packed row) land in the L2-resident block. */
     const float *Af = A;
-    for (int r0 = 0; r0 < mcp; r0 += 16) {
-        __mmask16 rm = mask16(mc - r0);
-        int rows = mcp - r0 < 16 ? mcp - r0 : 16;
-        for (int k0 = 0; k0 < kcp; k0 += 16) {
-            int kt = kc - k0;
+    for (int k0 = 0; k0 < kcp; k0 += 16) {
+        int kt = kc - k0;
+        __mmask16 sm = mask16(kcp - k0);
+        for (int r0 = 0; r0 < mcp; r0 += 16) {
+            __mmask16 rm = mask16(mc - r0);
+            int rows = mcp - r0 < 16 ? mcp - r0 : 16;
             __m512 v[16];
 #pragma GCC unroll 16
             for (int kk = 0; kk < 16; kk++)
                 v[kk] = kk < kt ? _mm512_maskz_loadu_ps(rm, Af + (size_t)(p0 + k0 + kk) * lda + i0 + r0)
                                 : _mm512_setzero_ps();
             cllm_tr16_ps(v);
-            __mmask16 sm = mask16(kcp - k0);
             for (int rr = 0; rr < rows; rr++)
                 _mm256_mask_storeu_epi16(dst + (size_t)(r0 + rr) * kcp + k0, sm, bf16x16_from_f32(v[rr]));
         }
@@ -68,13 +70,14 @@ BF16_AVX512 void bgemm_pack_a_avx512(int ta, const void *A, int a_bf16, int lda,
 BF16_AVX512 void bgemm_pack_b_avx512(int tb, const void *B, int b_bf16, int ldb, int p0, int j0, int kc,
                                      int nc, int kcp, uint16_t *dst, int NR) {
     int np = kcp / 2;
-    for (int t = 0; t < nc; t += NR) {
-        int nr = nc - t < NR ? nc - t : NR;
-        uint16_t *d = dst + (size_t)t * kcp;
-        if (!tb) {
-            /* word (p, j) = rows 2p and 2p+1 of op(B) at column j: interleave */
-            for (int p = 0; p < np; p++) {
-                int k = 2 * p;
+    if (!tb) {
+        /* word (p, j) = rows 2p and 2p+1 of op(B) at column j: interleave.
+         * Pair-row outer, so both source rows stream front to back once. */
+        for (int p = 0; p < np; p++) {
+            int k = 2 * p;
+            for (int t = 0; t < nc; t += NR) {
+                int nr = nc - t < NR ? nc - t : NR;
+                uint16_t *d = dst + (size_t)t * kcp;
                 for (int jb = 0; jb < NR; jb += 16) {
                     __mmask16 m = mask16(nr - jb);
                     size_t off0 = (size_t)(p0 + k) * ldb + j0 + t + jb, off1 = off0 + (size_t)ldb;
@@ -95,8 +98,12 @@ BF16_AVX512 void bgemm_pack_b_avx512(int tb, const void *B, int b_bf16, int ldb,
                     _mm512_storeu_si512(d + ((size_t)p * NR + jb) * 2, w);
                 }
             }
-            continue;
         }
+        return;
+    }
+    for (int t = 0; t < nc; t += NR) {
+        int nr = nc - t < NR ? nc - t : NR;
+        uint16_t *d = dst + (size_t)t * kcp;
         /* op(B)[k][j] = B[j*ldb + k]: rows of B are contiguous in k */
         for (int jb = 0; jb < NR; jb += 16) {
             int jv = nr - jb;

@@ -235,6 +235,11 @@ double cllm_ref_sumsq(const float *x, size_t n) {
     return acc;
 }
 
+double cllm_ref_add_into_sumsq(float *dst, const float *src, size_t n) {
+    cllm_ref_add_into(dst, src, n);
+    return cllm_ref_sumsq(dst, n);
+}
+
 void cllm_ref_adamw(float *p, const float *g, float *m, float *v, size_t n,
                     float lr, float b1, float b2, float eps, float wd,
                     float bc1, float bc2, float gscale) {

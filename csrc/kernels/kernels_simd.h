@@ -185,6 +185,31 @@ SOP double S(sumsq)(const float *x, size_t n) {
     return vd_hsum(vd_add(a0, a1));
 }
 
+/* add_into, then sumsq of the result with sumsq's exact accumulation order */
+SOP double S(add_into_sumsq)(float *dst, const float *src, size_t n) {
+    vd a0 = vd_zero(), a1 = vd_zero();
+    size_t i = 0;
+    for (; i + 2 * VW <= n; i += 2 * VW) {
+        vf x0 = v_add(v_load(dst + i), v_load(src + i)), x1 = v_add(v_load(dst + i + VW), v_load(src + i + VW));
+        v_store(dst + i, x0);
+        v_store(dst + i + VW, x1);
+        a0 = v_sq_d_acc(a0, x0);
+        a1 = v_sq_d_acc(a1, x1);
+    }
+    for (; i + VW <= n; i += VW) {
+        vf x0 = v_add(v_load(dst + i), v_load(src + i));
+        v_store(dst + i, x0);
+        a0 = v_sq_d_acc(a0, x0);
+    }
+    if (i < n) {
+        int r = (int)(n - i);
+        vf x0 = v_add(v_loadn(dst + i, r), v_loadn(src + i, r));
+        v_storen(dst + i, x0, r);
+        a1 = v_sq_d_acc(a1, x0);
+    }
+    return vd_hsum(vd_add(a0, a1));
+}
+
 #define GELU_SCALE_S 0.7978845608028654f /* sqrt(2/pi) */
 /* GELU (tanh form) via 0.5 (1 + tanh(u)) = sigmoid(2u) = 1 / (1 + e^{-2u}):
  * no cancellation for large negative x, saturates cleanly for large |x|.

@@ -19,7 +19,8 @@
  *           hc_* function in harness.c (ranges, divisibility, scratch size)
  *   bufs    the harness buffers: name[shape over dims] words; prefix '+' =
  *           output (tests compare it), suffix '?' on the name = may be NULL,
- *           ':i32' = int32 data, '<D' = int32 values below dim D
+ *           ':i32' = int32 data, '<D' = int32 values below dim D, ':f64' =
+ *           float64 data (the double result)
  *   dims    dim names; suffix '?' = may be 0
  * All tensors are row-major and contiguous; "acc" outputs accumulate (+=),
  * the others are overwritten.
@@ -89,7 +90,12 @@ OP(add_into, 1, void, (float *dst, const float *src, size_t n),
    (HB(0), HB(1), HZ(0)), hc_none, "+dst[n] src[n]", "n")
 /* sum of squares, accumulated in double */
 OP(sumsq, 1, double, (const float *x, size_t n),
-   (HB(0), HZ(0)), hc_none, "x[n] +out[2]", "n")
+   (HB(0), HZ(0)), hc_none, "x[n] +out[1]:f64", "n")
+/* dst(n) += src(n), returning the sum of squares of the new dst (accumulated
+ * in double exactly as sumsq does): the last step of the gradient reduce
+ * fused with the norm, one pass over memory */
+OP(add_into_sumsq, 1, double, (float *dst, const float *src, size_t n),
+   (HB(0), HB(1), HZ(0)), hc_none, "+dst[n] src[n] +out[1]:f64", "n")
 /* AdamW on n elements (torch.optim.AdamW semantics): g *= gscale;
  * m = lerp(m, g, 1-b1); v = b2 v + (1-b2) g^2; p *= 1 - lr*wd;
  * p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps).

@@ -148,6 +148,7 @@ static void carve(cllm_model *m, Sphere *s, int Bs) {
 /* --------------------------------------------------------- lifecycle */
 CLLM_EXPORT int cllm_model_free(cllm_model *m) {
     if (!m) return CLLM_OK;
+    cllm_decoder_free(m->dec);   /* before the pool it shares */
     if (m->pool) cllm_spheres_free(m->pool);
     if (m->sph) {
         for (int i = 0; i < m->nspheres; i++) {
@@ -156,7 +157,6 @@ CLLM_EXPORT int cllm_model_free(cllm_model *m) {
             cllm_aligned_free(s->arena);
             cllm_aligned_free(s->gemm_ws);
             cllm_aligned_free(s->att_ws);
-            cllm_aligned_free(s->infer_scratch);
             free(s->act);
             free(s->g.h);
         }
@@ -167,9 +167,6 @@ CLLM_EXPORT int cllm_model_free(cllm_model *m) {
     cllm_aligned_free(m->adam_m);
     cllm_aligned_free(m->adam_v);
     cllm_aligned_free(m->params_bf16);
-    cllm_aligned_free(m->kcache);
-    cllm_aligned_free(m->vcache);
-    cllm_aligned_free(m->ix);
     cllm_aligned_free(m->sprob);
     free(m->sidx);
     free(m->inputs);
@@ -220,8 +217,6 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
     size_t arena = act_floats(bs, m->Tmax, m->C, m->NH, m->L, m->V);
     for (int i = 0; i < m->nspheres; i++) {
         Sphere *s = &m->sph[i];
-        s->infer_scratch = cllm_aligned_alloc(sizeof(float) * (size_t)m->P);
-        if (!s->infer_scratch) goto nomem;
         if (i >= active) continue; /* never gets a shard: no arena */
         s->act = calloc((size_t)m->L, sizeof(LayerAct));
         s->g.h = calloc((size_t)m->L, sizeof(LayerW));
@@ -277,7 +272,7 @@ CLLM_EXPORT int cllm_model_init(cllm_model *m, uint64_t seed) {
     memset(m->adam_v, 0, m->nparams * sizeof(float));
     model_sync_bf16_range(m, cllm_isa_current(), 0, m->nparams);
     m->have_fwd = 0;
-    m->ipos = 0;
+    if (m->dec) cllm_decoder_reset(m->dec);
     return CLLM_OK;
 }
 

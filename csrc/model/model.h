@@ -24,7 +24,6 @@ typedef struct {
     float *gemm_ws, *att_ws;
     double loss_sum;       /* sum of this shard's token losses                 */
     double sumsq;          /* partial grad sum of squares (reduce phase)       */
-    float *infer_scratch;  /* attention scratch for inference (P floats)       */
 } Sphere;
 
 struct cllm_model {
@@ -46,10 +45,9 @@ struct cllm_model {
     long valid_count;
     long loss_tokens;  /* cllm_model_set_loss_tokens: 0 = the block's own count */
     long loss_denom;   /* tokens the last forward's loss was normalised by     */
-    /* inference */
-    float *kcache, *vcache;    /* (L, P, C) each, allocated on first reset */
-    float *ix, *ixb, *iqkv, *iatt, *ifc, *ifc2;
-    int ipos;
+    /* inference: an FP32 decoder borrowing params and sharing the pool,
+     * created on the first cllm_model_infer_reset / cllm_model_decoder */
+    struct cllm_decoder *dec;
     /* per-op profile of sphere 0 (cllm_model_profile_*) */
     int prof_on;
     double prof_sec[16];

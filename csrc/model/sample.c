@@ -1,63 +1,120 @@
-/* sample.c - next-token sampling from logits: greedy, temperature, top-k
- * and top-p (nucleus), driven by the caller's splitmix64 state. */
-#define _GNU_SOURCE
+/* sample.c - next-token sampling from logits by partial selection.
+ *
+ * Candidates are all V ids, or a caller-given subset (token healing). The
+ * candidates are ordered by (probability desc, id asc), a strict total order,
+ * so every selection below is unique whatever the pivots:
+ *   greedy (temperature <= 0 or top_k == 1): one O(n) argmax scan;
+ *   top-k: quickselect moves the k best candidates to the front, O(n);
+ *   top-p: a mass-guided quickselect finds the smallest prefix (in that
+ *     order) whose probability mass reaches top_p, O(n) expected;
+ *   then one uniform draw walks the kept candidates.
+ * No sort of the vocabulary and no allocation (the caller owns scratch).
+ */
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include "model.h"
+#include "sample.h"
 
-/* ------------------------------------------------------------- sampling */
-static int cmp_desc(const void *a, const void *b, void *ctx) {
-    const float *p = ctx;
-    float x = p[*(const int32_t *)a], y = p[*(const int32_t *)b];
-    if (x > y) return -1;
-    if (x < y) return 1;
-    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
-    return (i > j) - (i < j);
+/* a strictly before b in (prob desc, id asc) */
+static inline int before(const float *p, const int32_t *id, int a, int b) {
+    return p[a] > p[b] || (p[a] == p[b] && id[a] < id[b]);
 }
 
+static inline void swap2(float *p, int32_t *id, int a, int b) {
+    float t = p[a]; p[a] = p[b]; p[b] = t;
+    int32_t u = id[a]; id[a] = id[b]; id[b] = u;
+}
+
+/* Partition [lo, hi) around a median-of-three pivot: returns m with
+ * [lo, m) before the pivot, the pivot at m, (m, hi) after it. */
+static int partition(float *p, int32_t *id, int lo, int hi) {
+    int mid = lo + (hi - lo) / 2, last = hi - 1;
+    if (before(p, id, mid, lo)) swap2(p, id, mid, lo);
+    if (before(p, id, last, lo)) swap2(p, id, last, lo);
+    if (before(p, id, last, mid)) swap2(p, id, last, mid);
+    swap2(p, id, mid, last);   /* median to the end */
+    int store = lo;
+    for (int i = lo; i < last; i++)
+        if (before(p, id, i, last)) swap2(p, id, i, store++);
+    swap2(p, id, store, last);
+    return store;
+}
+
+/* Reorder so that [0, k) holds the k first candidates (any order). */
+static void select_top_k(float *p, int32_t *id, int n, int k) {
+    int lo = 0, hi = n;
+    while (hi - lo > 1) {
+        int m = partition(p, id, lo, hi);
+        if (m < k) lo = m + 1;
+        else if (m > k) hi = m;
+        else return;
+    }
+}
+
+/* Smallest prefix (in candidate order) with mass >= need; reorders so that
+ * prefix is [0, result). */
+static int select_mass(float *p, int32_t *id, int n, double need) {
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        if (hi - lo == 1) return lo + 1;
+        int m = partition(p, id, lo, hi);
+        double upper = 0.0;
+        for (int i = lo; i < m; i++) upper += p[i];
+        if (upper >= need) { hi = m; continue; }   /* answer lies within [lo, m) */
+        upper += p[m];
+        if (upper >= need) return m + 1;
+        need -= upper;
+        lo = m + 1;
+    }
+    return lo > 0 ? lo : 1;
+}
+
+int cllm_sample_logits(const float *logits, int V, float temperature, int top_k, float top_p,
+                       const int32_t *allowed, int n_allowed, uint64_t *rng, float *prob, int32_t *idx,
+                       int32_t *out) {
+    if (isnan(temperature) || isnan(top_p))
+        return cllm_fail(CLLM_ERR_INVALID, "sample: temperature and top_p must not be NaN");
+    if (top_p <= 0.0f) return cllm_fail(CLLM_ERR_INVALID, "sample: top_p must be > 0, got %g", top_p);
+    if (top_k < 0) return cllm_fail(CLLM_ERR_INVALID, "sample: top_k must be >= 0, got %d", top_k);
+    int n = allowed ? n_allowed : V;
+    if (n <= 0) return cllm_fail(CLLM_ERR_INVALID, "sample: no candidate tokens");
+    for (int j = 0; j < n; j++) {
+        int32_t t = allowed ? allowed[j] : j;
+        if (t < 0 || t >= V) return cllm_fail(CLLM_ERR_RANGE, "sample: allowed token id %d out of range [0, %d)", t, V);
+        if (isnan(logits[t])) return cllm_fail(CLLM_ERR_NUMERIC, "sample: logits contain NaN");
+        idx[j] = t;
+    }
+    int best = 0;
+    for (int j = 1; j < n; j++)
+        if (logits[idx[j]] > logits[idx[best]] || (logits[idx[j]] == logits[idx[best]] && idx[j] < idx[best]))
+            best = j;
+    if (temperature <= 0.0f || top_k == 1 || n == 1) { *out = idx[best]; return CLLM_OK; }
+    float mx = logits[idx[best]], invt = 1.0f / temperature;
+    for (int j = 0; j < n; j++) prob[j] = expf((logits[idx[j]] - mx) * invt);
+    if (top_k > 0 && top_k < n) {
+        select_top_k(prob, idx, n, top_k);
+        n = top_k;
+    }
+    double mass = 0.0;
+    for (int j = 0; j < n; j++) mass += prob[j];
+    if (top_p < 1.0f) {
+        n = select_mass(prob, idx, n, (double)top_p * mass);
+        mass = 0.0;
+        for (int j = 0; j < n; j++) mass += prob[j];
+    }
+    double r = rng_uniform(rng) * mass, cum = 0.0;
+    for (int j = 0; j < n; j++) {
+        cum += prob[j];
+        if (r < cum) { *out = idx[j]; return CLLM_OK; }
+    }
+    *out = idx[n - 1];
+    return CLLM_OK;
+}
+
+/* The training model's sampler (same selection, the model's scratch). */
 CLLM_EXPORT int cllm_model_sample(cllm_model *m, const float *logits, float temperature, int top_k, float top_p,
                                   uint64_t *rng_state, int32_t *out) {
     CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(logits, "logits");
     CLLM_CHECK_PTR(rng_state, "rng_state"); CLLM_CHECK_PTR(out, "out");
-    if (isnan(temperature) || isnan(top_p))
-        return cllm_fail(CLLM_ERR_INVALID, "sample: temperature and top_p must not be NaN");
-    if (top_p <= 0.0f) return cllm_fail(CLLM_ERR_INVALID, "sample: top_p must be > 0, got %g", top_p);
-    int V = m->V;
-    for (int i = 0; i < V; i++)
-        if (isnan(logits[i])) return cllm_fail(CLLM_ERR_NUMERIC, "sample: logits contain NaN");
-    int best = 0;
-    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
-    if (temperature <= 0.0f || top_k == 1) { *out = best; return CLLM_OK; }
-    float *p = m->sprob;
-    int32_t *idx = m->sidx;
-    float mx = logits[best];
-    double sum = 0.0;
-    for (int i = 0; i < V; i++) { p[i] = expf((logits[i] - mx) / temperature); sum += p[i]; idx[i] = i; }
-    int n = V;
-    if ((top_k > 0 && top_k < V) || top_p < 1.0f) {
-        qsort_r(idx, (size_t)V, sizeof(int32_t), cmp_desc, p);
-        if (top_k > 0 && top_k < V) n = top_k;
-        sum = 0.0;
-        for (int i = 0; i < n; i++) sum += p[idx[i]];
-        if (top_p < 1.0f) {
-            double cum = 0.0;
-            int keep = n;
-            for (int i = 0; i < n; i++) {
-                cum += p[idx[i]] / sum;
-                if (cum >= top_p) { keep = i + 1; break; }
-            }
-            n = keep;
-            sum = 0.0;
-            for (int i = 0; i < n; i++) sum += p[idx[i]];
-        }
-    }
-    double r = rng_uniform(rng_state) * sum, cum = 0.0;
-    for (int i = 0; i < n; i++) {
-        cum += p[idx[i]];
-        if (r < cum) { *out = idx[i]; return CLLM_OK; }
-    }
-    *out = idx[n - 1];
-    return CLLM_OK;
+    return cllm_sample_logits(logits, m->V, temperature, top_k < 0 ? 0 : top_k, top_p, NULL, 0, rng_state,
+                              m->sprob, m->sidx, out);
 }

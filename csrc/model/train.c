@@ -18,6 +18,7 @@
 #include "kernels/kernels.h"
 #include "gemm/gemm.h"
 #include "gemm/gemm_bf16.h"
+#include "attention_bf16.h"
 
 /* ------------------------------------------------------------- profile */
 enum { P_GEMM_FWD, P_LMHEAD_FWD, P_GEMM_BWD, P_LMHEAD_BWD, P_ATTN_FWD, P_ATTN_BWD, P_LAYERNORM,
@@ -105,7 +106,10 @@ static void shard_forward(StepCtx *x, Sphere *s) {
         LayerAct *a = &s->act[l];
         const float *resid = l == 0 ? s->encoded : s->act[l - 1].res3;
         PROF(P_GEMM_FWD, GEMM_W(0, 0, N, 3 * C, C, a->ln1, C, lw->qkvw, 3 * C, 0.0f, a->qkv, 3 * C, lw->qkvb));
-        PROF(P_ATTN_FWD, ops->attention_fwd(a->atty, a->att, a->qkv, Bs, T, C, NH, s->att_ws));
+        if (x->bf16_kernel >= 0)
+            PROF(P_ATTN_FWD, attention_fwd_bf16(x->bf16_kernel, a->atty, a->att, a->qkv, Bs, T, C, NH, s->gemm_ws));
+        else
+            PROF(P_ATTN_FWD, ops->attention_fwd(a->atty, a->att, a->qkv, Bs, T, C, NH, s->att_ws));
         PROF(P_GEMM_FWD, GEMM_W(0, 0, N, C, C, a->atty, C, lw->projw, C, 0.0f, a->attproj, C, lw->projb));
         PROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res2, a->ln2, a->ln2_mean, a->ln2_rstd, resid, a->attproj,
                                     lw->ln2w, lw->ln2b, N, C));
@@ -165,7 +169,11 @@ static void shard_backward(StepCtx *x, Sphere *s) {
         PROF(P_GEMM_BWD, GEMM(1, 0, C, C, N, a->atty, C, s->dres, C, 0.0f, lg->projw, C, NULL));
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->projb, s->dres, N, C));
         PROF(P_GEMM_BWD, GEMM_W(0, 1, N, C, C, s->dres, C, lw->projw, C, 0.0f, s->dtmp, C, NULL));
-        PROF(P_ATTN_BWD, ops->attention_bwd(s->dqkv, s->datt, s->dtmp, a->qkv, a->att, Bs, T, C, NH, s->att_ws));
+        if (x->bf16_kernel >= 0)
+            PROF(P_ATTN_BWD, attention_bwd_bf16(x->bf16_kernel, s->dqkv, s->datt, s->dtmp, a->qkv, a->att, Bs, T, C,
+                                                NH, s->gemm_ws));
+        else
+            PROF(P_ATTN_BWD, ops->attention_bwd(s->dqkv, s->datt, s->dtmp, a->qkv, a->att, Bs, T, C, NH, s->att_ws));
         PROF(P_GEMM_BWD, GEMM(1, 0, C, 3 * C, N, a->ln1, C, s->dqkv, 3 * C, 0.0f, lg->qkvw, 3 * C, NULL));
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->qkvb, s->dqkv, N, 3 * C));
         PROF(P_GEMM_BWD, GEMM_W(0, 1, N, C, 3 * C, s->dqkv, 3 * C, lw->qkvw, 3 * C, 0.0f, s->dtmp, C, NULL));
@@ -197,15 +205,24 @@ static void param_slice(const cllm_model *m, int sphere, int n, size_t *lo, size
     if (*lo > *hi) *lo = *hi;
 }
 
-/* phase 2: grads[slice] = sum over shards in fixed order; partial sumsq */
+/* phase 2, reduce_grads_and_norm: grads[slice] = sum over shards in fixed
+ * order 0,1,2,...; the last addition also yields the slice's sum of squares
+ * (add_into_sumsq: one pass over memory instead of two) */
 static int task_reduce(void *arg, int sphere, int n) {
     StepCtx *x = arg;
     cllm_model *m = x->m;
     size_t lo, hi;
     param_slice(m, sphere, n, &lo, &hi);
-    for (int k = 1; k < m->active; k++)
-        x->ops->add_into(m->grads + lo, m->sph[k].grads_buf + lo, hi - lo);
-    m->sph[sphere].sumsq = hi > lo && !x->skip_norm ? x->ops->sumsq(m->grads + lo, hi - lo) : 0.0;
+    double sumsq = 0.0;
+    int last = m->active - 1;
+    for (int k = 1; k < last; k++) x->ops->add_into(m->grads + lo, m->sph[k].grads_buf + lo, hi - lo);
+    if (hi > lo && last >= 1 && !x->skip_norm)
+        sumsq = x->ops->add_into_sumsq(m->grads + lo, m->sph[last].grads_buf + lo, hi - lo);
+    else if (hi > lo && last >= 1)
+        x->ops->add_into(m->grads + lo, m->sph[last].grads_buf + lo, hi - lo);
+    else if (hi > lo && !x->skip_norm)
+        sumsq = x->ops->sumsq(m->grads + lo, hi - lo);
+    m->sph[sphere].sumsq = sumsq;
     return CLLM_OK;
 }
 
@@ -332,7 +349,7 @@ static float combined_norm(const cllm_model *m) {
 }
 
 /* reduce shard gradients into m->grads and return the global norm */
-static int reduce_grads(cllm_model *m, StepCtx *x, float *norm) {
+static int reduce_grads_and_norm(cllm_model *m, StepCtx *x, float *norm) {
     int rc, prof = m->prof_on;
     PROF(P_REDUCE, rc = cllm_spheres_run(m->pool, task_reduce, x));
     if (rc) return rc;
@@ -351,7 +368,7 @@ CLLM_EXPORT int cllm_model_backward(cllm_model *m) {
     if (rc) return rc;
     float norm;
     x.skip_norm = 1; /* nobody reads it: cllm_model_grad_norm / adamw compute their own */
-    rc = reduce_grads(m, &x, &norm);
+    rc = reduce_grads_and_norm(m, &x, &norm);
     m->have_fwd = 0; /* dlogits were consumed */
     return rc;
 }
@@ -432,7 +449,7 @@ CLLM_EXPORT int cllm_model_train_step(cllm_model *m, const int32_t *inputs, cons
     if (rc) return rc;
     float l = total_loss(m), norm;
     if (loss) *loss = l;
-    rc = reduce_grads(m, &x, &norm);
+    rc = reduce_grads_and_norm(m, &x, &norm);
     if (rc) return rc;
     if (grad_norm) *grad_norm = norm;
     if (!isfinite(l))

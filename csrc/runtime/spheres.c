@@ -98,6 +98,11 @@ struct cllm_spheres {
     uint32_t gen;               /* controller's generation counter */
     _Atomic int failed;         /* some sphere failed in this run */
     _Atomic int busy;           /* a run (or free) is in progress */
+    /* in-task barrier (cllm_spheres_barrier): arrivals in this round, the
+     * round number (futex word) and how many spheres may sleep on it */
+    _Alignas(64) _Atomic uint32_t bar_count;
+    _Atomic uint32_t bar_gen;
+    _Atomic uint32_t bar_sleepers;
     uint64_t t_reset_ns;        /* CLOCK_MONOTONIC at creation / last reset */
     unsigned fork_epoch;        /* g_fork_epoch when the workers were created */
 };
@@ -136,6 +141,10 @@ static inline void futex_wait(_Atomic uint32_t *addr, uint32_t val) {
 
 static inline void futex_wake(_Atomic uint32_t *addr) {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static inline void futex_wake_all(_Atomic uint32_t *addr) {
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
 }
 
 /* Spin for at most spin_ns until *word != val; returns the last value seen. */
@@ -300,6 +309,9 @@ CLLM_EXPORT int cllm_spheres_new(int threads, cllm_spheres **out) {
     }
     atomic_init(&s->failed, 0);
     atomic_init(&s->busy, 0);
+    atomic_init(&s->bar_count, 0);
+    atomic_init(&s->bar_gen, 0);
+    atomic_init(&s->bar_sleepers, 0);
     s->t_reset_ns = now_ns();
     pthread_once(&g_atfork_once, register_atfork);
     s->fork_epoch = atomic_load_explicit(&g_fork_epoch, memory_order_relaxed);
@@ -414,4 +426,29 @@ int cllm_spheres_run(cllm_spheres *s, cllm_sphere_fn fn, void *arg) {
     }
     atomic_store_explicit(&s->busy, 0, memory_order_release);
     return rc;
+}
+
+/* In-task barrier (centralised, generation-counted). The round number is
+ * read BEFORE arriving, so it cannot move until this sphere has arrived.
+ * The last arrival resets the count, then publishes round+1 (release: all
+ * writes made before every sphere's arrival are visible to every sphere
+ * after the barrier, because the arrivals are one RMW release sequence and
+ * the last arrival acquires it). Waiters spin for the pool's spin budget,
+ * then sleep on the round word with the same Dekker handshake as wake(). */
+void cllm_spheres_barrier(cllm_spheres *s) {
+    if (s->n <= 1) return;
+    uint32_t g = atomic_load_explicit(&s->bar_gen, memory_order_acquire);
+    uint32_t arrived = atomic_fetch_add_explicit(&s->bar_count, 1, memory_order_acq_rel) + 1;
+    if (arrived == (uint32_t)s->n) {
+        atomic_store_explicit(&s->bar_count, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->bar_gen, g + 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&s->bar_sleepers, memory_order_seq_cst))
+            futex_wake_all(&s->bar_gen);
+        return;
+    }
+    if (spin_while_eq(&s->bar_gen, g, s->spin_ns) != g) return;
+    atomic_fetch_add_explicit(&s->bar_sleepers, 1, memory_order_seq_cst);
+    while (atomic_load_explicit(&s->bar_gen, memory_order_seq_cst) == g)
+        futex_wait(&s->bar_gen, g);
+    atomic_fetch_sub_explicit(&s->bar_sleepers, 1, memory_order_relaxed);
 }

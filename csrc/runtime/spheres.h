@@ -14,6 +14,12 @@ typedef int (*cllm_sphere_fn)(void *arg, int sphere, int nspheres);
  * a task. */
 int cllm_spheres_run(cllm_spheres *s, cllm_sphere_fn fn, void *arg);
 
+/* Barrier inside a running task: returns once every sphere of the pool has
+ * called it (each sphere must call it the same number of times in a task, so
+ * a task that uses barriers must not return early on some spheres). Spins
+ * for a short bounded time, then sleeps on a futex. No-op with one sphere. */
+void cllm_spheres_barrier(cllm_spheres *s);
+
 /* Even split helper: [*lo, *hi) of n items for part i of parts. */
 static inline void cllm_split(long n, int i, int parts, long *lo, long *hi) {
     long base = n / parts, rem = n % parts;

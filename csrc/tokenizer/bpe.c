@@ -260,6 +260,86 @@ static inline size_t pretok_next(const uint8_t *s, size_t i, size_t n) {
     return j - 1;                        /* W+(?!\S): leave the last one */
 }
 
+/* GPT-2's pre-tokenizer (the regex of its byte-level BPE, as in Hugging
+ * Face tokenizers' ByteLevel(use_regex=True)):
+ *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * over Unicode code points decoded from UTF-8 (a byte that does not start a
+ * valid sequence is one "other" character). \p{L} / \p{N} come from the
+ * generated range tables; \s is Unicode White_Space. */
+#include "unicode_tables.h"
+
+static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+static int is_white_space(uint32_t c) {
+    return (c >= 0x9 && c <= 0xD) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+           c == 0x3000;
+}
+
+/* class (C_W, C_L, C_D = \p{N}, C_P) and byte length of the character at s[i] */
+static int u_class(const uint8_t *s, size_t i, size_t n, size_t *len) {
+    uint32_t c = s[i];
+    size_t k = 1;
+    if (c >= 0x80) {
+        size_t need = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
+        uint32_t v = need == 4 ? c & 7 : need == 3 ? c & 15 : c & 31;
+        size_t m = 1;
+        while (m < need && i + m < n && (s[i + m] & 0xC0) == 0x80) v = (v << 6) | (s[i + m++] & 0x3F);
+        int ok = need && m == need && !(need == 3 && (v < 0x800 || (v >= 0xD800 && v <= 0xDFFF))) &&
+                 !(need == 4 && (v < 0x10000 || v > 0x10FFFF));
+        if (!ok) { *len = 1; return C_P; }
+        c = v;
+        k = need;
+    }
+    *len = k;
+    if (is_white_space(c)) return C_W;
+    if (c < 0x80) {
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')) return C_L;
+        return c >= '0' && c <= '9' ? C_D : C_P;
+    }
+    if (in_ranges(cllm_uni_letter, sizeof cllm_uni_letter / sizeof cllm_uni_letter[0], c)) return C_L;
+    if (in_ranges(cllm_uni_number, sizeof cllm_uni_number / sizeof cllm_uni_number[0], c)) return C_D;
+    return C_P;
+}
+
+static size_t pretok_next_gpt2(const uint8_t *s, size_t i, size_t n) {
+    if (s[i] == '\'' && i + 1 < n) {
+        uint8_t a = s[i + 1], b = i + 2 < n ? s[i + 2] : 0;
+        if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
+        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return i + 3;
+    }
+    size_t len, j = i;
+    int k = u_class(s, i, n, &len);
+    if (s[i] == ' ' && i + 1 < n) {
+        size_t l2;
+        int k2 = u_class(s, i + 1, n, &l2);
+        if (k2 != C_W) { j = i + 1; k = k2; len = l2; }
+    }
+    if (k != C_W) {   /* a run of one class, after the optional space */
+        j += len;
+        while (j < n && u_class(s, j, n, &len) == k) j += len;
+        return j;
+    }
+    size_t last = i;   /* whitespace run [i, j); `last` = start of its last character */
+    j = i;
+    while (j < n && u_class(s, j, n, &len) == C_W) { last = j; j += len; }
+    if (j == n || last == i) return j;   /* at the end, or a single character */
+    return last;                         /* \s+(?!\S): leave the last one */
+}
+
+static inline size_t pretok(int mode, const uint8_t *s, size_t i, size_t n) {
+    return mode == CLLM_PRETOK_GPT2 ? pretok_next_gpt2(s, i, n) : pretok_next(s, i, n);
+}
+
 CLLM_EXPORT int cllm_tokenizer_pretokenize(const uint8_t *text, size_t len, uint64_t *ends,
                                            size_t cap, size_t *n_out) {
     CLLM_CHECK_PTR(n_out, "n_out");
@@ -378,6 +458,7 @@ struct cllm_tokenizer {
     int32_t *cache_ids;
     size_t cache_ids_len, cache_ids_cap;
     trainer *tr;
+    int pretok;           /* CLLM_PRETOK_CLLM or CLLM_PRETOK_GPT2       */
 };
 
 static inline const uint8_t *tok_ptr(const cllm_tokenizer *t, int32_t id) { return t->toks.arena + t->toks.off[id]; }
@@ -633,6 +714,17 @@ CLLM_EXPORT int cllm_tokenizer_max_token_len(const cllm_tokenizer *t, size_t *le
     return CLLM_OK;
 }
 
+CLLM_EXPORT int cllm_tokenizer_set_pretokenizer(cllm_tokenizer *t, int mode) {
+    CLLM_CHECK_PTR(t, "t");
+    if (mode != CLLM_PRETOK_CLLM && mode != CLLM_PRETOK_GPT2)
+        return cllm_fail(CLLM_ERR_INVALID, "tokenizer: pre-tokenizer must be CLLM_PRETOK_CLLM or CLLM_PRETOK_GPT2, got %d", mode);
+    pthread_mutex_lock(&t->lock);
+    t->pretok = mode;
+    cache_clear(t);
+    pthread_mutex_unlock(&t->lock);
+    return CLLM_OK;
+}
+
 /* ------------------------------------------------------ special split */
 /* Next special-token match at or after pos: leftmost start, then longest
  * (Hugging Face's added-vocabulary matcher is leftmost-longest). next[]
@@ -662,10 +754,10 @@ static int next_special(const cllm_tokenizer *t, const uint8_t *s, size_t n, siz
 }
 
 /* ------------------------------------------------------------ trainer */
-static int trainer_count_segment(trainer *tr, const uint8_t *s, size_t n) {
+static int trainer_count_segment(trainer *tr, int mode, const uint8_t *s, size_t n) {
     size_t i = 0;
     while (i < n) {
-        size_t j = pretok_next(s, i, n);
+        size_t j = pretok(mode, s, i, n);
         int added = 0;
         int64_t e = strmap_add_h(&tr->words, s + i, j - i, hash_bytes(s + i, j - i), &added);
         if (e < 0) return cllm_fail(CLLM_ERR_NOMEM, "train_feed: out of memory");
@@ -723,7 +815,7 @@ CLLM_EXPORT int cllm_tokenizer_train_feed(cllm_tokenizer *t, const uint8_t *text
         size_t end = len;
         int has = next_special(t, text, len, pos, nx, &m);
         if (has) end = m.start;
-        rc = trainer_count_segment(tr, text + pos, end - pos);
+        rc = trainer_count_segment(tr, t->pretok, text + pos, end - pos);
         if (rc) break;
         pos = has ? m.start + m.len : len;
     }
@@ -1090,7 +1182,7 @@ static int encode_text(cllm_tokenizer *t, const uint8_t *s, size_t len, int32_t 
         size_t end = has ? m.start : len;
         size_t i = pos;
         while (i < end) {
-            size_t j = pretok_next(s, i, end);
+            size_t j = pretok(t->pretok, s, i, end);
             int64_t r = encode_word(t, s + i, j - i, out + k, use_cache);
             if (r < 0) { rc = cllm_fail(CLLM_ERR_NOMEM, "encode: out of memory"); goto done; }
             k += (size_t)r;

@@ -25,6 +25,7 @@
 #include <unistd.h>
 #include "runtime/internal.h"
 #include "runtime/spheres.h"
+#include "cllm.h"
 
 static int g_failures = 0;
 static int g_quick = 0;
@@ -545,13 +546,20 @@ static int b2b_task(void *arg, int sphere, int nspheres) {
     return 0;
 }
 
-static void test_back_to_back(int n, int runs, const char *spin_us) {
+/* A pool of n spheres with CLLM_SPHERES_SPIN_US = spin_us (NULL: default). */
+static cllm_spheres *new_pool(int n, const char *spin_us) {
     if (spin_us) setenv("CLLM_SPHERES_SPIN_US", spin_us, 1);
     cllm_spheres *s = NULL;
     int rc = cllm_spheres_new(n, &s);
     if (spin_us) unsetenv("CLLM_SPHERES_SPIN_US");
     CHECK(rc == 0, "new(%d)", n);
-    if (rc) return;
+    return rc ? NULL : s;
+}
+
+static void test_back_to_back(int n, int runs, const char *spin_us) {
+    cllm_spheres *s = new_pool(n, spin_us);
+    int rc;
+    if (!s) return;
     b2b_ctx c = {n, 0, calloc((size_t)n, sizeof(long))};
     for (int r = 0; r < runs; r++) {
         rc = cllm_spheres_run(s, b2b_task, &c);
@@ -614,7 +622,7 @@ static void bench_overhead(void) {
  * pool of 3 spheres. model.c may still be a stub: CLLM_ERR_STATE from
  * cllm_model_new means "model not available" and is not a failure.
  * ========================================================================== */
-static int train_few_steps(float *losses, int steps, int *available) {
+static int train_few_steps(float *losses, int steps, int *available, int precision) {
     cllm_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.vocab_size = 67;
@@ -627,6 +635,7 @@ static int train_few_steps(float *losses, int steps, int *available) {
     cfg.threads = 3;
     cfg.seed = 1234;
     cfg.max_memory_gb = 1.0;
+    cfg.precision = precision;
     cllm_model *m = NULL;
     int rc = cllm_model_new(&cfg, &m);
     if (rc == CLLM_ERR_STATE) {
@@ -679,12 +688,89 @@ static int train_few_steps(float *losses, int steps, int *available) {
 static void test_model(void) {
     float a[4], b[4];
     int avail = 0;
-    if (train_few_steps(a, 4, &avail) || !avail) return;
+    if (train_few_steps(a, 4, &avail, CLLM_PRECISION_FP32) || !avail) return;
     printf("model: losses %.6f %.6f %.6f %.6f\n", a[0], a[1], a[2], a[3]);
-    train_few_steps(b, 4, &avail);
+    train_few_steps(b, 4, &avail, CLLM_PRECISION_FP32);
     CHECK(memcmp(a, b, sizeof a) == 0, "same seed and 3 threads must give bit-identical losses");
+    /* BF16 mixed precision (BF16 GEMM, AdamW refreshing the BF16 copies)
+     * where the CPU has a BF16 kernel */
+    int auto_p = CLLM_PRECISION_FP32;
+    if (cllm_precision_auto(&auto_p) == 0 && auto_p == CLLM_PRECISION_BF16) {
+        if (train_few_steps(a, 4, &avail, CLLM_PRECISION_BF16)) return;
+        printf("model bf16: losses %.6f %.6f %.6f %.6f\n", a[0], a[1], a[2], a[3]);
+        train_few_steps(b, 4, &avail, CLLM_PRECISION_BF16);
+        CHECK(memcmp(a, b, sizeof a) == 0, "bf16: same seed and 3 threads must give bit-identical losses");
+    }
 }
 /* ========================================================================== */
+
+/* ------------------------------------- 11. in-task barrier, decoder */
+typedef struct { cllm_spheres *pool; int n, phases; int *slot; atomic_int bad; } bar_ctx;
+
+static int barrier_task(void *arg, int sphere, int nspheres) {
+    bar_ctx *c = arg;
+    for (int p = 1; p <= c->phases; p++) {
+        c->slot[sphere] = p;                  /* plain writes, published by the barrier */
+        cllm_spheres_barrier(c->pool);
+        for (int i = 0; i < nspheres; i++)
+            if (c->slot[i] != p) atomic_fetch_add(&c->bad, 1);
+        cllm_spheres_barrier(c->pool);        /* nobody writes phase p+1 before all have read */
+    }
+    return 0;
+}
+
+static void test_barrier(int n, int phases, const char *spin_us) {
+    cllm_spheres *s = new_pool(n, spin_us);
+    if (!s) return;
+    bar_ctx c = {s, n, phases, calloc((size_t)n, sizeof(int)), 0};
+    for (int r = 0; r < 3; r++) CHECK(cllm_spheres_run(s, barrier_task, &c) == 0, "run: %s", cllm_last_error());
+    CHECK(atomic_load(&c.bad) == 0, "n=%d: %d stale reads after a barrier", n, atomic_load(&c.bad));
+    free(c.slot);
+    cllm_spheres_free(s);
+}
+
+/* A small decoder with random weights: logits bit-identical for 1, 2 and 3
+ * spheres in every storage dtype (and no data race under TSan). */
+static void test_decoder(void) {
+    cllm_config cfg = {0};
+    cfg.vocab_size = 97; cfg.context_len = 16; cfg.num_layers = 2; cfg.num_heads = 3; cfg.embed_dim = 36;
+    uint64_t st = 42;
+    int dtypes[3] = {CLLM_DTYPE_F32, CLLM_DTYPE_BF16, CLLM_DTYPE_INT8};
+    for (int k = 0; k < 3; k++) {
+        float ref[97 * 12];
+        for (int threads = 1; threads <= 3; threads++) {
+            cfg.threads = threads;
+            cllm_decoder *d = NULL;
+            int rc = cllm_decoder_new(&cfg, dtypes[k], &d);
+            CHECK(rc == 0, "decoder_new: %s", cllm_last_error());
+            if (rc) return;
+            int nt = 0;
+            cllm_decoder_num_tensors(d, &nt);
+            st = 42;
+            for (int i = 0; i < nt; i++) {
+                cllm_tensor_info info;
+                cllm_decoder_tensor_info(d, i, &info, NULL, NULL);
+                float *w = malloc(sizeof(float) * info.numel);
+                for (size_t j = 0; j < info.numel; j++) {
+                    st = st * 6364136223846793005ull + 1442695040888963407ull;
+                    w[j] = (float)((double)(st >> 40) / (double)(1ull << 24) - 0.5) * 0.2f;
+                }
+                CHECK(cllm_decoder_set_tensor(d, i, w, CLLM_DTYPE_F32, 0) == 0, "set %s", info.name);
+                free(w);
+            }
+            CHECK(cllm_decoder_reset(d) == 0, "reset: %s", cllm_last_error());
+            float lg[97];
+            for (int t = 0; t < 12; t++) {
+                CHECK(cllm_decoder_step(d, (t * 31) % 97, lg) == 0, "step: %s", cllm_last_error());
+                if (threads == 1) memcpy(ref + t * 97, lg, sizeof lg);
+                else CHECK(!memcmp(ref + t * 97, lg, sizeof lg), "dtype %d threads %d step %d differs", dtypes[k],
+                           threads, t);
+            }
+            CHECK(cllm_decoder_step(d, 97, lg) == CLLM_ERR_RANGE, "bad token accepted");
+            cllm_decoder_free(d);
+        }
+    }
+}
 
 int main(int argc, char **argv) {
     int bench = 0;
@@ -731,6 +817,13 @@ int main(int argc, char **argv) {
     section("idle pool after runs uses no CPU", T);
     test_idle_after_runs(2);
     test_idle_after_runs(4);
+    section("in-task barrier", T);
+    test_barrier(2, g_quick ? 2000 : 20000, NULL);
+    test_barrier(3, g_quick ? 2000 : 20000, NULL);
+    test_barrier(13, g_quick ? 200 : 1000, NULL);
+    test_barrier(3, g_quick ? 500 : 2000, "0");
+    section("decoder: bit-identical across sphere counts", T);
+    test_decoder();
     section("model: training steps with 3 spheres", T);
     test_model();
     if (bench) {

@@ -1,0 +1,361 @@
+"""Generation on the C decoder (``csrc/model/decode.c``).
+
+:class:`Decoder` wraps one ``cllm_decoder``: weights in one storage dtype,
+a KV cache, and one sphere-pool run per token. The per-token loop here only
+calls ``cllm_decoder_next`` (sample from the current logits, then run the
+next step) and yields the id: no Python work per layer or per op.
+
+:class:`GenerationMixin` is the text side shared by :class:`cllm.Model` and
+:class:`cllm.InferenceModel`: prompts, token healing, stop strings and
+:class:`TextStream`, the incremental detokenizer (O(new bytes) per token,
+emits only complete UTF-8).
+
+This module imports neither numpy nor the trainer (``cllm generate`` starts
+fast); :meth:`GenerationMixin.logits` imports numpy when called.
+"""
+from __future__ import annotations
+
+import codecs
+import os
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+
+from ._native import check, ffi, lib
+from .errors import ConfigError, ConfigTypeError
+
+__all__ = ["DTYPES", "Decoder", "GenerationMixin", "TextStream", "seed_state", "check_sampling"]
+
+#: storage formats of the decoder's weights (``--dtype`` / ``dtype=``)
+DTYPES = {"fp32": lib.CLLM_DTYPE_F32, "bf16": lib.CLLM_DTYPE_BF16, "int8": lib.CLLM_DTYPE_INT8}
+
+Prompt = Union[str, bytes, Sequence[int]]
+
+
+def seed_state(seed: Optional[int]) -> Any:
+    """A C ``uint64_t`` RNG state from ``seed`` (random when None)."""
+    if seed is None:
+        seed = int.from_bytes(os.urandom(8), "little")
+    if isinstance(seed, bool) or not hasattr(seed, "__index__"):
+        raise ConfigTypeError(f"seed must be an integer or None, got {seed!r}")
+    st = ffi.new("uint64_t *")
+    st[0] = int(seed) & 0xFFFFFFFFFFFFFFFF
+    return st
+
+
+def _is_int(v: Any) -> bool:
+    return not isinstance(v, bool) and hasattr(v, "__index__")
+
+
+def check_sampling(temperature: float, top_k: Optional[int], top_p: float, max_new_tokens: int = 0) -> None:
+    """Raise :class:`ConfigError` for out-of-range sampling settings."""
+    try:
+        t = float(temperature)
+        p = float(top_p)
+    except (TypeError, ValueError):
+        raise ConfigTypeError(f"temperature and top_p must be numbers, got {temperature!r}, {top_p!r}") from None
+    if not (t >= 0.0 and t < float("inf")):
+        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}")
+    if top_k is not None and (not _is_int(top_k) or top_k < 0):
+        raise ConfigError(f"top_k must be a non-negative integer, got {top_k!r}")
+    if not (0.0 < p <= 1.0):
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
+    if not _is_int(max_new_tokens) or max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+
+
+class Decoder:
+    """One ``cllm_decoder`` (owned, or borrowed from a training model)."""
+
+    def __init__(self, handle: Any, vocab_size: int, context_len: int, keep: Any = None) -> None:
+        self._h = handle
+        self._keep = keep           # whatever owns borrowed weights (mmap, model)
+        self.vocab_size = int(vocab_size)
+        self.context_len = int(context_len)
+        self.sample_limit = self.vocab_size
+        self._out = ffi.new("int32_t *")
+
+    @classmethod
+    def create(cls, config: Any, dtype: str = "fp32", threads: int = 0) -> "Decoder":
+        """A new decoder for ``config`` (a :class:`~cllm.ModelConfig`) with no weights yet."""
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+        if not _is_int(threads) or threads < 0:
+            raise ConfigError(f"threads must be a non-negative integer (0 = all CPUs), got {threads!r}")
+        c = ffi.new("cllm_config *")
+        c.vocab_size, c.context_len, c.num_layers = config.vocab_size, config.context_len, config.num_layers
+        c.num_heads, c.embed_dim, c.threads = config.num_heads, config.embed_dim, int(threads)
+        h = ffi.new("cllm_decoder **")
+        check(lib.cllm_decoder_new(c, DTYPES[dtype], h), "cannot create the decoder")
+        return cls(ffi.gc(h[0], lib.cllm_decoder_free), config.vocab_size, config.context_len)
+
+    @property
+    def threads(self) -> int:
+        """Spheres (threads) the decoder runs on."""
+        n = ffi.new("int *")
+        check(lib.cllm_decoder_threads(self._h, n))
+        return int(n[0])
+
+    def tensors(self) -> List[Tuple[str, Tuple[int, ...], int, int]]:
+        """(HF name, HF shape, rows, cols) of every tensor; rows = cols = 0 for
+        tensors kept in FP32 (LayerNorms, biases, wpe)."""
+        n = ffi.new("int *")
+        check(lib.cllm_decoder_num_tensors(self._h, n))
+        info, r, c = ffi.new("cllm_tensor_info *"), ffi.new("int *"), ffi.new("int *")
+        out = []
+        for i in range(n[0]):
+            check(lib.cllm_decoder_tensor_info(self._h, i, info, r, c))
+            out.append((ffi.string(info.name).decode(), tuple(info.shape[k] for k in range(info.ndim)),
+                        int(r[0]), int(c[0])))
+        return out
+
+    # ------------------------------------------------------------ steps
+    def _ids(self, ids: Sequence[int]) -> Any:
+        return ffi.new("int32_t[]", [int(i) for i in ids])
+
+    def feed(self, ids: Sequence[int]) -> None:
+        """Reset the KV cache and run ``ids`` (1..context_len tokens)."""
+        check(lib.cllm_decoder_feed(self._h, self._ids(ids), len(ids)), "decode")
+
+    def step(self, token: int, out: Any = None) -> None:
+        """Append ``token``; copy the next-token logits into ``out`` (a float32
+        buffer of vocab_size) when given."""
+        ptr = ffi.cast("float *", ffi.from_buffer(out)) if out is not None else ffi.NULL
+        check(lib.cllm_decoder_step(self._h, int(token), ptr), "decode")
+
+    def reset(self) -> None:
+        """Empty the KV cache."""
+        check(lib.cllm_decoder_reset(self._h))
+
+    def nll(self, ids: Sequence[int]) -> float:
+        """Sum of -log p(ids[t+1] | ids[:t+1]) in nats (2..context_len ids)."""
+        s = ffi.new("double *")
+        check(lib.cllm_decoder_nll(self._h, self._ids(ids), len(ids), s), "nll")
+        return float(s[0])
+
+    def next_token(self, temperature: float, top_k: Optional[int], top_p: float, rng: Any,
+                   allowed: Any = None, stop_id: int = -1, advance: bool = True) -> int:
+        """Sample from the current logits; then step on the token when
+        ``advance`` (unless it is ``stop_id`` or the cache is full)."""
+        al, nal = (allowed, len(allowed)) if allowed is not None else (ffi.NULL, 0)
+        check(lib.cllm_decoder_next(self._h, float(temperature), int(top_k or 0), float(top_p), al, nal,
+                                    int(stop_id), int(bool(advance)), rng, self._out), "sample")
+        return int(self._out[0])
+
+    def generate(self, ids: Sequence[int], max_new_tokens: int, temperature: float, top_k: Optional[int],
+                 top_p: float, rng: Any, stop_id: int = -1, allowed: Optional[Sequence[int]] = None) -> Iterator[int]:
+        """Yield up to ``max_new_tokens`` sampled ids after ``ids`` (stops
+        before ``stop_id``). ``allowed`` constrains the FIRST token. When the
+        cache fills, the most recent half of the context is re-fed."""
+        P = self.context_len
+        ctx = [int(i) for i in ids][-P:]
+        self.feed(ctx)
+        pos = len(ctx)
+        al = ffi.new("int32_t[]", list(allowed)) if allowed else None
+        for n in range(int(max_new_tokens)):
+            advance = n + 1 < max_new_tokens
+            tok = self.next_token(temperature, top_k, top_p, rng, al, stop_id, advance)
+            if tok == stop_id:
+                return
+            yield tok
+            al = None
+            if advance:
+                ctx.append(tok)
+                if pos < P:
+                    pos += 1
+                else:  # the cache was full: C did not step; keep the recent half
+                    ctx = ctx[-(P // 2 or 1):]
+                    self.feed(ctx)
+                    pos = len(ctx)
+
+
+class TextStream:
+    """Incremental detokenization: :meth:`push` takes one token id and returns
+    the new text, only complete UTF-8 characters (a partial sequence waits for
+    the next token), in O(bytes of that token). ``skip`` bytes at the start
+    are dropped (the prompt's tail re-emitted by token healing). With ``stops``
+    the text is cut before the first stop string and :attr:`stopped` set; up
+    to ``max(len(stop)) - 1`` characters are held back until they cannot
+    start a stop string."""
+
+    def __init__(self, token_bytes: Sequence[bytes], skip: bytes = b"", stops: Sequence[str] = ()) -> None:
+        self._tok = token_bytes
+        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._skip = skip
+        self._stops = [s for s in stops if s]
+        self._keep = max((len(s) for s in self._stops), default=1) - 1
+        self._hold = ""
+        self.stopped = False
+
+    def _emit(self, text: str, final: bool) -> str:
+        if not self._stops:
+            return text
+        text = self._hold + text
+        cut = min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            self._hold = ""
+            return text[:cut]
+        n = len(text) if final else max(0, len(text) - self._keep)
+        self._hold = text[n:]
+        return text[:n]
+
+    def push(self, token: int) -> str:
+        """New text after ``token`` ("" once stopped)."""
+        if self.stopped:
+            return ""
+        b = self._tok[token]
+        if self._skip:
+            k = min(len(self._skip), len(b))
+            b, self._skip = b[k:], self._skip[k:]
+        return self._emit(self._dec.decode(b), False)
+
+    def flush(self) -> str:
+        """The rest (an incomplete UTF-8 tail becomes U+FFFD)."""
+        if self.stopped:
+            return ""
+        return self._emit(self._dec.decode(b"", final=True), True)
+
+
+class GenerationMixin:
+    """Text generation for a class with ``config``, ``tokenizer`` and a
+    ``_decoder()`` method returning a :class:`Decoder`."""
+
+    config: Any
+    tokenizer: Any
+    #: tokens generated by the last :meth:`stream` / :meth:`generate` call
+    last_generated: int = 0
+
+    def _decoder(self) -> Decoder:  # pragma: no cover - provided by the class
+        raise NotImplementedError
+
+    def _gen_decoder(self) -> Decoder:
+        """The decoder, never sampling ids the tokenizer cannot spell."""
+        dec = self._decoder()
+        n = min(len(self.tokenizer), self.config.vocab_size)
+        if dec.sample_limit != n:
+            check(lib.cllm_decoder_limit_vocab(dec._h, n))
+            dec.sample_limit = n
+        return dec
+
+    # ----------------------------------------------------------- tokens
+    def tokenize(self, text: Union[str, bytes]) -> List[int]:
+        """Token ids of ``text``."""
+        return self.tokenizer.encode(text)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Text of token ids."""
+        return self.tokenizer.decode([int(i) for i in ids])
+
+    def _prompt(self, prompt: Prompt, heal: bool) -> Tuple[List[int], Optional[List[int]], bytes]:
+        """(context ids, allowed first tokens or None, healed prefix bytes).
+
+        Token healing (text prompts only): the prompt's last token is taken
+        back and the first generated token must start with its bytes, so a
+        prompt ending mid-token (``"def "``, ``"x = re.comp"``) continues with
+        the tokens the model saw in training instead of the fragment."""
+        V = self.config.vocab_size
+        if isinstance(prompt, (str, bytes, bytearray)):
+            ids = self.tokenize(prompt)
+        else:
+            if isinstance(prompt, (int, float)) or not hasattr(prompt, "__iter__"):
+                raise ConfigTypeError(f"prompt must be text or a sequence of token ids, got {type(prompt).__name__}")
+            if getattr(prompt, "ndim", 1) != 1:
+                raise ConfigError(f"token ids must be 1-D, got shape {getattr(prompt, 'shape', '?')}")
+            ids = []
+            for i in prompt:
+                if hasattr(i, "__len__"):
+                    raise ConfigError("token ids must be a 1-D sequence of integers (got a nested sequence)")
+                if not _is_int(i):
+                    raise ConfigTypeError(f"token ids must be integers, got {i!r}")
+                if not 0 <= int(i) < V:
+                    raise ConfigError(f"token id {int(i)} out of range [0, {V})")
+                ids.append(int(i))
+            heal = False
+        allowed, prefix = None, b""
+        toks = self.tokenizer.token_bytes_list()
+        special = set(self.tokenizer.special_ids())
+        if heal and ids and ids[-1] not in special:
+            prefix = toks[ids[-1]]
+            allowed = [i for i, b in enumerate(toks) if i < V and b.startswith(prefix) and i not in special]
+            ids = ids[:-1]
+        if not ids:
+            eot = self.tokenizer.eot_id
+            if eot < 0:
+                raise ConfigError("empty prompt and the tokenizer has no <|endoftext|> token to start from")
+            ids = [eot]
+        return ids[-self.config.context_len:], allowed, prefix
+
+    # ------------------------------------------------------- generation
+    def generate_ids(self, prompt: Prompt, max_new_tokens: int = 64, temperature: float = 0.8,
+                     top_k: Optional[int] = 40, top_p: float = 1.0, seed: Optional[int] = None,
+                     stop_at_eot: bool = True, heal: bool = True) -> Iterator[int]:
+        """Yield sampled token ids one by one (KV cache; the whole step, the
+        sampling and the next step run in C per token).
+
+        A text prompt is token-healed when ``heal`` (see :meth:`stream`): the
+        first id then re-spells the prompt's last bytes. Ids prompts are used
+        as given."""
+        check_sampling(temperature, top_k, top_p, max_new_tokens)
+        ids, allowed, _ = self._prompt(prompt, heal)
+        stop = self.tokenizer.eot_id if stop_at_eot else -1
+        yield from self._gen_decoder().generate(ids, int(max_new_tokens), temperature, top_k, top_p,
+                                            seed_state(seed), stop, allowed)
+
+    def stream(self, prompt: Prompt, max_new_tokens: int = 64, temperature: float = 0.8,
+               top_k: Optional[int] = 40, top_p: float = 1.0, seed: Optional[int] = None,
+               stop: Sequence[str] = (), stop_at_eot: bool = True, heal: bool = True) -> Iterator[str]:
+        """Yield the completion as text pieces (complete UTF-8 only), ending
+        before the first of the ``stop`` strings. With token healing the text
+        continues the prompt exactly: ``prompt + "".join(stream(prompt))``."""
+        if isinstance(stop, str):
+            stop = [stop]
+        ids, allowed, prefix = self._prompt(prompt, heal)
+        check_sampling(temperature, top_k, top_p, max_new_tokens)
+        ts = TextStream(self.tokenizer.token_bytes_list(), prefix, stop)
+        gen = self._gen_decoder().generate(ids, int(max_new_tokens), temperature, top_k, top_p, seed_state(seed),
+                                       self.tokenizer.eot_id if stop_at_eot else -1, allowed)
+        self.last_generated = 0
+        for tok in gen:
+            self.last_generated += 1
+            piece = ts.push(tok)
+            if piece:
+                yield piece
+            if ts.stopped:
+                gen.close()
+                return
+        tail = ts.flush()
+        if tail:
+            yield tail
+
+    def generate(self, prompt: Prompt, max_new_tokens: int = 64, temperature: float = 0.8,
+                 top_k: Optional[int] = 40, top_p: float = 1.0, seed: Optional[int] = None,
+                 stop_at_eot: bool = True, stop: Sequence[str] = (), heal: bool = True) -> str:
+        """Complete ``prompt``; returns only the generated text (see :meth:`stream`)."""
+        return "".join(self.stream(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop,
+                                   stop_at_eot, heal))
+
+    def predict_next_token(self, prompt: Prompt, temperature: float = 1.0, top_k: Optional[int] = None,
+                           top_p: float = 1.0, seed: Optional[int] = None) -> int:
+        """Sample the next token id after ``prompt`` (text or ids, no healing);
+        temperature 0 returns the argmax of the last logits row."""
+        check_sampling(temperature, top_k, top_p)
+        ids, _, _ = self._prompt(prompt, heal=False)
+        dec = self._gen_decoder()
+        dec.feed(ids)
+        return dec.next_token(temperature, top_k, top_p, seed_state(seed), advance=False)
+
+    def decode_logits(self, ids: Prompt) -> Any:
+        """Next-token logits at every position of ``ids`` through the decoder
+        (its dtype), shape (T, V) float32; T <= context_len."""
+        import numpy as np
+        raw = self.tokenize(ids) if isinstance(ids, (str, bytes, bytearray)) else list(ids)
+        if not raw:
+            raise ConfigError("logits: empty prompt")
+        if len(raw) > self.config.context_len:
+            raise ConfigError(f"logits: {len(raw)} tokens exceed the context length {self.config.context_len}")
+        seq, _, _ = self._prompt(raw, heal=False)
+        dec = self._decoder()
+        dec.reset()
+        out = np.empty((len(seq), self.config.vocab_size), dtype=np.float32)
+        for t, tok in enumerate(seq):
+            dec.step(tok, out[t])
+        return out

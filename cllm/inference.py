@@ -1,0 +1,235 @@
+"""Inference-only models: :class:`InferenceModel` (:func:`cllm.load` with
+``dtype=``), quantized checkpoints (:func:`quantize`) and evaluation.
+
+Loading maps ``model.safetensors`` read-only and hands the mapped bytes to
+the C decoder: FP32 weights are used in place (zero copy), F16/BF16 are
+converted and int8/BF16 storage is quantized/converted in C at load. A
+quantized checkpoint (written by :func:`quantize`) is used in place too.
+Nothing here imports numpy, tqdm or the trainer on the generation path.
+
+Quantized checkpoint format (a directory like any checkpoint):
+  config.json        the source's, plus ``"cllm_quantization": {"dtype": D, "format": 1}``
+  tokenizer.json     copied
+  model.safetensors  ``__metadata__`` ``{"format": "cllm-quantized", "cllm_dtype": D}``;
+                     every matrix (``attn.c_attn``, ``attn.c_proj``, ``mlp.c_fc``,
+                     ``mlp.c_proj`` weights and the tied ``transformer.wte.weight``)
+                     stored BY OUTPUT ROW as ``<name>.q8`` (I8, (out, in), values in
+                     [-127, 127]) + ``<name>.scale`` (F32, (out,): W ~= scale * q) for
+                     int8, or ``<name>.bf16`` (BF16, (out, in)) for bf16; every other
+                     tensor (LayerNorms, biases, ``wpe``) F32 under its usual name.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ._native import check, ffi, lib
+from .config import ModelConfig
+from .decode import DTYPES, Decoder, GenerationMixin
+from .errors import CheckpointError, ConfigError
+from .fileio import atomic_write_json, read_json
+from .safetensors_io import DTYPE_SIZE, map_safetensors, write_tensors
+
+log = logging.getLogger(__name__)
+
+__all__ = ["InferenceModel", "quantize", "is_quantized", "QUANT_KEY"]
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+QUANT_KEY = "cllm_quantization"
+_SRC_DTYPE = {"F32": lib.CLLM_DTYPE_F32, "F16": lib.CLLM_DTYPE_F16, "BF16": lib.CLLM_DTYPE_BF16}
+_QSUFFIX = {"int8": ".q8", "bf16": ".bf16"}
+#: HF GPT-2 buffers / duplicates that are not parameters cllm reads
+_IGNORED = (".attn.bias", ".attn.masked_bias", "lm_head.weight")
+
+
+def _read_config(path: str) -> Dict[str, Any]:
+    cp = os.path.join(path, CONFIG_FILE)
+    raw = read_json(cp, corrupt=CheckpointError, missing=CheckpointError)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{cp}: not a JSON object")
+    return raw
+
+
+def is_quantized(path: str) -> bool:
+    """Whether ``path`` is a quantized checkpoint written by :func:`quantize`."""
+    cp = os.path.join(path, CONFIG_FILE)
+    if not os.path.isfile(cp):
+        return False
+    return isinstance(_read_config(path).get(QUANT_KEY), dict)
+
+
+def _model_config(path: str, raw: Dict[str, Any]) -> ModelConfig:
+    cp = os.path.join(path, CONFIG_FILE)
+    eps = raw.get("layer_norm_epsilon", 1e-5)
+    if not isinstance(eps, (int, float)) or abs(float(eps) - 1e-5) > 1e-9:
+        raise CheckpointError(f"{cp}: layer_norm_epsilon {eps!r} is not supported (cllm uses 1e-5, as GPT-2)")
+    if raw.get("scale_attn_by_inverse_layer_idx") or raw.get("scale_attn_weights") is False:
+        raise CheckpointError(f"{cp}: only GPT-2's attention scaling 1/sqrt(head_dim) is supported")
+    if raw.get("add_cross_attention"):
+        raise CheckpointError(f"{cp}: cross-attention is not supported")
+    try:
+        return ModelConfig.from_hf(raw)
+    except ValueError as e:
+        raise CheckpointError(f"{cp}: {e}") from None
+
+
+def _load_tokenizer(path: str) -> Any:
+    from .tokenizer import Tokenizer
+    tp = os.path.join(path, TOKENIZER_FILE)
+    if not os.path.isfile(tp):
+        raise CheckpointError(f"{tp}: file not found (cllm needs a tokenizers-format tokenizer.json; "
+                              "save the tokenizer with save_pretrained from a fast tokenizer)")
+    try:
+        return Tokenizer.load(tp)
+    except (ValueError, OSError) as e:
+        raise CheckpointError(str(e) if tp in str(e) else f"{tp}: {e}") from None
+
+
+class InferenceModel(GenerationMixin):
+    """A GPT-2 for generation and evaluation only, with weights stored as
+    ``"fp32"``, ``"bf16"`` or ``"int8"`` (see :func:`cllm.load`).
+
+    Shares :class:`~cllm.decode.GenerationMixin` (``generate``,
+    ``generate_ids``, ``stream``, ``predict_next_token``, ``tokenize``,
+    ``detokenize``) with :class:`cllm.Model`."""
+
+    def __init__(self, config: ModelConfig, tokenizer: Any, decoder: Decoder, dtype: str, path: str = "") -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.dtype = dtype
+        self.path = path
+        self._dec = decoder
+
+    def _decoder(self) -> Decoder:
+        return self._dec
+
+    @property
+    def threads(self) -> int:
+        """Threads (spheres) the decoder runs on."""
+        return self._dec.threads
+
+    @classmethod
+    def load(cls, path: str, dtype: Optional[str] = None, threads: int = 0) -> "InferenceModel":
+        """Open checkpoint directory ``path`` with weights stored as ``dtype``
+        (default: the checkpoint's own format, fp32 for a full-precision one)."""
+        if not os.path.isdir(path):
+            raise CheckpointError(f"{path}: checkpoint directory not found")
+        raw = _read_config(path)
+        cfg = _model_config(path, raw)
+        q = raw.get(QUANT_KEY)
+        qdtype = q.get("dtype") if isinstance(q, dict) else None
+        if q is not None and qdtype not in _QSUFFIX:
+            raise CheckpointError(f"{os.path.join(path, CONFIG_FILE)}: unknown {QUANT_KEY} {q!r}")
+        if dtype is None:
+            dtype = qdtype or "fp32"
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+        if qdtype and dtype != qdtype:
+            raise ConfigError(f"{path} holds {qdtype} weights (quantized); load it with dtype={qdtype!r} or "
+                              f"load the full-precision checkpoint it was made from")
+        tok = _load_tokenizer(path)
+        if len(tok) > cfg.vocab_size:
+            raise CheckpointError(f"{path}: tokenizer has {len(tok)} tokens but vocab_size is {cfg.vocab_size}")
+        st = map_safetensors(os.path.join(path, MODEL_FILE))
+        dec = Decoder.create(cfg, dtype, threads)
+        dec._keep = st
+        _fill(dec, st, qdtype)
+        dec.reset()
+        return cls(cfg, tok, dec, dtype, path)
+
+    def logits(self, ids: Any) -> Any:
+        """Next-token logits at every position of ``ids`` (T, V), float32 numpy."""
+        return self.decode_logits(ids)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"InferenceModel(vocab_size={c.vocab_size}, context_len={c.context_len}, "
+                f"num_layers={c.num_layers}, num_heads={c.num_heads}, embed_dim={c.embed_dim}, "
+                f"dtype={self.dtype!r}, threads={self.threads})")
+
+
+def _entry(st: Any, name: str, dtypes: Iterable[str], shape: Tuple[int, ...]) -> str:
+    """The key of tensor ``name`` (HF names with or without ``transformer.``),
+    checked for dtype and shape."""
+    key = name
+    if key not in st.entries and name.startswith("transformer."):
+        key = name[len("transformer."):]
+    if key not in st.entries:
+        raise CheckpointError(f"{st.path}: missing tensor {name!r}")
+    e = st.entries[key]
+    if e.dtype not in dtypes:
+        raise CheckpointError(f"{st.path}: tensor {key!r} has dtype {e.dtype}, expected {' or '.join(dtypes)}")
+    if tuple(e.shape) != tuple(shape):
+        raise CheckpointError(f"{st.path}: tensor {key!r} has shape {tuple(e.shape)}, config.json implies "
+                              f"{tuple(shape)}")
+    return key
+
+
+def _fill(dec: Decoder, st: Any, qdtype: Optional[str]) -> None:
+    """Hand every tensor of mapped file ``st`` to ``dec`` (in place when possible)."""
+    used = set()
+    for i, (name, shape, rows, cols) in enumerate(dec.tensors()):
+        if qdtype and rows:
+            key = _entry(st, name + _QSUFFIX[qdtype], ("I8",) if qdtype == "int8" else ("BF16",), (rows, cols))
+            skey = _entry(st, name + ".scale", ("F32",), (rows,)) if qdtype == "int8" else None
+            borrow = st.aligned(key) and (skey is None or st.aligned(skey))
+            sc = ffi.cast("float *", ffi.from_buffer(st.view(skey))) if skey else ffi.NULL
+            check(lib.cllm_decoder_set_quantized(dec._h, i, ffi.from_buffer(st.view(key)), sc, int(borrow)),
+                  st.path)
+            used.update((key, skey))
+            continue
+        key = _entry(st, name, tuple(_SRC_DTYPE), shape)
+        e = st.entries[key]
+        borrow = e.dtype == "F32" and st.aligned(key)
+        check(lib.cllm_decoder_set_tensor(dec._h, i, ffi.from_buffer(st.view(key)), _SRC_DTYPE[e.dtype],
+                                          int(borrow)), st.path)
+        used.add(key)
+    extra = [k for k in st.entries if k not in used and not k.endswith(_IGNORED)]
+    if extra:
+        log.warning("%s: ignoring %d tensor(s) cllm does not use, e.g. %s", st.path, len(extra), extra[0])
+
+
+def quantize(checkpoint: str, out_dir: str, dtype: str = "int8") -> str:
+    """Write a quantized copy of ``checkpoint`` to ``out_dir`` (``dtype``
+    ``"int8"`` or ``"bf16"``; format in this module's docstring) that
+    :func:`cllm.load` opens without re-quantizing. Returns ``out_dir``."""
+    if dtype not in _QSUFFIX:
+        raise ConfigError(f"quantize: dtype must be one of {', '.join(_QSUFFIX)}; got {dtype!r}")
+    if is_quantized(checkpoint):
+        raise ConfigError(f"{checkpoint} is already quantized; quantize the full-precision checkpoint")
+    if os.path.abspath(checkpoint) == os.path.abspath(out_dir):
+        raise ConfigError("quantize: the output directory must differ from the checkpoint")
+    t0 = time.perf_counter()
+    m = InferenceModel.load(checkpoint, dtype=dtype, threads=1)
+    dec = m._dec
+    items: List[Tuple[str, str, Tuple[int, ...], Any]] = []
+    w, sc = ffi.new("void **"), ffi.new("float **")
+    for i, (name, shape, rows, cols) in enumerate(dec.tensors()):
+        check(lib.cllm_decoder_get_tensor(dec._h, i, ffi.cast("const void **", w), ffi.cast("const float **", sc)))
+        if rows:
+            if dtype == "int8":
+                items.append((name + ".q8", "I8", (rows, cols), ffi.buffer(ffi.cast("char *", w[0]), rows * cols)))
+                items.append((name + ".scale", "F32", (rows,), ffi.buffer(ffi.cast("char *", sc[0]), 4 * rows)))
+            else:
+                items.append((name + ".bf16", "BF16", (rows, cols),
+                              ffi.buffer(ffi.cast("char *", w[0]), 2 * rows * cols)))
+        else:
+            n = math.prod(shape)
+            items.append((name, "F32", shape, ffi.buffer(ffi.cast("char *", w[0]), 4 * n)))
+    os.makedirs(out_dir, exist_ok=True)
+    write_tensors(os.path.join(out_dir, MODEL_FILE), items,
+                  {"format": "cllm-quantized", "cllm_dtype": dtype, "producer": "cllm"})
+    raw = _read_config(checkpoint)
+    raw[QUANT_KEY] = {"dtype": dtype, "format": 1}
+    atomic_write_json(os.path.join(out_dir, CONFIG_FILE), raw)
+    shutil.copyfile(os.path.join(checkpoint, TOKENIZER_FILE), os.path.join(out_dir, TOKENIZER_FILE))
+    size = sum(DTYPE_SIZE[d] * math.prod(s) for _, d, s, _ in items)
+    log.info("quantized %s -> %s (%s, %.1f MB of tensors) in %.2fs", checkpoint, out_dir, dtype, size / 1e6,
+             time.perf_counter() - t0)
+    return out_dir

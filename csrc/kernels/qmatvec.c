@@ -1,0 +1,374 @@
+/* qmatvec.c - int8 / BF16 matrix-vector kernels for inference (see
+ * qmatvec.h for the formats and the exactness contract), the weight and
+ * activation quantizers, and detection of AVX512-VNNI / AVX512-BF16.
+ *
+ * Paths: scalar reference; AVX2 (int8: vpmaddubsw on |x| and sign(x)*w, no
+ * saturation because both sides are in [-127, 127]; bf16: widen to FP32 and
+ * FMA); AVX-512 (int8: vpdpbusd on the unsigned x + 128 with the per-row
+ * correction; bf16: vdpbf16ps). Every SIMD body handles any cols (masked or
+ * scalar tails) and processes four rows per pass so the loads of x are
+ * shared. Selected at run time from CPUID (runtime/cpu_features.c; target
+ * attributes, no -march). */
+#include <math.h>
+#include <string.h>
+#include <immintrin.h>
+#include "runtime/cpu_features.h"
+#include "runtime/internal.h"
+#include "kernels.h"
+#include "qmatvec.h"
+
+/* ------------------------------------------------------ shared helpers */
+static inline float bias_at(const float *bias, int r) { return bias ? bias[r] : 0.0f; }
+
+void cllm_quantize_vec(int8_t *xq, float *xs, const float *x, int n) {
+    if (n <= 0) { *xs = 0.0f; return; }
+    float m = 0.0f;
+    for (int i = 0; i < n; i++) { float a = fabsf(x[i]); m = a > m ? a : m; }
+    if (!(m > 0.0f) || !isfinite(m)) {   /* zero (or non-finite) input */
+        memset(xq, 0, (size_t)n);
+        *xs = isfinite(m) ? 0.0f : NAN;
+        return;
+    }
+    float inv = 127.0f / m;
+    for (int i = 0; i < n; i++) {
+        float v = x[i] * inv;
+        xq[i] = (int8_t)(int)(v + copysignf(0.5f, v));
+    }
+    *xs = m / 127.0f;
+}
+
+float cllm_f16_to_f32(uint16_t h) {
+    uint32_t s = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, u;
+    if (e == 0x1f) u = s | 0x7f800000u | (m << 13);            /* inf / nan */
+    else if (e) u = s | ((e + 112) << 23) | (m << 13);         /* normal */
+    else if (!m) u = s;                                        /* zero */
+    else {                                                     /* subnormal */
+        int k = 0;
+        while (!(m & 0x400)) { m <<= 1; k++; }
+        u = s | ((uint32_t)(113 - k) << 23) | ((m & 0x3ff) << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+void cllm_q8_rowsums(int32_t *rowsum, const int8_t *q, int rows, int cols) {
+    for (int r = 0; r < rows; r++) {
+        const int8_t *w = q + (size_t)r * cols;
+        int32_t s = 0;
+        for (int i = 0; i < cols; i++) s += w[i];
+        rowsum[r] = s;
+    }
+}
+
+void cllm_quantize_rows(int8_t *q, float *scale, int32_t *rowsum, const float *src, int rows, int cols,
+                        size_t rs, size_t cs) {
+    /* pass 1: max |w| per output row, walking src in memory order */
+    for (int r = 0; r < rows; r++) scale[r] = 0.0f;
+    if (rs == 1) {
+        for (int i = 0; i < cols; i++) {
+            const float *s = src + (size_t)i * cs;
+            for (int r = 0; r < rows; r++) { float a = fabsf(s[r]); scale[r] = a > scale[r] ? a : scale[r]; }
+        }
+    } else {
+        for (int r = 0; r < rows; r++) {
+            const float *s = src + (size_t)r * rs;
+            float m = 0.0f;
+            for (int i = 0; i < cols; i++) { float a = fabsf(s[i * cs]); m = a > m ? a : m; }
+            scale[r] = m;
+        }
+    }
+    /* pass 2: quantize in 64 x 64 tiles (a transpose when rs == 1) */
+    enum { TB = 64 };
+    for (int r0 = 0; r0 < rows; r0 += TB) {
+        int r1 = r0 + TB < rows ? r0 + TB : rows;
+        float inv[TB];
+        for (int r = r0; r < r1; r++) inv[r - r0] = scale[r] > 0.0f ? 127.0f / scale[r] : 0.0f;
+        for (int i0 = 0; i0 < cols; i0 += TB) {
+            int i1 = i0 + TB < cols ? i0 + TB : cols;
+            if (rs == 1) {
+                for (int i = i0; i < i1; i++) {
+                    const float *s = src + (size_t)i * cs;
+                    for (int r = r0; r < r1; r++) {
+                        float v = s[r] * inv[r - r0];
+                        q[(size_t)r * cols + i] = (int8_t)(int)(v + copysignf(0.5f, v));
+                    }
+                }
+            } else {
+                for (int r = r0; r < r1; r++) {
+                    const float *s = src + (size_t)r * rs;
+                    int8_t *d = q + (size_t)r * cols;
+                    float iv = inv[r - r0];
+                    for (int i = i0; i < i1; i++) {
+                        float v = s[(size_t)i * cs] * iv;
+                        d[i] = (int8_t)(int)(v + copysignf(0.5f, v));
+                    }
+                }
+            }
+        }
+    }
+    for (int r = 0; r < rows; r++) scale[r] /= 127.0f;
+    cllm_q8_rowsums(rowsum, q, rows, cols);
+}
+
+/* ------------------------------------------------------------- scalar */
+static void q8_rows_scalar(float *y, const int8_t *q, const float *scale, const int32_t *rowsum,
+                           const int8_t *xq, float xs, const float *bias, int cols, int lo, int hi) {
+    (void)rowsum;
+    for (int r = lo; r < hi; r++) {
+        const int8_t *w = q + (size_t)r * cols;
+        int32_t acc = 0;
+        for (int i = 0; i < cols; i++) acc += (int32_t)xq[i] * (int32_t)w[i];
+        y[r] = fmaf((float)acc, xs * scale[r], bias_at(bias, r));
+    }
+}
+
+static void bf16_rows_scalar(float *y, const uint16_t *w, const uint16_t *xb, const float *bias, int cols,
+                             int lo, int hi) {
+    for (int r = lo; r < hi; r++) {
+        const uint16_t *wr = w + (size_t)r * cols;
+        float acc = 0.0f;
+        for (int i = 0; i < cols; i++) acc += cllm_bf16_to_f32(xb[i]) * cllm_bf16_to_f32(wr[i]);
+        y[r] = acc + bias_at(bias, r);
+    }
+}
+
+static void f32_cols_scalar(float *y, const float *x, const float *W, const float *bias, int in, int ldw,
+                            int lo, int hi) {
+    for (int j = lo; j < hi; j++) y[j] = bias_at(bias, j);
+    for (int i = 0; i < in; i++) {
+        const float *w = W + (size_t)i * ldw;
+        for (int j = lo; j < hi; j++) y[j] = fmaf(x[i], w[j], y[j]);
+    }
+}
+
+/* --------------------------------------------------------------- AVX2 */
+#define AVX2_FN __attribute__((target("avx2,fma"))) static
+
+AVX2_FN int32_t hsum_i32x8(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+AVX2_FN float hsum_f32x8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* |x| * (sign(x) * w) summed in pairs (no saturation: |x|, |w| <= 127) */
+AVX2_FN __m256i dot32_avx2(__m256i ax, __m256i xv, const int8_t *w, __m256i ones) {
+    __m256i sw = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)w), xv);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones);
+}
+
+AVX2_FN void q8_rows_avx2(float *y, const int8_t *q, const float *scale, const int32_t *rowsum,
+                          const int8_t *xq, float xs, const float *bias, int cols, int lo, int hi) {
+    (void)rowsum;
+    const __m256i ones = _mm256_set1_epi16(1);
+    int n32 = cols & ~31, r = lo;
+    for (; r < hi; r += 4) {
+        int nr = hi - r < 4 ? hi - r : 4;
+        const int8_t *w[4];
+        for (int k = 0; k < 4; k++) w[k] = q + (size_t)(r + (k < nr ? k : 0)) * cols;
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < n32; i += 32) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + i));
+            __m256i ax = _mm256_sign_epi8(xv, xv);
+            a0 = _mm256_add_epi32(a0, dot32_avx2(ax, xv, w[0] + i, ones));
+            a1 = _mm256_add_epi32(a1, dot32_avx2(ax, xv, w[1] + i, ones));
+            a2 = _mm256_add_epi32(a2, dot32_avx2(ax, xv, w[2] + i, ones));
+            a3 = _mm256_add_epi32(a3, dot32_avx2(ax, xv, w[3] + i, ones));
+        }
+        int32_t acc[4] = {hsum_i32x8(a0), hsum_i32x8(a1), hsum_i32x8(a2), hsum_i32x8(a3)};
+        for (int k = 0; k < nr; k++) {
+            for (int i = n32; i < cols; i++) acc[k] += (int32_t)xq[i] * (int32_t)w[k][i];
+            y[r + k] = fmaf((float)acc[k], xs * scale[r + k], bias_at(bias, r + k));
+        }
+    }
+}
+
+AVX2_FN __m256 bf16x8_avx2(const uint16_t *p) {
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+AVX2_FN void bf16_rows_avx2(float *y, const uint16_t *w, const uint16_t *xb, const float *bias, int cols,
+                            int lo, int hi) {
+    int n8 = cols & ~7, r = lo;
+    for (; r < hi; r += 4) {
+        int nr = hi - r < 4 ? hi - r : 4;
+        const uint16_t *wr[4];
+        for (int k = 0; k < 4; k++) wr[k] = w + (size_t)(r + (k < nr ? k : 0)) * cols;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < n8; i += 8) {
+            __m256 xv = bf16x8_avx2(xb + i);
+            a0 = _mm256_fmadd_ps(xv, bf16x8_avx2(wr[0] + i), a0);
+            a1 = _mm256_fmadd_ps(xv, bf16x8_avx2(wr[1] + i), a1);
+            a2 = _mm256_fmadd_ps(xv, bf16x8_avx2(wr[2] + i), a2);
+            a3 = _mm256_fmadd_ps(xv, bf16x8_avx2(wr[3] + i), a3);
+        }
+        float acc[4] = {hsum_f32x8(a0), hsum_f32x8(a1), hsum_f32x8(a2), hsum_f32x8(a3)};
+        for (int k = 0; k < nr; k++) {
+            for (int i = n8; i < cols; i++) acc[k] += cllm_bf16_to_f32(xb[i]) * cllm_bf16_to_f32(wr[k][i]);
+            y[r + k] = acc[k] + bias_at(bias, r + k);
+        }
+    }
+}
+
+AVX2_FN void f32_cols_avx2(float *y, const float *x, const float *W, const float *bias, int in, int ldw,
+                           int lo, int hi) {
+    for (int j = lo; j < hi; j++) y[j] = bias_at(bias, j);
+    int i = 0, n8 = lo + ((hi - lo) & ~7);
+    for (; i + 4 <= in; i += 4) {
+        const float *w0 = W + (size_t)i * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+        __m256 x0 = _mm256_set1_ps(x[i]), x1 = _mm256_set1_ps(x[i + 1]);
+        __m256 x2 = _mm256_set1_ps(x[i + 2]), x3 = _mm256_set1_ps(x[i + 3]);
+        int j = lo;
+        for (; j < n8; j += 8) {
+            __m256 a = _mm256_loadu_ps(y + j);
+            a = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w0 + j), a);
+            a = _mm256_fmadd_ps(x1, _mm256_loadu_ps(w1 + j), a);
+            a = _mm256_fmadd_ps(x2, _mm256_loadu_ps(w2 + j), a);
+            a = _mm256_fmadd_ps(x3, _mm256_loadu_ps(w3 + j), a);
+            _mm256_storeu_ps(y + j, a);
+        }
+        for (; j < hi; j++)
+            y[j] = fmaf(x[i + 3], w3[j], fmaf(x[i + 2], w2[j], fmaf(x[i + 1], w1[j], fmaf(x[i], w0[j], y[j]))));
+    }
+    for (; i < in; i++) {
+        const float *w = W + (size_t)i * ldw;
+        __m256 xv = _mm256_set1_ps(x[i]);
+        int j = lo;
+        for (; j < n8; j += 8) _mm256_storeu_ps(y + j, _mm256_fmadd_ps(xv, _mm256_loadu_ps(w + j), _mm256_loadu_ps(y + j)));
+        for (; j < hi; j++) y[j] = fmaf(x[i], w[j], y[j]);
+    }
+}
+
+/* ------------------------------------------------------------ AVX-512 */
+#define AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl"))) static
+
+AVX512_FN void f32_cols_avx512(float *y, const float *x, const float *W, const float *bias, int in, int ldw,
+                               int lo, int hi) {
+    for (int j = lo; j < hi; j++) y[j] = bias_at(bias, j);
+    int i = 0, n16 = lo + ((hi - lo) & ~15), t = (hi - lo) & 15;
+    __mmask16 tm = (__mmask16)((1u << t) - 1);
+    for (; i + 4 <= in; i += 4) {
+        const float *w0 = W + (size_t)i * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+        __m512 x0 = _mm512_set1_ps(x[i]), x1 = _mm512_set1_ps(x[i + 1]);
+        __m512 x2 = _mm512_set1_ps(x[i + 2]), x3 = _mm512_set1_ps(x[i + 3]);
+        for (int j = lo; j < n16; j += 16) {
+            __m512 a = _mm512_loadu_ps(y + j);
+            a = _mm512_fmadd_ps(x0, _mm512_loadu_ps(w0 + j), a);
+            a = _mm512_fmadd_ps(x1, _mm512_loadu_ps(w1 + j), a);
+            a = _mm512_fmadd_ps(x2, _mm512_loadu_ps(w2 + j), a);
+            a = _mm512_fmadd_ps(x3, _mm512_loadu_ps(w3 + j), a);
+            _mm512_storeu_ps(y + j, a);
+        }
+        if (t) {
+            __m512 a = _mm512_maskz_loadu_ps(tm, y + n16);
+            a = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(tm, w0 + n16), a);
+            a = _mm512_fmadd_ps(x1, _mm512_maskz_loadu_ps(tm, w1 + n16), a);
+            a = _mm512_fmadd_ps(x2, _mm512_maskz_loadu_ps(tm, w2 + n16), a);
+            a = _mm512_fmadd_ps(x3, _mm512_maskz_loadu_ps(tm, w3 + n16), a);
+            _mm512_mask_storeu_ps(y + n16, tm, a);
+        }
+    }
+    for (; i < in; i++) {
+        const float *w = W + (size_t)i * ldw;
+        __m512 xv = _mm512_set1_ps(x[i]);
+        for (int j = lo; j < n16; j += 16)
+            _mm512_storeu_ps(y + j, _mm512_fmadd_ps(xv, _mm512_loadu_ps(w + j), _mm512_loadu_ps(y + j)));
+        if (t)
+            _mm512_mask_storeu_ps(y + n16, tm, _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tm, w + n16),
+                                                              _mm512_maskz_loadu_ps(tm, y + n16)));
+    }
+}
+
+#define VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static
+#define BF16_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static
+
+VNNI_FN void q8_rows_vnni(float *y, const int8_t *q, const float *scale, const int32_t *rowsum,
+                          const int8_t *xq, float xs, const float *bias, int cols, int lo, int hi) {
+    const __m512i off = _mm512_set1_epi8((char)0x80);   /* x + 128 as unsigned bytes */
+    int n64 = cols & ~63, t = cols - n64, r = lo;
+    __mmask64 tm = t ? (~0ULL >> (64 - t)) : 0;
+    for (; r < hi; r += 4) {
+        int nr = hi - r < 4 ? hi - r : 4;
+        const int8_t *w[4];
+        for (int k = 0; k < 4; k++) w[k] = q + (size_t)(r + (k < nr ? k : 0)) * cols;
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < n64; i += 64) {
+            __m512i xv = _mm512_xor_si512(_mm512_loadu_si512(xq + i), off);
+            a0 = _mm512_dpbusd_epi32(a0, xv, _mm512_loadu_si512(w[0] + i));
+            a1 = _mm512_dpbusd_epi32(a1, xv, _mm512_loadu_si512(w[1] + i));
+            a2 = _mm512_dpbusd_epi32(a2, xv, _mm512_loadu_si512(w[2] + i));
+            a3 = _mm512_dpbusd_epi32(a3, xv, _mm512_loadu_si512(w[3] + i));
+        }
+        if (t) {  /* masked-off weights load as 0, so their x + 128 adds nothing */
+            __m512i xv = _mm512_xor_si512(_mm512_maskz_loadu_epi8(tm, xq + n64), off);
+            a0 = _mm512_dpbusd_epi32(a0, xv, _mm512_maskz_loadu_epi8(tm, w[0] + n64));
+            a1 = _mm512_dpbusd_epi32(a1, xv, _mm512_maskz_loadu_epi8(tm, w[1] + n64));
+            a2 = _mm512_dpbusd_epi32(a2, xv, _mm512_maskz_loadu_epi8(tm, w[2] + n64));
+            a3 = _mm512_dpbusd_epi32(a3, xv, _mm512_maskz_loadu_epi8(tm, w[3] + n64));
+        }
+        int32_t acc[4] = {_mm512_reduce_add_epi32(a0), _mm512_reduce_add_epi32(a1),
+                          _mm512_reduce_add_epi32(a2), _mm512_reduce_add_epi32(a3)};
+        for (int k = 0; k < nr; k++) {
+            int32_t exact = acc[k] - 128 * rowsum[r + k];
+            y[r + k] = fmaf((float)exact, xs * scale[r + k], bias_at(bias, r + k));
+        }
+    }
+}
+
+BF16_FN void bf16_rows_avx512(float *y, const uint16_t *w, const uint16_t *xb, const float *bias, int cols,
+                              int lo, int hi) {
+    int n32 = cols & ~31, t = cols - n32, r = lo;
+    __mmask32 tm = t ? (__mmask32)(~0u >> (32 - t)) : 0;
+    for (; r < hi; r += 4) {
+        int nr = hi - r < 4 ? hi - r : 4;
+        const uint16_t *wr[4];
+        for (int k = 0; k < 4; k++) wr[k] = w + (size_t)(r + (k < nr ? k : 0)) * cols;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < n32; i += 32) {
+            __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + i);
+            a0 = _mm512_dpbf16_ps(a0, xv, (__m512bh)_mm512_loadu_si512(wr[0] + i));
+            a1 = _mm512_dpbf16_ps(a1, xv, (__m512bh)_mm512_loadu_si512(wr[1] + i));
+            a2 = _mm512_dpbf16_ps(a2, xv, (__m512bh)_mm512_loadu_si512(wr[2] + i));
+            a3 = _mm512_dpbf16_ps(a3, xv, (__m512bh)_mm512_loadu_si512(wr[3] + i));
+        }
+        if (t) {
+            __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(tm, xb + n32);
+            a0 = _mm512_dpbf16_ps(a0, xv, (__m512bh)_mm512_maskz_loadu_epi16(tm, wr[0] + n32));
+            a1 = _mm512_dpbf16_ps(a1, xv, (__m512bh)_mm512_maskz_loadu_epi16(tm, wr[1] + n32));
+            a2 = _mm512_dpbf16_ps(a2, xv, (__m512bh)_mm512_maskz_loadu_epi16(tm, wr[2] + n32));
+            a3 = _mm512_dpbf16_ps(a3, xv, (__m512bh)_mm512_maskz_loadu_epi16(tm, wr[3] + n32));
+        }
+        float acc[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
+                        _mm512_reduce_add_ps(a3)};
+        for (int k = 0; k < nr; k++) y[r + k] = acc[k] + bias_at(bias, r + k);
+    }
+}
+
+/* ------------------------------------------------------------ dispatch */
+static const cllm_qops q_scalar = {"scalar", q8_rows_scalar, bf16_rows_scalar, f32_cols_scalar};
+static const cllm_qops q_avx2 = {"avx2", q8_rows_avx2, bf16_rows_avx2, f32_cols_avx2};
+static const cllm_qops q_avx512 = {"avx512", q8_rows_avx2, bf16_rows_avx2, f32_cols_avx512};
+static const cllm_qops q_vnni_bf16 = {"avx512-vnni+bf16", q8_rows_vnni, bf16_rows_avx512, f32_cols_avx512};
+static const cllm_qops q_vnni = {"avx512-vnni", q8_rows_vnni, bf16_rows_avx2, f32_cols_avx512};
+static const cllm_qops q_bf16 = {"avx512-bf16", q8_rows_avx2, bf16_rows_avx512, f32_cols_avx512};
+
+const cllm_qops *cllm_qops_for_isa(int isa) {
+    if (isa == CLLM_ISA_SCALAR) return &q_scalar;
+    if (isa == CLLM_ISA_AVX2) return &q_avx2;
+    const cllm_cpu_features *f = cllm_cpu_features_get();
+    if (f->avx512_vnni && f->avx512_bf16) return &q_vnni_bf16;
+    if (f->avx512_vnni) return &q_vnni;
+    if (f->avx512_bf16) return &q_bf16;
+    return &q_avx512;
+}
+
+const cllm_qops *cllm_qops_current(void) { return cllm_qops_for_isa(cllm_isa_current()); }

@@ -1,0 +1,665 @@
+/* decode.c - batch-1 decoding (generation) with FP32, BF16 or int8 weights.
+ *
+ * A cllm_decoder holds what generation needs and nothing else: the weights
+ * in the chosen storage format, a KV cache (L, P, C) x 2, and small vectors.
+ * FP32 weights may be BORROWED (e.g. straight from an mmap of
+ * model.safetensors, or from a training model's parameter buffer); BF16 and
+ * int8 weights are converted once at load, or borrowed from a quantized file.
+ *
+ * Matrices are used as y = W x with W stored:
+ *   fp32: in the Hugging Face layout (Conv1D (in, out); the tied LM head is
+ *         wte (V, C)), through the FP32 matvec kernels of kernels.h;
+ *   bf16 / int8: row-major by output row (out, in), through qmatvec.h.
+ *
+ * One token step = ONE run of the sphere pool. Every sphere computes the
+ * LayerNorms (C floats) itself into private buffers, then its share of each
+ * matvec's output rows (units of 16 rows), meeting the others at an in-task
+ * barrier between dependent ops (5 per layer): qkv | attention (by heads) |
+ * attention projection + residual | MLP up + GELU | MLP down + residual.
+ * The final LayerNorm and the LM head (rows = vocabulary) finish the run.
+ * Each output element is computed by the same code whatever the split, so
+ * results are bit-identical for any thread count. No allocation per token.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "runtime/internal.h"
+#include "kernels/bf16.h"
+#include "kernels/kernels.h"
+#include "kernels/qmatvec.h"
+#include "model/decode.h"
+#include "model/layout.h"
+#include "model/sample.h"
+#include "runtime/spheres.h"
+
+#define ROW_UNIT 16     /* split granularity of matvec output rows */
+
+enum { K_VEC, K_CONV, K_WTE };   /* slot kinds: FP32 vector/table, Conv1D (in,out), wte (V,C) */
+
+typedef struct {
+    char name[64];
+    int kind, ndim, shape[2];      /* HF shape */
+    int rows, cols;                /* matrices: output rows, input cols */
+    int set;
+    const void *data;              /* storage the kernels read */
+    const float *scale;            /* int8 per-row scales */
+    int32_t *rowsum;               /* int8 per-row sums of q (owned) */
+    void *owned, *owned_scale;     /* allocations owned by the slot */
+} Slot;
+
+typedef struct {
+    float *xb, *tmp, *scratch;     /* LN output / residual partial (C), attention scratch (P) */
+    int8_t *xq;                    /* quantized input (4C) */
+    uint16_t *xbf;                 /* BF16 input (4C) */
+    float xs;
+} DSphere;
+
+struct cllm_decoder {
+    int V, P, L, NH, C, dtype, nslots;
+    Slot *slot;
+    cllm_spheres *pool;
+    int ns, own_pool;
+    DSphere *sph;
+    float *kc, *vc;                /* (L, P, C) */
+    float *x, *qkv, *att, *fc, *logits;
+    float *prob;                   /* sampling scratch (V) */
+    int32_t *idx;
+    int pos, ready;
+    int nsample;                   /* ids >= nsample are never sampled (tokenizer size) */
+    const cllm_ops *ops;
+    const cllm_qops *qops;
+    int isa;
+};
+
+/* slot indices: the model's parameter table (model/layout.h), in order */
+#define X_ENUM(f, ...) SL_##f,
+enum { CLLM_PARAMS_LAYER(X_ENUM) NLT };
+#undef X_ENUM
+static inline int s_layer(int l, int k) { return 2 + l * NLT + k; }
+
+static void def(Slot *s, const char *name, int kind, int d0, int d1) {
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->kind = d1 ? kind : K_VEC;
+    s->ndim = d1 ? 2 : 1;
+    s->shape[0] = d0;
+    s->shape[1] = d1;
+    if (s->kind == K_CONV) { s->rows = d1; s->cols = d0; }
+    else if (s->kind == K_WTE) { s->rows = d0; s->cols = d1; }
+}
+
+static void build_slots(cllm_decoder *d) {
+    int V = d->V, P = d->P, C = d->C, i = 0;
+    (void)P;
+    char name[64];
+    /* wte is the (tied) LM head; wpe and every vector stay FP32 */
+#define X_TOP(f, nm, d0, d1, ...) def(&d->slot[i++], nm, strcmp(#f, "wte") ? K_VEC : K_WTE, d0, d1);
+#define X_LAYER(f, nm, d0, d1, ...) \
+    snprintf(name, sizeof name, "transformer.h.%d.%s", l, nm); def(&d->slot[i++], name, K_CONV, d0, d1);
+    CLLM_PARAMS_WALK(d->L, X_TOP, X_LAYER)
+#undef X_TOP
+#undef X_LAYER
+}
+
+static size_t slot_numel(const Slot *s) { return (size_t)s->shape[0] * (size_t)(s->ndim == 2 ? s->shape[1] : 1); }
+
+static void slot_clear(Slot *s) {
+    cllm_aligned_free(s->owned);
+    cllm_aligned_free(s->owned_scale);
+    cllm_aligned_free(s->rowsum);
+    s->owned = s->owned_scale = NULL;
+    s->rowsum = NULL;
+    s->data = NULL;
+    s->scale = NULL;
+    s->set = 0;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+CLLM_EXPORT int cllm_decoder_free(cllm_decoder *d) {
+    if (!d) return CLLM_OK;
+    if (d->pool && d->own_pool) cllm_spheres_free(d->pool);
+    if (d->slot) for (int i = 0; i < d->nslots; i++) slot_clear(&d->slot[i]);
+    free(d->slot);
+    if (d->sph) {
+        for (int i = 0; i < d->ns; i++) {
+            cllm_aligned_free(d->sph[i].xb);
+            cllm_aligned_free(d->sph[i].xq);
+            cllm_aligned_free(d->sph[i].xbf);
+        }
+        free(d->sph);
+    }
+    cllm_aligned_free(d->kc);
+    cllm_aligned_free(d->vc);
+    cllm_aligned_free(d->x);
+    cllm_aligned_free(d->prob);
+    cllm_aligned_free(d->idx);
+    free(d);
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_new(const cllm_config *cfg, int dtype, cllm_decoder **out) {
+    return cllm_decoder_new_on_pool(cfg, dtype, NULL, out);
+}
+
+int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *pool, cllm_decoder **out) {
+    CLLM_CHECK_PTR(cfg, "cfg");
+    CLLM_CHECK_PTR(out, "out");
+    *out = NULL;
+    if (dtype != CLLM_DTYPE_F32 && dtype != CLLM_DTYPE_BF16 && dtype != CLLM_DTYPE_INT8)
+        return cllm_fail(CLLM_ERR_INVALID, "decoder: dtype must be CLLM_DTYPE_F32, _BF16 or _INT8, got %d", dtype);
+    int V = cfg->vocab_size, P = cfg->context_len, L = cfg->num_layers, NH = cfg->num_heads, C = cfg->embed_dim;
+    if (V < 1 || P < 1 || L < 1 || NH < 1 || C < 1 || C % NH)
+        return cllm_fail(CLLM_ERR_INVALID, "decoder: bad shape (vocab %d, context %d, layers %d, heads %d, embed %d; "
+                         "all must be >= 1 and embed divisible by heads)", V, P, L, NH, C);
+    if ((double)V * C > 2e9 || (double)P * C > 2e9 || 4.0 * C * C > 2e9 || L > 100000)
+        return cllm_fail(CLLM_ERR_INVALID, "decoder: shape too large (vocab %d, context %d, embed %d)", V, P, C);
+    double kv_bytes = 2.0 * L * P * C * 4.0;
+    double limit = (cfg->max_memory_gb > 0 ? cfg->max_memory_gb : 16.0) * 1073741824.0;
+    if (kv_bytes > limit)
+        return cllm_fail(CLLM_ERR_NOMEM, "decoder: the KV cache needs %.2f GiB, over the %.2f GiB limit",
+                         kv_bytes / 1073741824.0, limit / 1073741824.0);
+    if (cfg->threads < 0) return cllm_fail(CLLM_ERR_INVALID, "decoder: threads must be >= 0, got %d", cfg->threads);
+    cllm_decoder *d = calloc(1, sizeof *d);
+    if (!d) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory");
+    d->V = V; d->P = P; d->L = L; d->NH = NH; d->C = C; d->dtype = dtype; d->nsample = V;
+    d->nslots = 4 + NLT * L;
+    d->slot = calloc((size_t)d->nslots, sizeof(Slot));
+    if (!d->slot) goto nomem;
+    build_slots(d);
+    if (pool) d->pool = pool;
+    else {
+        int rc = cllm_spheres_new(cfg->threads, &d->pool);
+        if (rc) { cllm_decoder_free(d); return rc; }
+        d->own_pool = 1;
+    }
+    cllm_spheres_count(d->pool, &d->ns);
+    d->sph = calloc((size_t)d->ns, sizeof(DSphere));
+    if (!d->sph) goto nomem;
+    for (int i = 0; i < d->ns; i++) {
+        DSphere *s = &d->sph[i];
+        s->xb = cllm_aligned_alloc(sizeof(float) * ((size_t)2 * C + P));
+        s->xq = cllm_aligned_alloc((size_t)4 * C);
+        s->xbf = cllm_aligned_alloc(sizeof(uint16_t) * 4 * (size_t)C);
+        if (!s->xb || !s->xq || !s->xbf) goto nomem;
+        s->tmp = s->xb + C;
+        s->scratch = s->xb + 2 * C;
+    }
+    size_t kv = (size_t)L * P * C;
+    d->kc = cllm_aligned_alloc(kv * sizeof(float));
+    d->vc = cllm_aligned_alloc(kv * sizeof(float));
+    d->x = cllm_aligned_alloc(sizeof(float) * ((size_t)9 * C + V));
+    d->prob = cllm_aligned_alloc(sizeof(float) * (size_t)V);
+    d->idx = cllm_aligned_alloc(sizeof(int32_t) * (size_t)V);
+    if (!d->kc || !d->vc || !d->x || !d->prob || !d->idx) goto nomem;
+    d->qkv = d->x + C;
+    d->att = d->qkv + 3 * C;
+    d->fc = d->att + C;
+    d->logits = d->fc + 4 * C;
+    *out = d;
+    return CLLM_OK;
+nomem:
+    cllm_decoder_free(d);
+    return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory");
+}
+
+CLLM_EXPORT int cllm_decoder_num_tensors(const cllm_decoder *d, int *n) {
+    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(n, "n");
+    *n = d->nslots;
+    return CLLM_OK;
+}
+
+static int check_slot(const cllm_decoder *d, int i) {
+    if (i < 0 || i >= d->nslots)
+        return cllm_fail(CLLM_ERR_RANGE, "decoder: tensor index %d out of range [0, %d)", i, d->nslots);
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_tensor_info(const cllm_decoder *d, int i, cllm_tensor_info *out, int *rows, int *cols) {
+    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(out, "out");
+    int rc = check_slot(d, i);
+    if (rc) return rc;
+    const Slot *s = &d->slot[i];
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", s->name);
+    out->numel = slot_numel(s);
+    out->ndim = s->ndim;
+    out->shape[0] = s->shape[0];
+    out->shape[1] = s->shape[1];
+    if (rows) *rows = s->kind == K_VEC ? 0 : s->rows;
+    if (cols) *cols = s->kind == K_VEC ? 0 : s->cols;
+    return CLLM_OK;
+}
+
+/* ------------------------------------------------------------- loading */
+static int elem_size(int dt) { return dt == CLLM_DTYPE_F32 ? 4 : dt == CLLM_DTYPE_INT8 ? 1 : 2; }
+
+static inline float load_elem(const void *src, int dt, size_t k) {
+    if (dt == CLLM_DTYPE_F32) return ((const float *)src)[k];
+    uint16_t h = ((const uint16_t *)src)[k];
+    return dt == CLLM_DTYPE_BF16 ? cllm_bf16_to_f32(h) : cllm_f16_to_f32(h);
+}
+
+/* dst(rows, cols) FP32 from src element (r, i) at k = r*rs + i*cs, in tiles */
+static void gather_f32(float *dst, const void *src, int dt, int rows, int cols, size_t rs, size_t cs) {
+    enum { TB = 64 };
+    for (int r0 = 0; r0 < rows; r0 += TB)
+        for (int i0 = 0; i0 < cols; i0 += TB) {
+            int r1 = r0 + TB < rows ? r0 + TB : rows, i1 = i0 + TB < cols ? i0 + TB : cols;
+            if (rs == 1) {
+                for (int i = i0; i < i1; i++)
+                    for (int r = r0; r < r1; r++) dst[(size_t)r * cols + i] = load_elem(src, dt, (size_t)r + i * cs);
+            } else {
+                for (int r = r0; r < r1; r++)
+                    for (int i = i0; i < i1; i++) dst[(size_t)r * cols + i] = load_elem(src, dt, r * rs + i * cs);
+            }
+        }
+}
+
+CLLM_EXPORT int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src, int src_dtype, int borrow) {
+    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(src, "src");
+    int rc = check_slot(d, i);
+    if (rc) return rc;
+    if (src_dtype != CLLM_DTYPE_F32 && src_dtype != CLLM_DTYPE_F16 && src_dtype != CLLM_DTYPE_BF16)
+        return cllm_fail(CLLM_ERR_INVALID, "decoder: source dtype of %s must be F32, F16 or BF16", d->slot[i].name);
+    Slot *s = &d->slot[i];
+    slot_clear(s);
+    d->ready = 0;
+    size_t n = slot_numel(s);
+    int store = s->kind == K_VEC ? CLLM_DTYPE_F32 : d->dtype;
+    if (store == CLLM_DTYPE_F32) {
+        if (src_dtype == CLLM_DTYPE_F32 && borrow) { s->data = src; s->set = 1; return CLLM_OK; }
+        float *f = cllm_aligned_alloc(n * sizeof(float));
+        if (!f) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for %s", s->name);
+        if (src_dtype == CLLM_DTYPE_F32) memcpy(f, src, n * sizeof(float));
+        else for (size_t k = 0; k < n; k++) f[k] = load_elem(src, src_dtype, k);
+        s->owned = f;
+        s->data = f;
+        s->set = 1;
+        return CLLM_OK;
+    }
+    /* matrices to (out, in) storage: element (r, i) of a Conv1D (in, out)
+     * tensor is at i*rows + r; of wte (V, C) at r*cols + i */
+    size_t rs = s->kind == K_CONV ? 1 : (size_t)s->cols, cs = s->kind == K_CONV ? (size_t)s->rows : 1;
+    float *tmp = NULL;
+    const float *f32 = src;
+    if (src_dtype != CLLM_DTYPE_F32 || store == CLLM_DTYPE_BF16) {
+        tmp = malloc(n * sizeof(float));
+        if (!tmp) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory converting %s", s->name);
+        gather_f32(tmp, src, src_dtype, s->rows, s->cols, rs, cs);
+        f32 = tmp;
+        rs = (size_t)s->cols;
+        cs = 1;
+    }
+    if (store == CLLM_DTYPE_BF16) {
+        uint16_t *b = cllm_aligned_alloc(n * sizeof(uint16_t));
+        if (!b) { free(tmp); return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for %s", s->name); }
+        cllm_f32_to_bf16_n(cllm_isa_current(), b, f32, n);
+        s->owned = b;
+        s->data = b;
+    } else {
+        for (int r = 0; r < s->rows; r++)      /* quantizing NaN / Inf would be undefined */
+            for (int c = 0; c < s->cols; c++)
+                if (!isfinite(f32[r * rs + c * cs])) {
+                    free(tmp);
+                    return cllm_fail(CLLM_ERR_NUMERIC, "decoder: %s holds NaN or Inf; cannot quantize it", s->name);
+                }
+        int8_t *q = cllm_aligned_alloc(n);
+        float *sc = cllm_aligned_alloc(sizeof(float) * (size_t)s->rows);
+        s->rowsum = cllm_aligned_alloc(sizeof(int32_t) * (size_t)s->rows);
+        s->owned = q;
+        s->owned_scale = sc;
+        if (!q || !sc || !s->rowsum) { free(tmp); slot_clear(s); return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for %s", s->name); }
+        cllm_quantize_rows(q, sc, s->rowsum, f32, s->rows, s->cols, rs, cs);
+        s->data = q;
+        s->scale = sc;
+    }
+    free(tmp);
+    s->set = 1;
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_set_quantized(cllm_decoder *d, int i, const void *w, const float *scale, int borrow) {
+    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(w, "w");
+    int rc = check_slot(d, i);
+    if (rc) return rc;
+    Slot *s = &d->slot[i];
+    if (s->kind == K_VEC || d->dtype == CLLM_DTYPE_F32)
+        return cllm_fail(CLLM_ERR_INVALID, "decoder: %s is not a quantized matrix of this %s decoder", s->name,
+                         d->dtype == CLLM_DTYPE_F32 ? "fp32" : "quantized");
+    if (d->dtype == CLLM_DTYPE_INT8 && !scale)
+        return cllm_fail(CLLM_ERR_INVALID, "decoder: int8 tensor %s needs its scales", s->name);
+    slot_clear(s);
+    d->ready = 0;
+    size_t n = slot_numel(s), bytes = n * (size_t)elem_size(d->dtype);
+    if (borrow) {
+        s->data = w;
+        s->scale = scale;
+    } else {
+        s->owned = cllm_aligned_alloc(bytes);
+        if (!s->owned) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for %s", s->name);
+        memcpy(s->owned, w, bytes);
+        s->data = s->owned;
+        if (scale) {
+            s->owned_scale = cllm_aligned_alloc(sizeof(float) * (size_t)s->rows);
+            if (!s->owned_scale) { slot_clear(s); return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory"); }
+            memcpy(s->owned_scale, scale, sizeof(float) * (size_t)s->rows);
+            s->scale = s->owned_scale;
+        }
+    }
+    if (d->dtype == CLLM_DTYPE_INT8) {
+        const int8_t *q = s->data;
+        for (size_t k = 0; k < n; k++)
+            if (q[k] == -128) { slot_clear(s); return cllm_fail(CLLM_ERR_INVALID, "decoder: %s holds -128 (int8 weights must be in [-127, 127])", s->name); }
+        for (int r = 0; r < s->rows; r++)
+            if (!isfinite(s->scale[r])) { slot_clear(s); return cllm_fail(CLLM_ERR_NUMERIC, "decoder: %s has a non-finite scale", s->name); }
+        s->rowsum = cllm_aligned_alloc(sizeof(int32_t) * (size_t)s->rows);
+        if (!s->rowsum) { slot_clear(s); return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory"); }
+        cllm_q8_rowsums(s->rowsum, q, s->rows, s->cols);
+    }
+    s->set = 1;
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_get_tensor(const cllm_decoder *d, int i, const void **w, const float **scale) {
+    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(w, "w");
+    int rc = check_slot(d, i);
+    if (rc) return rc;
+    const Slot *s = &d->slot[i];
+    if (!s->set) return cllm_fail(CLLM_ERR_STATE, "decoder: tensor %s was not set", s->name);
+    *w = s->data;
+    if (scale) *scale = s->scale;
+    return CLLM_OK;
+}
+
+/* ----------------------------------------------------------- the step */
+static void mat_rows(const cllm_decoder *d, const DSphere *s, const Slot *M, const float *xin, const float *bias,
+                     float *y, int lo, int hi) {
+    if (lo >= hi) return;
+    if (d->dtype == CLLM_DTYPE_INT8)
+        d->qops->q8_rows(y, M->data, M->scale, M->rowsum, s->xq, s->xs, bias, M->cols, lo, hi);
+    else if (d->dtype == CLLM_DTYPE_BF16)
+        d->qops->bf16_rows(y, M->data, s->xbf, bias, M->cols, lo, hi);
+    else if (M->kind == K_CONV)
+        d->qops->f32_cols(y, xin, M->data, bias, M->cols, M->rows, lo, hi);
+    else
+        d->ops->matvec_t(y, xin, M->data, M->cols, lo, hi);   /* LM head: no bias */
+}
+
+/* The input of the next matvec(s), in the storage's input format. */
+static void prep(const cllm_decoder *d, DSphere *s, const float *in, int n) {
+    if (d->dtype == CLLM_DTYPE_INT8) cllm_quantize_vec(s->xq, &s->xs, in, n);
+    else if (d->dtype == CLLM_DTYPE_BF16) cllm_f32_to_bf16_n(d->isa, s->xbf, in, (size_t)n);
+}
+
+static void rows_of(int n, int sp, int ns, int *lo, int *hi) {
+    long a, b, units = (n + ROW_UNIT - 1) / ROW_UNIT;
+    cllm_split(units, sp, ns, &a, &b);
+    *lo = (int)(a * ROW_UNIT);
+    *hi = (int)(b * ROW_UNIT < n ? b * ROW_UNIT : n);
+    if (*lo > n) *lo = n;
+}
+
+#define W(l, k) (&d->slot[s_layer(l, k)])
+#define F(l, k) ((const float *)d->slot[s_layer(l, k)].data)
+
+static int task_step(void *arg, int sp, int ns) {
+    cllm_decoder *d = arg;
+    DSphere *s = &d->sph[sp];
+    const cllm_ops *ops = d->ops;
+    int C = d->C, P = d->P, pos = d->pos, hs = C / d->NH, lo, hi;
+    float mean, rstd, *x = d->x;
+    for (int l = 0; l < d->L; l++) {
+        float *kc = d->kc + (size_t)l * P * C, *vc = d->vc + (size_t)l * P * C;
+        /* qkv = c_attn(ln_1(x)); this sphere's k, v rows go to the cache */
+        ops->layernorm_fwd(s->xb, &mean, &rstd, x, F(l, SL_ln1w), F(l, SL_ln1b), 1, C);
+        prep(d, s, s->xb, C);
+        rows_of(3 * C, sp, ns, &lo, &hi);
+        mat_rows(d, s, W(l, SL_qkvw), s->xb, F(l, SL_qkvb), d->qkv, lo, hi);
+        for (int r = lo > C ? lo : C; r < hi; r++) {
+            if (r < 2 * C) kc[(size_t)pos * C + r - C] = d->qkv[r];
+            else vc[(size_t)pos * C + r - 2 * C] = d->qkv[r];
+        }
+        cllm_spheres_barrier(d->pool);
+        /* attention, split by heads */
+        long h0, h1;
+        cllm_split(d->NH, sp, ns, &h0, &h1);
+        if (h1 > h0) {
+            size_t o = (size_t)h0 * hs;
+            ops->attention_step(d->att + o, d->qkv + o, kc + o, vc + o, pos + 1, C, (int)(h1 - h0) * hs,
+                                (int)(h1 - h0), s->scratch);
+        }
+        cllm_spheres_barrier(d->pool);
+        /* x += c_proj(att) */
+        prep(d, s, d->att, C);
+        rows_of(C, sp, ns, &lo, &hi);
+        mat_rows(d, s, W(l, SL_projw), d->att, F(l, SL_projb), s->tmp, lo, hi);
+        for (int r = lo; r < hi; r++) x[r] += s->tmp[r];
+        cllm_spheres_barrier(d->pool);
+        /* fc = gelu(c_fc(ln_2(x))) */
+        ops->layernorm_fwd(s->xb, &mean, &rstd, x, F(l, SL_ln2w), F(l, SL_ln2b), 1, C);
+        prep(d, s, s->xb, C);
+        rows_of(4 * C, sp, ns, &lo, &hi);
+        mat_rows(d, s, W(l, SL_fcw), s->xb, F(l, SL_fcb), d->fc, lo, hi);
+        if (hi > lo) ops->gelu_fwd(d->fc + lo, d->fc + lo, (size_t)(hi - lo));
+        cllm_spheres_barrier(d->pool);
+        /* x += c_proj(fc) */
+        prep(d, s, d->fc, 4 * C);
+        rows_of(C, sp, ns, &lo, &hi);
+        mat_rows(d, s, W(l, SL_fcprojw), d->fc, F(l, SL_fcprojb), s->tmp, lo, hi);
+        for (int r = lo; r < hi; r++) x[r] += s->tmp[r];
+        cllm_spheres_barrier(d->pool);
+    }
+    /* logits = wte @ ln_f(x) */
+    const float *lnfw = d->slot[d->nslots - 2].data, *lnfb = d->slot[d->nslots - 1].data;
+    ops->layernorm_fwd(s->xb, &mean, &rstd, x, lnfw, lnfb, 1, C);
+    prep(d, s, s->xb, C);
+    rows_of(d->V, sp, ns, &lo, &hi);
+    mat_rows(d, s, &d->slot[0], s->xb, NULL, d->logits, lo, hi);
+    return CLLM_OK;
+}
+
+static int make_ready(cllm_decoder *d) {
+    if (d->ready) return CLLM_OK;
+    for (int i = 0; i < d->nslots; i++)
+        if (!d->slot[i].set) return cllm_fail(CLLM_ERR_STATE, "decoder: tensor %s was not set", d->slot[i].name);
+    d->ready = 1;
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_reset(cllm_decoder *d) {
+    CLLM_CHECK_PTR(d, "decoder");
+    d->pos = 0;
+    return make_ready(d);
+}
+
+CLLM_EXPORT int cllm_decoder_pos(const cllm_decoder *d, int *pos) {
+    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(pos, "pos");
+    *pos = d->pos;
+    return CLLM_OK;
+}
+
+static void embed(cllm_decoder *d, int32_t token) {
+    int C = d->C;
+    const Slot *e = &d->slot[0];
+    const float *pe = (const float *)d->slot[1].data + (size_t)d->pos * C;
+    float *x = d->x;
+    if (d->dtype == CLLM_DTYPE_INT8) {
+        const int8_t *q = (const int8_t *)e->data + (size_t)token * C;
+        float sc = e->scale[token];
+        for (int i = 0; i < C; i++) x[i] = (float)q[i] * sc + pe[i];
+    } else if (d->dtype == CLLM_DTYPE_BF16) {
+        const uint16_t *b = (const uint16_t *)e->data + (size_t)token * C;
+        for (int i = 0; i < C; i++) x[i] = cllm_bf16_to_f32(b[i]) + pe[i];
+    } else {
+        const float *w = (const float *)e->data + (size_t)token * C;
+        for (int i = 0; i < C; i++) x[i] = w[i] + pe[i];
+    }
+}
+
+static int step(cllm_decoder *d, int32_t token) {
+    if (token < 0 || token >= d->V)
+        return cllm_fail(CLLM_ERR_RANGE, "token id %d out of range [0, %d)", token, d->V);
+    if (d->pos >= d->P)
+        return cllm_fail(CLLM_ERR_RANGE, "KV cache full: context_len %d reached (reset and re-feed a suffix)", d->P);
+    int rc = make_ready(d);
+    if (rc) return rc;
+    d->isa = cllm_isa_current();
+    d->ops = cllm_ops_for_isa(d->isa);
+    d->qops = cllm_qops_for_isa(d->isa);
+    embed(d, token);
+    rc = d->ns > 1 ? cllm_spheres_run(d->pool, task_step, d) : task_step(d, 0, 1);
+    if (rc) return rc;
+    d->pos++;
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_step(cllm_decoder *d, int32_t token, float *logits) {
+    CLLM_CHECK_PTR(d, "decoder");
+    int rc = step(d, token);
+    if (rc) return rc;
+    if (logits) memcpy(logits, d->logits, sizeof(float) * (size_t)d->V);
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_feed(cllm_decoder *d, const int32_t *ids, int n) {
+    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(ids, "ids");
+    if (n < 1 || n > d->P)
+        return cllm_fail(CLLM_ERR_RANGE, "decoder: feed needs 1..%d ids (context length), got %d", d->P, n);
+    for (int t = 0; t < n; t++)
+        if (ids[t] < 0 || ids[t] >= d->V)
+            return cllm_fail(CLLM_ERR_RANGE, "token id %d out of range [0, %d)", ids[t], d->V);
+    d->pos = 0;
+    for (int t = 0; t < n; t++) {
+        int rc = step(d, ids[t]);
+        if (rc) return rc;
+    }
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_logits(const cllm_decoder *d, float *out) {
+    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(out, "out");
+    if (d->pos == 0) return cllm_fail(CLLM_ERR_STATE, "decoder: no logits yet (feed a token first)");
+    memcpy(out, d->logits, sizeof(float) * (size_t)d->V);
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_next(cllm_decoder *d, float temperature, int top_k, float top_p,
+                                  const int32_t *allowed, int n_allowed, int32_t stop_id, int advance,
+                                  uint64_t *rng, int32_t *out) {
+    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(rng, "rng"); CLLM_CHECK_PTR(out, "out");
+    if (d->pos == 0) return cllm_fail(CLLM_ERR_STATE, "decoder: no logits yet (feed the prompt first)");
+    if (allowed && (n_allowed < 1 || n_allowed > d->V))
+        return cllm_fail(CLLM_ERR_RANGE, "decoder: n_allowed must be in [1, %d], got %d", d->V, n_allowed);
+    int rc = cllm_sample_logits(d->logits, allowed ? d->V : d->nsample, temperature, top_k, top_p, allowed, n_allowed, rng, d->prob,
+                                d->idx, out);
+    if (rc) return rc;
+    if (advance && *out != stop_id && d->pos < d->P) return step(d, *out);
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_nll(cllm_decoder *d, const int32_t *ids, int n, double *nll_sum) {
+    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(ids, "ids"); CLLM_CHECK_PTR(nll_sum, "nll_sum");
+    if (n < 2 || n > d->P)
+        return cllm_fail(CLLM_ERR_RANGE, "decoder: nll needs 2..%d ids (context length), got %d", d->P, n);
+    for (int t = 0; t < n; t++)
+        if (ids[t] < 0 || ids[t] >= d->V)
+            return cllm_fail(CLLM_ERR_RANGE, "token id %d out of range [0, %d)", ids[t], d->V);
+    double total = 0.0;
+    d->pos = 0;
+    for (int t = 0; t + 1 < n; t++) {
+        int rc = step(d, ids[t]);
+        if (rc) return rc;
+        const float *z = d->logits;
+        float mx = z[0];
+        for (int j = 1; j < d->V; j++) mx = z[j] > mx ? z[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j < d->V; j++) sum += exp((double)z[j] - mx);
+        total += log(sum) + mx - z[ids[t + 1]];
+    }
+    if (!isfinite(total)) return cllm_fail(CLLM_ERR_NUMERIC, "decoder: non-finite loss");
+    *nll_sum = total;
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_limit_vocab(cllm_decoder *d, int n) {
+    CLLM_CHECK_PTR(d, "decoder");
+    if (n < 1 || n > d->V) return cllm_fail(CLLM_ERR_RANGE, "decoder: vocabulary limit must be in [1, %d], got %d", d->V, n);
+    d->nsample = n;
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_threads(const cllm_decoder *d, int *n) {
+    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(n, "n");
+    *n = d->ns;
+    return CLLM_OK;
+}
+
+/* Standalone sampling (tests, and the training model's API). */
+CLLM_EXPORT int cllm_sample(const float *logits, int V, float temperature, int top_k, float top_p,
+                            const int32_t *allowed, int n_allowed, uint64_t *rng, float *prob_scratch,
+                            int32_t *idx_scratch, int32_t *out) {
+    CLLM_CHECK_PTR(logits, "logits"); CLLM_CHECK_PTR(rng, "rng"); CLLM_CHECK_PTR(out, "out");
+    CLLM_CHECK_PTR(prob_scratch, "prob_scratch"); CLLM_CHECK_PTR(idx_scratch, "idx_scratch");
+    if (V < 1) return cllm_fail(CLLM_ERR_INVALID, "sample: V must be >= 1, got %d", V);
+    if (allowed && (n_allowed < 1 || n_allowed > V))
+        return cllm_fail(CLLM_ERR_RANGE, "sample: n_allowed must be in [1, %d], got %d", V, n_allowed);
+    return cllm_sample_logits(logits, V, temperature, top_k, top_p, allowed, n_allowed, rng, prob_scratch,
+                              idx_scratch, out);
+}
+
+/* --------------------------------------------------- kernel test hooks */
+CLLM_EXPORT int cllm_qmatvec_run(int dtype, int isa, const void *w, const float *scale, const float *x,
+                                 const float *bias, float *y, int rows, int cols) {
+    CLLM_CHECK_PTR(w, "w"); CLLM_CHECK_PTR(x, "x"); CLLM_CHECK_PTR(y, "y");
+    if (rows < 1 || cols < 1 || cols > (1 << 24))
+        return cllm_fail(CLLM_ERR_INVALID, "qmatvec: rows and cols must be >= 1 (cols <= 2^24), got %d x %d", rows, cols);
+    if (isa != CLLM_ISA_SCALAR && isa != CLLM_ISA_AVX2 && isa != CLLM_ISA_AVX512)
+        return cllm_fail(CLLM_ERR_INVALID, "qmatvec: isa must be SCALAR, AVX2 or AVX512, got %d", isa);
+    int avx2 = 0, avx512 = 0;
+    cllm_cpu_detect(&avx2, &avx512);
+    if ((isa == CLLM_ISA_AVX2 && !avx2) || (isa == CLLM_ISA_AVX512 && !avx512))
+        return cllm_fail(CLLM_ERR_UNSUPPORTED, "qmatvec: this CPU lacks the requested ISA");
+    const cllm_qops *q = cllm_qops_for_isa(isa);
+    int rc = CLLM_OK;
+    if (dtype == CLLM_DTYPE_INT8) {
+        CLLM_CHECK_PTR(scale, "scale");
+        int8_t *xq = malloc((size_t)cols);
+        int32_t *rs = malloc(sizeof(int32_t) * (size_t)rows);
+        if (!xq || !rs) rc = cllm_fail(CLLM_ERR_NOMEM, "qmatvec: out of memory");
+        else {
+            const int8_t *qw = w;
+            for (size_t k = 0; k < (size_t)rows * cols; k++)
+                if (qw[k] == -128) { rc = cllm_fail(CLLM_ERR_INVALID, "qmatvec: int8 weights must be in [-127, 127]"); break; }
+            if (!rc) {
+                float xs;
+                cllm_quantize_vec(xq, &xs, x, cols);
+                cllm_q8_rowsums(rs, qw, rows, cols);
+                q->q8_rows(y, qw, scale, rs, xq, xs, bias, cols, 0, rows);
+            }
+        }
+        free(xq);
+        free(rs);
+    } else if (dtype == CLLM_DTYPE_BF16) {
+        uint16_t *xb = malloc(sizeof(uint16_t) * (size_t)cols);
+        if (!xb) return cllm_fail(CLLM_ERR_NOMEM, "qmatvec: out of memory");
+        cllm_f32_to_bf16_n(isa, xb, x, (size_t)cols);
+        q->bf16_rows(y, w, xb, bias, cols, 0, rows);
+        free(xb);
+    } else if (dtype == CLLM_DTYPE_F32) {   /* W given as (cols, rows): Conv1D (in, out) */
+        q->f32_cols(y, x, w, bias, cols, rows, 0, rows);
+    } else {
+        rc = cllm_fail(CLLM_ERR_INVALID, "qmatvec: dtype must be CLLM_DTYPE_INT8, _BF16 or _F32");
+    }
+    return rc;
+}
+
+CLLM_EXPORT int cllm_quantize_int8(const float *src, int rows, int cols, int transposed, int8_t *q, float *scale) {
+    CLLM_CHECK_PTR(src, "src"); CLLM_CHECK_PTR(q, "q"); CLLM_CHECK_PTR(scale, "scale");
+    if (rows < 1 || cols < 1) return cllm_fail(CLLM_ERR_INVALID, "quantize: rows and cols must be >= 1");
+    int32_t *rs = malloc(sizeof(int32_t) * (size_t)rows);
+    if (!rs) return cllm_fail(CLLM_ERR_NOMEM, "quantize: out of memory");
+    /* transposed: src is (cols, rows), i.e. a Conv1D (in, out) weight */
+    cllm_quantize_rows(q, scale, rs, src, rows, cols, transposed ? 1 : (size_t)cols, transposed ? (size_t)rows : 1);
+    free(rs);
+    return CLLM_OK;
+}
