@@ -686,3 +686,5 @@ class _CallableTrainModule(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _CallableTrainModule
+__signature__ = train.__signature__  # inspect.signature(cllm.train) is train's either way
+__doc__ = (__doc__ or "") + "\n" + (train.__doc__ or "")  # help(cllm.train) documents the function too
