@@ -17,31 +17,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
 from typing import List, Optional, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # the in-place build of the repository
-    sys.path.insert(0, ROOT)
-
-
-def cpu_model() -> str:
-    """The CPU model of /proc/cpuinfo (the platform's processor string elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # bench/ and the repo root (in-place build)
+import _common as cm  # noqa: E402
 
 
 def sweep(rates: List[float], path: Optional[str], exts: Optional[List[str]], max_steps: Optional[int],
-          threads: int, seed: int, eval_batches: int, progress: bool) -> List[Tuple[float, dict, float]]:
+          threads: int, seed: int, eval_batches: int, precision: str,
+          progress: bool) -> List[Tuple[float, dict, float]]:
     """Train once per rate; returns (rate, model.summary, wall seconds) per rate."""
     import cllm
     rows = []
@@ -50,8 +38,8 @@ def sweep(rates: List[float], path: Optional[str], exts: Optional[List[str]], ma
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()
             model = cllm.train(path, exts=exts, learning_rate=lr, max_steps=max_steps, threads=threads,
-                               seed=seed, eval_batches=eval_batches, tokenizer=tok, out_dir=out,
-                               progress=progress)
+                               seed=seed, eval_interval=0, eval_batches=eval_batches, precision=precision,
+                               tokenizer=tok, out_dir=out, progress=progress)
             dt = time.perf_counter() - t0
         tok = model.tokenizer
         s = model.summary
@@ -71,6 +59,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--eval-batches", type=int, default=32, help="validation batches per measurement")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="matmul precision, as cllm train --precision (default auto: bf16 where the CPU has it)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     try:
@@ -80,25 +70,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not rates:
         ap.error("--rates is empty")
     import cllm
+    from cllm.precision import resolve_precision
     t0 = time.perf_counter()
     rows = sweep(rates, args.path, args.ext, args.max_steps, args.threads, args.seed, args.eval_batches,
-                 not args.quiet)
+                 args.precision, not args.quiet)
     best = min(rows, key=lambda r: r[1]["val_bpb"])
     s0 = rows[0][1]
     cmd = "python bench/lr_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print()
-    print(f"CPU: {cpu_model()}, {s0['threads']} thread(s), kernels {cllm.get_isa()}; command: `{cmd.strip()}`")
+    print(f"CPU: {cm.cpu_model()} ({', '.join(cm.cpu_flags())}), {s0['threads']} thread(s), kernels "
+          f"{cllm.get_isa()}, precision {resolve_precision(args.precision)}; command: `{cmd.strip()}`")
     print(f"corpus: {args.path or 'default (stdlib .py, first 4 MB)'}: {s0['corpus_files']} files, "
           f"{s0['corpus_tokens']:,} tokens, vocab {s0['vocab_size']}; {s0['steps']} steps per rate; "
           f"total {time.perf_counter() - t0:.0f} s")
     print()
-    print("| peak learning rate | train loss | val loss (nats/token) | val bits/byte | vs best | time (s) |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for lr, s, dt in rows:
-        mark = " **best**" if lr == best[0] else ""
-        rel = s["val_bpb"] / best[1]["val_bpb"] - 1
-        print(f"| {lr:g} | {s['train_loss']:.4f} | {s['val_loss']:.4f} | {s['val_bpb']:.4f}{mark} | "
-              f"{rel:+.1%} | {dt:.0f} |")
+    print(cm.table(["peak learning rate", "train loss", "val loss (nats/token)", "val bits/byte", "vs best",
+                    "time (s)"],
+                   [[f"{lr:g}", f"{s['train_loss']:.4f}", f"{s['val_loss']:.4f}",
+                     f"{s['val_bpb']:.4f}" + (" **best**" if lr == best[0] else ""),
+                     f"{s['val_bpb'] / best[1]['val_bpb'] - 1:+.1%}", f"{dt:.0f}"] for lr, s, dt in rows]))
     return 0
 
 

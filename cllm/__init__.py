@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
 from ._native import check, ffi, lib
@@ -30,6 +32,21 @@ _LAZY = {"Model": "model", "ModelConfig": "config", "TrainOptions": "options", "
          "TrainConfig": "train", "train": "train", "InferenceModel": "inference", "quantize": "inference",
          "evaluate": "evaluation", "measure_bandwidth": "measure", "measure_peak": "measure",
          "peak_kinds": "measure"}
+
+
+class _Package(types.ModuleType):
+    """The ``cllm`` module object: importing the submodule ``cllm.train`` must
+    not replace the public function ``cllm.train`` (Python binds a package
+    attribute to each submodule it imports), so that binding is redirected to
+    the function."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "train" and isinstance(value, types.ModuleType) and hasattr(value, "train"):
+            value = value.train
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

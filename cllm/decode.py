@@ -271,9 +271,9 @@ class GenerationMixin:
                 ids.append(int(i))
             heal = False
         allowed, prefix = None, b""
-        toks = self.tokenizer.token_bytes_list()
-        special = set(self.tokenizer.special_ids())
+        special = set(self.tokenizer.special_ids()) if heal and ids else set()
         if heal and ids and ids[-1] not in special:
+            toks = self.tokenizer.token_bytes_list()
             prefix = toks[ids[-1]]
             allowed = [i for i, b in enumerate(toks) if i < V and b.startswith(prefix) and i not in special]
             ids = ids[:-1]
