@@ -138,18 +138,21 @@ def supported_isas() -> List[str]:
     return ["scalar"] + (["avx2"] if a2[0] else []) + (["avx512"] if a5[0] else [])
 
 
-def best_times(fns: Dict[str, Callable[[], None]], reps: int, min_time: float) -> Dict[str, float]:
-    """Interleave the callables; per rep, loop each for >= min_time; keep min per call."""
+def best_times(fns: Dict[str, Callable[[], None]], reps: int, min_time: float,
+               clock: Callable[[], float] = time.perf_counter) -> Dict[str, float]:
+    """Interleave the callables; per rep, loop each for >= min_time; keep min per call.
+    ``clock``: wall time by default; ``time.thread_time`` counts only the CPU
+    time of this thread (for direction on a machine shared with other jobs)."""
     best = {k: float("inf") for k in fns}
     for f in fns.values():  # warm-up (page faults, caches)
         f()
     for _ in range(reps):
         for k, f in fns.items():
-            n, t0 = 0, time.perf_counter()
+            n, t0 = 0, clock()
             while True:
                 f()
                 n += 1
-                dt = time.perf_counter() - t0
+                dt = clock() - t0
                 if dt >= min_time:
                     break
             best[k] = min(best[k], dt / n)

@@ -57,26 +57,6 @@ def blocked_call(isa: str, blk: Blocking, s: Shape, A, B, C) -> Callable[[], Non
     return run
 
 
-def best_cpu_times(fns: Dict[str, Callable[[], None]], reps: int, min_time: float) -> Dict[str, float]:
-    """Like best_times, but on this thread's CPU time (time.thread_time): on a
-    machine shared with other jobs it leaves out the time the thread waited
-    for a core (cache pollution by the other jobs still counts)."""
-    best = {k: float("inf") for k in fns}
-    for f in fns.values():
-        f()
-    for _ in range(reps):
-        for k, f in fns.items():
-            n, t0 = 0, time.thread_time()
-            while True:
-                f()
-                n += 1
-                dt = time.thread_time() - t0
-                if dt >= min_time:
-                    break
-            best[k] = min(best[k], dt / n)
-    return best
-
-
 def parse_blockings(text: str) -> List[Blocking]:
     out = []
     for item in filter(None, text.split(",")):
@@ -96,7 +76,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.1)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="time by wall clock (quiet machine) or this thread's CPU time (shared machine)")
+                    help="time by wall clock (quiet machine) or this thread's CPU time (shared machine: "
+                         "leaves out the time spent waiting for a core, not other jobs' cache pollution)")
     a = ap.parse_args(argv)
     isa = supported_isas()[-1] if a.isa == "best" else a.isa
     if isa not in supported_isas():
@@ -116,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for s in shapes:
         A, B, C = make_operands(s)
         fns: Dict[str, Callable[[], None]] = {lab: blocked_call(isa, b, s, A, B, C) for lab, b in zip(labels, cols)}
-        t = (best_times if a.clock == "wall" else best_cpu_times)(fns, a.reps, a.min_time)
+        t = best_times(fns, a.reps, a.min_time, clock=time.perf_counter if a.clock == "wall" else time.thread_time)
         g = {k: s.flops / v / 1e9 for k, v in t.items()}
         best = max(g, key=g.get)
         rows.append([s.label()] + [f"{g[k]:.0f} ({cm.pct(g[k] / peak) if peak else '-'})" for k in labels]

@@ -117,3 +117,11 @@ def test_tokenizer_errors_are_cllm_errors():
         cllm.Tokenizer.byte_level().decode([10**6])
     with pytest.raises(cllm.CllmError):
         cllm.Tokenizer.train(texts=["abc abc"], vocab_size=10)
+
+
+def test_importing_the_train_module_keeps_cllm_train_the_function():
+    r = subprocess.run([sys.executable, "-c", "import cllm.train, cllm, inspect; "
+                        "from cllm.train import Batches; assert callable(cllm.train) and "
+                        "'out_dir' in inspect.signature(cllm.train).parameters, cllm.train"],
+                       capture_output=True, text=True, cwd=os.path.dirname(PKG))
+    assert r.returncode == 0, r.stderr
