@@ -38,6 +38,13 @@ class _Vocab:
     def __len__(self) -> int:
         return V
 
+    def token_bytes_list(self) -> list:
+        """Bytes of every token (the decoder's token-healing table)."""
+        return [b"<%d>" % i for i in range(V)]
+
+    def special_ids(self) -> list:
+        return [self.eot_id]
+
 
 @pytest.fixture(params=_paths())
 def isa(request):
