@@ -2,7 +2,6 @@
  * the validating public cllm_gemm / cllm_gemm_blocked. The packed BLIS-style
  * drivers live in gemm_scalar.c / gemm_avx2.c / gemm_avx512.c (template
  * gemm_impl.h); their cache blocking in blocking.c. */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "runtime/internal.h"
@@ -59,50 +58,33 @@ void cllm_sgemm(int isa, int ta, int tb, int M, int N, int K, float alpha,
     sgemm_blocked(isa, gemm_blocking_for(isa), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, ws);
 }
 
-/* The public entry keeps one packing workspace per calling thread (allocated
- * on first use, freed when the thread exits): a fresh multi-megabyte block per
- * call costs page faults that dominate small products. */
-static pthread_once_t g_ws_once = PTHREAD_ONCE_INIT;
-static pthread_key_t g_ws_key;
-static int g_ws_key_ok;
-
-static void gemm_ws_free(void *p) { free(p); }
-static void gemm_ws_key_init(void) { g_ws_key_ok = pthread_key_create(&g_ws_key, gemm_ws_free) == 0; }
-
-static float *gemm_thread_ws(void) {
-    pthread_once(&g_ws_once, gemm_ws_key_init);
-    if (!g_ws_key_ok) return NULL;
-    void *p = pthread_getspecific(g_ws_key);
-    if (p) return (float *)p;
-    /* Not zeroed: packing writes every float the kernels read. */
-    if (posix_memalign(&p, CLLM_ALIGN, sizeof(float) * cllm_gemm_ws_floats()) != 0 || !p) return NULL;
-    if (pthread_setspecific(g_ws_key, p) != 0) {
-        free(p);
-        return NULL;
-    }
-    return (float *)p;
-}
-
-/* the public entries' argument checks */
-static int check_args(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
-                      int ldb, const float *C, int ldc) {
+/* the public entries' argument checks (shared with the BF16 GEMM) */
+int cllm_gemm_check_args(const char *who, int trans_a, int trans_b, int M, int N, int K, const void *A, int lda,
+                         const void *B, int ldb, const float *C, int ldc) {
     if (M < 0 || N < 0 || K < 0)
-        return cllm_fail(CLLM_ERR_INVALID, "gemm: negative size M=%d N=%d K=%d", M, N, K);
+        return cllm_fail(CLLM_ERR_INVALID, "%s: negative size M=%d N=%d K=%d", who, M, N, K);
     if (M == 0 || N == 0) return CLLM_OK;
     CLLM_CHECK_PTR(C, "C");
     if (K > 0) { CLLM_CHECK_PTR(A, "A"); CLLM_CHECK_PTR(B, "B"); }
     if (lda < 1 || lda < (trans_a ? M : K))
-        return cllm_fail(CLLM_ERR_INVALID, "gemm: lda=%d too small (needs >= %d)", lda, trans_a ? M : K);
+        return cllm_fail(CLLM_ERR_INVALID, "%s: lda=%d too small (needs >= %d)", who, lda, trans_a ? M : K);
     if (ldb < 1 || ldb < (trans_b ? K : N))
-        return cllm_fail(CLLM_ERR_INVALID, "gemm: ldb=%d too small (needs >= %d)", ldb, trans_b ? K : N);
-    if (ldc < N) return cllm_fail(CLLM_ERR_INVALID, "gemm: ldc=%d < N=%d", ldc, N);
+        return cllm_fail(CLLM_ERR_INVALID, "%s: ldb=%d too small (needs >= %d)", who, ldb, trans_b ? K : N);
+    if (ldc < N) return cllm_fail(CLLM_ERR_INVALID, "%s: ldc=%d < N=%d", who, ldc, N);
     return CLLM_OK;
+}
+
+/* The public entry keeps one packing workspace per calling thread (see
+ * cllm_thread_scratch): a fresh multi-megabyte block per call costs page
+ * faults that dominate small products. */
+static float *gemm_thread_ws(void) {
+    return cllm_thread_scratch(CLLM_SCRATCH_SGEMM, sizeof(float) * cllm_gemm_ws_floats());
 }
 
 CLLM_EXPORT int cllm_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                           const float *A, int lda, const float *B, int ldb, float beta,
                           float *C, int ldc, const float *bias) {
-    int rc = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+    int rc = cllm_gemm_check_args("gemm", trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
     if (rc || M == 0 || N == 0) return rc;
     float *ws = gemm_thread_ws();
     if (!ws) return cllm_fail(CLLM_ERR_NOMEM, "gemm: cannot allocate workspace");
@@ -125,7 +107,7 @@ CLLM_EXPORT int cllm_gemm_blocked(int isa, int mc, int kc, int nc, int trans_a, 
     if (!ok) return cllm_fail(CLLM_ERR_INVALID, "gemm_blocked: unknown ISA %d", isa);
     if (mc < 0 || kc < 0 || nc < 0 || mc > 65536 || kc > 65536 || nc > 65536)
         return cllm_fail(CLLM_ERR_INVALID, "gemm_blocked: mc=%d kc=%d nc=%d must be in [0, 65536]", mc, kc, nc);
-    int rc = check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+    int rc = cllm_gemm_check_args("gemm", trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
     if (rc || M == 0 || N == 0) return rc;
     gemm_blocking bk = gemm_blocking_make(isa, mc, kc, nc);
     float *ws = cllm_aligned_alloc(sizeof(float) * gemm_blocking_ws(&bk));

@@ -2,7 +2,6 @@
  * packing, macro-kernel) shared by the AVX512-BF16 and AMX micro-kernels,
  * the generic packers, the scalar reference, kernel selection and the
  * validating public entry cllm_gemm_bf16. */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "runtime/internal.h"
@@ -163,25 +162,7 @@ void cllm_bgemm(int kernel, int ta, int tb, int M, int N, int K, float alpha, co
 
 /* ------------------------------------------------------- public entry */
 /* one packing workspace per calling thread, freed when the thread exits */
-static pthread_once_t g_bws_once = PTHREAD_ONCE_INIT;
-static pthread_key_t g_bws_key;
-static int g_bws_key_ok;
-
-static void bws_free(void *p) { free(p); }
-static void bws_key_init(void) { g_bws_key_ok = pthread_key_create(&g_bws_key, bws_free) == 0; }
-
-static void *bgemm_thread_ws(void) {
-    pthread_once(&g_bws_once, bws_key_init);
-    if (!g_bws_key_ok) return NULL;
-    void *p = pthread_getspecific(g_bws_key);
-    if (p) return p;
-    if (posix_memalign(&p, CLLM_ALIGN, cllm_gemm_bf16_ws_bytes()) != 0 || !p) return NULL;
-    if (pthread_setspecific(g_bws_key, p) != 0) {
-        free(p);
-        return NULL;
-    }
-    return p;
-}
+static void *bgemm_thread_ws(void) { return cllm_thread_scratch(CLLM_SCRATCH_BGEMM, cllm_gemm_bf16_ws_bytes()); }
 
 CLLM_EXPORT int cllm_gemm_bf16(int kernel, int trans_a, int trans_b, int M, int N, int K, float alpha,
                                const void *A, int a_dtype, int lda, const void *B, int b_dtype, int ldb,
@@ -195,16 +176,8 @@ CLLM_EXPORT int cllm_gemm_bf16(int kernel, int trans_a, int trans_b, int M, int 
     if ((a_dtype != CLLM_DTYPE_F32 && a_dtype != CLLM_DTYPE_BF16) ||
         (b_dtype != CLLM_DTYPE_F32 && b_dtype != CLLM_DTYPE_BF16))
         return cllm_fail(CLLM_ERR_INVALID, "gemm_bf16: dtypes must be CLLM_DTYPE_F32 or CLLM_DTYPE_BF16");
-    if (M < 0 || N < 0 || K < 0)
-        return cllm_fail(CLLM_ERR_INVALID, "gemm_bf16: negative size M=%d N=%d K=%d", M, N, K);
-    if (M == 0 || N == 0) return CLLM_OK;
-    CLLM_CHECK_PTR(C, "C");
-    if (K > 0) { CLLM_CHECK_PTR(A, "A"); CLLM_CHECK_PTR(B, "B"); }
-    if (lda < 1 || lda < (trans_a ? M : K))
-        return cllm_fail(CLLM_ERR_INVALID, "gemm_bf16: lda=%d too small (needs >= %d)", lda, trans_a ? M : K);
-    if (ldb < 1 || ldb < (trans_b ? K : N))
-        return cllm_fail(CLLM_ERR_INVALID, "gemm_bf16: ldb=%d too small (needs >= %d)", ldb, trans_b ? K : N);
-    if (ldc < N) return cllm_fail(CLLM_ERR_INVALID, "gemm_bf16: ldc=%d < N=%d", ldc, N);
+    int rc = cllm_gemm_check_args("gemm_bf16", trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+    if (rc || M == 0 || N == 0) return rc;
     void *ws = bgemm_thread_ws();
     if (!ws) return cllm_fail(CLLM_ERR_NOMEM, "gemm_bf16: cannot allocate workspace");
     cllm_bgemm(kernel, trans_a != 0, trans_b != 0, M, N, K, alpha, A, a_dtype == CLLM_DTYPE_BF16, lda, B,
