@@ -208,6 +208,11 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Optional
     return "\n".join(out)
 
 
+def comma_list(text: str, cast: Callable[[str], Any] = str) -> List[Any]:
+    """``"a, b,,c"`` -> ``[cast("a"), cast("b"), cast("c")]`` (a --flag's comma list)."""
+    return [cast(x.strip()) for x in text.split(",") if x.strip()]
+
+
 def pct(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 

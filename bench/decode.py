@@ -246,9 +246,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--llama-hidden", type=int, default=0, help="llama2.c hidden_dim (0: 4*dim)")
     ap.add_argument("--peak-seconds", type=float, default=0.3, help="seconds per bandwidth measurement")
     a = ap.parse_args(argv)
-    models = [x.strip().upper() for x in a.models.split(",") if x.strip()]
-    threads = [int(t) for t in a.threads.split(",") if t.strip()]
-    sides = [s.strip() for s in a.sides.split(",") if s.strip()]
+    models = cm.comma_list(a.models, str.upper)
+    threads = cm.comma_list(a.threads, int)
+    sides = cm.comma_list(a.sides)
     bad = [x for x in models if x not in MODELS] + [s for s in sides if s not in SIDES]
     if bad or not threads or min(threads) < 1 or a.reps < 1 or a.tokens < 1 or a.llama_hidden < 0:
         ap.error(f"bad --models/--sides/--threads/--reps/--tokens ({', '.join(bad) or 'values'})")

@@ -210,9 +210,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--torch-compile", action="store_true",
                     help="also torch.compile the PyTorch model (slow start; off: eager)")
     a = ap.parse_args(argv)
-    configs = [c.strip().upper() for c in a.configs.split(",") if c.strip()]
-    threads = [int(t) for t in a.threads.split(",") if t.strip()]
-    sides = [s.strip() for s in a.sides.split(",") if s.strip()]
+    configs = cm.comma_list(a.configs, str.upper)
+    threads = cm.comma_list(a.threads, int)
+    sides = cm.comma_list(a.sides)
     bad = [c for c in configs if c not in CONFIGS] + [s for s in sides if s not in SIDES]
     if bad or not threads or min(threads) < 1 or a.reps < 1 or a.warmup < 0 or a.steps < 0:
         ap.error(f"bad --configs/--sides/--threads/--reps/--warmup/--steps ({', '.join(bad) or 'values'})")
