@@ -619,7 +619,10 @@ SOP void S(attention_step)(float *out, const float *q, const float *kc,
  * row-major with row stride ldb. Columns go 2 vectors at a time with mr x 2
  * accumulators in registers; the ragged last block uses masked loads/stores. */
 #if VW == 16
-#define ATT_MR 8
+#ifndef ATT_MR_512
+#define ATT_MR_512 8
+#endif
+#define ATT_MR ATT_MR_512
 #else
 #define ATT_MR 6
 #endif
@@ -645,8 +648,14 @@ SFN void strip_kernel(const int mr, int N, int K, float alpha, const float *A, s
                 v_store(Cm + r * ldc + j, v_mul(acc0[r], va));
                 v_store(Cm + r * ldc + j + VW, v_mul(acc1[r], va));
             }
+        } else if (nv <= VW) { /* one ragged vector: no FMAs on an empty second one */
+            for (int k = 0; k < K; k++, b += ldb, a += a_cs) {
+                vf b0 = v_loadn(b, nv);
+                for (int r = 0; r < mr; r++) acc0[r] = v_fmadd(v_set1(a[r * a_rs]), b0, acc0[r]);
+            }
+            for (int r = 0; r < mr; r++) v_storen(Cm + r * ldc + j, v_mul(acc0[r], va), nv);
         } else {
-            int n0 = nv < VW ? nv : VW, n1 = nv - n0;
+            int n0 = VW, n1 = nv - n0;
             for (int k = 0; k < K; k++, b += ldb, a += a_cs) {
                 vf b0 = v_loadn(b, n0), b1 = v_loadn(b + VW, n1);
                 for (int r = 0; r < mr; r++) {
@@ -670,6 +679,9 @@ static void S(strip)(int mr, int N, int K, float alpha, const float *A, size_t a
         STRIP_CASE(1) STRIP_CASE(2) STRIP_CASE(3) STRIP_CASE(4) STRIP_CASE(5) STRIP_CASE(6)
 #if ATT_MR > 6
         STRIP_CASE(7) STRIP_CASE(8)
+#endif
+#if ATT_MR > 8
+        STRIP_CASE(9) STRIP_CASE(10) STRIP_CASE(11) STRIP_CASE(12)
 #endif
     default: break;
     }
@@ -728,12 +740,14 @@ SFN void pack_key_panels(float *dst, const float *src, int T, int hs, size_t ld)
     }
 }
 
-/* Sc[0:mr, 0:jn) (row stride ldc, rounded up to whole panels) = alpha * A Kp^T
- * over the panels covering keys 0..jn-1; A rows strided by lda */
+/* Sc[0:mr, 0:jn) (row stride ldc) = alpha * A Kp^T over the panels covering
+ * keys 0..jn-1 (the last one cut at jn, to the vector); A rows strided by lda */
 SFN void scores_strip(int mr, int jn, int hs, float alpha, const float *A, size_t lda, const float *Kp,
                       float *Sc, size_t ldc) {
-    for (int p = 0; p * ATT_NB < jn; p++)
-        S(strip)(mr, ATT_NB, hs, alpha, A, lda, 1, Kp + (size_t)p * hs * ATT_NB, ATT_NB, Sc + p * ATT_NB, ldc);
+    for (int p = 0; p * ATT_NB < jn; p++) {
+        int nc = jn - p * ATT_NB < ATT_NB ? jn - p * ATT_NB : ATT_NB;
+        S(strip)(mr, nc, hs, alpha, A, lda, 1, Kp + (size_t)p * hs * ATT_NB, ATT_NB, Sc + p * ATT_NB, ldc);
+    }
 }
 
 /* dst(T, hs) contiguous = src(T, hs) with rows strided by ld: the products
