@@ -87,7 +87,7 @@ class CllmSide:
             # backward consumes this shard's own forward outputs
             self._run("attention_fwd", self.isa, fwd, dims, 1)
             dout = np.random.default_rng(100 + i).standard_normal((b, T, C)).astype(np.float32)
-            bwd = [np.zeros((b, T, 3 * C), np.float32), dout, fwd[2], fwd[0].copy(), fwd[1].copy()]
+            bwd = [np.zeros((b, T, 3 * C), np.float32), dout, fwd[2], fwd[1].copy()]
             self.shards.append({"dims": dims, "fwd": fwd, "bwd": bwd})
         self.info = {"isa": self.isa, "threads": n}
         self.run(1, "fwd")

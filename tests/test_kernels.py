@@ -264,7 +264,6 @@ def test_attention_bwd_matches_torch(isa: str, B: int, T: int, C: int, NH: int) 
     sh = lambda t: t.view(B, T, NH, C // NH).transpose(1, 2)  # noqa: E731
     y = torch.nn.functional.scaled_dot_product_attention(sh(q), sh(k), sh(v), is_causal=True)
     y = y.transpose(1, 2).reshape(B, T, C)
-    assert rel_err(arrays[3], y.detach().numpy()) < 1e-6  # the case's forward output is consistent
     y.backward(torch.tensor(arrays[1], dtype=torch.float64))
     assert rel_err(out[0], qkv.grad.numpy()) < 1e-5
 
@@ -278,7 +277,7 @@ def test_attention_fwd_then_bwd_chain(isa: str) -> None:
     fwd = make_case("attention_fwd", (B, T, C, NH), seed=11)
     o = run_copy("attention_fwd", isa, fwd, (B, T, C, NH))
     dout = np.random.default_rng(12).standard_normal((B, T, C)).astype(np.float32)
-    bwd = [np.zeros((B, T, 3 * C), np.float32), dout, fwd[2], o[0], o[1]]
+    bwd = [np.zeros((B, T, 3 * C), np.float32), dout, fwd[2], o[1]]
     g1 = run_copy("attention_bwd", isa, bwd, (B, T, C, NH))[0]
     g2 = run_copy("attention_bwd", isa, bwd, (B, T, C, NH))[0]
     assert np.array_equal(g1, g2)

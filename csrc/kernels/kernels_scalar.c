@@ -137,33 +137,38 @@ void cllm_ref_attention_fwd(float *out, float *lse, const float *qkv, int B, int
             }
 }
 
-/* Backward, one query row t at a time: p_j = exp(s_tj - lse_t) recomputed,
- * dp_j = dy . v_j, D = dy . o_t (= sum_j p_j dp_j), ds_j = p_j (dp_j - D) scale;
- * dq_t += ds_j k_j, dk_j += ds_j q_t, dv_j += p_j dy. */
-void cllm_ref_attention_bwd(float *dqkv, const float *dout, const float *qkv, const float *out,
-                            const float *lse, int B, int T, int C, int NH, float *ws) {
-    (void)ws;
+/* Backward, one query row t at a time: p_j = exp(s_tj - lse_t) recomputed
+ * and dp_j = dy . v_j into ws (2 T floats), D = sum_j p_j dp_j,
+ * ds_j = p_j (dp_j - D) scale; dq_t += ds_j k_j, dk_j += ds_j q_t,
+ * dv_j += p_j dy. */
+void cllm_ref_attention_bwd(float *dqkv, const float *dout, const float *qkv, const float *lse, int B, int T,
+                            int C, int NH, float *ws) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = (size_t)C * 3;
+    float *pr = ws, *dpr = ws + T;
     memset(dqkv, 0, sizeof(float) * (size_t)B * T * C3);
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
                 const float *dy = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
-                const float *o = out + ((size_t)b * T + t) * C + (size_t)h * hs;
                 const float *q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
                 float *dq = dqkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
                 float l = lse[((size_t)b * NH + h) * T + t], D = 0.0f;
-                for (int i = 0; i < hs; i++) D += dy[i] * o[i];
                 for (int t2 = 0; t2 <= t; t2++) {
                     size_t r2 = ((size_t)b * T + t2) * C3 + (size_t)h * hs;
                     const float *k = qkv + r2 + C, *v = qkv + r2 + 2 * (size_t)C;
-                    float *dk = dqkv + r2 + C, *dv = dqkv + r2 + 2 * (size_t)C;
                     float s = 0.0f, dp = 0.0f;
                     for (int i = 0; i < hs; i++) { s += q[i] * k[i]; dp += dy[i] * v[i]; }
-                    float p = expf(s * scale - l);
-                    float ds = p * (dp - D) * scale;
+                    pr[t2] = expf(s * scale - l);
+                    dpr[t2] = dp;
+                    D += pr[t2] * dp;
+                }
+                for (int t2 = 0; t2 <= t; t2++) {
+                    size_t r2 = ((size_t)b * T + t2) * C3 + (size_t)h * hs;
+                    const float *k = qkv + r2 + C;
+                    float *dk = dqkv + r2 + C, *dv = dqkv + r2 + 2 * (size_t)C;
+                    float p = pr[t2], ds = p * (dpr[t2] - D) * scale;
                     for (int i = 0; i < hs; i++) {
                         dv[i] += p * dy[i];
                         dq[i] += ds * k[i];

@@ -792,35 +792,44 @@ SOP void S(attention_fwd)(float *out, float *lse, const float *qkv, int B, int T
         }
 }
 
-/* one backward row: p = exp(s - lse) over [0, n) in place, d = p (d - D) scale
- * (dS from dP), both zero over [n, jn) */
-SFN void att_bwd_row(float *p, float *d, int n, int jn, float lse, float D, float scale) {
-    vf vl = v_set1(lse), vD = v_set1(D), vs = v_set1(scale);
+/* one backward row: p = exp(s - lse) over [0, n) in place, then
+ * d = p (d - <p, d>) scale (dS from dP), both zero over [n, jn). <p, d> over
+ * the row's own recomputed p (not dO . O): the first row (p = 1) gets dS = 0
+ * exactly, as the softmax's constant shift demands. */
+SFN void att_bwd_row(float *p, float *d, int n, int jn, float lse, float scale) {
+    vf vl = v_set1(lse), acc = v_zero();
     int j = 0;
     for (; j + VW <= n; j += VW) {
         vf pv = v_exp(v_sub(v_load(p + j), vl));
         v_store(p + j, pv);
-        v_store(d + j, v_mul(v_mul(pv, v_sub(v_load(d + j), vD)), vs));
+        acc = v_fmadd(pv, v_load(d + j), acc);
     }
     if (j < n) {
         int r = n - j;
         vf pv = v_exp(v_sub(v_loadn(p + j, r), vl));
         v_storen(p + j, pv, r);
-        v_storen(d + j, v_mul(v_mul(pv, v_sub(v_loadn(d + j, r), vD)), vs), r);
+        acc = v_fmadd(pv, v_loadn(d + j, r), acc);
+    }
+    vf vD = v_set1(v_hsum(acc)), vs = v_set1(scale);
+    for (j = 0; j + VW <= n; j += VW)
+        v_store(d + j, v_mul(v_mul(v_load(p + j), v_sub(v_load(d + j), vD)), vs));
+    if (j < n) {
+        int r = n - j;
+        v_storen(d + j, v_mul(v_mul(v_loadn(p + j, r), v_sub(v_loadn(d + j, r), vD)), vs), r);
     }
     row_zero(p + n, jn - n);
     row_zero(d + n, jn - n);
 }
 
-/* Backward, per (batch, head). D_t = dO_t . O_t. Query strips: P recomputed
- * from the scores and lse, dP = dO V^T, dS = P (dP - D) scale, both into the
+/* Backward, per (batch, head). Query strips: P recomputed from the scores
+ * and lse, dP = dO V^T, dS = P (dP - <P, dP>) scale, both into the
  * head's T x Tp tiles (zeros above the diagonal up to each strip's last
  * key), dQ = dS K. Key strips j0..: dV = P^T dO and dK = dS^T Q over query
  * rows >= j0 only (the tiles stay in L2 for the T this project trains).
- * ws: P, dS tiles (T x Tp each), K^T and V^T panels (hs x Tp each), D (Tp),
- * and for T >= 128 K and Q packed dense (T x hs each). */
-SOP void S(attention_bwd)(float *dqkv, const float *dout, const float *qkv, const float *out,
-                          const float *lse, int B, int T, int C, int NH, float *ws) {
+ * ws: P, dS tiles (T x Tp each), K^T and V^T panels (hs x Tp each), and for
+ * T >= 128 K and Q packed dense (T x hs each). */
+SOP void S(attention_bwd)(float *dqkv, const float *dout, const float *qkv, const float *lse, int B, int T,
+                          int C, int NH, float *ws) {
     int hs = C / NH;
     size_t ld = 3 * (size_t)C, tp = CLLM_ATT_TPAD(T), tt = (size_t)T * tp;
     float scale = 1.0f / sqrtf((float)hs);
@@ -828,19 +837,17 @@ SOP void S(attention_bwd)(float *dqkv, const float *dout, const float *qkv, cons
      * times; a dense copy measured ~10% faster at T=256, slower at T=64 */
     int pack = T >= 128;
     size_t ldp = pack ? (size_t)hs : ld;
-    float *Pb = ws, *Db = Pb + tt, *Kp = Db + tt, *Vp = Kp + (size_t)hs * tp, *Dv = Vp + (size_t)hs * tp;
-    float *kd = Dv + tp, *qd = kd + (size_t)T * hs;
+    float *Pb = ws, *Db = Pb + tt, *Kp = Db + tt, *Vp = Kp + (size_t)hs * tp;
+    float *kd = Vp + (size_t)hs * tp, *qd = kd + (size_t)T * hs;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             size_t off = (size_t)b * T * ld + (size_t)h * hs;
             const float *Q = qkv + off, *K = Q + C, *V = Q + 2 * (size_t)C;
             float *dQ = dqkv + off, *dK = dQ + C, *dV = dQ + 2 * (size_t)C;
             const float *dO = dout + (size_t)b * T * C + (size_t)h * hs;
-            const float *O = out + (size_t)b * T * C + (size_t)h * hs;
             const float *L = lse + ((size_t)b * NH + h) * T;
             pack_key_panels(Kp, K, T, hs, ld);
             pack_key_panels(Vp, V, T, hs, ld);
-            for (int t = 0; t < T; t++) Dv[t] = dot_row(dO + (size_t)t * C, O + (size_t)t * C, hs);
             const float *Kc = K, *Qc = Q;
             if (pack) {
                 pack_head(kd, K, T, hs, ld);
@@ -854,7 +861,7 @@ SOP void S(attention_bwd)(float *dqkv, const float *dout, const float *qkv, cons
                 scores_strip(mr, jn, hs, scale, Q + i0 * ld, ld, Kp, Pi, tp);
                 scores_strip(mr, jn, hs, 1.0f, dO + (size_t)i0 * C, (size_t)C, Vp, Di, tp);
                 for (int r = 0; r < mr; r++)
-                    att_bwd_row(Pi + (size_t)r * tp, Di + (size_t)r * tp, i0 + r + 1, jn, L[i0 + r], Dv[i0 + r], scale);
+                    att_bwd_row(Pi + (size_t)r * tp, Di + (size_t)r * tp, i0 + r + 1, jn, L[i0 + r], scale);
                 S(strip)(mr, hs, jn, 1.0f, Di, tp, 1, Kc, ldp, dQ + i0 * ld, ld);
             }
             for (int j0 = 0; j0 < T; j0 += ATT_MR) {

@@ -63,12 +63,11 @@ OP(gelu_bwd, 1, void, (float *dx, const float *x, const float *dout, size_t n),
 OP(attention_fwd, 1, void, (float *out, float *lse, const float *qkv, int B, int T, int C, int NH, float *ws),
    (HB(0), HB(1), HB(2), HD(0), HD(1), HD(2), HD(3), HWS), hc_attention,
    "+out[B,T,C] +lse[B,NH,T] qkv[B,T,3*C]", "B T C NH")
-/* dqkv(B,T,3C) overwritten, from dout(B,T,C), the forward's qkv, out and lse */
+/* dqkv(B,T,3C) overwritten, from dout(B,T,C) and the forward's qkv and lse */
 OP(attention_bwd, 1, void,
-   (float *dqkv, const float *dout, const float *qkv, const float *out, const float *lse, int B, int T, int C,
-    int NH, float *ws),
-   (HB(0), HB(1), HB(2), HB(3), HB(4), HD(0), HD(1), HD(2), HD(3), HWS), hc_attention,
-   "+dqkv[B,T,3*C] dout[B,T,C] qkv[B,T,3*C] out[B,T,C] lse[B,NH,T]", "B T C NH")
+   (float *dqkv, const float *dout, const float *qkv, const float *lse, int B, int T, int C, int NH, float *ws),
+   (HB(0), HB(1), HB(2), HB(3), HD(0), HD(1), HD(2), HD(3), HWS), hc_attention,
+   "+dqkv[B,T,3*C] dout[B,T,C] qkv[B,T,3*C] lse[B,NH,T]", "B T C NH")
 /* Row-wise softmax cross-entropy fused with its gradient: logits(N,V) are
  * replaced by dlogits = (softmax - onehot(target)) * dscale; rows with
  * target < 0 get loss 0 and zero gradient. losses(N). params = [dscale]. */

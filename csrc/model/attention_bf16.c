@@ -74,15 +74,21 @@ static float softmax_row_scalar(float *row, int n, int jn) {
     return mx + logf(sum);
 }
 
-/* p[0..n) = exp(s - lse) in place, d[0..n) = p (d - D) scale (softmax
+/* p[0..n) = exp(s - lse) in place, d[0..n) = p (d - <p, d>) scale (softmax
  * backward from dP), both zero over [n, jn) */
-BF16_AVX512 static void bwd_row_avx512(float *p, float *d, int n, int jn, float lse, float D, float scale) {
-    __m512 vl = _mm512_set1_ps(lse), vD = _mm512_set1_ps(D), vs = _mm512_set1_ps(scale);
+BF16_AVX512 static void bwd_row_avx512(float *p, float *d, int n, int jn, float lse, float scale) {
+    __m512 vl = _mm512_set1_ps(lse), acc = _mm512_setzero_ps();
     for (int j = 0; j < n; j += 16) {
         __mmask16 m = tail16(n - j);
         __m512 pv = exp_neg_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, p + j), vl));
         _mm512_mask_storeu_ps(p + j, m, pv);
-        __m512 v = _mm512_mul_ps(_mm512_mul_ps(pv, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, d + j), vD)), vs);
+        acc = _mm512_fmadd_ps(_mm512_maskz_mov_ps(m, pv), _mm512_maskz_loadu_ps(m, d + j), acc);
+    }
+    __m512 vD = _mm512_set1_ps(_mm512_reduce_add_ps(acc)), vs = _mm512_set1_ps(scale);
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 m = tail16(n - j);
+        __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + j),
+                                               _mm512_sub_ps(_mm512_maskz_loadu_ps(m, d + j), vD)), vs);
         _mm512_mask_storeu_ps(d + j, m, v);
     }
     if (jn > n) {
@@ -91,30 +97,17 @@ BF16_AVX512 static void bwd_row_avx512(float *p, float *d, int n, int jn, float 
     }
 }
 
-static void bwd_row_scalar(float *p, float *d, int n, int jn, float lse, float D, float scale) {
+static void bwd_row_scalar(float *p, float *d, int n, int jn, float lse, float scale) {
+    float D = 0.0f;
     for (int j = 0; j < n; j++) {
         p[j] = expf(p[j] - lse);
-        d[j] = p[j] * (d[j] - D) * scale;
+        D += p[j] * d[j];
     }
+    for (int j = 0; j < n; j++) d[j] = p[j] * (d[j] - D) * scale;
     if (jn > n) {
         memset(p + n, 0, sizeof(float) * (size_t)(jn - n));
         memset(d + n, 0, sizeof(float) * (size_t)(jn - n));
     }
-}
-
-BF16_AVX512 static float dot_avx512(const float *a, const float *b, int n) {
-    __m512 acc = _mm512_setzero_ps();
-    for (int j = 0; j < n; j += 16) {
-        __mmask16 m = tail16(n - j);
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + j), _mm512_maskz_loadu_ps(m, b + j), acc);
-    }
-    return _mm512_reduce_add_ps(acc);
-}
-
-static float dot_scalar(const float *a, const float *b, int n) {
-    float s = 0.0f;
-    for (int j = 0; j < n; j++) s += a[j] * b[j];
-    return s;
 }
 
 /* the AVX-512 row helpers need only AVX-512F, which every BF16 kernel implies */
@@ -149,24 +142,20 @@ void attention_fwd_bf16(int kernel, float *out, float *lse, const float *qkv, in
 }
 
 /* -------------------------------------------------------------- backward */
-/* aws: P and dS tiles of one (batch, head), T x Tp each, then D (T) */
-void attention_bwd_bf16(int kernel, float *dqkv, const float *dout, const float *qkv, const float *out,
-                        const float *lse, int B, int T, int C, int NH, void *gws, float *aws) {
+/* aws: P and dS tiles of one (batch, head), T x Tp each */
+void attention_bwd_bf16(int kernel, float *dqkv, const float *dout, const float *qkv, const float *lse, int B, int T,
+                        int C, int NH, void *gws, float *aws) {
     int hs = C / NH, ld = 3 * C, simd = rows_simd(kernel), tp = (int)CLLM_ATT_TPAD(T);
     float scale = 1.0f / sqrtf((float)hs);
     size_t tt = (size_t)T * tp;
-    float *P = aws, *D = P + tt, *Dv = D + tt;
+    float *P = aws, *D = P + tt;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             size_t off = (size_t)b * T * ld + (size_t)h * hs;
             const float *Q = qkv + off, *K = Q + C, *V = Q + 2 * (size_t)C;
             float *dQ = dqkv + off, *dK = dQ + C, *dV = dQ + 2 * (size_t)C;
             const float *dO = dout + (size_t)b * T * C + (size_t)h * hs;
-            const float *O = out + (size_t)b * T * C + (size_t)h * hs;
             const float *L = lse + ((size_t)b * NH + h) * T;
-            for (int t = 0; t < T; t++)
-                Dv[t] = simd ? dot_avx512(dO + (size_t)t * C, O + (size_t)t * C, hs)
-                             : dot_scalar(dO + (size_t)t * C, O + (size_t)t * C, hs);
             /* query blocks: P recomputed, dP = dO V^T, dS in place (zeros
              * above the diagonal), dQ = dS K */
             for (int i0 = 0; i0 < T; i0 += ATT_RB) {
@@ -178,8 +167,8 @@ void attention_bwd_bf16(int kernel, float *dqkv, const float *dout, const float 
                            gws);
                 for (int r = 0; r < mr; r++) {
                     float *p = Pi + (size_t)r * tp, *d = Di + (size_t)r * tp;
-                    if (simd) bwd_row_avx512(p, d, i0 + r + 1, jn, L[i0 + r], Dv[i0 + r], scale);
-                    else bwd_row_scalar(p, d, i0 + r + 1, jn, L[i0 + r], Dv[i0 + r], scale);
+                    if (simd) bwd_row_avx512(p, d, i0 + r + 1, jn, L[i0 + r], scale);
+                    else bwd_row_scalar(p, d, i0 + r + 1, jn, L[i0 + r], scale);
                 }
                 cllm_bgemm(kernel, 0, 0, mr, hs, jn, 1.0f, Di, 0, tp, K, 0, ld, 0.0f, dQ + (size_t)i0 * ld, ld, NULL,
                            gws);

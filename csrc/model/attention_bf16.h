@@ -6,6 +6,6 @@
  * workspace. lse(B,NH,T) as in the attention_fwd registry op. */
 void attention_fwd_bf16(int kernel, float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
                         void *gws, float *aws);
-void attention_bwd_bf16(int kernel, float *dqkv, const float *dout, const float *qkv, const float *out,
-                        const float *lse, int B, int T, int C, int NH, void *gws, float *aws);
+void attention_bwd_bf16(int kernel, float *dqkv, const float *dout, const float *qkv, const float *lse, int B, int T,
+                        int C, int NH, void *gws, float *aws);
 #endif

@@ -171,10 +171,10 @@ static void shard_backward(StepCtx *x, Sphere *s) {
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->projb, s->dres, N, C));
         PROF(P_GEMM_BWD, GEMM_W(0, 1, N, C, C, s->dres, C, lw->projw, C, 0.0f, s->dtmp, C, NULL));
         if (x->bf16_kernel >= 0)
-            PROF(P_ATTN_BWD, attention_bwd_bf16(x->bf16_kernel, s->dqkv, s->dtmp, a->qkv, a->atty, a->lse, Bs, T, C,
+            PROF(P_ATTN_BWD, attention_bwd_bf16(x->bf16_kernel, s->dqkv, s->dtmp, a->qkv, a->lse, Bs, T, C,
                                                 NH, s->gemm_ws, s->att_ws));
         else
-            PROF(P_ATTN_BWD, ops->attention_bwd(s->dqkv, s->dtmp, a->qkv, a->atty, a->lse, Bs, T, C, NH, s->att_ws));
+            PROF(P_ATTN_BWD, ops->attention_bwd(s->dqkv, s->dtmp, a->qkv, a->lse, Bs, T, C, NH, s->att_ws));
         PROF(P_GEMM_BWD, GEMM(1, 0, C, 3 * C, N, a->ln1, C, s->dqkv, 3 * C, 0.0f, lg->qkvw, 3 * C, NULL));
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->qkvb, s->dqkv, N, 3 * C));
         PROF(P_GEMM_BWD, GEMM_W(0, 1, N, C, 3 * C, s->dqkv, 3 * C, lw->qkvw, 3 * C, 0.0f, s->dtmp, C, NULL));
