@@ -85,41 +85,74 @@ static inline void gemm_tr8(__m256 r[8]) {
     }
 }
 
-/* First n (0..8) lanes set, for maskload/maskstore. */
+/* First n (0..8) lanes set, for maskload. */
 static inline __m256i gemm_lanes8(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* Transposing packer (see gemm_impl.h): dst[k*W + r] = scale*src[r*ld + k]. */
+/* Store the first n (1..8) lanes of v. (AVX2 vmaskmovps stores are slow on
+ * AMD cores, so partial stores are 4/2/1-lane pieces.) */
+static inline void gemm_store_n(float *p, __m256 v, int n) {
+    __m128 x = _mm256_castps256_ps128(v);
+    if (n >= 4) {
+        _mm_storeu_ps(p, x);
+        if (n == 8) { _mm_storeu_ps(p + 4, _mm256_extractf128_ps(v, 1)); return; }
+        p += 4;
+        n -= 4;
+        x = _mm256_extractf128_ps(v, 1);
+    }
+    if (n >= 2) {
+        _mm_storel_pi((__m64 *)p, x);
+        p += 2;
+        n -= 2;
+        x = _mm_movehl_ps(x, x);
+    }
+    if (n) _mm_store_ss(p, x);
+}
+
+/* Transposing packer (see gemm_impl.h): dst[k*W + r] = scale*src[r*ld + k].
+ * 8x8 blocks are transposed in registers. Each column k of a block is W
+ * floats of dst; for W < 8 (the A sliver, W = MR) column k is stored as a
+ * full 8-lane vector whose W..7 lanes spill onto column k+1, which is
+ * written next, so only the sliver's last column needs a partial store. */
 static int gemm_pack_t_avx2(const float *src, size_t ld, int rows, int kc, float scale,
                             float *restrict dst, int W) {
     __m256 vs = _mm256_set1_ps(scale);
     for (int r0 = 0; r0 < W; r0 += 8) {
         int wl = W - r0 < 8 ? W - r0 : 8;
         int rv = rows - r0 < 0 ? 0 : rows - r0 < wl ? rows - r0 : wl;
-        __m256i sm = gemm_lanes8(wl);
+        const float *s0 = src + (size_t)r0 * ld;
         for (int k0 = 0; k0 < kc; k0 += 8) {
             int kt = kc - k0 < 8 ? kc - k0 : 8;
-            __m256i lm = gemm_lanes8(kt);
             __m256 r[8];
-            if (rv == 8 && kt == 8) {
+            if (kt == 8) {
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++)
-                    r[i] = _mm256_mul_ps(vs, _mm256_loadu_ps(src + (size_t)(r0 + i) * ld + k0));
+                    r[i] = i < rv ? _mm256_mul_ps(vs, _mm256_loadu_ps(s0 + (size_t)i * ld + k0))
+                                  : _mm256_setzero_ps();
             } else {
+                __m256i lm = gemm_lanes8(kt);
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++)
-                    r[i] = i < rv ? _mm256_mul_ps(vs, _mm256_maskload_ps(
-                                                          src + (size_t)(r0 + i) * ld + k0, lm))
+                    r[i] = i < rv ? _mm256_mul_ps(vs, _mm256_maskload_ps(s0 + (size_t)i * ld + k0, lm))
                                   : _mm256_setzero_ps();
             }
             gemm_tr8(r);
             float *d = dst + (size_t)k0 * W + r0;
-            if (wl == 8 && kt == 8) {
+            if (wl == 8) {
 #pragma GCC unroll 8
-                for (int k = 0; k < 8; k++) _mm256_storeu_ps(d + (size_t)k * W, r[k]);
+                for (int k = 0; k < 8; k++)
+                    if (k < kt) _mm256_storeu_ps(d + (size_t)k * W, r[k]);
+            } else if (wl == W) {
+                int last = k0 + 8 >= kc ? kt - 1 : 8;  /* the sliver's last column */
+#pragma GCC unroll 8
+                for (int k = 0; k < 8; k++)
+                    if (k < kt) {
+                        if (k == last) gemm_store_n(d + (size_t)k * W, r[k], wl);
+                        else _mm256_storeu_ps(d + (size_t)k * W, r[k]);
+                    }
             } else {
-                for (int k = 0; k < kt; k++) _mm256_maskstore_ps(d + (size_t)k * W, sm, r[k]);
+                for (int k = 0; k < kt; k++) gemm_store_n(d + (size_t)k * W, r[k], wl);
             }
         }
     }
