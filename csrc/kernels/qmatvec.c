@@ -1,6 +1,6 @@
 /* qmatvec.c - int8 / BF16 matrix-vector kernels for inference (see
- * qmatvec.h for the formats and the exactness contract), the weight and
- * activation quantizers, and detection of AVX512-VNNI / AVX512-BF16.
+ * qmatvec.h for the formats and the exactness contract) and the weight and
+ * activation quantizers.
  *
  * Paths: scalar reference; AVX2 (int8: vpmaddubsw on |x| and sign(x)*w, no
  * saturation because both sides are in [-127, 127]; bf16: widen to FP32 and
@@ -15,6 +15,7 @@
 #include "runtime/cpu_features.h"
 #include "runtime/internal.h"
 #include "kernels.h"
+#include "avx2_reduce.h"
 #include "qmatvec.h"
 
 /* ------------------------------------------------------ shared helpers */
@@ -145,20 +146,6 @@ static void f32_cols_scalar(float *y, const float *x, const float *W, const floa
 /* --------------------------------------------------------------- AVX2 */
 #define AVX2_FN __attribute__((target("avx2,fma"))) static
 
-AVX2_FN int32_t hsum_i32x8(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
-
-AVX2_FN float hsum_f32x8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /* |x| * (sign(x) * w) summed in pairs (no saturation: |x|, |w| <= 127) */
 AVX2_FN __m256i dot32_avx2(__m256i ax, __m256i xv, const int8_t *w, __m256i ones) {
     __m256i sw = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)w), xv);
@@ -183,7 +170,8 @@ AVX2_FN void q8_rows_avx2(float *y, const int8_t *q, const float *scale, const i
             a2 = _mm256_add_epi32(a2, dot32_avx2(ax, xv, w[2] + i, ones));
             a3 = _mm256_add_epi32(a3, dot32_avx2(ax, xv, w[3] + i, ones));
         }
-        int32_t acc[4] = {hsum_i32x8(a0), hsum_i32x8(a1), hsum_i32x8(a2), hsum_i32x8(a3)};
+        int32_t acc[4] = {mm256_reduce_add_epi32(a0), mm256_reduce_add_epi32(a1),
+                          mm256_reduce_add_epi32(a2), mm256_reduce_add_epi32(a3)};
         for (int k = 0; k < nr; k++) {
             for (int i = n32; i < cols; i++) acc[k] += (int32_t)xq[i] * (int32_t)w[k][i];
             y[r + k] = fmaf((float)acc[k], xs * scale[r + k], bias_at(bias, r + k));
@@ -211,7 +199,8 @@ AVX2_FN void bf16_rows_avx2(float *y, const uint16_t *w, const uint16_t *xb, con
             a2 = _mm256_fmadd_ps(xv, bf16x8_avx2(wr[2] + i), a2);
             a3 = _mm256_fmadd_ps(xv, bf16x8_avx2(wr[3] + i), a3);
         }
-        float acc[4] = {hsum_f32x8(a0), hsum_f32x8(a1), hsum_f32x8(a2), hsum_f32x8(a3)};
+        float acc[4] = {mm256_reduce_add_ps(a0), mm256_reduce_add_ps(a1), mm256_reduce_add_ps(a2),
+                        mm256_reduce_add_ps(a3)};
         for (int k = 0; k < nr; k++) {
             for (int i = n8; i < cols; i++) acc[k] += cllm_bf16_to_f32(xb[i]) * cllm_bf16_to_f32(wr[k][i]);
             y[r + k] = acc[k] + bias_at(bias, r + k);
