@@ -269,11 +269,7 @@ nomem:
     return cllm_fail(CLLM_ERR_NOMEM, "model: out of memory allocating buffers");
 }
 
-CLLM_EXPORT int cllm_model_get_config(const cllm_model *m, cllm_config *out) {
-    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(out, "out");
-    *out = m->cfg;
-    return CLLM_OK;
-}
+CLLM_GETTER(cllm_model_get_config, cllm_model, "model", cllm_config, h->cfg)
 
 CLLM_EXPORT int cllm_model_init(cllm_model *m, uint64_t seed) {
     CLLM_CHECK_PTR(m, "model");
@@ -298,16 +294,8 @@ CLLM_EXPORT int cllm_model_init(cllm_model *m, uint64_t seed) {
     return CLLM_OK;
 }
 
-CLLM_EXPORT int cllm_model_num_params(const cllm_model *m, size_t *n) {
-    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(n, "n");
-    *n = m->nparams;
-    return CLLM_OK;
-}
-CLLM_EXPORT int cllm_model_num_tensors(const cllm_model *m, int *n) {
-    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(n, "n");
-    *n = m->ntensors;
-    return CLLM_OK;
-}
+CLLM_GETTER(cllm_model_num_params, cllm_model, "model", size_t, h->nparams)
+CLLM_GETTER(cllm_model_num_tensors, cllm_model, "model", int, h->ntensors)
 CLLM_EXPORT int cllm_model_tensor_info(const cllm_model *m, int index, cllm_tensor_info *out) {
     CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(out, "out");
     if (index < 0 || index >= m->ntensors)

@@ -4,10 +4,23 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include "cllm.h"
 
 #define CLLM_EXPORT __attribute__((visibility("default")))
 #define CLLM_ALIGN 64
+
+/* The monotonic clock, in nanoseconds and in seconds. */
+static inline uint64_t cllm_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+static inline double cllm_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Set the thread-local error message; returns code so callers can
  * `return cllm_fail(CLLM_ERR_INVALID, "...", ...)`. */
@@ -42,5 +55,16 @@ const cllm_cache_info *cllm_caches(void);
 
 #define CLLM_CHECK_PTR(p, name) \
     do { if (!(p)) return cllm_fail(CLLM_ERR_INVALID, "%s: %s is NULL", __func__, name); } while (0)
+
+/* Defines the exported accessor `int NAME(const HTYPE *h, OTYPE *out)`:
+ * both pointers checked (CLLM_ERR_INVALID naming the NULL one), then
+ * *out = EXPR, an expression of the handle h. */
+#define CLLM_GETTER(NAME, HTYPE, HNAME, OTYPE, EXPR)        \
+    CLLM_EXPORT int NAME(const HTYPE *h, OTYPE *out) {      \
+        CLLM_CHECK_PTR(h, HNAME);                           \
+        CLLM_CHECK_PTR(out, "out");                         \
+        *out = (EXPR);                                      \
+        return CLLM_OK;                                     \
+    }
 
 #endif

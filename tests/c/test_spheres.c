@@ -79,12 +79,6 @@ static int live_threads(void) {
     return n;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ------------------------------------------------------ 1. every sphere */
 typedef struct {
     int n;
@@ -590,9 +584,9 @@ static void test_idle_after_runs(int n) {
     for (int r = 0; r < 1000; r++) cllm_spheres_run(s, noop_task, NULL);
     struct timespec settle = {0, 20 * 1000 * 1000}, nap = {0, 500 * 1000 * 1000};
     nanosleep(&settle, NULL);         /* past any bounded spin */
-    double c0 = cpu_s(), w0 = now_s();
+    double c0 = cpu_s(), w0 = cllm_now_s();
     nanosleep(&nap, NULL);
-    double cpu = cpu_s() - c0, wall = now_s() - w0;
+    double cpu = cpu_s() - c0, wall = cllm_now_s() - w0;
     CHECK(cpu < 0.025, "idle pool of %d used %.4f s CPU in %.3f s wall", n, cpu, wall);
     printf("idle: threads=%d used %.4f s CPU over %.3f s after 1000 runs\n", n, cpu, wall);
     cllm_spheres_free(s);
@@ -607,9 +601,9 @@ static void bench_overhead(void) {
         int runs = ns[k] > 2 ? 5000 : 20000;
         double best = 1e9;
         for (int rep = 0; rep < 5; rep++) {
-            double t0 = now_s();
+            double t0 = cllm_now_s();
             for (int r = 0; r < runs; r++) cllm_spheres_run(s, noop_task, NULL);
-            double dt = (now_s() - t0) / runs;
+            double dt = (cllm_now_s() - t0) / runs;
             if (dt < best) best = dt;
         }
         printf("overhead: threads=%-3d %.3f us per empty run (best of 5 x %d)\n", ns[k], best * 1e6, runs);
@@ -782,7 +776,7 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGALRM, on_alarm);
     unsigned T = g_quick ? 600 : 300;   /* per-section watchdog, seconds */
-    double t0 = now_s();
+    double t0 = cllm_now_s();
 
     section("every sphere runs exactly once per run", T);
     int sizes[] = {1, 2, 3, 13, 25, 64, 200};
@@ -831,6 +825,6 @@ int main(int argc, char **argv) {
         bench_overhead();
     }
     alarm(0);
-    printf("%s: %d failure(s), %.1f s\n", g_failures ? "FAILED" : "OK", g_failures, now_s() - t0);
+    printf("%s: %d failure(s), %.1f s\n", g_failures ? "FAILED" : "OK", g_failures, cllm_now_s() - t0);
     return g_failures ? 1 : 0;
 }
