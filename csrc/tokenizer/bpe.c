@@ -26,6 +26,37 @@ static int grow_array(void **p, size_t n, size_t elem) {
     return 0;
 }
 
+/* Every growable array here grows the same way: to hold `need` elements,
+ * capacity `cap` becomes the first of 2 cap, 4 cap, ... (of first, 2 first,
+ * ... when empty) that does. Returns that capacity, or 0 if cap suffices. */
+static size_t grown_cap(size_t cap, size_t need, size_t first) {
+    if (need <= cap) return 0;
+    size_t c = cap ? cap * 2 : first;
+    while (c < need) c *= 2;
+    return c;
+}
+
+/* Capacity for `need` elements of size `elem` in the array *p of capacity
+ * *cap (grown as grown_cap says). -1 when out of memory (*p unchanged). */
+static int reserve(void **p, size_t *cap, size_t need, size_t first, size_t elem) {
+    size_t c = grown_cap(*cap, need, first);
+    if (!c) return 0;
+    if (grow_array(p, c, elem)) return -1;
+    *cap = c;
+    return 0;
+}
+
+/* reserve for three parallel arrays sharing the capacity *cap (-1 when out
+ * of memory: the arrays that did grow keep their new size, *cap the old). */
+static int reserve3(size_t *cap, size_t need, size_t first, void **a, size_t ea, void **b, size_t eb, void **c,
+                    size_t ec) {
+    size_t k = grown_cap(*cap, need, first);
+    if (!k) return 0;
+    if (grow_array(a, k, ea) || grow_array(b, k, eb) || grow_array(c, k, ec)) return -1;
+    *cap = k;
+    return 0;
+}
+
 /* ------------------------------------------------------------ hashing */
 static inline uint64_t mix64(uint64_t h) {
     h ^= h >> 33; h *= 0xff51afd7ed558ccdull;
@@ -122,21 +153,10 @@ static int64_t strmap_add_h(strmap *m, const uint8_t *p, size_t n, uint64_t h, i
         j = (j + 1) & (m->nslots - 1);
     }
     if (m->n >= INT32_MAX - 1 || n > UINT32_MAX) return -1;
-    if (m->n == m->cap) {
-        size_t c = m->cap ? m->cap * 2 : 1024;
-        if (grow_array((void **)&m->hash, c, sizeof *m->hash) || grow_array((void **)&m->off, c, sizeof *m->off) ||
-            grow_array((void **)&m->len, c, sizeof *m->len))
-            return -1;
-        m->cap = c;
-    }
-    if (m->arena_len + n > m->arena_cap) {
-        size_t c = m->arena_cap ? m->arena_cap : 4096;
-        while (c < m->arena_len + n) c *= 2;
-        uint8_t *na = realloc(m->arena, c);
-        if (!na) return -1;
-        m->arena = na;
-        m->arena_cap = c;
-    }
+    if (reserve3(&m->cap, m->n + 1, 1024, (void **)&m->hash, sizeof *m->hash, (void **)&m->off, sizeof *m->off,
+                 (void **)&m->len, sizeof *m->len) ||
+        reserve((void **)&m->arena, &m->arena_cap, m->arena_len + n, 4096, 1))
+        return -1;
     if (n) memcpy(m->arena + m->arena_len, p, n);
     size_t e = m->n++;
     m->hash[e] = h;
@@ -371,13 +391,7 @@ static inline int hent_before(const hent *x, const hent *y) {
 typedef struct { hent *v; size_t n, cap; } heap;
 
 static int heap_push(heap *h, hent e) {
-    if (h->n == h->cap) {
-        size_t c = h->cap ? h->cap * 2 : 4096;
-        hent *nv = realloc(h->v, c * sizeof *nv);
-        if (!nv) return -1;
-        h->v = nv;
-        h->cap = c;
-    }
+    if (reserve((void **)&h->v, &h->cap, h->n + 1, 4096, sizeof *h->v)) return -1;
     size_t i = h->n++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
@@ -470,14 +484,8 @@ static int tok_add(cllm_tokenizer *t, const uint8_t *p, size_t n, int special, i
     int64_t e = strmap_add_h(&t->toks, p, n, hash_bytes(p, n), &added);
     if (e < 0) return cllm_fail(CLLM_ERR_NOMEM, "tokenizer: out of memory adding a token");
     if (added) {
-        if ((size_t)e >= t->special_cap) {
-            size_t c = t->special_cap ? t->special_cap * 2 : 1024;
-            while (c <= (size_t)e) c *= 2;
-            uint8_t *ns = realloc(t->special, c);
-            if (!ns) return cllm_fail(CLLM_ERR_NOMEM, "tokenizer: out of memory");
-            t->special = ns;
-            t->special_cap = c;
-        }
+        if (reserve((void **)&t->special, &t->special_cap, (size_t)e + 1, 1024, 1))
+            return cllm_fail(CLLM_ERR_NOMEM, "tokenizer: out of memory");
         t->special[e] = (uint8_t)(special != 0);
         if (n > t->max_len) t->max_len = n;
     }
@@ -573,13 +581,9 @@ CLLM_EXPORT int cllm_tokenizer_add_special(cllm_tokenizer *t, const uint8_t *s, 
 }
 
 static int merge_push(cllm_tokenizer *t, int32_t a, int32_t b, int32_t o) {
-    if (t->nm == t->mcap) {
-        size_t c = t->mcap ? t->mcap * 2 : 1024;
-        if (grow_array((void **)&t->ma, c, sizeof *t->ma) || grow_array((void **)&t->mb, c, sizeof *t->mb) ||
-            grow_array((void **)&t->mo, c, sizeof *t->mo))
-            return -1;
-        t->mcap = c;
-    }
+    if (reserve3(&t->mcap, t->nm + 1, 1024, (void **)&t->ma, sizeof *t->ma, (void **)&t->mb, sizeof *t->mb,
+                 (void **)&t->mo, sizeof *t->mo))
+        return -1;
     int added = 0;
     int32_t *v = pairmap_slot(&t->merges, pair_key(a, b), (int32_t)t->nm, &added);
     if (!v) return -1;
@@ -660,19 +664,8 @@ fail:
     return rc;
 }
 
-CLLM_EXPORT int cllm_tokenizer_vocab_size(const cllm_tokenizer *t, int32_t *n) {
-    CLLM_CHECK_PTR(t, "t");
-    CLLM_CHECK_PTR(n, "n");
-    *n = (int32_t)t->toks.n;
-    return CLLM_OK;
-}
-
-CLLM_EXPORT int cllm_tokenizer_num_merges(const cllm_tokenizer *t, int32_t *n) {
-    CLLM_CHECK_PTR(t, "t");
-    CLLM_CHECK_PTR(n, "n");
-    *n = (int32_t)t->nm;
-    return CLLM_OK;
-}
+CLLM_GETTER(cllm_tokenizer_vocab_size, cllm_tokenizer, "t", int32_t, (int32_t)h->toks.n)
+CLLM_GETTER(cllm_tokenizer_num_merges, cllm_tokenizer, "t", int32_t, (int32_t)h->nm)
 
 CLLM_EXPORT int cllm_tokenizer_get_merge(const cllm_tokenizer *t, int32_t rank, int32_t *a, int32_t *b, int32_t *o) {
     CLLM_CHECK_PTR(t, "t");
@@ -761,14 +754,10 @@ static int trainer_count_segment(trainer *tr, int mode, const uint8_t *s, size_t
         int added = 0;
         int64_t e = strmap_add_h(&tr->words, s + i, j - i, hash_bytes(s + i, j - i), &added);
         if (e < 0) return cllm_fail(CLLM_ERR_NOMEM, "train_feed: out of memory");
-        if ((size_t)e >= tr->wfreq_cap) {
-            size_t c = tr->wfreq_cap ? tr->wfreq_cap * 2 : 1 << 16;
-            uint64_t *nf = realloc(tr->wfreq, c * sizeof *nf);
-            if (!nf) return cllm_fail(CLLM_ERR_NOMEM, "train_feed: out of memory");
-            memset(nf + tr->wfreq_cap, 0, (c - tr->wfreq_cap) * sizeof *nf);
-            tr->wfreq = nf;
-            tr->wfreq_cap = c;
-        }
+        size_t old = tr->wfreq_cap;
+        if (reserve((void **)&tr->wfreq, &tr->wfreq_cap, (size_t)e + 1, 1 << 16, sizeof *tr->wfreq))
+            return cllm_fail(CLLM_ERR_NOMEM, "train_feed: out of memory");
+        memset(tr->wfreq + old, 0, (tr->wfreq_cap - old) * sizeof *tr->wfreq);
         tr->wfreq[e]++;
         tr->total_words++;
         i = j;
@@ -828,9 +817,9 @@ static int pair_new(trainer *tr, int32_t a, int32_t b, int32_t *idx) {
     int32_t *v = pairmap_slot(&tr->pmap, pair_key(a, b), (int32_t)tr->np, &added);
     if (!v) return -1;
     if (!added) { *idx = *v; return 0; }
-    if (tr->np == tr->pcap_n) {
-        size_t c = tr->pcap_n ? tr->pcap_n * 2 : 1 << 16;
-#define GROW(f) do { void *q = realloc(tr->f, c * sizeof *tr->f); if (!q) return -1; tr->f = q; } while (0)
+    size_t c = grown_cap(tr->pcap_n, tr->np + 1, 1 << 16);
+    if (c) {
+#define GROW(f) do { if (grow_array((void **)&tr->f, c, sizeof *tr->f)) return -1; } while (0)
         GROW(pa); GROW(pb); GROW(pcount); GROW(plist); GROW(plen); GROW(pcap); GROW(plast); GROW(pstamp);
 #undef GROW
         tr->pcap_n = c;
@@ -899,13 +888,7 @@ static int trainer_start(cllm_tokenizer *t) {
 static inline int touch_inc(trainer *tr, int32_t p) {
     if (tr->pstamp[p] == tr->step) return 0;
     tr->pstamp[p] = tr->step;
-    if (tr->ntouched == tr->touched_cap) {
-        size_t c = tr->touched_cap ? tr->touched_cap * 2 : 1024;
-        int32_t *nt = realloc(tr->touched, c * sizeof *nt);
-        if (!nt) return -1;
-        tr->touched = nt;
-        tr->touched_cap = c;
-    }
+    if (reserve((void **)&tr->touched, &tr->touched_cap, tr->ntouched + 1, 1024, sizeof *tr->touched)) return -1;
     tr->touched[tr->ntouched++] = p;
     return 0;
 }
@@ -1140,26 +1123,18 @@ static inline int64_t encode_word(cllm_tokenizer *t, const uint8_t *p, size_t n,
     }
     size_t k = bpe_short(t, p, n, out);
     if (t->cache.n >= CACHE_MAX_ENTRIES || t->cache_ids_len >= CACHE_MAX_IDS) cache_clear(t);
-    if (t->cache_ids_len + k > t->cache_ids_cap) {
-        size_t c = t->cache_ids_cap ? t->cache_ids_cap * 2 : 1 << 16;
-        while (c < t->cache_ids_len + k) c *= 2;
-        int32_t *ni = realloc(t->cache_ids, c * sizeof *ni);
-        if (!ni) return (int64_t)k;   /* caching is optional */
-        t->cache_ids = ni;
-        t->cache_ids_cap = c;
-    }
+    if (reserve((void **)&t->cache_ids, &t->cache_ids_cap, t->cache_ids_len + k, 1 << 16, sizeof *t->cache_ids))
+        return (int64_t)k;   /* caching is optional */
     int added = 0;
     e = strmap_add_h(&t->cache, p, n, h, &added);
     if (e < 0) { cache_clear(t); return (int64_t)k; }
-    if ((size_t)e >= t->cache_cap) {
-        size_t c = t->cache_cap ? t->cache_cap * 2 : 1 << 14;
-        while (c <= (size_t)e) c *= 2;
-        uint64_t *no = realloc(t->cache_off, c * sizeof *no);
-        if (!no) { cache_clear(t); return (int64_t)k; }
-        t->cache_off = no;
-        uint32_t *nl = realloc(t->cache_len, c * sizeof *nl);
-        if (!nl) { cache_clear(t); return (int64_t)k; }
-        t->cache_len = nl;
+    size_t c = grown_cap(t->cache_cap, (size_t)e + 1, 1 << 14);
+    if (c) {
+        if (grow_array((void **)&t->cache_off, c, sizeof *t->cache_off) ||
+            grow_array((void **)&t->cache_len, c, sizeof *t->cache_len)) {
+            cache_clear(t);
+            return (int64_t)k;
+        }
         t->cache_cap = c;
     }
     t->cache_off[e] = t->cache_ids_len;
