@@ -32,6 +32,12 @@ void cllm_error_set_raw(const char *msg);
 
 void *cllm_aligned_alloc(size_t bytes);   /* zeroed, 64-byte aligned, NULL on failure */
 void cllm_aligned_free(void *p);
+/* FREE_EACH(free, a, b, ...): free(a); free(b); ... (any release function) */
+#define FREE_EACH(release, ...)                                                   \
+    do {                                                                          \
+        void *each_[] = {__VA_ARGS__};                                            \
+        for (size_t i_ = 0; i_ < sizeof each_ / sizeof each_[0]; i_++) release(each_[i_]); \
+    } while (0)
 /* Per-thread scratch buffer `slot` of at least `bytes` (64-byte aligned, not
  * zeroed, grown on demand, freed at thread exit); NULL on failure. */
 enum { CLLM_SCRATCH_SGEMM = 0, CLLM_SCRATCH_BGEMM = 1, CLLM_SCRATCH_SLOTS = 2 };
@@ -44,13 +50,8 @@ int cllm_gemm_check_args(const char *who, int trans_a, int trans_b, int M, int N
 /* ISA currently selected (CLLM_ISA_SCALAR/AVX2/AVX512). */
 int cllm_isa_current(void);
 
-/* Data cache sizes in bytes of the core we run on, detected once (cpu.c).
- * l3 = 0 if unknown; l3_sharing = logical CPUs sharing the L3;
- * source: 1 CPUID, 2 sysfs, 0 defaults. */
-typedef struct {
-    int64_t l1d, l2, l3;
-    int l3_sharing, source;
-} cllm_cache_info;
+/* Data cache sizes of the core we run on (cllm_cache_info, cllm.h),
+ * detected once (cpu.c). */
 const cllm_cache_info *cllm_caches(void);
 
 #define CLLM_CHECK_PTR(p, name) \
