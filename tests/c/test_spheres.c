@@ -95,11 +95,21 @@ static int count_task(void *arg, int sphere, int nspheres) {
     return 0;
 }
 
-static void test_every_sphere(int n, int runs) {
+/* A pool of n spheres with CLLM_SPHERES_SPIN_US = spin_us (NULL: default);
+ * NULL after a failed CHECK when it cannot be made. */
+static cllm_spheres *new_pool(int n, const char *spin_us) {
+    if (spin_us) setenv("CLLM_SPHERES_SPIN_US", spin_us, 1);
     cllm_spheres *s = NULL;
     int rc = cllm_spheres_new(n, &s);
+    if (spin_us) unsetenv("CLLM_SPHERES_SPIN_US");
     CHECK(rc == 0 && s, "new(%d) rc=%d: %s", n, rc, cllm_last_error());
+    return rc ? NULL : s;
+}
+
+static void test_every_sphere(int n, int runs) {
+    cllm_spheres *s = new_pool(n, NULL);
     if (!s) return;
+    int rc;
     int cnt = -1;
     CHECK(cllm_spheres_count(s, &cnt) == 0 && cnt == n, "count=%d want %d", cnt, n);
     count_ctx c = {n, calloc((size_t)n, sizeof(long)), calloc((size_t)n, sizeof(pthread_t)), 0};
@@ -164,10 +174,8 @@ static int sleep_task(void *arg, int sphere, int nspheres) {
 }
 
 static void test_busy_stats(void) {
-    cllm_spheres *s = NULL;
-    int rc = cllm_spheres_new(3, &s);
-    CHECK(rc == 0, "new(3): %s", cllm_last_error());
-    if (rc) return;
+    cllm_spheres *s = new_pool(3, NULL);
+    if (!s) return;
     cllm_spheres_reset_stats(s);
     int slow = 2;
     for (int r = 0; r < 5; r++) CHECK(cllm_spheres_run(s, sleep_task, &slow) == 0, "run");
@@ -225,10 +233,9 @@ static void test_reduction(int n, int repeats) {
         st ^= st << 13; st ^= st >> 7; st ^= st << 17;
         x[i] = (float)((double)(st >> 11) / 9007199254740992.0 * 2.0 - 1.0);
     }
-    cllm_spheres *s = NULL;
-    int rc = cllm_spheres_new(n, &s);
-    CHECK(rc == 0, "new(%d): %s", n, cllm_last_error());
-    if (rc) { free(x); return; }
+    cllm_spheres *s = new_pool(n, NULL);
+    if (!s) { free(x); return; }
+    int rc;
     sum_ctx c = {x, len, calloc((size_t)n, sizeof(float))};
     float want = sequential_sum(x, len, n);
     uint32_t want_bits, got_bits;
@@ -271,10 +278,9 @@ static int err_task(void *arg, int sphere, int nspheres) {
 }
 
 static void test_errors(void) {
-    cllm_spheres *s = NULL;
-    int rc = cllm_spheres_new(13, &s);
-    CHECK(rc == 0, "new(13): %s", cllm_last_error());
-    if (rc) return;
+    cllm_spheres *s = new_pool(13, NULL);
+    if (!s) return;
+    int rc;
     count_ctx ok = {13, calloc(13, sizeof(long)), calloc(13, sizeof(pthread_t)), 0};
 
     err_ctx e = {{7, -1, -1, -1}, {CLLM_ERR_NUMERIC, 0, 0, 0}, 0, 41};
@@ -540,16 +546,6 @@ static int b2b_task(void *arg, int sphere, int nspheres) {
     return 0;
 }
 
-/* A pool of n spheres with CLLM_SPHERES_SPIN_US = spin_us (NULL: default). */
-static cllm_spheres *new_pool(int n, const char *spin_us) {
-    if (spin_us) setenv("CLLM_SPHERES_SPIN_US", spin_us, 1);
-    cllm_spheres *s = NULL;
-    int rc = cllm_spheres_new(n, &s);
-    if (spin_us) unsetenv("CLLM_SPHERES_SPIN_US");
-    CHECK(rc == 0, "new(%d)", n);
-    return rc ? NULL : s;
-}
-
 static void test_back_to_back(int n, int runs, const char *spin_us) {
     cllm_spheres *s = new_pool(n, spin_us);
     int rc;
@@ -577,10 +573,8 @@ static double cpu_s(void) {
 }
 
 static void test_idle_after_runs(int n) {
-    cllm_spheres *s = NULL;
-    int rc = cllm_spheres_new(n, &s);
-    CHECK(rc == 0, "new(%d)", n);
-    if (rc) return;
+    cllm_spheres *s = new_pool(n, NULL);
+    if (!s) return;
     for (int r = 0; r < 1000; r++) cllm_spheres_run(s, noop_task, NULL);
     struct timespec settle = {0, 20 * 1000 * 1000}, nap = {0, 500 * 1000 * 1000};
     nanosleep(&settle, NULL);         /* past any bounded spin */
