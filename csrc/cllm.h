@@ -424,8 +424,9 @@ int cllm_tokenizer_encode_docs(cllm_tokenizer *t, const uint8_t *data,
                                const uint64_t *offsets, size_t n_docs,
                                int32_t eot_id, int32_t *out, size_t cap,
                                size_t *n_out);
-/* Pre-tokenize only: writes the end offset of each pre-token (testing). */
-int cllm_tokenizer_pretokenize(const uint8_t *text, size_t len, uint64_t *ends,
+/* Pre-tokenize only, with pre-tokenizer mode (CLLM_PRETOK_*, below):
+ * writes the end offset of each pre-token (testing). */
+int cllm_tokenizer_pretokenize(int mode, const uint8_t *text, size_t len, uint64_t *ends,
                                size_t cap, size_t *n_out);
 /* Bytes of ids: *n_out receives the full length; fails with CLLM_ERR_RANGE
  * (and writes nothing) when cap is too small or an id is out of range. */

@@ -243,7 +243,34 @@ enum { C_W = 0, C_L = 1, C_D = 2, C_P = 3 };
 static uint8_t g_cls[256];
 static pthread_once_t g_cls_once = PTHREAD_ONCE_INIT;
 
+/* \p{L} / \p{N} as sorted inclusive code point ranges, expanded from the
+ * generated run-length strings by cls_init (every path to the pre-tokenizers
+ * runs it first). */
+#include "unicode_tables.h"
+static uint32_t g_uni_letter[CLLM_UNI_LETTER_RANGES][2], g_uni_number[CLLM_UNI_NUMBER_RANGES][2];
+
+static uint32_t rle_number(const char **s) {
+    uint32_t v = 0;
+    for (;;) {
+        const char *d = strchr(CLLM_UNI_DIGITS, *(*s)++);
+        int x = d ? (int)(d - CLLM_UNI_DIGITS) : 0;  /* generated text: always a digit */
+        v = v * 32 + (uint32_t)(x & 31);
+        if (x < 32) return v;
+    }
+}
+
+static void rle_expand(const char *s, uint32_t (*r)[2], size_t n) {
+    uint32_t next = 0;
+    for (size_t i = 0; i < n; i++) {
+        r[i][0] = next + rle_number(&s);
+        r[i][1] = r[i][0] + rle_number(&s);
+        next = r[i][1] + 1;
+    }
+}
+
 static void cls_init(void) {
+    rle_expand(cllm_uni_letter_rle, g_uni_letter, CLLM_UNI_LETTER_RANGES);
+    rle_expand(cllm_uni_number_rle, g_uni_number, CLLM_UNI_NUMBER_RANGES);
     for (int c = 0; c < 256; c++) {
         uint8_t k = C_P;
         if (c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r') k = C_W;
@@ -285,8 +312,7 @@ static inline size_t pretok_next(const uint8_t *s, size_t i, size_t n) {
  *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
  * over Unicode code points decoded from UTF-8 (a byte that does not start a
  * valid sequence is one "other" character). \p{L} / \p{N} come from the
- * generated range tables; \s is Unicode White_Space. */
-#include "unicode_tables.h"
+ * generated range tables (g_uni_*); \s is Unicode White_Space. */
 
 static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
     size_t lo = 0, hi = n;
@@ -326,8 +352,8 @@ static int u_class(const uint8_t *s, size_t i, size_t n, size_t *len) {
         if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')) return C_L;
         return c >= '0' && c <= '9' ? C_D : C_P;
     }
-    if (in_ranges(cllm_uni_letter, sizeof cllm_uni_letter / sizeof cllm_uni_letter[0], c)) return C_L;
-    if (in_ranges(cllm_uni_number, sizeof cllm_uni_number / sizeof cllm_uni_number[0], c)) return C_D;
+    if (in_ranges(g_uni_letter, CLLM_UNI_LETTER_RANGES, c)) return C_L;
+    if (in_ranges(g_uni_number, CLLM_UNI_NUMBER_RANGES, c)) return C_D;
     return C_P;
 }
 
@@ -360,15 +386,17 @@ static inline size_t pretok(int mode, const uint8_t *s, size_t i, size_t n) {
     return mode == CLLM_PRETOK_GPT2 ? pretok_next_gpt2(s, i, n) : pretok_next(s, i, n);
 }
 
-CLLM_EXPORT int cllm_tokenizer_pretokenize(const uint8_t *text, size_t len, uint64_t *ends,
+CLLM_EXPORT int cllm_tokenizer_pretokenize(int mode, const uint8_t *text, size_t len, uint64_t *ends,
                                            size_t cap, size_t *n_out) {
     CLLM_CHECK_PTR(n_out, "n_out");
+    if (mode != CLLM_PRETOK_CLLM && mode != CLLM_PRETOK_GPT2)
+        return cllm_fail(CLLM_ERR_INVALID, "pretokenize: unknown pre-tokenizer mode %d", mode);
     if (len && !text) return cllm_fail(CLLM_ERR_INVALID, "pretokenize: text is NULL");
     if (cap && !ends) return cllm_fail(CLLM_ERR_INVALID, "pretokenize: ends is NULL");
     pthread_once(&g_cls_once, cls_init);
     size_t i = 0, k = 0;
     while (i < len) {
-        size_t j = pretok_next(text, i, len);
+        size_t j = pretok(mode, text, i, len);
         if (k < cap) ends[k] = j;
         k++;
         i = j;
