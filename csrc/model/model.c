@@ -24,7 +24,7 @@ static double count_params(const cllm_config *c) {
 
 /* floats of one shard's arena (Bs rows of T tokens): layout.h's activations */
 static size_t act_floats(int Bs, int T, int C_, int NH, int L, int V_) {
-    size_t N = (size_t)Bs * T, C = (size_t)C_, V = (size_t)V_, ATT = (size_t)Bs * NH * T * T;
+    size_t N = (size_t)Bs * T, C = (size_t)C_, V = (size_t)V_;
     (void)V; /* the lists may size buffers by V */
 #define X_SIZE(f, n) + (n)
     return (size_t)0 CLLM_ACTS_HEAD(X_SIZE) CLLM_ACTS_TAIL(X_SIZE) + (size_t)L * ((size_t)0 CLLM_ACTS_LAYER(X_SIZE));
@@ -145,14 +145,14 @@ static void point_weights(const cllm_model *m, float *base, Weights *w) {
 /* Carve a shard arena (act_floats(Bs, ...) floats) into activation pointers. */
 static void carve(cllm_model *m, Sphere *s, int Bs) {
     size_t T = (size_t)m->Tmax, C = (size_t)m->C, V = (size_t)m->V;
-    size_t N = (size_t)Bs * T, ATT = (size_t)Bs * m->NH * T * T;
+    size_t N = (size_t)Bs * T, NH = (size_t)m->NH;
     float *p = s->arena;
 #define X_TAKE(f, n) s->f = p; p += (n);
 #define X_TAKE_LAYER(f, n) s->act[l].f = p; p += (n);
     CLLM_ACTS_WALK(m->L, X_TAKE, X_TAKE_LAYER)
 #undef X_TAKE_LAYER
 #undef X_TAKE
-    (void)V; (void)ATT;
+    (void)V; (void)NH;
 }
 
 /* --------------------------------------------------------- lifecycle */
@@ -163,30 +163,13 @@ CLLM_EXPORT int cllm_model_free(cllm_model *m) {
     if (m->sph) {
         for (int i = 0; i < m->nspheres; i++) {
             Sphere *s = &m->sph[i];
-            cllm_aligned_free(s->grads_buf);
-            cllm_aligned_free(s->arena);
-            cllm_aligned_free(s->gemm_ws);
-            cllm_aligned_free(s->att_ws);
-            free(s->act);
-            free(s->g.h);
+            FREE_EACH(cllm_aligned_free, s->grads_buf, s->arena, s->gemm_ws, s->att_ws);
+            FREE_EACH(free, s->act, s->g.h);
         }
         free(m->sph);
     }
-    cllm_aligned_free(m->params);
-    cllm_aligned_free(m->grads);
-    cllm_aligned_free(m->adam_m);
-    cllm_aligned_free(m->adam_v);
-    cllm_aligned_free(m->params_bf16);
-    cllm_aligned_free(m->all_block);
-    cllm_aligned_free(m->sprob);
-    free(m->sidx);
-    free(m->inputs);
-    free(m->targets);
-    free(m->tensors);
-    free(m->init_kind);
-    free(m->w.h);
-    free(m->gw.h);
-    free(m);
+    FREE_EACH(cllm_aligned_free, m->params, m->grads, m->adam_m, m->adam_v, m->params_bf16, m->all_block, m->sprob);
+    FREE_EACH(free, m->sidx, m->inputs, m->targets, m->tensors, m->init_kind, m->w.h, m->gw.h, m);
     return CLLM_OK;
 }
 
@@ -269,11 +252,7 @@ nomem:
     return cllm_fail(CLLM_ERR_NOMEM, "model: out of memory allocating buffers");
 }
 
-CLLM_EXPORT int cllm_model_get_config(const cllm_model *m, cllm_config *out) {
-    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(out, "out");
-    *out = m->cfg;
-    return CLLM_OK;
-}
+CLLM_GETTER(cllm_model_get_config, cllm_model, "model", cllm_config, h->cfg)
 
 CLLM_EXPORT int cllm_model_init(cllm_model *m, uint64_t seed) {
     CLLM_CHECK_PTR(m, "model");
@@ -298,16 +277,8 @@ CLLM_EXPORT int cllm_model_init(cllm_model *m, uint64_t seed) {
     return CLLM_OK;
 }
 
-CLLM_EXPORT int cllm_model_num_params(const cllm_model *m, size_t *n) {
-    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(n, "n");
-    *n = m->nparams;
-    return CLLM_OK;
-}
-CLLM_EXPORT int cllm_model_num_tensors(const cllm_model *m, int *n) {
-    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(n, "n");
-    *n = m->ntensors;
-    return CLLM_OK;
-}
+CLLM_GETTER(cllm_model_num_params, cllm_model, "model", size_t, h->nparams)
+CLLM_GETTER(cllm_model_num_tensors, cllm_model, "model", int, h->ntensors)
 CLLM_EXPORT int cllm_model_tensor_info(const cllm_model *m, int index, cllm_tensor_info *out) {
     CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(out, "out");
     if (index < 0 || index >= m->ntensors)
