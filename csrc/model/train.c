@@ -357,6 +357,18 @@ static void init_ctx(cllm_model *m, StepCtx *x) {
     x->T = m->last_T;
 }
 
+/* point s's activations at its rows of the batch-wide ones, starting at
+ * token row r0 (the layout lists' sizes with N = 1 are floats per row) */
+static void point_shard(cllm_model *m, Sphere *s, size_t r0, int T) {
+    const size_t N = 1, C = (size_t)m->C, V = (size_t)m->V, ATT = (size_t)m->NH * T;
+#define X_VIEW(f, n) s->f = m->all.f + r0 * (n);
+#define X_VIEW_LAYER(f, n) s->act[l].f = m->all.act[l].f + r0 * (n);
+    CLLM_ACTS_WALK(m->L, X_VIEW, X_VIEW_LAYER)
+#undef X_VIEW_LAYER
+#undef X_VIEW
+    (void)N; (void)V; (void)ATT;
+}
+
 static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, StepCtx *x) {
     CLLM_CHECK_PTR(m, "model");
     CLLM_CHECK_PTR(inputs, "inputs");
@@ -395,13 +407,7 @@ static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets,
         m->sph[i].b0 = (int)lo;
         m->sph[i].bs = (int)(hi - lo);
         /* this shard's rows of the batch-wide activations */
-        {
-            /* the list's sizes with N = 1 are the floats per row */
-            const size_t r0 = (size_t)lo * T, N = 1, C = (size_t)m->C, V = (size_t)m->V;
-#define X_VIEW(f, n) m->sph[i].f = m->all.f + r0 * (n);
-            CLLM_ACTS_SHARED(X_VIEW)
-#undef X_VIEW
-        }
+        if (i < m->active) point_shard(m, &m->sph[i], (size_t)lo * T, T);
     }
     m->have_fwd = 0;
     return CLLM_OK;
