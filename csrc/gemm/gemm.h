@@ -12,4 +12,8 @@ size_t cllm_gemm_ws_floats(void);
 void cllm_sgemm(int isa, int trans_a, int trans_b, int M, int N, int K,
                 float alpha, const float *A, int lda, const float *B, int ldb,
                 float beta, float *C, int ldc, const float *bias, float *ws);
+
+/* MC (rows of op(A) per packed block) of the ISA's blocking: a product with
+ * fewer rows amortises each packed panel of op(B) over fewer rows */
+int cllm_sgemm_mc(int isa);
 #endif
