@@ -68,7 +68,8 @@ typedef struct {
     int with_targets, do_forward, do_backward;
     float dscale;
     int skip_norm;      /* reduce phase: no sum of squares (backward only)  */
-    int split;          /* layer GEMMs batch-wide, column-sliced (split_gemms) */
+    int split_lm;       /* LM head batch-wide, column-sliced (set_split)    */
+    int split;          /* layer GEMMs batch-wide, column-sliced (set_split) */
     const cllm_adamw *opt;
     float gscale, bc1, bc2;
 } StepCtx;
@@ -100,24 +101,27 @@ static void column_slice(int n, int i, int parts, int *lo, int *hi) {
     *hi = (int)(b * 16 < n ? b * 16 : n);
 }
 
-/* Whether the forward and input-gradient GEMMs of the layers run batch-wide
- * (x->split): when the shards are shorter than the GEMM's MC, each sphere
- * packing all of a weight for its few rows costs more than it computes, so
- * instead every sphere multiplies every row of the batch by its slice of the
- * weight's columns. Needs every sphere of the pool to hold a shard (they all
- * pass the barriers). CLLM_GEMM_SPLIT_ROWS overrides the MC threshold (0 =
- * never), for experiments. */
-static int split_gemms(const cllm_model *m, int isa) {
-    static int env = -2;
-    if (env == -2) {
-        const char *v = getenv("CLLM_GEMM_SPLIT_ROWS");
-        char *end = NULL;
-        long x = v && *v ? strtol(v, &end, 10) : -1;
-        env = v && *v && !*end && x >= 0 && x <= INT_MAX ? (int)x : -1;
-    }
-    if (m->active < 2 || m->active != m->nspheres) return 0;
+/* Which GEMMs run batch-wide, every sphere multiplying every row of the
+ * batch by its slice of the weight's columns instead of all of the weight by
+ * its shard's rows (bit-identical either way: each output is the same K-long
+ * sum). Both need every sphere that passes the barriers to see the same
+ * flags, so they are set once per call, before the pool runs.
+ *   split_lm: the LM head (wte is the largest operand), whenever the batch is
+ *             spread over several spheres;
+ *   split:    the layers' forward and input-gradient GEMMs, when the shards
+ *             are shorter than the GEMM's MC (a sphere packing all of a
+ *             weight for its few rows costs more than it computes) and every
+ *             sphere of the pool holds a shard (they all run the layers).
+ * CLLM_GEMM_SPLIT_ROWS=<rows> replaces the MC threshold of `split`; 0 turns
+ * both off (every product per shard), for experiments and tests. */
+static void set_split(const cllm_model *m, StepCtx *x) {
+    const char *v = getenv("CLLM_GEMM_SPLIT_ROWS");
+    char *end = NULL;
+    long env = v && *v ? strtol(v, &end, 10) : -1;
+    if (!v || !*v || *end || env < 0 || env > INT_MAX) env = -1;
     int rows = (m->last_B + m->active - 1) / m->active * m->last_T;
-    return rows < (env >= 0 ? env : cllm_sgemm_mc(isa));
+    x->split_lm = m->active > 1 && env != 0;
+    x->split = m->active > 1 && m->active == m->nspheres && rows < (env >= 0 ? env : cllm_sgemm_mc(x->isa));
 }
 
 /* Y(N, Ncol) = A(N, K) @ op(W) + bias for a layer weight W (tb: W stored
@@ -180,11 +184,6 @@ static void shard_forward(StepCtx *x, Sphere *s) {
         }
     }
 }
-
-/* with several spheres the LM head runs over the whole batch, each sphere
- * taking a slice of the output columns (lm_head_fwd_slice, lm_head_dlnf_slice);
- * one sphere runs it on its own rows */
-static int lm_head_split(const cllm_model *m) { return m->active > 1; }
 
 /* LM head, tied: logits(N,V) = lnf(N,C) @ wte(V,C)^T over the rows [all
  * rows of the batch when split, else this shard's], columns [v0, v1). Each
@@ -270,7 +269,7 @@ static void shard_dwte(StepCtx *x, Sphere *s) {
 }
 
 /* phase 1: forward and/or backward of this sphere's shard. With several
- * spheres the LM head is batch-wide (lm_head_split): barriers separate the
+ * spheres the LM head is batch-wide (x->split_lm): barriers separate the
  * per-shard parts from it, and every sphere of the pool passes them. */
 static int task_fwd_bwd(void *arg, int sphere, int n) {
     (void)n;
@@ -278,7 +277,7 @@ static int task_fwd_bwd(void *arg, int sphere, int n) {
     cllm_model *m = x->m;
     Sphere *s = &m->sph[sphere];
     int mine = s->bs > 0, rows, lo, hi;
-    if (!lm_head_split(m)) {
+    if (!x->split_lm) {
         if (!mine) return CLLM_OK;
         rows = s->bs * x->T;
         if (x->do_forward) {
@@ -454,7 +453,7 @@ static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets,
         /* this shard's rows of the batch-wide activations */
         if (i < m->active) point_shard(m, &m->sph[i], (size_t)lo * T, T);
     }
-    x->split = split_gemms(m, x->isa);
+    set_split(m, x);
     m->have_fwd = 0;
     return CLLM_OK;
 }
@@ -502,7 +501,7 @@ CLLM_EXPORT int cllm_model_backward(cllm_model *m) {
     StepCtx x;
     init_ctx(m, &x);
     x.do_backward = 1;
-    x.split = split_gemms(m, x.isa);
+    set_split(m, &x);
     int rc = cllm_spheres_run(m->pool, task_fwd_bwd, &x);
     if (rc) return rc;
     float norm;
