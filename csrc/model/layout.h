@@ -15,8 +15,9 @@
  * structs, initialisation) is generated from these lists.
  *
  * Activations. Each X(field, floats) declares one activation buffer, sized in
- * terms of N (= rows * T tokens), C, V and ATT (= rows * NH * T * T attention
- * probabilities). The model holds them once for the whole batch (N = batch_size
+ * terms of N (= rows * T tokens), C, V and NH (attention keeps one
+ * log-sum-exp per token and head, not the T x T probabilities: backward
+ * recomputes them). The model holds them once for the whole batch (N = batch_size
  * * seq_len rows: ACTS_HEAD, ACTS_LAYER once per layer, then ACTS_TAIL, which
  * ends with the backward scratch); act_floats() and carve() both expand these
  * lists, so the size and the carving cannot disagree. Each sphere's fields of
@@ -56,7 +57,7 @@ enum { INIT_NORMAL, INIT_PROJ, INIT_ONE, INIT_ZERO };
 
 #define CLLM_ACTS_LAYER(X)                                             \
     X(ln1, N * C) X(ln1_mean, N) X(ln1_rstd, N)                        \
-    X(qkv, N * 3 * C) X(atty, N * C) X(att, ATT)                       \
+    X(qkv, N * 3 * C) X(atty, N * C) X(lse, N * NH)                     \
     X(attproj, N * C) X(res2, N * C)                                   \
     X(ln2, N * C) X(ln2_mean, N) X(ln2_rstd, N)                        \
     X(fch, N * 4 * C) X(fch_gelu, N * 4 * C) X(fcproj, N * C) X(res3, N * C)
@@ -66,7 +67,7 @@ enum { INIT_NORMAL, INIT_PROJ, INIT_ONE, INIT_ZERO };
 #define CLLM_ACTS_TAIL(X)                                              \
     X(lnf, N * C) X(lnf_mean, N) X(lnf_rstd, N)                        \
     X(logits, N * V) X(losses, N) X(dlnf, N * C)                       \
-    X(dres, N * C) X(dtmp, N * C) X(dqkv, N * 3 * C) X(datt, ATT)      \
+    X(dres, N * C) X(dtmp, N * C) X(dqkv, N * 3 * C)                   \
     X(dfch, N * 4 * C)
 
 /* Expand X_TOP over the head list, X_LAYER over the layer list once per

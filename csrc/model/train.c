@@ -159,9 +159,10 @@ static void shard_forward(StepCtx *x, Sphere *s) {
         const float *resid = l == 0 ? s->encoded : s->act[l - 1].res3;
         linear(x, s, 0, N, 3 * C, C, a->ln1, C, lw->qkvw, 3 * C, a->qkv, 3 * C, lw->qkvb);
         if (x->bf16_kernel >= 0)
-            PROF(P_ATTN_FWD, attention_fwd_bf16(x->bf16_kernel, a->atty, a->att, a->qkv, Bs, T, C, NH, s->gemm_ws));
+            PROF(P_ATTN_FWD, attention_fwd_bf16(x->bf16_kernel, a->atty, a->lse, a->qkv, Bs, T, C, NH, s->gemm_ws,
+                                                s->att_ws));
         else
-            PROF(P_ATTN_FWD, ops->attention_fwd(a->atty, a->att, a->qkv, Bs, T, C, NH, s->att_ws));
+            PROF(P_ATTN_FWD, ops->attention_fwd(a->atty, a->lse, a->qkv, Bs, T, C, NH, s->att_ws));
         linear(x, s, 0, N, C, C, a->atty, C, lw->projw, C, a->attproj, C, lw->projb);
         PROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res2, a->ln2, a->ln2_mean, a->ln2_rstd, resid, a->attproj,
                                     lw->ln2w, lw->ln2b, N, C));
@@ -241,10 +242,10 @@ static void shard_backward(StepCtx *x, Sphere *s) {
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->projb, s->dres, N, C));
         linear(x, s, 1, N, C, C, s->dres, C, lw->projw, C, s->dtmp, C, NULL);
         if (x->bf16_kernel >= 0)
-            PROF(P_ATTN_BWD, attention_bwd_bf16(x->bf16_kernel, s->dqkv, s->datt, s->dtmp, a->qkv, a->att, Bs, T, C,
-                                                NH, s->gemm_ws));
+            PROF(P_ATTN_BWD, attention_bwd_bf16(x->bf16_kernel, s->dqkv, s->dtmp, a->qkv, a->lse, Bs, T, C,
+                                                NH, s->gemm_ws, s->att_ws));
         else
-            PROF(P_ATTN_BWD, ops->attention_bwd(s->dqkv, s->datt, s->dtmp, a->qkv, a->att, Bs, T, C, NH, s->att_ws));
+            PROF(P_ATTN_BWD, ops->attention_bwd(s->dqkv, s->dtmp, a->qkv, a->lse, Bs, T, C, NH, s->att_ws));
         PROF(P_GEMM_BWD, GEMM(1, 0, C, 3 * C, N, a->ln1, C, s->dqkv, 3 * C, 0.0f, lg->qkvw, 3 * C, NULL));
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->qkvb, s->dqkv, N, 3 * C));
         linear(x, s, 1, N, C, 3 * C, s->dqkv, 3 * C, lw->qkvw, 3 * C, s->dtmp, C, NULL);
@@ -397,14 +398,14 @@ static void init_ctx(cllm_model *m, StepCtx *x) {
 
 /* point s's activations at its rows of the batch-wide ones, starting at
  * token row r0 (the layout lists' sizes with N = 1 are floats per row) */
-static void point_shard(cllm_model *m, Sphere *s, size_t r0, int T) {
-    const size_t N = 1, C = (size_t)m->C, V = (size_t)m->V, ATT = (size_t)m->NH * T;
+static void point_shard(cllm_model *m, Sphere *s, size_t r0) {
+    const size_t N = 1, C = (size_t)m->C, V = (size_t)m->V, NH = (size_t)m->NH;
 #define X_VIEW(f, n) s->f = m->all.f + r0 * (n);
 #define X_VIEW_LAYER(f, n) s->act[l].f = m->all.act[l].f + r0 * (n);
     CLLM_ACTS_WALK(m->L, X_VIEW, X_VIEW_LAYER)
 #undef X_VIEW_LAYER
 #undef X_VIEW
-    (void)N; (void)V; (void)ATT;
+    (void)N; (void)V; (void)NH;
 }
 
 static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, StepCtx *x) {
@@ -445,7 +446,7 @@ static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets,
         m->sph[i].b0 = (int)lo;
         m->sph[i].bs = (int)(hi - lo);
         /* this shard's rows of the batch-wide activations */
-        if (i < m->active) point_shard(m, &m->sph[i], (size_t)lo * T, T);
+        if (i < m->active) point_shard(m, &m->sph[i], (size_t)lo * T);
     }
     set_split(m, x);
     m->have_fwd = 0;
