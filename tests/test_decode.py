@@ -49,11 +49,11 @@ def bf16_to_f32(b):
     return (b.astype(np.uint32) << 16).view(np.float32)
 
 
-def qmatvec(dtype, isa, w, scale, x, bias, rows, cols):
+def qmatvec(dtype, isa, w, scale, x, bias, rows, cols, conv=0):
     y = np.full(rows, np.nan, dtype=np.float32)
     sp = f(scale) if scale is not None else ffi.NULL
     bp = f(bias) if bias is not None else ffi.NULL
-    rc = lib.cllm_qmatvec_run(dtype, ISAS[isa], ffi.from_buffer(w), sp, f(x), bp, f(y), rows, cols)
+    rc = lib.cllm_qmatvec_run(dtype, ISAS[isa], ffi.from_buffer(w), sp, f(x), bp, f(y), rows, cols, conv)
     assert rc == 0, ffi.string(lib.cllm_last_error())
     return y
 
@@ -99,10 +99,24 @@ def test_f32_conv_kernels_bit_identical(rows, cols, rng):
     w = rng.normal(0, 0.05, (cols, rows)).astype(np.float32)   # Conv1D (in, out)
     x = rng.normal(0, 1, cols).astype(np.float32)
     bias = rng.normal(0, 1, rows).astype(np.float32)
-    ref = qmatvec(lib.CLLM_DTYPE_F32, "scalar", w, None, x, bias, rows, cols)
+    ref = qmatvec(lib.CLLM_DTYPE_F32, "scalar", w, None, x, bias, rows, cols, conv=1)
     assert np.allclose(ref, x @ w + bias, rtol=1e-4, atol=1e-4)
     for isa in _available():
-        assert np.array_equal(qmatvec(lib.CLLM_DTYPE_F32, isa, w, None, x, bias, rows, cols), ref), isa
+        assert np.array_equal(qmatvec(lib.CLLM_DTYPE_F32, isa, w, None, x, bias, rows, cols, conv=1), ref), isa
+
+
+@pytest.mark.parametrize("rows,cols", SHAPES + [(5, 16), (3, 80), (2, 127), (3, 1536)])
+def test_f32_row_kernels_match_exact(rows, cols, rng):
+    w = rng.normal(0, 0.05, (rows, cols)).astype(np.float32)    # (out, in), as the decoder stores it
+    x = rng.normal(0, 1, cols).astype(np.float32)
+    bias = rng.normal(0, 1, rows).astype(np.float32)
+    exact = w.astype(np.float64) @ x.astype(np.float64) + bias
+    bound = 4e-7 * (cols + 1) * (np.abs(w) @ np.abs(x) + np.abs(bias)) + 1e-7
+    for isa in ["scalar"] + _available():
+        y = qmatvec(lib.CLLM_DTYPE_F32, isa, w, None, x, bias, rows, cols)
+        assert np.all(np.abs(y - exact) <= bound), isa
+        nob = qmatvec(lib.CLLM_DTYPE_F32, isa, w, None, x, None, rows, cols)   # no bias
+        assert np.all(np.abs(nob - (exact - bias)) <= bound), isa
 
 
 def test_quantizer_matches_reference_and_transposed(rng):

@@ -142,6 +142,16 @@ static void f32_cols_scalar(float *y, const float *x, const float *W, const floa
     }
 }
 
+static void f32_rows_scalar(float *y, const float *W, const float *x, const float *bias, int cols, int lo,
+                            int hi) {
+    for (int r = lo; r < hi; r++) {
+        const float *w = W + (size_t)r * cols;
+        float acc = 0.0f;
+        for (int i = 0; i < cols; i++) acc += x[i] * w[i];
+        y[r] = acc + bias_at(bias, r);
+    }
+}
+
 /* --------------------------------------------------------------- AVX2 */
 #define AVX2_FN __attribute__((target("avx2,fma"))) static
 
@@ -248,6 +258,26 @@ AVX2_FN void f32_cols_avx2(float *y, const float *x, const float *W, const float
     }
 }
 
+AVX2_FN void f32_rows_avx2(float *y, const float *W, const float *x, const float *bias, int cols, int lo,
+                           int hi) {
+    int n32 = cols & ~31, n8 = cols & ~7;
+    for (int r = lo; r < hi; r++) {
+        const float *w = W + (size_t)r * cols;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        int i = 0;
+        for (; i < n32; i += 32) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(w + i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(w + i + 8), a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(w + i + 16), a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(w + i + 24), a3);
+        }
+        for (; i < n8; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(w + i), a0);
+        float acc = hsum_f32x8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        for (; i < cols; i++) acc = fmaf(x[i], w[i], acc);
+        y[r] = acc + bias_at(bias, r);
+    }
+}
+
 /* ------------------------------------------------------------ AVX-512 */
 #define AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl"))) static
 
@@ -285,6 +315,26 @@ AVX512_FN void f32_cols_avx512(float *y, const float *x, const float *W, const f
         if (t)
             _mm512_mask_storeu_ps(y + n16, tm, _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tm, w + n16),
                                                               _mm512_maskz_loadu_ps(tm, y + n16)));
+    }
+}
+
+AVX512_FN void f32_rows_avx512(float *y, const float *W, const float *x, const float *bias, int cols, int lo,
+                               int hi) {
+    int n64 = cols & ~63, n16 = cols & ~15, t = cols - n16;
+    __mmask16 tm = (__mmask16)((1u << t) - 1u);
+    for (int r = lo; r < hi; r++) {
+        const float *w = W + (size_t)r * cols;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        int i = 0;
+        for (; i < n64; i += 64) {
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(w + i), a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(w + i + 16), a1);
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(w + i + 32), a2);
+            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(w + i + 48), a3);
+        }
+        for (; i < n16; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(w + i), a0);
+        if (t) a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, x + n16), _mm512_maskz_loadu_ps(tm, w + n16), a1);
+        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))) + bias_at(bias, r);
     }
 }
 
@@ -354,12 +404,12 @@ BF16_FN void bf16_rows_avx512(float *y, const uint16_t *w, const uint16_t *xb, c
 }
 
 /* ------------------------------------------------------------ dispatch */
-static const cllm_qops q_scalar = {"scalar", q8_rows_scalar, bf16_rows_scalar, f32_cols_scalar};
-static const cllm_qops q_avx2 = {"avx2", q8_rows_avx2, bf16_rows_avx2, f32_cols_avx2};
-static const cllm_qops q_avx512 = {"avx512", q8_rows_avx2, bf16_rows_avx2, f32_cols_avx512};
-static const cllm_qops q_vnni_bf16 = {"avx512-vnni+bf16", q8_rows_vnni, bf16_rows_avx512, f32_cols_avx512};
-static const cllm_qops q_vnni = {"avx512-vnni", q8_rows_vnni, bf16_rows_avx2, f32_cols_avx512};
-static const cllm_qops q_bf16 = {"avx512-bf16", q8_rows_avx2, bf16_rows_avx512, f32_cols_avx512};
+static const cllm_qops q_scalar = {"scalar", q8_rows_scalar, bf16_rows_scalar, f32_cols_scalar, f32_rows_scalar};
+static const cllm_qops q_avx2 = {"avx2", q8_rows_avx2, bf16_rows_avx2, f32_cols_avx2, f32_rows_avx2};
+static const cllm_qops q_avx512 = {"avx512", q8_rows_avx2, bf16_rows_avx2, f32_cols_avx512, f32_rows_avx512};
+static const cllm_qops q_vnni_bf16 = {"avx512-vnni+bf16", q8_rows_vnni, bf16_rows_avx512, f32_cols_avx512, f32_rows_avx512};
+static const cllm_qops q_vnni = {"avx512-vnni", q8_rows_vnni, bf16_rows_avx2, f32_cols_avx512, f32_rows_avx512};
+static const cllm_qops q_bf16 = {"avx512-bf16", q8_rows_avx2, bf16_rows_avx512, f32_cols_avx512, f32_rows_avx512};
 
 const cllm_qops *cllm_qops_for_isa(int isa) {
     if (isa == CLLM_ISA_SCALAR) return &q_scalar;

@@ -37,6 +37,11 @@ typedef struct cllm_qops {
      * so every path is bit-identical to the scalar one. */
     void (*f32_cols)(float *y, const float *x, const float *W, const float *bias, int in, int ldw,
                      int lo, int hi);
+    /* FP32 weights row-major by output row, W (rows, cols):
+     * y[r] = dot(x, W[r]) + (bias ? bias[r] : 0), r in [lo, hi). One row at a
+     * time, read as one sequential stream (several rows interleaved defeat
+     * the hardware prefetcher); paths agree to rounding, not bitwise. */
+    void (*f32_rows)(float *y, const float *W, const float *x, const float *bias, int cols, int lo, int hi);
 } cllm_qops;
 
 /* Kernel path for isa (CLLM_ISA_SCALAR/AVX2/AVX512; AVX512 uses VNNI/BF16
