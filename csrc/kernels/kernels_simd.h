@@ -1,12 +1,12 @@
-/* kernels_simd.h - hand-vectorised ops, written once over a small vector
- * abstraction and included by kernels_avx2.c (8 lanes) and kernels_avx512.c
+/* kernels_simd.h - hand-vectorised ops, written once over the vector
+ * abstraction of simd_vec.h (vf, v_*) and included by kernels_avx2.c (8 lanes) and kernels_avx512.c
  * (16 lanes) after their `#pragma GCC target`. Before including, the ISA file
  * defines SIMD_W (8 or 16), KSFX, KNAME and KISA; this file defines the
  * S(name) bodies of the ops marked simd = 1 in ops_list.h and the ISA's table
  * cllm_ops_<KSFX> (other ops point at the scalar reference).
  *
  * Ragged tails (sizes not a multiple of SIMD_W) use masked loads/stores.
- * Accuracy: exp is a range-reduced polynomial (max relative error 7.7e-8,
+ * Accuracy: exp (v_exp in simd_vec.h) is a range-reduced polynomial (max relative error 7.7e-8,
  * ~1.3 ulp, measured over 4M points in [-87, 88]); sigmoid/GELU add one
  * division; everything else is plain fp32 arithmetic in a different
  * summation order than the scalar reference (tests: <= 1e-5 relative).
@@ -21,140 +21,12 @@
 #include <string.h>
 #include "cllm.h"
 #include "kernels.h"
+#include "simd_vec.h"
 
 #define SCAT2(a, b) a##_##b
 #define SCAT(a, b) SCAT2(a, b)
 #define S(name) SCAT(simd_##name, KSFX)
-#define SFN static inline __attribute__((always_inline))
 #define SOP static __attribute__((unused))
-
-/* ----------------------------------------------------- vector abstraction */
-#if SIMD_W == 16
-typedef __m512 vf;
-SFN vf v_set1(float x) { return _mm512_set1_ps(x); }
-SFN vf v_zero(void) { return _mm512_setzero_ps(); }
-SFN vf v_load(const float *p) { return _mm512_loadu_ps(p); }
-SFN void v_store(float *p, vf v) { _mm512_storeu_ps(p, v); }
-SFN __mmask16 v_mask(int n) { return (__mmask16)((1u << n) - 1u); }
-SFN vf v_loadn(const float *p, int n) { return _mm512_maskz_loadu_ps(v_mask(n), p); }
-SFN vf v_loadn_fill(const float *p, int n, float fill) {
-    return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), v_mask(n), p);
-}
-SFN void v_storen(float *p, vf v, int n) { _mm512_mask_storeu_ps(p, v_mask(n), v); }
-SFN vf v_add(vf a, vf b) { return _mm512_add_ps(a, b); }
-SFN vf v_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
-SFN vf v_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
-SFN vf v_div(vf a, vf b) { return _mm512_div_ps(a, b); }
-SFN vf v_max(vf a, vf b) { return _mm512_max_ps(a, b); }
-SFN vf v_min(vf a, vf b) { return _mm512_min_ps(a, b); }
-SFN vf v_sqrt(vf a) { return _mm512_sqrt_ps(a); }
-SFN vf v_fmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }   /* a*b+c */
-SFN vf v_fnmadd(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); } /* c-a*b */
-SFN float v_hsum(vf a) { return _mm512_reduce_add_ps(a); }
-SFN float v_hmax(vf a) { return _mm512_reduce_max_ps(a); }
-SFN vf v_round(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-/* 2^n for integral float n in [-126, 127] */
-SFN vf v_pow2i(vf n) {
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_castsi512_ps(e);
-}
-/* lanes where a < b become 0 */
-SFN vf v_zero_if_lt(vf x, vf a, vf b) {
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, b, _CMP_GE_OQ), x);
-}
-/* lanes where x is NaN take x (so NaN propagates), others keep r */
-SFN vf v_nan_pass(vf r, vf x) { return _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x); }
-/* sum of squares of the lanes, in double */
-SFN __m512d v_sq_d_acc(__m512d acc, vf x) {
-    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
-    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
-    acc = _mm512_fmadd_pd(lo, lo, acc);
-    return _mm512_fmadd_pd(hi, hi, acc);
-}
-typedef __m512d vd;
-SFN vd vd_zero(void) { return _mm512_setzero_pd(); }
-SFN double vd_hsum(vd a) { return _mm512_reduce_add_pd(a); }
-SFN vd vd_add(vd a, vd b) { return _mm512_add_pd(a, b); }
-#elif SIMD_W == 8
-typedef __m256 vf;
-SFN vf v_set1(float x) { return _mm256_set1_ps(x); }
-SFN vf v_zero(void) { return _mm256_setzero_ps(); }
-SFN vf v_load(const float *p) { return _mm256_loadu_ps(p); }
-SFN void v_store(float *p, vf v) { _mm256_storeu_ps(p, v); }
-SFN __m256i v_mask(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-SFN vf v_loadn(const float *p, int n) { return _mm256_maskload_ps(p, v_mask(n)); }
-SFN vf v_loadn_fill(const float *p, int n, float fill) {
-    __m256i m = v_mask(n);
-    return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
-}
-SFN void v_storen(float *p, vf v, int n) { _mm256_maskstore_ps(p, v_mask(n), v); }
-SFN vf v_add(vf a, vf b) { return _mm256_add_ps(a, b); }
-SFN vf v_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
-SFN vf v_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
-SFN vf v_div(vf a, vf b) { return _mm256_div_ps(a, b); }
-SFN vf v_max(vf a, vf b) { return _mm256_max_ps(a, b); }
-SFN vf v_min(vf a, vf b) { return _mm256_min_ps(a, b); }
-SFN vf v_sqrt(vf a) { return _mm256_sqrt_ps(a); }
-SFN vf v_fmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
-SFN vf v_fnmadd(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); }
-SFN float v_hsum(vf a) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-SFN float v_hmax(vf a) {
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_max_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-SFN vf v_round(vf a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-SFN vf v_pow2i(vf n) {
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_castsi256_ps(e);
-}
-SFN vf v_zero_if_lt(vf x, vf a, vf b) { return _mm256_and_ps(x, _mm256_cmp_ps(a, b, _CMP_GE_OQ)); }
-SFN vf v_nan_pass(vf r, vf x) { return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
-typedef __m256d vd;
-SFN vd v_sq_d_acc(vd acc, vf x) {
-    __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
-    __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
-    acc = _mm256_fmadd_pd(lo, lo, acc);
-    return _mm256_fmadd_pd(hi, hi, acc);
-}
-SFN vd vd_zero(void) { return _mm256_setzero_pd(); }
-SFN vd vd_add(vd a, vd b) { return _mm256_add_pd(a, b); }
-SFN double vd_hsum(vd a) {
-    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
-}
-#else
-#error "SIMD_W must be 8 or 16"
-#endif
-#define VW SIMD_W
-
-/* exp(x): x = n ln2 + r, |r| <= ln2/2, e^r by a degree-7 Taylor polynomial
- * (truncation < 1e-8 relative), times 2^n. Inputs are clamped to [-87, 88];
- * below -87 the result is flushed to 0 (true value < 1.7e-38), above 88 it
- * saturates at e^88 (callers subtract a row max first). NaN stays NaN. */
-SFN vf v_exp(vf x) {
-    vf xc = v_min(v_max(x, v_set1(-87.0f)), v_set1(88.0f));
-    vf n = v_round(v_mul(xc, v_set1(1.44269504088896341f)));
-    vf r = v_fnmadd(n, v_set1(0.693145751953125f), xc);   /* ln2 high part */
-    r = v_fnmadd(n, v_set1(1.428606765330187e-06f), r);   /* ln2 low part  */
-    vf p = v_set1(1.0f / 5040.0f);
-    p = v_fmadd(p, r, v_set1(1.0f / 720.0f));
-    p = v_fmadd(p, r, v_set1(1.0f / 120.0f));
-    p = v_fmadd(p, r, v_set1(1.0f / 24.0f));
-    p = v_fmadd(p, r, v_set1(1.0f / 6.0f));
-    p = v_fmadd(p, r, v_set1(0.5f));
-    p = v_fmadd(p, r, v_set1(1.0f));
-    p = v_fmadd(p, r, v_set1(1.0f));
-    return v_nan_pass(v_zero_if_lt(v_mul(p, v_pow2i(n)), x, v_set1(-87.0f)), x);
-}
 
 /* ------------------------------------------------------------ elementwise */
 SOP void S(residual_fwd)(float *out, const float *a, const float *b, size_t n) {

@@ -1,6 +1,6 @@
 /* qmatvec.c - int8 / BF16 matrix-vector kernels for inference (see
- * qmatvec.h for the formats and the exactness contract), the weight and
- * activation quantizers, and detection of AVX512-VNNI / AVX512-BF16.
+ * qmatvec.h for the formats and the exactness contract) and the weight and
+ * activation quantizers.
  *
  * Paths: scalar reference; AVX2 (int8: vpmaddubsw on |x| and sign(x)*w, no
  * saturation because both sides are in [-127, 127]; bf16: widen to FP32 and
@@ -9,14 +9,16 @@
  * scalar tails) and works ONE row at a time with four accumulators: the
  * row is one sequential stream, which the hardware prefetchers follow
  * (measured on Zen 4, config-B BF16 weights in huge pages: 1 row per pass
- * 56 GB/s, 4 interleaved rows 28 GB/s; the x reloads hit L1). Selected at run time from CPUID (runtime/cpu_features.c; target
- * attributes, no -march). */
+ * 56 GB/s, 4 interleaved rows 28 GB/s; the x reloads hit L1). Selected at
+ * run time from CPUID (runtime/cpu_features.c; target attributes, no
+ * -march). */
 #include <math.h>
 #include <string.h>
 #include <immintrin.h>
 #include "runtime/cpu_features.h"
 #include "runtime/internal.h"
 #include "kernels.h"
+#include "avx2_reduce.h"
 #include "qmatvec.h"
 
 /* ------------------------------------------------------ shared helpers */
@@ -157,20 +159,6 @@ static void f32_rows_scalar(float *y, const float *W, const float *x, const floa
 /* --------------------------------------------------------------- AVX2 */
 #define AVX2_FN __attribute__((target("avx2,fma"))) static
 
-AVX2_FN int32_t hsum_i32x8(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
-
-AVX2_FN float hsum_f32x8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /* |x| * (sign(x) * w) summed in pairs (no saturation: |x|, |w| <= 127) */
 AVX2_FN __m256i dot32_avx2(__m256i ax, __m256i xv, const int8_t *w, __m256i ones) {
     __m256i sw = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)w), xv);
@@ -193,7 +181,7 @@ AVX2_FN void q8_rows_avx2(float *y, const int8_t *q, const float *scale, const i
         }
         for (; i < n32; i += 32) Q8_STEP(a0, 0)
 #undef Q8_STEP
-        int32_t acc = hsum_i32x8(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)));
+        int32_t acc = mm256_reduce_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)));
         for (; i < cols; i++) acc += (int32_t)xq[i] * (int32_t)w[i];
         y[r] = fmaf((float)acc, xs * scale[r], bias_at(bias, r));
     }
@@ -218,7 +206,7 @@ AVX2_FN void bf16_rows_avx2(float *y, const uint16_t *w, const uint16_t *xb, con
             a3 = _mm256_fmadd_ps(bf16x8_avx2(xb + i + 24), bf16x8_avx2(wr + i + 24), a3);
         }
         for (; i < n8; i += 8) a0 = _mm256_fmadd_ps(bf16x8_avx2(xb + i), bf16x8_avx2(wr + i), a0);
-        float acc = hsum_f32x8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        float acc = mm256_reduce_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
         for (; i < cols; i++) acc += cllm_bf16_to_f32(xb[i]) * cllm_bf16_to_f32(wr[i]);
         y[r] = acc + bias_at(bias, r);
     }
@@ -267,7 +255,7 @@ AVX2_FN void f32_rows_avx2(float *y, const float *W, const float *x, const float
             a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(w + i + 24), a3);
         }
         for (; i < n8; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(w + i), a0);
-        float acc = hsum_f32x8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        float acc = mm256_reduce_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
         for (; i < cols; i++) acc = fmaf(x[i], w[i], acc);
         y[r] = acc + bias_at(bias, r);
     }

@@ -13,28 +13,16 @@
 #include "kernels/bf16_simd.h"
 #include "gemm/gemm_bf16.h"
 #include "attention_bf16.h"
+/* v_exp, the exp of the FP32 kernels, at 16 lanes */
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
+#define SIMD_W 16
+#include "kernels/simd_vec.h"
+#pragma GCC pop_options
 
 #define ATT_RB 64
 
 /* ------------------------------------------------------ FP32 row helpers */
-/* exp(x) for x <= 0 (softmax arguments): Cody-Waite reduction to
- * r in [-ln2/2, ln2/2], degree-6 polynomial, 2^n by scalef; rel. err < 2e-7. */
-BF16_AVX512 static inline __m512 exp_neg_avx512(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
 static inline __mmask16 tail16(int n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
 
 /* row[0..n) = softmax(row[0..n)), row[n..T) = 0 */
@@ -44,7 +32,7 @@ BF16_AVX512 static void softmax_row_avx512(float *row, int n, int T) {
     __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vm)), vs = _mm512_setzero_ps();
     for (int j = 0; j < n; j += 16) {
         __mmask16 m = tail16(n - j);
-        __m512 e = exp_neg_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + j), mx));
+        __m512 e = v_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + j), mx));
         vs = _mm512_add_ps(vs, _mm512_maskz_mov_ps(m, e));
         _mm512_mask_storeu_ps(row + j, m, e);
     }

@@ -25,8 +25,17 @@ static double count_params(const cllm_config *c) {
 /* floats of one shard's arena (Bs rows of T tokens): layout.h's activations */
 static size_t act_floats(int Bs, int T, int C_, int NH, int L, int V_) {
     size_t N = (size_t)Bs * T, C = (size_t)C_, V = (size_t)V_, ATT = (size_t)Bs * NH * T * T;
+    (void)V; /* the lists may size buffers by V */
 #define X_SIZE(f, n) + (n)
     return (size_t)0 CLLM_ACTS_HEAD(X_SIZE) CLLM_ACTS_TAIL(X_SIZE) + (size_t)L * ((size_t)0 CLLM_ACTS_LAYER(X_SIZE));
+#undef X_SIZE
+}
+
+/* floats of the batch-wide block (layout.h's ACTS_SHARED) for N rows */
+static size_t shared_floats(size_t N, int C_, int V_) {
+    size_t C = (size_t)C_, V = (size_t)V_;
+#define X_SIZE(f, n) + (n)
+    return (size_t)0 CLLM_ACTS_SHARED(X_SIZE);
 #undef X_SIZE
 }
 
@@ -51,7 +60,8 @@ static double memory_bytes(const cllm_config *c) {
                         (double)cllm_gemm_ws_floats() + (double)cllm_attention_ws_floats(c->seq_len, c->embed_dim / c->num_heads) +
                         (double)c->context_len;
     double bf16_copy = c->precision == CLLM_PRECISION_BF16 ? 2.0 * P : 0.0;
-    return 4.0 * (4.0 * P + (double)(active - 1) * P + (double)n * per_sphere) + bf16_copy;
+    double shared = (double)shared_floats((size_t)c->batch_size * c->seq_len, c->embed_dim, c->vocab_size);
+    return 4.0 * (4.0 * P + (double)(active - 1) * P + (double)n * per_sphere + shared) + bf16_copy;
 }
 
 CLLM_EXPORT int cllm_config_memory(const cllm_config *cfg, double *bytes) {
@@ -167,6 +177,7 @@ CLLM_EXPORT int cllm_model_free(cllm_model *m) {
     cllm_aligned_free(m->adam_m);
     cllm_aligned_free(m->adam_v);
     cllm_aligned_free(m->params_bf16);
+    cllm_aligned_free(m->all_block);
     cllm_aligned_free(m->sprob);
     free(m->sidx);
     free(m->inputs);
@@ -232,6 +243,17 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
             point_weights(m, s->grads_buf, &s->g);
         }
         carve(m, s, bs);
+    }
+    /* the batch-wide block; the spheres' views into it are set per call */
+    size_t rows = (size_t)m->Bmax * m->Tmax;
+    m->all_block = cllm_aligned_alloc(shared_floats(rows, m->C, m->V) * sizeof(float));
+    if (!m->all_block) goto nomem;
+    {
+        size_t N = rows, C = (size_t)m->C, V = (size_t)m->V;
+        float *p = m->all_block;
+#define X_TAKE(f, n) m->all.f = p; p += (n);
+        CLLM_ACTS_SHARED(X_TAKE)
+#undef X_TAKE
     }
     m->inputs = calloc((size_t)m->Bmax * m->Tmax, sizeof(int32_t));
     m->targets = calloc((size_t)m->Bmax * m->Tmax, sizeof(int32_t));

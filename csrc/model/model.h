@@ -21,6 +21,7 @@ typedef struct {
     CLLM_ACTS_HEAD(CLLM_X_FIELD)
     LayerAct *act;         /* L entries                                        */
     CLLM_ACTS_TAIL(CLLM_X_FIELD)
+    CLLM_ACTS_SHARED(CLLM_X_FIELD) /* this shard's rows of the model's `all` */
     float *gemm_ws, *att_ws;
     double loss_sum;       /* sum of this shard's token losses                 */
     double sumsq;          /* partial grad sum of squares (reduce phase)       */
@@ -39,6 +40,8 @@ struct cllm_model {
     cllm_spheres *pool;
     int nspheres;
     Sphere *sph;
+    SharedAct all;             /* batch-wide activations (layout.h) ...      */
+    float *all_block;          /* ... carved from this one allocation        */
     /* last forward */
     int32_t *inputs, *targets; /* copies, Bmax*Tmax */
     int last_B, last_T, have_fwd, fwd_targets, active;

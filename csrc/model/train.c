@@ -93,7 +93,7 @@ static void matmul(const StepCtx *x, Sphere *s, int ta, int tb, int M, int N, in
 static void shard_forward(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
     const cllm_ops *ops = x->ops;
-    int T = x->T, C = m->C, NH = m->NH, V = m->V, L = m->L, Bs = s->bs, N = Bs * T;
+    int T = x->T, C = m->C, NH = m->NH, L = m->L, Bs = s->bs, N = Bs * T;
     const int32_t *ids = m->inputs + (size_t)s->b0 * T;
     Weights *w = &m->w;
     int prof = m->prof_on && s == &m->sph[0];
@@ -125,33 +125,66 @@ static void shard_forward(StepCtx *x, Sphere *s) {
                                         w->lnfw, w->lnfb, N, C));
         }
     }
-    /* LM head, tied: logits(N,V) = lnf(N,C) @ wte(V,C)^T */
-    PROF(P_LMHEAD_FWD, GEMM_W(0, 1, N, V, C, s->lnf, C, w->wte, C, 0.0f, s->logits, V, NULL));
+}
+
+/* with several spheres the LM head runs over the whole batch, each sphere
+ * taking a slice of the output columns (lm_head_fwd_slice, lm_head_dlnf_slice);
+ * one sphere runs it on its own rows */
+static int lm_head_split(const cllm_model *m) { return m->active > 1; }
+
+/* columns [*lo, *hi) of n for sphere i of the active ones, in units of 16
+ * floats so that no two spheres write the same cache line of a row */
+static void column_slice(int n, int i, int parts, int *lo, int *hi) {
+    long a, b;
+    cllm_split((n + 15) / 16, i, parts, &a, &b);
+    *lo = (int)(a * 16 < n ? a * 16 : n);
+    *hi = (int)(b * 16 < n ? b * 16 : n);
+}
+
+/* LM head, tied: logits(N,V) = lnf(N,C) @ wte(V,C)^T over the rows [all
+ * rows of the batch when split, else this shard's], columns [v0, v1). Each
+ * logit is the same K = C dot product either way: bit-identical. */
+static void lm_head_fwd(StepCtx *x, Sphere *s, const float *lnf, float *logits, int rows, int v0, int v1) {
+    cllm_model *m = x->m;
+    int C = m->C, V = m->V, prof = m->prof_on && s == &m->sph[0];
+    if (v1 > v0)
+        PROF(P_LMHEAD_FWD, GEMM_W(0, 1, rows, v1 - v0, C, lnf, C, m->w.wte + (size_t)v0 * C, C, 0.0f, logits + v0, V,
+                                  NULL));
+}
+
+/* dlnf(N,C) = dlogits(N,V) @ wte(V,C), columns [c0, c1) */
+static void lm_head_dlnf(StepCtx *x, Sphere *s, const float *dlogits, float *dlnf, int rows, int c0, int c1) {
+    cllm_model *m = x->m;
+    int C = m->C, V = m->V, prof = m->prof_on && s == &m->sph[0];
+    if (c1 > c0)
+        PROF(P_LMHEAD_BWD, GEMM_W(0, 0, rows, c1 - c0, V, dlogits, V, m->w.wte + c0, C, 0.0f, dlnf + c0, C, NULL));
+}
+
+/* softmax + cross-entropy of this shard's rows (logits -> dlogits) */
+static void shard_loss(StepCtx *x, Sphere *s) {
+    cllm_model *m = x->m;
+    int T = x->T, N = s->bs * T, prof = m->prof_on && s == &m->sph[0];
     s->loss_sum = 0.0;
-    if (x->with_targets) {
-        const int32_t *tg = m->targets + (size_t)s->b0 * T;
-        PROF(P_XENT, ops->crossentropy_fused(s->logits, s->losses, tg, N, V, x->dscale));
-        double acc = 0.0;
-        for (int i = 0; i < N; i++) acc += s->losses[i];
-        s->loss_sum = acc;
-    }
+    if (!x->with_targets) return;
+    const int32_t *tg = m->targets + (size_t)s->b0 * T;
+    PROF(P_XENT, x->ops->crossentropy_fused(s->logits, s->losses, tg, N, m->V, x->dscale));
+    double acc = 0.0;
+    for (int i = 0; i < N; i++) acc += s->losses[i];
+    s->loss_sum = acc;
 }
 
 static void shard_backward(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
     const cllm_ops *ops = x->ops;
-    int T = x->T, C = m->C, NH = m->NH, V = m->V, L = m->L, Bs = s->bs, N = Bs * T;
+    int T = x->T, C = m->C, NH = m->NH, L = m->L, Bs = s->bs, N = Bs * T;
     const int32_t *ids = m->inputs + (size_t)s->b0 * T;
     Weights *w = &m->w, *g = &s->g;
     int prof = m->prof_on && s == &m->sph[0];
-    float *dlogits = s->logits; /* replaced in place by crossentropy_fused */
 
-    /* LM head: dwte = dlogits^T @ lnf (overwrites), dlnf = dlogits @ wte */
-    PROF(P_LMHEAD_BWD, GEMM(1, 0, V, C, N, dlogits, V, s->lnf, C, 0.0f, g->wte, C, NULL));
-    PROF(P_LMHEAD_BWD, GEMM_W(0, 0, N, C, V, dlogits, V, w->wte, C, 0.0f, s->dtmp, C, NULL));
+    /* LM head: dlnf = dlogits @ wte came before (lm_head_dlnf) */
     memset(s->dres, 0, sizeof(float) * (size_t)N * C);
     LayerAct *al = &s->act[L - 1];
-    PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, g->lnfw, g->lnfb, s->dtmp, al->res3, w->lnfw, s->lnf_mean, s->lnf_rstd, N, C));
+    PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, g->lnfw, g->lnfb, s->dlnf, al->res3, w->lnfw, s->lnf_mean, s->lnf_rstd, N, C));
 
     for (int l = L - 1; l >= 0; l--) {
         LayerW *lw = &w->h[l], *lg = &g->h[l];
@@ -183,14 +216,59 @@ static void shard_backward(StepCtx *x, Sphere *s) {
     PROF(P_EMBED, ops->embed_bwd(g->wte, g->wpe, s->dres, ids, Bs, T, C));
 }
 
-/* phase 1: forward and/or backward of this sphere's shard */
+/* dwte = dlogits^T @ lnf over this shard's rows (overwrites the shard's
+ * gradient: data-parallel, reduced with the rest) */
+static void shard_dwte(StepCtx *x, Sphere *s) {
+    cllm_model *m = x->m;
+    int N = s->bs * x->T, C = m->C, V = m->V, prof = m->prof_on && s == &m->sph[0];
+    PROF(P_LMHEAD_BWD, GEMM(1, 0, V, C, N, s->logits, V, s->lnf, C, 0.0f, s->g.wte, C, NULL));
+}
+
+/* phase 1: forward and/or backward of this sphere's shard. With several
+ * spheres the LM head is batch-wide (lm_head_split): barriers separate the
+ * per-shard parts from it, and every sphere of the pool passes them. */
 static int task_fwd_bwd(void *arg, int sphere, int n) {
     (void)n;
     StepCtx *x = arg;
-    Sphere *s = &x->m->sph[sphere];
-    if (s->bs <= 0) return CLLM_OK;
-    if (x->do_forward) shard_forward(x, s);
-    if (x->do_backward) shard_backward(x, s);
+    cllm_model *m = x->m;
+    Sphere *s = &m->sph[sphere];
+    int mine = s->bs > 0, rows, lo, hi;
+    if (!lm_head_split(m)) {
+        if (!mine) return CLLM_OK;
+        rows = s->bs * x->T;
+        if (x->do_forward) {
+            shard_forward(x, s);
+            lm_head_fwd(x, s, s->lnf, s->logits, rows, 0, m->V);
+            shard_loss(x, s);
+        }
+        if (x->do_backward) {
+            shard_dwte(x, s);
+            lm_head_dlnf(x, s, s->logits, s->dlnf, rows, 0, m->C);
+            shard_backward(x, s);
+        }
+        return CLLM_OK;
+    }
+    rows = m->last_B * x->T;
+    if (x->do_forward) {
+        if (mine) shard_forward(x, s);
+        cllm_spheres_barrier(m->pool);
+        if (sphere < m->active) {
+            column_slice(m->V, sphere, m->active, &lo, &hi);
+            lm_head_fwd(x, s, m->all.lnf, m->all.logits, rows, lo, hi);
+        }
+        cllm_spheres_barrier(m->pool);
+        if (mine) shard_loss(x, s);
+    }
+    if (x->do_backward) {
+        cllm_spheres_barrier(m->pool); /* every row's dlogits are ready */
+        if (sphere < m->active) {
+            column_slice(m->C, sphere, m->active, &lo, &hi);
+            lm_head_dlnf(x, s, m->all.logits, m->all.dlnf, rows, lo, hi);
+        }
+        if (mine) shard_dwte(x, s);
+        cllm_spheres_barrier(m->pool);
+        if (mine) shard_backward(x, s);
+    }
     return CLLM_OK;
 }
 
@@ -316,6 +394,14 @@ static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets,
         if (i < m->active) cllm_split(B, i, m->active, &lo, &hi);
         m->sph[i].b0 = (int)lo;
         m->sph[i].bs = (int)(hi - lo);
+        /* this shard's rows of the batch-wide activations */
+        {
+            /* the list's sizes with N = 1 are the floats per row */
+            const size_t r0 = (size_t)lo * T, N = 1, C = (size_t)m->C, V = (size_t)m->V;
+#define X_VIEW(f, n) m->sph[i].f = m->all.f + r0 * (n);
+            CLLM_ACTS_SHARED(X_VIEW)
+#undef X_VIEW
+        }
     }
     m->have_fwd = 0;
     return CLLM_OK;
@@ -462,11 +548,7 @@ CLLM_EXPORT int cllm_model_logits(cllm_model *m, const int32_t *inputs, int B, i
     CLLM_CHECK_PTR(out, "out");
     int rc = cllm_model_forward(m, inputs, NULL, B, T, NULL);
     if (rc) return rc;
-    for (int i = 0; i < m->active; i++) {
-        Sphere *s = &m->sph[i];
-        size_t n = (size_t)s->bs * T * m->V;
-        memcpy(out + (size_t)s->b0 * T * m->V, s->logits, n * sizeof(float));
-    }
+    memcpy(out, m->all.logits, sizeof(float) * (size_t)B * T * m->V);
     m->have_fwd = 0;
     return CLLM_OK;
 }

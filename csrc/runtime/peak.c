@@ -73,50 +73,50 @@ CLLM_EXPORT int cllm_peak_supported(int kind, int *supported) {
 #define REP12(M) REP4(M, 0) REP4(M, 4) REP4(M, 8)
 #define REP24(M) REP12(M) REP4(M, 12) REP4(M, 16) REP4(M, 20)
 
-__attribute__((target("avx2,fma"))) static float loop_fma_avx2(long iters) {
-    __m256 acc[12];
-    const __m256 b = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-3f);
-#define INIT(i) acc[i] = _mm256_set1_ps(0.01f * (float)(i));
-    REP12(INIT)
-#undef INIT
-    for (long it = 0; it < iters; it++) {
-#define STEP(i) acc[i] = _mm256_fmadd_ps(acc[i], b, c);
-        REP12(STEP)
-#undef STEP
-    }
-    __m256 s = acc[0];
-    for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, acc[i]);
-    float out[8];
-    _mm256_storeu_ps(out, s);
-    return out[0] + out[7];
-}
+/* The FP32 loops (FMA peak and the bandwidth reads) are written once over
+ * GCC vector types; each use names the vector width and the target. */
+typedef float f32x4 __attribute__((vector_size(16)));
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x16 __attribute__((vector_size(64)));
+#define LANES(V) ((int)(sizeof(V) / sizeof(float)))
 
-__attribute__((target("avx512f"))) static float loop_fma_avx512(long iters) {
-    __m512 acc[24];
-    const __m512 b = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-3f);
-#define INIT(i) acc[i] = _mm512_set1_ps(0.01f * (float)(i));
-    REP24(INIT)
-#undef INIT
-    for (long it = 0; it < iters; it++) {
-#define STEP(i) acc[i] = _mm512_fmadd_ps(acc[i], b, c);
-        REP24(STEP)
-#undef STEP
+#define ACC_INIT(V, NACC) \
+    for (int i_ = 0; i_ < (NACC); i_++) acc[i_] = (V){0} + 0.01f * (float)i_
+/* the sum of all lanes of the NACC accumulators acc[] of vector type V */
+#define ACC_REDUCE(V, NACC, out)                            \
+    do {                                                    \
+        V s_ = acc[0];                                      \
+        for (int i_ = 1; i_ < (NACC); i_++) s_ += acc[i_];  \
+        float r_ = 0.0f;                                    \
+        for (int l_ = 0; l_ < LANES(V); l_++) r_ += s_[l_]; \
+        (out) = r_;                                         \
+    } while (0)
+
+/* NACC accumulators x <- x * 0.999 + 1e-3: one vfmadd231ps each (the
+ * translation unit is gnu11, whose default -ffp-contract=fast makes a*b+c
+ * one FMA). */
+#define FMA_STEP(i) acc[i] = acc[i] * b + c;
+#define FMA_PEAK_LOOP(NAME, TARGET, V, NACC, REPN)                     \
+    __attribute__((target(TARGET))) static float NAME(long iters) {  \
+        V acc[NACC];                                                 \
+        const V b = (V){0} + 0.999f, c = (V){0} + 1e-3f;             \
+        ACC_INIT(V, NACC);                                           \
+        for (long it = 0; it < iters; it++) { REPN(FMA_STEP) }       \
+        float out;                                                   \
+        ACC_REDUCE(V, NACC, out);                                    \
+        return out;                                                  \
     }
-    __m512 s = acc[0];
-    for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, acc[i]);
-    return _mm512_reduce_add_ps(s);
-}
+FMA_PEAK_LOOP(loop_fma_avx2, "avx2,fma", f32x8, 12, REP12)
+FMA_PEAK_LOOP(loop_fma_avx512, "avx512f", f32x16, 24, REP24)
 
 __attribute__((target("avx512f,avx512bf16"))) static float loop_bf16_avx512(long iters) {
-    __m512 acc[24];
+    f32x16 acc[24];
     /* a = 0.5, b = -1e-3 as bf16 pairs: acc <- acc - 32 * 5e-4, balanced by
      * alternating the sign of b every iteration, so acc stays bounded. */
     const __m512bh ap = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.5f));
     const __m512bh bp = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(1e-3f));
     const __m512bh bn = _mm512_cvtne2ps_pbh(_mm512_set1_ps(-1e-3f), _mm512_set1_ps(-1e-3f));
-#define INIT(i) acc[i] = _mm512_set1_ps(0.01f * (float)(i));
-    REP24(INIT)
-#undef INIT
+    ACC_INIT(f32x16, 24);
     for (long it = 0; it < iters; it++) {
 #define STEP(i) acc[i] = _mm512_dpbf16_ps(acc[i], ap, bp);
         REP24(STEP)
@@ -125,9 +125,9 @@ __attribute__((target("avx512f,avx512bf16"))) static float loop_bf16_avx512(long
         REP24(STEP)
 #undef STEP
     }
-    __m512 s = acc[0];
-    for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, acc[i]);
-    return _mm512_reduce_add_ps(s);
+    float out;
+    ACC_REDUCE(f32x16, 24, out);
+    return out;
 }
 
 __attribute__((target("amx-tile,amx-bf16"))) static float loop_amx_bf16(long iters) {
@@ -258,42 +258,22 @@ CLLM_EXPORT int cllm_measure_peak(int kind, int threads, double seconds, double 
 #define BW_CHUNK 512 /* bytes per unrolled loop iteration; slices are multiples */
 enum { BW_TOUCH, BW_SSE, BW_AVX2, BW_AVX512, BW_NVARIANTS };
 
-__attribute__((target("avx512f"))) static float read_avx512(const float *p, size_t bytes, long passes) {
-    __m512 acc[8];
-    for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
-    size_t n = bytes / sizeof(float);
-    for (long r = 0; r < passes; r++)
-        for (size_t i = 0; i < n; i += 128)
-            for (int j = 0; j < 8; j++) acc[j] = _mm512_add_ps(acc[j], _mm512_load_ps(p + i + 16 * j));
-    for (int i = 1; i < 8; i++) acc[0] = _mm512_add_ps(acc[0], acc[i]);
-    return _mm512_reduce_add_ps(acc[0]);
-}
-
-__attribute__((target("avx2"))) static float read_avx2(const float *p, size_t bytes, long passes) {
-    __m256 acc[8];
-    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
-    size_t n = bytes / sizeof(float);
-    for (long r = 0; r < passes; r++)
-        for (size_t i = 0; i < n; i += 64)
-            for (int j = 0; j < 8; j++) acc[j] = _mm256_add_ps(acc[j], _mm256_load_ps(p + i + 8 * j));
-    for (int i = 1; i < 8; i++) acc[0] = _mm256_add_ps(acc[0], acc[i]);
-    float out[8];
-    _mm256_storeu_ps(out, acc[0]);
-    return out[0] + out[5];
-}
-
-static float read_sse(const float *p, size_t bytes, long passes) {
-    __m128 acc[8];
-    for (int i = 0; i < 8; i++) acc[i] = _mm_setzero_ps();
-    size_t n = bytes / sizeof(float);
-    for (long r = 0; r < passes; r++)
-        for (size_t i = 0; i < n; i += 32)
-            for (int j = 0; j < 8; j++) acc[j] = _mm_add_ps(acc[j], _mm_load_ps(p + i + 4 * j));
-    for (int i = 1; i < 8; i++) acc[0] = _mm_add_ps(acc[0], acc[i]);
-    float out[4];
-    _mm_storeu_ps(out, acc[0]);
-    return out[0] + out[3];
-}
+/* eight accumulators of vector type V, one aligned load each per step */
+#define READ_LOOP(NAME, TARGET, V)                                                        \
+    __attribute__((target(TARGET))) static float NAME(const float *p, size_t bytes, long passes) { \
+        V acc[8];                                                                         \
+        for (int j = 0; j < 8; j++) acc[j] = (V){0};                                      \
+        size_t n = bytes / sizeof(float);                                                 \
+        for (long r = 0; r < passes; r++)                                                 \
+            for (size_t i = 0; i < n; i += 8 * LANES(V))                                  \
+                for (int j = 0; j < 8; j++) acc[j] += *(const V *)(p + i + LANES(V) * j); \
+        float out;                                                                        \
+        ACC_REDUCE(V, 8, out);                                                            \
+        return out;                                                                       \
+    }
+READ_LOOP(read_avx512, "avx512f", f32x16)
+READ_LOOP(read_avx2, "avx2", f32x8)
+READ_LOOP(read_sse, "sse2", f32x4)
 
 static float read_touch(const float *p, size_t bytes, long passes) {
     float a = 0.0f, b = 0.0f;
