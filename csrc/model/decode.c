@@ -16,6 +16,11 @@
  * f32_cols (the training model's decoder, which must see every update), the
  * tied LM head wte (V, C) row-major.
  *
+ * The KV cache is per (layer, head): keys TRANSPOSED (hs, P) and values
+ * (P, hs), so the attention kernel reads both as sequential runs and
+ * computes 4 x 16 scores at once without horizontal sums; it lives in the
+ * arena too.
+ *
  * One token step = ONE run of the sphere pool. Every sphere computes the
  * LayerNorms (C floats) itself into private buffers, then its share of each
  * matvec's output rows (units of 16 rows), meeting the others at an in-task
@@ -75,7 +80,7 @@ struct cllm_decoder {
     cllm_spheres *pool;
     int ns, own_pool;
     DSphere *sph;
-    float *kc, *vc;                /* (L, P, C) */
+    float *kc, *vc;                /* per layer and head: keys (hs, P), values (P, hs); in the arena */
     float *x, *qkv, *att, *fc, *logits;
     float *prob;                   /* sampling scratch (V) */
     int32_t *idx;
@@ -128,13 +133,14 @@ static void arena_plan(cllm_decoder *d) {
         s->aoff = off;
         off += (slot_numel(s) * (size_t)elem_size(d->dtype) + 63) & ~(size_t)63;
     }
-    d->arena_bytes = off;
+    d->arena_bytes = off + 2 * (size_t)d->L * d->P * d->C * sizeof(float);   /* + the KV cache */
 }
 
-/* The arena, mapped on first use: 2 MiB aligned, huge pages requested
- * (best effort: without them it is ordinary memory). NULL when out of memory. */
-static unsigned char *arena_get(cllm_decoder *d) {
-    if (d->arena) return d->arena;
+/* The arena, mapped at creation: 2 MiB aligned, huge pages requested (best
+ * effort: without them it is ordinary memory); only the pages written are
+ * ever backed (a decoder that borrows its matrices backs just the KV cache).
+ * NULL when out of memory. */
+static unsigned char *arena_new(cllm_decoder *d) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     size_t huge = (size_t)2 << 20, span = (d->arena_bytes + huge - 1) & ~(huge - 1), map = span + huge;
     void *p = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -188,8 +194,6 @@ CLLM_EXPORT int cllm_decoder_free(cllm_decoder *d) {
         }
         free(d->sph);
     }
-    cllm_aligned_free(d->kc);
-    cllm_aligned_free(d->vc);
     cllm_aligned_free(d->x);
     cllm_aligned_free(d->prob);
     cllm_aligned_free(d->idx);
@@ -238,7 +242,7 @@ int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *po
     if (!d->sph) goto nomem;
     for (int i = 0; i < d->ns; i++) {
         DSphere *s = &d->sph[i];
-        s->xb = cllm_aligned_alloc(sizeof(float) * ((size_t)2 * C + P));
+        s->xb = cllm_aligned_alloc(sizeof(float) * ((size_t)2 * C + P + 16));
         s->xq = cllm_aligned_alloc((size_t)4 * C);
         s->xbf = cllm_aligned_alloc(sizeof(uint16_t) * 4 * (size_t)C);
         if (!s->xb || !s->xq || !s->xbf) goto nomem;
@@ -246,12 +250,13 @@ int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *po
         s->scratch = s->xb + 2 * C;
     }
     size_t kv = (size_t)L * P * C;
-    d->kc = cllm_aligned_alloc(kv * sizeof(float));
-    d->vc = cllm_aligned_alloc(kv * sizeof(float));
+    if (!arena_new(d)) goto nomem;
+    d->kc = (float *)(d->arena + d->arena_bytes) - 2 * kv;
+    d->vc = d->kc + kv;
     d->x = cllm_aligned_alloc(sizeof(float) * ((size_t)9 * C + V));
     d->prob = cllm_aligned_alloc(sizeof(float) * (size_t)V);
     d->idx = cllm_aligned_alloc(sizeof(int32_t) * (size_t)V);
-    if (!d->kc || !d->vc || !d->x || !d->prob || !d->idx) goto nomem;
+    if (!d->x || !d->prob || !d->idx) goto nomem;
     d->qkv = d->x + C;
     d->att = d->qkv + 3 * C;
     d->fc = d->att + C;
@@ -341,9 +346,7 @@ CLLM_EXPORT int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src,
         s->set = 1;
         return CLLM_OK;
     }
-    unsigned char *arena = arena_get(d);
-    if (!arena) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for the weights (%zu bytes)", d->arena_bytes);
-    void *dst = arena + s->aoff;
+    void *dst = d->arena + s->aoff;
     /* matrices to (out, in) storage: element (r, i) of a Conv1D (in, out)
      * tensor is at i*rows + r; of wte (V, C) at r*cols + i */
     size_t rs = s->kind == K_CONV ? 1 : (size_t)s->cols, cs = s->kind == K_CONV ? (size_t)s->rows : 1;
@@ -403,10 +406,8 @@ CLLM_EXPORT int cllm_decoder_set_quantized(cllm_decoder *d, int i, const void *w
         s->data = w;
         s->scale = scale;
     } else {
-        unsigned char *arena = arena_get(d);
-        if (!arena) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for the weights (%zu bytes)", d->arena_bytes);
-        memcpy(arena + s->aoff, w, bytes);
-        s->data = arena + s->aoff;
+        memcpy(d->arena + s->aoff, w, bytes);
+        s->data = d->arena + s->aoff;
         if (scale) {
             s->owned_scale = cllm_aligned_alloc(sizeof(float) * (size_t)s->rows);
             if (!s->owned_scale) { slot_clear(s); return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory"); }
@@ -483,18 +484,18 @@ static int task_step(void *arg, int sp, int ns) {
         prep(d, s, s->xb, C);
         rows_of(3 * C, sp, ns, &lo, &hi);
         mat_rows(d, s, W(l, SL_qkvw), s->xb, F(l, SL_qkvb), d->qkv, lo, hi);
-        for (int r = lo > C ? lo : C; r < hi; r++) {
-            if (r < 2 * C) kc[(size_t)pos * C + r - C] = d->qkv[r];
-            else vc[(size_t)pos * C + r - 2 * C] = d->qkv[r];
+        for (int r = lo > C ? lo : C; r < hi; r++) {   /* column r - C of k | v: head h, element e */
+            int c = r < 2 * C ? r - C : r - 2 * C, h = c / hs, e = c - h * hs;
+            if (r < 2 * C) kc[((size_t)h * hs + e) * P + pos] = d->qkv[r];
+            else vc[((size_t)h * P + pos) * hs + e] = d->qkv[r];
         }
         cllm_spheres_barrier(d->pool);
         /* attention, split by heads */
         long h0, h1;
         cllm_split(d->NH, sp, ns, &h0, &h1);
-        if (h1 > h0) {
-            size_t o = (size_t)h0 * hs;
-            ops->attention_step(d->att + o, d->qkv + o, kc + o, vc + o, pos + 1, C, (int)(h1 - h0) * hs,
-                                (int)(h1 - h0), s->scratch);
+        for (long h = h0; h < h1; h++) {
+            size_t o = (size_t)h * hs, kv = (size_t)h * hs * P;
+            ops->attention_step(d->att + o, d->qkv + o, kc + kv, vc + kv, pos + 1, P, hs, s->scratch);
         }
         cllm_spheres_barrier(d->pool);
         /* x += c_proj(att) */
