@@ -325,3 +325,31 @@ def test_int8_refuses_non_finite_weights(saved, tmp_path):
     bad.save(d)
     with pytest.raises(cllm.NumericError, match="c_attn.weight holds NaN or Inf"):
         cllm.load(d, dtype="int8")
+
+
+def test_fp32_matrices_are_stored_transposed_exactly(tmp_path):
+    """cllm.load copies every FP32 matrix into the arena by output row: the
+    Conv1D (in, out) weights transposed (16 x 16 register tiles plus ragged
+    edges on AVX-512, a plain loop otherwise), wte as is, bit for bit."""
+    cfg = ModelConfig(vocab_size=263, context_len=8, num_layers=1, num_heads=2, embed_dim=22)
+    tok = Tokenizer.train([b"abc def ghi " * 20], vocab_size=263)
+    m = Model.create(cfg, tok, threads=1, seed=2)
+    d = str(tmp_path / "ck")
+    m.save(d)
+    src = {t["name"]: m.params[t["offset"]:t["offset"] + t["numel"]].reshape(t["shape"]) for t in m.tensor_info()}
+    old = cllm.get_isa()
+    try:
+        for isa in _available():
+            cllm.set_isa(isa)
+            dec = cllm.load(d, dtype="fp32", threads=1)._decoder()
+            w = ffi.new("void **")
+            for i, (name, shape, rows, cols) in enumerate(dec.tensors()):
+                if not rows:
+                    continue
+                assert lib.cllm_decoder_get_tensor(dec._h, i, ffi.cast("const void **", w), ffi.NULL) == 0
+                got = np.frombuffer(ffi.buffer(ffi.cast("float *", w[0]), 4 * rows * cols), np.float32)
+                ref = src[name]
+                ref = ref if name.endswith("wte.weight") else ref.T        # Conv1D (in, out) -> (out, in)
+                assert np.array_equal(got.reshape(rows, cols), ref), (isa, name)
+    finally:
+        cllm.set_isa(old)

@@ -19,6 +19,7 @@
 #include "runtime/internal.h"
 #include "kernels.h"
 #include "avx2_reduce.h"
+#include "gemm/transpose_avx512.h"
 #include "qmatvec.h"
 
 /* ------------------------------------------------------ shared helpers */
@@ -67,6 +68,22 @@ void cllm_q8_rowsums(int32_t *rowsum, const int8_t *q, int rows, int cols) {
 
 void cllm_quantize_rows(int8_t *q, float *scale, int32_t *rowsum, const float *src, int rows, int cols,
                         size_t rs, size_t cs) {
+    if (cs == 1) {   /* row-major rows: one contiguous (vectorised) pass per row */
+        for (int r = 0; r < rows; r++) {
+            const float *s = src + (size_t)r * rs;
+            int8_t *d = q + (size_t)r * cols;
+            float m = 0.0f;
+            for (int i = 0; i < cols; i++) { float a = fabsf(s[i]); m = a > m ? a : m; }
+            float iv = m > 0.0f ? 127.0f / m : 0.0f;
+            for (int i = 0; i < cols; i++) {
+                float v = s[i] * iv;
+                d[i] = (int8_t)(int)(v + copysignf(0.5f, v));
+            }
+            scale[r] = m / 127.0f;
+        }
+        cllm_q8_rowsums(rowsum, q, rows, cols);
+        return;
+    }
     /* pass 1: max |w| per output row, walking src in memory order */
     for (int r = 0; r < rows; r++) scale[r] = 0.0f;
     if (rs == 1) {
@@ -113,6 +130,32 @@ void cllm_quantize_rows(int8_t *q, float *scale, int32_t *rowsum, const float *s
     }
     for (int r = 0; r < rows; r++) scale[r] /= 127.0f;
     cllm_q8_rowsums(rowsum, q, rows, cols);
+}
+
+static void transpose_block(float *dst, const float *src, int rows, int cols, int r0, int r1, int c0, int c1) {
+    for (int c = c0; c < c1; c++)
+        for (int r = r0; r < r1; r++) dst[(size_t)r * cols + c] = src[(size_t)c * rows + r];
+}
+
+__attribute__((target("avx512f"))) static void transpose_avx512(float *dst, const float *src, int rows, int cols) {
+    int r16 = rows & ~15, c16 = cols & ~15;
+    for (int r0 = 0; r0 < r16; r0 += 16)
+        for (int c0 = 0; c0 < c16; c0 += 16) {
+            __m512 t[16];
+            for (int i = 0; i < 16; i++) t[i] = _mm512_loadu_ps(src + (size_t)(c0 + i) * rows + r0);
+            cllm_tr16_ps(t);
+            for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + (size_t)(r0 + i) * cols + c0, t[i]);
+        }
+    transpose_block(dst, src, rows, cols, 0, r16, c16, cols);   /* ragged edges */
+    transpose_block(dst, src, rows, cols, r16, rows, 0, cols);
+}
+
+void cllm_transpose_f32(int isa, float *dst, const float *src, int rows, int cols) {
+    if (isa >= CLLM_ISA_AVX512) { transpose_avx512(dst, src, rows, cols); return; }
+    enum { TB = 64 };   /* cache tiles */
+    for (int r0 = 0; r0 < rows; r0 += TB)
+        for (int c0 = 0; c0 < cols; c0 += TB)
+            transpose_block(dst, src, rows, cols, r0, r0 + TB < rows ? r0 + TB : rows, c0, c0 + TB < cols ? c0 + TB : cols);
 }
 
 /* ------------------------------------------------------------- scalar */

@@ -58,6 +58,9 @@ float cllm_f16_to_f32(uint16_t h);
  * rowsum(rows) (sum of q over the row, for the VNNI correction). */
 void cllm_quantize_rows(int8_t *q, float *scale, int32_t *rowsum, const float *src, int rows,
                         int cols, size_t rs, size_t cs);
+/* dst(rows, cols) = the transpose of src(cols, rows), both row-major (16 x 16
+ * register tiles on AVX-512, a plain loop otherwise; exact on every path) */
+void cllm_transpose_f32(int isa, float *dst, const float *src, int rows, int cols);
 /* rowsum only (for a pre-quantized q) */
 void cllm_q8_rowsums(int32_t *rowsum, const int8_t *q, int rows, int cols);
 #endif

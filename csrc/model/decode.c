@@ -306,6 +306,14 @@ static inline float load_elem(const void *src, int dt, size_t k) {
 /* dst(rows, cols) FP32 from src element (r, i) at k = r*rs + i*cs, in tiles */
 static void gather_f32(float *dst, const void *src, int dt, int rows, int cols, size_t rs, size_t cs) {
     enum { TB = 64 };
+    if (dt == CLLM_DTYPE_F32 && rs == 1 && cs == (size_t)rows) {   /* a Conv1D (in, out) weight */
+        cllm_transpose_f32(cllm_isa_current(), dst, src, rows, cols);
+        return;
+    }
+    if (dt == CLLM_DTYPE_F32 && cs == 1 && rs == (size_t)cols) {
+        memcpy(dst, src, sizeof(float) * (size_t)rows * cols);
+        return;
+    }
     for (int r0 = 0; r0 < rows; r0 += TB)
         for (int i0 = 0; i0 < cols; i0 += TB) {
             int r1 = r0 + TB < rows ? r0 + TB : rows, i1 = i0 + TB < cols ? i0 + TB : cols;
@@ -358,29 +366,27 @@ CLLM_EXPORT int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src,
         return CLLM_OK;
     }
     float *tmp = NULL;
-    const float *f32 = src;
-    if (src_dtype != CLLM_DTYPE_F32 || d->dtype == CLLM_DTYPE_BF16) {
+    const float *f32 = src;   /* FP32 (out, in): the source itself only for an FP32 wte */
+    if (src_dtype != CLLM_DTYPE_F32 || s->kind == K_CONV) {
         tmp = malloc(n * sizeof(float));
         if (!tmp) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory converting %s", s->name);
         gather_f32(tmp, src, src_dtype, s->rows, s->cols, rs, cs);
         f32 = tmp;
-        rs = (size_t)s->cols;
-        cs = 1;
     }
     if (d->dtype == CLLM_DTYPE_BF16) {
         cllm_f32_to_bf16_n(cllm_isa_current(), dst, f32, n);
     } else {
-        for (int r = 0; r < s->rows; r++)      /* quantizing NaN / Inf would be undefined */
-            for (int c = 0; c < s->cols; c++)
-                if (!isfinite(f32[r * rs + c * cs])) {
-                    free(tmp);
-                    return cllm_fail(CLLM_ERR_NUMERIC, "decoder: %s holds NaN or Inf; cannot quantize it", s->name);
-                }
+        int finite = 1;        /* quantizing NaN / Inf would be undefined */
+        for (size_t k = 0; k < n; k++) finite &= isfinite(f32[k]) != 0;
+        if (!finite) {
+            free(tmp);
+            return cllm_fail(CLLM_ERR_NUMERIC, "decoder: %s holds NaN or Inf; cannot quantize it", s->name);
+        }
         float *sc = cllm_aligned_alloc(sizeof(float) * (size_t)s->rows);
         s->rowsum = cllm_aligned_alloc(sizeof(int32_t) * (size_t)s->rows);
         s->owned_scale = sc;
         if (!sc || !s->rowsum) { free(tmp); slot_clear(s); return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for %s", s->name); }
-        cllm_quantize_rows(dst, sc, s->rowsum, f32, s->rows, s->cols, rs, cs);
+        cllm_quantize_rows(dst, sc, s->rowsum, f32, s->rows, s->cols, (size_t)s->cols, 1);
         s->scale = sc;
     }
     s->data = dst;
