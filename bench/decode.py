@@ -37,7 +37,6 @@ fit the L3 and DRAM bandwidth when not; the table says which).
 """
 from __future__ import annotations
 
-import argparse
 import inspect
 import os
 import re
@@ -234,24 +233,15 @@ def make_checkpoint(path: str, m: Dict[str, int]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="B", help="comma list of B,S")
-    ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
-    ap.add_argument("--sides", default=",".join(SIDES), help="comma list of " + ",".join(SIDES))
+    g = cm.GridArgs(__doc__, "models", list(MODELS), "B", SIDES)
+    ap = g.ap
     ap.add_argument("--tokens", type=int, default=200, help="new tokens per generation")
     ap.add_argument("--reps", type=int, default=5, help="generations per side (best reported)")
     ap.add_argument("--llama2c", default=None, metavar="RUN",
                     help=f"path to llama2.c's run binary, built as: {LLAMA2C_BUILD}")
     ap.add_argument("--llama-hidden", type=int, default=0, help="llama2.c hidden_dim (0: 4*dim)")
     ap.add_argument("--peak-seconds", type=float, default=0.3, help="seconds per bandwidth measurement")
-    a = ap.parse_args(argv)
-    models = cm.comma_list(a.models, str.upper)
-    threads = cm.comma_list(a.threads, int)
-    sides = cm.comma_list(a.sides)
-    bad = [x for x in models if x not in MODELS] + [s for s in sides if s not in SIDES]
-    if bad or not threads or min(threads) < 1 or a.reps < 1 or a.tokens < 1 or a.llama_hidden < 0:
-        ap.error(f"bad --models/--sides/--threads/--reps/--tokens ({', '.join(bad) or 'values'})")
+    a, models, threads, sides = g.parse(argv, positive=("reps", "tokens"), non_negative=("llama_hidden",))
     llama_note = ""
     if "llama2c" in sides and not a.llama2c:
         llama_note = f"skipped: pass --llama2c /path/to/run (built outside this repo as: {LLAMA2C_BUILD})"

@@ -10,6 +10,16 @@ seed and thread count. After every kill the run is continued with
 of the two runs are compared byte for byte. Prints a table; the exit status
 is 0 only if they are identical. ``tests/test_faults.py`` runs a short
 version of the same procedure.
+
+The kill instants follow the run's own progress, so they land during
+training on a fast machine as on a loaded one: the kills go to distinct
+random checkpoint intervals spread uniformly over the run; for each, the
+controller waits until the running process has published the checkpoint
+that opens the interval (``latest``), then sleeps a random fraction of the
+interval's duration, measured as seconds per step of the uninterrupted
+reference run (``elapsed_s`` of its metrics.jsonl), and sends SIGKILL. The
+first interval opens when training starts (metrics.jsonl appears), so a kill
+there exercises a restart with nothing saved.
 """
 from __future__ import annotations
 
@@ -17,6 +27,7 @@ import argparse
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +45,7 @@ if ROOT not in sys.path:
 
 import cllm  # noqa: E402
 from cllm import checkpoint as ck  # noqa: E402
+from cllm import metrics as mx  # noqa: E402
 
 TINY = ["--batch-size", "2", "--seq-len", "16", "--vocab-size", "257", "--embed-dim", "16", "--num-layers", "1",
         "--num-heads", "2", "--seed", "3", "--warmup-steps", "5", "-q", "--sample-tokens", "0"]
@@ -79,25 +91,57 @@ def saved_step(out: str) -> Optional[int]:
     return int(ck.verify_checkpoint(ck.resolve_checkpoint(out))["step"])
 
 
-def kill_and_resume(corpus: str, out: str, steps: int, every: int, kills: int, seed: int,
-                    t_run: float = 3.0, threads: int = 1) -> List[Optional[int]]:
-    """Start the run, SIGKILL it at a random instant, continue it with
-    ``--resume`` (or restart it if nothing was saved yet), ``kills`` times;
-    then let it finish. ``t_run`` (seconds an uninterrupted run takes) spreads
-    the instants so each life gets about 1/(kills left + 1) of the remaining
-    steps done. Returns the checkpoint step found after each kill that landed.
-    Raises ``RuntimeError`` on a traceback or a failed exit."""
+def seconds_per_step(run_dir: str) -> float:
+    """Training wall time per step of a finished run (its metrics.jsonl; saves
+    and evaluations included)."""
+    rows = [r for r in mx.read_metrics(run_dir) if "loss" in r and r.get("elapsed_s")]
+    return float(rows[-1]["elapsed_s"]) / int(rows[-1]["step"]) if rows else 0.0
+
+
+def progress(out: str) -> int:
+    """How far the run in ``out`` has got, cheap enough to poll while it
+    writes: -1 before training starts (no metrics.jsonl yet), else the step
+    of the checkpoint ``out/latest`` points at (0 when there is none)."""
+    if not os.path.exists(os.path.join(out, mx.METRICS_FILE)):
+        return -1
+    try:
+        m = re.match(r"checkpoint-(\d+)", os.path.basename(os.readlink(os.path.join(out, ck.LATEST))))
+    except OSError:
+        return 0
+    return int(m.group(1)) if m else 0
+
+
+def kill_plan(steps: int, every: int, kills: int, seed: int) -> List[float]:
+    """``kills`` kill points in steps, increasing: distinct checkpoint
+    intervals chosen uniformly among the run's, a uniform point in each."""
+    intervals = steps // every - (1 if steps % every == 0 else 0)  # those that end in a checkpoint
+    if not 0 <= kills <= intervals:
+        raise ValueError(f"{kills} kills need as many checkpoint intervals; {steps} steps with a checkpoint "
+                         f"every {every} have {intervals}")
     rnd = random.Random(seed)
+    return [every * (k + rnd.random()) for k in sorted(rnd.sample(range(intervals), kills))]
+
+
+def kill_and_resume(corpus: str, out: str, steps: int, every: int, kills: int, seed: int,
+                    step_s: float, threads: int = 1) -> List[Optional[int]]:
+    """Start the run, SIGKILL it at the next point of :func:`kill_plan`,
+    continue it with ``--resume`` (or restart it if nothing was saved yet),
+    ``kills`` times; then let it finish. ``step_s`` is the seconds per step
+    of an uninterrupted run (:func:`seconds_per_step`). Returns the
+    checkpoint step found after each kill that landed while the process was
+    running. Raises ``RuntimeError`` on a traceback or a failed exit."""
     found: List[Optional[int]] = []
-    for i in range(kills + 1):
+    for i, at in enumerate(kill_plan(steps, every, kills, seed) + [None]):
         step = saved_step(out)
-        left = (steps - (step or 0)) / steps
-        delays = (0.2, 0.6 + 2.0 * t_run * left / (kills - i + 1))
         cmd = train_cmd(corpus, out, steps, every, threads) if step is None else resume_cmd(out)
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         landed = False
-        if i < kills:
-            time.sleep(rnd.uniform(*delays))
+        if at is not None:
+            opens = every * int(at // every)  # the checkpoint (0: the start) that opens the kill's interval
+            target = opens if step is None else max(opens, step + 1)  # reached in this process's life
+            while p.poll() is None and progress(out) < target:
+                time.sleep(0.002)
+            time.sleep((at - opens) * step_s)
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 landed = True
@@ -129,6 +173,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--keep", action="store_true", help="keep the run directories")
     a = ap.parse_args(argv)
+    try:
+        plan = kill_plan(a.steps, a.every, a.kills, a.seed)
+    except ValueError as e:
+        ap.error(str(e))
     work = tempfile.mkdtemp(prefix="cllm-kill-resume-")
     try:
         corpus = make_corpus(os.path.join(work, "corpus"))
@@ -137,14 +185,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         subprocess.run(train_cmd(corpus, ref, a.steps, a.every, a.threads), cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t_ref = time.perf_counter() - t0
+        step_s = seconds_per_step(ref)
         t0 = time.perf_counter()
-        found = kill_and_resume(corpus, run, a.steps, a.every, a.kills, a.seed, t_ref, a.threads)
+        found = kill_and_resume(corpus, run, a.steps, a.every, a.kills, a.seed, step_s, a.threads)
         t_run = time.perf_counter() - t0
         same = identical(ref, run)
         rows = [("CPU", cpu_model()),
                 ("run", f"{a.steps} steps, --checkpoint-every {a.every}, {a.threads} thread(s), tiny model"),
-                ("uninterrupted run", f"{t_ref:.1f} s"),
-                ("kills requested / landed", f"{a.kills} / {len(found)}"),
+                ("uninterrupted run", f"{t_ref:.1f} s ({1e3 * step_s:.2f} ms per training step)"),
+                ("kills requested / landed during training",
+                 f"{a.kills} / {sum(s is None or s < a.steps for s in found)}"),
+                ("kill points (step of the run)", ", ".join(f"{x:.1f}" for x in plan)),
                 ("checkpoint step after each kill", ", ".join("-" if s is None else str(s) for s in found)),
                 ("killed + resumed runs", f"{t_run:.1f} s in total"),
                 ("final step, weights, AdamW moments", "IDENTICAL (bit for bit)" if same else "DIFFERENT")]

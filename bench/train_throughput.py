@@ -28,7 +28,6 @@ against the BF16 peak (AMX tdpbf16ps when the OS grants tiles, else vdpbf16ps).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -198,24 +197,15 @@ def peak_kind(side: str, machine: cm.Machine, best_isa: str) -> Optional[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--configs", default="A,B,C", help="comma list of A,B,C")
-    ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
-    ap.add_argument("--sides", default=",".join(SIDES), help="comma list of " + ",".join(SIDES))
+    g = cm.GridArgs(__doc__, "configs", list(CONFIGS), "A,B,C", SIDES)
+    ap = g.ap
     ap.add_argument("--reps", type=int, default=3, help="measured reps per side (best is reported)")
     ap.add_argument("--steps", type=int, default=0, help="steps per rep (0: A=20, B=3, C=2)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
     ap.add_argument("--peak-seconds", type=float, default=0.5, help="seconds per peak measurement")
     ap.add_argument("--torch-compile", action="store_true",
                     help="also torch.compile the PyTorch model (slow start; off: eager)")
-    a = ap.parse_args(argv)
-    configs = cm.comma_list(a.configs, str.upper)
-    threads = cm.comma_list(a.threads, int)
-    sides = cm.comma_list(a.sides)
-    bad = [c for c in configs if c not in CONFIGS] + [s for s in sides if s not in SIDES]
-    if bad or not threads or min(threads) < 1 or a.reps < 1 or a.warmup < 0 or a.steps < 0:
-        ap.error(f"bad --configs/--sides/--threads/--reps/--warmup/--steps ({', '.join(bad) or 'values'})")
+    a, configs, threads, sides = g.parse(argv, positive=("reps",), non_negative=("warmup", "steps"))
 
     import cllm
     t_start = time.perf_counter()

@@ -35,10 +35,12 @@ _LAZY = {"Model": "model", "ModelConfig": "config", "TrainOptions": "options", "
 
 
 class _Package(types.ModuleType):
-    """The ``cllm`` module object: importing the submodule ``cllm.train`` must
-    not replace the public function ``cllm.train`` (Python binds a package
-    attribute to each submodule it imports), so that binding is redirected to
-    the function."""
+    """The ``cllm`` module object. ``cllm.train`` names both the public
+    function and the submodule that defines it; Python binds a package
+    attribute to each submodule it imports, so that binding is redirected to
+    the function: ``cllm.train`` is the function whatever was imported first
+    (``from cllm.train import ...`` still reaches the module through
+    ``sys.modules``)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "train" and isinstance(value, types.ModuleType) and hasattr(value, "train"):

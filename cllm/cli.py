@@ -7,23 +7,46 @@ import logging
 import os
 import sys
 import time
-from typing import List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .cli_errors import run_command
 
 log = logging.getLogger("cllm")
 
+#: one ``add_argument`` call as data: (flags, keywords)
+_Arg = Tuple[Tuple[str, ...], Dict[str, Any]]
+
+
+def _arg(*flags: str, **kw: Any) -> _Arg:
+    """The arguments of one ``ArgumentParser.add_argument`` call."""
+    return flags, kw
+
+
+# arguments several commands share
+_CHECKPOINT = _arg("checkpoint", help="checkpoint directory")
+_THREADS = _arg("--threads", type=int, default=0, help="0 = all usable CPUs")
+_WEIGHT_DTYPES = ("fp32", "bf16", "int8")
+
+
+def _add_command(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int],
+                help: str, description: Optional[str] = None, args: Sequence[_Arg] = ()) -> argparse.ArgumentParser:
+    """Add sub-command ``name``, run by ``func``, with the arguments ``args`` (in order)."""
+    p = sub.add_parser(name, help=help, description=description)
+    for flags, kw in args:
+        p.add_argument(*flags, **kw)
+    p.set_defaults(func=func)
+    return p
+
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from .options import TrainOptions
-    p = sub.add_parser("train", help="train a model on a source tree",
-                       description="Train a GPT-2 on the text files under PATH (default: the Python "
-                                   "standard library, capped so the run takes a few minutes).")
-    p.add_argument("path", nargs="?", default=None, help="source tree or file (default: Python stdlib)")
+    p = _add_command(sub, "train", cmd_train, "train a model on a source tree",
+                    "Train a GPT-2 on the text files under PATH (default: the Python standard library, capped "
+                    "so the run takes a few minutes).",
+                    [_arg("path", nargs="?", default=None, help="source tree or file (default: Python stdlib)")])
     TrainOptions.add_arguments(p)
     p.add_argument("--sample-tokens", type=int, default=96, help="tokens of the sample printed at the end")
     p.add_argument("--sample-prompt", default="def ", help="prompt of the sample printed at the end")
-    p.set_defaults(func=cmd_train)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -72,31 +95,32 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="complete a prompt with a checkpoint",
-                       description="Stream a completion of the prompt to stdout. CHECKPOINT is a directory "
-                                   "written by cllm (train or quantize) or a Hugging Face GPT-2 directory "
-                                   "(save_pretrained, with a byte-level BPE tokenizer.json).")
-    p.add_argument("checkpoint", help="checkpoint directory")
+    p = _add_command(sub, "generate", cmd_generate, "complete a prompt with a checkpoint",
+                    "Stream a completion of the prompt to stdout. CHECKPOINT is a directory written by cllm "
+                    "(train or quantize) or a Hugging Face GPT-2 directory (save_pretrained, with a byte-level "
+                    "BPE tokenizer.json).",
+                    [_CHECKPOINT,
+                     _arg("-n", "--max-tokens", type=int, default=128, help="tokens to generate per sample"),
+                     _arg("-t", "--temperature", type=float, default=0.8, help="0 = greedy"),
+                     _arg("-k", "--top-k", type=int, default=40, help="0 disables top-k"),
+                     _arg("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 disables)"),
+                     _arg("-s", "--seed", type=int, default=None, help="sampling seed (default: random)"),
+                     _THREADS,
+                     _arg("--dtype", choices=_WEIGHT_DTYPES, default=None,
+                         help="weight storage (default: the checkpoint's own; fp32 for a full-precision one)"),
+                     _arg("--stop", action="append", default=[], metavar="STR",
+                         help="stop a sample before this text (repeatable)"),
+                     _arg("--num-samples", type=int, default=1, metavar="N",
+                         help="independent samples (seed, seed+1, ...)"),
+                     _arg("--no-heal", dest="heal", action="store_false",
+                         help="turn off token healing (by default the prompt's last token is re-generated so a "
+                              "prompt ending mid-token completes naturally)"),
+                     _arg("-v", "--verbose", action="store_true",
+                         help="print load time, time to first token and tokens/s on stderr (and tracebacks on "
+                              "errors)")])
     src = p.add_mutually_exclusive_group()
     src.add_argument("-p", "--prompt", default="", help="prompt text ('-' reads it from stdin)")
     src.add_argument("--prompt-file", metavar="FILE", help="read the prompt from FILE")
-    p.add_argument("-n", "--max-tokens", type=int, default=128, help="tokens to generate per sample")
-    p.add_argument("-t", "--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("-k", "--top-k", type=int, default=40, help="0 disables top-k")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 disables)")
-    p.add_argument("-s", "--seed", type=int, default=None, help="sampling seed (default: random)")
-    p.add_argument("--threads", type=int, default=0, help="0 = all usable CPUs")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "int8"), default=None,
-                   help="weight storage (default: the checkpoint's own; fp32 for a full-precision one)")
-    p.add_argument("--stop", action="append", default=[], metavar="STR",
-                   help="stop a sample before this text (repeatable)")
-    p.add_argument("--num-samples", type=int, default=1, metavar="N", help="independent samples (seed, seed+1, ...)")
-    p.add_argument("--no-heal", dest="heal", action="store_false",
-                   help="turn off token healing (by default the prompt's last token is re-generated so a "
-                        "prompt ending mid-token completes naturally)")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="print load time, time to first token and tokens/s on stderr (and tracebacks on errors)")
-    p.set_defaults(func=cmd_generate)
 
 
 def _read_prompt(a: argparse.Namespace) -> str:
@@ -146,13 +170,12 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 
 def _add_quantize(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quantize", help="write an int8 or bf16 copy of a checkpoint",
-                       description="Quantize CHECKPOINT's weights and write a checkpoint directory OUT that "
-                                   "`cllm generate` / cllm.load open without re-quantizing (format: README).")
-    p.add_argument("checkpoint", help="full-precision checkpoint directory")
-    p.add_argument("out", help="output directory")
-    p.add_argument("--dtype", choices=("int8", "bf16"), default="int8", help="storage format (default int8)")
-    p.set_defaults(func=cmd_quantize)
+    _add_command(sub, "quantize", cmd_quantize, "write an int8 or bf16 copy of a checkpoint",
+                "Quantize CHECKPOINT's weights and write a checkpoint directory OUT that `cllm generate` / "
+                "cllm.load open without re-quantizing (format: README).",
+                [_arg("checkpoint", help="full-precision checkpoint directory"),
+                 _arg("out", help="output directory"),
+                 _arg("--dtype", choices=("int8", "bf16"), default="int8", help="storage format (default int8)")])
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:
@@ -165,19 +188,18 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="loss and bits/byte of a checkpoint on text files",
-                       description="Loss (nats/token) and bits per byte of CHECKPOINT on the text files under "
-                                   "PATH, with the weights stored as --dtype.")
-    p.add_argument("checkpoint", help="checkpoint directory")
-    p.add_argument("path", help="text file or directory")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "int8"), default=None,
-                   help="weight storage (default: the checkpoint's own)")
-    p.add_argument("--threads", type=int, default=0, help="0 = all usable CPUs")
-    p.add_argument("-e", "--ext", action="append", default=None, metavar="EXT",
-                   help="only files with this extension (repeatable)")
-    p.add_argument("--max-bytes", type=int, default=None, metavar="N", help="evaluate at most N bytes")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_eval)
+    _add_command(sub, "eval", cmd_eval, "loss and bits/byte of a checkpoint on text files",
+                "Loss (nats/token) and bits per byte of CHECKPOINT on the text files under PATH, with the "
+                "weights stored as --dtype.",
+                [_CHECKPOINT,
+                 _arg("path", help="text file or directory"),
+                 _arg("--dtype", choices=_WEIGHT_DTYPES, default=None,
+                     help="weight storage (default: the checkpoint's own)"),
+                 _THREADS,
+                 _arg("-e", "--ext", action="append", default=None, metavar="EXT",
+                     help="only files with this extension (repeatable)"),
+                 _arg("--max-bytes", type=int, default=None, metavar="N", help="evaluate at most N bytes"),
+                 _arg("-q", "--quiet", action="store_true", help="no progress bar")])
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -192,12 +214,11 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="show CPU features / kernel path, or a checkpoint's config")
-    p.add_argument("checkpoint", nargs="?", help="checkpoint directory")
-    p.add_argument("--system", action="store_true",
-                   help="CPU features (incl. AMX / AVX512-BF16), chosen kernel path and precision, threads")
-    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
-    p.set_defaults(func=cmd_info)
+    _add_command(sub, "info", cmd_info, "show CPU features / kernel path, or a checkpoint's config",
+                args=[_arg("checkpoint", nargs="?", help="checkpoint directory"),
+                      _arg("--system", action="store_true",
+                          help="CPU features (incl. AMX / AVX512-BF16), chosen kernel path and precision, threads"),
+                      _arg("-v", "--verbose", action="store_true", help="tracebacks on errors")])
 
 
 def cmd_info(a: argparse.Namespace) -> int:

@@ -15,10 +15,8 @@ import logging
 import math
 import os
 import signal
-import sys
 import threading
 import time
-import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -673,18 +671,3 @@ Options (keyword-only; see :class:`~cllm.options.TrainOptions`):
 train.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [inspect.Parameter("path", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Optional[str])]
     + TrainOptions.parameters(), return_annotation=Model)
-
-
-class _CallableTrainModule(types.ModuleType):
-    """``cllm.train`` names both this module and :func:`train`. The package
-    imports it lazily, so a ``from cllm.train import ...`` that runs first
-    rebinds ``cllm.train`` to the module; calls are forwarded so that
-    ``cllm.train(path, ...)`` works either way."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Model:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableTrainModule
-__signature__ = train.__signature__  # inspect.signature(cllm.train) is train's either way
-__doc__ = (__doc__ or "") + "\n" + (train.__doc__ or "")  # help(cllm.train) documents the function too

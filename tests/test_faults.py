@@ -586,6 +586,7 @@ def test_sigkill_at_random_instants_then_resume_is_bit_identical(corpus, tmp_pat
     ref, out = str(tmp_path / "ref"), str(tmp_path / "run")
     subprocess.run(kill_resume.train_cmd(corpus, ref, 120, 5), cwd=kill_resume.ROOT, check=True,
                    capture_output=True)
-    found = kill_resume.kill_and_resume(corpus, out, 120, 5, kills=3, seed=11)
-    assert found, "no kill landed"
+    found = kill_resume.kill_and_resume(corpus, out, 120, 5, kills=3, seed=11,
+                                        step_s=kill_resume.seconds_per_step(ref))
+    assert len(found) == 3 and all(s is None or s < 120 for s in found), f"kills landing mid-run: {found}"
     assert kill_resume.identical(ref, out), f"kills at checkpoint steps {found}: differs from the uninterrupted run"
