@@ -257,29 +257,6 @@ void cllm_ref_adamw(float *p, const float *g, float *m, float *v, size_t n,
     }
 }
 
-void cllm_ref_matvec(float *y, const float *x, const float *W, const float *bias,
-                     int in, int ldw, int lo, int hi) {
-    int n = hi - lo;
-    if (n <= 0) return;
-    float *yy = y + lo;
-    if (bias) for (int j = 0; j < n; j++) yy[j] = bias[lo + j];
-    else for (int j = 0; j < n; j++) yy[j] = 0.0f;
-    for (int i = 0; i < in; i++) {
-        float xi = x[i];
-        const float *w = W + (size_t)i * ldw + lo;
-        for (int j = 0; j < n; j++) yy[j] += xi * w[j];
-    }
-}
-
-void cllm_ref_matvec_t(float *y, const float *x, const float *W, int C, int lo, int hi) {
-    for (int r = lo; r < hi; r++) {
-        const float *w = W + (size_t)r * C;
-        float d = 0.0f;
-        for (int i = 0; i < C; i++) d += x[i] * w[i];
-        y[r] = d;
-    }
-}
-
 void cllm_ref_attention_step(float *out, const float *q, const float *kt, const float *v, int len, int ldk,
                              int hs, float *scratch) {
     float scale = 1.0f / sqrtf((float)hs), maxv = -INFINITY, sum = 0.0f;

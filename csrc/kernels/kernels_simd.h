@@ -380,33 +380,6 @@ SOP void S(bias_grad)(float *db, const float *dout, int N, int OC) {
 }
 
 /* ------------------------------------------------------------ inference */
-/* y[lo:hi] = bias + x W[:, lo:hi]; 4-vector column blocks in registers */
-SOP void S(matvec)(float *y, const float *x, const float *Wt, const float *bias,
-                   int in, int ldw, int lo, int hi) {
-    int j = lo;
-    for (; j + 4 * VW <= hi; j += 4 * VW) {
-        vf a0, a1, a2, a3;
-        if (bias) { a0 = v_load(bias + j); a1 = v_load(bias + j + VW); a2 = v_load(bias + j + 2 * VW); a3 = v_load(bias + j + 3 * VW); }
-        else a0 = a1 = a2 = a3 = v_zero();
-        const float *w = Wt + j;
-        for (int i = 0; i < in; i++, w += ldw) {
-            vf xi = v_set1(x[i]);
-            a0 = v_fmadd(xi, v_load(w), a0);
-            a1 = v_fmadd(xi, v_load(w + VW), a1);
-            a2 = v_fmadd(xi, v_load(w + 2 * VW), a2);
-            a3 = v_fmadd(xi, v_load(w + 3 * VW), a3);
-        }
-        v_store(y + j, a0); v_store(y + j + VW, a1); v_store(y + j + 2 * VW, a2); v_store(y + j + 3 * VW, a3);
-    }
-    for (; j < hi; j += VW) {
-        int r = hi - j >= VW ? VW : hi - j;
-        vf a = bias ? v_loadn(bias + j, r) : v_zero();
-        const float *w = Wt + j;
-        for (int i = 0; i < in; i++, w += ldw) a = v_fmadd(v_set1(x[i]), v_loadn(w, r), a);
-        v_storen(y + j, a, r);
-    }
-}
-
 SFN float dot_row(const float *a, const float *b, int n) {
     vf s0 = v_zero(), s1 = v_zero();
     int j = 0;
@@ -419,40 +392,7 @@ SFN float dot_row(const float *a, const float *b, int n) {
     return v_hsum(v_add(s0, s1));
 }
 
-/* y[r] = x . W[r]; four rows at a time share the loads of x */
-SOP void S(matvec_t)(float *y, const float *x, const float *Wt, int C, int lo, int hi) {
-    int r = lo;
-    for (; r + 4 <= hi; r += 4) {
-        const float *w0 = Wt + (size_t)r * C, *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
-        vf s0 = v_zero(), s1 = v_zero(), s2 = v_zero(), s3 = v_zero();
-        int j = 0;
-        for (; j + VW <= C; j += VW) {
-            vf xv = v_load(x + j);
-            s0 = v_fmadd(xv, v_load(w0 + j), s0);
-            s1 = v_fmadd(xv, v_load(w1 + j), s1);
-            s2 = v_fmadd(xv, v_load(w2 + j), s2);
-            s3 = v_fmadd(xv, v_load(w3 + j), s3);
-        }
-        if (j < C) {
-            int n = C - j;
-            vf xv = v_loadn(x + j, n);
-            s0 = v_fmadd(xv, v_loadn(w0 + j, n), s0);
-            s1 = v_fmadd(xv, v_loadn(w1 + j, n), s1);
-            s2 = v_fmadd(xv, v_loadn(w2 + j, n), s2);
-            s3 = v_fmadd(xv, v_loadn(w3 + j, n), s3);
-        }
-        y[r] = v_hsum(s0); y[r + 1] = v_hsum(s1); y[r + 2] = v_hsum(s2); y[r + 3] = v_hsum(s3);
-    }
-    for (; r < hi; r++) y[r] = dot_row(x, Wt + (size_t)r * C, C);
-}
 
-/* y(n) += a * x(n) */
-SFN void axpy(float *yv, float a, const float *x, int n) {
-    vf va = v_set1(a);
-    int j = 0;
-    for (; j + VW <= n; j += VW) v_store(yv + j, v_fmadd(va, v_load(x + j), v_load(yv + j)));
-    if (j < n) v_storen(yv + j, v_fmadd(va, v_loadn(x + j, n - j), v_loadn(yv + j, n - j)), n - j);
-}
 
 /* Scores for 4*VW positions at a time from the transposed keys, 8
  * independent FMA chains (even / odd d) and no horizontal sums; the last,
