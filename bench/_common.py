@@ -37,6 +37,9 @@ if ROOT not in sys.path:  # the in-place build of the repository
 
 #: peak kinds used for fp32 sides by ISA, and the bf16 kinds in order of preference
 FP32_PEAK = {"avx512": "fma_avx512", "avx2": "fma_avx2"}
+#: environment restricting PyTorch (ATen kernels, MKL, oneDNN) to AVX2; set before torch is imported
+AVX2_ENV_TORCH = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                  "ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"}
 BF16_PEAKS = ("amx_bf16", "bf16_avx512")
 
 

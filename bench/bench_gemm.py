@@ -5,6 +5,7 @@ Run from the project root::
     python bench/bench_gemm.py                         # config-B shapes, best ISA, fp32 + bf16
     python bench/bench_gemm.py --isa avx512,avx2 --reps 7 --shapes fwd_qkv,bwd_dw_qkv
     python bench/bench_gemm.py --shapes all            # also config A / C and batch-1 shapes
+    python bench/bench_gemm.py --isa avx2 --torch-avx2 # AVX2 pair: torch.mm restricted to AVX2
 
 Both sides run on one thread (torch.set_num_threads(1); the BLAS thread
 variables are set before anything is imported) and are timed interleaved,
@@ -14,7 +15,10 @@ in this run: fp32 against the FMA peak of the ISA the cllm row uses (torch.mm
 against the best FMA peak, it picks its own kernel), bf16 against the BF16
 peak (AMX when the OS grants tiles, else vdpbf16ps). The bf16 columns compare
 torch.mm on bf16 tensors with cllm_gemm_bf16 (B already BF16, as the model's
-weight copies) when this build of cllm has it.
+weight copies) when this build of cllm has it. ``--torch-avx2`` restricts
+torch (ATen, MKL, oneDNN) to AVX2 through the environment (set before torch is
+imported), so ``--isa avx2 --torch-avx2`` is the AVX2-only pair of
+``bench/train_throughput.py --sides cllm-avx2,torch-avx2``.
 """
 from __future__ import annotations
 
@@ -210,12 +214,13 @@ def cllm_bf16_call(s: Shape, A: np.ndarray, B: np.ndarray, C: np.ndarray) -> Cal
 
 
 def bench(shapes: List[Shape], isas: List[str], reps: int, min_time: float, machine: cm.Machine,
-          bf16: bool) -> List[Dict[str, object]]:
-    """Time each shape: cllm per ISA and torch.mm (fp32), and the bf16 pair."""
+          bf16: bool, torch_isa: str) -> List[Dict[str, object]]:
+    """Time each shape: cllm per ISA and torch.mm (fp32; its peak is that of
+    ``torch_isa``), and the bf16 pair."""
     import torch
     torch.set_num_threads(1)
     best_isa = supported_isas()[-1]
-    best_fp32 = cm.FP32_PEAK.get(best_isa, "fma_avx512")
+    best_fp32 = cm.FP32_PEAK.get(torch_isa, "fma_avx512")
     bf16_kind = machine.bf16_kind()
     cllm_bf16 = bf16 and have_cllm_bf16()
     rows = []
@@ -259,7 +264,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--min-time", type=float, default=0.05, help="seconds per timed repetition")
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16 columns")
     p.add_argument("--peak-seconds", type=float, default=0.5, help="seconds per peak measurement")
+    p.add_argument("--torch-avx2", action="store_true",
+                   help="restrict torch to AVX2 (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, oneDNN)")
     args = p.parse_args(argv)
+    if args.torch_avx2:
+        if "torch" in sys.modules:
+            p.error("--torch-avx2 must be given before torch is imported")
+        os.environ.update(cm.AVX2_ENV_TORCH)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     old = ffi.new("int *")
     lib.cllm_get_isa(old)
@@ -273,14 +284,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error(f"unknown or unsupported: {', '.join(bad) or 'reps/min-time'}")
     shapes = [s for s in SHAPES if s.name in names]
     machine = cm.measure_machine([1], seconds=args.peak_seconds)
+    torch_isa = "avx2" if args.torch_avx2 else best
     try:
-        rows = bench(shapes, isas, args.reps, args.min_time, machine, not args.no_bf16)
+        rows = bench(shapes, isas, args.reps, args.min_time, machine, not args.no_bf16 and not args.torch_avx2,
+                     torch_isa)
     finally:
         lib.cllm_set_isa(old[0])
     cm.remeasure_peaks(machine, args.peak_seconds)
     for r in rows:  # shares of the final (higher) peaks
         pk = machine.peak(cm.FP32_PEAK.get(r["isa"], ""), 1)
-        pk_t = machine.peak(cm.FP32_PEAK.get(best, ""), 1)
+        pk_t = machine.peak(cm.FP32_PEAK.get(torch_isa, ""), 1)
         pb = machine.peak(machine.bf16_kind() or "", 1)
         r["cllm_pct"] = r["cllm"] / pk if pk else None
         r["torch_pct"] = r["torch"] / pk_t if pk_t else None

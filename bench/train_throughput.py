@@ -46,8 +46,6 @@ CONFIGS: Dict[str, Dict[str, int]] = {
 #: timed steps per rep (each rep of each side lasts roughly 0.2 - 3 s)
 STEPS = {"A": 20, "B": 3, "C": 2}
 SIDES = ["cllm-fp32", "cllm-bf16", "cllm-avx2", "torch-fp32", "torch-bf16", "torch-avx2"]
-AVX2_ENV_TORCH = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-                  "ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"}
 
 
 def flops_per_token(cfg: Dict[str, int]) -> float:
@@ -181,7 +179,7 @@ def start_workers(cfg: Dict[str, int], threads: int, sides: List[str], warmup: i
     if "torch-avx2" in sides:
         procs["torch-avx2"] = cm.Worker("torch-avx2", script,
                                         dict(base, kind="torch", modes=["fp32"], compile=compile_torch),
-                                        AVX2_ENV_TORCH)
+                                        cm.AVX2_ENV_TORCH)
         pending["torch-avx2"] = (procs["torch-avx2"], "fp32")
     # side -> (worker, mode), or the reason it cannot run
     cols = {s: (wm if wm[0].ok else wm[0].error) for s, wm in pending.items()}

@@ -85,47 +85,171 @@ static inline void gemm_tr8(__m256 r[8]) {
     }
 }
 
-/* First n (0..8) lanes set, for maskload/maskstore. */
+/* First n (0..8) lanes set, for maskload. */
 static inline __m256i gemm_lanes8(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* Transposing packer (see gemm_impl.h): dst[k*W + r] = scale*src[r*ld + k]. */
-static int gemm_pack_t_avx2(const float *src, size_t ld, int rows, int kc, float scale,
-                            float *restrict dst, int W) {
+/* Store the first n (1..8) lanes of v. (AVX2 vmaskmovps stores are slow on
+ * AMD cores, so partial stores are 4/2/1-lane pieces.) */
+static inline void gemm_store_n(float *p, __m256 v, int n) {
+    __m128 x = _mm256_castps256_ps128(v);
+    if (n >= 4) {
+        _mm_storeu_ps(p, x);
+        if (n == 8) { _mm_storeu_ps(p + 4, _mm256_extractf128_ps(v, 1)); return; }
+        p += 4;
+        n -= 4;
+        x = _mm256_extractf128_ps(v, 1);
+    }
+    if (n >= 2) {
+        _mm_storel_pi((__m64 *)p, x);
+        p += 2;
+        n -= 2;
+        x = _mm_movehl_ps(x, x);
+    }
+    if (n) _mm_store_ss(p, x);
+}
+
+/* Transposing packer (see gemm_impl.h): dst[k*W + r] = scale*src[r*ld + k].
+ * 8x8 blocks are transposed in registers. Each column k of a block is W
+ * floats of dst; for W < 8 (the A sliver, W = MR) column k is stored as a
+ * full 8-lane vector whose W..7 lanes spill onto column k+1, which is
+ * written next, so only the sliver's last column needs a partial store.
+ * pf: the next sliver's first row (pf_rows rows, stride ld), prefetched
+ * while this one is packed (short row runs train the hardware prefetchers
+ * too late), or pf_rows = 0. */
+static void gemm_pack_t_avx2(const float *src, size_t ld, int rows, int kc, float scale,
+                             float *restrict dst, int W, const float *pf, int pf_rows) {
     __m256 vs = _mm256_set1_ps(scale);
     for (int r0 = 0; r0 < W; r0 += 8) {
         int wl = W - r0 < 8 ? W - r0 : 8;
         int rv = rows - r0 < 0 ? 0 : rows - r0 < wl ? rows - r0 : wl;
-        __m256i sm = gemm_lanes8(wl);
+        int pv = pf_rows - r0 < 0 ? 0 : pf_rows - r0 < wl ? pf_rows - r0 : wl;
+        const float *s0 = src + (size_t)r0 * ld;
         for (int k0 = 0; k0 < kc; k0 += 8) {
             int kt = kc - k0 < 8 ? kc - k0 : 8;
-            __m256i lm = gemm_lanes8(kt);
+            for (int i = 0; i < pv; i++) _mm_prefetch((const char *)(pf + (size_t)(r0 + i) * ld + k0), _MM_HINT_T0);
             __m256 r[8];
-            if (rv == 8 && kt == 8) {
+            if (kt == 8) {
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++)
-                    r[i] = _mm256_mul_ps(vs, _mm256_loadu_ps(src + (size_t)(r0 + i) * ld + k0));
+                    r[i] = i < rv ? _mm256_mul_ps(vs, _mm256_loadu_ps(s0 + (size_t)i * ld + k0))
+                                  : _mm256_setzero_ps();
             } else {
+                __m256i lm = gemm_lanes8(kt);
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++)
-                    r[i] = i < rv ? _mm256_mul_ps(vs, _mm256_maskload_ps(
-                                                          src + (size_t)(r0 + i) * ld + k0, lm))
+                    r[i] = i < rv ? _mm256_mul_ps(vs, _mm256_maskload_ps(s0 + (size_t)i * ld + k0, lm))
                                   : _mm256_setzero_ps();
             }
             gemm_tr8(r);
             float *d = dst + (size_t)k0 * W + r0;
-            if (wl == 8 && kt == 8) {
+            if (wl == 8) {
 #pragma GCC unroll 8
-                for (int k = 0; k < 8; k++) _mm256_storeu_ps(d + (size_t)k * W, r[k]);
+                for (int k = 0; k < 8; k++)
+                    if (k < kt) _mm256_storeu_ps(d + (size_t)k * W, r[k]);
+            } else if (wl == W) {
+                int last = k0 + 8 >= kc ? kt - 1 : 8;  /* the sliver's last column */
+#pragma GCC unroll 8
+                for (int k = 0; k < 8; k++)
+                    if (k < kt) {
+                        if (k == last) gemm_store_n(d + (size_t)k * W, r[k], wl);
+                        else _mm256_storeu_ps(d + (size_t)k * W, r[k]);
+                    }
             } else {
-                for (int k = 0; k < kt; k++) _mm256_maskstore_ps(d + (size_t)k * W, sm, r[k]);
+                for (int k = 0; k < kt; k++) gemm_store_n(d + (size_t)k * W, r[k], wl);
+            }
+        }
+    }
+}
+
+/* Rows of op(A) with ta / op(B) without tb are packed GEMM_PACK_KB rows at a
+ * time across all slivers, so each source row is read in one sequential run
+ * (a sliver at a time would read a short run of every row, rows a page or
+ * more apart, which the hardware prefetchers do not cross). */
+#define GEMM_PACK_KB 8
+
+/* A block (see gemm_pack_a in gemm_impl.h): dst[s*MR*kc + k*MR + i]. */
+static int gemm_pack_a_avx2(int ta, const float *A, int lda, int i0, int p0, int mc, int kc, float alpha,
+                            float *restrict dst) {
+    if (!ta) {
+        for (int s = 0; s < mc; s += GEMM_MR) {
+            int mr = mc - s < GEMM_MR ? mc - s : GEMM_MR, left = mc - s - GEMM_MR;
+            const float *src = A + (size_t)(i0 + s) * lda + p0;
+            gemm_pack_t_avx2(src, (size_t)lda, mr, kc, alpha, dst + (size_t)s * kc, GEMM_MR,
+                             left > 0 ? src + (size_t)GEMM_MR * lda : NULL, left > GEMM_MR ? GEMM_MR : left > 0 ? left : 0);
+        }
+        return 1;
+    }
+    /* op(A)[i][k] = A[k*lda + i]: each k gives MR contiguous values */
+    __m128 va = _mm_set1_ps(alpha);
+    for (int k0 = 0; k0 < kc; k0 += GEMM_PACK_KB) {
+        int kb = kc - k0 < GEMM_PACK_KB ? kc - k0 : GEMM_PACK_KB;
+        int pkb = kc - k0 - kb < GEMM_PACK_KB ? kc - k0 - kb : GEMM_PACK_KB;
+        for (int s = 0; s < mc; s += GEMM_MR) {
+            int mr = mc - s < GEMM_MR ? mc - s : GEMM_MR;
+            float *restrict d = dst + (size_t)s * kc + (size_t)k0 * GEMM_MR;
+            const float *src = A + (size_t)(p0 + k0) * lda + i0 + s;
+            if (((i0 + s) & 15) < GEMM_MR) /* ~once per 64-byte line: the next block's rows */
+                for (int k = 0; k < pkb; k++)
+                    _mm_prefetch((const char *)(src + (size_t)(GEMM_PACK_KB + k) * lda), _MM_HINT_T0);
+            for (int k = 0; k < kb; k++) {
+                const float *a = src + (size_t)k * lda;
+                float *o = d + (size_t)k * GEMM_MR;
+                if (mr == GEMM_MR) {
+                    _mm_storeu_ps(o, _mm_mul_ps(va, _mm_loadu_ps(a)));
+                    _mm_storel_pi((__m64 *)(o + 4), _mm_mul_ps(va, _mm_castpd_ps(_mm_load_sd((const double *)(a + 4)))));
+                } else {
+                    int i = 0;
+                    for (; i < mr; i++) o[i] = alpha * a[i];
+                    for (; i < GEMM_MR; i++) o[i] = 0.0f;
+                }
             }
         }
     }
     return 1;
 }
-#define GEMM_PACK_T gemm_pack_t_avx2
+
+/* B panel (see gemm_pack_b in gemm_impl.h): dst[t*NR*kc + k*NR + j]. */
+static int gemm_pack_b_avx2(int tb, const float *B, int ldb, int p0, int j0, int kc, int nc,
+                            float *restrict dst) {
+    if (tb) {
+        /* op(B)[k][j] = B[j*ldb + k]: rows of B are contiguous in k */
+        for (int t = 0; t < nc; t += GEMM_NR) {
+            int nr = nc - t < GEMM_NR ? nc - t : GEMM_NR, left = nc - t - GEMM_NR;
+            const float *src = B + (size_t)(j0 + t) * ldb + p0;
+            gemm_pack_t_avx2(src, (size_t)ldb, nr, kc, 1.0f, dst + (size_t)t * kc, GEMM_NR,
+                             left > 0 ? src + (size_t)GEMM_NR * ldb : NULL, left > GEMM_NR ? GEMM_NR : left > 0 ? left : 0);
+        }
+        return 1;
+    }
+    for (int k0 = 0; k0 < kc; k0 += GEMM_PACK_KB) {
+        int kb = kc - k0 < GEMM_PACK_KB ? kc - k0 : GEMM_PACK_KB;
+        int pkb = kc - k0 - kb < GEMM_PACK_KB ? kc - k0 - kb : GEMM_PACK_KB;
+        for (int t = 0; t < nc; t += GEMM_NR) {
+            int nr = nc - t < GEMM_NR ? nc - t : GEMM_NR;
+            float *restrict d = dst + (size_t)t * kc + (size_t)k0 * GEMM_NR;
+            const float *src = B + (size_t)(p0 + k0) * ldb + j0 + t;
+            for (int k = 0; k < pkb; k++) /* the next block's rows */
+                _mm_prefetch((const char *)(src + (size_t)(GEMM_PACK_KB + k) * ldb), _MM_HINT_T0);
+            for (int k = 0; k < kb; k++) {
+                const float *b = src + (size_t)k * ldb;
+                float *o = d + (size_t)k * GEMM_NR;
+                if (nr == GEMM_NR) {
+                    _mm256_store_ps(o, _mm256_loadu_ps(b));
+                    _mm256_store_ps(o + 8, _mm256_loadu_ps(b + 8));
+                } else {
+                    int j = 0;
+                    for (; j < nr; j++) o[j] = b[j];
+                    for (; j < GEMM_NR; j++) o[j] = 0.0f;
+                }
+            }
+        }
+    }
+    return 1;
+}
+#define GEMM_PACK_A gemm_pack_a_avx2
+#define GEMM_PACK_B gemm_pack_b_avx2
 
 #include "gemm_impl.h"
 

@@ -25,7 +25,11 @@
  * Optional: GEMM_PACK_T(src, ld, rows, kc, scale, dst, W) - a SIMD transposing
  * packer for the strided cases (A not transposed, B transposed): writes
  * dst[k*W + r] = scale * src[r*ld + k] for r < rows (zero for rows <= r < W),
- * k < kc; returns nonzero if it handled the sliver. */
+ * k < kc; returns nonzero if it handled the sliver.
+ * Optional: GEMM_PACK_A(ta, A, lda, i0, p0, mc, kc, alpha, dst) and
+ * GEMM_PACK_B(tb, B, ldb, p0, j0, kc, nc, dst) - whole-block packers with
+ * the contracts of gemm_pack_a / gemm_pack_b below; return nonzero if they
+ * handled the block. */
 
 #include <stddef.h>
 #include <string.h>
@@ -34,6 +38,9 @@
  * MR-tall slivers: dst[s*MR*kc + k*MR + i]. */
 static void gemm_pack_a(int ta, const float *A, int lda, int i0, int p0, int mc, int kc,
                         float alpha, float *restrict dst) {
+#ifdef GEMM_PACK_A
+    if (GEMM_PACK_A(ta, A, lda, i0, p0, mc, kc, alpha, dst)) return;
+#endif
     for (int s = 0; s < mc; s += GEMM_MR) {
         int mr = mc - s < GEMM_MR ? mc - s : GEMM_MR;
         float *restrict d = dst + (size_t)s * kc;
@@ -82,6 +89,9 @@ static void gemm_pack_a(int ta, const float *A, int lda, int i0, int p0, int mc,
  * dst[t*NR*kc + k*NR + j]. */
 static void gemm_pack_b(int tb, const float *B, int ldb, int p0, int j0, int kc, int nc,
                         float *restrict dst) {
+#ifdef GEMM_PACK_B
+    if (GEMM_PACK_B(tb, B, ldb, p0, j0, kc, nc, dst)) return;
+#endif
     for (int t = 0; t < nc; t += GEMM_NR) {
         int nr = nc - t < GEMM_NR ? nc - t : GEMM_NR;
         float *restrict d = dst + (size_t)t * kc;
