@@ -19,25 +19,20 @@ import sys
 import tempfile
 import time
 
+#: the other `cllm train` options of every run, with their defaults here
+SWEPT_WITH = {"max_steps": 300, "batch_size": 16, "seq_len": 128, "embed_dim": 256, "num_layers": 4, "num_heads": 4,
+              "learning_rate": 3e-4, "threads": 0, "seed": 1234}
 
 
 def main(argv=None) -> int:
     import cllm
-
+    from cllm.options import TrainOptions
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--path", default=None, help="corpus (default: the default corpus of `cllm train`)")
     ap.add_argument("--sizes", default="2048,4096,8192,16384",
                     help="comma-separated vocabulary sizes")
-    ap.add_argument("--max-steps", type=int, default=300)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--embed-dim", type=int, default=256)
-    ap.add_argument("--num-layers", type=int, default=4)
-    ap.add_argument("--num-heads", type=int, default=4)
-    ap.add_argument("--learning-rate", type=float, default=3e-4)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=1234)
+    TrainOptions.add_arguments(ap, only=SWEPT_WITH, defaults=SWEPT_WITH)
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
@@ -45,11 +40,7 @@ def main(argv=None) -> int:
     for v in sizes:
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()
-            model = cllm.train(args.path, vocab_size=v, max_steps=args.max_steps,
-                               batch_size=args.batch_size, seq_len=args.seq_len,
-                               embed_dim=args.embed_dim, num_layers=args.num_layers,
-                               num_heads=args.num_heads, learning_rate=args.learning_rate,
-                               threads=args.threads, seed=args.seed, out_dir=out)
+            model = cllm.train(args.path, vocab_size=v, out_dir=out, **{k: getattr(args, k) for k in SWEPT_WITH})
             dt = time.perf_counter() - t0
         s = model.summary
         rows.append((v, float(s["val_loss"]), float(s["val_bpb"]), dt))

@@ -125,11 +125,10 @@ def cache_sizes() -> Dict[str, Any]:
     """Data cache sizes in bytes as the C core detected them (``l1d``, ``l2``,
     ``l3``; 0 if unknown), the CPUs sharing the L3 and the ``source``
     (``"cpuid"``, ``"sysfs"`` or ``"defaults"``)."""
-    l1, l2, l3 = (ffi.new("int64_t *") for _ in range(3))
-    share, src = ffi.new("int *"), ffi.new("int *")
-    check(lib.cllm_cache_sizes(l1, l2, l3, share, src))
-    return {"l1d": int(l1[0]), "l2": int(l2[0]), "l3": int(l3[0]), "l3_sharing": int(share[0]),
-            "source": {1: "cpuid", 2: "sysfs"}.get(src[0], "defaults")}
+    c = ffi.new("cllm_cache_info *")
+    check(lib.cllm_cache_sizes(c))
+    return {"l1d": int(c.l1d), "l2": int(c.l2), "l3": int(c.l3), "l3_sharing": int(c.l3_sharing),
+            "source": {1: "cpuid", 2: "sysfs"}.get(c.source, "defaults")}
 
 
 def gemm_blocking(isa: Optional[str] = None) -> Dict[str, int]:

@@ -197,9 +197,11 @@ class TrainOptions:
 
     # -------------------------------------------------------------- the CLI
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser, only: Optional[Sequence[str]] = None) -> None:
+    def add_arguments(cls, parser: argparse.ArgumentParser, only: Optional[Sequence[str]] = None,
+                      defaults: Optional[Mapping[str, Any]] = None) -> None:
         """Add one ``cllm train`` flag per CLI option (grouped as in the class);
-        ``only``: just these options (other commands share the corpus flags)."""
+        ``only``: just these options (other commands and scripts share flags);
+        ``defaults``: other defaults for some of them (the help says so)."""
         groups: Dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             m = f.metadata
@@ -212,6 +214,8 @@ class TrainOptions:
             if m["short"]:
                 names.insert(0, m["short"])
             default = f.default if m["cli_default"] is dataclasses.MISSING else m["cli_default"]
+            here = defaults is not None and f.name in defaults
+            default = defaults[f.name] if here else default  # type: ignore[index]
             tp, _ = _base_type(f.type)
             if tp is bool:
                 g.add_argument(*names, dest=f.name, default=default, help=m["cli_help"],
@@ -219,7 +223,7 @@ class TrainOptions:
                 continue
             metavar = m["metavar"] or {int: "N", float: "F"}.get(tp, "TEXT")
             kw: Dict[str, Any] = dict(dest=f.name, default=default, metavar=metavar,
-                                      help=_cli_help(m, default))
+                                      help=_cli_help(m, default, here))
             if typing.get_origin(tp) in (list, List):
                 kw.update(action="append", type=str)
             else:
@@ -266,9 +270,10 @@ def _range_text(m: Mapping[str, Any]) -> str:
     return f"in {'(' if m['lo_open'] else '['}{lo}, {hi}{')' if m['hi_open'] else ']'}"
 
 
-def _cli_help(m: Mapping[str, Any], default: Any) -> str:
+def _cli_help(m: Mapping[str, Any], default: Any, here: bool = False) -> str:
+    """The flag's help: its text, default (``here``: the calling script's own) and range."""
     rng = _range_text(m)
-    extra = [f"default {default}"] if default is not None else []
+    extra = [f"default {'here ' if here else ''}{default}"] if default is not None else []
     if rng and m["hi"] != C_INT_MAX:
         extra.append(rng)
     return m["cli_help"] + (f" ({'; '.join(extra)})" if extra else "")

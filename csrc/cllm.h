@@ -57,8 +57,12 @@ int cllm_cpu_count(int *n);
 /* Data cache sizes in bytes (detected once: CPUID leaf 4 on Intel,
  * 0x8000001D on AMD, else sysfs, else 32 KiB / 256 KiB defaults; l3 = 0 if
  * unknown), the logical CPUs sharing the L3, and where they came from
- * (source: 1 CPUID, 2 sysfs, 0 defaults). Any pointer may be NULL. */
-int cllm_cache_sizes(int64_t *l1d, int64_t *l2, int64_t *l3, int *l3_sharing, int *source);
+ * (source: 1 CPUID, 2 sysfs, 0 defaults). */
+typedef struct {
+    int64_t l1d, l2, l3;
+    int l3_sharing, source;
+} cllm_cache_info;
+int cllm_cache_sizes(cllm_cache_info *out);
 
 /* ------------------------------------------------ measured machine limits */
 /* Multiply-add peak kinds (csrc/runtime/peak.c): register-only loops of
@@ -421,8 +425,9 @@ int cllm_tokenizer_encode_docs(cllm_tokenizer *t, const uint8_t *data,
                                const uint64_t *offsets, size_t n_docs,
                                int32_t eot_id, int32_t *out, size_t cap,
                                size_t *n_out);
-/* Pre-tokenize only: writes the end offset of each pre-token (testing). */
-int cllm_tokenizer_pretokenize(const uint8_t *text, size_t len, uint64_t *ends,
+/* Pre-tokenize only, with pre-tokenizer mode (CLLM_PRETOK_*, below):
+ * writes the end offset of each pre-token (testing). */
+int cllm_tokenizer_pretokenize(int mode, const uint8_t *text, size_t len, uint64_t *ends,
                                size_t cap, size_t *n_out);
 /* Bytes of ids: *n_out receives the full length; fails with CLLM_ERR_RANGE
  * (and writes nothing) when cap is too small or an id is out of range. */

@@ -14,9 +14,12 @@ import argparse
 import os
 
 import cllm
+from cllm.options import TrainOptions
 from cllm.plot import plot_runs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: model and batch shape: the `cllm train` flags of these options, with these defaults
+SHAPE = {"vocab_size": 4096, "embed_dim": 256, "num_layers": 4, "seq_len": 128, "batch_size": 16}
 
 
 def main() -> None:
@@ -24,11 +27,7 @@ def main() -> None:
     ap.add_argument("path", nargs="?", default=os.path.dirname(HERE), help="repository (default: this checkout)")
     ap.add_argument("--rates", default="3e-4,1e-3")
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--vocab-size", type=int, default=4096)
-    ap.add_argument("--embed-dim", type=int, default=256)
-    ap.add_argument("--num-layers", type=int, default=4)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--batch-size", type=int, default=16)
+    TrainOptions.add_arguments(ap, only=SHAPE, defaults=SHAPE)
     ap.add_argument("--runs", default="runs/plot-example", help="parent directory of the runs")
     ap.add_argument("-o", "--output", default="loss.png")
     args = ap.parse_args()
@@ -37,10 +36,8 @@ def main() -> None:
     tok = None
     for lr in (float(r) for r in args.rates.split(",")):
         out = os.path.join(args.runs, f"lr{lr:g}")
-        model = cllm.train(args.path, learning_rate=lr, max_steps=args.steps, vocab_size=args.vocab_size,
-                           embed_dim=args.embed_dim, num_layers=args.num_layers, seq_len=args.seq_len,
-                           batch_size=args.batch_size, eval_interval=max(1, args.steps // 5),
-                           tokenizer=tok, out_dir=out)
+        model = cllm.train(args.path, learning_rate=lr, max_steps=args.steps, eval_interval=max(1, args.steps // 5),
+                           tokenizer=tok, out_dir=out, **{k: getattr(args, k) for k in SHAPE})
         tok = model.tokenizer  # same tokenizer for both runs: only the rate differs
         print(f"lr {lr:g}: val loss {model.summary['val_loss']:.3f}")
         dirs.append(out)

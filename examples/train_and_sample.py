@@ -13,8 +13,11 @@ import argparse
 import os
 
 import cllm
+from cllm.options import TrainOptions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: model and batch shape: the `cllm train` flags of these options, with these defaults
+SHAPE = {"vocab_size": 4096, "embed_dim": 256, "num_layers": 4, "seq_len": 128, "batch_size": 16}
 
 
 def main() -> None:
@@ -22,19 +25,13 @@ def main() -> None:
     ap.add_argument("path", nargs="?", default=os.path.dirname(HERE), help="repository (default: this checkout)")
     ap.add_argument("-e", "--ext", action="append", default=None, help="only these extensions (e.g. -e .py)")
     ap.add_argument("--steps", type=int, default=300, help="optimizer steps")
-    ap.add_argument("--vocab-size", type=int, default=4096)
-    ap.add_argument("--embed-dim", type=int, default=256)
-    ap.add_argument("--num-layers", type=int, default=4)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--batch-size", type=int, default=16)
+    TrainOptions.add_arguments(ap, only=SHAPE, defaults=SHAPE)
     ap.add_argument("--out", default="runs/example", help="checkpoint directory")
     ap.add_argument("--prompt", default="def ")
     args = ap.parse_args()
 
-    model = cllm.train(args.path, exts=args.ext, max_steps=args.steps, vocab_size=args.vocab_size,
-                       embed_dim=args.embed_dim, num_layers=args.num_layers, num_heads=4,
-                       seq_len=args.seq_len, batch_size=args.batch_size, learning_rate=1e-3,
-                       out_dir=args.out)
+    model = cllm.train(args.path, exts=args.ext, max_steps=args.steps, num_heads=4, learning_rate=1e-3,
+                       out_dir=args.out, **{k: getattr(args, k) for k in SHAPE})
     s = model.summary
     print(f"{s['corpus_files']} files, {s['corpus_tokens']:,} tokens; {s['steps']} steps at "
           f"{s['tokens_per_sec']:,.0f} tokens/s; val loss {s['val_loss']:.3f} "

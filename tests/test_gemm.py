@@ -284,12 +284,12 @@ def test_default_blocking_is_consistent(isa: int) -> None:
     mr, nr, mc, kc, nc = _blocking(isa)
     assert mc % mr == 0 and kc % 8 == 0 and nc % nr == 0
     assert mr <= mc <= 1024 and 128 <= kc <= 512 and 4 * nr <= nc <= 4096
-    l1, l2, l3 = ffi.new("int64_t *"), ffi.new("int64_t *"), ffi.new("int64_t *")
-    share, src = ffi.new("int *"), ffi.new("int *")
-    assert lib.cllm_cache_sizes(l1, l2, l3, share, src) == 0
-    assert 4096 <= l1[0] <= l2[0] and l3[0] >= 0 and share[0] >= 1 and src[0] in (0, 1, 2)
+    c = ffi.new("cllm_cache_info *")
+    assert lib.cllm_cache_sizes(c) == 0
+    assert 4096 <= c.l1d <= c.l2 and c.l3 >= 0 and c.l3_sharing >= 1 and c.source in (0, 1, 2)
+    assert lib.cllm_cache_sizes(ffi.NULL) == lib.CLLM_ERR_INVALID
     # A block within half the L2 (unless clamped at MR)
-    assert mc == mr or mc * kc * 4 <= l2[0] // 2
+    assert mc == mr or mc * kc * 4 <= c.l2 // 2
 
 
 # (mc, kc, nc) asked for; the library rounds them up to multiples of MR, 8, NR

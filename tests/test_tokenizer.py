@@ -36,11 +36,12 @@ def hf_pieces(text: str):
     return [p for p, _ in pre.pre_tokenize_str(text)]
 
 
-def c_pieces(data: bytes):
+def c_pieces(data: bytes, mode: str = "cllm"):
     from cllm._cllm import ffi, lib
     ends = np.zeros(max(1, len(data)), dtype=np.uint64)
     n = ffi.new("size_t *")
-    assert lib.cllm_tokenizer_pretokenize(data, len(data), ffi.cast("uint64_t *", ends.ctypes.data),
+    m = lib.CLLM_PRETOK_GPT2 if mode == "gpt2" else lib.CLLM_PRETOK_CLLM
+    assert lib.cllm_tokenizer_pretokenize(m, data, len(data), ffi.cast("uint64_t *", ends.ctypes.data),
                                           len(ends), n) == 0
     out, start = [], 0
     for e in ends[:n[0]]:
@@ -416,3 +417,28 @@ def test_cli_tokenize(tmp_path, capsys):
     cli_tokenize.register(sub)
     args = parser.parse_args(["tokenize", "--load", str(out), "--text", "x"])
     assert args.func(args) == 0
+
+
+def test_gpt2_pretokenizer_at_every_letter_and_number_range_edge():
+    """GPT-2's pre-tokenizer classifies code points with the \\p{L} / \\p{N}
+    ranges of csrc/tokenizer/unicode_tables.h (run-length encoded, expanded at
+    start-up): at every edge of every range (the code points at and just
+    outside each end), in letter, number and punctuation context, its pieces
+    are those of tokenizers' regex."""
+    import unicodedata
+    from cllm.tokenizer import GPT2_REGEX
+    pre = tokenizers.pre_tokenizers.Split(tokenizers.Regex(GPT2_REGEX), behavior="isolated")
+    edges, prev = set(), None
+    for cp in range(0x110000):
+        cat = unicodedata.category(chr(cp))
+        cls = cat[0] if cat[0] in "LN" else "-"
+        if cls != prev:
+            edges.update((cp - 1, cp))
+            prev = cls
+    # unassigned (in this Python's Unicode) and surrogates are not comparable
+    chars = [chr(c) for c in sorted(edges) if c >= 0 and unicodedata.category(chr(c)) not in ("Cn", "Cs")]
+    assert len(chars) > 1000
+    for i in range(0, len(chars), 100):
+        text = "".join(f"a{c}1{c}.{c} " for c in chars[i:i + 100])
+        want = [p.encode("utf-8") for p, _ in pre.pre_tokenize_str(text)]
+        assert c_pieces(text.encode("utf-8"), mode="gpt2") == want

@@ -20,8 +20,7 @@ size_t cllm_gemm_ws_floats(void) {
     return b > n ? b : n;
 }
 
-/* C = beta*C + bias when there is nothing to multiply (K == 0 or alpha == 0). */
-static void gemm_scale_only(int M, int N, float beta, float *C, int ldc, const float *bias) {
+void cllm_gemm_scale_only(int M, int N, float beta, float *C, int ldc, const float *bias) {
     for (int i = 0; i < M; i++) {
         float *c = C + (size_t)i * ldc;
         if (beta == 0.0f) memset(c, 0, sizeof(float) * (size_t)N);
@@ -36,7 +35,7 @@ static void sgemm_blocked(int isa, const gemm_blocking *bk, int ta, int tb, int 
                           const float *bias, float *ws) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
-        gemm_scale_only(M, N, beta, C, ldc, bias);
+        cllm_gemm_scale_only(M, N, beta, C, ldc, bias);
         return;
     }
     switch (isa) {

@@ -12,4 +12,8 @@ size_t cllm_gemm_ws_floats(void);
 void cllm_sgemm(int isa, int trans_a, int trans_b, int M, int N, int K,
                 float alpha, const float *A, int lda, const float *B, int ldb,
                 float beta, float *C, int ldc, const float *bias, float *ws);
+
+/* C = beta*C (+ bias[N] per row) when there is nothing to multiply (K == 0
+ * or alpha == 0); beta == 0 never reads C. Used by the FP32 and BF16 GEMMs. */
+void cllm_gemm_scale_only(int M, int N, float beta, float *C, int ldc, const float *bias);
 #endif

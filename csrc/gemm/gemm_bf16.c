@@ -7,6 +7,7 @@
 #include "runtime/internal.h"
 #include "kernels/bf16.h"
 #include "runtime/cpu_features.h"
+#include "gemm.h"
 #include "gemm_bf16.h"
 #include "gemm_bf16_impl.h"
 
@@ -101,15 +102,6 @@ static int bgemm_block(int n, int cap, int q) {
     return b > cap ? cap : b;
 }
 
-static void bgemm_scale_only(int M, int N, float beta, float *C, int ldc, const float *bias) {
-    for (int i = 0; i < M; i++) {
-        float *c = C + (size_t)i * ldc;
-        if (beta == 0.0f) memset(c, 0, sizeof(float) * (size_t)N);
-        else if (beta != 1.0f) for (int j = 0; j < N; j++) c[j] *= beta;
-        if (bias) for (int j = 0; j < N; j++) c[j] += bias[j];
-    }
-}
-
 static const bgemm_kernel *kernel_desc(int kernel) {
     if (kernel == CLLM_BF16_KERNEL_AMX) return &bgemm_kernel_amx;
     if (kernel == CLLM_BF16_KERNEL_AVX512) return &bgemm_kernel_avx512;
@@ -121,7 +113,7 @@ void cllm_bgemm(int kernel, int ta, int tb, int M, int N, int K, float alpha, co
                 void *ws) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
-        bgemm_scale_only(M, N, beta, C, ldc, bias);
+        cllm_gemm_scale_only(M, N, beta, C, ldc, bias);
         return;
     }
     const bgemm_kernel *kd = kernel_desc(kernel);

@@ -268,11 +268,7 @@ nomem:
     return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory");
 }
 
-CLLM_EXPORT int cllm_decoder_num_tensors(const cllm_decoder *d, int *n) {
-    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(n, "n");
-    *n = d->nslots;
-    return CLLM_OK;
-}
+CLLM_GETTER(cllm_decoder_num_tensors, cllm_decoder, "decoder", int, h->nslots)
 
 static int check_slot(const cllm_decoder *d, int i) {
     if (i < 0 || i >= d->nslots)
@@ -663,11 +659,7 @@ CLLM_EXPORT int cllm_decoder_limit_vocab(cllm_decoder *d, int n) {
     return CLLM_OK;
 }
 
-CLLM_EXPORT int cllm_decoder_threads(const cllm_decoder *d, int *n) {
-    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(n, "n");
-    *n = d->ns;
-    return CLLM_OK;
-}
+CLLM_GETTER(cllm_decoder_threads, cllm_decoder, "decoder", int, h->ns)
 
 /* Standalone sampling (tests, and the training model's API). */
 CLLM_EXPORT int cllm_sample(const float *logits, int V, float temperature, int top_k, float top_p,

@@ -163,30 +163,13 @@ CLLM_EXPORT int cllm_model_free(cllm_model *m) {
     if (m->sph) {
         for (int i = 0; i < m->nspheres; i++) {
             Sphere *s = &m->sph[i];
-            cllm_aligned_free(s->grads_buf);
-            cllm_aligned_free(s->arena);
-            cllm_aligned_free(s->gemm_ws);
-            cllm_aligned_free(s->att_ws);
-            free(s->act);
-            free(s->g.h);
+            FREE_EACH(cllm_aligned_free, s->grads_buf, s->arena, s->gemm_ws, s->att_ws);
+            FREE_EACH(free, s->act, s->g.h);
         }
         free(m->sph);
     }
-    cllm_aligned_free(m->params);
-    cllm_aligned_free(m->grads);
-    cllm_aligned_free(m->adam_m);
-    cllm_aligned_free(m->adam_v);
-    cllm_aligned_free(m->params_bf16);
-    cllm_aligned_free(m->all_block);
-    cllm_aligned_free(m->sprob);
-    free(m->sidx);
-    free(m->inputs);
-    free(m->targets);
-    free(m->tensors);
-    free(m->init_kind);
-    free(m->w.h);
-    free(m->gw.h);
-    free(m);
+    FREE_EACH(cllm_aligned_free, m->params, m->grads, m->adam_m, m->adam_v, m->params_bf16, m->all_block, m->sprob);
+    FREE_EACH(free, m->sidx, m->inputs, m->targets, m->tensors, m->init_kind, m->w.h, m->gw.h, m);
     return CLLM_OK;
 }
 
@@ -269,11 +252,7 @@ nomem:
     return cllm_fail(CLLM_ERR_NOMEM, "model: out of memory allocating buffers");
 }
 
-CLLM_EXPORT int cllm_model_get_config(const cllm_model *m, cllm_config *out) {
-    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(out, "out");
-    *out = m->cfg;
-    return CLLM_OK;
-}
+CLLM_GETTER(cllm_model_get_config, cllm_model, "model", cllm_config, h->cfg)
 
 CLLM_EXPORT int cllm_model_init(cllm_model *m, uint64_t seed) {
     CLLM_CHECK_PTR(m, "model");
@@ -298,16 +277,8 @@ CLLM_EXPORT int cllm_model_init(cllm_model *m, uint64_t seed) {
     return CLLM_OK;
 }
 
-CLLM_EXPORT int cllm_model_num_params(const cllm_model *m, size_t *n) {
-    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(n, "n");
-    *n = m->nparams;
-    return CLLM_OK;
-}
-CLLM_EXPORT int cllm_model_num_tensors(const cllm_model *m, int *n) {
-    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(n, "n");
-    *n = m->ntensors;
-    return CLLM_OK;
-}
+CLLM_GETTER(cllm_model_num_params, cllm_model, "model", size_t, h->nparams)
+CLLM_GETTER(cllm_model_num_tensors, cllm_model, "model", int, h->ntensors)
 CLLM_EXPORT int cllm_model_tensor_info(const cllm_model *m, int index, cllm_tensor_info *out) {
     CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(out, "out");
     if (index < 0 || index >= m->ntensors)

@@ -28,16 +28,10 @@ static const char *const prof_names[P_COUNT] = {
     "layernorm (+residual)", "gelu fwd+bwd (+fc bias grad)", "softmax+cross-entropy", "embedding fwd+bwd",
     "bias grads", "grad reduce + norm", "adamw"};
 
-static double now_sec(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Time `stmt` into bucket k when profiling is on; only sphere 0 records so
  * the figures are one shard's wall time and no lock is needed. */
 #define PROF(k, stmt) do { \
-        if (prof) { double t0_ = now_sec(); stmt; m->prof_sec[k] += now_sec() - t0_; m->prof_calls[k]++; } \
+        if (prof) { double t0_ = cllm_now_s(); stmt; m->prof_sec[k] += cllm_now_s() - t0_; m->prof_calls[k]++; } \
         else { stmt; } } while (0)
 
 CLLM_EXPORT int cllm_model_profile_enable(cllm_model *m, int on) {

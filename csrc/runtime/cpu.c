@@ -205,12 +205,8 @@ const cllm_cache_info *cllm_caches(void) {
     return &g_cache;
 }
 
-CLLM_EXPORT int cllm_cache_sizes(int64_t *l1d, int64_t *l2, int64_t *l3, int *l3_sharing, int *source) {
-    const cllm_cache_info *c = cllm_caches();
-    if (l1d) *l1d = c->l1d;
-    if (l2) *l2 = c->l2;
-    if (l3) *l3 = c->l3;
-    if (l3_sharing) *l3_sharing = c->l3_sharing;
-    if (source) *source = c->source;
+CLLM_EXPORT int cllm_cache_sizes(cllm_cache_info *out) {
+    CLLM_CHECK_PTR(out, "out");
+    *out = *cllm_caches();
     return CLLM_OK;
 }

@@ -4,10 +4,23 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include "cllm.h"
 
 #define CLLM_EXPORT __attribute__((visibility("default")))
 #define CLLM_ALIGN 64
+
+/* The monotonic clock, in nanoseconds and in seconds. */
+static inline uint64_t cllm_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+static inline double cllm_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Set the thread-local error message; returns code so callers can
  * `return cllm_fail(CLLM_ERR_INVALID, "...", ...)`. */
@@ -19,6 +32,12 @@ void cllm_error_set_raw(const char *msg);
 
 void *cllm_aligned_alloc(size_t bytes);   /* zeroed, 64-byte aligned, NULL on failure */
 void cllm_aligned_free(void *p);
+/* FREE_EACH(free, a, b, ...): free(a); free(b); ... (any release function) */
+#define FREE_EACH(release, ...)                                                   \
+    do {                                                                          \
+        void *each_[] = {__VA_ARGS__};                                            \
+        for (size_t i_ = 0; i_ < sizeof each_ / sizeof each_[0]; i_++) release(each_[i_]); \
+    } while (0)
 /* Per-thread scratch buffer `slot` of at least `bytes` (64-byte aligned, not
  * zeroed, grown on demand, freed at thread exit); NULL on failure. */
 enum { CLLM_SCRATCH_SGEMM = 0, CLLM_SCRATCH_BGEMM = 1, CLLM_SCRATCH_SLOTS = 2 };
@@ -31,16 +50,22 @@ int cllm_gemm_check_args(const char *who, int trans_a, int trans_b, int M, int N
 /* ISA currently selected (CLLM_ISA_SCALAR/AVX2/AVX512). */
 int cllm_isa_current(void);
 
-/* Data cache sizes in bytes of the core we run on, detected once (cpu.c).
- * l3 = 0 if unknown; l3_sharing = logical CPUs sharing the L3;
- * source: 1 CPUID, 2 sysfs, 0 defaults. */
-typedef struct {
-    int64_t l1d, l2, l3;
-    int l3_sharing, source;
-} cllm_cache_info;
+/* Data cache sizes of the core we run on (cllm_cache_info, cllm.h),
+ * detected once (cpu.c). */
 const cllm_cache_info *cllm_caches(void);
 
 #define CLLM_CHECK_PTR(p, name) \
     do { if (!(p)) return cllm_fail(CLLM_ERR_INVALID, "%s: %s is NULL", __func__, name); } while (0)
+
+/* Defines the exported accessor `int NAME(const HTYPE *h, OTYPE *out)`:
+ * both pointers checked (CLLM_ERR_INVALID naming the NULL one), then
+ * *out = EXPR, an expression of the handle h. */
+#define CLLM_GETTER(NAME, HTYPE, HNAME, OTYPE, EXPR)        \
+    CLLM_EXPORT int NAME(const HTYPE *h, OTYPE *out) {      \
+        CLLM_CHECK_PTR(h, HNAME);                           \
+        CLLM_CHECK_PTR(out, "out");                         \
+        *out = (EXPR);                                      \
+        return CLLM_OK;                                     \
+    }
 
 #endif

@@ -175,12 +175,6 @@ static float run_loop(int kind, long iters) {
 
 static volatile float g_peak_sink;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 typedef struct {
     int kind;
     long iters;
@@ -208,9 +202,9 @@ static int check_args(int threads, double seconds, double *out, const char *what
 static long calibrate(int kind, double target) {
     long iters = 1024;
     for (;;) {
-        double t0 = now_s();
+        double t0 = cllm_now_s();
         g_peak_sink = run_loop(kind, iters);
-        double dt = now_s() - t0;
+        double dt = cllm_now_s() - t0;
         if (dt >= 0.02 || iters >= (1L << 40)) {
             double want = (double)iters * target / (dt > 1e-9 ? dt : 1e-9);
             if (want < 1.0) want = 1.0;
@@ -237,9 +231,9 @@ CLLM_EXPORT int cllm_measure_peak(int kind, int threads, double seconds, double 
     peak_task task = {kind, calibrate(kind, seconds / PEAK_RUNS)};
     double best = 0.0;
     for (int r = 0; r < PEAK_RUNS && rc == CLLM_OK; r++) {
-        double t0 = now_s();
+        double t0 = cllm_now_s();
         rc = cllm_spheres_run(pool, peak_run_task, &task);
-        double dt = now_s() - t0;
+        double dt = cllm_now_s() - t0;
         double g = (double)n * (double)task.iters * flops_per_iter(kind) / (dt > 1e-9 ? dt : 1e-9) / 1e9;
         if (g > best) best = g;
     }
@@ -330,18 +324,18 @@ CLLM_EXPORT int cllm_measure_bandwidth(size_t bytes, int threads, double seconds
     for (int v = 0; v < BW_NVARIANTS && rc == CLLM_OK; v++) {
         task[v] = (bw_task){buf, chunks, 1, v};
         if (!use[v]) continue;
-        double t0 = now_s();
+        double t0 = cllm_now_s();
         rc = cllm_spheres_run(pool, bw_run_task, &task[v]);
-        double dt = now_s() - t0;
+        double dt = cllm_now_s() - t0;
         double want = seconds / (PEAK_RUNS * nvar) / (dt > 1e-9 ? dt : 1e-9);
         task[v].passes = want < 1.0 ? 1 : want > 1e9 ? 1000000000L : (long)want;
     }
     for (int r = 0; r < PEAK_RUNS && rc == CLLM_OK; r++) {
         for (int v = 0; v < BW_NVARIANTS && rc == CLLM_OK; v++) {
             if (!use[v]) continue;
-            double t0 = now_s();
+            double t0 = cllm_now_s();
             rc = cllm_spheres_run(pool, bw_run_task, &task[v]);
-            double dt = now_s() - t0;
+            double dt = cllm_now_s() - t0;
             double g = used * (double)task[v].passes / (dt > 1e-9 ? dt : 1e-9) / 1e9;
             if (g > best) best = g;
         }

@@ -120,12 +120,6 @@ static inline int forked_away(const cllm_spheres *s) {
 }
 
 /* --------------------------------------------------------------- helpers */
-static inline uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -151,14 +145,14 @@ static inline void futex_wake_all(_Atomic uint32_t *addr) {
 static inline uint32_t spin_while_eq(_Atomic uint32_t *word, uint32_t val, long spin_ns) {
     uint32_t v = atomic_load_explicit(word, memory_order_acquire);
     if (v != val || spin_ns <= 0) return v;
-    uint64_t deadline = now_ns() + (uint64_t)spin_ns;
+    uint64_t deadline = cllm_now_ns() + (uint64_t)spin_ns;
     for (;;) {
         for (int k = 0; k < 64; k++) {
             cpu_relax();
             v = atomic_load_explicit(word, memory_order_acquire);
             if (v != val) return v;
         }
-        if (now_ns() >= deadline) return v;
+        if (cllm_now_ns() >= deadline) return v;
     }
 }
 
@@ -179,13 +173,13 @@ static void wait_until_zero(_Atomic uint32_t *word, _Atomic uint32_t *sleep_flag
     uint32_t v = atomic_load_explicit(word, memory_order_acquire);
     if (v == 0) return;
     if (spin_ns > 0) {
-        uint64_t deadline = now_ns() + (uint64_t)spin_ns;
+        uint64_t deadline = cllm_now_ns() + (uint64_t)spin_ns;
         for (;;) {
             for (int k = 0; k < 64; k++) {
                 cpu_relax();
                 if (atomic_load_explicit(word, memory_order_acquire) == 0) return;
             }
-            if (now_ns() >= deadline) break;
+            if (cllm_now_ns() >= deadline) break;
         }
     }
     atomic_store_explicit(sleep_flag, 1, memory_order_seq_cst);
@@ -214,9 +208,9 @@ static void run_sphere(cllm_spheres *s, sphere *me, uint32_t g) {
         atomic_store_explicit(&me->pending, (uint32_t)me->nchildren, memory_order_relaxed);
         for (int c = 0; c < me->nchildren; c++) wake(&s->sp[me->first_child + c], g);
     }
-    uint64_t t0 = now_ns();
+    uint64_t t0 = cllm_now_ns();
     int rc = s->fn(s->arg, me->id, s->n);
-    uint64_t t1 = now_ns();
+    uint64_t t1 = cllm_now_ns();
     me->tasks++;
     me->busy_ns += t1 - t0;
     me->rc = rc;
@@ -312,7 +306,7 @@ CLLM_EXPORT int cllm_spheres_new(int threads, cllm_spheres **out) {
     atomic_init(&s->bar_count, 0);
     atomic_init(&s->bar_gen, 0);
     atomic_init(&s->bar_sleepers, 0);
-    s->t_reset_ns = now_ns();
+    s->t_reset_ns = cllm_now_ns();
     pthread_once(&g_atfork_once, register_atfork);
     s->fork_epoch = atomic_load_explicit(&g_fork_epoch, memory_order_relaxed);
 
@@ -352,12 +346,7 @@ CLLM_EXPORT int cllm_spheres_free(cllm_spheres *s) {
     return CLLM_OK;
 }
 
-CLLM_EXPORT int cllm_spheres_count(const cllm_spheres *s, int *n) {
-    CLLM_CHECK_PTR(s, "s");
-    CLLM_CHECK_PTR(n, "n");
-    *n = s->n;
-    return CLLM_OK;
-}
+CLLM_GETTER(cllm_spheres_count, cllm_spheres, "s", int, h->n)
 
 CLLM_EXPORT int cllm_spheres_stats(const cllm_spheres *s, cllm_sphere_stats *out, int cap, int *n) {
     CLLM_CHECK_PTR(s, "s");
@@ -367,7 +356,7 @@ CLLM_EXPORT int cllm_spheres_stats(const cllm_spheres *s, cllm_sphere_stats *out
     if (atomic_load_explicit(&((cllm_spheres *)s)->busy, memory_order_acquire))
         return cllm_fail(CLLM_ERR_STATE, "spheres_stats: the pool is running a task");
     *n = s->n;
-    double wall = (double)(now_ns() - s->t_reset_ns) * 1e-9;
+    double wall = (double)(cllm_now_ns() - s->t_reset_ns) * 1e-9;
     for (int i = 0; i < s->n && i < cap; i++) {
         const sphere *sp = &s->sp[i];
         out[i].sphere = i;
@@ -388,7 +377,7 @@ CLLM_EXPORT int cllm_spheres_reset_stats(cllm_spheres *s) {
         s->sp[i].tasks = 0;
         s->sp[i].busy_ns = 0;
     }
-    s->t_reset_ns = now_ns();
+    s->t_reset_ns = cllm_now_ns();
     return CLLM_OK;
 }
 

@@ -26,6 +26,37 @@ static int grow_array(void **p, size_t n, size_t elem) {
     return 0;
 }
 
+/* Every growable array here grows the same way: to hold `need` elements,
+ * capacity `cap` becomes the first of 2 cap, 4 cap, ... (of first, 2 first,
+ * ... when empty) that does. Returns that capacity, or 0 if cap suffices. */
+static size_t grown_cap(size_t cap, size_t need, size_t first) {
+    if (need <= cap) return 0;
+    size_t c = cap ? cap * 2 : first;
+    while (c < need) c *= 2;
+    return c;
+}
+
+/* Capacity for `need` elements of size `elem` in the array *p of capacity
+ * *cap (grown as grown_cap says). -1 when out of memory (*p unchanged). */
+static int reserve(void **p, size_t *cap, size_t need, size_t first, size_t elem) {
+    size_t c = grown_cap(*cap, need, first);
+    if (!c) return 0;
+    if (grow_array(p, c, elem)) return -1;
+    *cap = c;
+    return 0;
+}
+
+/* reserve for three parallel arrays sharing the capacity *cap (-1 when out
+ * of memory: the arrays that did grow keep their new size, *cap the old). */
+static int reserve3(size_t *cap, size_t need, size_t first, void **a, size_t ea, void **b, size_t eb, void **c,
+                    size_t ec) {
+    size_t k = grown_cap(*cap, need, first);
+    if (!k) return 0;
+    if (grow_array(a, k, ea) || grow_array(b, k, eb) || grow_array(c, k, ec)) return -1;
+    *cap = k;
+    return 0;
+}
+
 /* ------------------------------------------------------------ hashing */
 static inline uint64_t mix64(uint64_t h) {
     h ^= h >> 33; h *= 0xff51afd7ed558ccdull;
@@ -122,21 +153,10 @@ static int64_t strmap_add_h(strmap *m, const uint8_t *p, size_t n, uint64_t h, i
         j = (j + 1) & (m->nslots - 1);
     }
     if (m->n >= INT32_MAX - 1 || n > UINT32_MAX) return -1;
-    if (m->n == m->cap) {
-        size_t c = m->cap ? m->cap * 2 : 1024;
-        if (grow_array((void **)&m->hash, c, sizeof *m->hash) || grow_array((void **)&m->off, c, sizeof *m->off) ||
-            grow_array((void **)&m->len, c, sizeof *m->len))
-            return -1;
-        m->cap = c;
-    }
-    if (m->arena_len + n > m->arena_cap) {
-        size_t c = m->arena_cap ? m->arena_cap : 4096;
-        while (c < m->arena_len + n) c *= 2;
-        uint8_t *na = realloc(m->arena, c);
-        if (!na) return -1;
-        m->arena = na;
-        m->arena_cap = c;
-    }
+    if (reserve3(&m->cap, m->n + 1, 1024, (void **)&m->hash, sizeof *m->hash, (void **)&m->off, sizeof *m->off,
+                 (void **)&m->len, sizeof *m->len) ||
+        reserve((void **)&m->arena, &m->arena_cap, m->arena_len + n, 4096, 1))
+        return -1;
     if (n) memcpy(m->arena + m->arena_len, p, n);
     size_t e = m->n++;
     m->hash[e] = h;
@@ -223,7 +243,34 @@ enum { C_W = 0, C_L = 1, C_D = 2, C_P = 3 };
 static uint8_t g_cls[256];
 static pthread_once_t g_cls_once = PTHREAD_ONCE_INIT;
 
+/* \p{L} / \p{N} as sorted inclusive code point ranges, expanded from the
+ * generated run-length strings by cls_init (every path to the pre-tokenizers
+ * runs it first). */
+#include "unicode_tables.h"
+static uint32_t g_uni_letter[CLLM_UNI_LETTER_RANGES][2], g_uni_number[CLLM_UNI_NUMBER_RANGES][2];
+
+static uint32_t rle_number(const char **s) {
+    uint32_t v = 0;
+    for (;;) {
+        const char *d = strchr(CLLM_UNI_DIGITS, *(*s)++);
+        int x = d ? (int)(d - CLLM_UNI_DIGITS) : 0;  /* generated text: always a digit */
+        v = v * 32 + (uint32_t)(x & 31);
+        if (x < 32) return v;
+    }
+}
+
+static void rle_expand(const char *s, uint32_t (*r)[2], size_t n) {
+    uint32_t next = 0;
+    for (size_t i = 0; i < n; i++) {
+        r[i][0] = next + rle_number(&s);
+        r[i][1] = r[i][0] + rle_number(&s);
+        next = r[i][1] + 1;
+    }
+}
+
 static void cls_init(void) {
+    rle_expand(cllm_uni_letter_rle, g_uni_letter, CLLM_UNI_LETTER_RANGES);
+    rle_expand(cllm_uni_number_rle, g_uni_number, CLLM_UNI_NUMBER_RANGES);
     for (int c = 0; c < 256; c++) {
         uint8_t k = C_P;
         if (c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r') k = C_W;
@@ -265,8 +312,7 @@ static inline size_t pretok_next(const uint8_t *s, size_t i, size_t n) {
  *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
  * over Unicode code points decoded from UTF-8 (a byte that does not start a
  * valid sequence is one "other" character). \p{L} / \p{N} come from the
- * generated range tables; \s is Unicode White_Space. */
-#include "unicode_tables.h"
+ * generated range tables (g_uni_*); \s is Unicode White_Space. */
 
 static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
     size_t lo = 0, hi = n;
@@ -306,8 +352,8 @@ static int u_class(const uint8_t *s, size_t i, size_t n, size_t *len) {
         if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')) return C_L;
         return c >= '0' && c <= '9' ? C_D : C_P;
     }
-    if (in_ranges(cllm_uni_letter, sizeof cllm_uni_letter / sizeof cllm_uni_letter[0], c)) return C_L;
-    if (in_ranges(cllm_uni_number, sizeof cllm_uni_number / sizeof cllm_uni_number[0], c)) return C_D;
+    if (in_ranges(g_uni_letter, CLLM_UNI_LETTER_RANGES, c)) return C_L;
+    if (in_ranges(g_uni_number, CLLM_UNI_NUMBER_RANGES, c)) return C_D;
     return C_P;
 }
 
@@ -340,15 +386,17 @@ static inline size_t pretok(int mode, const uint8_t *s, size_t i, size_t n) {
     return mode == CLLM_PRETOK_GPT2 ? pretok_next_gpt2(s, i, n) : pretok_next(s, i, n);
 }
 
-CLLM_EXPORT int cllm_tokenizer_pretokenize(const uint8_t *text, size_t len, uint64_t *ends,
+CLLM_EXPORT int cllm_tokenizer_pretokenize(int mode, const uint8_t *text, size_t len, uint64_t *ends,
                                            size_t cap, size_t *n_out) {
     CLLM_CHECK_PTR(n_out, "n_out");
+    if (mode != CLLM_PRETOK_CLLM && mode != CLLM_PRETOK_GPT2)
+        return cllm_fail(CLLM_ERR_INVALID, "pretokenize: unknown pre-tokenizer mode %d", mode);
     if (len && !text) return cllm_fail(CLLM_ERR_INVALID, "pretokenize: text is NULL");
     if (cap && !ends) return cllm_fail(CLLM_ERR_INVALID, "pretokenize: ends is NULL");
     pthread_once(&g_cls_once, cls_init);
     size_t i = 0, k = 0;
     while (i < len) {
-        size_t j = pretok_next(text, i, len);
+        size_t j = pretok(mode, text, i, len);
         if (k < cap) ends[k] = j;
         k++;
         i = j;
@@ -371,13 +419,7 @@ static inline int hent_before(const hent *x, const hent *y) {
 typedef struct { hent *v; size_t n, cap; } heap;
 
 static int heap_push(heap *h, hent e) {
-    if (h->n == h->cap) {
-        size_t c = h->cap ? h->cap * 2 : 4096;
-        hent *nv = realloc(h->v, c * sizeof *nv);
-        if (!nv) return -1;
-        h->v = nv;
-        h->cap = c;
-    }
+    if (reserve((void **)&h->v, &h->cap, h->n + 1, 4096, sizeof *h->v)) return -1;
     size_t i = h->n++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
@@ -470,14 +512,8 @@ static int tok_add(cllm_tokenizer *t, const uint8_t *p, size_t n, int special, i
     int64_t e = strmap_add_h(&t->toks, p, n, hash_bytes(p, n), &added);
     if (e < 0) return cllm_fail(CLLM_ERR_NOMEM, "tokenizer: out of memory adding a token");
     if (added) {
-        if ((size_t)e >= t->special_cap) {
-            size_t c = t->special_cap ? t->special_cap * 2 : 1024;
-            while (c <= (size_t)e) c *= 2;
-            uint8_t *ns = realloc(t->special, c);
-            if (!ns) return cllm_fail(CLLM_ERR_NOMEM, "tokenizer: out of memory");
-            t->special = ns;
-            t->special_cap = c;
-        }
+        if (reserve((void **)&t->special, &t->special_cap, (size_t)e + 1, 1024, 1))
+            return cllm_fail(CLLM_ERR_NOMEM, "tokenizer: out of memory");
         t->special[e] = (uint8_t)(special != 0);
         if (n > t->max_len) t->max_len = n;
     }
@@ -573,13 +609,9 @@ CLLM_EXPORT int cllm_tokenizer_add_special(cllm_tokenizer *t, const uint8_t *s, 
 }
 
 static int merge_push(cllm_tokenizer *t, int32_t a, int32_t b, int32_t o) {
-    if (t->nm == t->mcap) {
-        size_t c = t->mcap ? t->mcap * 2 : 1024;
-        if (grow_array((void **)&t->ma, c, sizeof *t->ma) || grow_array((void **)&t->mb, c, sizeof *t->mb) ||
-            grow_array((void **)&t->mo, c, sizeof *t->mo))
-            return -1;
-        t->mcap = c;
-    }
+    if (reserve3(&t->mcap, t->nm + 1, 1024, (void **)&t->ma, sizeof *t->ma, (void **)&t->mb, sizeof *t->mb,
+                 (void **)&t->mo, sizeof *t->mo))
+        return -1;
     int added = 0;
     int32_t *v = pairmap_slot(&t->merges, pair_key(a, b), (int32_t)t->nm, &added);
     if (!v) return -1;
@@ -660,19 +692,8 @@ fail:
     return rc;
 }
 
-CLLM_EXPORT int cllm_tokenizer_vocab_size(const cllm_tokenizer *t, int32_t *n) {
-    CLLM_CHECK_PTR(t, "t");
-    CLLM_CHECK_PTR(n, "n");
-    *n = (int32_t)t->toks.n;
-    return CLLM_OK;
-}
-
-CLLM_EXPORT int cllm_tokenizer_num_merges(const cllm_tokenizer *t, int32_t *n) {
-    CLLM_CHECK_PTR(t, "t");
-    CLLM_CHECK_PTR(n, "n");
-    *n = (int32_t)t->nm;
-    return CLLM_OK;
-}
+CLLM_GETTER(cllm_tokenizer_vocab_size, cllm_tokenizer, "t", int32_t, (int32_t)h->toks.n)
+CLLM_GETTER(cllm_tokenizer_num_merges, cllm_tokenizer, "t", int32_t, (int32_t)h->nm)
 
 CLLM_EXPORT int cllm_tokenizer_get_merge(const cllm_tokenizer *t, int32_t rank, int32_t *a, int32_t *b, int32_t *o) {
     CLLM_CHECK_PTR(t, "t");
@@ -761,14 +782,10 @@ static int trainer_count_segment(trainer *tr, int mode, const uint8_t *s, size_t
         int added = 0;
         int64_t e = strmap_add_h(&tr->words, s + i, j - i, hash_bytes(s + i, j - i), &added);
         if (e < 0) return cllm_fail(CLLM_ERR_NOMEM, "train_feed: out of memory");
-        if ((size_t)e >= tr->wfreq_cap) {
-            size_t c = tr->wfreq_cap ? tr->wfreq_cap * 2 : 1 << 16;
-            uint64_t *nf = realloc(tr->wfreq, c * sizeof *nf);
-            if (!nf) return cllm_fail(CLLM_ERR_NOMEM, "train_feed: out of memory");
-            memset(nf + tr->wfreq_cap, 0, (c - tr->wfreq_cap) * sizeof *nf);
-            tr->wfreq = nf;
-            tr->wfreq_cap = c;
-        }
+        size_t old = tr->wfreq_cap;
+        if (reserve((void **)&tr->wfreq, &tr->wfreq_cap, (size_t)e + 1, 1 << 16, sizeof *tr->wfreq))
+            return cllm_fail(CLLM_ERR_NOMEM, "train_feed: out of memory");
+        memset(tr->wfreq + old, 0, (tr->wfreq_cap - old) * sizeof *tr->wfreq);
         tr->wfreq[e]++;
         tr->total_words++;
         i = j;
@@ -828,9 +845,9 @@ static int pair_new(trainer *tr, int32_t a, int32_t b, int32_t *idx) {
     int32_t *v = pairmap_slot(&tr->pmap, pair_key(a, b), (int32_t)tr->np, &added);
     if (!v) return -1;
     if (!added) { *idx = *v; return 0; }
-    if (tr->np == tr->pcap_n) {
-        size_t c = tr->pcap_n ? tr->pcap_n * 2 : 1 << 16;
-#define GROW(f) do { void *q = realloc(tr->f, c * sizeof *tr->f); if (!q) return -1; tr->f = q; } while (0)
+    size_t c = grown_cap(tr->pcap_n, tr->np + 1, 1 << 16);
+    if (c) {
+#define GROW(f) do { if (grow_array((void **)&tr->f, c, sizeof *tr->f)) return -1; } while (0)
         GROW(pa); GROW(pb); GROW(pcount); GROW(plist); GROW(plen); GROW(pcap); GROW(plast); GROW(pstamp);
 #undef GROW
         tr->pcap_n = c;
@@ -899,13 +916,7 @@ static int trainer_start(cllm_tokenizer *t) {
 static inline int touch_inc(trainer *tr, int32_t p) {
     if (tr->pstamp[p] == tr->step) return 0;
     tr->pstamp[p] = tr->step;
-    if (tr->ntouched == tr->touched_cap) {
-        size_t c = tr->touched_cap ? tr->touched_cap * 2 : 1024;
-        int32_t *nt = realloc(tr->touched, c * sizeof *nt);
-        if (!nt) return -1;
-        tr->touched = nt;
-        tr->touched_cap = c;
-    }
+    if (reserve((void **)&tr->touched, &tr->touched_cap, tr->ntouched + 1, 1024, sizeof *tr->touched)) return -1;
     tr->touched[tr->ntouched++] = p;
     return 0;
 }
@@ -1140,26 +1151,18 @@ static inline int64_t encode_word(cllm_tokenizer *t, const uint8_t *p, size_t n,
     }
     size_t k = bpe_short(t, p, n, out);
     if (t->cache.n >= CACHE_MAX_ENTRIES || t->cache_ids_len >= CACHE_MAX_IDS) cache_clear(t);
-    if (t->cache_ids_len + k > t->cache_ids_cap) {
-        size_t c = t->cache_ids_cap ? t->cache_ids_cap * 2 : 1 << 16;
-        while (c < t->cache_ids_len + k) c *= 2;
-        int32_t *ni = realloc(t->cache_ids, c * sizeof *ni);
-        if (!ni) return (int64_t)k;   /* caching is optional */
-        t->cache_ids = ni;
-        t->cache_ids_cap = c;
-    }
+    if (reserve((void **)&t->cache_ids, &t->cache_ids_cap, t->cache_ids_len + k, 1 << 16, sizeof *t->cache_ids))
+        return (int64_t)k;   /* caching is optional */
     int added = 0;
     e = strmap_add_h(&t->cache, p, n, h, &added);
     if (e < 0) { cache_clear(t); return (int64_t)k; }
-    if ((size_t)e >= t->cache_cap) {
-        size_t c = t->cache_cap ? t->cache_cap * 2 : 1 << 14;
-        while (c <= (size_t)e) c *= 2;
-        uint64_t *no = realloc(t->cache_off, c * sizeof *no);
-        if (!no) { cache_clear(t); return (int64_t)k; }
-        t->cache_off = no;
-        uint32_t *nl = realloc(t->cache_len, c * sizeof *nl);
-        if (!nl) { cache_clear(t); return (int64_t)k; }
-        t->cache_len = nl;
+    size_t c = grown_cap(t->cache_cap, (size_t)e + 1, 1 << 14);
+    if (c) {
+        if (grow_array((void **)&t->cache_off, c, sizeof *t->cache_off) ||
+            grow_array((void **)&t->cache_len, c, sizeof *t->cache_len)) {
+            cache_clear(t);
+            return (int64_t)k;
+        }
         t->cache_cap = c;
     }
     t->cache_off[e] = t->cache_ids_len;

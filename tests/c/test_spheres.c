@@ -79,12 +79,6 @@ static int live_threads(void) {
     return n;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ------------------------------------------------------ 1. every sphere */
 typedef struct {
     int n;
@@ -101,11 +95,21 @@ static int count_task(void *arg, int sphere, int nspheres) {
     return 0;
 }
 
-static void test_every_sphere(int n, int runs) {
+/* A pool of n spheres with CLLM_SPHERES_SPIN_US = spin_us (NULL: default);
+ * NULL after a failed CHECK when it cannot be made. */
+static cllm_spheres *new_pool(int n, const char *spin_us) {
+    if (spin_us) setenv("CLLM_SPHERES_SPIN_US", spin_us, 1);
     cllm_spheres *s = NULL;
     int rc = cllm_spheres_new(n, &s);
+    if (spin_us) unsetenv("CLLM_SPHERES_SPIN_US");
     CHECK(rc == 0 && s, "new(%d) rc=%d: %s", n, rc, cllm_last_error());
+    return rc ? NULL : s;
+}
+
+static void test_every_sphere(int n, int runs) {
+    cllm_spheres *s = new_pool(n, NULL);
     if (!s) return;
+    int rc;
     int cnt = -1;
     CHECK(cllm_spheres_count(s, &cnt) == 0 && cnt == n, "count=%d want %d", cnt, n);
     count_ctx c = {n, calloc((size_t)n, sizeof(long)), calloc((size_t)n, sizeof(pthread_t)), 0};
@@ -170,10 +174,8 @@ static int sleep_task(void *arg, int sphere, int nspheres) {
 }
 
 static void test_busy_stats(void) {
-    cllm_spheres *s = NULL;
-    int rc = cllm_spheres_new(3, &s);
-    CHECK(rc == 0, "new(3): %s", cllm_last_error());
-    if (rc) return;
+    cllm_spheres *s = new_pool(3, NULL);
+    if (!s) return;
     cllm_spheres_reset_stats(s);
     int slow = 2;
     for (int r = 0; r < 5; r++) CHECK(cllm_spheres_run(s, sleep_task, &slow) == 0, "run");
@@ -231,10 +233,9 @@ static void test_reduction(int n, int repeats) {
         st ^= st << 13; st ^= st >> 7; st ^= st << 17;
         x[i] = (float)((double)(st >> 11) / 9007199254740992.0 * 2.0 - 1.0);
     }
-    cllm_spheres *s = NULL;
-    int rc = cllm_spheres_new(n, &s);
-    CHECK(rc == 0, "new(%d): %s", n, cllm_last_error());
-    if (rc) { free(x); return; }
+    cllm_spheres *s = new_pool(n, NULL);
+    if (!s) { free(x); return; }
+    int rc;
     sum_ctx c = {x, len, calloc((size_t)n, sizeof(float))};
     float want = sequential_sum(x, len, n);
     uint32_t want_bits, got_bits;
@@ -277,10 +278,9 @@ static int err_task(void *arg, int sphere, int nspheres) {
 }
 
 static void test_errors(void) {
-    cllm_spheres *s = NULL;
-    int rc = cllm_spheres_new(13, &s);
-    CHECK(rc == 0, "new(13): %s", cllm_last_error());
-    if (rc) return;
+    cllm_spheres *s = new_pool(13, NULL);
+    if (!s) return;
+    int rc;
     count_ctx ok = {13, calloc(13, sizeof(long)), calloc(13, sizeof(pthread_t)), 0};
 
     err_ctx e = {{7, -1, -1, -1}, {CLLM_ERR_NUMERIC, 0, 0, 0}, 0, 41};
@@ -546,16 +546,6 @@ static int b2b_task(void *arg, int sphere, int nspheres) {
     return 0;
 }
 
-/* A pool of n spheres with CLLM_SPHERES_SPIN_US = spin_us (NULL: default). */
-static cllm_spheres *new_pool(int n, const char *spin_us) {
-    if (spin_us) setenv("CLLM_SPHERES_SPIN_US", spin_us, 1);
-    cllm_spheres *s = NULL;
-    int rc = cllm_spheres_new(n, &s);
-    if (spin_us) unsetenv("CLLM_SPHERES_SPIN_US");
-    CHECK(rc == 0, "new(%d)", n);
-    return rc ? NULL : s;
-}
-
 static void test_back_to_back(int n, int runs, const char *spin_us) {
     cllm_spheres *s = new_pool(n, spin_us);
     int rc;
@@ -583,16 +573,14 @@ static double cpu_s(void) {
 }
 
 static void test_idle_after_runs(int n) {
-    cllm_spheres *s = NULL;
-    int rc = cllm_spheres_new(n, &s);
-    CHECK(rc == 0, "new(%d)", n);
-    if (rc) return;
+    cllm_spheres *s = new_pool(n, NULL);
+    if (!s) return;
     for (int r = 0; r < 1000; r++) cllm_spheres_run(s, noop_task, NULL);
     struct timespec settle = {0, 20 * 1000 * 1000}, nap = {0, 500 * 1000 * 1000};
     nanosleep(&settle, NULL);         /* past any bounded spin */
-    double c0 = cpu_s(), w0 = now_s();
+    double c0 = cpu_s(), w0 = cllm_now_s();
     nanosleep(&nap, NULL);
-    double cpu = cpu_s() - c0, wall = now_s() - w0;
+    double cpu = cpu_s() - c0, wall = cllm_now_s() - w0;
     CHECK(cpu < 0.025, "idle pool of %d used %.4f s CPU in %.3f s wall", n, cpu, wall);
     printf("idle: threads=%d used %.4f s CPU over %.3f s after 1000 runs\n", n, cpu, wall);
     cllm_spheres_free(s);
@@ -607,9 +595,9 @@ static void bench_overhead(void) {
         int runs = ns[k] > 2 ? 5000 : 20000;
         double best = 1e9;
         for (int rep = 0; rep < 5; rep++) {
-            double t0 = now_s();
+            double t0 = cllm_now_s();
             for (int r = 0; r < runs; r++) cllm_spheres_run(s, noop_task, NULL);
-            double dt = (now_s() - t0) / runs;
+            double dt = (cllm_now_s() - t0) / runs;
             if (dt < best) best = dt;
         }
         printf("overhead: threads=%-3d %.3f us per empty run (best of 5 x %d)\n", ns[k], best * 1e6, runs);
@@ -782,7 +770,7 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGALRM, on_alarm);
     unsigned T = g_quick ? 600 : 300;   /* per-section watchdog, seconds */
-    double t0 = now_s();
+    double t0 = cllm_now_s();
 
     section("every sphere runs exactly once per run", T);
     int sizes[] = {1, 2, 3, 13, 25, 64, 200};
@@ -831,6 +819,6 @@ int main(int argc, char **argv) {
         bench_overhead();
     }
     alarm(0);
-    printf("%s: %d failure(s), %.1f s\n", g_failures ? "FAILED" : "OK", g_failures, now_s() - t0);
+    printf("%s: %d failure(s), %.1f s\n", g_failures ? "FAILED" : "OK", g_failures, cllm_now_s() - t0);
     return g_failures ? 1 : 0;
 }
