@@ -394,102 +394,56 @@ SFN float dot_row(const float *a, const float *b, int n) {
 
 
 
+/* a[k] += s * p[k*VW ...], k < 4 (full vectors; masked: n[k] lanes) */
+SFN void fma4(vf a[4], vf s, const float *p) {
+    for (int k = 0; k < 4; k++) a[k] = v_fmadd(s, v_load(p + k * VW), a[k]);
+}
+SFN void fma4n(vf a[4], vf s, const float *p, const int n[4]) {
+    for (int k = 0; k < 4; k++) a[k] = v_fmadd(s, v_loadn(p + k * VW, n[k]), a[k]);
+}
+SFN int att_clamp(int n) { return n < 0 ? 0 : n > VW ? VW : n; }
+
 /* Scores for 4*VW positions at a time from the transposed keys, 8
  * independent FMA chains (even / odd d) and no horizontal sums; the last,
  * partial block uses masked loads. The output keeps up to 4 vectors of it in
  * registers over all positions (8 chains: even / odd t). */
-SFN int att_clamp(int n) { return n < 0 ? 0 : n > VW ? VW : n; }
 SOP void S(attention_step)(float *out, const float *q, const float *kt, const float *v, int len, int ldk,
                            int hs, float *scratch) {
     const vf vs = v_set1(1.0f / sqrtf((float)hs));
-    int t = 0;
-    for (; t + 4 * VW <= len; t += 4 * VW) {
-        vf s0 = v_zero(), s1 = v_zero(), s2 = v_zero(), s3 = v_zero();
-        vf s4 = v_zero(), s5 = v_zero(), s6 = v_zero(), s7 = v_zero();
+    for (int t = 0; t < len; t += 4 * VW) {
+        vf a[4] = {v_zero(), v_zero(), v_zero(), v_zero()}, b[4] = {v_zero(), v_zero(), v_zero(), v_zero()};
         const float *k = kt + t;
-        int d = 0;
-        for (; d + 2 <= hs; d += 2, k += 2 * (size_t)ldk) {
-            vf q0 = v_set1(q[d]), q1 = v_set1(q[d + 1]);
-            const float *k1 = k + ldk;
-            s0 = v_fmadd(q0, v_load(k), s0);
-            s1 = v_fmadd(q0, v_load(k + VW), s1);
-            s2 = v_fmadd(q0, v_load(k + 2 * VW), s2);
-            s3 = v_fmadd(q0, v_load(k + 3 * VW), s3);
-            s4 = v_fmadd(q1, v_load(k1), s4);
-            s5 = v_fmadd(q1, v_load(k1 + VW), s5);
-            s6 = v_fmadd(q1, v_load(k1 + 2 * VW), s6);
-            s7 = v_fmadd(q1, v_load(k1 + 3 * VW), s7);
+        int n[4] = {att_clamp(len - t), att_clamp(len - t - VW), att_clamp(len - t - 2 * VW),
+                    att_clamp(len - t - 3 * VW)};
+        if (n[3] == VW) {
+            int d = 0;
+            for (; d + 2 <= hs; d += 2, k += 2 * (size_t)ldk) {
+                fma4(a, v_set1(q[d]), k);
+                fma4(b, v_set1(q[d + 1]), k + ldk);
+            }
+            if (d < hs) fma4(a, v_set1(q[d]), k);
+        } else {
+            for (int d = 0; d < hs; d++, k += ldk) fma4n(a, v_set1(q[d]), k, n);
         }
-        if (d < hs) {
-            vf q0 = v_set1(q[d]);
-            s0 = v_fmadd(q0, v_load(k), s0);
-            s1 = v_fmadd(q0, v_load(k + VW), s1);
-            s2 = v_fmadd(q0, v_load(k + 2 * VW), s2);
-            s3 = v_fmadd(q0, v_load(k + 3 * VW), s3);
-        }
-        v_store(scratch + t, v_mul(v_add(s0, s4), vs));
-        v_store(scratch + t + VW, v_mul(v_add(s1, s5), vs));
-        v_store(scratch + t + 2 * VW, v_mul(v_add(s2, s6), vs));
-        v_store(scratch + t + 3 * VW, v_mul(v_add(s3, s7), vs));
-    }
-    if (t < len) {
-        int r = len - t, n0 = att_clamp(r), n1 = att_clamp(r - VW), n2 = att_clamp(r - 2 * VW),
-            n3 = att_clamp(r - 3 * VW);
-        vf s0 = v_zero(), s1 = v_zero(), s2 = v_zero(), s3 = v_zero();
-        const float *k = kt + t;
-        for (int d = 0; d < hs; d++, k += ldk) {
-            vf q0 = v_set1(q[d]);
-            s0 = v_fmadd(q0, v_loadn(k, n0), s0);
-            s1 = v_fmadd(q0, v_loadn(k + VW, n1), s1);
-            s2 = v_fmadd(q0, v_loadn(k + 2 * VW, n2), s2);
-            s3 = v_fmadd(q0, v_loadn(k + 3 * VW, n3), s3);
-        }
-        v_storen(scratch + t, v_mul(s0, vs), n0);
-        v_storen(scratch + t + VW, v_mul(s1, vs), n1);
-        v_storen(scratch + t + 2 * VW, v_mul(s2, vs), n2);
-        v_storen(scratch + t + 3 * VW, v_mul(s3, vs), n3);
+        for (int j = 0; j < 4; j++) v_storen(scratch + t + j * VW, v_mul(v_add(a[j], b[j]), vs), n[j]);
     }
     float m = row_max(scratch, len);
     float inv = 1.0f / row_exp_sum(scratch, len, m);
     for (int c = 0; c < hs; c += 4 * VW) {
-        int nc = hs - c < 4 * VW ? hs - c : 4 * VW;
+        vf a[4] = {v_zero(), v_zero(), v_zero(), v_zero()}, b[4] = {v_zero(), v_zero(), v_zero(), v_zero()};
+        int n[4] = {att_clamp(hs - c), att_clamp(hs - c - VW), att_clamp(hs - c - 2 * VW), att_clamp(hs - c - 3 * VW)};
         const float *vr = v + c;
-        if (nc == 4 * VW) {
-            vf o0 = v_zero(), o1 = v_zero(), o2 = v_zero(), o3 = v_zero();
-            vf o4 = v_zero(), o5 = v_zero(), o6 = v_zero(), o7 = v_zero();
+        if (n[3] == VW) {
             int j = 0;
             for (; j + 2 <= len; j += 2, vr += 2 * (size_t)hs) {
-                vf p0 = v_set1(scratch[j] * inv), p1 = v_set1(scratch[j + 1] * inv);
-                const float *v1 = vr + hs;
-                o0 = v_fmadd(p0, v_load(vr), o0);
-                o1 = v_fmadd(p0, v_load(vr + VW), o1);
-                o2 = v_fmadd(p0, v_load(vr + 2 * VW), o2);
-                o3 = v_fmadd(p0, v_load(vr + 3 * VW), o3);
-                o4 = v_fmadd(p1, v_load(v1), o4);
-                o5 = v_fmadd(p1, v_load(v1 + VW), o5);
-                o6 = v_fmadd(p1, v_load(v1 + 2 * VW), o6);
-                o7 = v_fmadd(p1, v_load(v1 + 3 * VW), o7);
+                fma4(a, v_set1(scratch[j] * inv), vr);
+                fma4(b, v_set1(scratch[j + 1] * inv), vr + hs);
             }
-            if (j < len) {
-                vf p0 = v_set1(scratch[j] * inv);
-                o0 = v_fmadd(p0, v_load(vr), o0);
-                o1 = v_fmadd(p0, v_load(vr + VW), o1);
-                o2 = v_fmadd(p0, v_load(vr + 2 * VW), o2);
-                o3 = v_fmadd(p0, v_load(vr + 3 * VW), o3);
-            }
-            v_store(out + c, v_add(o0, o4));
-            v_store(out + c + VW, v_add(o1, o5));
-            v_store(out + c + 2 * VW, v_add(o2, o6));
-            v_store(out + c + 3 * VW, v_add(o3, o7));
+            if (j < len) fma4(a, v_set1(scratch[j] * inv), vr);
         } else {
-            for (int e = 0; e < nc; e += VW) {
-                int n = nc - e < VW ? nc - e : VW;
-                vf o0 = v_zero();
-                const float *ve = vr + e;
-                for (int j = 0; j < len; j++, ve += hs) o0 = v_fmadd(v_set1(scratch[j] * inv), v_loadn(ve, n), o0);
-                v_storen(out + c + e, o0, n);
-            }
+            for (int j = 0; j < len; j++, vr += hs) fma4n(a, v_set1(scratch[j] * inv), vr, n);
         }
+        for (int j = 0; j < 4; j++) v_storen(out + c + j * VW, v_add(a[j], b[j]), n[j]);
     }
 }
 
