@@ -104,14 +104,22 @@ def _z(*shape: int) -> np.ndarray:
     return np.zeros(shape, np.float32)
 
 
-def _causal_softmax(qkv: np.ndarray, B: int, T: int, C: int, NH: int) -> np.ndarray:
+def causal_attention(qkv: np.ndarray, B: int, T: int, C: int, NH: int
+                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 causal attention of ``qkv`` (B, T, 3C): the probabilities
+    (B, NH, T, T; zero above the diagonal), the output (B, T, C) and each
+    row's log-sum-exp of the scaled scores (B, NH, T)."""
     hs = C // NH
-    q = qkv[:, :, :C].reshape(B, T, NH, hs).transpose(0, 2, 1, 3).astype(np.float64)
-    k = qkv[:, :, C:2 * C].reshape(B, T, NH, hs).transpose(0, 2, 1, 3).astype(np.float64)
+    q, k, v = (qkv[:, :, i * C:(i + 1) * C].reshape(B, T, NH, hs).transpose(0, 2, 1, 3).astype(np.float64)
+               for i in range(3))
     s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hs)
     s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
-    s = np.exp(s - s.max(-1, keepdims=True))
-    return (s / s.sum(-1, keepdims=True)).astype(np.float32)
+    mx = s.max(-1, keepdims=True)
+    e = np.exp(s - mx)
+    tot = e.sum(-1, keepdims=True)
+    p = e / tot
+    lse = (mx + np.log(tot))[..., 0]
+    return p, (p @ v).transpose(0, 2, 1, 3).reshape(B, T, C), lse
 
 
 def make_case(op: str, dims: Sequence[int], seed: int = 0) -> List[np.ndarray]:
@@ -143,12 +151,12 @@ def make_case(op: str, dims: Sequence[int], seed: int = 0) -> List[np.ndarray]:
     if op == "attention_fwd":
         B, T, C, NH = d
         # outputs start as garbage: the op must overwrite all of them
-        return [_f(rng, B, T, C), _f(rng, B, NH, T, T), _f(rng, B, T, 3 * C)]
+        return [_f(rng, B, T, C), _f(rng, B, NH, T), _f(rng, B, T, 3 * C)]
     if op == "attention_bwd":
         B, T, C, NH = d
         qkv = _f(rng, B, T, 3 * C)
-        return [_f(rng, B, T, 3 * C), _f(rng, B, NH, T, T), _f(rng, B, T, C), qkv,
-                _causal_softmax(qkv, B, T, C, NH)]
+        lse = causal_attention(qkv, B, T, C, NH)[2]
+        return [_f(rng, B, T, 3 * C), _f(rng, B, T, C), qkv, lse.astype(np.float32)]
     if op == "crossentropy_fused":
         N, V = d
         tg = rng.integers(0, V, N).astype(np.int32)

@@ -63,6 +63,28 @@ def test_train_throughput_table() -> None:
     assert "torch AdamW: " in out
 
 
+def test_attention_table() -> None:
+    out = run_script("attention.py", "--configs", "2x33x40x2", "--threads", "1", "--reps", "1",
+                     "--min-time", "0.01", "--peak-seconds", "0.02")
+    assert "CPU: " in out and "Peak measured" in out
+    r = row(out, "2x33x40x2", "2x33x40x2", "1")
+    # cllm fwd / bwd and torch fwd / bwd GFLOP/s with their % of peak, both totals, the ratio
+    for i in (3, 5, 7, 11, 12):
+        assert number(r[i]) > 0, r
+    for i in (4, 6, 8):
+        assert r[i].endswith("%") and number(r[i]) > 0, r
+    assert re.fullmatch(r"\d+\.\d\dx", r[13]), r
+
+
+def test_attention_flops_count() -> None:
+    import attention
+    fwd, bwd = attention.flops((1, 3, 4, 2))  # B*NH = 2, hs = 2, 6 (query, key) pairs with key <= query
+    assert fwd == 2 * 2 * 2 * 2 * 6 and bwd == 2 * fwd  # 2 products x 2 FLOPs per multiply-add
+    assert attention.parse_shape("B") == (8, 256, 384, 6)
+    with pytest.raises(ValueError):
+        attention.parse_shape("2x3x5x2")
+
+
 @pytest.mark.slow
 def test_bench_gemm_table() -> None:
     out = run_script("bench_gemm.py", "--shapes", "fwd_attn_out", "--reps", "1", "--min-time", "0.01",

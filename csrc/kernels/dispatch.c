@@ -14,8 +14,10 @@ const cllm_ops *cllm_ops_for_isa(int isa) {
 const cllm_ops *cllm_ops_current(void) { return cllm_ops_for_isa(cllm_isa_current()); }
 
 size_t cllm_attention_ws_floats(int T, int hs) {
-    /* the SIMD attention keeps its score tiles in att/datt; ws holds up to
-     * three dense T x hs head panels (forward: K^T; backward: V^T, K, Q) */
+    /* one (batch, head) at a time: P and dS tiles (T x Tp each, backward),
+     * packed K^T and V^T panels (hs x Tp each), dense K and Q copies (T x hs
+     * each), the row terms D (Tp), and a strip of scores (BF16: 64 rows) */
     if (T <= 0 || hs <= 0) return 64;
-    return (size_t)3 * T * (size_t)hs + 64;
+    size_t tp = CLLM_ATT_TPAD(T), t = (size_t)T, h = (size_t)hs;
+    return 2 * t * tp + 2 * h * tp + 2 * t * h + tp + (size_t)CLLM_ATT_BF16_RB * tp + 64;
 }

@@ -28,8 +28,15 @@ extern const cllm_ops cllm_ops_avx512;
 const cllm_ops *cllm_ops_current(void);
 const cllm_ops *cllm_ops_for_isa(int isa);
 
-/* scratch floats attention_fwd/bwd need for sequence length T, head size hs */
+/* scratch floats attention_fwd/bwd (FP32 and BF16) need for sequence length
+ * T, head size hs: per (batch, head) one T x T tile of probabilities and one
+ * of score gradients (backward), packed K^T / V^T panels, a strip of scores */
 size_t cllm_attention_ws_floats(int T, int hs);
+/* T rounded up to whole key panels: the row stride of the attention score
+ * tiles in that workspace (a multiple of 32 floats, so of every SIMD width) */
+#define CLLM_ATT_TPAD(T) (((size_t)(T) + 31) / 32 * 32)
+/* query rows per block of the BF16 attention (attention_bf16.c) */
+#define CLLM_ATT_BF16_RB 64
 
 /* Fill the table of one SIMD ISA (used by kernels_avx2.c, kernels_avx512.c
  * after including kernels_simd.h, which defines S(name)). */

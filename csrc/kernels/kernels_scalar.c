@@ -92,8 +92,9 @@ void cllm_ref_gelu_bwd(float *dx, const float *x, const float *dout, size_t n) {
     }
 }
 
-/* a(n) = softmax(scale * q . k_j) over the n rows k_j = k + j*ldk (hs floats each) */
-static void softmax_scores(float *a, const float *q, const float *k, size_t ldk, int n, int hs, float scale) {
+/* a(n) = softmax(scale * q . k_j) over the n rows k_j = k + j*ldk (hs floats
+ * each); returns the log-sum-exp of the scaled scores (a = exp(s - lse)) */
+static float softmax_scores(float *a, const float *q, const float *k, size_t ldk, int n, int hs, float scale) {
     float maxv = -INFINITY;
     for (int j = 0; j < n; j++) {
         const float *kj = k + (size_t)j * ldk;
@@ -107,6 +108,7 @@ static void softmax_scores(float *a, const float *q, const float *k, size_t ldk,
     for (int j = 0; j < n; j++) { float e = expf(a[j] - maxv); a[j] = e; sum += e; }
     float inv = 1.0f / sum;
     for (int j = 0; j < n; j++) a[j] *= inv;
+    return maxv + logf(sum);
 }
 
 /* o(hs) = sum_j p[j] * v_j over the n rows v_j = v + j*ldv */
@@ -119,10 +121,10 @@ static void weighted_rows(float *o, const float *p, const float *v, size_t ldv, 
 }
 
 /* qkv(B,T,3C): q | k | v per row, head h at columns h*hs..; out(B,T,C);
- * att(B,NH,T,T) softmax probabilities, zero above the diagonal. */
-void cllm_ref_attention_fwd(float *out, float *att, const float *qkv, int B, int T,
+ * lse(B,NH,T) log-sum-exp of each row's scaled scores. One query row at a
+ * time: its T probabilities live in ws only while the row is computed. */
+void cllm_ref_attention_fwd(float *out, float *lse, const float *qkv, int B, int T,
                             int C, int NH, float *ws) {
-    (void)ws;
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = (size_t)C * 3;
@@ -130,45 +132,48 @@ void cllm_ref_attention_fwd(float *out, float *att, const float *qkv, int B, int
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
                 const float *row0 = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-                float *a = att + (((size_t)b * NH + h) * T + t) * T;
-                softmax_scores(a, row0 + (size_t)t * C3, row0 + C, C3, t + 1, hs, scale);
-                for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
-                weighted_rows(out + ((size_t)b * T + t) * C + (size_t)h * hs, a, row0 + 2 * (size_t)C, C3, t + 1, hs);
+                lse[((size_t)b * NH + h) * T + t] = softmax_scores(ws, row0 + (size_t)t * C3, row0 + C, C3, t + 1, hs, scale);
+                weighted_rows(out + ((size_t)b * T + t) * C + (size_t)h * hs, ws, row0 + 2 * (size_t)C, C3, t + 1, hs);
             }
 }
 
-void cllm_ref_attention_bwd(float *dqkv, float *datt, const float *dout,
-                            const float *qkv, const float *att, int B, int T, int C,
-                            int NH, float *ws) {
-    (void)ws;
+/* Backward, one query row t at a time: p_j = exp(s_tj - lse_t) recomputed
+ * and dp_j = dy . v_j into ws (2 T floats), D = sum_j p_j dp_j,
+ * ds_j = p_j (dp_j - D) scale; dq_t += ds_j k_j, dk_j += ds_j q_t,
+ * dv_j += p_j dy. */
+void cllm_ref_attention_bwd(float *dqkv, const float *dout, const float *qkv, const float *lse, int B, int T,
+                            int C, int NH, float *ws) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = (size_t)C * 3;
+    float *pr = ws, *dpr = ws + T;
     memset(dqkv, 0, sizeof(float) * (size_t)B * T * C3);
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
-                const float *a = att + (((size_t)b * NH + h) * T + t) * T;
-                float *da = datt + (((size_t)b * NH + h) * T + t) * T;
                 const float *dy = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
-                /* out = sum p * v  ->  dp = dy . v ; dv += p * dy */
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
-                    float *dv = dqkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
-                    float d = 0.0f;
-                    for (int i = 0; i < hs; i++) { d += dy[i] * v[i]; dv[i] += a[t2] * dy[i]; }
-                    da[t2] = d;
-                }
-                /* softmax backward: ds = p * (dp - sum(p*dp)) */
-                float dot = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) dot += a[t2] * da[t2];
                 const float *q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
                 float *dq = dqkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
+                float l = lse[((size_t)b * NH + h) * T + t], D = 0.0f;
                 for (int t2 = 0; t2 <= t; t2++) {
-                    float ds = a[t2] * (da[t2] - dot) * scale;
-                    const float *k = qkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
-                    float *dk = dqkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
-                    for (int i = 0; i < hs; i++) { dq[i] += ds * k[i]; dk[i] += ds * q[i]; }
+                    size_t r2 = ((size_t)b * T + t2) * C3 + (size_t)h * hs;
+                    const float *k = qkv + r2 + C, *v = qkv + r2 + 2 * (size_t)C;
+                    float s = 0.0f, dp = 0.0f;
+                    for (int i = 0; i < hs; i++) { s += q[i] * k[i]; dp += dy[i] * v[i]; }
+                    pr[t2] = expf(s * scale - l);
+                    dpr[t2] = dp;
+                    D += pr[t2] * dp;
+                }
+                for (int t2 = 0; t2 <= t; t2++) {
+                    size_t r2 = ((size_t)b * T + t2) * C3 + (size_t)h * hs;
+                    const float *k = qkv + r2 + C;
+                    float *dk = dqkv + r2 + C, *dv = dqkv + r2 + 2 * (size_t)C;
+                    float p = pr[t2], ds = p * (dpr[t2] - D) * scale;
+                    for (int i = 0; i < hs; i++) {
+                        dv[i] += p * dy[i];
+                        dq[i] += ds * k[i];
+                        dk[i] += ds * q[i];
+                    }
                 }
             }
 }

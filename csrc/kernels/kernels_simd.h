@@ -449,17 +449,29 @@ SOP void S(attention_step)(float *out, const float *q, const float *kt, const fl
 
 
 /* ------------------------------------------------------------- attention */
-/* Attention runs on a small register-blocked product kernel instead of the
- * general GEMM: the per-head products are small (T x T x hs) and strided
- * inside qkv, so packing would not pay, and working in strips of ATT_MR rows
- * lets every product skip the masked triangle at strip granularity.
+/* Causal attention, flash-style: per (batch, head), query rows go in strips
+ * of ATT_MR; a strip's scores against keys 0..(its last row) are computed
+ * into a small L1/L2-resident tile (fully masked key panels are never
+ * touched), softmaxed while hot and multiplied into V. Only each row's
+ * log-sum-exp leaves the kernel; backward recomputes P = exp(s - lse) per
+ * strip instead of reading a stored T x T tensor. A whole score row of one
+ * strip fits in cache at any context this project trains (T <= a few
+ * thousand: 8 rows x T floats), so each row is softmaxed exactly in one go:
+ * no running-max rescaling of the output is needed.
+ *
+ * The products run on a small register-blocked kernel instead of the
+ * general GEMM: they are small (T x T x hs) and strided inside qkv, and the
+ * causal triangle is skipped at strip granularity.
  *
  * strip: C[0:mr, 0:N] = alpha * sum_k A(r, k) B[k, 0:N], overwriting C, where
  * A(r, k) = A[r*a_rs + k*a_cs] (so A may be read transposed) and B is
  * row-major with row stride ldb. Columns go 2 vectors at a time with mr x 2
  * accumulators in registers; the ragged last block uses masked loads/stores. */
 #if VW == 16
-#define ATT_MR 8
+#ifndef ATT_MR_512
+#define ATT_MR_512 8
+#endif
+#define ATT_MR ATT_MR_512
 #else
 #define ATT_MR 6
 #endif
@@ -485,8 +497,14 @@ SFN void strip_kernel(const int mr, int N, int K, float alpha, const float *A, s
                 v_store(Cm + r * ldc + j, v_mul(acc0[r], va));
                 v_store(Cm + r * ldc + j + VW, v_mul(acc1[r], va));
             }
+        } else if (nv <= VW) { /* one ragged vector: no FMAs on an empty second one */
+            for (int k = 0; k < K; k++, b += ldb, a += a_cs) {
+                vf b0 = v_loadn(b, nv);
+                for (int r = 0; r < mr; r++) acc0[r] = v_fmadd(v_set1(a[r * a_rs]), b0, acc0[r]);
+            }
+            for (int r = 0; r < mr; r++) v_storen(Cm + r * ldc + j, v_mul(acc0[r], va), nv);
         } else {
-            int n0 = nv < VW ? nv : VW, n1 = nv - n0;
+            int n0 = VW, n1 = nv - n0;
             for (int k = 0; k < K; k++, b += ldb, a += a_cs) {
                 vf b0 = v_loadn(b, n0), b1 = v_loadn(b + VW, n1);
                 for (int r = 0; r < mr; r++) {
@@ -511,25 +529,74 @@ static void S(strip)(int mr, int N, int K, float alpha, const float *A, size_t a
 #if ATT_MR > 6
         STRIP_CASE(7) STRIP_CASE(8)
 #endif
+#if ATT_MR > 8
+        STRIP_CASE(9) STRIP_CASE(10) STRIP_CASE(11) STRIP_CASE(12)
+#endif
     default: break;
     }
 }
 #undef STRIP_CASE
 
-/* dst(hs, T) = src(T, hs)^T, src rows strided by ld. Blocks of 8 source
- * rows: each destination row receives 8 contiguous floats per pass and the 8
- * source rows stay in L1 across the d loop. */
-SFN void transpose_head(float *dst, const float *src, int T, int hs, size_t ld) {
-    int t0 = 0;
-    for (; t0 + 8 <= T; t0 += 8) {
-        const float *s0 = src + (size_t)t0 * ld;
-        for (int d = 0; d < hs; d++) {
-            float *o = dst + (size_t)d * T + t0;
-            for (int k = 0; k < 8; k++) o[k] = s0[(size_t)k * ld + d];
+/* key panels: ATT_NB keys wide, the transposed operand of S = Q K^T and
+ * dP = dO V^T; panel p holds dst[p*hs*NB + k*NB + c] = src[(p*NB + c)*ld + k]
+ * (hs rows of NB contiguous keys, zero past T), so the product streams one
+ * dense hs*NB*4-byte block per panel */
+#define ATT_NB (2 * VW)
+
+/* dst[i*ldd + c] = src[c*ld + i] for an 8 x 8 block (AVX shuffles: both
+ * ISAs of this file have them) */
+SFN void tr8x8(const float *src, size_t ld, float *dst, size_t ldd) {
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld), r2 = _mm256_loadu_ps(src + 2 * ld),
+           r3 = _mm256_loadu_ps(src + 3 * ld), r4 = _mm256_loadu_ps(src + 4 * ld),
+           r5 = _mm256_loadu_ps(src + 5 * ld), r6 = _mm256_loadu_ps(src + 6 * ld),
+           r7 = _mm256_loadu_ps(src + 7 * ld);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/* pack the T x hs head operand src (rows strided by ld) into key panels */
+SFN void pack_key_panels(float *dst, const float *src, int T, int hs, size_t ld) {
+    int np = (T + ATT_NB - 1) / ATT_NB;
+    for (int p = 0; p < np; p++) {
+        float *d = dst + (size_t)p * hs * ATT_NB;
+        int c0 = p * ATT_NB, nc = T - c0 < ATT_NB ? T - c0 : ATT_NB;
+        const float *sp = src + (size_t)c0 * ld;
+        int c = 0;
+        for (; c + 8 <= nc; c += 8) {
+            int k = 0;
+            for (; k + 8 <= hs; k += 8) tr8x8(sp + (size_t)c * ld + k, ld, d + (size_t)k * ATT_NB + c, ATT_NB);
+            for (; k < hs; k++)
+                for (int i = 0; i < 8; i++) d[(size_t)k * ATT_NB + c + i] = sp[(size_t)(c + i) * ld + k];
         }
+        for (; c < nc; c++)
+            for (int k = 0; k < hs; k++) d[(size_t)k * ATT_NB + c] = sp[(size_t)c * ld + k];
+        if (nc < ATT_NB)
+            for (int k = 0; k < hs; k++) memset(d + (size_t)k * ATT_NB + nc, 0, sizeof(float) * (size_t)(ATT_NB - nc));
     }
-    for (int t = t0; t < T; t++)
-        for (int d = 0; d < hs; d++) dst[(size_t)d * T + t] = src[(size_t)t * ld + d];
+}
+
+/* Sc[0:mr, 0:jn) (row stride ldc) = alpha * A Kp^T over the panels covering
+ * keys 0..jn-1 (the last one cut at jn, to the vector); A rows strided by lda */
+SFN void scores_strip(int mr, int jn, int hs, float alpha, const float *A, size_t lda, const float *Kp,
+                      float *Sc, size_t ldc) {
+    for (int p = 0; p * ATT_NB < jn; p++) {
+        int nc = jn - p * ATT_NB < ATT_NB ? jn - p * ATT_NB : ATT_NB;
+        S(strip)(mr, nc, hs, alpha, A, lda, 1, Kp + (size_t)p * hs * ATT_NB, ATT_NB, Sc + p * ATT_NB, ldc);
+    }
 }
 
 /* dst(T, hs) contiguous = src(T, hs) with rows strided by ld: the products
@@ -538,98 +605,119 @@ SFN void pack_head(float *dst, const float *src, int T, int hs, size_t ld) {
     for (int t = 0; t < T; t++) memcpy(dst + (size_t)t * hs, src + (size_t)t * ld, sizeof(float) * (size_t)hs);
 }
 
-/* row t of the scores: softmax over cols 0..t, zeros over t+1..T-1 */
-SFN void causal_softmax_row(float *srow, int t, int T) {
-    float m = row_max(srow, t + 1);
-    float sum = row_exp_sum(srow, t + 1, m);
-    row_scale(srow, t + 1, 1.0f / sum);
-    row_zero(srow + t + 1, T - t - 1);
-}
-
 /* Forward, per (batch, head), per strip of ATT_MR query rows i0..: scores
- * S = scale Q K^T against keys 0..i0+mr-1 only (K^T packed once per head),
- * the masked softmax of those rows while hot, then O = P V over the same
- * keys. ws: K^T (hs x T). */
-SOP void S(attention_fwd)(float *out, float *att, const float *qkv, int B, int T,
+ * against keys 0..i0+mr-1 into the strip tile, per row max / exp / sum
+ * (zeros up to the strip's last key), lse = max + log(sum), then O = P V over
+ * the same keys and each O row scaled by 1/sum.
+ * ws: K^T panels (hs x Tp), the strip tile (ATT_MR x Tp). */
+SOP void S(attention_fwd)(float *out, float *lse, const float *qkv, int B, int T,
                           int C, int NH, float *ws) {
     int hs = C / NH;
-    size_t ld = 3 * (size_t)C;
+    size_t ld = 3 * (size_t)C, tp = CLLM_ATT_TPAD(T);
     float scale = 1.0f / sqrtf((float)hs);
-    float *Kt = ws;
+    float *Kp = ws, *Sb = ws + (size_t)hs * tp;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             const float *Q = qkv + (size_t)b * T * ld + (size_t)h * hs;
             const float *Vp = Q + 2 * (size_t)C;
-            float *A = att + ((size_t)b * NH + h) * T * T;
             float *O = out + (size_t)b * T * C + (size_t)h * hs;
-            transpose_head(Kt, Q + C, T, hs, ld);
+            float *L = lse + ((size_t)b * NH + h) * T;
+            pack_key_panels(Kp, Q + C, T, hs, ld);
             for (int i0 = 0; i0 < T; i0 += ATT_MR) {
                 int mr = T - i0 < ATT_MR ? T - i0 : ATT_MR, jn = i0 + mr;
-                float *Ai = A + (size_t)i0 * T;
-                S(strip)(mr, jn, hs, scale, Q + i0 * ld, ld, 1, Kt, (size_t)T, Ai, (size_t)T);
-                for (int t = i0; t < jn; t++) causal_softmax_row(A + (size_t)t * T, t, T);
-                S(strip)(mr, hs, jn, 1.0f, Ai, (size_t)T, 1, Vp, ld, O + (size_t)i0 * C, (size_t)C);
+                float inv[ATT_MR];
+                scores_strip(mr, jn, hs, scale, Q + i0 * ld, ld, Kp, Sb, tp);
+                for (int r = 0; r < mr; r++) {
+                    float *x = Sb + (size_t)r * tp;
+                    int n = i0 + r + 1;
+                    float m = row_max(x, n), sum = row_exp_sum(x, n, m);
+                    row_zero(x + n, jn - n);
+                    L[i0 + r] = m + logf(sum);
+                    inv[r] = 1.0f / sum;
+                }
+                S(strip)(mr, hs, jn, 1.0f, Sb, tp, 1, Vp, ld, O + (size_t)i0 * C, (size_t)C);
+                for (int r = 0; r < mr; r++) row_scale(O + (size_t)(i0 + r) * C, hs, inv[r]);
             }
         }
 }
 
-/* Backward, per (batch, head). Query strips: dP = dO V^T (keys up to the
- * strip's last row; V^T packed once), dS = P (dP - rowsum(P dP)) scale in
- * place in datt (one pass per row, zeros above the diagonal), dQ = dS K.
- * Key strips j0..: dV = P^T dO and dK = dS^T Q over query rows >= j0 only.
- * Relies on att being zero above the diagonal, as attention_fwd writes it.
- * ws: V^T (hs x T), and for T >= 128 K and Q packed dense (T x hs each). */
-SOP void S(attention_bwd)(float *dqkv, float *datt, const float *dout,
-                          const float *qkv, const float *att, int B, int T, int C,
-                          int NH, float *ws) {
+/* one backward row: p = exp(s - lse) over [0, n) in place, then
+ * d = p (d - <p, d>) scale (dS from dP), both zero over [n, jn). <p, d> over
+ * the row's own recomputed p (not dO . O): the first row (p = 1) gets dS = 0
+ * exactly, as the softmax's constant shift demands. */
+SFN void att_bwd_row(float *p, float *d, int n, int jn, float lse, float scale) {
+    vf vl = v_set1(lse), acc = v_zero();
+    int j = 0;
+    for (; j + VW <= n; j += VW) {
+        vf pv = v_exp(v_sub(v_load(p + j), vl));
+        v_store(p + j, pv);
+        acc = v_fmadd(pv, v_load(d + j), acc);
+    }
+    if (j < n) {
+        int r = n - j;
+        vf pv = v_exp(v_sub(v_loadn(p + j, r), vl));
+        v_storen(p + j, pv, r);
+        acc = v_fmadd(pv, v_loadn(d + j, r), acc);
+    }
+    vf vD = v_set1(v_hsum(acc)), vs = v_set1(scale);
+    for (j = 0; j + VW <= n; j += VW)
+        v_store(d + j, v_mul(v_mul(v_load(p + j), v_sub(v_load(d + j), vD)), vs));
+    if (j < n) {
+        int r = n - j;
+        v_storen(d + j, v_mul(v_mul(v_loadn(p + j, r), v_sub(v_loadn(d + j, r), vD)), vs), r);
+    }
+    row_zero(p + n, jn - n);
+    row_zero(d + n, jn - n);
+}
+
+/* Backward, per (batch, head). Query strips: P recomputed from the scores
+ * and lse, dP = dO V^T, dS = P (dP - <P, dP>) scale, both into the
+ * head's T x Tp tiles (zeros above the diagonal up to each strip's last
+ * key), dQ = dS K. Key strips j0..: dV = P^T dO and dK = dS^T Q over query
+ * rows >= j0 only (the tiles stay in L2 for the T this project trains).
+ * ws: P, dS tiles (T x Tp each), K^T and V^T panels (hs x Tp each), and for
+ * T >= 128 K and Q packed dense (T x hs each). */
+SOP void S(attention_bwd)(float *dqkv, const float *dout, const float *qkv, const float *lse, int B, int T,
+                          int C, int NH, float *ws) {
     int hs = C / NH;
-    size_t ld = 3 * (size_t)C, tt = (size_t)T;
+    size_t ld = 3 * (size_t)C, tp = CLLM_ATT_TPAD(T), tt = (size_t)T * tp;
     float scale = 1.0f / sqrtf((float)hs);
     /* long sequences: K and Q rows are 12*C bytes apart and walked many
      * times; a dense copy measured ~10% faster at T=256, slower at T=64 */
     int pack = T >= 128;
     size_t ldp = pack ? (size_t)hs : ld;
-    float *Vt = ws;
+    float *Pb = ws, *Db = Pb + tt, *Kp = Db + tt, *Vp = Kp + (size_t)hs * tp;
+    float *kd = Vp + (size_t)hs * tp, *qd = kd + (size_t)T * hs;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             size_t off = (size_t)b * T * ld + (size_t)h * hs;
-            const float *Q = qkv + off, *Kp = Q + C, *Vp = Q + 2 * (size_t)C;
+            const float *Q = qkv + off, *K = Q + C, *V = Q + 2 * (size_t)C;
             float *dQ = dqkv + off, *dK = dQ + C, *dV = dQ + 2 * (size_t)C;
-            const float *P = att + ((size_t)b * NH + h) * tt * tt;
-            float *D = datt + ((size_t)b * NH + h) * tt * tt;
             const float *dO = dout + (size_t)b * T * C + (size_t)h * hs;
-            transpose_head(Vt, Vp, T, hs, ld);
-            const float *Kc = Kp, *Qc = Q;
+            const float *L = lse + ((size_t)b * NH + h) * T;
+            pack_key_panels(Kp, K, T, hs, ld);
+            pack_key_panels(Vp, V, T, hs, ld);
+            const float *Kc = K, *Qc = Q;
             if (pack) {
-                float *kd = ws + (size_t)T * hs, *qd = ws + 2 * (size_t)T * hs;
-                pack_head(kd, Kp, T, hs, ld);
+                pack_head(kd, K, T, hs, ld);
                 pack_head(qd, Q, T, hs, ld);
                 Kc = kd;
                 Qc = qd;
             }
             for (int i0 = 0; i0 < T; i0 += ATT_MR) {
                 int mr = T - i0 < ATT_MR ? T - i0 : ATT_MR, jn = i0 + mr;
-                float *Di = D + (size_t)i0 * tt;
-                S(strip)(mr, jn, hs, 1.0f, dO + (size_t)i0 * C, (size_t)C, 1, Vt, tt, Di, tt);
-                for (int t = i0; t < jn; t++) {
-                    float *d = D + (size_t)t * tt;
-                    const float *p = P + (size_t)t * tt;
-                    int n = t + 1;
-                    vf vdot = v_set1(dot_row(p, d, n)), vsc = v_set1(scale);
-                    int j = 0;
-                    for (; j + VW <= n; j += VW)
-                        v_store(d + j, v_mul(v_mul(v_load(p + j), v_sub(v_load(d + j), vdot)), vsc));
-                    if (j < n)
-                        v_storen(d + j, v_mul(v_mul(v_loadn(p + j, n - j), v_sub(v_loadn(d + j, n - j), vdot)), vsc), n - j);
-                    row_zero(d + n, T - n);
-                }
-                S(strip)(mr, hs, jn, 1.0f, Di, tt, 1, Kc, ldp, dQ + i0 * ld, ld);
+                float *Pi = Pb + (size_t)i0 * tp, *Di = Db + (size_t)i0 * tp;
+                scores_strip(mr, jn, hs, scale, Q + i0 * ld, ld, Kp, Pi, tp);
+                scores_strip(mr, jn, hs, 1.0f, dO + (size_t)i0 * C, (size_t)C, Vp, Di, tp);
+                for (int r = 0; r < mr; r++)
+                    att_bwd_row(Pi + (size_t)r * tp, Di + (size_t)r * tp, i0 + r + 1, jn, L[i0 + r], scale);
+                S(strip)(mr, hs, jn, 1.0f, Di, tp, 1, Kc, ldp, dQ + i0 * ld, ld);
             }
             for (int j0 = 0; j0 < T; j0 += ATT_MR) {
                 int mr = T - j0 < ATT_MR ? T - j0 : ATT_MR, m = T - j0;
-                size_t pj = (size_t)j0 * tt + j0;
-                S(strip)(mr, hs, m, 1.0f, P + pj, 1, tt, dO + (size_t)j0 * C, (size_t)C, dV + j0 * ld, ld);
-                S(strip)(mr, hs, m, 1.0f, D + pj, 1, tt, Qc + j0 * ldp, ldp, dK + j0 * ld, ld);
+                size_t pj = (size_t)j0 * tp + j0;
+                S(strip)(mr, hs, m, 1.0f, Pb + pj, 1, tp, dO + (size_t)j0 * C, (size_t)C, dV + j0 * ld, ld);
+                S(strip)(mr, hs, m, 1.0f, Db + pj, 1, tp, Qc + j0 * ldp, ldp, dK + j0 * ld, ld);
             }
         }
 }

@@ -55,18 +55,19 @@ OP(gelu_fwd, 1, void, (float *out, const float *x, size_t n),
 /* dx(n) = gelu'(x) * dout (overwrite) */
 OP(gelu_bwd, 1, void, (float *dx, const float *x, const float *dout, size_t n),
    (HB(0), HB(1), HB(2), HZ(0)), hc_none, "+dx[n] x[n] dout[n]", "n")
-/* Causal multi-head attention. qkv(B,T,3C) -> out(B,T,C); att(B,NH,T,T)
- * receives the softmax probabilities (row t: cols <= t, zero above).
+/* Causal multi-head attention. qkv(B,T,3C) -> out(B,T,C); lse(B,NH,T)
+ * receives each query row's log-sum-exp of its scaled scores
+ * (s_tj = q_t.k_j / sqrt(hs), j <= t), so that P = exp(s - lse): backward
+ * recomputes the probabilities instead of keeping a T x T tensor.
  * ws: scratch of cllm_attention_ws_floats(T, C/NH) floats. */
-OP(attention_fwd, 1, void, (float *out, float *att, const float *qkv, int B, int T, int C, int NH, float *ws),
+OP(attention_fwd, 1, void, (float *out, float *lse, const float *qkv, int B, int T, int C, int NH, float *ws),
    (HB(0), HB(1), HB(2), HD(0), HD(1), HD(2), HD(3), HWS), hc_attention,
-   "+out[B,T,C] +att[B,NH,T,T] qkv[B,T,3*C]", "B T C NH")
-/* dqkv(B,T,3C) overwritten; datt(B,NH,T,T) scratch */
+   "+out[B,T,C] +lse[B,NH,T] qkv[B,T,3*C]", "B T C NH")
+/* dqkv(B,T,3C) overwritten, from dout(B,T,C) and the forward's qkv and lse */
 OP(attention_bwd, 1, void,
-   (float *dqkv, float *datt, const float *dout, const float *qkv, const float *att, int B, int T, int C, int NH,
-    float *ws),
-   (HB(0), HB(1), HB(2), HB(3), HB(4), HD(0), HD(1), HD(2), HD(3), HWS), hc_attention,
-   "+dqkv[B,T,3*C] datt[B,NH,T,T] dout[B,T,C] qkv[B,T,3*C] att[B,NH,T,T]", "B T C NH")
+   (float *dqkv, const float *dout, const float *qkv, const float *lse, int B, int T, int C, int NH, float *ws),
+   (HB(0), HB(1), HB(2), HB(3), HD(0), HD(1), HD(2), HD(3), HWS), hc_attention,
+   "+dqkv[B,T,3*C] dout[B,T,C] qkv[B,T,3*C] lse[B,NH,T]", "B T C NH")
 /* Row-wise softmax cross-entropy fused with its gradient: logits(N,V) are
  * replaced by dlogits = (softmax - onehot(target)) * dscale; rows with
  * target < 0 get loss 0 and zero gradient. losses(N). params = [dscale]. */

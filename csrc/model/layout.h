@@ -15,8 +15,9 @@
  * structs, initialisation) is generated from these lists.
  *
  * Activations. Each X(field, floats) declares one buffer of a sphere's arena,
- * sized in terms of N (= rows * T tokens of the shard), C, V and ATT
- * (= rows * NH * T * T attention probabilities). The arena holds ACTS_HEAD,
+ * sized in terms of N (= rows * T tokens of the shard), C, V and NH
+ * (attention keeps one log-sum-exp per token and head, not the T x T
+ * probabilities: backward recomputes them). The arena holds ACTS_HEAD,
  * ACTS_LAYER once per layer, then ACTS_TAIL (which ends with the backward
  * scratch); act_floats() and carve() both expand these lists, so the size and
  * the carving cannot disagree.
@@ -59,7 +60,7 @@ enum { INIT_NORMAL, INIT_PROJ, INIT_ONE, INIT_ZERO };
 
 #define CLLM_ACTS_LAYER(X)                                             \
     X(ln1, N * C) X(ln1_mean, N) X(ln1_rstd, N)                        \
-    X(qkv, N * 3 * C) X(atty, N * C) X(att, ATT)                       \
+    X(qkv, N * 3 * C) X(atty, N * C) X(lse, N * NH)                     \
     X(attproj, N * C) X(res2, N * C)                                   \
     X(ln2, N * C) X(ln2_mean, N) X(ln2_rstd, N)                        \
     X(fch, N * 4 * C) X(fch_gelu, N * 4 * C) X(fcproj, N * C) X(res3, N * C)
@@ -67,7 +68,7 @@ enum { INIT_NORMAL, INIT_PROJ, INIT_ONE, INIT_ZERO };
 /* final LayerNorm statistics, losses, then the backward scratch */
 #define CLLM_ACTS_TAIL(X)                                              \
     X(lnf_mean, N) X(lnf_rstd, N) X(losses, N)                         \
-    X(dres, N * C) X(dtmp, N * C) X(dqkv, N * 3 * C) X(datt, ATT)      \
+    X(dres, N * C) X(dtmp, N * C) X(dqkv, N * 3 * C)                   \
     X(dfch, N * 4 * C)
 
 /* batch-wide: final LayerNorm output, logits (replaced in place by

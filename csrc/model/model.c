@@ -24,7 +24,7 @@ static double count_params(const cllm_config *c) {
 
 /* floats of one shard's arena (Bs rows of T tokens): layout.h's activations */
 static size_t act_floats(int Bs, int T, int C_, int NH, int L, int V_) {
-    size_t N = (size_t)Bs * T, C = (size_t)C_, V = (size_t)V_, ATT = (size_t)Bs * NH * T * T;
+    size_t N = (size_t)Bs * T, C = (size_t)C_, V = (size_t)V_;
     (void)V; /* the lists may size buffers by V */
 #define X_SIZE(f, n) + (n)
     return (size_t)0 CLLM_ACTS_HEAD(X_SIZE) CLLM_ACTS_TAIL(X_SIZE) + (size_t)L * ((size_t)0 CLLM_ACTS_LAYER(X_SIZE));
@@ -145,14 +145,14 @@ static void point_weights(const cllm_model *m, float *base, Weights *w) {
 /* Carve a shard arena (act_floats(Bs, ...) floats) into activation pointers. */
 static void carve(cllm_model *m, Sphere *s, int Bs) {
     size_t T = (size_t)m->Tmax, C = (size_t)m->C, V = (size_t)m->V;
-    size_t N = (size_t)Bs * T, ATT = (size_t)Bs * m->NH * T * T;
+    size_t N = (size_t)Bs * T, NH = (size_t)m->NH;
     float *p = s->arena;
 #define X_TAKE(f, n) s->f = p; p += (n);
 #define X_TAKE_LAYER(f, n) s->act[l].f = p; p += (n);
     CLLM_ACTS_WALK(m->L, X_TAKE, X_TAKE_LAYER)
 #undef X_TAKE_LAYER
 #undef X_TAKE
-    (void)V; (void)ATT;
+    (void)V; (void)NH;
 }
 
 /* --------------------------------------------------------- lifecycle */

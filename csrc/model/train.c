@@ -101,9 +101,10 @@ static void shard_forward(StepCtx *x, Sphere *s) {
         const float *resid = l == 0 ? s->encoded : s->act[l - 1].res3;
         PROF(P_GEMM_FWD, GEMM_W(0, 0, N, 3 * C, C, a->ln1, C, lw->qkvw, 3 * C, 0.0f, a->qkv, 3 * C, lw->qkvb));
         if (x->bf16_kernel >= 0)
-            PROF(P_ATTN_FWD, attention_fwd_bf16(x->bf16_kernel, a->atty, a->att, a->qkv, Bs, T, C, NH, s->gemm_ws));
+            PROF(P_ATTN_FWD, attention_fwd_bf16(x->bf16_kernel, a->atty, a->lse, a->qkv, Bs, T, C, NH, s->gemm_ws,
+                                                s->att_ws));
         else
-            PROF(P_ATTN_FWD, ops->attention_fwd(a->atty, a->att, a->qkv, Bs, T, C, NH, s->att_ws));
+            PROF(P_ATTN_FWD, ops->attention_fwd(a->atty, a->lse, a->qkv, Bs, T, C, NH, s->att_ws));
         PROF(P_GEMM_FWD, GEMM_W(0, 0, N, C, C, a->atty, C, lw->projw, C, 0.0f, a->attproj, C, lw->projb));
         PROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res2, a->ln2, a->ln2_mean, a->ln2_rstd, resid, a->attproj,
                                     lw->ln2w, lw->ln2b, N, C));
@@ -197,10 +198,10 @@ static void shard_backward(StepCtx *x, Sphere *s) {
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->projb, s->dres, N, C));
         PROF(P_GEMM_BWD, GEMM_W(0, 1, N, C, C, s->dres, C, lw->projw, C, 0.0f, s->dtmp, C, NULL));
         if (x->bf16_kernel >= 0)
-            PROF(P_ATTN_BWD, attention_bwd_bf16(x->bf16_kernel, s->dqkv, s->datt, s->dtmp, a->qkv, a->att, Bs, T, C,
-                                                NH, s->gemm_ws));
+            PROF(P_ATTN_BWD, attention_bwd_bf16(x->bf16_kernel, s->dqkv, s->dtmp, a->qkv, a->lse, Bs, T, C,
+                                                NH, s->gemm_ws, s->att_ws));
         else
-            PROF(P_ATTN_BWD, ops->attention_bwd(s->dqkv, s->datt, s->dtmp, a->qkv, a->att, Bs, T, C, NH, s->att_ws));
+            PROF(P_ATTN_BWD, ops->attention_bwd(s->dqkv, s->dtmp, a->qkv, a->lse, Bs, T, C, NH, s->att_ws));
         PROF(P_GEMM_BWD, GEMM(1, 0, C, 3 * C, N, a->ln1, C, s->dqkv, 3 * C, 0.0f, lg->qkvw, 3 * C, NULL));
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->qkvb, s->dqkv, N, 3 * C));
         PROF(P_GEMM_BWD, GEMM_W(0, 1, N, C, 3 * C, s->dqkv, 3 * C, lw->qkvw, 3 * C, 0.0f, s->dtmp, C, NULL));
