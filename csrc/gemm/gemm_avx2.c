@@ -102,7 +102,7 @@ static inline void gemm_store_n(float *p, __m256 v, int n) {
         x = _mm256_extractf128_ps(v, 1);
     }
     if (n >= 2) {
-        _mm_storel_pi((__m64 *)p, x);
+        _mm_storeu_si64(p, _mm_castps_si128(x));
         p += 2;
         n -= 2;
         x = _mm_movehl_ps(x, x);
@@ -198,7 +198,9 @@ static int gemm_pack_a_avx2(int ta, const float *A, int lda, int i0, int p0, int
                 float *o = d + (size_t)k * GEMM_MR;
                 if (mr == GEMM_MR) {
                     _mm_storeu_ps(o, _mm_mul_ps(va, _mm_loadu_ps(a)));
-                    _mm_storel_pi((__m64 *)(o + 4), _mm_mul_ps(va, _mm_castpd_ps(_mm_load_sd((const double *)(a + 4)))));
+                    /* two floats: unaligned 64-bit load/store (no alignment assumed) */
+                    __m128 hi = _mm_mul_ps(va, _mm_castsi128_ps(_mm_loadu_si64(a + 4)));
+                    _mm_storeu_si64(o + 4, _mm_castps_si128(hi));
                 } else {
                     int i = 0;
                     for (; i < mr; i++) o[i] = alpha * a[i];
