@@ -110,3 +110,42 @@ def test_verbose_cli_prints_sphere_stats(code_corpus, tmp_path):
                        cwd=os.path.dirname(os.path.dirname(cllm.__file__)))
     assert r.returncode == 0, r.stderr
     assert "sphere   0 (parent  -1)" in r.stdout and "sphere   1 (parent   0)" in r.stdout
+
+
+# ------------------------------------------------ batch-wide (column-sliced) GEMMs
+def _run_block_shapes(threads: int, precision: str, monkeypatch, split_rows: str):
+    """Three train steps then a separate forward + backward on a shorter block
+    and a (B, T, V) logits call, with CLLM_GEMM_SPLIT_ROWS=split_rows. Ragged on
+    purpose: V and 4C are not multiples of the 16-float column slices, the
+    batch does not split evenly over the spheres, the last block is shorter."""
+    monkeypatch.setenv("CLLM_GEMM_SPLIT_ROWS", split_rows)
+    mc = ModelConfig(vocab_size=301, context_len=12, num_layers=2, num_heads=3, embed_dim=36)
+    m = Model(mc, Tokenizer.byte_level(), batch_size=5, seq_len=12, threads=threads, seed=7, precision=precision)
+    rng = np.random.default_rng(1)
+    out = []
+    for s in range(1, 4):
+        x, y = rng.integers(0, 301, (5, 12)), rng.integers(0, 301, (5, 12))
+        y[0, :3] = -1
+        out.append(np.array(m.train_step(x, y, s, 1e-3)))
+    x, y = rng.integers(0, 301, (4, 9)), rng.integers(0, 301, (4, 9))
+    out.append(np.array([m.forward(x, y)]))
+    m.backward()
+    out += [m.grads.copy(), m.params.copy(), m.logits(rng.integers(0, 301, (3, 7)))]
+    return out
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_batch_wide_gemms_are_bit_identical_to_per_shard(threads, precision, monkeypatch):
+    """Every row's outputs are the same K-long sums whether a sphere multiplies
+    its shard by all of a weight or every row by a slice of it: per-shard
+    (CLLM_GEMM_SPLIT_ROWS=0), batch-wide LM head only (threshold 1: no shard is
+    shorter) and batch-wide everything (threshold above every shard) agree bit
+    for bit, for FP32 and BF16 training."""
+    if precision == "bf16" and not (cllm.cpu_info()["avx512_bf16"] or cllm.cpu_info()["amx_bf16"]):
+        pytest.skip("CPU has neither AVX512-BF16 nor AMX-BF16")
+    ref = _run_block_shapes(threads, precision, monkeypatch, "0")
+    for rows in ("1", "100000"):
+        got = _run_block_shapes(threads, precision, monkeypatch, rows)
+        for a, b in zip(ref, got):
+            assert np.array_equal(a, b)

@@ -57,6 +57,8 @@ void cllm_sgemm(int isa, int ta, int tb, int M, int N, int K, float alpha,
     sgemm_blocked(isa, gemm_blocking_for(isa), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, ws);
 }
 
+int cllm_sgemm_mc(int isa) { return gemm_blocking_for(isa)->mc; }
+
 /* the public entries' argument checks (shared with the BF16 GEMM) */
 int cllm_gemm_check_args(const char *who, int trans_a, int trans_b, int M, int N, int K, const void *A, int lda,
                          const void *B, int ldb, const float *C, int ldc) {

@@ -13,6 +13,10 @@ void cllm_sgemm(int isa, int trans_a, int trans_b, int M, int N, int K,
                 float alpha, const float *A, int lda, const float *B, int ldb,
                 float beta, float *C, int ldc, const float *bias, float *ws);
 
+/* MC (rows of op(A) per packed block) of the ISA's blocking: a product with
+ * fewer rows amortises each packed panel of op(B) over fewer rows */
+int cllm_sgemm_mc(int isa);
+
 /* C = beta*C (+ bias[N] per row) when there is nothing to multiply (K == 0
  * or alpha == 0); beta == 0 never reads C. Used by the FP32 and BF16 GEMMs. */
 void cllm_gemm_scale_only(int M, int N, float beta, float *C, int ldc, const float *bias);

@@ -14,20 +14,17 @@
  * PARAMS_TAIL. Everything else (tensor table, parameter count, the pointer
  * structs, initialisation) is generated from these lists.
  *
- * Activations. Each X(field, floats) declares one buffer of a sphere's arena,
- * sized in terms of N (= rows * T tokens of the shard), C, V and NH
- * (attention keeps one log-sum-exp per token and head, not the T x T
- * probabilities: backward recomputes them). The arena holds ACTS_HEAD,
- * ACTS_LAYER once per layer, then ACTS_TAIL (which ends with the backward
- * scratch); act_floats() and carve() both expand these lists, so the size and
- * the carving cannot disagree.
- *
- * Batch-wide activations. ACTS_SHARED lists the buffers the LM head reads and
- * writes. They live once per model for the whole batch (N = batch_size *
- * seq_len rows), and each sphere's fields of the same names point at its own
- * rows. So with several spheres the LM head runs over every row of the batch,
- * each sphere taking a slice of the vocabulary (forward) or of the embedding
- * columns (dlnf), instead of every sphere packing all of wte for its few rows.
+ * Activations. Each X(field, floats) declares one activation buffer, sized in
+ * terms of N (= rows * T tokens), C, V and NH (attention keeps one
+ * log-sum-exp per token and head, not the T x T probabilities: backward
+ * recomputes them). The model holds them once for the whole batch (N = batch_size
+ * * seq_len rows: ACTS_HEAD, ACTS_LAYER once per layer, then ACTS_TAIL, which
+ * ends with the backward scratch); act_floats() and carve() both expand these
+ * lists, so the size and the carving cannot disagree. Each sphere's fields of
+ * the same names point at its shard's rows, so a sphere works on its shard,
+ * and with several spheres a GEMM can also run over every row of the batch,
+ * each sphere taking a slice of the output columns (train.c: the LM head, and
+ * the forward / input-gradient GEMMs when the shards are short).
  */
 #ifndef CLLM_MODEL_LAYOUT_H
 #define CLLM_MODEL_LAYOUT_H
@@ -65,15 +62,13 @@ enum { INIT_NORMAL, INIT_PROJ, INIT_ONE, INIT_ZERO };
     X(ln2, N * C) X(ln2_mean, N) X(ln2_rstd, N)                        \
     X(fch, N * 4 * C) X(fch_gelu, N * 4 * C) X(fcproj, N * C) X(res3, N * C)
 
-/* final LayerNorm statistics, losses, then the backward scratch */
+/* final LayerNorm, LM head (logits are replaced in place by dlogits),
+ * losses, then the backward scratch (dlnf = dlogits @ wte) */
 #define CLLM_ACTS_TAIL(X)                                              \
-    X(lnf_mean, N) X(lnf_rstd, N) X(losses, N)                         \
+    X(lnf, N * C) X(lnf_mean, N) X(lnf_rstd, N)                        \
+    X(logits, N * V) X(losses, N) X(dlnf, N * C)                       \
     X(dres, N * C) X(dtmp, N * C) X(dqkv, N * 3 * C)                   \
     X(dfch, N * 4 * C)
-
-/* batch-wide: final LayerNorm output, logits (replaced in place by
- * dlogits), dlnf = dlogits @ wte */
-#define CLLM_ACTS_SHARED(X) X(lnf, N * C) X(logits, N * V) X(dlnf, N * C)
 
 /* Expand X_TOP over the head list, X_LAYER over the layer list once per
  * layer (with `l` the layer index), then X_TOP over the tail list: the order
@@ -94,7 +89,6 @@ typedef struct {
     LayerW *h; /* L entries */
 } Weights;
 typedef struct { CLLM_ACTS_LAYER(CLLM_X_FIELD) } LayerAct;
-typedef struct { CLLM_ACTS_SHARED(CLLM_X_FIELD) } SharedAct;
 
 enum {
     NTENS_HEAD = 0 CLLM_PARAMS_HEAD(CLLM_X_ONE),

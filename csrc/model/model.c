@@ -22,26 +22,13 @@ static double count_params(const cllm_config *c) {
            (double)c->num_layers * (0.0 CLLM_PARAMS_LAYER(X_NUMEL));
 }
 
-/* floats of one shard's arena (Bs rows of T tokens): layout.h's activations */
+/* floats of the activations of Bs rows of T tokens (layout.h) */
 static size_t act_floats(int Bs, int T, int C_, int NH, int L, int V_) {
     size_t N = (size_t)Bs * T, C = (size_t)C_, V = (size_t)V_;
     (void)V; /* the lists may size buffers by V */
 #define X_SIZE(f, n) + (n)
     return (size_t)0 CLLM_ACTS_HEAD(X_SIZE) CLLM_ACTS_TAIL(X_SIZE) + (size_t)L * ((size_t)0 CLLM_ACTS_LAYER(X_SIZE));
 #undef X_SIZE
-}
-
-/* floats of the batch-wide block (layout.h's ACTS_SHARED) for N rows */
-static size_t shared_floats(size_t N, int C_, int V_) {
-    size_t C = (size_t)C_, V = (size_t)V_;
-#define X_SIZE(f, n) + (n)
-    return (size_t)0 CLLM_ACTS_SHARED(X_SIZE);
-#undef X_SIZE
-}
-
-static int shard_rows(const cllm_config *c, int nspheres) {
-    int s = nspheres < c->batch_size ? nspheres : c->batch_size;
-    return (c->batch_size + s - 1) / s;
 }
 
 static int resolve_threads(int threads) {
@@ -54,14 +41,13 @@ static int resolve_threads(int threads) {
 static double memory_bytes(const cllm_config *c) {
     int n = resolve_threads(c->threads);
     double P = count_params(c);
-    int bs = shard_rows(c, n);
     int active = n < c->batch_size ? n : c->batch_size;
-    double per_sphere = (double)act_floats(bs, c->seq_len, c->embed_dim, c->num_heads, c->num_layers, c->vocab_size) +
-                        (double)cllm_gemm_ws_floats() + (double)cllm_attention_ws_floats(c->seq_len, c->embed_dim / c->num_heads) +
+    double acts = (double)act_floats(c->batch_size, c->seq_len, c->embed_dim, c->num_heads, c->num_layers,
+                                     c->vocab_size);
+    double per_sphere = (double)cllm_gemm_ws_floats() + (double)cllm_attention_ws_floats(c->seq_len, c->embed_dim / c->num_heads) +
                         (double)c->context_len;
     double bf16_copy = c->precision == CLLM_PRECISION_BF16 ? 2.0 * P : 0.0;
-    double shared = (double)shared_floats((size_t)c->batch_size * c->seq_len, c->embed_dim, c->vocab_size);
-    return 4.0 * (4.0 * P + (double)(active - 1) * P + (double)n * per_sphere + shared) + bf16_copy;
+    return 4.0 * (4.0 * P + (double)(active - 1) * P + (double)n * per_sphere + acts) + bf16_copy;
 }
 
 CLLM_EXPORT int cllm_config_memory(const cllm_config *cfg, double *bytes) {
@@ -142,11 +128,11 @@ static void point_weights(const cllm_model *m, float *base, Weights *w) {
 #undef X_POINT
 }
 
-/* Carve a shard arena (act_floats(Bs, ...) floats) into activation pointers. */
+/* Carve the arena (act_floats(Bs, ...) floats) into s's activation pointers. */
 static void carve(cllm_model *m, Sphere *s, int Bs) {
     size_t T = (size_t)m->Tmax, C = (size_t)m->C, V = (size_t)m->V;
     size_t N = (size_t)Bs * T, NH = (size_t)m->NH;
-    float *p = s->arena;
+    float *p = m->arena;
 #define X_TAKE(f, n) s->f = p; p += (n);
 #define X_TAKE_LAYER(f, n) s->act[l].f = p; p += (n);
     CLLM_ACTS_WALK(m->L, X_TAKE, X_TAKE_LAYER)
@@ -163,13 +149,13 @@ CLLM_EXPORT int cllm_model_free(cllm_model *m) {
     if (m->sph) {
         for (int i = 0; i < m->nspheres; i++) {
             Sphere *s = &m->sph[i];
-            FREE_EACH(cllm_aligned_free, s->grads_buf, s->arena, s->gemm_ws, s->att_ws);
+            FREE_EACH(cllm_aligned_free, s->grads_buf, s->gemm_ws, s->att_ws);
             FREE_EACH(free, s->act, s->g.h);
         }
         free(m->sph);
     }
-    FREE_EACH(cllm_aligned_free, m->params, m->grads, m->adam_m, m->adam_v, m->params_bf16, m->all_block, m->sprob);
-    FREE_EACH(free, m->sidx, m->inputs, m->targets, m->tensors, m->init_kind, m->w.h, m->gw.h, m);
+    FREE_EACH(cllm_aligned_free, m->params, m->grads, m->adam_m, m->adam_v, m->params_bf16, m->arena, m->sprob);
+    FREE_EACH(free, m->all.act, m->sidx, m->inputs, m->targets, m->tensors, m->init_kind, m->w.h, m->gw.h, m);
     return CLLM_OK;
 }
 
@@ -207,17 +193,20 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
     m->sph = calloc((size_t)m->nspheres, sizeof(Sphere));
     if (!m->sph) goto nomem;
     int active = m->nspheres < m->Bmax ? m->nspheres : m->Bmax;
-    int bs = shard_rows(cfg, m->nspheres);
-    size_t arena = act_floats(bs, m->Tmax, m->C, m->NH, m->L, m->V);
+    /* the batch-wide activations; the spheres' views into them are set
+     * per call (train.c) */
+    m->all.act = calloc((size_t)m->L, sizeof(LayerAct));
+    m->arena = cllm_aligned_alloc(act_floats(m->Bmax, m->Tmax, m->C, m->NH, m->L, m->V) * sizeof(float));
+    if (!m->all.act || !m->arena) goto nomem;
+    carve(m, &m->all, m->Bmax);
     for (int i = 0; i < m->nspheres; i++) {
         Sphere *s = &m->sph[i];
-        if (i >= active) continue; /* never gets a shard: no arena */
+        if (i >= active) continue; /* never gets a shard */
         s->act = calloc((size_t)m->L, sizeof(LayerAct));
         s->g.h = calloc((size_t)m->L, sizeof(LayerW));
-        s->arena = cllm_aligned_alloc(arena * sizeof(float));
         s->gemm_ws = cllm_aligned_alloc(cllm_gemm_ws_floats() * sizeof(float));
         s->att_ws = cllm_aligned_alloc(cllm_attention_ws_floats(m->Tmax, m->C / m->NH) * sizeof(float));
-        if (!s->act || !s->g.h || !s->arena || !s->gemm_ws || !s->att_ws) goto nomem;
+        if (!s->act || !s->g.h || !s->gemm_ws || !s->att_ws) goto nomem;
         if (i == 0) {
             point_weights(m, m->grads, &s->g);
         } else {
@@ -225,18 +214,6 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
             if (!s->grads_buf) goto nomem;
             point_weights(m, s->grads_buf, &s->g);
         }
-        carve(m, s, bs);
-    }
-    /* the batch-wide block; the spheres' views into it are set per call */
-    size_t rows = (size_t)m->Bmax * m->Tmax;
-    m->all_block = cllm_aligned_alloc(shared_floats(rows, m->C, m->V) * sizeof(float));
-    if (!m->all_block) goto nomem;
-    {
-        size_t N = rows, C = (size_t)m->C, V = (size_t)m->V;
-        float *p = m->all_block;
-#define X_TAKE(f, n) m->all.f = p; p += (n);
-        CLLM_ACTS_SHARED(X_TAKE)
-#undef X_TAKE
     }
     m->inputs = calloc((size_t)m->Bmax * m->Tmax, sizeof(int32_t));
     m->targets = calloc((size_t)m->Bmax * m->Tmax, sizeof(int32_t));

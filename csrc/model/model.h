@@ -12,16 +12,15 @@
 #include "runtime/spheres.h"
 #include "layout.h"
 
-/* One sphere's context: its shard, arena and gradient accumulators. */
+/* One sphere's context: its shard, activation views and gradient accumulators. */
 typedef struct {
     int b0, bs;            /* shard: batch rows [b0, b0+bs) of the last call  */
     float *grads_buf;      /* NULL for sphere 0 (uses the model's grads)       */
     Weights g;             /* pointers into this sphere's gradient buffer      */
-    float *arena;          /* activations + backward scratch (layout.h)       */
+    /* this shard's rows of the batch-wide activations (the model's `all`) */
     CLLM_ACTS_HEAD(CLLM_X_FIELD)
     LayerAct *act;         /* L entries                                        */
     CLLM_ACTS_TAIL(CLLM_X_FIELD)
-    CLLM_ACTS_SHARED(CLLM_X_FIELD) /* this shard's rows of the model's `all` */
     float *gemm_ws, *att_ws;
     double loss_sum;       /* sum of this shard's token losses                 */
     double sumsq;          /* partial grad sum of squares (reduce phase)       */
@@ -40,8 +39,9 @@ struct cllm_model {
     cllm_spheres *pool;
     int nspheres;
     Sphere *sph;
-    SharedAct all;             /* batch-wide activations (layout.h) ...      */
-    float *all_block;          /* ... carved from this one allocation        */
+    Sphere all;                /* batch-wide activations (layout.h; only its
+                                  activation fields are used), carved from ... */
+    float *arena;              /* ... this one block                          */
     /* last forward */
     int32_t *inputs, *targets; /* copies, Bmax*Tmax */
     int last_B, last_T, have_fwd, fwd_targets, active;

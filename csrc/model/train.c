@@ -62,6 +62,8 @@ typedef struct {
     int with_targets, do_forward, do_backward;
     float dscale;
     int skip_norm;      /* reduce phase: no sum of squares (backward only)  */
+    int split_lm;       /* LM head batch-wide, column-sliced (set_split)    */
+    int split;          /* layer GEMMs batch-wide, column-sliced (set_split) */
     const cllm_adamw *opt;
     float gscale, bc1, bc2;
 } StepCtx;
@@ -84,6 +86,62 @@ static void matmul(const StepCtx *x, Sphere *s, int ta, int tb, int M, int N, in
 #define GEMM_W(ta, tb, M_, N_, K_, A_, lda, B_, ldb, beta, C_, ldc, bias) \
     matmul(x, s, ta, tb, M_, N_, K_, A_, lda, B_, 1, ldb, beta, C_, ldc, bias)
 
+/* columns [*lo, *hi) of n for sphere i of `parts`, in units of 16 floats so
+ * that no two spheres write the same cache line of a row */
+static void column_slice(int n, int i, int parts, int *lo, int *hi) {
+    long a, b;
+    cllm_split((n + 15) / 16, i, parts, &a, &b);
+    *lo = (int)(a * 16 < n ? a * 16 : n);
+    *hi = (int)(b * 16 < n ? b * 16 : n);
+}
+
+/* Which GEMMs run batch-wide, every sphere multiplying every row of the
+ * batch by its slice of the weight's columns instead of all of the weight by
+ * its shard's rows (bit-identical either way: each output is the same K-long
+ * sum). Both need every sphere that passes the barriers to see the same
+ * flags, so they are set once per call, before the pool runs.
+ *   split_lm: the LM head (wte is the largest operand), whenever the batch is
+ *             spread over several spheres;
+ *   split:    the layers' forward and input-gradient GEMMs, when the shards
+ *             are shorter than the GEMM's MC (a sphere packing all of a
+ *             weight for its few rows costs more than it computes) and every
+ *             sphere of the pool holds a shard (they all run the layers).
+ * CLLM_GEMM_SPLIT_ROWS=<rows> replaces the MC threshold of `split`; 0 turns
+ * both off (every product per shard), for experiments and tests. */
+static void set_split(const cllm_model *m, StepCtx *x) {
+    const char *v = getenv("CLLM_GEMM_SPLIT_ROWS");
+    char *end = NULL;
+    long env = v && *v ? strtol(v, &end, 10) : -1;
+    if (!v || !*v || *end || env < 0 || env > INT_MAX) env = -1;
+    int rows = (m->last_B + m->active - 1) / m->active * m->last_T;
+    x->split_lm = m->active > 1 && env != 0;
+    x->split = m->active > 1 && m->active == m->nspheres && rows < (env >= 0 ? env : cllm_sgemm_mc(x->isa));
+}
+
+/* Y(N, Ncol) = A(N, K) @ op(W) + bias for a layer weight W (tb: W stored
+ * (Ncol, K), the input-gradient products, profiled as "matmul bwd"; else
+ * (K, Ncol), the forward ones); A and Y are this shard's rows. With x->split
+ * every sphere runs it over every row of the batch, for its slice of Y's
+ * columns, between two barriers: bit-identical to the per-shard product (each
+ * output is the same K-long sum). */
+static void linear(StepCtx *x, Sphere *s, int tb, int N, int Ncol, int K, const float *A, int lda, const float *W,
+                   int ldw, float *Y, int ldy, const float *bias) {
+    cllm_model *m = x->m;
+    int prof = m->prof_on && s == &m->sph[0], kind = tb ? P_GEMM_BWD : P_GEMM_FWD;
+    if (!x->split) {
+        PROF(kind, GEMM_W(0, tb, N, Ncol, K, A, lda, W, ldw, 0.0f, Y, ldy, bias));
+        return;
+    }
+    size_t r0 = (size_t)s->b0 * x->T;
+    int rows = m->last_B * x->T, lo, hi;
+    column_slice(Ncol, (int)(s - m->sph), m->active, &lo, &hi);
+    cllm_spheres_barrier(m->pool); /* every shard's rows of A are ready */
+    if (hi > lo)
+        PROF(kind, GEMM_W(0, tb, rows, hi - lo, K, A - r0 * lda, lda, tb ? W + (size_t)lo * ldw : W + lo, ldw, 0.0f,
+                          Y - r0 * ldy + lo, ldy, bias ? bias + lo : NULL));
+    cllm_spheres_barrier(m->pool); /* every column of Y is ready */
+}
+
 static void shard_forward(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
     const cllm_ops *ops = x->ops;
@@ -99,18 +157,18 @@ static void shard_forward(StepCtx *x, Sphere *s) {
         LayerW *lw = &w->h[l];
         LayerAct *a = &s->act[l];
         const float *resid = l == 0 ? s->encoded : s->act[l - 1].res3;
-        PROF(P_GEMM_FWD, GEMM_W(0, 0, N, 3 * C, C, a->ln1, C, lw->qkvw, 3 * C, 0.0f, a->qkv, 3 * C, lw->qkvb));
+        linear(x, s, 0, N, 3 * C, C, a->ln1, C, lw->qkvw, 3 * C, a->qkv, 3 * C, lw->qkvb);
         if (x->bf16_kernel >= 0)
             PROF(P_ATTN_FWD, attention_fwd_bf16(x->bf16_kernel, a->atty, a->lse, a->qkv, Bs, T, C, NH, s->gemm_ws,
                                                 s->att_ws));
         else
             PROF(P_ATTN_FWD, ops->attention_fwd(a->atty, a->lse, a->qkv, Bs, T, C, NH, s->att_ws));
-        PROF(P_GEMM_FWD, GEMM_W(0, 0, N, C, C, a->atty, C, lw->projw, C, 0.0f, a->attproj, C, lw->projb));
+        linear(x, s, 0, N, C, C, a->atty, C, lw->projw, C, a->attproj, C, lw->projb);
         PROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res2, a->ln2, a->ln2_mean, a->ln2_rstd, resid, a->attproj,
                                     lw->ln2w, lw->ln2b, N, C));
-        PROF(P_GEMM_FWD, GEMM_W(0, 0, N, 4 * C, C, a->ln2, C, lw->fcw, 4 * C, 0.0f, a->fch, 4 * C, lw->fcb));
+        linear(x, s, 0, N, 4 * C, C, a->ln2, C, lw->fcw, 4 * C, a->fch, 4 * C, lw->fcb);
         PROF(P_GELU, ops->gelu_fwd(a->fch_gelu, a->fch, (size_t)N * 4 * C));
-        PROF(P_GEMM_FWD, GEMM_W(0, 0, N, C, 4 * C, a->fch_gelu, 4 * C, lw->fcprojw, C, 0.0f, a->fcproj, C, lw->fcprojb));
+        linear(x, s, 0, N, C, 4 * C, a->fch_gelu, 4 * C, lw->fcprojw, C, a->fcproj, C, lw->fcprojb);
         if (l + 1 < L) {
             LayerAct *an = &s->act[l + 1];
             PROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res3, an->ln1, an->ln1_mean, an->ln1_rstd, a->res2, a->fcproj,
@@ -120,20 +178,6 @@ static void shard_forward(StepCtx *x, Sphere *s) {
                                         w->lnfw, w->lnfb, N, C));
         }
     }
-}
-
-/* with several spheres the LM head runs over the whole batch, each sphere
- * taking a slice of the output columns (lm_head_fwd_slice, lm_head_dlnf_slice);
- * one sphere runs it on its own rows */
-static int lm_head_split(const cllm_model *m) { return m->active > 1; }
-
-/* columns [*lo, *hi) of n for sphere i of the active ones, in units of 16
- * floats so that no two spheres write the same cache line of a row */
-static void column_slice(int n, int i, int parts, int *lo, int *hi) {
-    long a, b;
-    cllm_split((n + 15) / 16, i, parts, &a, &b);
-    *lo = (int)(a * 16 < n ? a * 16 : n);
-    *hi = (int)(b * 16 < n ? b * 16 : n);
 }
 
 /* LM head, tied: logits(N,V) = lnf(N,C) @ wte(V,C)^T over the rows [all
@@ -188,15 +232,15 @@ static void shard_backward(StepCtx *x, Sphere *s) {
         /* res3 = res2 + fcproj: dres flows to both */
         PROF(P_GEMM_BWD, GEMM(1, 0, 4 * C, C, N, a->fch_gelu, 4 * C, s->dres, C, 0.0f, lg->fcprojw, C, NULL));
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->fcprojb, s->dres, N, C));
-        PROF(P_GEMM_BWD, GEMM_W(0, 1, N, 4 * C, C, s->dres, C, lw->fcprojw, C, 0.0f, s->dfch, 4 * C, NULL));
+        linear(x, s, 1, N, 4 * C, C, s->dres, C, lw->fcprojw, C, s->dfch, 4 * C, NULL);
         PROF(P_GELU, ops->gelu_bwd_bias(s->dfch, lg->fcb, a->fch, s->dfch, N, 4 * C));
         PROF(P_GEMM_BWD, GEMM(1, 0, C, 4 * C, N, a->ln2, C, s->dfch, 4 * C, 0.0f, lg->fcw, 4 * C, NULL));
-        PROF(P_GEMM_BWD, GEMM_W(0, 1, N, C, 4 * C, s->dfch, 4 * C, lw->fcw, 4 * C, 0.0f, s->dtmp, C, NULL));
+        linear(x, s, 1, N, C, 4 * C, s->dfch, 4 * C, lw->fcw, 4 * C, s->dtmp, C, NULL);
         PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, lg->ln2w, lg->ln2b, s->dtmp, a->res2, lw->ln2w, a->ln2_mean, a->ln2_rstd, N, C));
         /* res2 = resid + attproj */
         PROF(P_GEMM_BWD, GEMM(1, 0, C, C, N, a->atty, C, s->dres, C, 0.0f, lg->projw, C, NULL));
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->projb, s->dres, N, C));
-        PROF(P_GEMM_BWD, GEMM_W(0, 1, N, C, C, s->dres, C, lw->projw, C, 0.0f, s->dtmp, C, NULL));
+        linear(x, s, 1, N, C, C, s->dres, C, lw->projw, C, s->dtmp, C, NULL);
         if (x->bf16_kernel >= 0)
             PROF(P_ATTN_BWD, attention_bwd_bf16(x->bf16_kernel, s->dqkv, s->dtmp, a->qkv, a->lse, Bs, T, C,
                                                 NH, s->gemm_ws, s->att_ws));
@@ -204,7 +248,7 @@ static void shard_backward(StepCtx *x, Sphere *s) {
             PROF(P_ATTN_BWD, ops->attention_bwd(s->dqkv, s->dtmp, a->qkv, a->lse, Bs, T, C, NH, s->att_ws));
         PROF(P_GEMM_BWD, GEMM(1, 0, C, 3 * C, N, a->ln1, C, s->dqkv, 3 * C, 0.0f, lg->qkvw, 3 * C, NULL));
         PROF(P_BIAS_GRAD, ops->bias_grad(lg->qkvb, s->dqkv, N, 3 * C));
-        PROF(P_GEMM_BWD, GEMM_W(0, 1, N, C, 3 * C, s->dqkv, 3 * C, lw->qkvw, 3 * C, 0.0f, s->dtmp, C, NULL));
+        linear(x, s, 1, N, C, 3 * C, s->dqkv, 3 * C, lw->qkvw, 3 * C, s->dtmp, C, NULL);
         PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, lg->ln1w, lg->ln1b, s->dtmp, resid, lw->ln1w, a->ln1_mean, a->ln1_rstd, N, C));
     }
     memset(g->wpe, 0, sizeof(float) * (size_t)m->P * C);
@@ -220,7 +264,7 @@ static void shard_dwte(StepCtx *x, Sphere *s) {
 }
 
 /* phase 1: forward and/or backward of this sphere's shard. With several
- * spheres the LM head is batch-wide (lm_head_split): barriers separate the
+ * spheres the LM head is batch-wide (x->split_lm): barriers separate the
  * per-shard parts from it, and every sphere of the pool passes them. */
 static int task_fwd_bwd(void *arg, int sphere, int n) {
     (void)n;
@@ -228,7 +272,7 @@ static int task_fwd_bwd(void *arg, int sphere, int n) {
     cllm_model *m = x->m;
     Sphere *s = &m->sph[sphere];
     int mine = s->bs > 0, rows, lo, hi;
-    if (!lm_head_split(m)) {
+    if (!x->split_lm) {
         if (!mine) return CLLM_OK;
         rows = s->bs * x->T;
         if (x->do_forward) {
@@ -352,6 +396,18 @@ static void init_ctx(cllm_model *m, StepCtx *x) {
     x->T = m->last_T;
 }
 
+/* point s's activations at its rows of the batch-wide ones, starting at
+ * token row r0 (the layout lists' sizes with N = 1 are floats per row) */
+static void point_shard(cllm_model *m, Sphere *s, size_t r0) {
+    const size_t N = 1, C = (size_t)m->C, V = (size_t)m->V, NH = (size_t)m->NH;
+#define X_VIEW(f, n) s->f = m->all.f + r0 * (n);
+#define X_VIEW_LAYER(f, n) s->act[l].f = m->all.act[l].f + r0 * (n);
+    CLLM_ACTS_WALK(m->L, X_VIEW, X_VIEW_LAYER)
+#undef X_VIEW_LAYER
+#undef X_VIEW
+    (void)N; (void)V; (void)NH;
+}
+
 static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, StepCtx *x) {
     CLLM_CHECK_PTR(m, "model");
     CLLM_CHECK_PTR(inputs, "inputs");
@@ -390,14 +446,9 @@ static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets,
         m->sph[i].b0 = (int)lo;
         m->sph[i].bs = (int)(hi - lo);
         /* this shard's rows of the batch-wide activations */
-        {
-            /* the list's sizes with N = 1 are the floats per row */
-            const size_t r0 = (size_t)lo * T, N = 1, C = (size_t)m->C, V = (size_t)m->V;
-#define X_VIEW(f, n) m->sph[i].f = m->all.f + r0 * (n);
-            CLLM_ACTS_SHARED(X_VIEW)
-#undef X_VIEW
-        }
+        if (i < m->active) point_shard(m, &m->sph[i], (size_t)lo * T);
     }
+    set_split(m, x);
     m->have_fwd = 0;
     return CLLM_OK;
 }
@@ -445,6 +496,7 @@ CLLM_EXPORT int cllm_model_backward(cllm_model *m) {
     StepCtx x;
     init_ctx(m, &x);
     x.do_backward = 1;
+    set_split(m, &x);
     int rc = cllm_spheres_run(m->pool, task_fwd_bwd, &x);
     if (rc) return rc;
     float norm;
