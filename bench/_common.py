@@ -217,7 +217,14 @@ def comma_list(text: str, cast: Callable[[str], Any] = str) -> List[Any]:
     return [cast(x.strip()) for x in text.split(",") if x.strip()]
 
 
-# ------------------------------------------------ side-by-side command line
+# ------------------------------------------------------------ command line
+def doc_parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser whose help is the script's docstring ``doc``: its
+    first paragraph as the description, all of it (as written) after the flags."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 class GridArgs:
     """The command line of a side-by-side bench over a grid: ``--WHAT`` (a
     comma list of ``names``, e.g. model configurations), ``--threads`` (a
@@ -227,8 +234,7 @@ class GridArgs:
 
     def __init__(self, doc: str, what: str, names: Sequence[str], default: str, sides: Sequence[str]) -> None:
         self.what, self.names, self.sides = what, list(names), list(sides)
-        self.ap = argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=doc,
-                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+        self.ap = doc_parser(doc)
         self.ap.add_argument(f"--{what}", default=default, help="comma list of " + ",".join(self.names))
         self.ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
         self.ap.add_argument("--sides", default=",".join(self.sides), help="comma list of " + ",".join(self.sides))

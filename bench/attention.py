@@ -152,8 +152,7 @@ def batch_size(w: cm.Worker, mode: str, min_time: float) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cm.doc_parser(__doc__)
     ap.add_argument("--configs", default="A,B,C", help="comma list of A, B, C or BxTxCxNH shapes")
     ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
     ap.add_argument("--reps", type=int, default=7, help="timed batches per column (best of)")

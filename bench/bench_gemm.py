@@ -256,8 +256,7 @@ def bench(shapes: List[Shape], isas: List[str], reps: int, min_time: float, mach
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cm.doc_parser(__doc__)
     p.add_argument("--isa", default="best", help="comma list of scalar,avx2,avx512, 'best' or 'all'")
     p.add_argument("--shapes", default="B", help="comma list of shape names, 'B' (config B) or 'all'")
     p.add_argument("--reps", type=int, default=5, help="repetitions (best of)")

@@ -17,7 +17,6 @@ that step (a near-tie explains a flip).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -28,6 +27,8 @@ from typing import List, Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+
+import _common as cm  # noqa: E402
 
 LIMITS = {"fp32": 0.0, "bf16": 0.002, "int8": 0.01}
 PROMPTS = ["def ", "import ", "class ", "    return ", "if __name__", "for i in ", "# ", "self."]
@@ -56,8 +57,7 @@ def first_divergence(a: List[int], b: List[int]) -> Optional[int]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cm.doc_parser(__doc__)
     ap.add_argument("--checkpoint", help="trained full-precision checkpoint")
     ap.add_argument("--data", help="held-out text (file or directory)")
     ap.add_argument("--max-bytes", type=int, default=400_000, help="evaluate at most N bytes")

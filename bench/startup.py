@@ -17,7 +17,6 @@ PYTHONDONTWRITEBYTECODE=1 would otherwise recompile every module each run).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import time
 from typing import List, Optional
+
+import _common as cm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -69,8 +70,7 @@ def time_exit(cmd: List[str]) -> float:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cm.doc_parser(__doc__)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dtype", default=None, choices=("fp32", "bf16", "int8"), help="--dtype of cllm generate")
     ap.add_argument("--threads", type=int, default=0)

@@ -35,6 +35,25 @@ size_t cllm_attention_ws_floats(int T, int hs);
 /* T rounded up to whole key panels: the row stride of the attention score
  * tiles in that workspace (a multiple of 32 floats, so of every SIMD width) */
 #define CLLM_ATT_TPAD(T) (((size_t)(T) + 31) / 32 * 32)
+
+/* The (batch b, head h) slices the attention backward works on: Q, K, V in
+ * qkv (B, T, 3C) and their gradients in dqkv (rows 3C apart), dO in dout
+ * (B, T, C; rows C apart) and the row log-sum-exps L in lse (B, NH, T). */
+typedef struct {
+    const float *Q, *K, *V, *dO, *L;
+    float *dQ, *dK, *dV;
+} cllm_att_head;
+
+static inline cllm_att_head cllm_att_head_at(const float *qkv, float *dqkv, const float *dout, const float *lse,
+                                             int b, int h, int T, int C, int NH) {
+    size_t hs = (size_t)(C / NH), off = (size_t)b * T * 3 * C + (size_t)h * hs;
+    cllm_att_head a;
+    a.Q = qkv + off, a.K = a.Q + C, a.V = a.Q + 2 * (size_t)C;
+    a.dQ = dqkv + off, a.dK = a.dQ + C, a.dV = a.dQ + 2 * (size_t)C;
+    a.dO = dout + (size_t)b * T * C + (size_t)h * hs;
+    a.L = lse + ((size_t)b * NH + h) * T;
+    return a;
+}
 /* query rows per block of the BF16 attention (attention_bf16.c) */
 #define CLLM_ATT_BF16_RB 64
 

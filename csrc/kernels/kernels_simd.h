@@ -712,11 +712,9 @@ SOP void S(attention_bwd)(float *dqkv, const float *dout, const float *qkv, cons
     float *kd = Vp + (size_t)hs * tp, *qd = kd + (size_t)T * hs;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
-            size_t off = (size_t)b * T * ld + (size_t)h * hs;
-            const float *Q = qkv + off, *K = Q + C, *V = Q + 2 * (size_t)C;
-            float *dQ = dqkv + off, *dK = dQ + C, *dV = dQ + 2 * (size_t)C;
-            const float *dO = dout + (size_t)b * T * C + (size_t)h * hs;
-            const float *L = lse + ((size_t)b * NH + h) * T;
+            const cllm_att_head a = cllm_att_head_at(qkv, dqkv, dout, lse, b, h, T, C, NH);
+            const float *Q = a.Q, *K = a.K, *V = a.V, *dO = a.dO, *L = a.L;
+            float *dQ = a.dQ, *dK = a.dK, *dV = a.dV;
             pack_key_panels(Kp, K, T, hs, ld);
             pack_key_panels(Vp, V, T, hs, ld);
             const float *Kc = K, *Qc = Q;
