@@ -181,15 +181,9 @@ def make_case(op: str, dims: Sequence[int], seed: int = 0) -> List[np.ndarray]:
         (n,) = d
         hyper = np.array([1e-3, 0.9, 0.95, 1e-8, 0.1, 1 - 0.9 ** 3, 1 - 0.95 ** 3, 0.7], np.float32)
         return [_f(rng, n), _f(rng, n), _f(rng, n, scale=0.1), np.abs(_f(rng, n, scale=0.01)), hyper]
-    if op == "matvec":
-        n_in, ldw, lo, hi = d
-        return [_z(ldw), _f(rng, n_in), _f(rng, n_in, ldw), _f(rng, ldw)]
-    if op == "matvec_t":
-        C, lo, hi = d
-        return [_z(hi), _f(rng, C), _f(rng, hi, C)]
     if op == "attention_step":
-        n, ldc, C, NH = d
-        return [_z(C), _f(rng, C), _f(rng, n, ldc), _f(rng, n, ldc)]
+        n, ldk, hs = d
+        return [_z(hs), _f(rng, hs), _f(rng, hs, ldk), _f(rng, n, hs)]
     if op == "gelu_bwd_bias":
         N, OC = d
         x = _f(rng, N, OC, scale=3.0)
@@ -275,8 +269,7 @@ def bench_dims(op: str, cfg: str) -> Tuple[int, ...]:
         "bias_grad": (N, 4 * C),
         "sumsq": (min(n_params(c), ADAMW_CAP),), "adamw": (min(n_params(c), ADAMW_CAP),),
         "add_into_sumsq": (min(n_params(c), ADAMW_CAP),),
-        "matvec": (C, 3 * C, 0, 3 * C), "matvec_t": (C, 0, V),
-        "attention_step": (T, C, C, NH),
+        "attention_step": (T, T, C // NH),
         "gelu_bwd_bias": (N, 4 * C),
     }
     if op in table:

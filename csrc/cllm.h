@@ -343,10 +343,11 @@ int cllm_sample(const float *logits, int V, float temperature, int top_k, float 
                 int32_t *idx_scratch, int32_t *out);
 
 /* Inference kernels (tests / benchmarks): y = W x (+ bias) with W (rows,
- * cols) by output row, as INT8 (+ scale[rows]) or BF16, or W given as FP32
- * (cols, rows) (the Conv1D layout), on one ISA path. */
+ * cols) by output row, as INT8 (+ scale[rows]), BF16 or FP32, or, for FP32
+ * with f32_conv != 0, W given as (cols, rows) (the Conv1D layout), on one
+ * ISA path. */
 int cllm_qmatvec_run(int dtype, int isa, const void *w, const float *scale, const float *x,
-                     const float *bias, float *y, int rows, int cols);
+                     const float *bias, float *y, int rows, int cols, int f32_conv);
 /* Per-row symmetric int8 quantization of src (rows, cols), or of src given
  * as (cols, rows) when transposed != 0 (a Conv1D (in, out) weight). */
 int cllm_quantize_int8(const float *src, int rows, int cols, int transposed, int8_t *q, float *scale);

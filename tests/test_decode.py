@@ -49,11 +49,11 @@ def bf16_to_f32(b):
     return (b.astype(np.uint32) << 16).view(np.float32)
 
 
-def qmatvec(dtype, isa, w, scale, x, bias, rows, cols):
+def qmatvec(dtype, isa, w, scale, x, bias, rows, cols, conv=0):
     y = np.full(rows, np.nan, dtype=np.float32)
     sp = f(scale) if scale is not None else ffi.NULL
     bp = f(bias) if bias is not None else ffi.NULL
-    rc = lib.cllm_qmatvec_run(dtype, ISAS[isa], ffi.from_buffer(w), sp, f(x), bp, f(y), rows, cols)
+    rc = lib.cllm_qmatvec_run(dtype, ISAS[isa], ffi.from_buffer(w), sp, f(x), bp, f(y), rows, cols, conv)
     assert rc == 0, ffi.string(lib.cllm_last_error())
     return y
 
@@ -99,10 +99,24 @@ def test_f32_conv_kernels_bit_identical(rows, cols, rng):
     w = rng.normal(0, 0.05, (cols, rows)).astype(np.float32)   # Conv1D (in, out)
     x = rng.normal(0, 1, cols).astype(np.float32)
     bias = rng.normal(0, 1, rows).astype(np.float32)
-    ref = qmatvec(lib.CLLM_DTYPE_F32, "scalar", w, None, x, bias, rows, cols)
+    ref = qmatvec(lib.CLLM_DTYPE_F32, "scalar", w, None, x, bias, rows, cols, conv=1)
     assert np.allclose(ref, x @ w + bias, rtol=1e-4, atol=1e-4)
     for isa in _available():
-        assert np.array_equal(qmatvec(lib.CLLM_DTYPE_F32, isa, w, None, x, bias, rows, cols), ref), isa
+        assert np.array_equal(qmatvec(lib.CLLM_DTYPE_F32, isa, w, None, x, bias, rows, cols, conv=1), ref), isa
+
+
+@pytest.mark.parametrize("rows,cols", SHAPES + [(5, 16), (3, 80), (2, 127), (3, 1536)])
+def test_f32_row_kernels_match_exact(rows, cols, rng):
+    w = rng.normal(0, 0.05, (rows, cols)).astype(np.float32)    # (out, in), as the decoder stores it
+    x = rng.normal(0, 1, cols).astype(np.float32)
+    bias = rng.normal(0, 1, rows).astype(np.float32)
+    exact = w.astype(np.float64) @ x.astype(np.float64) + bias
+    bound = 4e-7 * (cols + 1) * (np.abs(w) @ np.abs(x) + np.abs(bias)) + 1e-7
+    for isa in ["scalar"] + _available():
+        y = qmatvec(lib.CLLM_DTYPE_F32, isa, w, None, x, bias, rows, cols)
+        assert np.all(np.abs(y - exact) <= bound), isa
+        nob = qmatvec(lib.CLLM_DTYPE_F32, isa, w, None, x, None, rows, cols)   # no bias
+        assert np.all(np.abs(nob - (exact - bias)) <= bound), isa
 
 
 def test_quantizer_matches_reference_and_transposed(rng):
@@ -311,3 +325,31 @@ def test_int8_refuses_non_finite_weights(saved, tmp_path):
     bad.save(d)
     with pytest.raises(cllm.NumericError, match="c_attn.weight holds NaN or Inf"):
         cllm.load(d, dtype="int8")
+
+
+def test_fp32_matrices_are_stored_transposed_exactly(tmp_path):
+    """cllm.load copies every FP32 matrix into the arena by output row: the
+    Conv1D (in, out) weights transposed (16 x 16 register tiles plus ragged
+    edges on AVX-512, a plain loop otherwise), wte as is, bit for bit."""
+    cfg = ModelConfig(vocab_size=263, context_len=8, num_layers=1, num_heads=2, embed_dim=22)
+    tok = Tokenizer.train([b"abc def ghi " * 20], vocab_size=263)
+    m = Model.create(cfg, tok, threads=1, seed=2)
+    d = str(tmp_path / "ck")
+    m.save(d)
+    src = {t["name"]: m.params[t["offset"]:t["offset"] + t["numel"]].reshape(t["shape"]) for t in m.tensor_info()}
+    old = cllm.get_isa()
+    try:
+        for isa in _available():
+            cllm.set_isa(isa)
+            dec = cllm.load(d, dtype="fp32", threads=1)._decoder()
+            w = ffi.new("void **")
+            for i, (name, shape, rows, cols) in enumerate(dec.tensors()):
+                if not rows:
+                    continue
+                assert lib.cllm_decoder_get_tensor(dec._h, i, ffi.cast("const void **", w), ffi.NULL) == 0
+                got = np.frombuffer(ffi.buffer(ffi.cast("float *", w[0]), 4 * rows * cols), np.float32)
+                ref = src[name]
+                ref = ref if name.endswith("wte.weight") else ref.T        # Conv1D (in, out) -> (out, in)
+                assert np.array_equal(got.reshape(rows, cols), ref), (isa, name)
+    finally:
+        cllm.set_isa(old)

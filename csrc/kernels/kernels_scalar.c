@@ -262,38 +262,19 @@ void cllm_ref_adamw(float *p, const float *g, float *m, float *v, size_t n,
     }
 }
 
-void cllm_ref_matvec(float *y, const float *x, const float *W, const float *bias,
-                     int in, int ldw, int lo, int hi) {
-    int n = hi - lo;
-    if (n <= 0) return;
-    float *yy = y + lo;
-    if (bias) for (int j = 0; j < n; j++) yy[j] = bias[lo + j];
-    else for (int j = 0; j < n; j++) yy[j] = 0.0f;
-    for (int i = 0; i < in; i++) {
-        float xi = x[i];
-        const float *w = W + (size_t)i * ldw + lo;
-        for (int j = 0; j < n; j++) yy[j] += xi * w[j];
-    }
-}
-
-void cllm_ref_matvec_t(float *y, const float *x, const float *W, int C, int lo, int hi) {
-    for (int r = lo; r < hi; r++) {
-        const float *w = W + (size_t)r * C;
+void cllm_ref_attention_step(float *out, const float *q, const float *kt, const float *v, int len, int ldk,
+                             int hs, float *scratch) {
+    float scale = 1.0f / sqrtf((float)hs), maxv = -INFINITY, sum = 0.0f;
+    for (int t = 0; t < len; t++) {
         float d = 0.0f;
-        for (int i = 0; i < C; i++) d += x[i] * w[i];
-        y[r] = d;
+        for (int i = 0; i < hs; i++) d += q[i] * kt[(size_t)i * ldk + t];
+        scratch[t] = d * scale;
+        if (scratch[t] > maxv) maxv = scratch[t];
     }
-}
-
-void cllm_ref_attention_step(float *out, const float *q, const float *kc, const float *vc, int len, int ldc,
-                             int C, int NH, float *scratch) {
-    int hs = C / NH;
-    float scale = 1.0f / sqrtf((float)hs);
-    for (int h = 0; h < NH; h++) {
-        size_t o = (size_t)h * hs;
-        softmax_scores(scratch, q + o, kc + o, (size_t)ldc, len, hs, scale);
-        weighted_rows(out + o, scratch, vc + o, (size_t)ldc, len, hs);
-    }
+    for (int t = 0; t < len; t++) { scratch[t] = expf(scratch[t] - maxv); sum += scratch[t]; }
+    float inv = 1.0f / sum;
+    for (int t = 0; t < len; t++) scratch[t] *= inv;
+    weighted_rows(out, scratch, v, (size_t)hs, len, hs);
 }
 
 void cllm_ref_gelu_bwd_bias(float *dx, float *db, const float *x, const float *dout,

@@ -402,33 +402,6 @@ SOP void S(bias_grad)(float *db, const float *dout, int N, int OC) {
 }
 
 /* ------------------------------------------------------------ inference */
-/* y[lo:hi] = bias + x W[:, lo:hi]; 4-vector column blocks in registers */
-SOP void S(matvec)(float *y, const float *x, const float *Wt, const float *bias,
-                   int in, int ldw, int lo, int hi) {
-    int j = lo;
-    for (; j + 4 * VW <= hi; j += 4 * VW) {
-        vf a0, a1, a2, a3;
-        if (bias) { a0 = v_load(bias + j); a1 = v_load(bias + j + VW); a2 = v_load(bias + j + 2 * VW); a3 = v_load(bias + j + 3 * VW); }
-        else a0 = a1 = a2 = a3 = v_zero();
-        const float *w = Wt + j;
-        for (int i = 0; i < in; i++, w += ldw) {
-            vf xi = v_set1(x[i]);
-            a0 = v_fmadd(xi, v_load(w), a0);
-            a1 = v_fmadd(xi, v_load(w + VW), a1);
-            a2 = v_fmadd(xi, v_load(w + 2 * VW), a2);
-            a3 = v_fmadd(xi, v_load(w + 3 * VW), a3);
-        }
-        v_store(y + j, a0); v_store(y + j + VW, a1); v_store(y + j + 2 * VW, a2); v_store(y + j + 3 * VW, a3);
-    }
-    for (; j < hi; j += VW) {
-        int r = hi - j >= VW ? VW : hi - j;
-        vf a = bias ? v_loadn(bias + j, r) : v_zero();
-        const float *w = Wt + j;
-        for (int i = 0; i < in; i++, w += ldw) a = v_fmadd(v_set1(x[i]), v_loadn(w, r), a);
-        v_storen(y + j, a, r);
-    }
-}
-
 SFN float dot_row(const float *a, const float *b, int n) {
     vf s0 = v_zero(), s1 = v_zero();
     int j = 0;
@@ -441,54 +414,58 @@ SFN float dot_row(const float *a, const float *b, int n) {
     return v_hsum(v_add(s0, s1));
 }
 
-/* y[r] = x . W[r]; four rows at a time share the loads of x */
-SOP void S(matvec_t)(float *y, const float *x, const float *Wt, int C, int lo, int hi) {
-    int r = lo;
-    for (; r + 4 <= hi; r += 4) {
-        const float *w0 = Wt + (size_t)r * C, *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
-        vf s0 = v_zero(), s1 = v_zero(), s2 = v_zero(), s3 = v_zero();
-        int j = 0;
-        for (; j + VW <= C; j += VW) {
-            vf xv = v_load(x + j);
-            s0 = v_fmadd(xv, v_load(w0 + j), s0);
-            s1 = v_fmadd(xv, v_load(w1 + j), s1);
-            s2 = v_fmadd(xv, v_load(w2 + j), s2);
-            s3 = v_fmadd(xv, v_load(w3 + j), s3);
+
+
+/* a[k] += s * p[k*VW ...], k < 4 (full vectors; masked: n[k] lanes) */
+SFN void fma4(vf a[4], vf s, const float *p) {
+    for (int k = 0; k < 4; k++) a[k] = v_fmadd(s, v_load(p + k * VW), a[k]);
+}
+SFN void fma4n(vf a[4], vf s, const float *p, const int n[4]) {
+    for (int k = 0; k < 4; k++) a[k] = v_fmadd(s, v_loadn(p + k * VW, n[k]), a[k]);
+}
+SFN int att_clamp(int n) { return n < 0 ? 0 : n > VW ? VW : n; }
+
+/* Scores for 4*VW positions at a time from the transposed keys, 8
+ * independent FMA chains (even / odd d) and no horizontal sums; the last,
+ * partial block uses masked loads. The output keeps up to 4 vectors of it in
+ * registers over all positions (8 chains: even / odd t). */
+SOP void S(attention_step)(float *out, const float *q, const float *kt, const float *v, int len, int ldk,
+                           int hs, float *scratch) {
+    const vf vs = v_set1(1.0f / sqrtf((float)hs));
+    for (int t = 0; t < len; t += 4 * VW) {
+        vf a[4] = {v_zero(), v_zero(), v_zero(), v_zero()}, b[4] = {v_zero(), v_zero(), v_zero(), v_zero()};
+        const float *k = kt + t;
+        int n[4] = {att_clamp(len - t), att_clamp(len - t - VW), att_clamp(len - t - 2 * VW),
+                    att_clamp(len - t - 3 * VW)};
+        if (n[3] == VW) {
+            int d = 0;
+            for (; d + 2 <= hs; d += 2, k += 2 * (size_t)ldk) {
+                fma4(a, v_set1(q[d]), k);
+                fma4(b, v_set1(q[d + 1]), k + ldk);
+            }
+            if (d < hs) fma4(a, v_set1(q[d]), k);
+        } else {
+            for (int d = 0; d < hs; d++, k += ldk) fma4n(a, v_set1(q[d]), k, n);
         }
-        if (j < C) {
-            int n = C - j;
-            vf xv = v_loadn(x + j, n);
-            s0 = v_fmadd(xv, v_loadn(w0 + j, n), s0);
-            s1 = v_fmadd(xv, v_loadn(w1 + j, n), s1);
-            s2 = v_fmadd(xv, v_loadn(w2 + j, n), s2);
-            s3 = v_fmadd(xv, v_loadn(w3 + j, n), s3);
-        }
-        y[r] = v_hsum(s0); y[r + 1] = v_hsum(s1); y[r + 2] = v_hsum(s2); y[r + 3] = v_hsum(s3);
+        for (int j = 0; j < 4; j++) v_storen(scratch + t + j * VW, v_mul(v_add(a[j], b[j]), vs), n[j]);
     }
-    for (; r < hi; r++) y[r] = dot_row(x, Wt + (size_t)r * C, C);
-}
-
-/* y(n) += a * x(n) */
-SFN void axpy(float *yv, float a, const float *x, int n) {
-    vf va = v_set1(a);
-    int j = 0;
-    for (; j + VW <= n; j += VW) v_store(yv + j, v_fmadd(va, v_load(x + j), v_load(yv + j)));
-    if (j < n) v_storen(yv + j, v_fmadd(va, v_loadn(x + j, n - j), v_loadn(yv + j, n - j)), n - j);
-}
-
-SOP void S(attention_step)(float *out, const float *q, const float *kc,
-                           const float *vc, int len, int ldc, int C, int NH,
-                           float *scratch) {
-    int hs = C / NH;
-    float scale = 1.0f / sqrtf((float)hs);
-    for (int h = 0; h < NH; h++) {
-        const float *qh = q + (size_t)h * hs;
-        for (int t = 0; t < len; t++) scratch[t] = scale * dot_row(qh, kc + (size_t)t * ldc + (size_t)h * hs, hs);
-        float m = row_max(scratch, len);
-        float inv = 1.0f / row_exp_sum(scratch, len, m);
-        float *o = out + (size_t)h * hs;
-        memset(o, 0, sizeof(float) * (size_t)hs);
-        for (int t = 0; t < len; t++) axpy(o, scratch[t] * inv, vc + (size_t)t * ldc + (size_t)h * hs, hs);
+    float m = row_max(scratch, len);
+    float inv = 1.0f / row_exp_sum(scratch, len, m);
+    for (int c = 0; c < hs; c += 4 * VW) {
+        vf a[4] = {v_zero(), v_zero(), v_zero(), v_zero()}, b[4] = {v_zero(), v_zero(), v_zero(), v_zero()};
+        int n[4] = {att_clamp(hs - c), att_clamp(hs - c - VW), att_clamp(hs - c - 2 * VW), att_clamp(hs - c - 3 * VW)};
+        const float *vr = v + c;
+        if (n[3] == VW) {
+            int j = 0;
+            for (; j + 2 <= len; j += 2, vr += 2 * (size_t)hs) {
+                fma4(a, v_set1(scratch[j] * inv), vr);
+                fma4(b, v_set1(scratch[j + 1] * inv), vr + hs);
+            }
+            if (j < len) fma4(a, v_set1(scratch[j] * inv), vr);
+        } else {
+            for (int j = 0; j < len; j++, vr += hs) fma4n(a, v_set1(scratch[j] * inv), vr, n);
+        }
+        for (int j = 0; j < 4; j++) v_storen(out + c + j * VW, v_add(a[j], b[j]), n[j]);
     }
 }
 

@@ -107,19 +107,14 @@ OP(adamw, 1, void,
    (HB(0), HB(1), HB(2), HB(3), HZ(0), HP(4, 0), HP(4, 1), HP(4, 2), HP(4, 3), HP(4, 4), HP(4, 5), HP(4, 6),
     HP(4, 7)), hc_none,
    "+p[n] g[n] +m[n] +v[n] params[8]", "n")
-/* y[j] = (bias ? bias[j] : 0) + sum_i x[i] * W[i*ldw + j], j in [lo,hi) */
-OP(matvec, 1, void, (float *y, const float *x, const float *W, const float *bias, int in, int ldw, int lo, int hi),
-   (HB(0), HB(1), HB(2), HB(3), HD(0), HD(1), HD(2), HD(3)), hc_matvec,
-   "+y[ldw] x[in] W[in,ldw] bias?[ldw]", "in ldw lo? hi")
-/* y[r] = dot(x, W[r*C : r*C+C]), r in [lo,hi)  (LM head, tied wte) */
-OP(matvec_t, 1, void, (float *y, const float *x, const float *W, int C, int lo, int hi),
-   (HB(0), HB(1), HB(2), HD(0), HD(1), HD(2)), hc_matvec_t, "+y[hi] x[C] W[hi,C]", "C lo? hi")
-/* single-query causal attention over a KV cache: q(C); kc,vc (len, C) rows
- * strided by ldc; out(C); scratch >= len floats */
+/* one head of single-query attention over a decoder's KV cache:
+ * out(hs) = softmax(q.k_t / sqrt(hs)) weighted sum of v_t, t < len, with the
+ * keys stored TRANSPOSED, kt[d*ldk + t] (hs, ldk >= len), and the values
+ * v[t*hs + d] (len, hs); scratch >= len + 16 floats */
 OP(attention_step, 1, void,
-   (float *out, const float *q, const float *kc, const float *vc, int len, int ldc, int C, int NH, float *scratch),
-   (HB(0), HB(1), HB(2), HB(3), HD(0), HD(1), HD(2), HD(3), HWS), hc_attention_step,
-   "+out[C] q[C] kc[len,ldc] vc[len,ldc]", "len ldc C NH")
+   (float *out, const float *q, const float *kt, const float *v, int len, int ldk, int hs, float *scratch),
+   (HB(0), HB(1), HB(2), HB(3), HD(0), HD(1), HD(2), HWS), hc_attention_step,
+   "+out[hs] q[hs] kt[hs,ldk] v[len,hs]", "len ldk hs")
 /* fused MLP backward step: dx(N,OC) = gelu'(x) * dout (overwrite) and
  * db(OC) = column sums of dx (overwrite): gelu_bwd + bias_grad in one pass */
 OP(gelu_bwd_bias, 1, void, (float *dx, float *db, const float *x, const float *dout, int N, int OC),

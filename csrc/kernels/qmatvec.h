@@ -37,6 +37,11 @@ typedef struct cllm_qops {
      * so every path is bit-identical to the scalar one. */
     void (*f32_cols)(float *y, const float *x, const float *W, const float *bias, int in, int ldw,
                      int lo, int hi);
+    /* FP32 weights row-major by output row, W (rows, cols):
+     * y[r] = dot(x, W[r]) + (bias ? bias[r] : 0), r in [lo, hi). One row at a
+     * time, read as one sequential stream (several rows interleaved defeat
+     * the hardware prefetcher); paths agree to rounding, not bitwise. */
+    void (*f32_rows)(float *y, const float *W, const float *x, const float *bias, int cols, int lo, int hi);
 } cllm_qops;
 
 /* Kernel path for isa (CLLM_ISA_SCALAR/AVX2/AVX512; AVX512 uses VNNI/BF16
@@ -53,6 +58,9 @@ float cllm_f16_to_f32(uint16_t h);
  * rowsum(rows) (sum of q over the row, for the VNNI correction). */
 void cllm_quantize_rows(int8_t *q, float *scale, int32_t *rowsum, const float *src, int rows,
                         int cols, size_t rs, size_t cs);
+/* dst(rows, cols) = the transpose of src(cols, rows), both row-major (16 x 16
+ * register tiles on AVX-512, a plain loop otherwise; exact on every path) */
+void cllm_transpose_f32(int isa, float *dst, const float *src, int rows, int cols);
 /* rowsum only (for a pre-quantized q) */
 void cllm_q8_rowsums(int32_t *rowsum, const int8_t *q, int rows, int cols);
 #endif

@@ -6,10 +6,20 @@
  * model.safetensors, or from a training model's parameter buffer); BF16 and
  * int8 weights are converted once at load, or borrowed from a quantized file.
  *
- * Matrices are used as y = W x with W stored:
- *   fp32: in the Hugging Face layout (Conv1D (in, out); the tied LM head is
- *         wte (V, C)), through the FP32 matvec kernels of kernels.h;
- *   bf16 / int8: row-major by output row (out, in), through qmatvec.h.
+ * Matrices are used as y = W x with W stored row-major by output row
+ * (out, in), read one row at a time as a sequential stream (qmatvec.h), in
+ * one "weight arena" mapping with transparent huge pages requested (with 4
+ * KiB pages a token's 12-50 MB of weights cost a TLB miss every 4 KiB and
+ * the hardware prefetchers restart at every page: measured 20 -> 40 GB/s
+ * for a config-B fp32 sweep on Zen 4). FP32 matrices set with borrow != 0
+ * stay where they are: the Hugging Face Conv1D (in, out) layout read by
+ * f32_cols (the training model's decoder, which must see every update), the
+ * tied LM head wte (V, C) row-major.
+ *
+ * The KV cache is per (layer, head): keys TRANSPOSED (hs, P) and values
+ * (P, hs), so the attention kernel reads both as sequential runs and
+ * computes 4 x 16 scores at once without horizontal sums; it lives in the
+ * arena too.
  *
  * One token step = ONE run of the sphere pool. Every sphere computes the
  * LayerNorms (C floats) itself into private buffers, then its share of each
@@ -21,6 +31,7 @@
  * results are bit-identical for any thread count. No allocation per token.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +43,9 @@
 #include "model/layout.h"
 #include "model/sample.h"
 #include "runtime/spheres.h"
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #define ROW_UNIT 16     /* split granularity of matvec output rows */
 
@@ -42,6 +56,8 @@ typedef struct {
     int kind, ndim, shape[2];      /* HF shape */
     int rows, cols;                /* matrices: output rows, input cols */
     int set;
+    int rowmajor;                  /* fp32 matrix stored (rows, cols) (else Conv1D (in, out)) */
+    size_t aoff;                   /* this matrix's place in the weight arena */
     const void *data;              /* storage the kernels read */
     const float *scale;            /* int8 per-row scales */
     int32_t *rowsum;               /* int8 per-row sums of q (owned) */
@@ -58,10 +74,13 @@ typedef struct {
 struct cllm_decoder {
     int V, P, L, NH, C, dtype, nslots;
     Slot *slot;
+    unsigned char *arena;          /* owned matrices (allocated at the first one) */
+    void *arena_map;               /* the mapping holding it (NULL: heap) */
+    size_t arena_bytes, arena_map_bytes;
     cllm_spheres *pool;
     int ns, own_pool;
     DSphere *sph;
-    float *kc, *vc;                /* (L, P, C) */
+    float *kc, *vc;                /* per layer and head: keys (hs, P), values (P, hs); in the arena */
     float *x, *qkv, *att, *fc, *logits;
     float *prob;                   /* sampling scratch (V) */
     int32_t *idx;
@@ -102,6 +121,51 @@ static void build_slots(cllm_decoder *d) {
 }
 
 static size_t slot_numel(const Slot *s) { return (size_t)s->shape[0] * (size_t)(s->ndim == 2 ? s->shape[1] : 1); }
+static int elem_size(int dt) { return dt == CLLM_DTYPE_F32 ? 4 : dt == CLLM_DTYPE_INT8 ? 1 : 2; }
+
+/* ------------------------------------------------------- weight arena */
+/* Every matrix slot has a fixed, 64-byte aligned place in the arena. */
+static void arena_plan(cllm_decoder *d) {
+    size_t off = 0;
+    for (int i = 0; i < d->nslots; i++) {
+        Slot *s = &d->slot[i];
+        if (s->kind == K_VEC) continue;
+        s->aoff = off;
+        off += (slot_numel(s) * (size_t)elem_size(d->dtype) + 63) & ~(size_t)63;
+    }
+    d->arena_bytes = off + 2 * (size_t)d->L * d->P * d->C * sizeof(float);   /* + the KV cache */
+}
+
+/* The arena, mapped at creation: 2 MiB aligned, huge pages requested (best
+ * effort: without them it is ordinary memory); only the pages written are
+ * ever backed (a decoder that borrows its matrices backs just the KV cache).
+ * NULL when out of memory. */
+static unsigned char *arena_new(cllm_decoder *d) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    size_t huge = (size_t)2 << 20, span = (d->arena_bytes + huge - 1) & ~(huge - 1), map = span + huge;
+    void *p = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED) {
+        uintptr_t a = ((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1);
+        (void)madvise((void *)a, span, MADV_HUGEPAGE);
+        d->arena_map = p;
+        d->arena_map_bytes = map;
+        d->arena = (unsigned char *)a;
+        return d->arena;
+    }
+#endif
+    d->arena = cllm_aligned_alloc(d->arena_bytes);
+    return d->arena;
+}
+
+static void arena_free(cllm_decoder *d) {
+#ifdef __linux__
+    if (d->arena_map) munmap(d->arena_map, d->arena_map_bytes);
+    else
+#endif
+        cllm_aligned_free(d->arena);
+    d->arena = NULL;
+    d->arena_map = NULL;
+}
 
 static void slot_clear(Slot *s) {
     cllm_aligned_free(s->owned);
@@ -112,6 +176,7 @@ static void slot_clear(Slot *s) {
     s->data = NULL;
     s->scale = NULL;
     s->set = 0;
+    s->rowmajor = 0;
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -120,6 +185,7 @@ CLLM_EXPORT int cllm_decoder_free(cllm_decoder *d) {
     if (d->pool && d->own_pool) cllm_spheres_free(d->pool);
     if (d->slot) for (int i = 0; i < d->nslots; i++) slot_clear(&d->slot[i]);
     free(d->slot);
+    arena_free(d);
     if (d->sph) {
         for (int i = 0; i < d->ns; i++) {
             cllm_aligned_free(d->sph[i].xb);
@@ -128,8 +194,6 @@ CLLM_EXPORT int cllm_decoder_free(cllm_decoder *d) {
         }
         free(d->sph);
     }
-    cllm_aligned_free(d->kc);
-    cllm_aligned_free(d->vc);
     cllm_aligned_free(d->x);
     cllm_aligned_free(d->prob);
     cllm_aligned_free(d->idx);
@@ -166,6 +230,7 @@ int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *po
     d->slot = calloc((size_t)d->nslots, sizeof(Slot));
     if (!d->slot) goto nomem;
     build_slots(d);
+    arena_plan(d);
     if (pool) d->pool = pool;
     else {
         int rc = cllm_spheres_new(cfg->threads, &d->pool);
@@ -177,7 +242,7 @@ int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *po
     if (!d->sph) goto nomem;
     for (int i = 0; i < d->ns; i++) {
         DSphere *s = &d->sph[i];
-        s->xb = cllm_aligned_alloc(sizeof(float) * ((size_t)2 * C + P));
+        s->xb = cllm_aligned_alloc(sizeof(float) * ((size_t)2 * C + P + 16));
         s->xq = cllm_aligned_alloc((size_t)4 * C);
         s->xbf = cllm_aligned_alloc(sizeof(uint16_t) * 4 * (size_t)C);
         if (!s->xb || !s->xq || !s->xbf) goto nomem;
@@ -185,12 +250,13 @@ int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *po
         s->scratch = s->xb + 2 * C;
     }
     size_t kv = (size_t)L * P * C;
-    d->kc = cllm_aligned_alloc(kv * sizeof(float));
-    d->vc = cllm_aligned_alloc(kv * sizeof(float));
+    if (!arena_new(d)) goto nomem;
+    d->kc = (float *)(d->arena + d->arena_bytes) - 2 * kv;
+    d->vc = d->kc + kv;
     d->x = cllm_aligned_alloc(sizeof(float) * ((size_t)9 * C + V));
     d->prob = cllm_aligned_alloc(sizeof(float) * (size_t)V);
     d->idx = cllm_aligned_alloc(sizeof(int32_t) * (size_t)V);
-    if (!d->kc || !d->vc || !d->x || !d->prob || !d->idx) goto nomem;
+    if (!d->x || !d->prob || !d->idx) goto nomem;
     d->qkv = d->x + C;
     d->att = d->qkv + 3 * C;
     d->fc = d->att + C;
@@ -227,8 +293,6 @@ CLLM_EXPORT int cllm_decoder_tensor_info(const cllm_decoder *d, int i, cllm_tens
 }
 
 /* ------------------------------------------------------------- loading */
-static int elem_size(int dt) { return dt == CLLM_DTYPE_F32 ? 4 : dt == CLLM_DTYPE_INT8 ? 1 : 2; }
-
 static inline float load_elem(const void *src, int dt, size_t k) {
     if (dt == CLLM_DTYPE_F32) return ((const float *)src)[k];
     uint16_t h = ((const uint16_t *)src)[k];
@@ -238,6 +302,14 @@ static inline float load_elem(const void *src, int dt, size_t k) {
 /* dst(rows, cols) FP32 from src element (r, i) at k = r*rs + i*cs, in tiles */
 static void gather_f32(float *dst, const void *src, int dt, int rows, int cols, size_t rs, size_t cs) {
     enum { TB = 64 };
+    if (dt == CLLM_DTYPE_F32 && rs == 1 && cs == (size_t)rows) {   /* a Conv1D (in, out) weight */
+        cllm_transpose_f32(cllm_isa_current(), dst, src, rows, cols);
+        return;
+    }
+    if (dt == CLLM_DTYPE_F32 && cs == 1 && rs == (size_t)cols) {
+        memcpy(dst, src, sizeof(float) * (size_t)rows * cols);
+        return;
+    }
     for (int r0 = 0; r0 < rows; r0 += TB)
         for (int i0 = 0; i0 < cols; i0 += TB) {
             int r1 = r0 + TB < rows ? r0 + TB : rows, i1 = i0 + TB < cols ? i0 + TB : cols;
@@ -261,8 +333,7 @@ CLLM_EXPORT int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src,
     slot_clear(s);
     d->ready = 0;
     size_t n = slot_numel(s);
-    int store = s->kind == K_VEC ? CLLM_DTYPE_F32 : d->dtype;
-    if (store == CLLM_DTYPE_F32) {
+    if (s->kind == K_VEC) {   /* vectors and tables (wpe) stay FP32 */
         if (src_dtype == CLLM_DTYPE_F32 && borrow) { s->data = src; s->set = 1; return CLLM_OK; }
         float *f = cllm_aligned_alloc(n * sizeof(float));
         if (!f) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for %s", s->name);
@@ -273,42 +344,48 @@ CLLM_EXPORT int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src,
         s->set = 1;
         return CLLM_OK;
     }
+    if (d->dtype == CLLM_DTYPE_F32 && src_dtype == CLLM_DTYPE_F32 && borrow) {   /* in place, HF layout */
+        s->data = src;
+        s->rowmajor = s->kind == K_WTE;
+        s->set = 1;
+        return CLLM_OK;
+    }
+    void *dst = d->arena + s->aoff;
     /* matrices to (out, in) storage: element (r, i) of a Conv1D (in, out)
      * tensor is at i*rows + r; of wte (V, C) at r*cols + i */
     size_t rs = s->kind == K_CONV ? 1 : (size_t)s->cols, cs = s->kind == K_CONV ? (size_t)s->rows : 1;
+    if (d->dtype == CLLM_DTYPE_F32) {
+        gather_f32(dst, src, src_dtype, s->rows, s->cols, rs, cs);
+        s->data = dst;
+        s->rowmajor = 1;
+        s->set = 1;
+        return CLLM_OK;
+    }
     float *tmp = NULL;
-    const float *f32 = src;
-    if (src_dtype != CLLM_DTYPE_F32 || store == CLLM_DTYPE_BF16) {
+    const float *f32 = src;   /* FP32 (out, in): the source itself only for an FP32 wte */
+    if (src_dtype != CLLM_DTYPE_F32 || s->kind == K_CONV) {
         tmp = malloc(n * sizeof(float));
         if (!tmp) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory converting %s", s->name);
         gather_f32(tmp, src, src_dtype, s->rows, s->cols, rs, cs);
         f32 = tmp;
-        rs = (size_t)s->cols;
-        cs = 1;
     }
-    if (store == CLLM_DTYPE_BF16) {
-        uint16_t *b = cllm_aligned_alloc(n * sizeof(uint16_t));
-        if (!b) { free(tmp); return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for %s", s->name); }
-        cllm_f32_to_bf16_n(cllm_isa_current(), b, f32, n);
-        s->owned = b;
-        s->data = b;
+    if (d->dtype == CLLM_DTYPE_BF16) {
+        cllm_f32_to_bf16_n(cllm_isa_current(), dst, f32, n);
     } else {
-        for (int r = 0; r < s->rows; r++)      /* quantizing NaN / Inf would be undefined */
-            for (int c = 0; c < s->cols; c++)
-                if (!isfinite(f32[r * rs + c * cs])) {
-                    free(tmp);
-                    return cllm_fail(CLLM_ERR_NUMERIC, "decoder: %s holds NaN or Inf; cannot quantize it", s->name);
-                }
-        int8_t *q = cllm_aligned_alloc(n);
+        int finite = 1;        /* quantizing NaN / Inf would be undefined */
+        for (size_t k = 0; k < n; k++) finite &= isfinite(f32[k]) != 0;
+        if (!finite) {
+            free(tmp);
+            return cllm_fail(CLLM_ERR_NUMERIC, "decoder: %s holds NaN or Inf; cannot quantize it", s->name);
+        }
         float *sc = cllm_aligned_alloc(sizeof(float) * (size_t)s->rows);
         s->rowsum = cllm_aligned_alloc(sizeof(int32_t) * (size_t)s->rows);
-        s->owned = q;
         s->owned_scale = sc;
-        if (!q || !sc || !s->rowsum) { free(tmp); slot_clear(s); return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for %s", s->name); }
-        cllm_quantize_rows(q, sc, s->rowsum, f32, s->rows, s->cols, rs, cs);
-        s->data = q;
+        if (!sc || !s->rowsum) { free(tmp); slot_clear(s); return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for %s", s->name); }
+        cllm_quantize_rows(dst, sc, s->rowsum, f32, s->rows, s->cols, (size_t)s->cols, 1);
         s->scale = sc;
     }
+    s->data = dst;
     free(tmp);
     s->set = 1;
     return CLLM_OK;
@@ -331,10 +408,8 @@ CLLM_EXPORT int cllm_decoder_set_quantized(cllm_decoder *d, int i, const void *w
         s->data = w;
         s->scale = scale;
     } else {
-        s->owned = cllm_aligned_alloc(bytes);
-        if (!s->owned) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for %s", s->name);
-        memcpy(s->owned, w, bytes);
-        s->data = s->owned;
+        memcpy(d->arena + s->aoff, w, bytes);
+        s->data = d->arena + s->aoff;
         if (scale) {
             s->owned_scale = cllm_aligned_alloc(sizeof(float) * (size_t)s->rows);
             if (!s->owned_scale) { slot_clear(s); return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory"); }
@@ -375,10 +450,10 @@ static void mat_rows(const cllm_decoder *d, const DSphere *s, const Slot *M, con
         d->qops->q8_rows(y, M->data, M->scale, M->rowsum, s->xq, s->xs, bias, M->cols, lo, hi);
     else if (d->dtype == CLLM_DTYPE_BF16)
         d->qops->bf16_rows(y, M->data, s->xbf, bias, M->cols, lo, hi);
-    else if (M->kind == K_CONV)
-        d->qops->f32_cols(y, xin, M->data, bias, M->cols, M->rows, lo, hi);
+    else if (M->rowmajor)
+        d->qops->f32_rows(y, M->data, xin, bias, M->cols, lo, hi);
     else
-        d->ops->matvec_t(y, xin, M->data, M->cols, lo, hi);   /* LM head: no bias */
+        d->qops->f32_cols(y, xin, M->data, bias, M->cols, M->rows, lo, hi);
 }
 
 /* The input of the next matvec(s), in the storage's input format. */
@@ -411,18 +486,18 @@ static int task_step(void *arg, int sp, int ns) {
         prep(d, s, s->xb, C);
         rows_of(3 * C, sp, ns, &lo, &hi);
         mat_rows(d, s, W(l, SL_qkvw), s->xb, F(l, SL_qkvb), d->qkv, lo, hi);
-        for (int r = lo > C ? lo : C; r < hi; r++) {
-            if (r < 2 * C) kc[(size_t)pos * C + r - C] = d->qkv[r];
-            else vc[(size_t)pos * C + r - 2 * C] = d->qkv[r];
+        for (int r = lo > C ? lo : C; r < hi; r++) {   /* column r - C of k | v: head h, element e */
+            int c = r < 2 * C ? r - C : r - 2 * C, h = c / hs, e = c - h * hs;
+            if (r < 2 * C) kc[((size_t)h * hs + e) * P + pos] = d->qkv[r];
+            else vc[((size_t)h * P + pos) * hs + e] = d->qkv[r];
         }
         cllm_spheres_barrier(d->pool);
         /* attention, split by heads */
         long h0, h1;
         cllm_split(d->NH, sp, ns, &h0, &h1);
-        if (h1 > h0) {
-            size_t o = (size_t)h0 * hs;
-            ops->attention_step(d->att + o, d->qkv + o, kc + o, vc + o, pos + 1, C, (int)(h1 - h0) * hs,
-                                (int)(h1 - h0), s->scratch);
+        for (long h = h0; h < h1; h++) {
+            size_t o = (size_t)h * hs, kv = (size_t)h * hs * P;
+            ops->attention_step(d->att + o, d->qkv + o, kc + kv, vc + kv, pos + 1, P, hs, s->scratch);
         }
         cllm_spheres_barrier(d->pool);
         /* x += c_proj(att) */
@@ -601,7 +676,7 @@ CLLM_EXPORT int cllm_sample(const float *logits, int V, float temperature, int t
 
 /* --------------------------------------------------- kernel test hooks */
 CLLM_EXPORT int cllm_qmatvec_run(int dtype, int isa, const void *w, const float *scale, const float *x,
-                                 const float *bias, float *y, int rows, int cols) {
+                                 const float *bias, float *y, int rows, int cols, int f32_conv) {
     CLLM_CHECK_PTR(w, "w"); CLLM_CHECK_PTR(x, "x"); CLLM_CHECK_PTR(y, "y");
     if (rows < 1 || cols < 1 || cols > (1 << 24))
         return cllm_fail(CLLM_ERR_INVALID, "qmatvec: rows and cols must be >= 1 (cols <= 2^24), got %d x %d", rows, cols);
@@ -637,8 +712,10 @@ CLLM_EXPORT int cllm_qmatvec_run(int dtype, int isa, const void *w, const float 
         cllm_f32_to_bf16_n(isa, xb, x, (size_t)cols);
         q->bf16_rows(y, w, xb, bias, cols, 0, rows);
         free(xb);
-    } else if (dtype == CLLM_DTYPE_F32) {   /* W given as (cols, rows): Conv1D (in, out) */
+    } else if (dtype == CLLM_DTYPE_F32 && f32_conv) {   /* W given as (cols, rows): Conv1D (in, out) */
         q->f32_cols(y, x, w, bias, cols, rows, 0, rows);
+    } else if (dtype == CLLM_DTYPE_F32) {
+        q->f32_rows(y, w, x, bias, cols, 0, rows);
     } else {
         rc = cllm_fail(CLLM_ERR_INVALID, "qmatvec: dtype must be CLLM_DTYPE_INT8, _BF16 or _F32");
     }
