@@ -174,6 +174,48 @@ static void gemm_pack_t_avx2(const float *src, size_t ld, int rows, int kc, floa
  * more apart, which the hardware prefetchers do not cross). */
 #define GEMM_PACK_KB 8
 
+/* One sliver row: W (= GEMM_MR or GEMM_NR) values of src times alpha into o,
+ * zero-padded past n; full MR rows scale, full NR rows (alpha is 1) copy. */
+static inline void gemm_pack_row_avx2(float *restrict o, const float *a, int n, int W, float alpha) {
+    if (n == W && W == GEMM_NR) {
+        _mm256_store_ps(o, _mm256_loadu_ps(a));
+        _mm256_store_ps(o + 8, _mm256_loadu_ps(a + 8));
+    } else if (n == W && W == GEMM_MR) {
+        __m128 va = _mm_set1_ps(alpha);
+        _mm_storeu_ps(o, _mm_mul_ps(va, _mm_loadu_ps(a)));
+        /* two floats: unaligned 64-bit load/store (no alignment assumed) */
+        __m128 hi = _mm_mul_ps(va, _mm_castsi128_ps(_mm_loadu_si64(a + 4)));
+        _mm_storeu_si64(o + 4, _mm_castps_si128(hi));
+    } else {
+        int i = 0;
+        for (; i < n; i++) o[i] = alpha * a[i];
+        for (; i < W; i++) o[i] = 0.0f;
+    }
+}
+
+/* Pack an operand whose k-th row holds the block's n values contiguously
+ * (M[k*ld + c], c < n; c0 is the block's first column, for the prefetch)
+ * into slivers of width W: dst[s*kc + k*W + (c - s)].
+ * GEMM_PACK_KB rows at a time across all slivers, prefetching the next rows
+ * about once per 64-byte line. Used by the A packer (W = MR, scaled by alpha)
+ * and the B packer (W = NR, alpha 1). */
+static inline void gemm_pack_rows_avx2(const float *M, size_t ld, int c0, int n, int kc, int W, float alpha,
+                                       float *restrict dst) {
+    for (int k0 = 0; k0 < kc; k0 += GEMM_PACK_KB) {
+        int kb = kc - k0 < GEMM_PACK_KB ? kc - k0 : GEMM_PACK_KB;
+        int pkb = kc - k0 - kb < GEMM_PACK_KB ? kc - k0 - kb : GEMM_PACK_KB;
+        for (int s = 0; s < n; s += W) {
+            int w = n - s < W ? n - s : W;
+            float *restrict d = dst + (size_t)s * kc + (size_t)k0 * W;
+            const float *src = M + (size_t)k0 * ld + s;
+            if (((c0 + s) & 15) < W) /* ~once per 64-byte line (always for W = 16): the next block's rows */
+                for (int k = 0; k < pkb; k++)
+                    _mm_prefetch((const char *)(src + (size_t)(GEMM_PACK_KB + k) * ld), _MM_HINT_T0);
+            for (int k = 0; k < kb; k++) gemm_pack_row_avx2(d + (size_t)k * W, src + (size_t)k * ld, w, W, alpha);
+        }
+    }
+}
+
 /* A block (see gemm_pack_a in gemm_impl.h): dst[s*MR*kc + k*MR + i]. */
 static int gemm_pack_a_avx2(int ta, const float *A, int lda, int i0, int p0, int mc, int kc, float alpha,
                             float *restrict dst) {
@@ -187,33 +229,7 @@ static int gemm_pack_a_avx2(int ta, const float *A, int lda, int i0, int p0, int
         return 1;
     }
     /* op(A)[i][k] = A[k*lda + i]: each k gives MR contiguous values */
-    __m128 va = _mm_set1_ps(alpha);
-    for (int k0 = 0; k0 < kc; k0 += GEMM_PACK_KB) {
-        int kb = kc - k0 < GEMM_PACK_KB ? kc - k0 : GEMM_PACK_KB;
-        int pkb = kc - k0 - kb < GEMM_PACK_KB ? kc - k0 - kb : GEMM_PACK_KB;
-        for (int s = 0; s < mc; s += GEMM_MR) {
-            int mr = mc - s < GEMM_MR ? mc - s : GEMM_MR;
-            float *restrict d = dst + (size_t)s * kc + (size_t)k0 * GEMM_MR;
-            const float *src = A + (size_t)(p0 + k0) * lda + i0 + s;
-            if (((i0 + s) & 15) < GEMM_MR) /* ~once per 64-byte line: the next block's rows */
-                for (int k = 0; k < pkb; k++)
-                    _mm_prefetch((const char *)(src + (size_t)(GEMM_PACK_KB + k) * lda), _MM_HINT_T0);
-            for (int k = 0; k < kb; k++) {
-                const float *a = src + (size_t)k * lda;
-                float *o = d + (size_t)k * GEMM_MR;
-                if (mr == GEMM_MR) {
-                    _mm_storeu_ps(o, _mm_mul_ps(va, _mm_loadu_ps(a)));
-                    /* two floats: unaligned 64-bit load/store (no alignment assumed) */
-                    __m128 hi = _mm_mul_ps(va, _mm_castsi128_ps(_mm_loadu_si64(a + 4)));
-                    _mm_storeu_si64(o + 4, _mm_castps_si128(hi));
-                } else {
-                    int i = 0;
-                    for (; i < mr; i++) o[i] = alpha * a[i];
-                    for (; i < GEMM_MR; i++) o[i] = 0.0f;
-                }
-            }
-        }
-    }
+    gemm_pack_rows_avx2(A + (size_t)p0 * lda + i0, (size_t)lda, i0, mc, kc, GEMM_MR, alpha, dst);
     return 1;
 }
 
@@ -230,29 +246,8 @@ static int gemm_pack_b_avx2(int tb, const float *B, int ldb, int p0, int j0, int
         }
         return 1;
     }
-    for (int k0 = 0; k0 < kc; k0 += GEMM_PACK_KB) {
-        int kb = kc - k0 < GEMM_PACK_KB ? kc - k0 : GEMM_PACK_KB;
-        int pkb = kc - k0 - kb < GEMM_PACK_KB ? kc - k0 - kb : GEMM_PACK_KB;
-        for (int t = 0; t < nc; t += GEMM_NR) {
-            int nr = nc - t < GEMM_NR ? nc - t : GEMM_NR;
-            float *restrict d = dst + (size_t)t * kc + (size_t)k0 * GEMM_NR;
-            const float *src = B + (size_t)(p0 + k0) * ldb + j0 + t;
-            for (int k = 0; k < pkb; k++) /* the next block's rows */
-                _mm_prefetch((const char *)(src + (size_t)(GEMM_PACK_KB + k) * ldb), _MM_HINT_T0);
-            for (int k = 0; k < kb; k++) {
-                const float *b = src + (size_t)k * ldb;
-                float *o = d + (size_t)k * GEMM_NR;
-                if (nr == GEMM_NR) {
-                    _mm256_store_ps(o, _mm256_loadu_ps(b));
-                    _mm256_store_ps(o + 8, _mm256_loadu_ps(b + 8));
-                } else {
-                    int j = 0;
-                    for (; j < nr; j++) o[j] = b[j];
-                    for (; j < GEMM_NR; j++) o[j] = 0.0f;
-                }
-            }
-        }
-    }
+    /* op(B)[k][j] = B[k*ldb + j]: each k gives NR contiguous values */
+    gemm_pack_rows_avx2(B + (size_t)p0 * ldb + j0, (size_t)ldb, j0, nc, kc, GEMM_NR, 1.0f, dst);
     return 1;
 }
 #define GEMM_PACK_A gemm_pack_a_avx2
