@@ -181,12 +181,10 @@ def _fill(dec: Decoder, st: Any, qdtype: Optional[str]) -> None:
         if qdtype and rows:
             key = _entry(st, name + _QSUFFIX[qdtype], ("I8",) if qdtype == "int8" else ("BF16",), (rows, cols))
             skey = _entry(st, name + ".scale", ("F32",), (rows,)) if qdtype == "int8" else None
-            # matrices are copied into the decoder's huge-page weight arena
-            # (twice the decode speed of reading the 4 KiB-paged file mapping)
-            borrow = False
             sc = ffi.cast("float *", ffi.from_buffer(st.view(skey))) if skey else ffi.NULL
-            check(lib.cllm_decoder_set_quantized(dec._h, i, ffi.from_buffer(st.view(key)), sc, int(borrow)),
-                  st.path)
+            # borrow=0: matrices are copied into the decoder's huge-page weight
+            # arena (twice the decode speed of reading the 4 KiB-paged mapping)
+            check(lib.cllm_decoder_set_quantized(dec._h, i, ffi.from_buffer(st.view(key)), sc, 0), st.path)
             used.update((key, skey))
             continue
         key = _entry(st, name, tuple(_SRC_DTYPE), shape)
