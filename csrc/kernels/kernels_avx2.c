@@ -7,7 +7,7 @@
  * gelu_fwd -12%, gelu_bwd_bias -19%, crossentropy_fused -15% per call. The
  * results are unchanged (scheduling only; FP contraction stays off). */
 #pragma GCC target("avx2,fma")
-#pragma GCC optimize("schedule-insns")
+#pragma GCC optimize("schedule-insns", "sched-pressure")
 #define KSFX avx2
 #define KNAME "avx2"
 #define KISA CLLM_ISA_AVX2

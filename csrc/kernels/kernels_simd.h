@@ -495,7 +495,10 @@ SOP void S(attention_step)(float *out, const float *q, const float *kt, const fl
 #endif
 #define ATT_MR ATT_MR_512
 #else
-#define ATT_MR 6
+#ifndef ATT_MR_256
+#define ATT_MR_256 6
+#endif
+#define ATT_MR ATT_MR_256
 #endif
 
 SFN void strip_kernel(const int mr, int N, int K, float alpha, const float *A, size_t a_rs,
