@@ -128,6 +128,20 @@ static void point_weights(const cllm_model *m, float *base, Weights *w) {
 #undef X_POINT
 }
 
+/* grad_kind of every tensor, found by where its gradient lives */
+static void mark_grad_kinds(cllm_model *m) {
+    for (int i = 0; i < m->ntensors; i++) {
+        const float *g = m->grads + m->tensors[i].offset;
+        unsigned char k = GRAD_SHARD;
+        if (g == m->gw.wte || g == m->gw.wpe) k = GRAD_LM;
+        for (int l = 0; l < m->L; l++) {
+            const LayerW *h = &m->gw.h[l];
+            if (g == h->qkvw || g == h->projw || g == h->fcw || g == h->fcprojw) k = GRAD_LAYER;
+        }
+        m->grad_kind[i] = k;
+    }
+}
+
 /* Carve the arena (act_floats(Bs, ...) floats) into s's activation pointers. */
 static void carve(cllm_model *m, Sphere *s, int Bs) {
     size_t T = (size_t)m->Tmax, C = (size_t)m->C, V = (size_t)m->V;
@@ -155,7 +169,7 @@ CLLM_EXPORT int cllm_model_free(cllm_model *m) {
         free(m->sph);
     }
     FREE_EACH(cllm_aligned_free, m->params, m->grads, m->adam_m, m->adam_v, m->params_bf16, m->arena, m->sprob);
-    FREE_EACH(free, m->all.act, m->sidx, m->inputs, m->targets, m->tensors, m->init_kind, m->w.h, m->gw.h, m);
+    FREE_EACH(free, m->all.act, m->sidx, m->inputs, m->targets, m->tensors, m->init_kind, m->grad_kind, m->w.h, m->gw.h, m);
     return CLLM_OK;
 }
 
@@ -171,9 +185,10 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
     m->NH = cfg->num_heads; m->C = cfg->embed_dim; m->Bmax = cfg->batch_size; m->Tmax = cfg->seq_len;
     m->tensors = calloc((size_t)total_tensors(m->L), sizeof *m->tensors);
     m->init_kind = calloc((size_t)total_tensors(m->L), 1);
+    m->grad_kind = calloc((size_t)total_tensors(m->L), 1);
     m->w.h = calloc((size_t)m->L, sizeof(LayerW));
     m->gw.h = calloc((size_t)m->L, sizeof(LayerW));
-    if (!m->tensors || !m->init_kind || !m->w.h || !m->gw.h) goto nomem;
+    if (!m->tensors || !m->init_kind || !m->grad_kind || !m->w.h || !m->gw.h) goto nomem;
     build_table(m);
     m->params = cllm_aligned_alloc(m->nparams * sizeof(float));
     m->grads = cllm_aligned_alloc(m->nparams * sizeof(float));
@@ -186,6 +201,7 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
     }
     point_weights(m, m->params, &m->w);
     point_weights(m, m->grads, &m->gw);
+    mark_grad_kinds(m);
 
     rc = cllm_spheres_new(cfg->threads, &m->pool);
     if (rc) { cllm_model_free(m); return rc; }

@@ -33,6 +33,9 @@ struct cllm_model {
     int ntensors;
     cllm_tensor_info *tensors;
     unsigned char *init_kind;  /* INIT_* of each tensor (layout.h) */
+    unsigned char *grad_kind;  /* GRAD_* of each tensor: how train.c computes
+                                  its gradient when the batch is spread over
+                                  several spheres                             */
     float *params, *grads, *adam_m, *adam_v;
     uint16_t *params_bf16;     /* BF16 copy of params (precision BF16 only)  */
     Weights w, gw;
@@ -59,6 +62,14 @@ struct cllm_model {
     float *sprob;
     int32_t *sidx;
 };
+
+/* grad_kind: GRAD_SHARD tensors get one gradient per shard, summed by the
+ * reduce phase; with several spheres the others are computed batch-wide
+ * straight into the model's gradient buffer, each sphere a slice of them,
+ * and the reduce phase only adds them to the norm:
+ *   GRAD_LM     wte, wpe: when the LM head is batch-wide (split_lm);
+ *   GRAD_LAYER  the layers' weight matrices: when the layer GEMMs are (split). */
+enum { GRAD_SHARD, GRAD_LM, GRAD_LAYER };
 
 /* ----------------------------------------------------------------- rng */
 static inline uint64_t splitmix64(uint64_t *s) {

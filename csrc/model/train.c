@@ -30,6 +30,9 @@ static const char *const prof_names[P_COUNT] = {
 
 /* Time `stmt` into bucket k when profiling is on; only sphere 0 records so
  * the figures are one shard's wall time and no lock is needed. */
+#ifndef PROF_SPH
+#define PROF_SPH 0
+#endif
 #define PROF(k, stmt) do { \
         if (prof) { double t0_ = cllm_now_s(); stmt; m->prof_sec[k] += cllm_now_s() - t0_; m->prof_calls[k]++; } \
         else { stmt; } } while (0)
@@ -127,7 +130,7 @@ static void set_split(const cllm_model *m, StepCtx *x) {
 static void linear(StepCtx *x, Sphere *s, int tb, int N, int Ncol, int K, const float *A, int lda, const float *W,
                    int ldw, float *Y, int ldy, const float *bias) {
     cllm_model *m = x->m;
-    int prof = m->prof_on && s == &m->sph[0], kind = tb ? P_GEMM_BWD : P_GEMM_FWD;
+    int prof = m->prof_on && s == &m->sph[PROF_SPH], kind = tb ? P_GEMM_BWD : P_GEMM_FWD;
     if (!x->split) {
         PROF(kind, GEMM_W(0, tb, N, Ncol, K, A, lda, W, ldw, 0.0f, Y, ldy, bias));
         return;
@@ -142,13 +145,39 @@ static void linear(StepCtx *x, Sphere *s, int tb, int N, int Ncol, int K, const 
     cllm_spheres_barrier(m->pool); /* every column of Y is ready */
 }
 
+/* dW(K, Ncol) = A(N, K)^T @ dY(N, Ncol), a layer weight's gradient. Per
+ * shard into the sphere's own gradient (dw, reduced later); with x->split
+ * batch-wide: every sphere multiplies every row of the batch for its slice of
+ * dW's columns, straight into the model's gradient (dw_model; GRAD_LAYER:
+ * nothing to reduce), with the K = all-rows sums one sphere running the whole
+ * batch would form. Called right after the linear() that read the same dY:
+ * its closing barrier is the one this needs (every shard's dY is final), and
+ * nothing writes A or dY again before the next barrier every sphere passes
+ * only after finishing this product. */
+static void weight_grad(StepCtx *x, Sphere *s, int K, int Ncol, const float *A, const float *dY, float *dw,
+                        float *dw_model) {
+    cllm_model *m = x->m;
+    int prof = m->prof_on && s == &m->sph[PROF_SPH];
+    if (!x->split) {
+        int N = s->bs * x->T;
+        PROF(P_GEMM_BWD, GEMM(1, 0, K, Ncol, N, A, K, dY, Ncol, 0.0f, dw, Ncol, NULL));
+        return;
+    }
+    size_t r0 = (size_t)s->b0 * x->T;
+    int rows = m->last_B * x->T, lo, hi;
+    column_slice(Ncol, (int)(s - m->sph), m->active, &lo, &hi);
+    if (hi > lo)
+        PROF(P_GEMM_BWD, GEMM(1, 0, K, hi - lo, rows, A - r0 * K, K, dY - r0 * Ncol + lo, Ncol, 0.0f, dw_model + lo,
+                              Ncol, NULL));
+}
+
 static void shard_forward(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
     const cllm_ops *ops = x->ops;
     int T = x->T, C = m->C, NH = m->NH, L = m->L, Bs = s->bs, N = Bs * T;
     const int32_t *ids = m->inputs + (size_t)s->b0 * T;
     Weights *w = &m->w;
-    int prof = m->prof_on && s == &m->sph[0];
+    int prof = m->prof_on && s == &m->sph[PROF_SPH];
 
     PROF(P_EMBED, ops->embed_fwd(s->encoded, ids, w->wte, w->wpe, Bs, T, C));
     LayerAct *a0 = &s->act[0];
@@ -185,7 +214,7 @@ static void shard_forward(StepCtx *x, Sphere *s) {
  * logit is the same K = C dot product either way: bit-identical. */
 static void lm_head_fwd(StepCtx *x, Sphere *s, const float *lnf, float *logits, int rows, int v0, int v1) {
     cllm_model *m = x->m;
-    int C = m->C, V = m->V, prof = m->prof_on && s == &m->sph[0];
+    int C = m->C, V = m->V, prof = m->prof_on && s == &m->sph[PROF_SPH];
     if (v1 > v0)
         PROF(P_LMHEAD_FWD, GEMM_W(0, 1, rows, v1 - v0, C, lnf, C, m->w.wte + (size_t)v0 * C, C, 0.0f, logits + v0, V,
                                   NULL));
@@ -194,7 +223,7 @@ static void lm_head_fwd(StepCtx *x, Sphere *s, const float *lnf, float *logits, 
 /* dlnf(N,C) = dlogits(N,V) @ wte(V,C), columns [c0, c1) */
 static void lm_head_dlnf(StepCtx *x, Sphere *s, const float *dlogits, float *dlnf, int rows, int c0, int c1) {
     cllm_model *m = x->m;
-    int C = m->C, V = m->V, prof = m->prof_on && s == &m->sph[0];
+    int C = m->C, V = m->V, prof = m->prof_on && s == &m->sph[PROF_SPH];
     if (c1 > c0)
         PROF(P_LMHEAD_BWD, GEMM_W(0, 0, rows, c1 - c0, V, dlogits, V, m->w.wte + c0, C, 0.0f, dlnf + c0, C, NULL));
 }
@@ -202,7 +231,7 @@ static void lm_head_dlnf(StepCtx *x, Sphere *s, const float *dlogits, float *dln
 /* softmax + cross-entropy of this shard's rows (logits -> dlogits) */
 static void shard_loss(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
-    int T = x->T, N = s->bs * T, prof = m->prof_on && s == &m->sph[0];
+    int T = x->T, N = s->bs * T, prof = m->prof_on && s == &m->sph[PROF_SPH];
     s->loss_sum = 0.0;
     if (!x->with_targets) return;
     const int32_t *tg = m->targets + (size_t)s->b0 * T;
@@ -218,7 +247,7 @@ static void shard_backward(StepCtx *x, Sphere *s) {
     int T = x->T, C = m->C, NH = m->NH, L = m->L, Bs = s->bs, N = Bs * T;
     const int32_t *ids = m->inputs + (size_t)s->b0 * T;
     Weights *w = &m->w, *g = &s->g;
-    int prof = m->prof_on && s == &m->sph[0];
+    int prof = m->prof_on && s == &m->sph[PROF_SPH];
 
     /* LM head: dlnf = dlogits @ wte came before (lm_head_dlnf) */
     memset(s->dres, 0, sizeof(float) * (size_t)N * C);
@@ -226,31 +255,32 @@ static void shard_backward(StepCtx *x, Sphere *s) {
     PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, g->lnfw, g->lnfb, s->dlnf, al->res3, w->lnfw, s->lnf_mean, s->lnf_rstd, N, C));
 
     for (int l = L - 1; l >= 0; l--) {
-        LayerW *lw = &w->h[l], *lg = &g->h[l];
+        LayerW *lw = &w->h[l], *lg = &g->h[l], *mg = &m->gw.h[l];
         LayerAct *a = &s->act[l];
         const float *resid = l == 0 ? s->encoded : s->act[l - 1].res3;
         /* res3 = res2 + fcproj: dres flows to both */
-        PROF(P_GEMM_BWD, GEMM(1, 0, 4 * C, C, N, a->fch_gelu, 4 * C, s->dres, C, 0.0f, lg->fcprojw, C, NULL));
-        PROF(P_BIAS_GRAD, ops->bias_grad(lg->fcprojb, s->dres, N, C));
         linear(x, s, 1, N, 4 * C, C, s->dres, C, lw->fcprojw, C, s->dfch, 4 * C, NULL);
+        weight_grad(x, s, 4 * C, C, a->fch_gelu, s->dres, lg->fcprojw, mg->fcprojw);
+        PROF(P_BIAS_GRAD, ops->bias_grad(lg->fcprojb, s->dres, N, C));
         PROF(P_GELU, ops->gelu_bwd_bias(s->dfch, lg->fcb, a->fch, s->dfch, N, 4 * C));
-        PROF(P_GEMM_BWD, GEMM(1, 0, C, 4 * C, N, a->ln2, C, s->dfch, 4 * C, 0.0f, lg->fcw, 4 * C, NULL));
         linear(x, s, 1, N, C, 4 * C, s->dfch, 4 * C, lw->fcw, 4 * C, s->dtmp, C, NULL);
+        weight_grad(x, s, C, 4 * C, a->ln2, s->dfch, lg->fcw, mg->fcw);
         PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, lg->ln2w, lg->ln2b, s->dtmp, a->res2, lw->ln2w, a->ln2_mean, a->ln2_rstd, N, C));
         /* res2 = resid + attproj */
-        PROF(P_GEMM_BWD, GEMM(1, 0, C, C, N, a->atty, C, s->dres, C, 0.0f, lg->projw, C, NULL));
-        PROF(P_BIAS_GRAD, ops->bias_grad(lg->projb, s->dres, N, C));
         linear(x, s, 1, N, C, C, s->dres, C, lw->projw, C, s->dtmp, C, NULL);
+        weight_grad(x, s, C, C, a->atty, s->dres, lg->projw, mg->projw);
+        PROF(P_BIAS_GRAD, ops->bias_grad(lg->projb, s->dres, N, C));
         if (x->bf16_kernel >= 0)
             PROF(P_ATTN_BWD, attention_bwd_bf16(x->bf16_kernel, s->dqkv, s->dtmp, a->qkv, a->lse, Bs, T, C,
                                                 NH, s->gemm_ws, s->att_ws));
         else
             PROF(P_ATTN_BWD, ops->attention_bwd(s->dqkv, s->dtmp, a->qkv, a->lse, Bs, T, C, NH, s->att_ws));
-        PROF(P_GEMM_BWD, GEMM(1, 0, C, 3 * C, N, a->ln1, C, s->dqkv, 3 * C, 0.0f, lg->qkvw, 3 * C, NULL));
-        PROF(P_BIAS_GRAD, ops->bias_grad(lg->qkvb, s->dqkv, N, 3 * C));
         linear(x, s, 1, N, C, 3 * C, s->dqkv, 3 * C, lw->qkvw, 3 * C, s->dtmp, C, NULL);
+        weight_grad(x, s, C, 3 * C, a->ln1, s->dqkv, lg->qkvw, mg->qkvw);
+        PROF(P_BIAS_GRAD, ops->bias_grad(lg->qkvb, s->dqkv, N, 3 * C));
         PROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, lg->ln1w, lg->ln1b, s->dtmp, resid, lw->ln1w, a->ln1_mean, a->ln1_rstd, N, C));
     }
+    if (x->split_lm) return; /* the embedding's gradients come batch-wide (embed_grads) */
     memset(g->wpe, 0, sizeof(float) * (size_t)m->P * C);
     PROF(P_EMBED, ops->embed_bwd(g->wte, g->wpe, s->dres, ids, Bs, T, C));
 }
@@ -259,8 +289,40 @@ static void shard_backward(StepCtx *x, Sphere *s) {
  * gradient: data-parallel, reduced with the rest) */
 static void shard_dwte(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
-    int N = s->bs * x->T, C = m->C, V = m->V, prof = m->prof_on && s == &m->sph[0];
+    int N = s->bs * x->T, C = m->C, V = m->V, prof = m->prof_on && s == &m->sph[PROF_SPH];
     PROF(P_LMHEAD_BWD, GEMM(1, 0, V, C, N, s->logits, V, s->lnf, C, 0.0f, s->g.wte, C, NULL));
+}
+
+/* Batch-wide (split_lm), rows [v0, v1) of the vocabulary: dwte[v0:v1] =
+ * dlogits[:, v0:v1]^T @ lnf over every row of the batch, straight into the
+ * model's gradient (GRAD_LM: nothing to reduce). The same K-long sums as one
+ * sphere running the whole batch. */
+static void batch_dwte(StepCtx *x, Sphere *s, int v0, int v1) {
+    cllm_model *m = x->m;
+    int rows = m->last_B * x->T, C = m->C, V = m->V, prof = m->prof_on && s == &m->sph[PROF_SPH];
+    if (v1 > v0)
+        PROF(P_LMHEAD_BWD, GEMM(1, 0, v1 - v0, C, rows, m->all.logits + v0, V, m->all.lnf, C, 0.0f,
+                                m->gw.wte + (size_t)v0 * C, C, NULL));
+}
+
+/* Batch-wide embedding backward (split_lm), after every shard's backward:
+ * the token rows of wte in [v0, v1) and the columns [c0, c1) of wpe get
+ * every row of the batch's dres added, in row order, as one sphere running
+ * the whole batch adds them (bit-identical to it). */
+static void embed_grads(StepCtx *x, Sphere *s, int v0, int v1, int c0, int c1) {
+    cllm_model *m = x->m;
+    const cllm_ops *ops = x->ops;
+    int T = x->T, C = m->C, N = m->last_B * T, prof = m->prof_on && s == &m->sph[PROF_SPH];
+    const float *dres = m->all.dres;
+    double t0 = prof ? cllm_now_s() : 0.0;
+    for (int p = 0; p < m->P && c1 > c0; p++) memset(m->gw.wpe + (size_t)p * C + c0, 0, sizeof(float) * (size_t)(c1 - c0));
+    for (int i = 0; i < N; i++) {
+        const float *d = dres + (size_t)i * C;
+        int id = m->inputs[i];
+        if (id >= v0 && id < v1) ops->add_into(m->gw.wte + (size_t)id * C, d, (size_t)C);
+        if (c1 > c0) ops->add_into(m->gw.wpe + (size_t)(i % T) * C + c0, d + c0, (size_t)(c1 - c0));
+    }
+    if (prof) { m->prof_sec[P_EMBED] += cllm_now_s() - t0; m->prof_calls[P_EMBED]++; }
 }
 
 /* phase 1: forward and/or backward of this sphere's shard. With several
@@ -303,10 +365,18 @@ static int task_fwd_bwd(void *arg, int sphere, int n) {
         if (sphere < m->active) {
             column_slice(m->C, sphere, m->active, &lo, &hi);
             lm_head_dlnf(x, s, m->all.logits, m->all.dlnf, rows, lo, hi);
+            column_slice(m->V, sphere, m->active, &lo, &hi);
+            batch_dwte(x, s, lo, hi);
         }
-        if (mine) shard_dwte(x, s);
-        cllm_spheres_barrier(m->pool);
+        cllm_spheres_barrier(m->pool); /* every row's dlnf is ready */
         if (mine) shard_backward(x, s);
+        cllm_spheres_barrier(m->pool); /* every shard's dres is final */
+        if (sphere < m->active) {
+            int c0, c1;
+            column_slice(m->V, sphere, m->active, &lo, &hi);
+            column_slice(m->C, sphere, m->active, &c0, &c1);
+            embed_grads(x, s, lo, hi, c0, c1);
+        }
     }
     return CLLM_OK;
 }
@@ -322,9 +392,20 @@ static void param_slice(const cllm_model *m, int sphere, int n, size_t *lo, size
     if (*lo > *hi) *lo = *hi;
 }
 
-/* phase 2, reduce_grads_and_norm: grads[slice] = sum over shards in fixed
- * order 0,1,2,...; the last addition also yields the slice's sum of squares
- * (add_into_sumsq: one pass over memory instead of two) */
+/* does the reduce phase sum tensor i over the shards (else it was computed
+ * batch-wide into the model's gradient: grad_kind) */
+static int summed_over_shards(const StepCtx *x, int i) {
+    switch (x->m->grad_kind[i]) {
+    case GRAD_LM: return !x->split_lm;
+    case GRAD_LAYER: return !x->split;
+    default: return 1;
+    }
+}
+
+/* phase 2, reduce_grads_and_norm: over this sphere's slice of the buffer,
+ * grads = sum over shards in fixed order 0,1,2,... for the per-shard
+ * tensors; the last addition also yields the sum of squares (add_into_sumsq:
+ * one pass over memory instead of two); batch-wide tensors only add to it */
 static int task_reduce(void *arg, int sphere, int n) {
     StepCtx *x = arg;
     cllm_model *m = x->m;
@@ -332,13 +413,23 @@ static int task_reduce(void *arg, int sphere, int n) {
     param_slice(m, sphere, n, &lo, &hi);
     double sumsq = 0.0;
     int last = m->active - 1;
-    for (int k = 1; k < last; k++) x->ops->add_into(m->grads + lo, m->sph[k].grads_buf + lo, hi - lo);
-    if (hi > lo && last >= 1 && !x->skip_norm)
-        sumsq = x->ops->add_into_sumsq(m->grads + lo, m->sph[last].grads_buf + lo, hi - lo);
-    else if (hi > lo && last >= 1)
-        x->ops->add_into(m->grads + lo, m->sph[last].grads_buf + lo, hi - lo);
-    else if (hi > lo && !x->skip_norm)
-        sumsq = x->ops->sumsq(m->grads + lo, hi - lo);
+    for (int i = 0; i < m->ntensors && lo < hi; i++) {
+        const cllm_tensor_info *t = &m->tensors[i];
+        size_t a = t->offset, b = t->offset + t->numel;
+        if (b <= lo || a >= hi) continue;
+        if (a < lo) a = lo;
+        if (b > hi) b = hi;
+        float *g = m->grads + a;
+        if (last >= 1 && summed_over_shards(x, i)) {
+            for (int k = 1; k < last; k++) x->ops->add_into(g, m->sph[k].grads_buf + a, b - a);
+            if (!x->skip_norm)
+                sumsq += x->ops->add_into_sumsq(g, m->sph[last].grads_buf + a, b - a);
+            else
+                x->ops->add_into(g, m->sph[last].grads_buf + a, b - a);
+        } else if (!x->skip_norm) {
+            sumsq += x->ops->sumsq(g, b - a);
+        }
+    }
     m->sph[sphere].sumsq = sumsq;
     return CLLM_OK;
 }
