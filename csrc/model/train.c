@@ -28,8 +28,9 @@ static const char *const prof_names[P_COUNT] = {
     "layernorm (+residual)", "gelu fwd+bwd (+fc bias grad)", "softmax+cross-entropy", "embedding fwd+bwd",
     "bias grads", "grad reduce + norm", "adamw"};
 
-/* Time `stmt` into bucket k when profiling is on; only sphere 0 records so
- * the figures are one shard's wall time and no lock is needed. */
+/* Time `stmt` into bucket k when profiling is on; only sphere PROF_SPH (0;
+ * build with -DPROF_SPH=1 to see another shard's side of a barrier) records,
+ * so the figures are one shard's wall time and no lock is needed. */
 #ifndef PROF_SPH
 #define PROF_SPH 0
 #endif
