@@ -393,6 +393,14 @@ static void param_slice(const cllm_model *m, int sphere, int n, size_t *lo, size
     if (*lo > *hi) *lo = *hi;
 }
 
+/* the part [*a, *b) of tensor i inside the buffer slice [lo, hi); 0 if none */
+static int tensor_part(const cllm_model *m, int i, size_t lo, size_t hi, size_t *a, size_t *b) {
+    const cllm_tensor_info *t = &m->tensors[i];
+    *a = t->offset > lo ? t->offset : lo;
+    *b = t->offset + t->numel < hi ? t->offset + t->numel : hi;
+    return *a < *b;
+}
+
 /* does the reduce phase sum tensor i over the shards (else it was computed
  * batch-wide into the model's gradient: grad_kind) */
 static int summed_over_shards(const StepCtx *x, int i) {
@@ -414,12 +422,9 @@ static int task_reduce(void *arg, int sphere, int n) {
     param_slice(m, sphere, n, &lo, &hi);
     double sumsq = 0.0;
     int last = m->active - 1;
+    size_t a, b;
     for (int i = 0; i < m->ntensors && lo < hi; i++) {
-        const cllm_tensor_info *t = &m->tensors[i];
-        size_t a = t->offset, b = t->offset + t->numel;
-        if (b <= lo || a >= hi) continue;
-        if (a < lo) a = lo;
-        if (b > hi) b = hi;
+        if (!tensor_part(m, i, lo, hi, &a, &b)) continue;
         float *g = m->grads + a;
         if (last >= 1 && summed_over_shards(x, i)) {
             for (int k = 1; k < last; k++) x->ops->add_into(g, m->sph[k].grads_buf + a, b - a);
@@ -451,12 +456,10 @@ static int task_adamw(void *arg, int sphere, int n) {
     const cllm_adamw *o = x->opt;
     size_t lo, hi;
     param_slice(m, sphere, n, &lo, &hi);
+    size_t a, b;
     for (int i = 0; i < m->ntensors && lo < hi; i++) {
+        if (!tensor_part(m, i, lo, hi, &a, &b)) continue;
         const cllm_tensor_info *t = &m->tensors[i];
-        size_t a = t->offset, b = t->offset + t->numel;
-        if (b <= lo || a >= hi) continue;
-        if (a < lo) a = lo;
-        if (b > hi) b = hi;
         /* BF16 models: refresh the BF16 copy chunk by chunk right behind
          * the update, while the new weights are still in L1 */
         size_t chunk = m->params_bf16 ? 4096 : b - a;
