@@ -22,6 +22,7 @@
 #include "cllm.h"
 #include "kernels.h"
 #include "simd_vec.h"
+#include "qmatvec.h"
 
 #define SCAT2(a, b) a##_##b
 #define SCAT(a, b) SCAT2(a, b)
@@ -777,6 +778,63 @@ SOP void S(gelu_bwd_bias)(float *dx, float *db, const float *x, const float *dou
             v_storen(dx + o + j, g, r);
             v_storen(db + j, v_add(v_loadn(db + j, r), g), r);
         }
+    }
+}
+
+/* ------------------------------------------- decoder FP32 matvecs (qmatvec.h) */
+/* f32_rows: y[r] = dot(x, W[r]) + bias[r], r in [lo, hi), one row per pass
+ * (one sequential stream for the prefetchers) with four accumulators; the
+ * ragged tail goes through a masked load into the second one. */
+void SCAT(cllm_f32_rows, KSFX)(float *y, const float *W, const float *x, const float *bias, int cols, int lo,
+                               int hi) {
+    int n4 = cols / (4 * VW) * (4 * VW), n1 = cols / VW * VW, t = cols - n1;
+    for (int r = lo; r < hi; r++) {
+        const float *w = W + (size_t)r * cols;
+        vf a0 = v_zero(), a1 = a0, a2 = a0, a3 = a0;
+        int i = 0;
+        for (; i < n4; i += 4 * VW) {
+            a0 = v_fmadd(v_load(x + i), v_load(w + i), a0);
+            a1 = v_fmadd(v_load(x + i + VW), v_load(w + i + VW), a1);
+            a2 = v_fmadd(v_load(x + i + 2 * VW), v_load(w + i + 2 * VW), a2);
+            a3 = v_fmadd(v_load(x + i + 3 * VW), v_load(w + i + 3 * VW), a3);
+        }
+        for (; i < n1; i += VW) a0 = v_fmadd(v_load(x + i), v_load(w + i), a0);
+        if (t) a1 = v_fmadd(v_loadn(x + n1, t), v_loadn(w + n1, t), a1);
+        y[r] = v_hsum(v_add(v_add(a0, a1), v_add(a2, a3))) + (bias ? bias[r] : 0.0f);
+    }
+}
+
+/* f32_cols, Conv1D (in, out) weights: y[j] = bias[j] + sum_i x[i] W[i][j],
+ * j in [lo, hi), four input rows per pass, every column through the same
+ * fused multiply-adds in input order as the scalar reference (bit-identical
+ * to it; the ragged columns masked) */
+SFN void f32_cols_pass(float *y, const float *x, const float *W, int ldw, int i, int k, int j, int n) {
+    vf a = v_loadn(y + j, n);
+    for (int q = 0; q < k; q++) a = v_fmadd(v_set1(x[i + q]), v_loadn(W + (size_t)(i + q) * ldw + j, n), a);
+    v_storen(y + j, a, n);
+}
+
+void SCAT(cllm_f32_cols, KSFX)(float *y, const float *x, const float *W, const float *bias, int in, int ldw,
+                               int lo, int hi) {
+    for (int j = lo; j < hi; j++) y[j] = bias ? bias[j] : 0.0f;
+    int n1 = lo + (hi - lo) / VW * VW, t = hi - n1;
+    for (int i = 0; i < in; i += 4) {
+        int k = in - i < 4 ? in - i : 4;
+        if (k == 4) {
+            const float *w0 = W + (size_t)i * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+            vf x0 = v_set1(x[i]), x1 = v_set1(x[i + 1]), x2 = v_set1(x[i + 2]), x3 = v_set1(x[i + 3]);
+            for (int j = lo; j < n1; j += VW) {
+                vf a = v_load(y + j);
+                a = v_fmadd(x0, v_load(w0 + j), a);
+                a = v_fmadd(x1, v_load(w1 + j), a);
+                a = v_fmadd(x2, v_load(w2 + j), a);
+                a = v_fmadd(x3, v_load(w3 + j), a);
+                v_store(y + j, a);
+            }
+        } else {
+            for (int j = lo; j < n1; j += VW) f32_cols_pass(y, x, W, ldw, i, k, j, VW);
+        }
+        if (t) f32_cols_pass(y, x, W, ldw, i, k, n1, t);
     }
 }
 

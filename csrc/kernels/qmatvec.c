@@ -11,7 +11,8 @@
  * (measured on Zen 4, config-B BF16 weights in huge pages: 1 row per pass
  * 56 GB/s, 4 interleaved rows 28 GB/s; the x reloads hit L1). Selected at
  * run time from CPUID (runtime/cpu_features.c; target attributes, no
- * -march). */
+ * -march). The FP32 row and Conv1D-column bodies of both widths are written
+ * once over simd_vec.h in kernels_simd.h (cllm_f32_rows_* / cllm_f32_cols_*). */
 #include <math.h>
 #include <string.h>
 #include <immintrin.h>
@@ -255,114 +256,7 @@ AVX2_FN void bf16_rows_avx2(float *y, const uint16_t *w, const uint16_t *xb, con
     }
 }
 
-AVX2_FN void f32_cols_avx2(float *y, const float *x, const float *W, const float *bias, int in, int ldw,
-                           int lo, int hi) {
-    for (int j = lo; j < hi; j++) y[j] = bias_at(bias, j);
-    int i = 0, n8 = lo + ((hi - lo) & ~7);
-    for (; i + 4 <= in; i += 4) {
-        const float *w0 = W + (size_t)i * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
-        __m256 x0 = _mm256_set1_ps(x[i]), x1 = _mm256_set1_ps(x[i + 1]);
-        __m256 x2 = _mm256_set1_ps(x[i + 2]), x3 = _mm256_set1_ps(x[i + 3]);
-        int j = lo;
-        for (; j < n8; j += 8) {
-            __m256 a = _mm256_loadu_ps(y + j);
-            a = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w0 + j), a);
-            a = _mm256_fmadd_ps(x1, _mm256_loadu_ps(w1 + j), a);
-            a = _mm256_fmadd_ps(x2, _mm256_loadu_ps(w2 + j), a);
-            a = _mm256_fmadd_ps(x3, _mm256_loadu_ps(w3 + j), a);
-            _mm256_storeu_ps(y + j, a);
-        }
-        for (; j < hi; j++)
-            y[j] = fmaf(x[i + 3], w3[j], fmaf(x[i + 2], w2[j], fmaf(x[i + 1], w1[j], fmaf(x[i], w0[j], y[j]))));
-    }
-    for (; i < in; i++) {
-        const float *w = W + (size_t)i * ldw;
-        __m256 xv = _mm256_set1_ps(x[i]);
-        int j = lo;
-        for (; j < n8; j += 8) _mm256_storeu_ps(y + j, _mm256_fmadd_ps(xv, _mm256_loadu_ps(w + j), _mm256_loadu_ps(y + j)));
-        for (; j < hi; j++) y[j] = fmaf(x[i], w[j], y[j]);
-    }
-}
-
-AVX2_FN void f32_rows_avx2(float *y, const float *W, const float *x, const float *bias, int cols, int lo,
-                           int hi) {
-    int n32 = cols & ~31, n8 = cols & ~7;
-    for (int r = lo; r < hi; r++) {
-        const float *w = W + (size_t)r * cols;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        int i = 0;
-        for (; i < n32; i += 32) {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(w + i), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(w + i + 8), a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(w + i + 16), a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(w + i + 24), a3);
-        }
-        for (; i < n8; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(w + i), a0);
-        float acc = mm256_reduce_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-        for (; i < cols; i++) acc = fmaf(x[i], w[i], acc);
-        y[r] = acc + bias_at(bias, r);
-    }
-}
-
 /* ------------------------------------------------------------ AVX-512 */
-#define AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl"))) static
-
-AVX512_FN void f32_cols_avx512(float *y, const float *x, const float *W, const float *bias, int in, int ldw,
-                               int lo, int hi) {
-    for (int j = lo; j < hi; j++) y[j] = bias_at(bias, j);
-    int i = 0, n16 = lo + ((hi - lo) & ~15), t = (hi - lo) & 15;
-    __mmask16 tm = (__mmask16)((1u << t) - 1);
-    for (; i + 4 <= in; i += 4) {
-        const float *w0 = W + (size_t)i * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
-        __m512 x0 = _mm512_set1_ps(x[i]), x1 = _mm512_set1_ps(x[i + 1]);
-        __m512 x2 = _mm512_set1_ps(x[i + 2]), x3 = _mm512_set1_ps(x[i + 3]);
-        for (int j = lo; j < n16; j += 16) {
-            __m512 a = _mm512_loadu_ps(y + j);
-            a = _mm512_fmadd_ps(x0, _mm512_loadu_ps(w0 + j), a);
-            a = _mm512_fmadd_ps(x1, _mm512_loadu_ps(w1 + j), a);
-            a = _mm512_fmadd_ps(x2, _mm512_loadu_ps(w2 + j), a);
-            a = _mm512_fmadd_ps(x3, _mm512_loadu_ps(w3 + j), a);
-            _mm512_storeu_ps(y + j, a);
-        }
-        if (t) {
-            __m512 a = _mm512_maskz_loadu_ps(tm, y + n16);
-            a = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(tm, w0 + n16), a);
-            a = _mm512_fmadd_ps(x1, _mm512_maskz_loadu_ps(tm, w1 + n16), a);
-            a = _mm512_fmadd_ps(x2, _mm512_maskz_loadu_ps(tm, w2 + n16), a);
-            a = _mm512_fmadd_ps(x3, _mm512_maskz_loadu_ps(tm, w3 + n16), a);
-            _mm512_mask_storeu_ps(y + n16, tm, a);
-        }
-    }
-    for (; i < in; i++) {
-        const float *w = W + (size_t)i * ldw;
-        __m512 xv = _mm512_set1_ps(x[i]);
-        for (int j = lo; j < n16; j += 16)
-            _mm512_storeu_ps(y + j, _mm512_fmadd_ps(xv, _mm512_loadu_ps(w + j), _mm512_loadu_ps(y + j)));
-        if (t)
-            _mm512_mask_storeu_ps(y + n16, tm, _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tm, w + n16),
-                                                              _mm512_maskz_loadu_ps(tm, y + n16)));
-    }
-}
-
-AVX512_FN void f32_rows_avx512(float *y, const float *W, const float *x, const float *bias, int cols, int lo,
-                               int hi) {
-    int n64 = cols & ~63, n16 = cols & ~15, t = cols - n16;
-    __mmask16 tm = (__mmask16)((1u << t) - 1u);
-    for (int r = lo; r < hi; r++) {
-        const float *w = W + (size_t)r * cols;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        int i = 0;
-        for (; i < n64; i += 64) {
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(w + i), a0);
-            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(w + i + 16), a1);
-            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(w + i + 32), a2);
-            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(w + i + 48), a3);
-        }
-        for (; i < n16; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(w + i), a0);
-        if (t) a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, x + n16), _mm512_maskz_loadu_ps(tm, w + n16), a1);
-        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))) + bias_at(bias, r);
-    }
-}
 
 #define VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static
 #define BF16_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static
@@ -424,11 +318,11 @@ BF16_FN void bf16_rows_avx512(float *y, const uint16_t *w, const uint16_t *xb, c
 
 /* ------------------------------------------------------------ dispatch */
 static const cllm_qops q_scalar = {"scalar", q8_rows_scalar, bf16_rows_scalar, f32_cols_scalar, f32_rows_scalar};
-static const cllm_qops q_avx2 = {"avx2", q8_rows_avx2, bf16_rows_avx2, f32_cols_avx2, f32_rows_avx2};
-static const cllm_qops q_avx512 = {"avx512", q8_rows_avx2, bf16_rows_avx2, f32_cols_avx512, f32_rows_avx512};
-static const cllm_qops q_vnni_bf16 = {"avx512-vnni+bf16", q8_rows_vnni, bf16_rows_avx512, f32_cols_avx512, f32_rows_avx512};
-static const cllm_qops q_vnni = {"avx512-vnni", q8_rows_vnni, bf16_rows_avx2, f32_cols_avx512, f32_rows_avx512};
-static const cllm_qops q_bf16 = {"avx512-bf16", q8_rows_avx2, bf16_rows_avx512, f32_cols_avx512, f32_rows_avx512};
+static const cllm_qops q_avx2 = {"avx2", q8_rows_avx2, bf16_rows_avx2, cllm_f32_cols_avx2, cllm_f32_rows_avx2};
+static const cllm_qops q_avx512 = {"avx512", q8_rows_avx2, bf16_rows_avx2, cllm_f32_cols_avx512, cllm_f32_rows_avx512};
+static const cllm_qops q_vnni_bf16 = {"avx512-vnni+bf16", q8_rows_vnni, bf16_rows_avx512, cllm_f32_cols_avx512, cllm_f32_rows_avx512};
+static const cllm_qops q_vnni = {"avx512-vnni", q8_rows_vnni, bf16_rows_avx2, cllm_f32_cols_avx512, cllm_f32_rows_avx512};
+static const cllm_qops q_bf16 = {"avx512-bf16", q8_rows_avx2, bf16_rows_avx512, cllm_f32_cols_avx512, cllm_f32_rows_avx512};
 
 const cllm_qops *cllm_qops_for_isa(int isa) {
     if (isa == CLLM_ISA_SCALAR) return &q_scalar;

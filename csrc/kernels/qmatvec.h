@@ -44,6 +44,13 @@ typedef struct cllm_qops {
     void (*f32_rows)(float *y, const float *W, const float *x, const float *bias, int cols, int lo, int hi);
 } cllm_qops;
 
+/* the FP32 bodies, written once over simd_vec.h in kernels_simd.h */
+void cllm_f32_rows_avx2(float *y, const float *W, const float *x, const float *bias, int cols, int lo, int hi);
+void cllm_f32_rows_avx512(float *y, const float *W, const float *x, const float *bias, int cols, int lo, int hi);
+void cllm_f32_cols_avx2(float *y, const float *x, const float *W, const float *bias, int in, int ldw, int lo, int hi);
+void cllm_f32_cols_avx512(float *y, const float *x, const float *W, const float *bias, int in, int ldw, int lo,
+                          int hi);
+
 /* Kernel path for isa (CLLM_ISA_SCALAR/AVX2/AVX512; AVX512 uses VNNI/BF16
  * instructions only where CPUID reports them, else the AVX2 bodies). */
 const cllm_qops *cllm_qops_for_isa(int isa);
