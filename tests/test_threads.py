@@ -157,14 +157,14 @@ def test_batch_wide_gemms_match_per_shard(threads, precision, monkeypatch):
             assert np.linalg.norm(a - b) <= tol * np.linalg.norm(a), (rows, a, b)
 
 
-def _one_backward(threads: int, precision: str, monkeypatch, split_rows: str):
+def _one_backward(threads: int, precision: str, monkeypatch, split_rows: str, T: int = 11):
     """Loss and named gradients of one forward + backward from the seed's weights."""
     monkeypatch.setenv("CLLM_GEMM_SPLIT_ROWS", split_rows)
     mc = ModelConfig(vocab_size=301, context_len=12, num_layers=2, num_heads=3, embed_dim=36)
     m = Model(mc, Tokenizer.byte_level(), batch_size=5, seq_len=12, threads=threads, seed=7, precision=precision)
     rng = np.random.default_rng(3)
-    x, y = rng.integers(0, 301, (5, 11)), rng.integers(0, 301, (5, 11))
-    y[1, :4] = -1
+    x, y = rng.integers(0, 301, (5, T)), rng.integers(0, 301, (5, T))
+    y[1, :T // 2] = -1
     loss = m.forward(x, y)
     m.backward()
     return loss, {k: v.copy() for k, v in m.named_grads()}
@@ -172,14 +172,16 @@ def _one_backward(threads: int, precision: str, monkeypatch, split_rows: str):
 
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_batch_wide_gradients_are_bit_identical_to_one_sphere(threads, precision, monkeypatch):
+@pytest.mark.parametrize("T", [11, 2])
+def test_batch_wide_gradients_are_bit_identical_to_one_sphere(threads, precision, T, monkeypatch):
     """With every GEMM batch-wide, the weight matrices', wte's and wpe's
     gradients are computed over all rows at once, as one sphere computes
     them: bit for bit the single-thread gradients (the per-shard
-    LayerNorm and bias gradients, summed shard by shard, agree to rounding)."""
+    LayerNorm and bias gradients, summed shard by shard, agree to rounding).
+    T = 11: the LM head's input gradient per shard; T = 2: batch-wide."""
     _needs_bf16(precision)
-    loss1, g1 = _one_backward(1, precision, monkeypatch, "100000")
-    lossn, gn = _one_backward(threads, precision, monkeypatch, "100000")
+    loss1, g1 = _one_backward(1, precision, monkeypatch, "100000", T)
+    lossn, gn = _one_backward(threads, precision, monkeypatch, "100000", T)
     assert loss1 == pytest.approx(lossn, rel=1e-6)
     whole = [k for k in g1 if k.endswith(("wte.weight", "wpe.weight", "c_attn.weight", "c_proj.weight", "c_fc.weight"))]
     assert len(whole) == 2 + 4 * 2
