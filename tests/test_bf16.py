@@ -130,7 +130,7 @@ SHAPES = [(1, 1, 1), (7, 5, 3), (6, 64, 2), (13, 70, 31), (33, 33, 33), (65, 129
 @pytest.mark.parametrize("M,N,K", SHAPES)
 def test_gemm_bf16_vs_reference(kernel: int, ta: int, tb: int, M: int, N: int, K: int) -> None:
     rng = np.random.default_rng(M * 131 + N * 7 + K)
-    for a_bf, b_bf in [(False, False), (True, True), (False, True)]:
+    for a_bf, b_bf in [(False, False), (True, True), (False, True), (True, False)]:
         A = _operand(rng, K if ta else M, M if ta else K, a_bf)
         B = _operand(rng, N if tb else K, K if tb else N, b_bf)
         bias = rng.standard_normal(N).astype(np.float32)
@@ -144,6 +144,11 @@ def test_gemm_bf16_vs_reference(kernel: int, ta: int, tb: int, M: int, N: int, K
         assert np.all(np.abs(got - ref) <= 1e-5 * scale + 1e-30), (a_bf, b_bf)
         exact = 0.5 * (opa @ opb) + 0.25 * C0 + bias
         assert np.all(np.abs(ref - exact) <= 1e-5 * scale + 1e-30)
+        if not a_bf:  # an FP32 A is rounded while packed: the same bits as rounding it first
+            pre = C0.copy()
+            Ab = ref_bf16(A).reshape(A.shape)
+            assert gemm_bf16(kernel, ta, tb, Ab, B, pre, 0.5, 0.25, bias) == 0
+            assert np.array_equal(pre, got)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

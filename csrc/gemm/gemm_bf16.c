@@ -33,43 +33,9 @@ int cllm_bf16_kernel_best(int isa) {
     return CLLM_BF16_KERNEL_SCALAR;
 }
 
-/* ------------------------------------------------------------ packing */
+/* element idx of an FP32 or BF16 operand, as BF16 (the reference's reads) */
 static inline uint16_t bf16_at(const void *X, int is_bf16, size_t idx) {
     return is_bf16 ? ((const uint16_t *)X)[idx] : cllm_bf16_from_f32(((const float *)X)[idx]);
-}
-
-void bgemm_pack_a_generic(int ta, const void *A, int a_bf16, int lda, int i0, int p0, int mc, int kc,
-                          int kcp, uint16_t *dst, int MR) {
-    for (int s = 0; s < mc; s += MR) {
-        int mr = mc - s < MR ? mc - s : MR;
-        for (int i = 0; i < MR; i++) {
-            uint16_t *d = dst + ((size_t)s + i) * kcp;
-            for (int k = 0; k < kcp; k++) {
-                if (i >= mr || k >= kc) { d[k] = 0; continue; }
-                size_t r = (size_t)i0 + s + i, c = (size_t)p0 + k;
-                d[k] = bf16_at(A, a_bf16, ta ? c * lda + r : r * lda + c);
-            }
-        }
-    }
-}
-
-void bgemm_pack_b_generic(int tb, const void *B, int b_bf16, int ldb, int p0, int j0, int kc, int nc,
-                          int kcp, uint16_t *dst, int NR) {
-    for (int t = 0; t < nc; t += NR) {
-        int nr = nc - t < NR ? nc - t : NR;
-        uint16_t *d = dst + (size_t)t * kcp;
-        for (int p = 0; p < kcp / 2; p++)
-            for (int j = 0; j < NR; j++)
-                for (int e = 0; e < 2; e++) {
-                    int k = 2 * p + e;
-                    uint16_t v = 0;
-                    if (j < nr && k < kc) {
-                        size_t r = (size_t)p0 + k, c = (size_t)j0 + t + j;
-                        v = bf16_at(B, b_bf16, tb ? c * ldb + r : r * ldb + c);
-                    }
-                    d[((size_t)p * NR + j) * 2 + e] = v;
-                }
-    }
 }
 
 /* ---------------------------------------------------------- reference */

@@ -22,10 +22,6 @@ static inline __mmask32 mask32(int n) {
 BF16_AVX512 void bgemm_pack_a_avx512(int ta, const void *A, int a_bf16, int lda, int i0, int p0, int mc,
                                      int kc, int kcp, uint16_t *dst, int MR) {
     int mcp = (mc + MR - 1) / MR * MR; /* packed rows: row r at dst + r*kcp */
-    if (ta && a_bf16) {
-        bgemm_pack_a_generic(ta, A, a_bf16, lda, i0, p0, mc, kc, kcp, dst, MR);
-        return;
-    }
     if (!ta) {
         for (int r = 0; r < mcp; r++) {
             uint16_t *d = dst + (size_t)r * kcp;
@@ -45,10 +41,12 @@ BF16_AVX512 void bgemm_pack_a_avx512(int ta, const void *A, int a_bf16, int lda,
         }
         return;
     }
-    /* op(A)[r][k] = A[k*lda + r]: 16 k-rows x 16 r-columns, transposed.
+    /* op(A)[r][k] = A[k*lda + r]: 16 k-rows x 16 r-columns, transposed
+     * (BF16 sources widened to 32-bit lanes for the same 16 x 16 transpose).
      * k outer, so the 16 source rows are read front to back (streaming);
      * the writes (16 BF16 per packed row) land in the L2-resident block. */
     const float *Af = A;
+    const uint16_t *Ah = A;
     for (int k0 = 0; k0 < kcp; k0 += 16) {
         int kt = kc - k0;
         __mmask16 sm = mask16(kcp - k0);
@@ -56,6 +54,18 @@ BF16_AVX512 void bgemm_pack_a_avx512(int ta, const void *A, int a_bf16, int lda,
             __mmask16 rm = mask16(mc - r0);
             int rows = mcp - r0 < 16 ? mcp - r0 : 16;
             __m512 v[16];
+            if (a_bf16) {
+#pragma GCC unroll 16
+                for (int kk = 0; kk < 16; kk++)
+                    v[kk] = kk < kt ? _mm512_castsi512_ps(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(
+                                          rm, Ah + (size_t)(p0 + k0 + kk) * lda + i0 + r0)))
+                                    : _mm512_setzero_ps();
+                cllm_tr16_ps(v);
+                for (int rr = 0; rr < rows; rr++)
+                    _mm256_mask_storeu_epi16(dst + (size_t)(r0 + rr) * kcp + k0, sm,
+                                             _mm512_cvtepi32_epi16(_mm512_castps_si512(v[rr])));
+                continue;
+            }
 #pragma GCC unroll 16
             for (int kk = 0; kk < 16; kk++)
                 v[kk] = kk < kt ? _mm512_maskz_loadu_ps(rm, Af + (size_t)(p0 + k0 + kk) * lda + i0 + r0)

@@ -43,12 +43,6 @@ typedef struct {
     bgemm_ukernel_fn ukernel;
 } bgemm_kernel;
 
-/* generic element-wise packers (any CPU; reference for the SIMD ones) */
-void bgemm_pack_a_generic(int ta, const void *A, int a_bf16, int lda, int i0, int p0, int mc, int kc,
-                          int kcp, uint16_t *dst, int MR);
-void bgemm_pack_b_generic(int tb, const void *B, int b_bf16, int ldb, int p0, int j0, int kc, int nc,
-                          int kcp, uint16_t *dst, int NR);
-
 extern const bgemm_kernel bgemm_kernel_avx512;   /* gemm_bf16_avx512.c */
 extern const bgemm_kernel bgemm_kernel_amx;      /* gemm_amx.c         */
 

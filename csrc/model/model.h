@@ -48,6 +48,7 @@ struct cllm_model {
     /* last forward */
     int32_t *inputs, *targets; /* copies, Bmax*Tmax */
     int last_B, last_T, have_fwd, fwd_targets, active;
+    int dlogits_bf16;  /* the last forward left dlogits as BF16 (train.c)    */
     long valid_count;
     long loss_tokens;  /* cllm_model_set_loss_tokens: 0 = the block's own count */
     long loss_denom;   /* tokens the last forward's loss was normalised by     */

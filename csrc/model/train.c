@@ -16,6 +16,7 @@
 #include <time.h>
 #include "model.h"
 #include "kernels/kernels.h"
+#include "kernels/bf16.h"
 #include "gemm/gemm.h"
 #include "gemm/gemm_bf16.h"
 #include "attention_bf16.h"
@@ -68,6 +69,7 @@ typedef struct {
     int skip_norm;      /* reduce phase: no sum of squares (backward only)  */
     int split_lm;       /* LM head batch-wide, column-sliced (set_split)    */
     int split_dlnf;     /* its input gradient too (set_split)               */
+    int dl_bf16;        /* dlogits stored as BF16 (BF16 models, lm_dlogits) */
     int split;          /* layer GEMMs batch-wide, column-sliced (set_split) */
     const cllm_adamw *opt;
     float gscale, bc1, bc2;
@@ -235,12 +237,32 @@ static void lm_head_fwd(StepCtx *x, Sphere *s, const float *lnf, float *logits, 
                                   NULL));
 }
 
+/* dlogits of BF16 models (x->dl_bf16): shard_loss rounds each row of
+ * dlogits to BF16 in place, into the first half of its own logits row (row
+ * stride 2V BF16 values), exactly as the BF16 GEMM would round it while
+ * packing. The two LM-head backward products then read half the bytes and
+ * pack without converting: bit-identical to packing the FP32 dlogits. */
+static void lm_bwd_gemm(StepCtx *x, Sphere *s, int ta, int M, int N, int K, const float *dlogits, const float *B,
+                        int b_param, int ldb, float *C, int ldc) {
+    int V = x->m->V;
+    if (!x->dl_bf16) {
+        matmul(x, s, ta, 0, M, N, K, dlogits, V, B, b_param, ldb, 0.0f, C, ldc, NULL);
+        return;
+    }
+    /* dlogits is element (r, j) of the FP32 logits: its BF16 one is at r*2V + j */
+    const cllm_model *m = x->m;
+    size_t off = (size_t)(dlogits - m->all.logits);
+    const uint16_t *A = (const uint16_t *)m->all.logits + off / (size_t)V * 2 * (size_t)V + off % (size_t)V;
+    const void *Bq = b_param ? (const void *)(m->params_bf16 + (B - m->params)) : (const void *)B;
+    cllm_bgemm(x->bf16_kernel, ta, 0, M, N, K, 1.0f, A, 1, 2 * V, Bq, b_param, ldb, 0.0f, C, ldc, NULL, s->gemm_ws);
+}
+
 /* dlnf(N,C) = dlogits(N,V) @ wte(V,C), columns [c0, c1) */
 static void lm_head_dlnf(StepCtx *x, Sphere *s, const float *dlogits, float *dlnf, int rows, int c0, int c1) {
     cllm_model *m = x->m;
     int C = m->C, V = m->V, prof = m->prof_on && s == &m->sph[PROF_SPH];
     if (c1 > c0)
-        PROF(P_LMHEAD_BWD, GEMM_W(0, 0, rows, c1 - c0, V, dlogits, V, m->w.wte + c0, C, 0.0f, dlnf + c0, C, NULL));
+        PROF(P_LMHEAD_BWD, lm_bwd_gemm(x, s, 0, rows, c1 - c0, V, dlogits, m->w.wte + c0, 1, C, dlnf + c0, C));
 }
 
 /* softmax + cross-entropy of this shard's rows (logits -> dlogits) */
@@ -250,7 +272,17 @@ static void shard_loss(StepCtx *x, Sphere *s) {
     s->loss_sum = 0.0;
     if (!x->with_targets) return;
     const int32_t *tg = m->targets + (size_t)s->b0 * T;
-    PROF(P_XENT, x->ops->crossentropy_fused(s->logits, s->losses, tg, N, m->V, x->dscale));
+    if (!x->dl_bf16) {
+        PROF(P_XENT, x->ops->crossentropy_fused(s->logits, s->losses, tg, N, m->V, x->dscale));
+    } else { /* row by row, each rounded to BF16 in place while in cache */
+        double t0 = prof ? cllm_now_s() : 0.0;
+        for (int i = 0; i < N; i++) {
+            float *l = s->logits + (size_t)i * m->V;
+            x->ops->crossentropy_fused(l, s->losses + i, tg + i, 1, m->V, x->dscale);
+            cllm_f32_to_bf16_n(x->isa, (uint16_t *)l, l, (size_t)m->V);
+        }
+        if (prof) { m->prof_sec[P_XENT] += cllm_now_s() - t0; m->prof_calls[P_XENT]++; }
+    }
     double acc = 0.0;
     for (int i = 0; i < N; i++) acc += s->losses[i];
     s->loss_sum = acc;
@@ -305,7 +337,7 @@ static void shard_backward(StepCtx *x, Sphere *s) {
 static void shard_dwte(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
     int N = s->bs * x->T, C = m->C, V = m->V, prof = m->prof_on && s == &m->sph[PROF_SPH];
-    PROF(P_LMHEAD_BWD, GEMM(1, 0, V, C, N, s->logits, V, s->lnf, C, 0.0f, s->g.wte, C, NULL));
+    PROF(P_LMHEAD_BWD, lm_bwd_gemm(x, s, 1, V, C, N, s->logits, s->lnf, 0, C, s->g.wte, C));
 }
 
 /* Batch-wide (split_lm), rows [v0, v1) of the vocabulary: dwte[v0:v1] =
@@ -314,10 +346,10 @@ static void shard_dwte(StepCtx *x, Sphere *s) {
  * sphere running the whole batch. */
 static void batch_dwte(StepCtx *x, Sphere *s, int v0, int v1) {
     cllm_model *m = x->m;
-    int rows = m->last_B * x->T, C = m->C, V = m->V, prof = m->prof_on && s == &m->sph[PROF_SPH];
+    int rows = m->last_B * x->T, C = m->C, prof = m->prof_on && s == &m->sph[PROF_SPH];
     if (v1 > v0)
-        PROF(P_LMHEAD_BWD, GEMM(1, 0, v1 - v0, C, rows, m->all.logits + v0, V, m->all.lnf, C, 0.0f,
-                                m->gw.wte + (size_t)v0 * C, C, NULL));
+        PROF(P_LMHEAD_BWD, lm_bwd_gemm(x, s, 1, v1 - v0, C, rows, m->all.logits + v0, m->all.lnf, 0, C,
+                                       m->gw.wte + (size_t)v0 * C, C));
 }
 
 /* Batch-wide embedding backward (split_lm), after every shard's backward:
@@ -545,6 +577,7 @@ static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets,
     /* without targets this is inference (logits): FP32 master weights,
      * whatever the training precision */
     if (!targets) x->bf16_kernel = -1;
+    m->dlogits_bf16 = x->dl_bf16 = x->bf16_kernel >= 0;
     if (m->loss_tokens > 0 && valid > m->loss_tokens)
         return cllm_fail(CLLM_ERR_INVALID, "the block has %ld target tokens, more than the %ld set by "
                          "cllm_model_set_loss_tokens", valid, m->loss_tokens);
@@ -609,6 +642,7 @@ CLLM_EXPORT int cllm_model_backward(cllm_model *m) {
     StepCtx x;
     init_ctx(m, &x);
     x.do_backward = 1;
+    x.dl_bf16 = m->dlogits_bf16; /* as the forward stored them */
     set_split(m, &x);
     int rc = cllm_spheres_run(m->pool, task_fwd_bwd, &x);
     if (rc) return rc;
