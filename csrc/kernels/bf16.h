@@ -28,7 +28,10 @@ static inline float cllm_bf16_to_f32(uint16_t h) {
 }
 
 /* dst[i] = bf16(src[i]) / float(src[i]) for i < n, on the given ISA
- * (CLLM_ISA_AVX512 vectorised, anything else the scalar loop). */
+ * (CLLM_ISA_AVX512 vectorised, anything else the scalar loop). The narrowing
+ * may run in place, dst == (uint16_t *)src: both loops go front to back and
+ * read each float before writing the lower-addressed BF16 values (train.c
+ * rounds dlogits rows this way). */
 void cllm_f32_to_bf16_n(int isa, uint16_t *dst, const float *src, size_t n);
 void cllm_bf16_to_f32_n(int isa, float *dst, const uint16_t *src, size_t n);
 #endif

@@ -265,6 +265,17 @@ static void lm_head_dlnf(StepCtx *x, Sphere *s, const float *dlogits, float *dln
         PROF(P_LMHEAD_BWD, lm_bwd_gemm(x, s, 0, rows, c1 - c0, V, dlogits, m->w.wte + c0, 1, C, dlnf + c0, C));
 }
 
+/* crossentropy_fused row by row, each row's dlogits then rounded to BF16 in
+ * place (x->dl_bf16, see lm_bwd_gemm) while it is still in cache */
+static void crossentropy_bf16(const StepCtx *x, float *logits, float *losses, const int32_t *tg, int N) {
+    int V = x->m->V;
+    for (int i = 0; i < N; i++) {
+        float *l = logits + (size_t)i * V;
+        x->ops->crossentropy_fused(l, losses + i, tg + i, 1, V, x->dscale);
+        cllm_f32_to_bf16_n(x->isa, (uint16_t *)l, l, (size_t)V);
+    }
+}
+
 /* softmax + cross-entropy of this shard's rows (logits -> dlogits) */
 static void shard_loss(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
@@ -272,17 +283,10 @@ static void shard_loss(StepCtx *x, Sphere *s) {
     s->loss_sum = 0.0;
     if (!x->with_targets) return;
     const int32_t *tg = m->targets + (size_t)s->b0 * T;
-    if (!x->dl_bf16) {
+    if (!x->dl_bf16)
         PROF(P_XENT, x->ops->crossentropy_fused(s->logits, s->losses, tg, N, m->V, x->dscale));
-    } else { /* row by row, each rounded to BF16 in place while in cache */
-        double t0 = prof ? cllm_now_s() : 0.0;
-        for (int i = 0; i < N; i++) {
-            float *l = s->logits + (size_t)i * m->V;
-            x->ops->crossentropy_fused(l, s->losses + i, tg + i, 1, m->V, x->dscale);
-            cllm_f32_to_bf16_n(x->isa, (uint16_t *)l, l, (size_t)m->V);
-        }
-        if (prof) { m->prof_sec[P_XENT] += cllm_now_s() - t0; m->prof_calls[P_XENT]++; }
-    }
+    else
+        PROF(P_XENT, crossentropy_bf16(x, s->logits, s->losses, tg, N));
     double acc = 0.0;
     for (int i = 0; i < N; i++) acc += s->losses[i];
     s->loss_sum = acc;
@@ -356,20 +360,23 @@ static void batch_dwte(StepCtx *x, Sphere *s, int v0, int v1) {
  * the token rows of wte in [v0, v1) and the columns [c0, c1) of wpe get
  * every row of the batch's dres added, in row order, as one sphere running
  * the whole batch adds them (bit-identical to it). */
-static void embed_grads(StepCtx *x, Sphere *s, int v0, int v1, int c0, int c1) {
+static void embed_grads_slice(const StepCtx *x, int v0, int v1, int c0, int c1) {
     cllm_model *m = x->m;
-    const cllm_ops *ops = x->ops;
-    int T = x->T, C = m->C, N = m->last_B * T, prof = m->prof_on && s == &m->sph[PROF_SPH];
+    int T = x->T, C = m->C, N = m->last_B * T;
     const float *dres = m->all.dres;
-    double t0 = prof ? cllm_now_s() : 0.0;
     for (int p = 0; p < m->P && c1 > c0; p++) memset(m->gw.wpe + (size_t)p * C + c0, 0, sizeof(float) * (size_t)(c1 - c0));
     for (int i = 0; i < N; i++) {
         const float *d = dres + (size_t)i * C;
         int id = m->inputs[i];
-        if (id >= v0 && id < v1) ops->add_into(m->gw.wte + (size_t)id * C, d, (size_t)C);
-        if (c1 > c0) ops->add_into(m->gw.wpe + (size_t)(i % T) * C + c0, d + c0, (size_t)(c1 - c0));
+        if (id >= v0 && id < v1) x->ops->add_into(m->gw.wte + (size_t)id * C, d, (size_t)C);
+        if (c1 > c0) x->ops->add_into(m->gw.wpe + (size_t)(i % T) * C + c0, d + c0, (size_t)(c1 - c0));
     }
-    if (prof) { m->prof_sec[P_EMBED] += cllm_now_s() - t0; m->prof_calls[P_EMBED]++; }
+}
+
+static void embed_grads(StepCtx *x, Sphere *s, int v0, int v1, int c0, int c1) {
+    cllm_model *m = x->m;
+    int prof = m->prof_on && s == &m->sph[PROF_SPH];
+    PROF(P_EMBED, embed_grads_slice(x, v0, v1, c0, c1));
 }
 
 /* phase 1: forward and/or backward of this sphere's shard. With several
