@@ -31,7 +31,7 @@ import _common as cm  # noqa: E402  (also puts the repository on sys.path)
 def config_model(name: str, batch_size: int = 1, threads: int = 1) -> "object":
     """A cllm Model of bench config ``name`` (see ``train_throughput.CONFIGS``)."""
     from cllm.config import ModelConfig
-    from cllm.model import Model
+    from cllm.model.gpt import Model
     from train_throughput import CONFIGS, _IdsOnly
     c = CONFIGS[name]
     mc = ModelConfig(c["vocab_size"], c["seq_len"], c["num_layers"], c["num_heads"], c["embed_dim"])
@@ -45,7 +45,7 @@ def grad_floats() -> dict:
 
 
 def run(reps: int, bucket_mb: float, max_mb: float) -> None:
-    from cllm import distributed
+    from cllm.training import distributed
 
     world = distributed.init("mpi")
     if world.size < 2:
@@ -86,7 +86,7 @@ def main() -> int:
     ap.add_argument("--bucket-mb", type=float, default=64.0, help="allreduce bucket size (MiB)")
     ap.add_argument("--max-mb", type=float, default=600.0, help="skip buffers larger than this")
     a = ap.parse_args()
-    from cllm.distributed import launcher_env, mpirun_command
+    from cllm.training.distributed import launcher_env, mpirun_command
     if launcher_env() is None:
         cmd = mpirun_command(a.ranks) + [sys.executable, os.path.abspath(__file__), "--reps", str(a.reps),
                                          "--bucket-mb", str(a.bucket_mb), "--max-mb", str(a.max_mb)]

@@ -44,8 +44,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import cllm  # noqa: E402
-from cllm import checkpoint as ck  # noqa: E402
-from cllm import metrics as mx  # noqa: E402
+from cllm.model import checkpoint as ck  # noqa: E402
+from cllm.training import metrics as mx  # noqa: E402
 
 TINY = ["--batch-size", "2", "--seq-len", "16", "--vocab-size", "257", "--embed-dim", "16", "--num-layers", "1",
         "--num-heads", "2", "--seed", "3", "--warmup-steps", "5", "-q", "--sample-tokens", "0"]
@@ -67,7 +67,7 @@ def cpu_model() -> str:
 def make_corpus(d: str) -> str:
     """A few standard-library files copied into ``d``."""
     os.makedirs(d, exist_ok=True)
-    src = cllm.corpus.default_corpus_path()
+    src = cllm.data.corpus.default_corpus_path()
     for name in CORPUS_FILES:
         shutil.copy(os.path.join(src, name), os.path.join(d, name))
     return d

@@ -33,7 +33,7 @@ SHAPES = {  # model shape flags; global batch and seq_len per shape
 
 def run_side(side: str, shape: dict, steps: int, max_bytes: int, out: str) -> dict:
     """One ``cllm train`` run; returns its trainer summary."""
-    from cllm.distributed import mpirun_command
+    from cllm.training.distributed import mpirun_command
     flags = ["--max-steps", str(steps), "--max-bytes", str(max_bytes), "--out", out, "-q",
              "--sample-tokens", "0", "--eval-batches", "1", "--seed", "1"]
     for k in ("vocab_size", "num_layers", "num_heads", "embed_dim", "seq_len"):

@@ -30,7 +30,7 @@ def main() -> None:
     a = ap.parse_args()
     import cllm
     from cllm.config import ModelConfig
-    from cllm.model import Model
+    from cllm.model.gpt import Model
 
     cfg = CONFIGS[a.config]
     mc = ModelConfig(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"], cfg["embed_dim"])

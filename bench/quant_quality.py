@@ -35,7 +35,7 @@ PROMPTS = ["def ", "import ", "class ", "    return ", "if __name__", "for i in 
 
 
 def split_stdlib(root: str) -> List[List[str]]:
-    from cllm.corpus import default_corpus_path
+    from cllm.data.corpus import default_corpus_path
     src = default_corpus_path()
     files = sorted(f for f in os.listdir(src) if f.endswith(".py"))
     half = len(files) // 2

@@ -30,7 +30,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE]
 import _common as cm  # noqa: E402  (also puts the repository on sys.path)
-from cllm.distributed import BUCKET_FLOATS  # noqa: E402
+from cllm.training.distributed import BUCKET_FLOATS  # noqa: E402
 
 NODES = (8, 64, 512)
 LINKS_GBPS = (25.0, 100.0)

@@ -37,7 +37,7 @@ def make_checkpoint(path: str) -> None:
     """A config-B-sized checkpoint with a 4096-token BPE trained on the stdlib."""
     sys.path.insert(0, ROOT)
     import cllm
-    from cllm.corpus import default_corpus_path
+    from cllm.data.corpus import default_corpus_path
     src = default_corpus_path()
     files = sorted(os.path.join(src, f) for f in os.listdir(src) if f.endswith(".py"))[:120]
     tok = cllm.Tokenizer.train(files, vocab_size=4096)

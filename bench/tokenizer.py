@@ -28,8 +28,8 @@ os.environ["RAYON_NUM_THREADS"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-from cllm.corpus import default_corpus_path, load_documents  # noqa: E402
-from cllm.tokenizer import EOT, Tokenizer, pre_tokenizer_json  # noqa: E402
+from cllm.data.corpus import default_corpus_path, load_documents  # noqa: E402
+from cllm.data.tokenizer import EOT, Tokenizer, pre_tokenizer_json  # noqa: E402
 
 
 def hf_train(texts, vocab_size, min_frequency):

@@ -77,7 +77,7 @@ class CllmSide:
 
         import cllm
         from cllm.config import ModelConfig
-        from cllm.model import Model
+        from cllm.model.gpt import Model
 
         cfg = spec["config"]
         kw: Dict[str, Any] = dict(batch_size=cfg["batch_size"], seq_len=cfg["seq_len"],

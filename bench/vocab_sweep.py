@@ -26,7 +26,7 @@ SWEPT_WITH = {"max_steps": 300, "batch_size": 16, "seq_len": 128, "embed_dim": 2
 
 def main(argv=None) -> int:
     import cllm
-    from cllm.options import TrainOptions
+    from cllm.training.options import TrainOptions
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--path", default=None, help="corpus (default: the default corpus of `cllm train`)")

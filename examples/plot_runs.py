@@ -14,8 +14,8 @@ import argparse
 import os
 
 import cllm
-from cllm.options import TrainOptions
-from cllm.plot import plot_runs
+from cllm.training.options import TrainOptions
+from cllm.training.plot import plot_runs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: model and batch shape: the `cllm train` flags of these options, with these defaults

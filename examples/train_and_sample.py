@@ -13,7 +13,7 @@ import argparse
 import os
 
 import cllm
-from cllm.options import TrainOptions
+from cllm.training.options import TrainOptions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: model and batch shape: the `cllm train` flags of these options, with these defaults

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from cllm.corpus import default_corpus_path  # noqa: E402
+from cllm.data.corpus import default_corpus_path  # noqa: E402
 
 STDLIB_FILES = ["textwrap.py", "string.py", "bisect.py", "heapq.py", "keyword.py", "colorsys.py",
                 "fnmatch.py", "glob.py", "shlex.py", "queue.py", "sched.py", "numbers.py"]

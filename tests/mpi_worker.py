@@ -23,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from cllm import distributed  # noqa: E402
+from cllm.training import distributed  # noqa: E402
 from cllm.config import ModelConfig  # noqa: E402
-from cllm.model import Model  # noqa: E402
+from cllm.model.gpt import Model  # noqa: E402
 
 GLOBAL_BATCH, SEQ, STEPS = 4, 16, 20
 CFG = ModelConfig(vocab_size=257, context_len=SEQ, num_layers=2, num_heads=2, embed_dim=32)
@@ -55,7 +55,7 @@ def steps(out: str, threads: int, fail_rank: int = -1) -> None:
 
 
 def train(out: str, kwargs: dict, usr1_at: int) -> int:
-    """``cllm.train`` on every rank; the last rank signals itself at step ``usr1_at``."""
+    """``cllm.training.loop`` on every rank; the last rank signals itself at step ``usr1_at``."""
     import cllm
     world = distributed.init("auto")
     if usr1_at > 0 and world.rank == world.size - 1:

@@ -9,8 +9,8 @@ import pytest
 
 import cllm
 from cllm.config import ModelConfig
-from cllm.model import Model
-from cllm.tokenizer import Tokenizer
+from cllm.model.gpt import Model
+from cllm.data.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

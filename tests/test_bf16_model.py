@@ -24,8 +24,8 @@ import pytest
 
 import cllm
 from cllm.config import ModelConfig
-from cllm.model import Model
-from cllm.tokenizer import Tokenizer
+from cllm.model.gpt import Model
+from cllm.data.tokenizer import Tokenizer
 
 HAS_BF16 = cllm.cpu_info()["avx512_bf16"] or cllm.cpu_info()["amx_bf16"]
 needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="CPU has neither AVX512-BF16 nor AMX-BF16")
@@ -178,8 +178,8 @@ def test_isa_avx2_forces_fp32_without_error() -> None:
     if not cllm.cpu_info()["avx2_fma"]:
         pytest.skip("CPU lacks AVX2")
     code = ("import cllm, numpy as np\n"
-            "from cllm.config import ModelConfig\nfrom cllm.model import Model\n"
-            "from cllm.tokenizer import Tokenizer\n"
+            "from cllm.config import ModelConfig\nfrom cllm.model.gpt import Model\n"
+            "from cllm.data.tokenizer import Tokenizer\n"
             "assert cllm.get_isa() == 'avx2' and cllm.cpu_info()['precision_auto'] == 'fp32'\n"
             "m = Model(ModelConfig(300, 16, 1, 2, 16), Tokenizer.byte_level(), batch_size=2, seq_len=16,"
             " threads=1, precision='auto')\n"

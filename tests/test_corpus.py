@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from cllm import corpus as C
-from cllm.corpus import CorpusError, Document, scan, split_documents
+from cllm.data import corpus as C
+from cllm.data.corpus import CorpusError, Document, scan, split_documents
 
 HAVE_GIT = shutil.which("git") is not None
 needs_git = pytest.mark.skipif(not HAVE_GIT, reason="git not installed")
@@ -178,7 +178,7 @@ def test_filters_and_caps(repo):
 
 
 def test_too_large_is_logged_by_name(repo, caplog):
-    with caplog.at_level("WARNING", logger="cllm.corpus"):
+    with caplog.at_level("WARNING", logger="cllm.data.corpus"):
         scan(repo, max_file_bytes=MAX_FILE, use_git=False)
     assert any("big.txt" in r.getMessage() and "per-file cap" in r.getMessage() for r in caplog.records)
 

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from cllm import dataset
-from cllm.corpus import Document
-from cllm.tokenizer import Tokenizer, _to_hf
+from cllm.data import dataset
+from cllm.data.corpus import Document
+from cllm.data.tokenizer import Tokenizer, _to_hf
 
 
 @pytest.fixture()

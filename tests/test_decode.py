@@ -11,9 +11,9 @@ from hypothesis import given, settings, strategies as st
 import cllm
 from cllm._native import ffi, lib
 from cllm.config import ModelConfig
-from cllm.decode import TextStream
-from cllm.model import Model
-from cllm.tokenizer import Tokenizer
+from cllm.model.decoder import TextStream
+from cllm.model.gpt import Model
+from cllm.data.tokenizer import Tokenizer
 
 ISAS = {"scalar": lib.CLLM_ISA_SCALAR, "avx2": lib.CLLM_ISA_AVX2, "avx512": lib.CLLM_ISA_AVX512}
 SHAPES = [(1, 1), (3, 5), (4, 64), (5, 63), (7, 65), (13, 100), (16, 384), (33, 129), (9, 1000)]

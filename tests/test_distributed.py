@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from cllm import distributed
+from cllm.training import distributed
 from cllm.errors import ConfigError
 from cllm.config import ModelConfig
-from cllm.model import Model
+from cllm.model.gpt import Model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "mpi_worker.py")

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import cllm
-from cllm.checkpoint import CheckpointError
+from cllm.model.checkpoint import CheckpointError
 from cllm.config import ModelConfig
-from cllm.model import Model
-from cllm.tokenizer import Tokenizer
+from cllm.model.gpt import Model
+from cllm.data.tokenizer import Tokenizer
 
 
 def tiny(**kw) -> Model:
@@ -139,7 +139,7 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path):
     m, d = _ckpt(tmp_path)
     before = (d / "model.safetensors").read_bytes()
     with pytest.raises(TypeError):
-        from cllm.checkpoint import write_safetensors
+        from cllm.model.checkpoint import write_safetensors
         write_safetensors(str(d / "model.safetensors"), [("a", np.zeros(3, np.float32)), ("b", object())])
     assert (d / "model.safetensors").read_bytes() == before
     assert not [f for f in os.listdir(d) if ".tmp" in f]

@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 
 import cllm
-from cllm import checkpoint as ck
-from cllm import fileio
+from cllm.model import checkpoint as ck
+from cllm.io import files as fileio
 from cllm.config import ModelConfig
-from cllm.model import Model
-from cllm.tokenizer import Tokenizer
+from cllm.model.gpt import Model
+from cllm.data.tokenizer import Tokenizer
 
 KW = dict(max_steps=6, batch_size=2, seq_len=16, vocab_size=257, embed_dim=16, num_layers=1, num_heads=2,
           threads=1, progress=False, seed=3, warmup_steps=2)
@@ -59,7 +59,7 @@ def assert_clean_cli_error(r, pattern: str = "") -> None:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
     d = tmp_path_factory.mktemp("faultcorpus")
-    src = cllm.corpus.default_corpus_path()
+    src = cllm.data.corpus.default_corpus_path()
     for name in ("textwrap.py", "bisect.py", "colorsys.py"):
         shutil.copy(os.path.join(src, name), d / name)
     return str(d)

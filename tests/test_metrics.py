@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from cllm import plot as P
-from cllm.metrics import METRICS_FILE, MetricsLog, read_metrics, split_rows
+from cllm.training import plot as P
+from cllm.training.metrics import METRICS_FILE, MetricsLog, read_metrics, split_rows
 from cllm.progress import LineProgress, fmt_count, fmt_duration, progress_bar
 
 
@@ -96,7 +96,7 @@ def test_cli_plot(tmp_path):
 def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):
     a = _fake_run(tmp_path / "a")
     code = ("import sys; sys.modules['matplotlib'] = None\n"
-            "from cllm.cli import main; sys.exit(main(['plot', %r]))" % a)
+            "from cllm.cli.main import main; sys.exit(main(['plot', %r]))" % a)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 2
     assert 'pip install "cllm[plot]"' in r.stderr and "Traceback" not in r.stderr

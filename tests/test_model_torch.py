@@ -11,8 +11,8 @@ from torch_ref import TorchGPT2  # noqa: E402
 
 import cllm  # noqa: E402
 from cllm.config import ModelConfig  # noqa: E402
-from cllm.model import Model  # noqa: E402
-from cllm.tokenizer import Tokenizer  # noqa: E402
+from cllm.model.gpt import Model  # noqa: E402
+from cllm.data.tokenizer import Tokenizer  # noqa: E402
 
 CONFIGS = [
     # ragged: nothing a multiple of 8 or 16

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cllm
-from cllm.model import Model
+from cllm.model.gpt import Model
 
 KW = dict(max_steps=30, batch_size=4, seq_len=32, vocab_size=300, embed_dim=32, num_layers=1, num_heads=2,
           threads=2, progress=False, seed=5, warmup_steps=5)

@@ -7,8 +7,8 @@ import pytest
 
 import cllm
 from cllm.config import ModelConfig
-from cllm.model import Model
-from cllm.tokenizer import Tokenizer
+from cllm.model.gpt import Model
+from cllm.data.tokenizer import Tokenizer
 
 MC = ModelConfig(vocab_size=300, context_len=16, num_layers=2, num_heads=2, embed_dim=32)
 B, T = 26, 16

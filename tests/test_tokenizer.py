@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cllm.corpus import default_corpus_path, iter_files, load_documents
-from cllm.tokenizer import EOT, PRETOKENIZER_REGEX, Tokenizer
+from cllm.data.corpus import default_corpus_path, iter_files, load_documents
+from cllm.data.tokenizer import EOT, PRETOKENIZER_REGEX, Tokenizer
 
 tokenizers = pytest.importorskip("tokenizers")
 
@@ -389,7 +389,7 @@ def test_training_matches_reference_hypothesis(texts, vocab, minf):
 
 
 def test_cli_tokenize(tmp_path, capsys):
-    from cllm import cli_tokenize
+    from cllm.cli import tokenize as cli_tokenize
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.py").write_text("def main():\n    return 1\n" * 50)
@@ -426,7 +426,7 @@ def test_gpt2_pretokenizer_at_every_letter_and_number_range_edge():
     outside each end), in letter, number and punctuation context, its pieces
     are those of tokenizers' regex."""
     import unicodedata
-    from cllm.tokenizer import GPT2_REGEX
+    from cllm.data.tokenizer import GPT2_REGEX
     pre = tokenizers.pre_tokenizers.Split(tokenizers.Regex(GPT2_REGEX), behavior="isolated")
     edges, prev = set(), None
     for cp in range(0x110000):

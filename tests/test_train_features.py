@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import cllm
-from cllm.metrics import read_metrics, split_rows
-from cllm.model import Model
-from cllm.options import TrainOptions
-from cllm.train import prepare_data
+from cllm.training.metrics import read_metrics, split_rows
+from cllm.model.gpt import Model
+from cllm.training.options import TrainOptions
+from cllm.training.loop import prepare_data
 
 TINY = dict(batch_size=4, seq_len=32, vocab_size=300, embed_dim=32, num_layers=1, num_heads=2, threads=2,
             progress=False, seed=5)

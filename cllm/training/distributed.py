@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Sequence, Tuple
 if TYPE_CHECKING:  # numpy is imported where used: `cllm generate` starts without it
     import numpy as np
 
-from .errors import ConfigError, NumericError
+from ..errors import ConfigError, NumericError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""Measured machine limits: multiply-add peak (GFLOP/s) and read bandwidth (GB/s).
+"""The machine as the C core sees it: the kernel path (ISA), CPU features,
+cache sizes and GEMM blocking, and measured limits: multiply-add peak
+(GFLOP/s) and read bandwidth (GB/s).
 
 Benchmarks state model FLOP utilisation against the peak measured on the
 machine in the same run, and decoding speed against the measured bandwidth.
@@ -14,12 +16,16 @@ The loops are in the C core (``csrc/runtime/peak.c``):
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict, Optional
 
 from ._native import check, ffi, lib
 from .errors import ConfigError, ConfigTypeError
 
-__all__ = ["PEAK_KINDS", "peak_kinds", "measure_peak", "measure_bandwidth"]
+__all__ = ["PEAK_KINDS", "peak_kinds", "measure_peak", "measure_bandwidth", "set_isa", "get_isa", "cpu_info",
+           "cache_sizes", "gemm_blocking"]
+
+#: kernel paths (``CLLM_ISA`` / :func:`set_isa`) -> C value
+ISA_NAMES = {"scalar": 0, "avx2": 1, "avx512": 2, "auto": -1}
 
 #: kind name -> (C enum, what the loop runs)
 PEAK_KINDS: Dict[str, tuple] = {
@@ -78,3 +84,57 @@ def measure_bandwidth(nbytes: int, threads: int = 1, seconds: float = 0.3) -> fl
     g = ffi.new("double *")
     check(lib.cllm_measure_bandwidth(nbytes, threads, float(seconds), g), "measure_bandwidth")
     return float(g[0])
+
+
+def set_isa(isa: str) -> None:
+    """Force the kernel path: ``"scalar"``, ``"avx2"``, ``"avx512"`` or ``"auto"``."""
+    if isa not in ISA_NAMES:
+        raise ConfigError(f"unknown ISA {isa!r}; choose one of {sorted(ISA_NAMES)}")
+    check(lib.cllm_set_isa(ISA_NAMES[isa]), "set_isa")
+
+
+def get_isa() -> str:
+    """The kernel path in use (``"scalar"``, ``"avx2"`` or ``"avx512"``)."""
+    p = ffi.new("int *")
+    check(lib.cllm_get_isa(p))
+    return {v: k for k, v in ISA_NAMES.items()}[p[0]]
+
+
+def cpu_info() -> Dict[str, Any]:
+    """What CPUID detected (incl. AMX / AVX512-BF16 / VNNI, usable only with OS
+    support), the chosen kernel path, the precision ``"auto"`` picks and the
+    usable CPU count."""
+    a, b, n = ffi.new("int *"), ffi.new("int *"), ffi.new("int *")
+    check(lib.cllm_cpu_detect(a, b))
+    check(lib.cllm_cpu_count(n))
+    f = [ffi.new("int *") for _ in range(4)]
+    check(lib.cllm_cpu_matrix_features(*f))
+    from .precision import auto_precision
+    isa = get_isa()
+    return {"avx2_fma": bool(a[0]), "avx512": bool(b[0]), "avx512_bf16": bool(f[0][0]),
+            "avx512_vnni": bool(f[1][0]), "amx_bf16": bool(f[2][0]), "amx_int8": bool(f[3][0]),
+            "isa": isa, "precision_auto": auto_precision(), "cpus": int(n[0]),
+            "caches": cache_sizes(), "gemm_blocking": gemm_blocking(isa)}
+
+
+def cache_sizes() -> Dict[str, Any]:
+    """Data cache sizes in bytes as the C core detected them (``l1d``, ``l2``,
+    ``l3``; 0 if unknown), the CPUs sharing the L3 and the ``source``
+    (``"cpuid"``, ``"sysfs"`` or ``"defaults"``)."""
+    c = ffi.new("cllm_cache_info *")
+    check(lib.cllm_cache_sizes(c))
+    return {"l1d": int(c.l1d), "l2": int(c.l2), "l3": int(c.l3), "l3_sharing": int(c.l3_sharing),
+            "source": {1: "cpuid", 2: "sysfs"}.get(c.source, "defaults")}
+
+
+def gemm_blocking(isa: Optional[str] = None) -> Dict[str, int]:
+    """The FP32 GEMM blocking of ``isa`` (default: the current kernel path):
+    micro-kernel ``mr`` x ``nr`` and cache blocks ``mc``, ``kc``, ``nc``,
+    derived from the cache sizes (env CLLM_GEMM_MC/KC/NC override)."""
+    if isa in (None, "auto"):
+        isa = get_isa()
+    if isa not in ISA_NAMES:
+        raise ConfigError(f"unknown ISA {isa!r}; choose one of {sorted(ISA_NAMES)}")
+    v = [ffi.new("int *") for _ in range(5)]
+    check(lib.cllm_gemm_blocking(ISA_NAMES[isa], *v), "gemm_blocking")
+    return dict(zip(("mr", "nr", "mc", "kc", "nc"), (int(x[0]) for x in v)))

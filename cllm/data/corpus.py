@@ -39,7 +39,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .errors import CorpusError
+from ..errors import CorpusError
 
 log = logging.getLogger(__name__)
 

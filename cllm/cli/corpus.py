@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import corpus as _corpus
+from ..data import corpus as _corpus
 
 
 #: The ``cllm train`` options that choose the corpus (``cllm corpus`` takes the same flags).
@@ -19,7 +19,7 @@ CORPUS_OPTIONS = ("exts", "include", "exclude", "max_bytes", "max_file_bytes")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of the ``corpus`` command: PATH, the corpus flags of ``cllm train`` and ``--list``."""
-    from .options import TrainOptions
+    from ..training.options import TrainOptions
     p.add_argument("path", nargs="?", default=None,
                    help="source tree or file (default: the Python standard library, .py files, capped)")
     TrainOptions.add_arguments(p, only=CORPUS_OPTIONS)

@@ -16,8 +16,8 @@ import os
 import struct
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .errors import CheckpointError
-from .fileio import atomic_write
+from ..errors import CheckpointError
+from .files import atomic_write
 
 MAX_HEADER = 64 * 1024 * 1024
 #: bytes per element of the dtypes cllm reads

@@ -30,12 +30,12 @@ import shutil
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ._native import check, ffi, lib
-from .config import ModelConfig
-from .decode import DTYPES, Decoder, GenerationMixin
-from .errors import CheckpointError, ConfigError
-from .fileio import atomic_write_json, read_json
-from .safetensors_io import DTYPE_SIZE, map_safetensors, write_tensors
+from .._native import check, ffi, lib
+from ..config import ModelConfig
+from ..model.decoder import DTYPES, Decoder, GenerationMixin
+from ..errors import CheckpointError, ConfigError
+from ..io.files import atomic_write_json, read_json
+from ..io.safetensors import DTYPE_SIZE, map_safetensors, write_tensors
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _model_config(path: str, raw: Dict[str, Any]) -> ModelConfig:
 
 
 def _load_tokenizer(path: str) -> Any:
-    from .tokenizer import Tokenizer
+    from ..data.tokenizer import Tokenizer
     tp = os.path.join(path, TOKENIZER_FILE)
     if not os.path.isfile(tp):
         raise CheckpointError(f"{tp}: file not found (cllm needs a tokenizers-format tokenizer.json; "
@@ -98,7 +98,7 @@ class InferenceModel(GenerationMixin):
     """A GPT-2 for generation and evaluation only, with weights stored as
     ``"fp32"``, ``"bf16"`` or ``"int8"`` (see :func:`cllm.load`).
 
-    Shares :class:`~cllm.decode.GenerationMixin` (``generate``,
+    Shares :class:`~cllm.model.decoder.GenerationMixin` (``generate``,
     ``generate_ids``, ``stream``, ``predict_next_token``, ``tokenize``,
     ``detokenize``) with :class:`cllm.Model`."""
 

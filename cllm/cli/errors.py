@@ -12,7 +12,7 @@ import traceback
 def run_command(a: argparse.Namespace) -> int:
     """Run a parsed command: a user error is one line on stderr and exit code 2,
     a bug one line and exit code 1; ``-v`` adds the traceback."""
-    from .errors import CllmError
+    from ..errors import CllmError
     verbose = getattr(a, "verbose", False)
     try:
         return a.func(a)

@@ -18,13 +18,13 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["evaluate"]
 
 
 def _documents(source: Any, exts: Optional[Sequence[str]], max_bytes: Optional[int]) -> List[bytes]:
-    from .corpus import iter_documents
+    from ..data.corpus import iter_documents
     if isinstance(source, (bytes, bytearray)):
         docs = [bytes(source)]
     elif isinstance(source, str) and not os.path.exists(source):
@@ -54,7 +54,7 @@ def evaluate(model: Union[str, Any], source: Any, *, dtype: Optional[str] = None
     bytes, or a list of texts. Returns ``{"loss", "bits_per_byte", "tokens",
     "bytes", "seconds"}``."""
     if isinstance(model, (str, os.PathLike)):
-        from .inference import InferenceModel
+        from .engine import InferenceModel
         model = InferenceModel.load(os.fspath(model), dtype=dtype, threads=threads)
     docs = _documents(source, exts, max_bytes)
     tok = model.tokenizer

@@ -15,11 +15,11 @@ import os
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import corpus as _corpus
-from ._native import check, ffi, lib
-from .config import C_INT_MAX
-from .errors import ConfigError, ConfigTypeError
-from .fileio import atomic_write_json, read_json
-from .progress import progress_bar
+from .._native import check, ffi, lib
+from ..config import C_INT_MAX
+from ..errors import ConfigError, ConfigTypeError
+from ..io.files import atomic_write_json, read_json
+from ..progress import progress_bar
 
 if TYPE_CHECKING:  # numpy is imported lazily: `cllm generate` never needs it
     import numpy as np
@@ -189,7 +189,7 @@ class Tokenizer:
         ``paths`` a ``str`` or ``os.PathLike`` is a path that must exist
         (``FileNotFoundError`` otherwise; directories are walked like the
         corpus, optionally filtered by ``exts``), ``bytes`` are raw text and a
-        :class:`~cllm.corpus.Document` gives its data; in ``texts`` a ``str``
+        :class:`~cllm.data.corpus.Document` gives its data; in ``texts`` a ``str``
         is text (UTF-8 encoded) and ``bytes`` raw text. ``vocab_size`` counts
         the 256 bytes and the special tokens; training stops early when no
         pair occurs ``min_frequency`` times. Raises :class:`~cllm.ConfigError`

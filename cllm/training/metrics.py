@@ -21,7 +21,7 @@ import math
 import os
 from typing import IO, Any, Dict, List, Optional
 
-from .fileio import atomic_write
+from ..io.files import atomic_write
 
 log = logging.getLogger(__name__)
 

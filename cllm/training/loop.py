@@ -3,9 +3,9 @@
 :func:`train` is a short sequence of named steps: :func:`prepare_data` /
 :func:`split_data` (corpus, tokenizer, ids, train/val batches),
 :func:`build_model` or :func:`restore_model` (``--resume``), :func:`run_loop`
-(the steps, SIGINT, periodic evaluation and checkpoints), :func:`evaluate`,
+(the steps, SIGINT, periodic evaluation and checkpoints), :func:`validation_loss`,
 :func:`summarize` and the final save. Every option comes from
-:class:`~cllm.options.TrainOptions`.
+:class:`~cllm.training.options.TrainOptions`.
 """
 from __future__ import annotations
 
@@ -22,22 +22,20 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import dataset, distributed
-from .checkpoint import CONFIG_FILE, new_run_id, read_json, read_state, resolve_checkpoint, verify_checkpoint
-from .config import ModelConfig
-from .corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents, split_documents
+from ..data import dataset
+from . import distributed
+from ..model.checkpoint import CONFIG_FILE, new_run_id, read_json, read_state, resolve_checkpoint, verify_checkpoint
+from ..config import ModelConfig
+from ..data.corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents, split_documents
 from .distributed import World
-from .errors import CheckpointError, ConfigError, CorpusError, DivergenceError, NumericError, StateError
+from ..errors import CheckpointError, ConfigError, CorpusError, DivergenceError, NumericError, StateError
 from .metrics import MetricsLog
-from .model import Model
+from ..model.gpt import Model
 from .options import TrainOptions
-from .progress import fmt_count, fmt_duration, progress_bar
-from .tokenizer import Tokenizer
+from ..progress import fmt_count, fmt_duration, progress_bar
+from ..data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
-
-#: Kept for callers of earlier versions: the options dataclass.
-TrainConfig = TrainOptions
 
 
 @dataclass
@@ -103,7 +101,7 @@ def _token_byte_lengths(tokenizer: Any) -> np.ndarray:
     return out
 
 
-def evaluate(model: Model, batches: Batches, batch_size: int, max_batches: int,
+def validation_loss(model: Model, batches: Batches, batch_size: int, max_batches: int,
              byte_lens: Optional[np.ndarray] = None, world: Optional[World] = None) -> Dict[str, float]:
     """Mean loss (nats/token) over up to ``max_batches`` batches of ``batches``
     (evenly spread over the split) and bits per byte when ``byte_lens`` is given.
@@ -376,7 +374,7 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
     above ``divergence_factor`` times max(first loss, ln vocab), raises
     :class:`~cllm.DivergenceError` without saving. Under MPI every rank runs
     this loop on the same global batches (each computes its rows, see
-    :func:`~cllm.distributed.data_parallel_step`); the ranks agree after every
+    :func:`~cllm.training.distributed.data_parallel_step`); the ranks agree after every
     step whether one of them was interrupted, so they all stop after the same
     step; only rank 0 shows progress."""
     world = world or World()
@@ -436,7 +434,7 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
                             "step %s/%s loss %.4f grad norm %.3f lr %.2e %s tokens/s", f"{step:,}", f"{total:,}",
                             loss, gnorm, lr, fmt_count(tok_s))
                     if every and step % every == 0 and step < total and len(data.val):
-                        ev = evaluate(model, data.val, E, opts.eval_batches, data.byte_lens, world)
+                        ev = validation_loss(model, data.val, E, opts.eval_batches, data.byte_lens, world)
                         metrics.log(step, tokens=step * tokens_per_step, val_loss=ev["val_loss"],
                                     val_bits_per_byte=ev.get("val_bpb"), elapsed_s=time.perf_counter() - t_train)
                         metrics.flush()
@@ -462,7 +460,7 @@ def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0:
     (``model.summary``; tokens are global: all ranks together)."""
     world = world or World()
     step_rows = data.batch * data.accum  # evaluation batches are optimizer-step batches
-    ev = evaluate(model, data.val, step_rows, opts.eval_batches, data.byte_lens, world) if len(data.val) else {}
+    ev = validation_loss(model, data.val, step_rows, opts.eval_batches, data.byte_lens, world) if len(data.val) else {}
     tokens_per_step = step_rows * data.train.seq_len
     if ev:
         metrics.log(res.step, tokens=res.step * tokens_per_step, val_loss=ev["val_loss"],
@@ -605,7 +603,7 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
                          resume_step=start if state0 is not None else None)
     init_eval = None
     if init_model is not None and len(data.val):  # where fine-tuning starts from (every rank evaluates)
-        init_eval = evaluate(model, data.val, data.batch * data.accum, opts.eval_batches, data.byte_lens, world)
+        init_eval = validation_loss(model, data.val, data.batch * data.accum, opts.eval_batches, data.byte_lens, world)
         metrics.log(0, tokens=0, val_loss=init_eval["val_loss"], val_bits_per_byte=init_eval.get("val_bpb"),
                     elapsed_s=0.0)
         log.info("before fine-tuning: val loss %.4f (%.3f bits/byte)", init_eval["val_loss"],
@@ -665,7 +663,7 @@ Every option is validated (type and range) before any work starts: a
 wrong type raises :class:`~cllm.ConfigTypeError` (a ``TypeError``), a
 value out of range :class:`~cllm.ConfigError` (a ``ValueError``).
 
-Options (keyword-only; see :class:`~cllm.options.TrainOptions`):
+Options (keyword-only; see :class:`~cllm.training.options.TrainOptions`):
 
 """ + TrainOptions.doc()
 train.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

@@ -13,8 +13,8 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-from . import corpus as _corpus
-from .tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
+from ..data import corpus as _corpus
+from ..data.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     add_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from .cli_errors import run_command
+    from .errors import run_command
     args.func = run
     return run_command(args)
 

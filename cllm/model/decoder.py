@@ -19,8 +19,8 @@ import codecs
 import os
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
-from ._native import check, ffi, lib
-from .errors import ConfigError, ConfigTypeError
+from .._native import check, ffi, lib
+from ..errors import ConfigError, ConfigTypeError
 
 __all__ = ["DTYPES", "Decoder", "GenerationMixin", "TextStream", "seed_state", "check_sampling"]
 

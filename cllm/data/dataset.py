@@ -14,7 +14,7 @@ File layout (little endian)::
 
 The cache is reused only when magic, version, key, size and digest all check
 out; anything else (a changed file, another tokenizer, a truncated or
-corrupt file) rebuilds it. Writes are atomic (:func:`cllm.fileio.atomic_open`).
+corrupt file) rebuilds it. Writes are atomic (:func:`cllm.io.files.atomic_open`).
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 
 from .corpus import Document, read_document
-from .errors import CorpusError
-from .fileio import atomic_open, remove_stale_temps
-from .progress import progress_bar
+from ..errors import CorpusError
+from ..io.files import atomic_open, remove_stale_temps
+from ..progress import progress_bar
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def load_or_build(files: Sequence[FileLike], tokenizer: Tokenizer, cache_dir: st
                   progress: bool = True) -> np.memmap:
     """Ids of ``files`` (each document followed by ``<|endoftext|>``), cached.
 
-    ``files`` are paths or :class:`~cllm.corpus.Document` objects (whose
+    ``files`` are paths or :class:`~cllm.data.corpus.Document` objects (whose
     ``data`` is used, keyed by their path's size and mtime). The cache lives
     in ``cache_dir/tokens-<key>.bin`` and is rebuilt when the file list, a
     size, an mtime or the tokenizer changed, or when it is corrupt.

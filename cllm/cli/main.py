@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .cli_errors import run_command
+from .errors import run_command
 
 log = logging.getLogger("cllm")
 
@@ -39,7 +39,7 @@ def _add_command(sub: argparse._SubParsersAction, name: str, func: Callable[[arg
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from .options import TrainOptions
+    from ..training.options import TrainOptions
     p = _add_command(sub, "train", cmd_train, "train a model on a source tree",
                     "Train a GPT-2 on the text files under PATH (default: the Python standard library, capped "
                     "so the run takes a few minutes).",
@@ -51,12 +51,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(a: argparse.Namespace) -> int:
     """Run ``cllm train``."""
-    from .options import TrainOptions
-    from .train import train
+    from ..training.options import TrainOptions
+    from ..training.loop import train
     t0 = time.perf_counter()
     opts = TrainOptions.from_namespace(a)
     model = train(a.path, **opts.kwargs())
-    from .distributed import init
+    from ..training.distributed import init
     if not init(opts.distributed).is_root:  # rank 0 reports for an MPI job
         return 0
     s = model.summary
@@ -135,10 +135,10 @@ def _read_prompt(a: argparse.Namespace) -> str:
 def cmd_generate(a: argparse.Namespace) -> int:
     """Run ``cllm generate``: stream the completion(s) to stdout."""
     t0 = time.perf_counter()
-    from .errors import ConfigError
+    from ..errors import ConfigError
     if a.num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {a.num_samples}")
-    from .inference import InferenceModel
+    from ..inference.engine import InferenceModel
     prompt = _read_prompt(a)
     model = InferenceModel.load(a.checkpoint, dtype=a.dtype, threads=a.threads)
     t_load = time.perf_counter() - t0
@@ -180,7 +180,7 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
 
 def cmd_quantize(a: argparse.Namespace) -> int:
     """Run ``cllm quantize``."""
-    from .inference import quantize
+    from ..inference.engine import quantize
     t0 = time.perf_counter()
     out = quantize(a.checkpoint, a.out, dtype=a.dtype)
     print(f"wrote {a.dtype} checkpoint {os.path.abspath(out)} in {time.perf_counter() - t0:.2f}s")
@@ -204,8 +204,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     """Run ``cllm eval``."""
-    from .evaluation import evaluate
-    from .inference import InferenceModel
+    from ..inference.evaluation import evaluate
+    from ..inference.engine import InferenceModel
     model = InferenceModel.load(a.checkpoint, dtype=a.dtype, threads=a.threads)
     r = evaluate(model, a.path, exts=a.ext, max_bytes=a.max_bytes, progress=not a.quiet)
     print(f"{a.checkpoint} ({model.dtype}): loss {r['loss']:.4f} nats/token, {r['bits_per_byte']:.4f} bits/byte "
@@ -240,7 +240,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         print(f"fp32 gemm blocking ({info['isa']}): micro-kernel {g['mr']}x{g['nr']}, MC={g['mc']} KC={g['kc']} "
               f"NC={g['nc']} (derived from the caches unless CLLM_GEMM_MC/KC/NC are set)")
     if a.checkpoint:
-        from .checkpoint import STATE_FILE, read_json, resolve_checkpoint
+        from ..model.checkpoint import STATE_FILE, read_json, resolve_checkpoint
         m = cllm.load(a.checkpoint, threads=1)
         print(repr(m))
         sp = os.path.join(resolve_checkpoint(a.checkpoint), STATE_FILE)
@@ -260,11 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quantize(sub)
     _add_eval(sub)
     try:
-        from . import cli_tokenize
+        from . import tokenize as cli_tokenize
         cli_tokenize.register(sub)
     except ImportError:
         pass
-    from . import cli_corpus, plot
+    from . import corpus as cli_corpus
+    from ..training import plot
     cli_corpus.register(sub)
     plot.register(sub)
     _add_info(sub)
@@ -276,7 +277,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     if a.version:
-        from . import __version__
+        from .. import __version__
         print(f"cllm {__version__}")
         return 0
     if not a.command:

@@ -1,6 +1,6 @@
 """The Model: a GPT-2 held by the C core (weights, gradients and AdamW
 moments as zero-copy numpy views), with training steps, tokenization,
-generation, and saving/loading through :mod:`cllm.checkpoint`."""
+generation, and saving/loading through :mod:`cllm.model.checkpoint`."""
 from __future__ import annotations
 
 import logging
@@ -9,13 +9,13 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._native import check, ffi, fptr, iptr, lib
+from .._native import check, ffi, fptr, iptr, lib
 from .checkpoint import MODEL_FILE, load_optimizer_state, read_model_files, save_checkpoint
-from .config import ModelConfig
-from .decode import Decoder, GenerationMixin
-from .errors import CheckpointError, ConfigError
-from .precision import c_precision, resolve_precision
-from .tokenizer import Tokenizer
+from ..config import ModelConfig
+from .decoder import Decoder, GenerationMixin
+from ..errors import CheckpointError, ConfigError
+from ..precision import c_precision, resolve_precision
+from ..data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Model(GenerationMixin):
     """A GPT-2 language model whose weights, gradients and AdamW moments live
     in the C core (exposed here as zero-copy numpy views).
 
-    Create one with :func:`cllm.train`, :func:`cllm.load` or
+    Create one with :func:`cllm.training.loop`, :func:`cllm.load` or
     :meth:`Model.create`.
     """
 
@@ -323,14 +323,14 @@ class Model(GenerationMixin):
     # ------------------------------------------------------------ files
     def save(self, path: str, trainer_state: Optional[Dict[str, Any]] = None, keep: int = 1) -> str:
         """Write a Hugging Face-compatible checkpoint directory, crash-consistently
-        (see :mod:`cllm.checkpoint`); returns ``path``."""
+        (see :mod:`cllm.model.checkpoint`); returns ``path``."""
         save_checkpoint(self, path, trainer_state=trainer_state, keep=keep)
         return path
 
     @classmethod
     def load(cls, path: str, *, threads: int = 0, batch_size: int = 1, seq_len: Optional[int] = None,
              load_optimizer: bool = False, max_memory_gb: float = 16.0, precision: str = "fp32") -> "Model":
-        """Load a checkpoint directory written by :meth:`save` or :func:`cllm.train`
+        """Load a checkpoint directory written by :meth:`save` or :func:`cllm.training.loop`
         (or any HF GPT-2 directory with a byte-level BPE tokenizer.json). This is
         :func:`cllm.load`, and ``--resume`` uses it with ``load_optimizer=True``.
         A partial or mixed checkpoint raises :class:`~cllm.CheckpointError`. The

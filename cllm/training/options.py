@@ -4,7 +4,7 @@ Each field carries its type (the annotation), default, help text, valid
 range or choices and its ``cllm train`` flag (plus a short alias where one
 exists). Everything else is generated from the fields:
 
-- the keywords of :func:`cllm.train` (its ``__signature__`` and docstring),
+- the keywords of :func:`cllm.training.loop` (its ``__signature__`` and docstring),
 - validation of types and ranges at the API boundary (``__post_init__``),
 - the ``options`` saved in ``trainer_state.json`` (and read back by ``--resume``),
 - the ``cllm train`` argparse flags (:meth:`TrainOptions.add_arguments`).
@@ -21,11 +21,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .config import C_INT_MAX
-from .corpus import MAX_FILE_BYTES
+from ..config import C_INT_MAX
+from ..data.corpus import MAX_FILE_BYTES
 from .distributed import MODES as DISTRIBUTED_MODES
-from .errors import ConfigError, ConfigTypeError
-from .tokenizer import DEFAULT_VOCAB_SIZE
+from ..errors import ConfigError, ConfigTypeError
+from ..data.tokenizer import DEFAULT_VOCAB_SIZE
 
 __all__ = ["TrainOptions", "option"]
 _U64_MAX = 2**64 - 1
@@ -65,7 +65,7 @@ def _base_type(tp: Any) -> Tuple[Any, bool]:
 
 @dataclass
 class TrainOptions:
-    """Every setting of a training run (names are the :func:`cllm.train` keywords;
+    """Every setting of a training run (names are the :func:`cllm.training.loop` keywords;
     the ``cllm train`` flags are the same names with dashes)."""
 
     # -- model shape
@@ -182,7 +182,7 @@ class TrainOptions:
         return cls(**{k: v for k, v in saved.items() if k in keep}, **override)
 
     def kwargs(self) -> Dict[str, Any]:
-        """All options as :func:`cllm.train` keywords."""
+        """All options as :func:`cllm.training.loop` keywords."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     # ------------------------------------------------------------ schedules

@@ -38,7 +38,7 @@ models) are loaded as they are, after checking that the ``step`` recorded in the
 safetensors metadata agrees with ``trainer_state.json``.
 
 This module knows the model only by duck typing and imports nothing from
-:mod:`cllm.model`; :meth:`cllm.Model.load` (which is :func:`cllm.load`, and what
+:mod:`cllm.model.gpt`; :meth:`cllm.Model.load` (which is :func:`cllm.load`, and what
 ``--resume`` uses) assembles a model from the parts.
 """
 from __future__ import annotations
@@ -52,12 +52,12 @@ import time
 import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
-from .config import ModelConfig
-from .errors import CheckpointError
-from .fileio import (atomic_symlink, atomic_write_json, fsync_dir, read_json as _read_json,
+from ..config import ModelConfig
+from ..errors import CheckpointError
+from ..io.files import (atomic_symlink, atomic_write_json, fsync_dir, read_json as _read_json,
                      remove_stale_temps, sha256_file, temp_name)
-from .safetensors_io import read_metadata, read_safetensors, write_safetensors
-from .tokenizer import EOT, Tokenizer
+from ..io.safetensors import read_metadata, read_safetensors, write_safetensors
+from ..data.tokenizer import EOT, Tokenizer
 
 log = logging.getLogger(__name__)
 
