@@ -24,6 +24,7 @@ Public names from the heavier modules are imported on first use (PEP 562), so
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from .errors import (CheckpointError, CllmError, CllmMemoryError, ConfigError, ConfigTypeError, CorpusError,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from .hardware import measure_bandwidth, measure_peak, peak_kinds
     from .inference.engine import InferenceModel, quantize
     from .inference.evaluation import evaluate
+    from .model.checkpoint import Checkpoint
     from .model.gpt import Model
     from .training.loop import train
     from .training.options import TrainOptions
@@ -69,11 +71,12 @@ __all__ = ["train", "load", "quantize", "evaluate", "InferenceModel", "Model", "
            "__version__"]
 
 
-def load(path: str, *, dtype: Optional[str] = None, threads: int = 0, batch_size: int = 1,
+def load(path: Union[str, "os.PathLike[str]", "Checkpoint"], *, dtype: Optional[str] = None, threads: int = 0, batch_size: int = 1,
          seq_len: Optional[int] = None) -> Union["Model", "InferenceModel"]:
     """Load a checkpoint directory: one written by :meth:`Model.save`,
     :func:`train` or :func:`quantize`, or a Hugging Face GPT-2 directory
-    (``save_pretrained``).
+    (``save_pretrained``), opened and verified once by
+    :func:`cllm.model.checkpoint.open_checkpoint`.
 
     ``dtype=None`` on a full-precision checkpoint gives a trainable
     :class:`Model` (this is :meth:`Model.load`). ``dtype="fp32"``, ``"bf16"``
@@ -81,8 +84,10 @@ def load(path: str, *, dtype: Optional[str] = None, threads: int = 0, batch_size
     generation only, weights memory-mapped or converted at load. Both generate
     through the same C decoder (``generate``, ``generate_ids``, ``stream``,
     ``predict_next_token``, ``logits``); :func:`cllm.evaluate` measures either."""
-    from .inference.engine import InferenceModel, is_quantized
-    if dtype is not None or is_quantized(path):
-        return InferenceModel.load(path, dtype=dtype, threads=threads)
+    from .model.checkpoint import open_checkpoint
+    ck = open_checkpoint(path)
+    if dtype is not None or ck.quantization:
+        from .inference.engine import InferenceModel
+        return InferenceModel.load(ck, dtype=dtype, threads=threads)
     from .model.gpt import Model
-    return Model.load(path, threads=threads, batch_size=batch_size, seq_len=seq_len)
+    return Model.load(ck, threads=threads, batch_size=batch_size, seq_len=seq_len)

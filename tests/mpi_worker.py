@@ -55,7 +55,7 @@ def steps(out: str, threads: int, fail_rank: int = -1) -> None:
 
 
 def train(out: str, kwargs: dict, usr1_at: int) -> int:
-    """``cllm.training.loop`` on every rank; the last rank signals itself at step ``usr1_at``."""
+    """``cllm.train`` on every rank; the last rank signals itself at step ``usr1_at``."""
     import cllm
     world = distributed.init("auto")
     if usr1_at > 0 and world.rank == world.size - 1:

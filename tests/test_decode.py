@@ -264,9 +264,10 @@ def test_corrupt_and_mismatched_checkpoints_are_clear_errors(saved, tmp_path):
     _, d = saved
     import shutil
     bad = tmp_path / "bad"
-    shutil.copytree(d, bad)
-    data = (bad / "model.safetensors").read_bytes()
-    (bad / "model.safetensors").write_bytes(data[:len(data) // 2])
+    shutil.copytree(d, bad)   # symlinks followed: `latest` and the top-level files become real copies
+    for f in (bad / "model.safetensors", bad / "latest" / "model.safetensors"):
+        data = f.read_bytes()
+        f.write_bytes(data[:len(data) // 2])
     with pytest.raises(cllm.CheckpointError, match="model.safetensors"):
         cllm.load(str(bad), dtype="int8")
     with pytest.raises(cllm.ConfigError, match="dtype"):

@@ -240,12 +240,12 @@ def cmd_info(a: argparse.Namespace) -> int:
         print(f"fp32 gemm blocking ({info['isa']}): micro-kernel {g['mr']}x{g['nr']}, MC={g['mc']} KC={g['kc']} "
               f"NC={g['nc']} (derived from the caches unless CLLM_GEMM_MC/KC/NC are set)")
     if a.checkpoint:
-        from ..model.checkpoint import STATE_FILE, read_json, resolve_checkpoint
-        m = cllm.load(a.checkpoint, threads=1)
+        from ..model.checkpoint import open_checkpoint
+        ck = open_checkpoint(a.checkpoint)
+        m = cllm.load(ck, threads=1)
         print(repr(m))
-        sp = os.path.join(resolve_checkpoint(a.checkpoint), STATE_FILE)
-        if os.path.exists(sp):
-            st = read_json(sp)
+        if ck.has_state():
+            st = ck.state()
             print(json.dumps({k: st.get(k) for k in ("step", "epoch", "summary")}, indent=2))
     return 0
 

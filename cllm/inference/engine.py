@@ -28,70 +28,24 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Tuple, Union
 
 from .._native import check, ffi, lib
 from ..config import ModelConfig
+from ..model.checkpoint import CONFIG_FILE, MODEL_FILE, QUANT_KEY, TOKENIZER_FILE, Checkpoint, open_checkpoint
 from ..model.decoder import DTYPES, Decoder, GenerationMixin
 from ..errors import CheckpointError, ConfigError
-from ..io.files import atomic_write_json, read_json
+from ..io.files import atomic_write_json
 from ..io.safetensors import DTYPE_SIZE, map_safetensors, write_tensors
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InferenceModel", "quantize", "is_quantized", "QUANT_KEY"]
+__all__ = ["InferenceModel", "quantize"]
 
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
-QUANT_KEY = "cllm_quantization"
 _SRC_DTYPE = {"F32": lib.CLLM_DTYPE_F32, "F16": lib.CLLM_DTYPE_F16, "BF16": lib.CLLM_DTYPE_BF16}
 _QSUFFIX = {"int8": ".q8", "bf16": ".bf16"}
 #: HF GPT-2 buffers / duplicates that are not parameters cllm reads
 _IGNORED = (".attn.bias", ".attn.masked_bias", "lm_head.weight")
-
-
-def _read_config(path: str) -> Dict[str, Any]:
-    cp = os.path.join(path, CONFIG_FILE)
-    raw = read_json(cp, corrupt=CheckpointError, missing=CheckpointError)
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{cp}: not a JSON object")
-    return raw
-
-
-def is_quantized(path: str) -> bool:
-    """Whether ``path`` is a quantized checkpoint written by :func:`quantize`."""
-    cp = os.path.join(path, CONFIG_FILE)
-    if not os.path.isfile(cp):
-        return False
-    return isinstance(_read_config(path).get(QUANT_KEY), dict)
-
-
-def _model_config(path: str, raw: Dict[str, Any]) -> ModelConfig:
-    cp = os.path.join(path, CONFIG_FILE)
-    eps = raw.get("layer_norm_epsilon", 1e-5)
-    if not isinstance(eps, (int, float)) or abs(float(eps) - 1e-5) > 1e-9:
-        raise CheckpointError(f"{cp}: layer_norm_epsilon {eps!r} is not supported (cllm uses 1e-5, as GPT-2)")
-    if raw.get("scale_attn_by_inverse_layer_idx") or raw.get("scale_attn_weights") is False:
-        raise CheckpointError(f"{cp}: only GPT-2's attention scaling 1/sqrt(head_dim) is supported")
-    if raw.get("add_cross_attention"):
-        raise CheckpointError(f"{cp}: cross-attention is not supported")
-    try:
-        return ModelConfig.from_hf(raw)
-    except ValueError as e:
-        raise CheckpointError(f"{cp}: {e}") from None
-
-
-def _load_tokenizer(path: str) -> Any:
-    from ..data.tokenizer import Tokenizer
-    tp = os.path.join(path, TOKENIZER_FILE)
-    if not os.path.isfile(tp):
-        raise CheckpointError(f"{tp}: file not found (cllm needs a tokenizers-format tokenizer.json; "
-                              "save the tokenizer with save_pretrained from a fast tokenizer)")
-    try:
-        return Tokenizer.load(tp)
-    except (ValueError, OSError) as e:
-        raise CheckpointError(str(e) if tp in str(e) else f"{tp}: {e}") from None
 
 
 class InferenceModel(GenerationMixin):
@@ -118,33 +72,27 @@ class InferenceModel(GenerationMixin):
         return self._dec.threads
 
     @classmethod
-    def load(cls, path: str, dtype: Optional[str] = None, threads: int = 0) -> "InferenceModel":
-        """Open checkpoint directory ``path`` with weights stored as ``dtype``
-        (default: the checkpoint's own format, fp32 for a full-precision one)."""
-        if not os.path.isdir(path):
-            raise CheckpointError(f"{path}: checkpoint directory not found")
-        raw = _read_config(path)
-        cfg = _model_config(path, raw)
-        q = raw.get(QUANT_KEY)
-        qdtype = q.get("dtype") if isinstance(q, dict) else None
-        if q is not None and qdtype not in _QSUFFIX:
-            raise CheckpointError(f"{os.path.join(path, CONFIG_FILE)}: unknown {QUANT_KEY} {q!r}")
+    def load(cls, path: Union[str, Checkpoint], dtype: Optional[str] = None, threads: int = 0) -> "InferenceModel":
+        """Open checkpoint directory ``path`` (or an opened
+        :class:`~cllm.model.checkpoint.Checkpoint`) with weights stored as
+        ``dtype`` (default: the checkpoint's own format, fp32 for a
+        full-precision one). The checkpoint is read and verified as
+        :meth:`cllm.Model.load` reads it."""
+        ck = open_checkpoint(path)
+        qdtype = ck.quantization
         if dtype is None:
             dtype = qdtype or "fp32"
         if dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
         if qdtype and dtype != qdtype:
-            raise ConfigError(f"{path} holds {qdtype} weights (quantized); load it with dtype={qdtype!r} or "
+            raise ConfigError(f"{ck.path} holds {qdtype} weights (quantized); load it with dtype={qdtype!r} or "
                               f"load the full-precision checkpoint it was made from")
-        tok = _load_tokenizer(path)
-        if len(tok) > cfg.vocab_size:
-            raise CheckpointError(f"{path}: tokenizer has {len(tok)} tokens but vocab_size is {cfg.vocab_size}")
-        st = map_safetensors(os.path.join(path, MODEL_FILE))
-        dec = Decoder.create(cfg, dtype, threads)
+        st = map_safetensors(ck.model_file)
+        dec = Decoder.create(ck.config, dtype, threads)
         dec._keep = st
         _fill(dec, st, qdtype)
         dec.reset()
-        return cls(cfg, tok, dec, dtype, path)
+        return cls(ck.config, ck.tokenizer, dec, dtype, ck.path)
 
     def logits(self, ids: Any) -> Any:
         """Next-token logits at every position of ``ids`` (T, V), float32 numpy."""
@@ -204,12 +152,13 @@ def quantize(checkpoint: str, out_dir: str, dtype: str = "int8") -> str:
     :func:`cllm.load` opens without re-quantizing. Returns ``out_dir``."""
     if dtype not in _QSUFFIX:
         raise ConfigError(f"quantize: dtype must be one of {', '.join(_QSUFFIX)}; got {dtype!r}")
-    if is_quantized(checkpoint):
-        raise ConfigError(f"{checkpoint} is already quantized; quantize the full-precision checkpoint")
     if os.path.abspath(checkpoint) == os.path.abspath(out_dir):
         raise ConfigError("quantize: the output directory must differ from the checkpoint")
+    ck = open_checkpoint(checkpoint)
+    if ck.quantization:
+        raise ConfigError(f"{checkpoint} is already quantized; quantize the full-precision checkpoint")
     t0 = time.perf_counter()
-    m = InferenceModel.load(checkpoint, dtype=dtype, threads=1)
+    m = InferenceModel.load(ck, dtype=dtype, threads=1)
     dec = m._dec
     items: List[Tuple[str, str, Tuple[int, ...], Any]] = []
     w, sc = ffi.new("void **"), ffi.new("float **")
@@ -228,10 +177,10 @@ def quantize(checkpoint: str, out_dir: str, dtype: str = "int8") -> str:
     os.makedirs(out_dir, exist_ok=True)
     write_tensors(os.path.join(out_dir, MODEL_FILE), items,
                   {"format": "cllm-quantized", "cllm_dtype": dtype, "producer": "cllm"})
-    raw = _read_config(checkpoint)
+    raw = dict(ck.hf_config)
     raw[QUANT_KEY] = {"dtype": dtype, "format": 1}
     atomic_write_json(os.path.join(out_dir, CONFIG_FILE), raw)
-    shutil.copyfile(os.path.join(checkpoint, TOKENIZER_FILE), os.path.join(out_dir, TOKENIZER_FILE))
+    shutil.copyfile(ck.file(TOKENIZER_FILE), os.path.join(out_dir, TOKENIZER_FILE))
     size = sum(DTYPE_SIZE[d] * math.prod(s) for _, d, s, _ in items)
     log.info("quantized %s -> %s (%s, %.1f MB of tensors) in %.2fs", checkpoint, out_dir, dtype, size / 1e6,
              time.perf_counter() - t0)

@@ -37,9 +37,11 @@ message naming the files and steps. Directories without a manifest (plain HF
 models) are loaded as they are, after checking that the ``step`` recorded in the
 safetensors metadata agrees with ``trainer_state.json``.
 
+:func:`open_checkpoint` is the one reader: every loader (:meth:`cllm.Model.load`,
+:class:`cllm.InferenceModel`, ``--init-from``, ``--resume``, ``cllm info``,
+:func:`cllm.quantize`) opens a checkpoint through it, so one set of checks applies.
 This module knows the model only by duck typing and imports nothing from
-:mod:`cllm.model.gpt`; :meth:`cllm.Model.load` (which is :func:`cllm.load`, and what
-``--resume`` uses) assembles a model from the parts.
+:mod:`cllm.model.gpt`.
 """
 from __future__ import annotations
 
@@ -50,7 +52,8 @@ import re
 import shutil
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..config import ModelConfig
 from ..errors import CheckpointError
@@ -63,7 +66,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MODEL_FILE", "CONFIG_FILE", "TOKENIZER_FILE", "OPTIMIZER_FILE", "STATE_FILE", "MANIFEST_FILE",
            "LATEST", "CheckpointError", "save_checkpoint", "resolve_checkpoint", "verify_checkpoint",
-           "list_checkpoints", "read_model_files", "read_state", "load_optimizer_state", "read_json",
+           "list_checkpoints", "Checkpoint", "open_checkpoint", "QUANT_KEY", "QUANT_DTYPES", "read_state", "load_optimizer_state", "read_json",
            "read_safetensors", "write_safetensors", "new_run_id", "TOKENIZER_CONFIG_FILE", "SPECIAL_TOKENS_FILE",
            "GENERATION_CONFIG_FILE", "hf_tokenizer_files"]
 
@@ -319,28 +322,108 @@ def _check_legacy_steps(d: str) -> None:
         raise CheckpointError(f"{d}: mixed checkpoint: " + ", ".join(f"{f} is from step {s}" for f, s in steps.items()))
 
 
-def read_model_files(path: str) -> Tuple[ModelConfig, Tokenizer, Dict[str, Any], str]:
-    """(config, tokenizer, tensors, directory) of the current checkpoint of
-    ``path`` (:func:`resolve_checkpoint`), verified (:func:`verify_checkpoint`)."""
-    path = resolve_checkpoint(path)
-    verify_checkpoint(path)
-    cfg_path = os.path.join(path, CONFIG_FILE)
-    cfg_raw = read_json(cfg_path)
-    if not isinstance(cfg_raw, dict):
+#: config.json key of a quantized checkpoint (``{"dtype": "int8"|"bf16", "format": 1}``)
+QUANT_KEY = "cllm_quantization"
+#: storage formats a quantized checkpoint may hold
+QUANT_DTYPES = ("int8", "bf16")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One opened and verified checkpoint: what every loader reads first.
+
+    :func:`open_checkpoint` is the only reader of a checkpoint's config and
+    tokenizer, so :meth:`cllm.Model.load`, :class:`cllm.InferenceModel`,
+    ``--init-from``, ``--resume``, ``cllm info`` and :func:`cllm.quantize` apply
+    the same checks."""
+
+    #: the directory holding the current checkpoint (``latest`` followed)
+    path: str
+    #: the model shape from ``config.json``
+    config: ModelConfig
+    #: ``config.json`` as read (Hugging Face ``GPT2Config`` keys)
+    hf_config: Dict[str, Any]
+    #: the tokenizer from ``tokenizer.json``
+    tokenizer: Tokenizer
+    #: the manifest (``{}`` for a directory without one: a plain HF model)
+    manifest: Dict[str, Any]
+    #: ``"int8"`` or ``"bf16"`` for a quantized checkpoint, else None
+    quantization: Optional[str]
+
+    def file(self, name: str) -> str:
+        """The path of file ``name`` of this checkpoint."""
+        return os.path.join(self.path, name)
+
+    @property
+    def model_file(self) -> str:
+        """The path of ``model.safetensors``."""
+        return self.file(MODEL_FILE)
+
+    def has_state(self) -> bool:
+        """Whether the checkpoint holds a ``trainer_state.json`` (a training run's)."""
+        return os.path.lexists(self.file(STATE_FILE))
+
+    def state(self) -> Dict[str, Any]:
+        """The ``trainer_state.json`` (:class:`CheckpointError` if missing or not an object)."""
+        return read_state(self.path)
+
+
+def _model_config(cfg_path: str, raw: Any) -> ModelConfig:
+    """The :class:`ModelConfig` of a ``config.json`` object, refusing GPT-2
+    variants cllm does not run (another LayerNorm epsilon or attention scaling,
+    cross-attention)."""
+    if not isinstance(raw, dict):
         raise CheckpointError(f"{cfg_path}: not a JSON object")
+    eps = raw.get("layer_norm_epsilon", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or abs(float(eps) - 1e-5) > 1e-9:
+        raise CheckpointError(f"{cfg_path}: layer_norm_epsilon {eps!r} is not supported (cllm uses 1e-5, as GPT-2)")
+    if raw.get("scale_attn_by_inverse_layer_idx") or raw.get("scale_attn_weights") is False:
+        raise CheckpointError(f"{cfg_path}: only GPT-2's attention scaling 1/sqrt(head_dim) is supported")
+    if raw.get("add_cross_attention"):
+        raise CheckpointError(f"{cfg_path}: cross-attention is not supported")
     try:
-        cfg = ModelConfig.from_hf(cfg_raw)
+        return ModelConfig.from_hf(raw)
     except ValueError as e:
         raise CheckpointError(f"{cfg_path}: {e}") from None
-    tok_path = os.path.join(path, TOKENIZER_FILE)
+
+
+def _quantization(cfg_path: str, raw: Dict[str, Any]) -> Optional[str]:
+    q = raw.get(QUANT_KEY)
+    if q is None:
+        return None
+    dtype = q.get("dtype") if isinstance(q, dict) else None
+    if dtype not in QUANT_DTYPES:
+        raise CheckpointError(f"{cfg_path}: unknown {QUANT_KEY} {q!r}")
+    return dtype
+
+
+def open_checkpoint(path: Union[str, "os.PathLike[str]", Checkpoint]) -> Checkpoint:
+    """Open the current checkpoint of ``path`` (:func:`resolve_checkpoint`):
+    verified against its manifest (:func:`verify_checkpoint`), ``config.json``
+    checked, ``tokenizer.json`` loaded and checked against the vocabulary
+    size. An already opened :class:`Checkpoint` is returned as it is. Raises
+    :class:`CheckpointError` naming the file and the problem."""
+    if isinstance(path, Checkpoint):
+        return path
+    d = resolve_checkpoint(os.fspath(path))
+    cfg_path = os.path.join(d, CONFIG_FILE)
+    if not os.path.lexists(cfg_path):
+        raise CheckpointError(f"{os.fspath(path)}: not a checkpoint directory (no {CONFIG_FILE})")
+    manifest = verify_checkpoint(d)
+    raw = read_json(cfg_path)
+    cfg = _model_config(cfg_path, raw)
+    quant = _quantization(cfg_path, raw)
+    tok_path = os.path.join(d, TOKENIZER_FILE)
     if not os.path.isfile(tok_path):
-        raise CheckpointError(f"{tok_path}: file not found")
+        raise CheckpointError(f"{tok_path}: file not found (cllm needs a tokenizers-format tokenizer.json; "
+                              "save the tokenizer with save_pretrained from a fast tokenizer)")
     try:
         tok = Tokenizer.load(tok_path)
     except (ValueError, OSError) as e:
-        raise CheckpointError(f"{tok_path}: {e}") from None
-    tensors, _ = read_safetensors(os.path.join(path, MODEL_FILE))
-    return cfg, tok, tensors, path
+        raise CheckpointError(str(e) if tok_path in str(e) else f"{tok_path}: {e}") from None
+    if len(tok) > cfg.vocab_size:
+        raise CheckpointError(f"{d}: tokenizer has {len(tok)} tokens but vocab_size is {cfg.vocab_size}")
+    return Checkpoint(d, cfg, raw, tok, manifest, quant)
 
 
 def read_state(path: str) -> Dict[str, Any]:

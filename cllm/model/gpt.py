@@ -10,10 +10,11 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .._native import check, ffi, fptr, iptr, lib
-from .checkpoint import MODEL_FILE, load_optimizer_state, read_model_files, save_checkpoint
+from .checkpoint import Checkpoint, load_optimizer_state, open_checkpoint, save_checkpoint
 from ..config import ModelConfig
 from .decoder import Decoder, GenerationMixin
 from ..errors import CheckpointError, ConfigError
+from ..io.safetensors import read_safetensors
 from ..precision import c_precision, resolve_precision
 from ..data.tokenizer import Tokenizer
 
@@ -37,7 +38,7 @@ class Model(GenerationMixin):
     """A GPT-2 language model whose weights, gradients and AdamW moments live
     in the C core (exposed here as zero-copy numpy views).
 
-    Create one with :func:`cllm.training.loop`, :func:`cllm.load` or
+    Create one with :func:`cllm.train`, :func:`cllm.load` or
     :meth:`Model.create`.
     """
 
@@ -328,19 +329,26 @@ class Model(GenerationMixin):
         return path
 
     @classmethod
-    def load(cls, path: str, *, threads: int = 0, batch_size: int = 1, seq_len: Optional[int] = None,
-             load_optimizer: bool = False, max_memory_gb: float = 16.0, precision: str = "fp32") -> "Model":
-        """Load a checkpoint directory written by :meth:`save` or :func:`cllm.training.loop`
-        (or any HF GPT-2 directory with a byte-level BPE tokenizer.json). This is
+    def load(cls, path: Union[str, Checkpoint], *, threads: int = 0, batch_size: int = 1,
+             seq_len: Optional[int] = None, load_optimizer: bool = False, max_memory_gb: float = 16.0,
+             precision: str = "fp32") -> "Model":
+        """Load a checkpoint directory written by :meth:`save` or :func:`cllm.train`
+        (or any HF GPT-2 directory with a byte-level BPE tokenizer.json), or a
+        :class:`~cllm.model.checkpoint.Checkpoint` already opened. This is
         :func:`cllm.load`, and ``--resume`` uses it with ``load_optimizer=True``.
         A partial or mixed checkpoint raises :class:`~cllm.CheckpointError`. The
         file holds FP32 weights whatever ``precision`` the model trains in."""
-        cfg, tok, tensors, path = read_model_files(path)
+        ck = open_checkpoint(path)
+        if ck.quantization:
+            raise CheckpointError(f"{ck.path} holds {ck.quantization} weights (quantized) for inference only; "
+                                  f"open it with cllm.load(path) or cllm.InferenceModel.load(path)")
+        cfg, tok, path = ck.config, ck.tokenizer, ck.path
+        tensors, _ = read_safetensors(ck.model_file)
         if seq_len is None:
             seq_len = min(cfg.context_len, 256)
         model = cls(cfg, tok, batch_size=batch_size, seq_len=seq_len, threads=threads,
                     max_memory_gb=max_memory_gb, precision=precision)
-        mf = os.path.join(path, MODEL_FILE)
+        mf = ck.model_file
         for name, view in model.named_parameters():
             if name not in tensors:
                 alt = name[len("transformer."):] if name.startswith("transformer.") else None

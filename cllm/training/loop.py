@@ -24,7 +24,7 @@ import numpy as np
 
 from ..data import dataset
 from . import distributed
-from ..model.checkpoint import CONFIG_FILE, new_run_id, read_json, read_state, resolve_checkpoint, verify_checkpoint
+from ..model.checkpoint import STATE_FILE, Checkpoint, new_run_id, open_checkpoint, resolve_checkpoint
 from ..config import ModelConfig
 from ..data.corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents, split_documents
 from .distributed import World
@@ -253,18 +253,15 @@ def load_init(opts: TrainOptions, world: Optional[World] = None) -> Model:
     assert path is not None
     if opts.tokenizer is not None:
         raise ConfigError("init_from and tokenizer are exclusive: the checkpoint brings its own tokenizer")
-    cfg_path = os.path.join(path, CONFIG_FILE)
-    if not os.path.isfile(cfg_path):
-        raise CheckpointError(f"init_from: {path!r} is not a checkpoint directory (no {CONFIG_FILE})")
-    cfg_raw = read_json(cfg_path)
-    if not isinstance(cfg_raw, dict):
-        raise CheckpointError(f"{cfg_path}: not a JSON object")
-    ctx = cfg_raw.get("n_positions")
-    if isinstance(ctx, int) and opts.seq_len > ctx:
+    if not os.path.isdir(path):
+        raise CheckpointError(f"init_from: {path!r} is not a checkpoint directory")
+    ck = open_checkpoint(path)
+    ctx = ck.config.context_len
+    if opts.seq_len > ctx:
         raise ConfigError(f"seq_len ({opts.seq_len}) exceeds the context length {ctx} of the checkpoint "
                           f"{path}; use --seq-len {ctx} or less")
     world = world or World()
-    model = Model.load(path, threads=world.threads_per_rank(opts.threads), batch_size=opts.batch_size,
+    model = Model.load(ck, threads=world.threads_per_rank(opts.threads), batch_size=opts.batch_size,
                        seq_len=opts.seq_len, max_memory_gb=opts.max_memory_gb, precision=opts.precision)
     log.info("fine-tuning from %s: %s parameters, vocabulary %s, context %d (model-shape options come "
              "from the checkpoint; the optimizer starts fresh)", path, f"{model.num_params:,}",
@@ -272,9 +269,9 @@ def load_init(opts: TrainOptions, world: Optional[World] = None) -> Model:
     return model
 
 
-def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any], ckpt: str,
+def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any], ckpt: Checkpoint,
                   world: Optional[World] = None) -> Model:
-    """The model and optimizer of checkpoint directory ``ckpt`` (via
+    """The model and optimizer of checkpoint ``ckpt`` (via
     :meth:`Model.load`), checked to continue the same run: same corpus and
     global batch. Another layout (thread count, or rank count under MPI)
     continues the same run, only not bit-identically (the sums split
@@ -522,19 +519,19 @@ def check_out_dir(out_dir: Optional[str]) -> None:
 
 
 def _resume_options(opts: TrainOptions) -> tuple:
-    """(saved options, corpus path, saved state, checkpoint directory) of the
+    """(saved options, corpus path, saved state, opened checkpoint) of the
     run in ``opts.out_dir``; a partial or mixed checkpoint is refused."""
     if not opts.out_dir or not os.path.isdir(opts.out_dir):
         raise ConfigError(f"resume: out_dir={opts.out_dir!r} holds no run; nothing to resume")
-    ckpt = resolve_checkpoint(opts.out_dir)
-    if not os.path.lexists(os.path.join(ckpt, "trainer_state.json")):
-        raise ConfigError(f"resume: no trainer_state.json in out_dir={opts.out_dir!r}; nothing to resume")
-    verify_checkpoint(ckpt)
-    state0 = read_state(ckpt)
+    d = resolve_checkpoint(opts.out_dir)
+    if not os.path.lexists(os.path.join(d, STATE_FILE)):
+        raise ConfigError(f"resume: no {STATE_FILE} in out_dir={opts.out_dir!r}; nothing to resume")
+    ckpt = open_checkpoint(d)
+    state0 = ckpt.state()
     saved = state0.get("options", state0.get("train_args"))
     if not isinstance(saved, dict) or not isinstance(state0.get("step"), int):
-        raise CheckpointError(f"resume: {ckpt}/trainer_state.json lacks the step or the saved training options")
-    log.info("resuming %s at step %s with its saved options", ckpt, state0.get("step"))
+        raise CheckpointError(f"resume: {ckpt.path}/trainer_state.json lacks the step or the saved training options")
+    log.info("resuming %s at step %s with its saved options", ckpt.path, state0.get("step"))
     ropts = TrainOptions.from_saved(saved, out_dir=opts.out_dir, resume=True, progress=opts.progress,
                                     verbose=opts.verbose)
     return ropts, state0.get("data", {}).get("path", saved.get("path")), state0, ckpt
@@ -566,7 +563,7 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
     """The steps of :func:`train` (every rank runs them under MPI)."""
     t0 = time.perf_counter()
     state0: Optional[Dict[str, Any]] = None
-    ckpt = ""
+    ckpt: Optional[Checkpoint] = None
     if opts.resume:
         opts, path, state0, ckpt = _resume_options(opts)
         gb = int(state0.get("batch", opts.batch_size))
@@ -582,8 +579,8 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
             raise CorpusError(f"corpus path does not exist: {path!r}")
     check_out_dir(opts.out_dir)
     init_model = load_init(opts, world) if opts.init_from is not None and state0 is None else None
-    if state0 is not None:
-        tokenizer = Tokenizer.load(ckpt)
+    if ckpt is not None:
+        tokenizer = ckpt.tokenizer
     else:
         tokenizer = init_model.tokenizer if init_model is not None else opts.tokenizer
     cache_dir = os.path.join(opts.out_dir, "cache") if opts.out_dir else None
@@ -594,6 +591,7 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
         start = 0
         total = opts.max_steps if opts.max_steps is not None else opts.epochs * data.steps_per_epoch
     else:
+        assert ckpt is not None
         model = restore_model(opts, data, state0, ckpt, world)
         start, total = int(state0["step"]), int(state0["total_steps"])
     log.info("%r; %s train sequences, %s val sequences; %s steps of %s x %d x %d tokens%s", model,

@@ -4,7 +4,7 @@ Each field carries its type (the annotation), default, help text, valid
 range or choices and its ``cllm train`` flag (plus a short alias where one
 exists). Everything else is generated from the fields:
 
-- the keywords of :func:`cllm.training.loop` (its ``__signature__`` and docstring),
+- the keywords of :func:`cllm.train` (its ``__signature__`` and docstring),
 - validation of types and ranges at the API boundary (``__post_init__``),
 - the ``options`` saved in ``trainer_state.json`` (and read back by ``--resume``),
 - the ``cllm train`` argparse flags (:meth:`TrainOptions.add_arguments`).
@@ -65,7 +65,7 @@ def _base_type(tp: Any) -> Tuple[Any, bool]:
 
 @dataclass
 class TrainOptions:
-    """Every setting of a training run (names are the :func:`cllm.training.loop` keywords;
+    """Every setting of a training run (names are the :func:`cllm.train` keywords;
     the ``cllm train`` flags are the same names with dashes)."""
 
     # -- model shape
@@ -182,7 +182,7 @@ class TrainOptions:
         return cls(**{k: v for k, v in saved.items() if k in keep}, **override)
 
     def kwargs(self) -> Dict[str, Any]:
-        """All options as :func:`cllm.training.loop` keywords."""
+        """All options as :func:`cllm.train` keywords."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     # ------------------------------------------------------------ schedules
