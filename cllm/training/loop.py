@@ -404,9 +404,13 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
                     try:
                         if accum is None:
                             x, y = data.train.block(starts)
-                            loss, gnorm = distributed.data_parallel_step(
-                                model, world, x, y, step + 1, lr, beta1=opts.beta1, beta2=opts.beta2,
-                                eps=opts.eps, weight_decay=opts.weight_decay, grad_clip=opts.grad_clip)
+                            adamw = dict(beta1=opts.beta1, beta2=opts.beta2, eps=opts.eps,
+                                         weight_decay=opts.weight_decay, grad_clip=opts.grad_clip)
+                            if world.distributed:
+                                loss, gnorm = distributed.data_parallel_step(model, world, x, y, step + 1, lr,
+                                                                             **adamw)
+                            else:   # one process: forward, backward and AdamW in one C call
+                                loss, gnorm = model.train_step(x, y, step + 1, lr, **adamw)
                         else:
                             loss, gnorm = accum.step(world, data.train, starts, G, step + 1, lr, opts)
                     except NumericError as e:
