@@ -170,9 +170,10 @@ def run_grid(mname: str, ckpt: str, threads: List[int], sides: List[str], tokens
 def main(argv: Optional[List[str]] = None) -> int:
     g = GridArgs(__doc__, "models", list(MODELS), "B", SIDES)
     ap = g.ap
-    ap.add_argument("--tokens", type=int, default=200, help="new tokens per generation")
-    ap.add_argument("--prompt-tokens", type=int, default=16, help="token ids in the prompt")
-    ap.add_argument("--reps", type=int, default=5, help="generations per side (best reported)")
+    for flag, default, what in (("--tokens", 200, "new tokens per generation"),
+                                ("--prompt-tokens", 16, "token ids in the prompt"),
+                                ("--reps", 5, "generations per side (best reported)")):
+        ap.add_argument(flag, type=int, default=default, help=what)
     ap.add_argument("--peak-seconds", type=float, default=0.3, help="seconds per peak measurement")
     a, models, threads, sides = g.parse(argv, positive=("reps", "tokens", "prompt_tokens"))
     too_long = [m for m in models if a.prompt_tokens + a.tokens > MODELS[m]["context_len"]]
@@ -200,13 +201,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("\n".join(machine.header_lines()))
     print(f"cllm {cllm.__version__}, ISA {isa}; {a.tokens} new tokens per generation from a "
           f"{a.prompt_tokens}-token prompt; best of {a.reps} generations per side\n")
-    rows = []
-    for mname in models:
-        for th in threads:
-            ref = results.get((mname, th, "inference"), {}).get("tok_s")
-            for s in sides:
-                r = results[(mname, th, s)]
-                rows.append([mname, th, s, num(r["tok_s"]), num(r["median"]), ratio(r["tok_s"], ref), r["note"]])
+    def side_row(mname: str, th: int, s: str) -> List[Any]:
+        r, ref = results[(mname, th, s)], results.get((mname, th, "inference"), {}).get("tok_s")
+        return [mname, th, s, num(r["tok_s"]), num(r["median"]), ratio(r["tok_s"], ref), r["note"]]
+
+    rows = [side_row(mname, th, s) for mname in models for th in threads for s in sides]
     print(table(["model", "threads", "side", "tok/s (best)", "tok/s (median)", "vs inference", "note"], rows,
                 [False, True, False, True, True, True, False]))
     pairs = [s for s in MODEL_SIDES if s in sides and "inference" in sides]

@@ -110,9 +110,12 @@ class TorchSide:
     """The nanoGPT-style PyTorch step; mode "fp32" or "bf16" (autocast)."""
 
     def __init__(self, spec: Dict[str, Any]) -> None:
-        import torch
+        try:
+            import torch
 
-        from _torch_gpt import GPT, make_optimizer
+            from _torch_gpt import GPT, make_optimizer
+        except ImportError as e:
+            raise SideUnavailable(f"n/a (torch not installed: {e})")
 
         cfg = spec["config"]
         torch.set_num_threads(spec["threads"])

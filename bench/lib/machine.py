@@ -180,9 +180,12 @@ def mfu(tokens_per_s: Optional[float], flops_per_token: float, peak_gflops: Opti
 
 
 def torch_description() -> str:
-    """torch version, its CPU capability and BLAS backends (imports torch, an
-    optional reference: call it only when a torch side ran)."""
-    import torch
+    """torch version, its CPU capability and BLAS backends (torch is an
+    optional reference: without it, says so)."""
+    try:
+        import torch
+    except ImportError:
+        return "torch: not installed (the torch sides are n/a)"
     cap = torch.backends.cpu.get_cpu_capability()
     return (f"torch {torch.__version__} (ATen CPU capability {cap}, MKL "
             f"{'yes' if torch.backends.mkl.is_available() else 'no'}, oneDNN "

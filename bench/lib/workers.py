@@ -127,7 +127,7 @@ def serve(build: Callable[[Dict[str, Any]], Any]) -> int:
     except Exception as e:  # report the reason to the controller, as one line
         proto.write(json.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n")
         return 1
-    proto.write(json.dumps({"ready": True, "info": getattr(side, "info", {})}) + "\n")
+    proto.write(json.dumps({"ready": True, "info": side.info}) + "\n")
     for line in sys.stdin:
         req = json.loads(line)
         if req.get("op") != "run":
