@@ -30,8 +30,7 @@ from lib.machine import cpu_model  # noqa: E402
 
 def config_model(name: str, batch_size: int = 1, threads: int = 1) -> "object":
     """A cllm Model of bench config ``name`` (see ``train_throughput.CONFIGS``)."""
-    from cllm.config import ModelConfig
-    from cllm.model import Model
+    from cllm import Model, ModelConfig
     from train_throughput import CONFIGS, _IdsOnly
     c = CONFIGS[name]
     mc = ModelConfig(c["vocab_size"], c["seq_len"], c["num_layers"], c["num_heads"], c["embed_dim"])

@@ -222,8 +222,7 @@ def build(spec: Dict[str, Any]) -> Any:
 def make_checkpoint(path: str, m: Dict[str, int]) -> None:
     """A random-weight cllm checkpoint (GPT-2 init) of model size m."""
     import cllm
-    from cllm.config import ModelConfig
-    mc = ModelConfig(m["vocab_size"], m["context_len"], m["num_layers"], m["num_heads"], m["embed_dim"])
+    mc = cllm.ModelConfig(m["vocab_size"], m["context_len"], m["num_layers"], m["num_heads"], m["embed_dim"])
     cllm.Model.create(mc, threads=1, seed=1).save(path)
 
 

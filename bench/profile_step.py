@@ -30,8 +30,7 @@ def main() -> None:
                     help="training precision (bf16: matmuls on the BF16 GEMM)")
     a = ap.parse_args()
     import cllm
-    from cllm.config import ModelConfig
-    from cllm.model import Model
+    from cllm import Model, ModelConfig
 
     cfg = CONFIGS[a.config]
     mc = ModelConfig(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"], cfg["embed_dim"])

@@ -79,8 +79,7 @@ class CllmSide:
         import numpy as np
 
         import cllm
-        from cllm.config import ModelConfig
-        from cllm.model import Model
+        from cllm import Model, ModelConfig
 
         cfg = spec["config"]
         mc = ModelConfig(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"], cfg["embed_dim"])

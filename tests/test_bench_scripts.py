@@ -39,10 +39,9 @@ def number(cell: str) -> float:
 
 def test_flops_per_token_matches_parameter_count() -> None:
     import cllm
-    from cllm.config import ModelConfig
     from train_throughput import CONFIGS, flops_per_token
     cfg = CONFIGS["B"]
-    m = cllm.Model.create(ModelConfig(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"],
+    m = cllm.Model.create(cllm.ModelConfig(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"],
                                       cfg["embed_dim"]), threads=1, batch_size=1, seq_len=8)
     n = m.num_params - cfg["seq_len"] * cfg["embed_dim"]  # without the position embedding
     L, C, T = cfg["num_layers"], cfg["embed_dim"], cfg["seq_len"]
