@@ -110,6 +110,7 @@ class GenerateSide:
                      "ids": ids}
 
     def _generate(self) -> List[int]:
+        """One greedy generation of exactly ``tokens`` ids."""
         ids = list(self.m.generate_ids(self.prompt, max_new_tokens=self.tokens, temperature=0.0,
                                        stop_at_eot=False))
         if len(ids) != self.tokens:
@@ -117,6 +118,7 @@ class GenerateSide:
         return ids
 
     def run(self, n: int, mode: str = "") -> Dict[str, float]:
+        """Wall seconds of ``n`` generations (the worker protocol's reply)."""
         total = 0.0
         for _ in range(n):
             t0 = time.perf_counter()
@@ -126,6 +128,7 @@ class GenerateSide:
 
 
 def build(spec: Dict[str, Any]) -> GenerateSide:
+    """The worker's side (see :func:`lib.workers.serve`)."""
     return GenerateSide(spec)
 
 
