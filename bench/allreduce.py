@@ -25,13 +25,12 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE]
-import _common as cm  # noqa: E402  (also puts the repository on sys.path)
+from lib.machine import cpu_model  # noqa: E402
 
 
 def config_model(name: str, batch_size: int = 1, threads: int = 1) -> "object":
     """A cllm Model of bench config ``name`` (see ``train_throughput.CONFIGS``)."""
-    from cllm.config import ModelConfig
-    from cllm.model.gpt import Model
+    from cllm import Model, ModelConfig
     from train_throughput import CONFIGS, _IdsOnly
     c = CONFIGS[name]
     mc = ModelConfig(c["vocab_size"], c["seq_len"], c["num_layers"], c["num_heads"], c["embed_dim"])
@@ -57,7 +56,7 @@ def run(reps: int, bucket_mb: float, max_mb: float) -> None:
     bucket = max(1, int(bucket_mb * (1 << 20)) // 4)
     K = world.size
     if world.is_root:
-        print(f"cpu: {cm.cpu_model()}; {os.cpu_count()} cpus; ranks {K} "
+        print(f"cpu: {cpu_model()}; {os.cpu_count()} cpus; ranks {K} "
               f"(local {world.local_size}); bucket {bucket_mb:g} MiB; best of {reps}")
         print(f"{'buffer':<18} {'bytes':>13} {'time ms':>9} {'algbw GB/s':>11} {'busbw GB/s':>11}")
     for label, n in sizes:

@@ -28,15 +28,18 @@ import os
 for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
-import argparse  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]
-import _common as cm  # noqa: E402
+sys.path[:0] = [HERE]  # bench/ (lib puts the repository root on sys.path too)
+from lib.cli import comma_list, doc_parser  # noqa: E402
+from lib.machine import FP32_PEAK, measure_machine, remeasure_peaks, torch_description  # noqa: E402
+from lib.tables import num, pct, ratio, table  # noqa: E402
+from lib.timing import interleave  # noqa: E402
+from lib.workers import SideUnavailable, Worker, entry  # noqa: E402
 
 #: (B, T, C, NH) of the training benchmark configs (bench/train_throughput.py)
 CONFIGS: Dict[str, Tuple[int, int, int, int]] = {
@@ -112,7 +115,7 @@ class TorchSide:
         try:
             import torch
         except ImportError:
-            raise cm.SideUnavailable("torch not installed") from None
+            raise SideUnavailable("torch not installed") from None
         torch.set_num_threads(threads)
         self.torch = torch
         B, T, C, NH = shape
@@ -144,7 +147,7 @@ def build(spec: Dict[str, Any]) -> Any:
 
 
 # ------------------------------------------------------------------ main
-def batch_size(w: cm.Worker, mode: str, min_time: float) -> int:
+def batch_size(w: Worker, mode: str, min_time: float) -> int:
     """Calls per timed batch so one batch takes about ``min_time`` seconds."""
     res = w.run(1, mode)
     one = max(res["seconds"], 1e-6) if res else 1.0
@@ -152,7 +155,7 @@ def batch_size(w: cm.Worker, mode: str, min_time: float) -> int:
 
 
 def main() -> int:
-    ap = cm.doc_parser(__doc__)
+    ap = doc_parser(__doc__)
     ap.add_argument("--configs", default="A,B,C", help="comma list of A, B, C or BxTxCxNH shapes")
     ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
     ap.add_argument("--reps", type=int, default=7, help="timed batches per column (best of)")
@@ -160,30 +163,30 @@ def main() -> int:
     ap.add_argument("--peak-seconds", type=float, default=0.3, help="seconds per peak measurement")
     a = ap.parse_args()
     try:
-        names = cm.comma_list(a.configs)
+        names = comma_list(a.configs)
         shapes = {n: parse_shape(n) for n in names}
-        threads = cm.comma_list(a.threads, int)
+        threads = comma_list(a.threads, int)
     except ValueError as e:
         ap.error(str(e))
     if a.reps < 1 or a.min_time <= 0 or not threads or min(threads) < 1:
         ap.error("--reps, --min-time and --threads must be positive")
     import cllm
     isa = cllm.get_isa()
-    kind = cm.FP32_PEAK.get(isa)
-    machine = cm.measure_machine(threads, kinds=[kind] if kind else [], seconds=a.peak_seconds)
+    kind = FP32_PEAK.get(isa)
+    machine = measure_machine(threads, kinds=[kind] if kind else [], seconds=a.peak_seconds)
     script = os.path.abspath(__file__)
     results: Dict[Tuple[str, int], Dict[str, Optional[float]]] = {}
     notes: List[str] = []
     for name in names:
         for th in threads:
-            procs = {s: cm.Worker(s, script, dict(side=s, shape=list(shapes[name]), threads=th))
+            procs = {s: Worker(s, script, dict(side=s, shape=list(shapes[name]), threads=th))
                      for s in ("cllm", "torch")}
             try:
                 cols = [("cllm fwd", procs["cllm"], "fwd"), ("cllm bwd", procs["cllm"], "bwd"),
                         ("torch fwd", procs["torch"], "fwd"), ("torch fwdbwd", procs["torch"], "fwdbwd")]
                 live = [c for c in cols if c[1].ok]
                 n = {c[0]: batch_size(c[1], c[2], a.min_time) for c in live}
-                times = cm.interleave(live, n, a.reps)
+                times = interleave(live, n, a.reps)
             finally:
                 for w in procs.values():
                     if not w.ok and w.error:
@@ -198,12 +201,12 @@ def main() -> int:
             results[(name, th)] = best
             print(f"  {name}, {th} thread(s): " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in best.items()
                                                           if v is not None), file=sys.stderr, flush=True)
-    cm.remeasure_peaks(machine, a.peak_seconds)
+    remeasure_peaks(machine, a.peak_seconds)
 
     print("# Causal attention: cllm kernel vs torch SDPA, forward and backward (sides interleaved, "
           f"best of {a.reps})\n")
     print("\n".join(machine.header_lines()))
-    print(cm.torch_description() + f"; cllm {cllm.__version__}, ISA {isa}\n")
+    print(torch_description() + f"; cllm {cllm.__version__}, ISA {isa}\n")
 
     def gf(fl: float, t: Optional[float]) -> Optional[float]:
         return fl / t / 1e9 if t else None
@@ -219,13 +222,13 @@ def main() -> int:
             c_tot = r["cllm fwd"] + r["cllm bwd"] if r["cllm fwd"] and r["cllm bwd"] else None
             t_tot = r["torch fwdbwd"]
             rows.append([name, "x".join(map(str, shapes[name])), th,
-                         cm.num(g["cf"], 1), cm.pct(g["cf"] / pk if pk and g["cf"] else None),
-                         cm.num(g["tf"], 1), cm.pct(g["tf"] / pk if pk and g["tf"] else None),
-                         cm.num(g["cb"], 1), cm.pct(g["cb"] / pk if pk and g["cb"] else None),
-                         cm.num(g["tb"], 1), cm.pct(g["tb"] / pk if pk and g["tb"] else None),
-                         cm.num(c_tot * 1e3 if c_tot else None, 3), cm.num(t_tot * 1e3 if t_tot else None, 3),
-                         cm.ratio(t_tot, c_tot)])
-    print(cm.table(["config", "BxTxCxNH", "threads", "cllm fwd GFLOP/s", "% peak", "torch fwd GFLOP/s", "% peak",
+                         num(g["cf"], 1), pct(g["cf"] / pk if pk and g["cf"] else None),
+                         num(g["tf"], 1), pct(g["tf"] / pk if pk and g["tf"] else None),
+                         num(g["cb"], 1), pct(g["cb"] / pk if pk and g["cb"] else None),
+                         num(g["tb"], 1), pct(g["tb"] / pk if pk and g["tb"] else None),
+                         num(c_tot * 1e3 if c_tot else None, 3), num(t_tot * 1e3 if t_tot else None, 3),
+                         ratio(t_tot, c_tot)])
+    print(table(["config", "BxTxCxNH", "threads", "cllm fwd GFLOP/s", "% peak", "torch fwd GFLOP/s", "% peak",
                     "cllm bwd GFLOP/s", "% peak", "torch bwd GFLOP/s", "% peak", "cllm fwd+bwd ms",
                     "torch fwd+bwd ms", "cllm speed-up"], rows,
                    [False, False] + [True] * 12))
@@ -238,4 +241,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cm.entry(main, build))
+    sys.exit(entry(main, build))

@@ -15,7 +15,7 @@ in this run: fp32 against the FMA peak of the ISA the cllm row uses (torch.mm
 against the best FMA peak, it picks its own kernel), bf16 against the BF16
 peak (AMX when the OS grants tiles, else vdpbf16ps). The bf16 columns compare
 torch.mm on bf16 tensors with cllm_gemm_bf16 (B already BF16, as the model's
-weight copies) when this build of cllm has it. ``--torch-avx2`` restricts
+weight copies) when the CPU has a BF16 kernel. ``--torch-avx2`` restricts
 torch (ATen, MKL, oneDNN) to AVX2 through the environment (set before torch is
 imported), so ``--isa avx2 --torch-avx2`` is the AVX2-only pair of
 ``bench/train_throughput.py --sides cllm-avx2,torch-avx2``.
@@ -27,17 +27,19 @@ import os
 for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_v] = "1"
 
-import argparse  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Callable, Dict, List, Optional, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
-import _common as cm  # noqa: E402
+sys.path[:0] = [os.path.dirname(os.path.abspath(__file__))]  # bench/; lib puts the repository root there too
+from lib.cli import doc_parser  # noqa: E402
+from lib.machine import (AVX2_ENV_TORCH, FP32_PEAK, Machine, measure_machine, remeasure_peaks,  # noqa: E402
+                         torch_description)
+from lib.tables import num, pct, ratio, table  # noqa: E402
+from lib.timing import best_times  # noqa: E402
 from cllm._cllm import ffi, lib  # noqa: E402
 
 log = logging.getLogger("bench_gemm")
@@ -142,27 +144,6 @@ def supported_isas() -> List[str]:
     return ["scalar"] + (["avx2"] if a2[0] else []) + (["avx512"] if a5[0] else [])
 
 
-def best_times(fns: Dict[str, Callable[[], None]], reps: int, min_time: float,
-               clock: Callable[[], float] = time.perf_counter) -> Dict[str, float]:
-    """Interleave the callables; per rep, loop each for >= min_time; keep min per call.
-    ``clock``: wall time by default; ``time.thread_time`` counts only the CPU
-    time of this thread (for direction on a machine shared with other jobs)."""
-    best = {k: float("inf") for k in fns}
-    for f in fns.values():  # warm-up (page faults, caches)
-        f()
-    for _ in range(reps):
-        for k, f in fns.items():
-            n, t0 = 0, clock()
-            while True:
-                f()
-                n += 1
-                dt = clock() - t0
-                if dt >= min_time:
-                    break
-            best[k] = min(best[k], dt / n)
-    return best
-
-
 def torch_call(s: Shape, A: np.ndarray, B: np.ndarray, C: np.ndarray,
                bf16: bool = False) -> Callable[[], None]:
     """A zero-argument callable running torch.mm (transposes as strided views,
@@ -182,9 +163,7 @@ def torch_call(s: Shape, A: np.ndarray, B: np.ndarray, C: np.ndarray,
 
 
 def have_cllm_bf16() -> bool:
-    """Whether this build exports cllm_gemm_bf16 and the CPU runs a bf16 kernel."""
-    if not hasattr(lib, "cllm_gemm_bf16"):
-        return False
+    """Whether cllm_gemm_bf16's AUTO kernel runs on this CPU under the current ISA."""
     a = np.ones((16, 16), np.float32)
     c = np.empty((16, 16), np.float32)
     rc = lib.cllm_gemm_bf16(lib.CLLM_BF16_KERNEL_AUTO, 0, 0, 16, 16, 16, 1.0, ffi.from_buffer(a),
@@ -213,14 +192,14 @@ def cllm_bf16_call(s: Shape, A: np.ndarray, B: np.ndarray, C: np.ndarray) -> Cal
     return run
 
 
-def bench(shapes: List[Shape], isas: List[str], reps: int, min_time: float, machine: cm.Machine,
+def bench(shapes: List[Shape], isas: List[str], reps: int, min_time: float, machine: Machine,
           bf16: bool, torch_isa: str) -> List[Dict[str, object]]:
     """Time each shape: cllm per ISA and torch.mm (fp32; its peak is that of
     ``torch_isa``), and the bf16 pair."""
     import torch
     torch.set_num_threads(1)
     best_isa = supported_isas()[-1]
-    best_fp32 = cm.FP32_PEAK.get(torch_isa, "fma_avx512")
+    best_fp32 = FP32_PEAK.get(torch_isa, "fma_avx512")
     bf16_kind = machine.bf16_kind()
     cllm_bf16 = bf16 and have_cllm_bf16()
     rows = []
@@ -239,7 +218,7 @@ def bench(shapes: List[Shape], isas: List[str], reps: int, min_time: float, mach
         g = {k: s.flops / v / 1e9 for k, v in t.items()}
         pk_t = machine.peak(best_fp32, 1)
         for isa in isas:
-            pk = machine.peak(cm.FP32_PEAK.get(isa, ""), 1)
+            pk = machine.peak(FP32_PEAK.get(isa, ""), 1)
             row = dict(shape=s.name, dims=f"{s.M}x{s.N}x{s.K}", op=s.label().split(":", 1)[1], isa=isa,
                        cllm=g[f"cllm_{isa}"], cllm_pct=g[f"cllm_{isa}"] / pk if pk else None,
                        torch=g["torch"], torch_pct=g["torch"] / pk_t if pk_t else None,
@@ -256,7 +235,7 @@ def bench(shapes: List[Shape], isas: List[str], reps: int, min_time: float, mach
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = cm.doc_parser(__doc__)
+    p = doc_parser(__doc__)
     p.add_argument("--isa", default="best", help="comma list of scalar,avx2,avx512, 'best' or 'all'")
     p.add_argument("--shapes", default="B", help="comma list of shape names, 'B' (config B) or 'all'")
     p.add_argument("--reps", type=int, default=5, help="repetitions (best of)")
@@ -269,7 +248,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.torch_avx2:
         if "torch" in sys.modules:
             p.error("--torch-avx2 must be given before torch is imported")
-        os.environ.update(cm.AVX2_ENV_TORCH)
+        os.environ.update(AVX2_ENV_TORCH)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     old = ffi.new("int *")
     lib.cllm_get_isa(old)
@@ -282,17 +261,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if bad or args.reps < 1 or args.min_time <= 0:
         p.error(f"unknown or unsupported: {', '.join(bad) or 'reps/min-time'}")
     shapes = [s for s in SHAPES if s.name in names]
-    machine = cm.measure_machine([1], seconds=args.peak_seconds)
+    machine = measure_machine([1], seconds=args.peak_seconds)
     torch_isa = "avx2" if args.torch_avx2 else best
     try:
         rows = bench(shapes, isas, args.reps, args.min_time, machine, not args.no_bf16 and not args.torch_avx2,
                      torch_isa)
     finally:
         lib.cllm_set_isa(old[0])
-    cm.remeasure_peaks(machine, args.peak_seconds)
+    remeasure_peaks(machine, args.peak_seconds)
     for r in rows:  # shares of the final (higher) peaks
-        pk = machine.peak(cm.FP32_PEAK.get(r["isa"], ""), 1)
-        pk_t = machine.peak(cm.FP32_PEAK.get(torch_isa, ""), 1)
+        pk = machine.peak(FP32_PEAK.get(r["isa"], ""), 1)
+        pk_t = machine.peak(FP32_PEAK.get(torch_isa, ""), 1)
         pb = machine.peak(machine.bf16_kind() or "", 1)
         r["cllm_pct"] = r["cllm"] / pk if pk else None
         r["torch_pct"] = r["torch"] / pk_t if pk_t else None
@@ -303,7 +282,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("# GEMM, one thread: cllm vs torch.mm (same run, interleaved, best of "
           f"{args.reps} x {args.min_time:.2f} s)\n")
     print("\n".join(machine.header_lines()))
-    print(cm.torch_description() + f", torch threads {torch.get_num_threads()}\n")
+    print(torch_description() + f", torch threads {torch.get_num_threads()}\n")
     head = ["shape", "op (MxK @ KxN)", "cllm ISA", "cllm GFLOP/s", "% peak", "torch.mm GFLOP/s", "% peak",
             "cllm / torch"]
     with_bf16 = any(r["torch_bf16"] for r in rows)
@@ -311,13 +290,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         head += ["torch bf16 GFLOP/s", "% bf16 peak", "cllm bf16 GFLOP/s", "% bf16 peak", "cllm / torch (bf16)"]
     out = []
     for r in rows:
-        line = [r["shape"], r["op"], r["isa"], cm.num(r["cllm"], 1), cm.pct(r["cllm_pct"]), cm.num(r["torch"], 1),
-                cm.pct(r["torch_pct"]), f"{r['ratio']:.2f}x"]
+        line = [r["shape"], r["op"], r["isa"], num(r["cllm"], 1), pct(r["cllm_pct"]), num(r["torch"], 1),
+                pct(r["torch_pct"]), f"{r['ratio']:.2f}x"]
         if with_bf16:
-            line += [cm.num(r["torch_bf16"], 1), cm.pct(r["torch_bf16_pct"]), cm.num(r["cllm_bf16"], 1),
-                     cm.pct(r["cllm_bf16_pct"]), cm.ratio(r["cllm_bf16"], r["torch_bf16"])]
+            line += [num(r["torch_bf16"], 1), pct(r["torch_bf16_pct"]), num(r["cllm_bf16"], 1),
+                     pct(r["cllm_bf16_pct"]), ratio(r["cllm_bf16"], r["torch_bf16"])]
         out.append(line)
-    print(cm.table(head, out, [False, False, False] + [True] * (len(head) - 3)))
+    print(table(head, out, [False, False, False] + [True] * (len(head) - 3)))
     print()
     for isa in isas:
         rs = [r["ratio"] for r in rows if r["isa"] == isa]
@@ -325,7 +304,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"- cllm {isa} / torch.mm: min {min(rs):.2f}x, geomean {float(np.exp(np.mean(np.log(rs)))):.2f}x "
                   f"over {len(rs)} shapes")
     if with_bf16 and not any(r["cllm_bf16"] for r in rows):
-        print("- cllm bf16: n/a (this build has no usable cllm_gemm_bf16)")
+        print("- cllm bf16: n/a (no BF16 kernel of cllm_gemm_bf16 runs on this CPU)")
     pk = machine.peak(machine.bf16_kind() or "", 1)
     if with_bf16 and pk:
         print(f"- bf16 peak used: {machine.bf16_kind()} {pk:,.1f} GFLOP/s")

@@ -14,8 +14,8 @@ Models (random weights; nothing is trained):
   B  config-B size: vocab 4096, 6 layers, 6 heads, embed 384, context 256
   S  GPT-2 small size: vocab 50257, 12 layers, 12 heads, embed 768, context 256
 Sides (each in its own process; reps interleaved, best reported):
-  cllm-fp32 / cllm-bf16 / cllm-int8   cllm.load(dir, dtype=...) + generate_ids, greedy
-                                      (bf16/int8 are n/a while cllm.load has no dtype option)
+  cllm-fp32 / cllm-bf16 / cllm-int8   cllm.load(dir, dtype=...) (an InferenceModel) + generate_ids,
+                                      greedy
   llama2c    run.c on the same dim / layers / heads / vocab / seq_len, random weights in
              its legacy .bin format and a tokenizer.bin written by this script. llama2.c is
              a Llama, not a GPT-2: RMSNorm, RoPE, and a SwiGLU MLP of three matrices; with
@@ -37,7 +37,6 @@ fit the L3 and DRAM bandwidth when not; the table says which).
 """
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import statistics
@@ -52,7 +51,11 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE]
-import _common as cm  # noqa: E402
+from lib.cli import GridArgs  # noqa: E402
+from lib.machine import cache_sizes, measure_machine  # noqa: E402
+from lib.tables import num, pct, ratio, table  # noqa: E402
+from lib.timing import interleave  # noqa: E402
+from lib.workers import SideUnavailable, Worker, entry  # noqa: E402
 
 MODELS: Dict[str, Dict[str, int]] = {
     "B": dict(vocab_size=4096, num_layers=6, num_heads=6, embed_dim=384, context_len=256),
@@ -116,7 +119,7 @@ def write_llama2c_tokenizer(path: str, vocab: int) -> None:
 
 
 class Llama2cSide:
-    """Runs the run.c binary once per rep (same interface as a cm.Worker)."""
+    """Runs the run.c binary once per rep (same interface as a Worker)."""
 
     def __init__(self, binary: str, model: str, tok: str, threads: int, tokens: int) -> None:
         self.info: Dict[str, Any] = {}
@@ -158,20 +161,11 @@ class CllmSide:
     def __init__(self, spec: Dict[str, Any]) -> None:
         import cllm
         dtype = spec["dtype"]
-        kw: Dict[str, Any] = {"threads": spec["threads"]}
-        if "dtype" in inspect.signature(cllm.load).parameters:
-            kw["dtype"] = dtype
-        elif dtype != "fp32":
-            raise cm.SideUnavailable("n/a (cllm.load has no dtype option)")
         try:
-            self.m = cllm.load(spec["ckpt"], **kw)
+            self.m = cllm.load(spec["ckpt"], dtype=dtype, threads=spec["threads"])
         except cllm.UnsupportedError as e:
-            raise cm.SideUnavailable(f"n/a ({e})")
+            raise SideUnavailable(f"n/a ({e})")
         self.tokens = spec["tokens"]
-        gp = inspect.signature(self.m.generate_ids).parameters
-        self.kw: Dict[str, Any] = {"temperature": 0.0}
-        if "stop_at_eot" in gp:
-            self.kw["stop_at_eot"] = False
         self.info = {"isa": cllm.get_isa(), "threads": self.m.threads, "dtype": dtype}
         self.run(1)
 
@@ -179,7 +173,8 @@ class CllmSide:
         total = 0.0
         for _ in range(n):
             t0 = time.perf_counter()
-            got = sum(1 for _ in self.m.generate_ids([PROMPT_ID], max_new_tokens=self.tokens, **self.kw))
+            got = sum(1 for _ in self.m.generate_ids([PROMPT_ID], max_new_tokens=self.tokens, temperature=0.0,
+                                                     stop_at_eot=False))
             total += time.perf_counter() - t0
             if got != self.tokens:
                 raise RuntimeError(f"generated {got} of {self.tokens} tokens")
@@ -190,11 +185,11 @@ class HfSide:
     """transformers' GPT2LMHeadModel.generate, greedy, on the same checkpoint."""
 
     def __init__(self, spec: Dict[str, Any]) -> None:
-        import torch
         try:
+            import torch
             from transformers import GPT2LMHeadModel
         except ImportError as e:
-            raise cm.SideUnavailable(f"n/a (transformers not installed: {e})")
+            raise SideUnavailable(f"n/a (the Hugging Face side needs torch and transformers: {e})")
         torch.set_num_threads(spec["threads"])
         self.torch = torch
         self.m = GPT2LMHeadModel.from_pretrained(spec["ckpt"], torch_dtype=torch.float32).eval()
@@ -227,13 +222,12 @@ def build(spec: Dict[str, Any]) -> Any:
 def make_checkpoint(path: str, m: Dict[str, int]) -> None:
     """A random-weight cllm checkpoint (GPT-2 init) of model size m."""
     import cllm
-    from cllm.config import ModelConfig
-    mc = ModelConfig(m["vocab_size"], m["context_len"], m["num_layers"], m["num_heads"], m["embed_dim"])
+    mc = cllm.ModelConfig(m["vocab_size"], m["context_len"], m["num_layers"], m["num_heads"], m["embed_dim"])
     cllm.Model.create(mc, threads=1, seed=1).save(path)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    g = cm.GridArgs(__doc__, "models", list(MODELS), "B", SIDES)
+    g = GridArgs(__doc__, "models", list(MODELS), "B", SIDES)
     ap = g.ap
     ap.add_argument("--tokens", type=int, default=200, help="new tokens per generation")
     ap.add_argument("--reps", type=int, default=5, help="generations per side (best reported)")
@@ -250,9 +244,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import cllm
     t_start = time.perf_counter()
-    caches = cm.cache_sizes()
+    caches = cache_sizes()
     l2, l3 = caches.get("L2", 1 << 20), caches.get("L3", 32 << 20)
-    machine = cm.measure_machine(threads,
+    machine = measure_machine(threads,
                                  bandwidth_sizes=[l2 // 2, l3 // 2, max(8 * l3, 256 << 20)],
                                  seconds=a.peak_seconds)
     results: Dict[tuple, Dict[str, Any]] = {}
@@ -275,15 +269,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                 procs: Dict[str, Any] = {}
                 for s in sides:
                     if s.startswith("cllm"):
-                        procs[s] = cm.Worker(s, script, dict(kind="cllm", ckpt=ckpt, threads=th, tokens=tokens,
+                        procs[s] = Worker(s, script, dict(kind="cllm", ckpt=ckpt, threads=th, tokens=tokens,
                                                              dtype=s.split("-")[1]))
                     elif s == "hf":
-                        procs[s] = cm.Worker(s, script, dict(kind="hf", ckpt=ckpt, threads=th, tokens=tokens))
+                        procs[s] = Worker(s, script, dict(kind="hf", ckpt=ckpt, threads=th, tokens=tokens))
                 try:
                     if "llama2c" in sides and not llama_note:
                         procs["llama2c"] = Llama2cSide(a.llama2c, lbin, ltok, th, tokens)
                     live = [(s, w, "") for s, w in procs.items() if w.ok]
-                    times = cm.interleave(live, {s: 1 for s, _, _ in live}, a.reps)
+                    times = interleave(live, {s: 1 for s, _, _ in live}, a.reps)
                 finally:
                     for w in procs.values():
                         w.close()
@@ -320,12 +314,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             for s in sides:
                 r = results[(mname, th, s)]
                 ok = r["tok_s"] is not None
-                rows.append([mname, th, s, cm.num(r["tok_s"]), cm.num(r["median"]), cm.ratio(r["tok_s"], ref),
+                rows.append([mname, th, s, num(r["tok_s"]), num(r["median"]), ratio(r["tok_s"], ref),
                              f"{r['bytes'] / 1e6:,.1f}" if ok else "-",
                              f"{r['bw']:,.1f} ({r['where']})" if ok else "-",
-                             cm.num(r.get("limit")) if ok else "-",
-                             cm.pct(r["tok_s"] / r["limit"]) if ok else "-", r["note"]])
-    print(cm.table(["model", "threads", "side", "tok/s (best)", "tok/s (median)", "vs llama2.c",
+                             num(r.get("limit")) if ok else "-",
+                             pct(r["tok_s"] / r["limit"]) if ok else "-", r["note"]])
+    print(table(["model", "threads", "side", "tok/s (best)", "tok/s (median)", "vs llama2.c",
                     "MB read/token", "read GB/s (where)", "limit tok/s", "of limit", "note"], rows,
                    [False, True, False, True, True, True, True, True, True, True, False]))
     print("\nMB read/token: weight matrices at the side's bytes per weight + mean fp32 KV cache; "
@@ -336,4 +330,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cm.entry(main, build))
+    sys.exit(entry(main, build))

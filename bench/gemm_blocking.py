@@ -21,13 +21,14 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from typing import Callable, Dict, List, Optional, Tuple  # noqa: E402
 
-sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
-import _common as cm  # noqa: E402
-import time  # noqa: E402
-
-from bench_gemm import CONFIG_B, ISA_IDS, SHAPES, Shape, best_times, make_operands, supported_isas  # noqa: E402
+sys.path[:0] = [os.path.dirname(os.path.abspath(__file__))]  # bench/; lib puts the repository root there too
+from lib.machine import FP32_PEAK, measure_machine  # noqa: E402
+from lib.tables import fmt_bytes, num, pct, table  # noqa: E402
+from lib.timing import best_times  # noqa: E402
+from bench_gemm import CONFIG_B, ISA_IDS, SHAPES, Shape, make_operands, supported_isas  # noqa: E402
 from cllm._cllm import ffi, lib  # noqa: E402
 
 Blocking = Tuple[int, int, int]
@@ -87,12 +88,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     mr, nr, dflt = default_blocking(isa)
     cols: List[Blocking] = [(0, 0, 0)] + parse_blockings(a.blockings)
     labels = ["default " + ":".join(map(str, dflt))] + [":".join(map(str, b)) for b in cols[1:]]
-    machine = cm.measure_machine([1], kinds=[cm.FP32_PEAK.get(isa, "fma_avx2")])
+    machine = measure_machine([1], kinds=[FP32_PEAK.get(isa, "fma_avx2")])
     # a wall-clock peak is no yardstick for CPU-clock timings
     peak = next(iter(machine.peaks.values()), None) if isa != "scalar" and a.clock == "wall" else None
-    print(f"CPU: {machine.model}; caches {', '.join(f'{k} {cm.fmt_bytes(v)}' for k, v in machine.caches.items())}")
+    print(f"CPU: {machine.model}; caches {', '.join(f'{k} {fmt_bytes(v)}' for k, v in machine.caches.items())}")
     print(f"ISA {isa}: micro-kernel {mr}x{nr}; measured FMA peak (1 thread): "
-          f"{cm.num(peak, 1) if peak else 'n/a'} GFLOP/s; GFLOP/s (% of peak), best of {a.reps}, {a.clock} clock")
+          f"{num(peak, 1) if peak else 'n/a'} GFLOP/s; GFLOP/s (% of peak), best of {a.reps}, {a.clock} clock")
     rows = []
     for s in shapes:
         A, B, C = make_operands(s)
@@ -100,10 +101,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         t = best_times(fns, a.reps, a.min_time, clock=time.perf_counter if a.clock == "wall" else time.thread_time)
         g = {k: s.flops / v / 1e9 for k, v in t.items()}
         best = max(g, key=g.get)
-        rows.append([s.label()] + [f"{g[k]:.0f} ({cm.pct(g[k] / peak) if peak else '-'})" for k in labels]
+        rows.append([s.label()] + [f"{g[k]:.0f} ({pct(g[k] / peak) if peak else '-'})" for k in labels]
                     + [best if best != labels[0] else "default"])
         sys.stdout.flush()
-    print(cm.table(["shape"] + labels + ["fastest"], rows))
+    print(table(["shape"] + labels + ["fastest"], rows))
     return 0
 
 

@@ -11,9 +11,9 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # bench/ and the repo root (in-place build)
-import _common as cm  # noqa: E402
-from kernel_cases import CONFIGS, OPS, bench_dims, isa_supported, make_case, time_op  # noqa: E402
+sys.path[:0] = [HERE]  # bench/ (lib puts the repository root on sys.path too)
+from lib.machine import measure_machine  # noqa: E402
+from kernel_cases import OPS, bench_dims, isa_supported, make_case, time_op  # noqa: E402
 
 
 def main() -> None:
@@ -23,7 +23,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=0.25, help="seconds per (op, ISA) measurement")
     args = ap.parse_args()
     isas = [i for i in ("scalar", "avx2", "avx512") if isa_supported(i)]
-    print("\n".join(cm.measure_machine([1]).header_lines()) + "\n")
+    print("\n".join(measure_machine([1]).header_lines()) + "\n")
     print("| op | config | dims | " + " | ".join(f"{i} ms" for i in isas) + " | avx2 x | avx512 x |")
     print("|---|---|---|" + "---:|" * (len(isas) + 2))
     for op in args.ops.split(","):

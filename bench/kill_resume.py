@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import re
 import shutil
@@ -39,9 +38,11 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from lib import ROOT  # noqa: E402
+from lib.machine import cpu_model  # noqa: E402
 
 import cllm  # noqa: E402
 from cllm.model import checkpoint as ck  # noqa: E402
@@ -50,18 +51,6 @@ from cllm.training import metrics as mx  # noqa: E402
 TINY = ["--batch-size", "2", "--seq-len", "16", "--vocab-size", "257", "--embed-dim", "16", "--num-layers", "1",
         "--num-heads", "2", "--seed", "3", "--warmup-steps", "5", "-q", "--sample-tokens", "0"]
 CORPUS_FILES = ("textwrap.py", "bisect.py", "colorsys.py", "heapq.py")
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (from /proc/cpuinfo when available)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_corpus(d: str) -> str:

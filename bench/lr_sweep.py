@@ -23,8 +23,9 @@ import time
 from typing import List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # bench/ and the repo root (in-place build)
-import _common as cm  # noqa: E402
+sys.path[:0] = [HERE]  # bench/ (lib puts the repository root on sys.path too)
+from lib.machine import cpu_flags, cpu_model  # noqa: E402
+from lib.tables import table  # noqa: E402
 
 
 def sweep(rates: List[float], path: Optional[str], exts: Optional[List[str]], max_steps: Optional[int],
@@ -78,13 +79,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     s0 = rows[0][1]
     cmd = "python bench/lr_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print()
-    print(f"CPU: {cm.cpu_model()} ({', '.join(cm.cpu_flags())}), {s0['threads']} thread(s), kernels "
+    print(f"CPU: {cpu_model()} ({', '.join(cpu_flags())}), {s0['threads']} thread(s), kernels "
           f"{cllm.get_isa()}, precision {resolve_precision(args.precision)}; command: `{cmd.strip()}`")
     print(f"corpus: {args.path or 'default (stdlib .py, first 4 MB)'}: {s0['corpus_files']} files, "
           f"{s0['corpus_tokens']:,} tokens, vocab {s0['vocab_size']}; {s0['steps']} steps per rate; "
           f"total {time.perf_counter() - t0:.0f} s")
     print()
-    print(cm.table(["peak learning rate", "train loss", "val loss (nats/token)", "val bits/byte", "vs best",
+    print(table(["peak learning rate", "train loss", "val loss (nats/token)", "val bits/byte", "vs best",
                     "time (s)"],
                    [[f"{lr:g}", f"{s['train_loss']:.4f}", f"{s['val_loss']:.4f}",
                      f"{s['val_bpb']:.4f}" + (" **best**" if lr == best[0] else ""),

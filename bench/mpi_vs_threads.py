@@ -23,7 +23,9 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE]
-import _common as cm  # noqa: E402  (also puts the repository on sys.path)
+from lib import ROOT  # noqa: E402
+from lib.machine import cpu_model  # noqa: E402
+from lib.tables import num, ratio, table  # noqa: E402
 
 SHAPES = {  # model shape flags; global batch and seq_len per shape
     "B": dict(vocab_size=4096, num_layers=6, num_heads=6, embed_dim=384, seq_len=256, batch=8),
@@ -43,7 +45,7 @@ def run_side(side: str, shape: dict, steps: int, max_bytes: int, out: str) -> di
         cmd = mpirun_command(2) + cmd + ["--threads", "1", "--batch-size", str(shape["batch"] // 2)]
     else:
         cmd += ["--threads", "2", "--batch-size", str(shape["batch"])]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([cm.ROOT, os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"{side} run failed ({r.returncode}):\n{r.stderr[-2000:]}")
@@ -73,15 +75,15 @@ def main() -> int:
         same = np.array_equal(cllm.load(last["mpi"][1]).params, cllm.load(last["threads"][1]).params)
         dloss = max(abs(last["mpi"][0][k] - last["threads"][0][k]) for k in ("first_loss", "train_loss"))
     tok = shape["batch"] * shape["seq_len"]
-    print(f"cpu: {cm.cpu_model()}; {os.cpu_count()} cpus; config {a.config} "
+    print(f"cpu: {cpu_model()}; {os.cpu_count()} cpus; config {a.config} "
           f"({shape['num_layers']} layers, embed {shape['embed_dim']}, vocab {shape['vocab_size']}, "
           f"seq {shape['seq_len']}); global batch {shape['batch']}; {a.steps} steps; best of {a.reps}")
     rows = []
     for side, label in (("threads", "1 process x 2 threads"), ("mpi", "mpirun -n 2, 1 thread each")):
         s = best[side]
-        rows.append([label, cm.num(s["tokens_per_sec"]), cm.num(1e3 * tok / s["tokens_per_sec"], 1)])
-    print(cm.table(["layout", "tokens/s", "ms/step"], rows, right=[False, True, True]))
-    print(f"mpi / threads throughput: {cm.ratio(best['mpi']['tokens_per_sec'], best['threads']['tokens_per_sec'])}")
+        rows.append([label, num(s["tokens_per_sec"]), num(1e3 * tok / s["tokens_per_sec"], 1)])
+    print(table(["layout", "tokens/s", "ms/step"], rows, right=[False, True, True]))
+    print(f"mpi / threads throughput: {ratio(best['mpi']['tokens_per_sec'], best['threads']['tokens_per_sec'])}")
     print(f"final weights bit-identical: {same}; max |loss difference| (first, last): {dloss:.2e}")
     return 0
 

@@ -16,7 +16,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as cm  # noqa: E402
+from lib.machine import FP32_PEAK, measure_machine, mfu  # noqa: E402
+from lib.tables import pct  # noqa: E402
 from train_throughput import CONFIGS, _IdsOnly, flops_per_token  # noqa: E402
 
 
@@ -29,8 +30,7 @@ def main() -> None:
                     help="training precision (bf16: matmuls on the BF16 GEMM)")
     a = ap.parse_args()
     import cllm
-    from cllm.config import ModelConfig
-    from cllm.model.gpt import Model
+    from cllm import Model, ModelConfig
 
     cfg = CONFIGS[a.config]
     mc = ModelConfig(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"], cfg["embed_dim"])
@@ -48,13 +48,13 @@ def main() -> None:
     prof = m.profile()
     m.profile(False)
     total = sum(v["seconds"] for v in prof.values()) / a.steps
-    machine = cm.measure_machine([a.threads])
+    machine = measure_machine([a.threads])
     print("\n".join(machine.header_lines()))
-    kind = machine.bf16_kind() if m.precision == "bf16" else cm.FP32_PEAK.get(cllm.get_isa())
+    kind = machine.bf16_kind() if m.precision == "bf16" else FP32_PEAK.get(cllm.get_isa())
     peak = machine.peak(kind, a.threads) if kind else None
-    mfu = f", MFU {cm.pct(B * T / wall * flops_per_token(cfg) / (peak * 1e9))} of {kind}" if peak else ""
+    util = f", MFU {pct(mfu(B * T / wall, flops_per_token(cfg), peak))} of {kind}" if peak else ""
     print(f"\nconfig {a.config}, {a.threads} thread(s), isa {cllm.get_isa()}, precision {m.precision}: "
-          f"{wall * 1e3:.1f} ms/step, {B * T / wall:,.0f} tokens/s{mfu}\n")
+          f"{wall * 1e3:.1f} ms/step, {B * T / wall:,.0f} tokens/s{util}\n")
     print("| op | ms/step | share of step |")
     print("|---|---:|---:|")
     for name, v in sorted(prof.items(), key=lambda kv: -kv[1]["seconds"]):

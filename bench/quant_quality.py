@@ -10,7 +10,7 @@ Without --checkpoint a model is trained on the first half of the Python
 standard library's top-level modules (sorted by name) and evaluated on files
 of the other half, which it never saw. Bits per byte come from
 cllm.evaluate (the same C decoder for every dtype; windows of context_len
-tokens). Limits (issue 11): int8 within 1% of fp32, bf16 within 0.2%.
+tokens). Limits: int8 within 1% of fp32, bf16 within 0.2%.
 Greedy: for each prompt, 32 tokens at temperature 0 (token healing on); a
 divergence is reported with the fp32 margin between the top two logits at
 that step (a near-tie explains a flip).
@@ -25,10 +25,9 @@ import time
 from typing import List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
+sys.path[:0] = [HERE]  # bench/ (lib puts the repository root on sys.path too)
 
-import _common as cm  # noqa: E402
+from lib.cli import doc_parser  # noqa: E402
 
 LIMITS = {"fp32": 0.0, "bf16": 0.002, "int8": 0.01}
 PROMPTS = ["def ", "import ", "class ", "    return ", "if __name__", "for i in ", "# ", "self."]
@@ -57,7 +56,7 @@ def first_divergence(a: List[int], b: List[int]) -> Optional[int]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = cm.doc_parser(__doc__)
+    ap = doc_parser(__doc__)
     ap.add_argument("--checkpoint", help="trained full-precision checkpoint")
     ap.add_argument("--data", help="held-out text (file or directory)")
     ap.add_argument("--max-bytes", type=int, default=400_000, help="evaluate at most N bytes")
@@ -98,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{dt:<6} {r['bits_per_byte']:>10.5f} {r['loss']:>8.4f} {100 * rel:>+8.3f}% {100 * LIMITS[dt]:>6.1f}%  "
               f"{'yes' if ok else 'NO'}")
 
-    print(f"\ngreedy, 32 tokens: fp32 vs bf16 / int8 (first differing step; fp32 top-2 logit margin there)")
+    print("\ngreedy, 32 tokens: fp32 vs bf16 / int8 (first differing step; fp32 top-2 logit margin there)")
     fp = models["fp32"]
     for p in PROMPTS:
         ref = list(fp.generate_ids(p, max_new_tokens=32, temperature=0, stop_at_eot=False))

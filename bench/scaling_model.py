@@ -29,7 +29,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE]
-import _common as cm  # noqa: E402  (also puts the repository on sys.path)
+from lib.machine import cpu_model  # noqa: E402
+from lib.timing import timed  # noqa: E402
 from cllm.training.distributed import BUCKET_FLOATS  # noqa: E402
 
 NODES = (8, 64, 512)
@@ -63,7 +64,7 @@ def measure_step(name: str, threads: int, reps: int = 3) -> float:
     rng = np.random.default_rng(0)
     x = rng.integers(0, c["vocab_size"], (c["batch_size"], c["seq_len"])).astype(np.int32)
     m.train_step(x, x, 1, 1e-4)
-    return min(cm.timed(lambda i=i: m.train_step(x, x, i + 2, 1e-4)) for i in range(reps))
+    return min(timed(lambda i=i: m.train_step(x, x, i + 2, 1e-4)) for i in range(reps))
 
 
 def main() -> int:
@@ -82,7 +83,7 @@ def main() -> int:
     given = dict(kv.split("=") for kv in a.step_seconds.split(",") if kv)
     import cllm
     threads = a.threads or cllm.cpu_info()["cpus"]
-    print(f"cpu: {cm.cpu_model()}; step times {'given' if given else f'measured at {threads} thread(s)'}; "
+    print(f"cpu: {cpu_model()}; step times {'given' if given else f'measured at {threads} thread(s)'}; "
           f"latency {a.latency_us:g} µs/hop; buckets of {a.bucket_mb:g} MiB; "
           f"backward {a.bwd_fraction:.0%} of a step")
     from train_throughput import CONFIGS

@@ -25,17 +25,18 @@ import tempfile
 import time
 from typing import List, Optional
 
-import _common as cm
-
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+sys.path[:0] = [HERE]  # bench/ (lib puts the repository root on sys.path too)
+from lib import ROOT  # noqa: E402
+from lib.cli import doc_parser  # noqa: E402
+from lib.machine import cpu_model  # noqa: E402
+
 PROMPT = "def "
 TARGET_MS = 150.0
 
 
 def make_checkpoint(path: str) -> None:
     """A config-B-sized checkpoint with a 4096-token BPE trained on the stdlib."""
-    sys.path.insert(0, ROOT)
     import cllm
     from cllm.data.corpus import default_corpus_path
     src = default_corpus_path()
@@ -70,7 +71,7 @@ def time_exit(cmd: List[str]) -> float:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = cm.doc_parser(__doc__)
+    ap = doc_parser(__doc__)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dtype", default=None, choices=("fp32", "bf16", "int8"), help="--dtype of cllm generate")
     ap.add_argument("--threads", type=int, default=0)
@@ -92,15 +93,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     ttft = [time_to_first_token(cmd, len(PROMPT)) for _ in range(a.runs)]
     bare = [time_exit([sys.executable, "-c", "pass"]) for _ in range(a.runs)]
     try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
-    except OSError:
-        cpu = "?"
-    try:
         load = os.getloadavg()[0]
     except OSError:
         load = float("nan")
-    print(f"cpu: {cpu}; load average (1 min) {load:.1f}; checkpoint {ckpt}")
+    print(f"cpu: {cpu_model()}; load average (1 min) {load:.1f}; checkpoint {ckpt}")
     print(f"command: {' '.join(cmd[1:])}")
     print(f"{'run':>4}  {'first token (ms)':>16}  {'python -c pass (ms)':>20}")
     for i, (t, b) in enumerate(zip(ttft, bare), 1):

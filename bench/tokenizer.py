@@ -27,7 +27,8 @@ import time
 os.environ["RAYON_NUM_THREADS"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-
+sys.path[:0] = [os.path.dirname(os.path.abspath(__file__))]  # bench/ (lib puts the repository root there too)
+import lib  # noqa: E402,F401
 from cllm.data.corpus import default_corpus_path, load_documents  # noqa: E402
 from cllm.data.tokenizer import EOT, Tokenizer, pre_tokenizer_json  # noqa: E402
 
@@ -71,8 +72,11 @@ def main(argv=None) -> int:
     ap.add_argument("--min-frequency", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
-
-    import tokenizers
+    try:
+        import tokenizers
+    except ImportError:
+        ap.error("this benchmark compares with Hugging Face tokenizers, which is not installed "
+                 "(pip install tokenizers)")
 
     docs = load_documents(args.path, exts=[".py"], max_bytes=args.max_bytes)
     blobs = [d.data for d in docs]

@@ -7,7 +7,7 @@
 Sides (each in its own worker process; every measured rep of every side is
 interleaved with the others, best of --reps is reported):
   cllm-fp32     cllm's FP32 step (best ISA of this CPU)
-  cllm-bf16     cllm with precision="bf16" (n/a while cllm has no precision option)
+  cllm-bf16     cllm with precision="bf16" (n/a on a CPU without AMX-BF16 or AVX512-BF16)
   cllm-avx2     cllm FP32 with CLLM_ISA=avx2
   torch-fp32    PyTorch GPT-2 as nanoGPT writes it (bench/_torch_gpt.py): nn.Linear,
                 SDPA(is_causal=True), tied head, AdamW fused=True (else foreach)
@@ -36,7 +36,12 @@ from typing import Any, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE]
-import _common as cm  # noqa: E402
+from lib.cli import GridArgs  # noqa: E402
+from lib.machine import (AVX2_ENV_TORCH, FP32_PEAK, Machine, measure_machine, mfu,  # noqa: E402
+                         remeasure_peaks, torch_description)
+from lib.tables import num, pct, ratio, table  # noqa: E402
+from lib.timing import interleave  # noqa: E402
+from lib.workers import SideUnavailable, Worker, entry  # noqa: E402
 
 CONFIGS: Dict[str, Dict[str, int]] = {
     "A": dict(vocab_size=65, num_layers=4, num_heads=4, embed_dim=128, seq_len=64, batch_size=12),
@@ -71,33 +76,25 @@ class CllmSide:
     """cllm's own training step on random ids (one process, one model)."""
 
     def __init__(self, spec: Dict[str, Any]) -> None:
-        import inspect
-
         import numpy as np
 
         import cllm
-        from cllm.config import ModelConfig
-        from cllm.model.gpt import Model
+        from cllm import Model, ModelConfig
 
         cfg = spec["config"]
-        kw: Dict[str, Any] = dict(batch_size=cfg["batch_size"], seq_len=cfg["seq_len"],
-                                  threads=spec["threads"], seed=1)
-        if spec["precision"] != "fp32":
-            if "precision" not in inspect.signature(Model).parameters:
-                raise cm.SideUnavailable("n/a (no precision option)")
-            kw["precision"] = spec["precision"]
         mc = ModelConfig(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"], cfg["embed_dim"])
         try:
-            self.m = Model(mc, _IdsOnly(), **kw)
+            self.m = Model(mc, _IdsOnly(), batch_size=cfg["batch_size"], seq_len=cfg["seq_len"],
+                           threads=spec["threads"], seed=1, precision=spec["precision"])
         except cllm.UnsupportedError as e:
-            raise cm.SideUnavailable(f"n/a ({e})")
+            raise SideUnavailable(f"n/a ({e})")
         rng = np.random.default_rng(0)
         B, T = cfg["batch_size"], cfg["seq_len"]
         self.x = rng.integers(0, cfg["vocab_size"], (B, T)).astype(np.int32)
         self.y = rng.integers(0, cfg["vocab_size"], (B, T)).astype(np.int32)
         self.t = 0
         self.info = {"isa": cllm.get_isa(), "params": self.m.num_params, "threads": self.m.threads,
-                     "precision": getattr(self.m, "precision", spec["precision"])}
+                     "precision": self.m.precision}
         self.run(spec["warmup"])
 
     def run(self, n: int, mode: str = "") -> Dict[str, float]:
@@ -112,9 +109,12 @@ class TorchSide:
     """The nanoGPT-style PyTorch step; mode "fp32" or "bf16" (autocast)."""
 
     def __init__(self, spec: Dict[str, Any]) -> None:
-        import torch
+        try:
+            import torch
 
-        from _torch_gpt import GPT, make_optimizer
+            from _torch_gpt import GPT, make_optimizer
+        except ImportError as e:
+            raise SideUnavailable(f"n/a (torch not installed: {e})")
 
         cfg = spec["config"]
         torch.set_num_threads(spec["threads"])
@@ -164,38 +164,38 @@ def start_workers(cfg: Dict[str, int], threads: int, sides: List[str], warmup: i
     bf16 modes share one model), torch-avx2. All start (and warm up) at once."""
     script = os.path.abspath(__file__)
     base = dict(config=cfg, threads=threads, warmup=warmup)
-    procs: Dict[str, cm.Worker] = {}
+    procs: Dict[str, Worker] = {}
     pending: Dict[str, Any] = {}   # side -> (worker, mode)
     for side, prec, env in (("cllm-fp32", "fp32", {}), ("cllm-bf16", "bf16", {}),
                             ("cllm-avx2", "fp32", {"CLLM_ISA": "avx2"})):
         if side in sides:
-            procs[side] = cm.Worker(side, script, dict(base, kind="cllm", precision=prec), env)
+            procs[side] = Worker(side, script, dict(base, kind="cllm", precision=prec), env)
             pending[side] = (procs[side], "")
     modes = [m for m, s in (("fp32", "torch-fp32"), ("bf16", "torch-bf16")) if s in sides]
     if modes:
-        procs["torch"] = cm.Worker("torch", script, dict(base, kind="torch", modes=modes, compile=compile_torch))
+        procs["torch"] = Worker("torch", script, dict(base, kind="torch", modes=modes, compile=compile_torch))
         for m in modes:
             pending[f"torch-{m}"] = (procs["torch"], m)
     if "torch-avx2" in sides:
-        procs["torch-avx2"] = cm.Worker("torch-avx2", script,
+        procs["torch-avx2"] = Worker("torch-avx2", script,
                                         dict(base, kind="torch", modes=["fp32"], compile=compile_torch),
-                                        cm.AVX2_ENV_TORCH)
+                                        AVX2_ENV_TORCH)
         pending["torch-avx2"] = (procs["torch-avx2"], "fp32")
     # side -> (worker, mode), or the reason it cannot run
     cols = {s: (wm if wm[0].ok else wm[0].error) for s, wm in pending.items()}
     return {"procs": procs, "cols": cols}
 
 
-def peak_kind(side: str, machine: cm.Machine, best_isa: str) -> Optional[str]:
+def peak_kind(side: str, machine: Machine, best_isa: str) -> Optional[str]:
     if side.endswith("bf16"):
         return machine.bf16_kind()
     if side.endswith("avx2"):
         return "fma_avx2"
-    return cm.FP32_PEAK.get(best_isa)
+    return FP32_PEAK.get(best_isa)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    g = cm.GridArgs(__doc__, "configs", list(CONFIGS), "A,B,C", SIDES)
+    g = GridArgs(__doc__, "configs", list(CONFIGS), "A,B,C", SIDES)
     ap = g.ap
     ap.add_argument("--reps", type=int, default=3, help="measured reps per side (best is reported)")
     ap.add_argument("--steps", type=int, default=0, help="steps per rep (0: A=20, B=3, C=2)")
@@ -207,7 +207,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import cllm
     t_start = time.perf_counter()
-    machine = cm.measure_machine(threads, seconds=a.peak_seconds)
+    machine = measure_machine(threads, seconds=a.peak_seconds)
     best_isa = cllm.get_isa()
 
     results: Dict[tuple, Dict[str, Any]] = {}   # (config, threads, side) -> row
@@ -221,7 +221,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             ws = start_workers(cfg, th, sides, a.warmup, a.torch_compile)
             try:
                 live = [(s, c[0], c[1]) for s, c in ws["cols"].items() if not isinstance(c, str)]
-                times = cm.interleave(live, {s: steps for s, _, _ in live}, a.reps)
+                times = interleave(live, {s: steps for s, _, _ in live}, a.reps)
                 for s in sides:
                     c = ws["cols"].get(s)
                     row: Dict[str, Any] = {"tok_s": None, "ms": None, "median_tok_s": None, "mfu": None,
@@ -238,7 +238,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         kind = peak_kind(s, machine, best_isa)
                         pk = machine.peak(kind, th) if kind else None
                         row["peak"] = kind
-                        row["mfu"] = row["tok_s"] * fpt / (pk * 1e9) if pk else None
+                        row["mfu"] = mfu(row["tok_s"], fpt, pk)
                         info = c[0].info
                         if "adamw" in info:
                             notes["torch AdamW"] = info["adamw"] + (", torch.compile" if info.get("compiled") else ", eager")
@@ -252,16 +252,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                 for w in ws["procs"].values():
                     w.close()
 
-    cm.remeasure_peaks(machine, a.peak_seconds)
+    remeasure_peaks(machine, a.peak_seconds)
     for (name, th, s), row in results.items():  # MFU against the final (higher) peak
         if row["tok_s"] and row["peak"]:
-            row["mfu"] = row["tok_s"] * flops_per_token(CONFIGS[name]) / (machine.peak(row["peak"], th) * 1e9)
+            row["mfu"] = mfu(row["tok_s"], flops_per_token(CONFIGS[name]), machine.peak(row["peak"], th))
 
     # ------------------------------------------------------------ tables
     print("# Training throughput: cllm vs nanoGPT-style PyTorch (one run, sides interleaved)\n")
     print("\n".join(machine.header_lines()))
     if any(s.startswith("torch") for s in sides):
-        print(cm.torch_description())
+        print(torch_description())
     print(f"cllm {cllm.__version__}, best ISA here: {best_isa}; reps {a.reps} (best reported), "
           f"warm-up {a.warmup} steps\n")
     print("## Throughput and MFU\n")
@@ -273,9 +273,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         for th in threads:
             for s in sides:
                 r = results[(name, th, s)]
-                rows.append([name, th, s, cm.num(r["tok_s"]), cm.num(r["median_tok_s"]), cm.num(r["ms"], 1),
-                             f"{fpt / 1e6:,.1f}", cm.pct(r["mfu"]), r["peak"] or "-", r["note"]])
-    print(cm.table(["config", "threads", "side", "tok/s (best)", "tok/s (median)", "ms/step",
+                rows.append([name, th, s, num(r["tok_s"]), num(r["median_tok_s"]), num(r["ms"], 1),
+                             f"{fpt / 1e6:,.1f}", pct(r["mfu"]), r["peak"] or "-", r["note"]])
+    print(table(["config", "threads", "side", "tok/s (best)", "tok/s (median)", "ms/step",
                     "MFLOP/token", "MFU", "peak kind", "note"], rows,
                    [False, True, False, True, True, True, True, True, False, False]))
     print("\n## Ratios (same run)\n")
@@ -285,15 +285,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = []
     for name in configs:
         for th in threads:
-            rows.append([name, th] + [cm.ratio(results[(name, th, x)]["tok_s"], results[(name, th, y)]["tok_s"])
+            rows.append([name, th] + [ratio(results[(name, th, x)]["tok_s"], results[(name, th, y)]["tok_s"])
                                       for x, y in pairs])
-    print(cm.table(["config", "threads"] + [f"{x} / {y}" for x, y in pairs], rows))
+    print(table(["config", "threads"] + [f"{x} / {y}" for x, y in pairs], rows))
     if len(threads) > 1:
         t1, tn = threads[0], threads[-1]
         print(f"\n## Thread scaling ({tn} threads / {t1} thread{'s' if t1 > 1 else ''}, same run)\n")
-        rows = [[name] + [cm.ratio(results[(name, tn, s)]["tok_s"], results[(name, t1, s)]["tok_s"])
+        rows = [[name] + [ratio(results[(name, tn, s)]["tok_s"], results[(name, t1, s)]["tok_s"])
                           for s in sides] for name in configs]
-        print(cm.table(["config"] + sides, rows))
+        print(table(["config"] + sides, rows))
     if notes:
         print("\n" + "\n".join(f"- {k}: {v}" for k, v in sorted(notes.items())))
     print(f"\n(total {time.perf_counter() - t_start:.0f} s)")
@@ -301,4 +301,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cm.entry(main, build))
+    sys.exit(entry(main, build))

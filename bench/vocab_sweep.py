@@ -19,6 +19,9 @@ import sys
 import tempfile
 import time
 
+sys.path[:0] = [os.path.dirname(os.path.abspath(__file__))]  # bench/ (lib puts the repository root there too)
+import lib  # noqa: E402,F401
+
 #: the other `cllm train` options of every run, with their defaults here
 SWEPT_WITH = {"max_steps": 300, "batch_size": 16, "seq_len": 128, "embed_dim": 256, "num_layers": 4, "num_heads": 4,
               "learning_rate": 3e-4, "threads": 0, "seed": 1234}

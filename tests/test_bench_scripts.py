@@ -1,5 +1,6 @@
 """The benchmark scripts under bench/ run end to end with tiny settings and print
-complete tables (numbers, not placeholders), and their helpers compute what they say."""
+complete tables (numbers, not placeholders), and their helpers (bench/lib)
+compute what they say."""
 from __future__ import annotations
 
 import os
@@ -38,10 +39,9 @@ def number(cell: str) -> float:
 
 def test_flops_per_token_matches_parameter_count() -> None:
     import cllm
-    from cllm.config import ModelConfig
     from train_throughput import CONFIGS, flops_per_token
     cfg = CONFIGS["B"]
-    m = cllm.Model.create(ModelConfig(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"],
+    m = cllm.Model.create(cllm.ModelConfig(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"],
                                       cfg["embed_dim"]), threads=1, batch_size=1, seq_len=8)
     n = m.num_params - cfg["seq_len"] * cfg["embed_dim"]  # without the position embedding
     L, C, T = cfg["num_layers"], cfg["embed_dim"], cfg["seq_len"]
@@ -116,3 +116,69 @@ def test_decode_table_and_llama2c_files(tmp_path) -> None:
         r = row(out, "B", "1", side)
         assert number(r[3]) > 0 and number(r[6]) > 0 and number(r[9]) > 0
     assert "--llama2c" in row(out, "B", "1", "llama2c")[-1]  # skipped with the reason
+
+
+def test_generate_paths_table() -> None:
+    out = run_script("generate_paths.py", "--models", "tiny", "--threads", "1,2", "--reps", "1", "--tokens", "4",
+                     "--prompt-tokens", "3", "--peak-seconds", "0.02")
+    assert "CPU: " in out and "Peak measured" in out
+    for th in ("1", "2"):
+        for side, cls in (("model-load", "Model"), ("model-trained", "Model"), ("inference", "InferenceModel")):
+            r = row(out, "TINY", th, side)
+            assert number(r[3]) > 0 and number(r[4]) > 0, r
+            assert re.fullmatch(r"\d+\.\d\dx", r[5]) and r[6] == f"{cls}, {th} thread(s)", r
+        summary = row(out.split("## Model / InferenceModel")[1], "TINY", th)
+        assert number(summary[2].split()[0]) > 0, summary  # the measured FMA peak
+        assert all(re.fullmatch(r"\d+\.\d\dx \((met|NOT met)\)", c) for c in summary[3:5]), summary
+        # the same weights through the same decoder: the same greedy tokens
+        assert f"model TINY, {th} thread(s): greedy ids of model-load == inference (4 tokens)" in out
+
+
+def test_generate_paths_rejects_a_prompt_past_the_context() -> None:
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    p = subprocess.run([sys.executable, os.path.join(BENCH, "generate_paths.py"), "--models", "tiny",
+                        "--tokens", "120", "--prompt-tokens", "16"], capture_output=True, text=True, env=env,
+                       timeout=120, cwd=ROOT)
+    assert p.returncode == 2 and "exceeds the context length of model TINY (128)" in p.stderr
+
+
+def test_profile_step_table() -> None:
+    out = run_script("profile_step.py", "--config", "A", "--threads", "1", "--steps", "1")
+    assert "CPU: " in out and "tokens/s" in out
+    assert number(row(out, "(other: python, batching, waits)")[1]) >= 0
+    assert "| op | ms/step | share of step |" in out
+
+
+def test_gemm_blocking_table() -> None:
+    out = run_script("gemm_blocking.py", "--shapes", "fwd_attn_out", "--blockings", "0:64:0", "--reps", "1",
+                     "--min-time", "0.005", "--clock", "cpu")
+    assert out.startswith("CPU: ")
+    r = next(line for line in out.splitlines() if line.startswith("| fwd_attn_out:"))
+    cells = [c.strip() for c in r.strip("|").split("|")]
+    assert all(number(c.split()[0]) > 0 for c in cells[1:3]), cells
+
+
+def test_lib_tables_and_command_line() -> None:
+    from lib.cli import GridArgs, comma_list
+    from lib.tables import fmt_bytes, num, pct, ratio, table
+    assert table(["a", "b"], [[1, 2.5]]).splitlines() == ["| a | b |", "|---|---:|", "| 1 | 2.5 |"]
+    assert (fmt_bytes(1536), fmt_bytes(100), pct(0.1234), num(12345.6), num(None), ratio(3, 2), ratio(None, 2)) \
+        == ("1.5 KiB", "100 B", "12.3%", "12,346", "n/a", "1.50x", "n/a")
+    assert comma_list(" 1, 2,,3", int) == [1, 2, 3]
+    g = GridArgs("Doc.", "models", ["B", "TINY"], "B", ["x", "y"])
+    a, models, threads, sides = g.parse(["--models", "b,tiny", "--threads", "2", "--sides", "y"])
+    assert (models, threads, sides) == (["B", "TINY"], [2], ["y"])
+    with pytest.raises(SystemExit):
+        g.parse(["--models", "Q"])
+
+
+def test_lib_machine_mfu_and_peaks() -> None:
+    import cllm
+    from lib.machine import cpu_model, measure_machine, mfu
+    assert mfu(1000.0, 2e6, 4.0) == pytest.approx(0.5)  # 2 GFLOP/s of a 4 GFLOP/s peak
+    assert mfu(None, 2e6, 4.0) is None and mfu(1000.0, 2e6, None) is None
+    kind = next(k for k, ok in cllm.peak_kinds().items() if ok)
+    m = measure_machine([1], kinds=[kind], seconds=0.02)
+    assert m.model == cpu_model() and set(m.peaks) == {(kind, 1)} and m.peak(kind, 1) > 0
+    assert measure_machine([1], kinds=[], seconds=0.02).peaks == {}
+    assert any(line.startswith(f"| {kind} (") for line in m.header_lines())
