@@ -73,9 +73,14 @@ class ModelConfig:
             act = d.get("activation_function", "gelu_new")
             if act not in ("gelu_new", "gelu_pytorch_tanh"):
                 raise ConfigError(f"unsupported activation_function {act!r} (cllm uses tanh-GELU)")
-            cfg = cls(vocab_size=int(d["vocab_size"]), context_len=int(d["n_positions"]),
-                      num_layers=int(d["n_layer"]), num_heads=int(d["n_head"]),
-                      embed_dim=int(d["n_embd"]))
+            vals = {}
+            for key in ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd"):
+                v = d[key]
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise ConfigError(f"config.json: {key} must be an integer, got {v!r}")
+                vals[key] = v
+            cfg = cls(vocab_size=vals["vocab_size"], context_len=vals["n_positions"],
+                      num_layers=vals["n_layer"], num_heads=vals["n_head"], embed_dim=vals["n_embd"])
         except KeyError as e:
             raise ConfigError(f"config.json lacks the key {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:

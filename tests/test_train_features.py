@@ -39,7 +39,7 @@ def test_metrics_log_and_plot(code_corpus, tmp_path):
     if shutil.which("python") and _have_matplotlib():
         with open(out / "loss.png", "rb") as f:
             assert f.read(4) == b"\x89PNG"
-    m = cllm.train(code_corpus, out_dir=str(out), max_steps=6, eval_interval=0, **TINY)
+    m = cllm.train(code_corpus, out_dir=str(out), max_steps=6, eval_interval=0, overwrite=True, **TINY)
     tr, ev = split_rows(read_metrics(str(out)))  # a new run in the same directory: a new log
     assert [r["step"] for r in tr] == list(range(1, 7)) and [r["step"] for r in ev] == [6]
 

@@ -81,7 +81,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         for st in model.sphere_stats():
             print(f"  sphere {st['sphere']:>3} (parent {st['parent']:>3}): {st['tasks']} tasks, "
                   f"busy {st['busy_seconds']:.2f}s ({100 * st['busy_fraction']:.0f}%)")
-    out = os.path.abspath(opts.out_dir)
+    out = os.path.abspath(s.get("out_dir", opts.out_dir))
     print(f"checkpoint: {out}")
     plot = os.path.join(out, "loss.png")
     print(f"metrics: {os.path.join(out, 'metrics.jsonl')}"

@@ -17,7 +17,8 @@ token cache through :func:`read_document`). The rules, in order:
    directory at the top of the corpus, the run's own output directory),
    ``linguist-vendored`` / ``linguist-generated`` paths from
    ``.gitattributes``, lock files (:data:`LOCK_FILES`), paths not selected
-   by ``-e``/``--include``/``--exclude``, empty files, files above the
+   by ``-e``/``--include``/``--exclude``, symbolic links to files outside the
+   corpus root (never read, so nothing outside the tree reaches a model), empty files, files above the
    per-file size cap, binary files, minified files (``*.min.js`` and any
    file with very long lines) and exact duplicates (same content hash; the
    first path in corpus order is kept).
@@ -75,6 +76,7 @@ SKIP_REASONS = OrderedDict([
     ("generated", "linguist-generated in .gitattributes"),
     ("lock-file", "dependency lock file"),
     ("not-selected", "not selected by -e / --include / --exclude"),
+    ("outside-root", "a symbolic link to a file outside the corpus root (never read)"),
     ("not-a-file", "not a regular file (submodule, broken link, deleted)"),
     ("empty", "empty file"),
     ("too-large", "above the per-file size cap"),
@@ -505,6 +507,8 @@ def scan(path: str, exts: Optional[Sequence[str]] = None, *, include: Optional[S
     skipped += [Skipped(p, "ignored") for p in sorted(ignored, key=_walk_key)]
     seen: Dict[str, str] = {}
     total = 0
+    # a file named on its own is taken wherever its link points; a tree's files must stay inside it
+    real_root = os.path.dirname(os.path.realpath(root)) if os.path.isfile(root) else os.path.realpath(root)
     for rel in listing:
         name = rel.rsplit("/", 1)[-1]
         reason = None
@@ -521,6 +525,12 @@ def scan(path: str, exts: Optional[Sequence[str]] = None, *, include: Optional[S
               or (exc is not None and exc.match_file(rel))):
             reason = "not-selected"
         full = os.path.join(corpus.root, rel)
+        if reason is None and not _inside(full, real_root):
+            reason = "outside-root"
+            log.warning("skipping %s: a link to %s, outside the corpus root %s", rel, os.path.realpath(full),
+                        corpus.root)
+            skipped.append(Skipped(rel, reason, -1))
+            continue
         if reason is not None:
             skipped.append(Skipped(rel, reason, _size(full)))
             continue
@@ -573,6 +583,12 @@ def read_document(fp: str, max_file_bytes: int = MAX_FILE_BYTES) -> Tuple[Option
     if not is_text(data):
         return None, "binary"
     return data, ""
+
+
+def _inside(path: str, real_root: str) -> bool:
+    """Whether ``path``, with every symbolic link resolved, is ``real_root`` or below it."""
+    real = os.path.realpath(path)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
 def _size(path: str) -> int:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import time
 from typing import Any, Iterable, List, Optional, Tuple, Union
 
@@ -35,7 +34,7 @@ from ..config import ModelConfig
 from ..model.checkpoint import CONFIG_FILE, MODEL_FILE, QUANT_KEY, TOKENIZER_FILE, Checkpoint, open_checkpoint
 from ..model.decoder import DTYPES, Decoder, GenerationMixin
 from ..errors import CheckpointError, ConfigError
-from ..io.files import atomic_write_json
+from ..io.files import DirLock, LockedError, atomic_write, atomic_write_json, has_content, inside, read_json
 from ..io.safetensors import DTYPE_SIZE, map_safetensors, write_tensors
 
 log = logging.getLogger(__name__)
@@ -152,11 +151,35 @@ def quantize(checkpoint: str, out_dir: str, dtype: str = "int8") -> str:
     :func:`cllm.load` opens without re-quantizing. Returns ``out_dir``."""
     if dtype not in _QSUFFIX:
         raise ConfigError(f"quantize: dtype must be one of {', '.join(_QSUFFIX)}; got {dtype!r}")
-    if os.path.abspath(checkpoint) == os.path.abspath(out_dir):
-        raise ConfigError("quantize: the output directory must differ from the checkpoint")
     ck = open_checkpoint(checkpoint)
+    for src in (checkpoint, ck.path):
+        if inside(out_dir, src) or inside(src, out_dir):
+            raise ConfigError(f"quantize: the output {out_dir} and the checkpoint {src} overlap (one is, or is "
+                              f"inside, the other); write the quantized copy to a directory of its own")
     if ck.quantization:
         raise ConfigError(f"{checkpoint} is already quantized; quantize the full-precision checkpoint")
+    if has_content(out_dir) and not (os.path.isfile(os.path.join(out_dir, CONFIG_FILE))
+                                     and QUANT_KEY in _config_keys(os.path.join(out_dir, CONFIG_FILE))):
+        raise ConfigError(f"quantize: {out_dir} is not empty and holds no quantized checkpoint; "
+                          f"choose a new directory")
+    os.makedirs(out_dir, exist_ok=True)
+    try:
+        with DirLock(out_dir, "quantizing"):
+            return _quantize_locked(ck, out_dir, dtype)
+    except LockedError as e:
+        raise ConfigError(f"quantize: {e}") from None
+
+
+def _config_keys(path: str) -> Any:
+    try:
+        raw = read_json(path)
+    except ValueError:
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _quantize_locked(ck: Checkpoint, out_dir: str, dtype: str) -> str:
+    checkpoint = ck.path
     t0 = time.perf_counter()
     m = InferenceModel.load(ck, dtype=dtype, threads=1)
     dec = m._dec
@@ -174,13 +197,13 @@ def quantize(checkpoint: str, out_dir: str, dtype: str = "int8") -> str:
         else:
             n = math.prod(shape)
             items.append((name, "F32", shape, ffi.buffer(ffi.cast("char *", w[0]), 4 * n)))
-    os.makedirs(out_dir, exist_ok=True)
     write_tensors(os.path.join(out_dir, MODEL_FILE), items,
                   {"format": "cllm-quantized", "cllm_dtype": dtype, "producer": "cllm"})
     raw = dict(ck.hf_config)
     raw[QUANT_KEY] = {"dtype": dtype, "format": 1}
     atomic_write_json(os.path.join(out_dir, CONFIG_FILE), raw)
-    shutil.copyfile(ck.file(TOKENIZER_FILE), os.path.join(out_dir, TOKENIZER_FILE))
+    with open(ck.file(TOKENIZER_FILE), "rb") as f:
+        atomic_write(os.path.join(out_dir, TOKENIZER_FILE), [f.read()])
     size = sum(DTYPE_SIZE[d] * math.prod(s) for _, d, s, _ in items)
     log.info("quantized %s -> %s (%s, %.1f MB of tensors) in %.2fs", checkpoint, out_dir, dtype, size / 1e6,
              time.perf_counter() - t0)

@@ -3,10 +3,17 @@
 the one JSON reader (:func:`read_json`).
 
 An atomic write goes to a hidden temp file in the target's directory
-(``.NAME.tmp.PID``), is flushed and fsynced, renamed over the target and
-the directory is fsynced, so readers see the old file or the new one, never
-a torn one. :func:`remove_stale_temps` deletes temp files that a killed
+(``.NAME.tmp.PID.RANDOM``, created with ``O_EXCL | O_NOFOLLOW`` so a
+planted file or link is never written through), is flushed and fsynced,
+given the mode of the file it replaces, renamed over the target and the
+directory is fsynced, so readers see the old file or the new one, never a
+torn one. :func:`remove_stale_temps` deletes temp files that a killed
 process left behind.
+
+:class:`DirLock` is the one writer lock of a directory (``DIR/.lock``, an
+``fcntl`` lock held for the life of a run, a save or a quantize).
+:func:`read_json` reads untrusted JSON with a size limit, refusing deep
+nesting and non-finite numbers.
 """
 from __future__ import annotations
 
@@ -17,19 +24,27 @@ import json
 import os
 import re
 import shutil
-from typing import IO, Any, Iterable, Iterator
+import socket
+import stat
+from typing import IO, Any, Dict, Iterable, Iterator, Optional
 
 __all__ = ["atomic_open", "atomic_write", "atomic_write_json", "atomic_symlink", "read_json", "fsync_dir",
-           "remove_stale_temps", "temp_name", "sha256_file", "TEMP_PATTERN"]
+           "remove_stale_temps", "temp_name", "sha256_file", "TEMP_PATTERN", "DirLock", "LockedError",
+           "LOCK_FILE", "MAX_JSON_BYTES", "holds_lock", "has_content", "inside"]
 
-#: Names of the temp files and directories cllm creates (``.NAME.tmp.PID``).
-TEMP_PATTERN = re.compile(r"^\..+\.tmp\.(\d+)$")
+#: Names of the temp files and directories cllm creates (``.NAME.tmp.PID.RANDOM``).
+TEMP_PATTERN = re.compile(r"^\..+\.tmp\.(\d+)(?:\.[0-9a-f]+)?$")
+#: The writer lock of a directory.
+LOCK_FILE = ".lock"
+#: The largest JSON file :func:`read_json` reads (a checkpoint's are far smaller).
+MAX_JSON_BYTES = 256 << 20
 
 
 def temp_name(path: str, tag: str = "") -> str:
-    """The hidden temp sibling of ``path`` owned by this process (matches :data:`TEMP_PATTERN`)."""
+    """A fresh hidden temp sibling of ``path`` owned by this process (matches
+    :data:`TEMP_PATTERN`; the random part makes the name unpredictable)."""
     d, base = os.path.split(os.path.abspath(path))
-    return os.path.join(d, f".{base}{tag}.tmp.{os.getpid()}")
+    return os.path.join(d, f".{base}{tag}.tmp.{os.getpid()}.{os.urandom(6).hex()}")
 
 
 def fsync_dir(d: str) -> None:
@@ -54,8 +69,17 @@ def atomic_open(path: str) -> Iterator[IO[bytes]]:
     path = os.fspath(path)
     tmp = temp_name(path)
     try:
+        old = os.lstat(path)
+        mode = stat.S_IMODE(old.st_mode) if stat.S_ISREG(old.st_mode) else None
+    except OSError:
+        mode = None
+    try:
         try:
-            with open(tmp, "wb") as f:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_CLOEXEC", 0), 0o666)
+            with os.fdopen(fd, "wb") as f:
+                if mode is not None:
+                    os.fchmod(f.fileno(), mode)   # the replaced file's mode is kept
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
@@ -81,24 +105,45 @@ def atomic_write_json(path: str, obj: Any, indent: Any = 2) -> None:
     atomic_write(path, [json.dumps(obj, indent=indent, ensure_ascii=False).encode("utf-8")])
 
 
-def read_json(path: str, corrupt: type = ValueError, missing: type = FileNotFoundError) -> Any:
+def _finite(text: str) -> float:
+    v = float(text)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text} is out of range")
+    return v
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read_json(path: str, corrupt: type = ValueError, missing: type = FileNotFoundError,
+              max_bytes: int = MAX_JSON_BYTES) -> Any:
     """Load a JSON file; a missing file raises ``missing`` and a corrupt one
-    ``corrupt``, both naming ``path``."""
+    ``corrupt``, both naming ``path``. Untrusted input is bounded: a file over
+    ``max_bytes``, nesting deeper than Python's recursion limit, ``NaN``,
+    ``Infinity`` and numbers that overflow a float are corrupt too."""
     if not os.path.isfile(path):
         raise missing(f"{path}: file not found")
     try:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            raise corrupt(f"{path}: {size:,} bytes is above the {max_bytes:,}-byte limit for a JSON file")
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            return json.load(f, parse_float=_finite, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise corrupt(f"{path}: corrupt JSON ({e})") from None
+    except RecursionError:
+        raise corrupt(f"{path}: corrupt JSON (nested too deeply)") from None
+    except ValueError as e:
+        if isinstance(e, corrupt):
+            raise
         raise corrupt(f"{path}: corrupt JSON ({e})") from None
 
 
 def atomic_symlink(target: str, link: str) -> None:
     """Make ``link`` a symlink to ``target``, replacing whatever is there atomically."""
     tmp = temp_name(link)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    os.symlink(target, tmp)
+    os.symlink(target, tmp)   # fails rather than follows if the fresh name exists
     try:
         os.replace(tmp, link)
     except BaseException:
@@ -127,9 +172,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(d: str) -> int:
+def remove_stale_temps(d: str, all_dead: bool = False) -> int:
     """Delete temp files and directories that killed processes left in ``d``
-    (those of live processes are kept); returns how many were removed."""
+    (those of live processes on this host are kept, unless ``all_dead``: the
+    caller holds the directory's :class:`DirLock`, so no other writer is
+    alive anywhere); returns how many were removed."""
     n = 0
     try:
         names = os.listdir(d)
@@ -137,7 +184,7 @@ def remove_stale_temps(d: str) -> int:
         return 0
     for name in names:
         m = TEMP_PATTERN.match(name)
-        if not m or _alive(int(m.group(1))):
+        if not m or (not all_dead and _alive(int(m.group(1)))):
             continue
         p = os.path.join(d, name)
         with contextlib.suppress(OSError):
@@ -147,3 +194,88 @@ def remove_stale_temps(d: str) -> int:
                 os.unlink(p)
             n += 1
     return n
+
+
+class LockedError(OSError):
+    """The directory's lock is held by another process (``holder`` says which)."""
+
+    def __init__(self, path: str, holder: str) -> None:
+        super().__init__(errno.EBUSY, f"{path} is in use by another cllm process ({holder})")
+        self.path = path
+        self.holder = holder
+
+
+#: locks this process holds: real path of the directory -> [fd, depth]
+_HELD: Dict[str, list] = {}
+
+
+class DirLock:
+    """``with DirLock(d, what="training"):`` holds ``d/.lock`` (``fcntl.flock``,
+    exclusive, non-blocking) and records this process's pid, host and task in
+    it. A second process is refused at once with :class:`LockedError` naming
+    the holder; the same process may nest locks on one directory. The lock is
+    the kernel's, so it is released when the process dies, however it dies,
+    and it works across containers sharing the directory (on file systems
+    where ``flock`` does: local ones, and NFS v4)."""
+
+    def __init__(self, path: str, what: str = "writing") -> None:
+        self.path = os.fspath(path)
+        self.what = what
+        self._key: Optional[str] = None
+
+    def __enter__(self) -> "DirLock":
+        key = os.path.realpath(self.path)
+        held = _HELD.get(key)
+        if held is not None:
+            held[1] += 1
+            self._key = key
+            return self
+        import fcntl
+        lp = os.path.join(key, LOCK_FILE)
+        fd = os.open(lp, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                     0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "holder unknown"
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise LockedError(self.path, holder) from None
+            raise
+        info = f"pid {os.getpid()} on host {socket.gethostname()}, {self.what}\n".encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info, 0)
+        _HELD[key] = [fd, 1]
+        self._key = key
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        key, self._key = self._key, None
+        if key is None:
+            return
+        held = _HELD[key]
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[key]
+            os.close(held[0])   # closing the only descriptor releases the flock
+
+
+def has_content(d: str) -> bool:
+    """Whether directory ``d`` exists and holds anything but a lock file."""
+    try:
+        return any(n != LOCK_FILE for n in os.listdir(d))
+    except FileNotFoundError:
+        return False
+    except NotADirectoryError:
+        return True
+
+
+def inside(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it (links resolved)."""
+    p, r = os.path.realpath(path), os.path.realpath(root)
+    return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
+
+
+def holds_lock(path: str) -> bool:
+    """Whether this process holds the :class:`DirLock` of ``path``."""
+    return os.path.realpath(path) in _HELD

@@ -106,6 +106,17 @@ def _header_bytes(path: str, f: Any, size: int) -> bytes:
     return raw
 
 
+def read_entries(path: str, dtypes: Sequence[str] = tuple(DTYPE_SIZE)) -> Dict[str, TensorEntry]:
+    """Name -> (dtype, shape, offsets) of every tensor of a safetensors file,
+    from its header alone (checked against the file size; no data is read)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: file not found")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        raw = _header_bytes(path, f, size)
+    return _parse_header(path, raw, size, dtypes)[0]
+
+
 def read_metadata(path: str) -> Dict[str, str]:
     """The ``__metadata__`` of a safetensors file (header only; ``{}`` if none)."""
     if not os.path.isfile(path):

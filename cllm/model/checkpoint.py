@@ -57,9 +57,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..config import ModelConfig
 from ..errors import CheckpointError
-from ..io.files import (atomic_symlink, atomic_write_json, fsync_dir, read_json as _read_json,
-                     remove_stale_temps, sha256_file, temp_name)
-from ..io.safetensors import read_metadata, read_safetensors, write_safetensors
+from ..io.files import (DirLock, LockedError, atomic_symlink, atomic_write_json, fsync_dir,
+                        read_json as _read_json, remove_stale_temps, sha256_file, temp_name)
+from ..io.safetensors import read_entries, read_metadata, read_safetensors, write_safetensors
 from ..data.tokenizer import EOT, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -162,23 +162,39 @@ def _free_name(out: str, step: int) -> str:
 
 
 def save_checkpoint(model: Any, path: str, trainer_state: Optional[Dict[str, Any]] = None,
-                    save_optimizer: bool = True, keep: int = 1) -> str:
+                    save_optimizer: bool = True, keep: int = 1, overwrite: bool = False) -> str:
     """Write ``model`` (and, with ``trainer_state``, its optimizer and trainer
     state) as a new checkpoint of directory ``path``, crash-consistently (see
-    the module docstring); keeps the newest ``keep`` checkpoints of the run.
-    Returns the new checkpoint's directory."""
+    the module docstring), holding ``path/.lock``; keeps the newest ``keep``
+    checkpoints of this run (others' are never touched). A file at one of the
+    top-level names that cllm did not write (not a link into ``latest`` and
+    not a copy of the current checkpoint's file) is refused unless
+    ``overwrite``. Returns the new checkpoint's directory."""
     path = os.fspath(path)
     if os.path.lexists(path) and not os.path.isdir(path):
         raise CheckpointError(f"{path}: exists and is not a directory")
     if keep < 1:
         raise CheckpointError(f"keep must be >= 1, got {keep}")
     os.makedirs(path, exist_ok=True)
-    remove_stale_temps(path)
+    try:
+        with DirLock(path, "saving a checkpoint"):
+            return _save_locked(model, path, trainer_state, save_optimizer, keep, overwrite)
+    except LockedError as e:
+        raise CheckpointError(f"cannot save: {e}") from None
+
+
+def _save_locked(model: Any, path: str, trainer_state: Optional[Dict[str, Any]], save_optimizer: bool,
+                 keep: int, overwrite: bool) -> str:
+    real_latest = _check_top_level(path, overwrite)
+    remove_stale_temps(path, all_dead=True)   # the lock is ours: no other writer is alive
     step = int(trainer_state["step"]) if trainer_state is not None else 0
     tmp = temp_name(os.path.join(path, f"checkpoint-{step}"))
     os.makedirs(tmp)
     try:
         _write_files(model, tmp, trainer_state, save_optimizer)
+        if real_latest:   # a copy made with links followed: `latest` is a real checkpoint directory
+            man = _manifest_or_none(os.path.join(path, LATEST))
+            os.rename(os.path.join(path, LATEST), os.path.join(path, _free_name(path, int(man.get("step") or 0))))
         name = _free_name(path, step)
         os.rename(tmp, os.path.join(path, name))
     except BaseException:
@@ -192,23 +208,53 @@ def save_checkpoint(model: Any, path: str, trainer_state: Optional[Dict[str, Any
         if f in present:
             if not (os.path.islink(link) and os.readlink(link) == f"{LATEST}/{f}"):
                 atomic_symlink(f"{LATEST}/{f}", link)
-        elif os.path.lexists(link):
+        elif os.path.islink(link) and os.readlink(link) == f"{LATEST}/{f}":
             os.unlink(link)
     _prune(path, name, keep)
     log.debug("saved checkpoint %s", os.path.join(path, name))
     return os.path.join(path, name)
 
 
-def _prune(out: str, current: str, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints (``current`` always stays)."""
-    run_id = _manifest_or_none(os.path.join(out, current)).get("run_id")
-    mine, others = [], []
-    for name, d, man in list_checkpoints(out):
-        if name == current:
+def _check_top_level(path: str, overwrite: bool) -> bool:
+    """Refuse (before anything is written) to replace top-level files of
+    ``path`` that cllm did not write; returns whether ``latest`` is a real
+    checkpoint directory (a copy made with links followed) to move aside."""
+    latest = os.path.join(path, LATEST)
+    real_latest = os.path.lexists(latest) and not os.path.islink(latest)
+    if real_latest and not (os.path.isdir(latest) and _manifest_or_none(latest)):
+        raise CheckpointError(f"{latest}: not a link to a checkpoint and not a checkpoint cllm wrote; "
+                              f"move it away or save to another directory")
+    current = resolve_checkpoint(path) if os.path.lexists(latest) else None
+    foreign = []
+    for f in _ALL_FILES:
+        p = os.path.join(path, f)
+        if not os.path.lexists(p) or (os.path.islink(p) and os.readlink(p) == f"{LATEST}/{f}"):
             continue
-        (mine if run_id is not None and man.get("run_id") == run_id else others).append((name, d, man))
+        if os.path.isdir(p) and not os.path.islink(p):
+            foreign.append(f"{p} is a directory")
+            continue
+        mine = os.path.join(current, f) if current else ""
+        same = (bool(mine) and os.path.isfile(mine) and os.path.isfile(p) and not os.path.islink(p)
+                and os.path.getsize(p) == os.path.getsize(mine) and sha256_file(p) == sha256_file(mine))
+        if not same and not overwrite:
+            foreign.append(f"{p} was not written by cllm")
+    if foreign:
+        raise CheckpointError(f"{path}: refusing to replace files cllm did not write: " + "; ".join(foreign)
+                              + " (move them away, save to a new directory, or overwrite explicitly)")
+    return real_latest
+
+
+def _prune(out: str, current: str, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints of the run that wrote
+    ``current`` (``current`` always stays); other runs' checkpoints, and
+    directories without a readable manifest, are never deleted."""
+    run_id = _manifest_or_none(os.path.join(out, current)).get("run_id")
+    if run_id is None:
+        return
+    mine = [(name, d, man) for name, d, man in list_checkpoints(out)
+            if name != current and man.get("run_id") == run_id]
     mine.sort(key=lambda x: (x[2].get("step") or 0, x[2].get("saved_ns") or 0), reverse=True)
-    doomed = mine[keep - 1:] + others
+    doomed = mine[keep - 1:]
     for name, d, _ in doomed:
         dead = temp_name(d, ".del")
         with contextlib.suppress(OSError):
@@ -253,6 +299,11 @@ def resolve_checkpoint(path: str) -> str:
             raise CheckpointError(f"{path}: is not a checkpoint directory")
         raise CheckpointError(f"{path}: checkpoint directory not found")
     latest = os.path.join(path, LATEST)
+    if os.path.islink(latest):
+        target = os.readlink(latest)
+        if not _CKPT_RE.match(target):
+            raise CheckpointError(f"{latest} points to {target!r}, not to a checkpoint-STEP directory of "
+                                  f"this run: refusing to follow it")
     if os.path.isdir(latest):
         return os.path.join(path, os.readlink(latest)) if os.path.islink(latest) else latest
     complete = [d for _, d, man in list_checkpoints(path) if man]
@@ -277,8 +328,14 @@ def verify_checkpoint(d: str) -> Dict[str, Any]:
     if not isinstance(files, dict) or man.get("format") != FORMAT:
         raise CheckpointError(f"{mpath}: not a cllm checkpoint manifest")
     step = man.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        raise CheckpointError(f"{mpath}: field 'step' must be an integer, got {step!r}")
     bad = []
     for f, ent in files.items():
+        if f not in _ALL_FILES:
+            raise CheckpointError(f"{mpath}: lists {f!r}, which is not a checkpoint file name")
+        if not isinstance(ent, dict):
+            raise CheckpointError(f"{mpath}: the entry of {f} must be an object, got {ent!r}")
         fp = os.path.join(d, f)
         if not os.path.isfile(fp):
             bad.append(f"{fp} is missing")
@@ -423,7 +480,36 @@ def open_checkpoint(path: Union[str, "os.PathLike[str]", Checkpoint]) -> Checkpo
         raise CheckpointError(str(e) if tok_path in str(e) else f"{tok_path}: {e}") from None
     if len(tok) > cfg.vocab_size:
         raise CheckpointError(f"{d}: tokenizer has {len(tok)} tokens but vocab_size is {cfg.vocab_size}")
+    _check_shapes(os.path.join(d, MODEL_FILE), cfg, quant)
     return Checkpoint(d, cfg, raw, tok, manifest, quant)
+
+
+def _check_shapes(model_file: str, cfg: ModelConfig, quant: Optional[str]) -> None:
+    """Every size ``config.json`` implies against the tensor shapes in the
+    safetensors header (which the file's size bounds), before anything is
+    allocated: a small hostile config cannot make a loader reserve gigabytes."""
+    entries = read_entries(model_file)
+    C, V, P, L = cfg.embed_dim, cfg.vocab_size, cfg.context_len, cfg.num_layers
+
+    def shape(name: str, suffixes: Tuple[str, ...] = ("",)) -> Optional[Tuple[int, ...]]:
+        for key in (name, name[len("transformer."):]):
+            for sfx in suffixes:
+                if key + sfx in entries:
+                    return tuple(entries[key + sfx].shape)
+        return None
+
+    mat = (".q8", ".bf16", "") if quant else ("",)
+    want = {"transformer.wpe.weight": ((P, C), ("",)), "transformer.wte.weight": ((V, C), mat),
+            "transformer.ln_f.weight": ((C,), ("",)), f"transformer.h.{L - 1}.ln_1.weight": ((C,), ("",))}
+    for name, (shp, sfx) in want.items():
+        got = shape(name, sfx)
+        if got != shp:
+            raise CheckpointError(f"{model_file}: tensor {name!r} has shape {got}, but config.json implies {shp} "
+                                  f"(vocab_size {V}, n_positions {P}, n_embd {C}, n_layer {L})"
+                                  if got is not None else
+                                  f"{model_file}: missing tensor {name!r} (config.json has n_layer {L})")
+    if shape(f"transformer.h.{L}.ln_1.weight") is not None:
+        raise CheckpointError(f"{model_file}: holds more than the {L} layers config.json says (n_layer)")
 
 
 def read_state(path: str) -> Dict[str, Any]:

@@ -322,10 +322,13 @@ class Model(GenerationMixin):
         return out
 
     # ------------------------------------------------------------ files
-    def save(self, path: str, trainer_state: Optional[Dict[str, Any]] = None, keep: int = 1) -> str:
+    def save(self, path: str, trainer_state: Optional[Dict[str, Any]] = None, keep: int = 1,
+             overwrite: bool = False) -> str:
         """Write a Hugging Face-compatible checkpoint directory, crash-consistently
-        (see :mod:`cllm.model.checkpoint`); returns ``path``."""
-        save_checkpoint(self, path, trainer_state=trainer_state, keep=keep)
+        (see :mod:`cllm.model.checkpoint`); returns ``path``. Files at the
+        checkpoint's names that cllm did not write are refused unless
+        ``overwrite``; other runs' checkpoints are never deleted."""
+        save_checkpoint(self, path, trainer_state=trainer_state, keep=keep, overwrite=overwrite)
         return path
 
     @classmethod

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -23,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..data import dataset
-from . import distributed
+from . import distributed, rundir
 from ..model.checkpoint import STATE_FILE, Checkpoint, new_run_id, open_checkpoint, resolve_checkpoint
 from ..config import ModelConfig
 from ..data.corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents, split_documents
@@ -61,34 +62,38 @@ class Batches:
 
 
 class _StopFlag:
-    """While active, the first SIGINT (Ctrl-C) only sets :attr:`set`, so the
-    loop can finish its step and save; a second one interrupts at once.
-    Under MPI, SIGUSR1 (which ``mpirun`` forwards to every rank) does the same."""
+    """While active, the first SIGINT (Ctrl-C) or SIGTERM (``docker stop``,
+    Slurm, systemd) only sets :attr:`set`, so the loop can finish its step,
+    a final evaluation is cut short and the checkpoint is saved whole; a
+    second signal interrupts at once. Under MPI, SIGUSR1 (which ``mpirun``
+    forwards to every rank) does the same. Active from the first step to the
+    end of the final save."""
 
     def __init__(self, world: Optional[World] = None) -> None:
         self.set = False
-        self._old: Any = None
-        self._old_usr1: Any = None
-        self._usr1 = world is not None and world.distributed and hasattr(signal, "SIGUSR1")
+        self.signal_name = ""
+        self._old: Dict[int, Any] = {}
+        self._signals = [signal.SIGINT, signal.SIGTERM]
+        if world is not None and world.distributed and hasattr(signal, "SIGUSR1"):
+            self._signals.append(signal.SIGUSR1)
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.set:
             raise KeyboardInterrupt
         self.set = True
-        log.warning("interrupt: finishing this step and saving (Ctrl-C again to abort at once)")
+        self.signal_name = signal.Signals(signum).name
+        log.warning("%s: finishing this step and saving (Ctrl-C again to abort at once)", self.signal_name)
 
     def __enter__(self) -> "_StopFlag":
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handler)
-            if self._usr1:
-                self._old_usr1 = signal.signal(signal.SIGUSR1, self._handler)
+            for sig in self._signals:
+                self._old[sig] = signal.signal(sig, self._handler)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        if self._old_usr1 is not None:
-            signal.signal(signal.SIGUSR1, self._old_usr1)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 def _token_byte_lengths(tokenizer: Any) -> np.ndarray:
@@ -102,11 +107,13 @@ def _token_byte_lengths(tokenizer: Any) -> np.ndarray:
 
 
 def validation_loss(model: Model, batches: Batches, batch_size: int, max_batches: int,
-             byte_lens: Optional[np.ndarray] = None, world: Optional[World] = None) -> Dict[str, float]:
+                    byte_lens: Optional[np.ndarray] = None, world: Optional[World] = None,
+                    stop: Optional["_StopFlag"] = None) -> Dict[str, float]:
     """Mean loss (nats/token) over up to ``max_batches`` batches of ``batches``
     (evenly spread over the split) and bits per byte when ``byte_lens`` is given.
     Under MPI each rank evaluates every ``world.size``-th sequence and the sums
-    are combined (every rank gets the result)."""
+    are combined (every rank gets the result). A single process stops early
+    (returning ``{}``) once ``stop`` is set: a signal cuts the evaluation short."""
     n = len(batches)
     if n == 0:
         return {}
@@ -116,7 +123,11 @@ def validation_loss(model: Model, batches: Batches, batch_size: int, max_batches
         sel = sel[world.rank::world.size]
     rows = min(batch_size, model.batch_size)
     tot, ntok, nbytes = 0.0, 0, 0
+    cut = stop is not None and (world is None or not world.distributed)
     for i in range(0, len(sel), rows):
+        if cut and stop.set:
+            log.warning("evaluation cut short by %s", stop.signal_name)
+            return {}
         x, y = batches.block(sel[i:i + rows])
         loss = model.forward(x, y)
         tot += float(loss) * y.size
@@ -361,7 +372,7 @@ def _diverged(opts: TrainOptions, step: int, lr: float, why: str, last_saved: Op
 
 def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: int,
              save: Callable[[int], None], metrics: MetricsLog, saved: Optional[List[int]] = None,
-             world: Optional[World] = None) -> LoopResult:
+             world: Optional[World] = None, stop: Optional[_StopFlag] = None) -> LoopResult:
     """Train from step ``start`` to ``total``; ``save(step)`` writes a checkpoint
     (and appends the step to ``saved``).
 
@@ -389,10 +400,11 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
     step = start
     t_train = time.perf_counter()
     tokens_done = 0
-    stop = _StopFlag(world)
+    own_flag = stop is None
+    stop = stop if stop is not None else _StopFlag(world)
     stopping = False  # stop.set as agreed by all ranks after the last step
     try:
-        with stop:
+        with (stop if own_flag else contextlib.nullcontext(stop)):
             while step < total and not stopping:
                 epoch = step // spe
                 order = np.random.default_rng(opts.seed + epoch).permutation(len(data.train))
@@ -456,12 +468,13 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
 
 def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0: float,
               metrics: MetricsLog, init_eval: Optional[Dict[str, float]] = None,
-              world: Optional[World] = None) -> Dict[str, Any]:
+              world: Optional[World] = None, stop: Optional[_StopFlag] = None) -> Dict[str, Any]:
     """Final evaluation (logged to ``metrics``) and the run's summary
     (``model.summary``; tokens are global: all ranks together)."""
     world = world or World()
     step_rows = data.batch * data.accum  # evaluation batches are optimizer-step batches
-    ev = validation_loss(model, data.val, step_rows, opts.eval_batches, data.byte_lens, world) if len(data.val) else {}
+    ev = (validation_loss(model, data.val, step_rows, opts.eval_batches, data.byte_lens, world, stop)
+          if len(data.val) else {})
     tokens_per_step = step_rows * data.train.seq_len
     if ev:
         metrics.log(res.step, tokens=res.step * tokens_per_step, val_loss=ev["val_loss"],
@@ -560,7 +573,11 @@ def train(path: Optional[str] = None, **options: Any) -> Model:
     opts = TrainOptions.from_kwargs(options)
     world = distributed.init(opts.distributed)
     with world.fail_fast():
-        return _train(path, opts, world)
+        with rundir.claim(opts.out_dir, resume=opts.resume, overwrite=opts.overwrite, init_from=opts.init_from,
+                          writer=world.is_root) as out_dir:
+            if world.distributed:
+                out_dir = world.bcast(out_dir)   # rank 0 chose (and locked) it
+            return _train(path, dataclasses.replace(opts, out_dir=out_dir), world)
 
 
 def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
@@ -620,7 +637,8 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
             raise StateError(f"the ranks' weights differ at step {step}: not saving (ranks must run "
                              f"the same cllm build on the same kind of CPU)")
         if opts.out_dir and world.is_root:
-            model.save(opts.out_dir, keep=opts.keep_checkpoints, trainer_state={
+            metrics.sync()   # the rows this checkpoint covers are on disk before it commits
+            model.save(opts.out_dir, keep=opts.keep_checkpoints, overwrite=opts.overwrite, trainer_state={
                 "step": step, "epoch": step // data.steps_per_epoch, "total_steps": total, "run_id": run_id,
                 "options": opts.saved(), "model_config": model.config.to_dict(), "summary": model.summary,
                 "threads": model.threads, "ranks": world.size, "batch": data.batch,
@@ -628,8 +646,9 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
         if opts.out_dir:
             saved.append(step)
 
-    with metrics:
-        res = run_loop(model, opts, data, start, total, save, metrics, saved, world)
+    stop = _StopFlag(world)
+    with stop, metrics:
+        res = run_loop(model, opts, data, start, total, save, metrics, saved, world, stop)
         if res.interrupted:
             model.summary = {"interrupted_at": res.step}
             if not saved or saved[-1] != res.step:
@@ -639,10 +658,15 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
                             "`cllm train --resume --out %s`)", res.step, opts.out_dir, opts.out_dir)
             world.barrier()  # rank 0 has written the checkpoint
             raise distributed.AgreedStop
-        model.summary = summarize(model, opts, data, res, t0, metrics, init_eval, world)
-    save(res.step)
+        model.summary = summarize(model, opts, data, res, t0, metrics, init_eval, world, stop)
+        save(res.step)
+        if stop.set and opts.out_dir and world.is_root:
+            log.warning("%s during the final evaluation or save: the run is complete and saved to %s",
+                        stop.signal_name, opts.out_dir)
     if world.is_root:
         write_loss_plot(opts.out_dir)
+    if opts.out_dir:
+        model.summary["out_dir"] = opts.out_dir
     return model
 
 

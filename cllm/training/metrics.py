@@ -38,11 +38,12 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def read_metrics(path: str) -> List[Dict[str, Any]]:
+def read_metrics(path: str, bad: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     """Rows of a ``metrics.jsonl`` file, or of the one inside run directory ``path``.
 
     A torn last line (a run killed mid-write) is ignored; any other bad line
-    raises ``ValueError`` naming the file and line.
+    raises ``ValueError`` naming the file and line, or, when a list ``bad`` is
+    given, is appended to it (the other rows are still returned).
     """
     if os.path.isdir(path):
         path = os.path.join(path, METRICS_FILE)
@@ -62,7 +63,10 @@ def read_metrics(path: str) -> List[Dict[str, Any]]:
             if i == len(lines) - 1:  # unterminated last line: a write cut short
                 log.warning("%s: ignoring the torn last line", path)
                 break
-            raise ValueError(f"{path}:{i + 1}: malformed metrics row ({e})") from None
+            if bad is None:
+                raise ValueError(f"{path}:{i + 1}: malformed metrics row ({e})") from None
+            bad.append(line)
+            continue
         rows.append(row)
     return rows
 
@@ -77,8 +81,10 @@ class MetricsLog:
 
     ``resume_step``: continuing a run from the checkpoint of that step; rows
     after it are removed (the file is rewritten atomically) and
-    :attr:`elapsed0` is the training time already spent. Without it an
-    existing file is replaced (a new run in the same directory).
+    :attr:`elapsed0` is the training time already spent. A malformed row is
+    kept aside in ``metrics.jsonl.bad`` (with a warning) and the rest of the
+    history is kept. Without ``resume_step`` an existing file is replaced (a
+    new run in a directory it may write).
     """
 
     def __init__(self, out_dir: Optional[str], resume_step: Optional[int] = None) -> None:
@@ -90,10 +96,16 @@ class MetricsLog:
         os.makedirs(out_dir, exist_ok=True)  # type: ignore[arg-type]
         keep: List[Dict[str, Any]] = []
         if resume_step is not None and os.path.isfile(self.path):
-            try:
-                keep = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-            except ValueError as e:
-                log.warning("%s; starting a new metrics log", e)
+            bad: List[str] = []
+            keep = [r for r in read_metrics(self.path, bad) if r["step"] <= resume_step]
+            if bad:
+                aside = self.path + ".bad"
+                with open(aside, "a", encoding="utf-8") as f:
+                    f.write("".join(b + "\n" for b in bad))
+                    f.flush()
+                    os.fsync(f.fileno())
+                log.warning("%s: %d malformed row(s) moved to %s; the other %d rows are kept", self.path,
+                            len(bad), aside, len(keep))
             self.elapsed0 = max((float(r.get("elapsed_s") or 0.0) for r in keep), default=0.0)
         atomic_write(self.path, [(json.dumps(r) + "\n").encode("utf-8") for r in keep])
         self._f = open(self.path, "a", encoding="utf-8")
@@ -111,6 +123,12 @@ class MetricsLog:
         """Push buffered rows to the file (done at evaluations, checkpoints and the end)."""
         if self._f is not None:
             self._f.flush()
+
+    def sync(self) -> None:
+        """Flush and fsync: done before a checkpoint that covers the rows is committed."""
+        if self._f is not None:
+            self._f.flush()
+            os.fsync(self._f.fileno())
 
     def close(self) -> None:
         """Flush and close."""

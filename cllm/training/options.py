@@ -115,7 +115,8 @@ class TrainOptions:
     eval_batches: int = option(16, "batches per evaluation", lo=1, hi=C_INT_MAX, group="evaluation")
     eval_interval: Optional[int] = option(None, "evaluate every N steps (default: about 10 evaluations per "
                                           "run; 0: at the end only)", lo=0, hi=C_INT_MAX, group="evaluation")
-    out_dir: Optional[str] = option(None, "checkpoint directory (API default: none, nothing saved)",
+    out_dir: Optional[str] = option(None, "run directory: checkpoints, metrics, loss plot; a run writes "
+                                    "nowhere else (API default: none, nothing saved)",
                                     flag="--out", cli_default="runs/cllm", saved=False, metavar="DIR",
                                     group="checkpoints")
     checkpoint_every: int = option(0, "save every N steps (0: at the end only)", lo=0, hi=C_INT_MAX,
@@ -129,6 +130,9 @@ class TrainOptions:
     resume: bool = option(False, "continue the run saved in out_dir with its saved options "
                           "(bit-identical continuation; the other options are ignored)", saved=False,
                           group="checkpoints")
+    overwrite: bool = option(False, "start a new run in an out_dir that is not empty (by default that is "
+                             "refused, and the default runs/cllm is numbered runs/cllm-2, ...); other "
+                             "runs' checkpoints are still never deleted", saved=False, group="checkpoints")
     # -- machine
     threads: int = option(0, "worker spheres per process (0: all usable CPUs; under MPI, the CPUs of the "
                           "rank's affinity mask shared out among the ranks on its node)", lo=0, hi=C_INT_MAX,
