@@ -250,3 +250,47 @@ def test_stop_on_sigusr1_then_resume_on_two_ranks_or_one(two_rank_run, code_corp
     assert np.allclose(cllm.load(str(one)).params, ref, rtol=0, atol=1e-5)
     r = mpirun(3, ["-m", "cllm", "train", "--resume", "--out", str(one), "-q", "--sample-tokens", "0"])
     assert r.returncode != 0 and "global batch of 4 sequences does not split over 3 ranks" in r.stderr
+
+
+# -------------------------------------------------- ranks must read one corpus
+DIFFERENT_CORPUS = """
+import os, sys
+from cllm.training.loop import train
+rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
+base = sys.argv[1]
+train(os.path.join(base, "c%d" % rank), max_steps=2, batch_size=2, seq_len=16, vocab_size=257, embed_dim=16,
+      num_layers=1, num_heads=2, threads=1, progress=False, distributed="mpi")
+"""
+
+
+@needs_mpi
+def test_ranks_with_different_corpora_stop_before_the_first_step(tmp_path):
+    for r, extra in ((0, ""), (1, "# only rank 1 sees this line\n")):
+        d = tmp_path / f"c{r}"
+        d.mkdir()
+        (d / "a.py").write_text("def f(x):\n    return x + 1\n" * 40 + extra)
+    script = tmp_path / "w.py"
+    script.write_text(DIFFERENT_CORPUS)
+    r = mpirun(2, [str(script), str(tmp_path)])
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "rank 1 read a different corpus than rank 0" in out and "bytes" in out, out
+
+
+def test_the_corpus_check_names_the_rank_and_the_difference():
+    from cllm.data.corpus import Document
+    from cllm.errors import CorpusError
+    from cllm.training.loop import check_same_data, corpus_digest
+
+    class Rank1:
+        rank, is_root = 1, False
+
+        def bcast(self, obj):
+            return ref
+
+    docs = [Document("/x/a.py", b"abc", "a.py")]
+    ids = np.arange(10, dtype=np.int32)
+    ref = corpus_digest(docs, ids, 8)
+    check_same_data(Rank1(), corpus_digest(docs, ids.copy(), 8))          # the same data passes
+    with pytest.raises(CorpusError, match=r"rank 1 .*token ids .* \(rank 0: "):
+        check_same_data(Rank1(), corpus_digest(docs, ids[::-1].copy(), 8))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import inspect
 import logging
 import math
@@ -566,7 +567,31 @@ def prepare_data_on_ranks(world: World, path: Optional[str], opts: TrainOptions,
     if not world.is_root:
         docs, tok, ids, n_train = prepare_data(path, dataclasses.replace(opts, progress=False),
                                                Tokenizer.from_json(tok_json), cache_dir)
+    if world.distributed:
+        check_same_data(world, corpus_digest(docs, ids, n_train))
     return docs, tok, ids, n_train
+
+
+def corpus_digest(docs: Sequence[Document], ids: np.ndarray, n_train: int) -> Dict[str, Any]:
+    """What every rank must agree on before the first step: the file list,
+    the byte count, the token ids (a hash) and the train/val split."""
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(d.relpath.encode("utf-8", "surrogateescape") + b"\0")
+    return {"files": len(docs), "file list": h.hexdigest()[:16], "bytes": sum(len(d.data) for d in docs),
+            "tokens": int(len(ids)), "token ids": hashlib.sha256(np.ascontiguousarray(ids).tobytes()).hexdigest()[:16],
+            "train tokens": int(n_train)}
+
+
+def check_same_data(world: World, mine: Dict[str, Any]) -> None:
+    """Rank 0 broadcasts its :func:`corpus_digest`; a rank whose own differs
+    stops the whole job (before the first step) naming itself and the
+    difference, instead of running mismatched collectives on different data."""
+    ref = world.bcast(mine if world.is_root else None)
+    diff = [f"{k} {mine[k]} (rank 0: {ref[k]})" for k in ref if mine.get(k) != ref[k]]
+    if diff:
+        raise CorpusError(f"rank {world.rank} read a different corpus than rank 0: " + ", ".join(diff)
+                          + " (every rank must see the same files: a shared or identical copy of the tree)")
 
 
 def train(path: Optional[str] = None, **options: Any) -> Model:
