@@ -81,8 +81,8 @@ struct cllm_model {
  * reduce phase; with several spheres the others are computed batch-wide
  * straight into the model's gradient buffer, each sphere a slice of them,
  * and the reduce phase only adds them to the norm:
- *   GRAD_LM     wte, wpe: when the LM head is batch-wide (split_lm);
- *   GRAD_LAYER  the layers' weight matrices: when the layer GEMMs are (split). */
+ *   GRAD_LM     wte, wpe: when the LM head is batch-wide (SplitPlan.lm, split.h);
+ *   GRAD_LAYER  the layers' weight matrices: when the layer GEMMs are (SplitPlan.layers). */
 enum { GRAD_SHARD, GRAD_LM, GRAD_LAYER };
 
 /* ----------------------------------------------------------------- rng */

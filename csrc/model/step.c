@@ -124,7 +124,7 @@ static void shard_forward(StepCtx *x, Sphere *s) {
 }
 
 /* LM head, tied: logits(N,V) = lnf(N,C) @ wte(V,C)^T over the rows [all
- * rows of the batch when split, else this shard's], columns [v0, v1). Each
+ * rows of the batch when x->plan.lm, else this shard's], columns [v0, v1). Each
  * logit is the same K = C dot product either way: bit-identical. */
 static void lm_head_fwd(StepCtx *x, Sphere *s, const float *lnf, float *logits, int rows, int v0, int v1) {
     cllm_model *m = x->m;
@@ -204,7 +204,7 @@ static void shard_dwte(StepCtx *x, Sphere *s) {
     SPROF(P_LMHEAD_BWD, x->prec->lm_bwd_gemm(m, 1, V, C, N, s->logits, s->lnf, 0, C, s->g.wte, C, s->gemm_ws));
 }
 
-/* Batch-wide (split_lm), rows [v0, v1) of the vocabulary: dwte[v0:v1] =
+/* Batch-wide (x->plan.lm), rows [v0, v1) of the vocabulary: dwte[v0:v1] =
  * dlogits[:, v0:v1]^T @ lnf over every row of the batch, straight into the
  * model's gradient (GRAD_LM: nothing to reduce). The same K-long sums as one
  * sphere running the whole batch. */
@@ -216,7 +216,7 @@ static void batch_dwte(StepCtx *x, Sphere *s, int v0, int v1) {
                                                  m->gw.wte + (size_t)v0 * C, C, s->gemm_ws));
 }
 
-/* Batch-wide embedding backward (split_lm), after every shard's backward:
+/* Batch-wide embedding backward (x->plan.lm), after every shard's backward:
  * the token rows of wte in [v0, v1) and the columns [c0, c1) of wpe get
  * every row of the batch's dres added, in row order, as one sphere running
  * the whole batch adds them (bit-identical to it). */
