@@ -1,6 +1,6 @@
 """Where a training step's time goes: a per-op profile of one shard.
 
-    python bench/profile_step.py --config B --threads 1 --steps 5 [--precision bf16]
+    python bench/profile_step.py --config B --threads 1 --steps 5 [--precision bf16] [--deterministic]
 
 Uses the C core's built-in profiler (sphere 0's wall time per op family, plus
 the gradient-reduce and AdamW phases) and prints a Markdown table.
@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16"),
                     help="training precision (bf16: matmuls on the BF16 GEMM)")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="every product per shard (no batch-wide GEMMs): the A/B against the default split")
     a = ap.parse_args()
     import cllm
     from cllm import Model, ModelConfig
@@ -35,7 +37,8 @@ def main() -> None:
     cfg = CONFIGS[a.config]
     mc = ModelConfig(cfg["vocab_size"], cfg["seq_len"], cfg["num_layers"], cfg["num_heads"], cfg["embed_dim"])
     B, T = cfg["batch_size"], cfg["seq_len"]
-    m = Model(mc, _IdsOnly(), batch_size=B, seq_len=T, threads=a.threads, seed=1, precision=a.precision)
+    m = Model(mc, _IdsOnly(), batch_size=B, seq_len=T, threads=a.threads, seed=1, precision=a.precision,
+              deterministic=a.deterministic)
     rng = np.random.default_rng(0)
     x = rng.integers(0, cfg["vocab_size"], (B, T)).astype(np.int32)
     y = rng.integers(0, cfg["vocab_size"], (B, T)).astype(np.int32)

@@ -246,6 +246,19 @@ int cllm_model_forward(cllm_model *m, const int32_t *inputs,
  * gradients SUM to the global mean's. n = 0 restores the default; a block
  * with more valid targets than n is refused. */
 int cllm_model_set_loss_tokens(cllm_model *m, int64_t n);
+/* Deterministic mode (on != 0; off by default): every product of a
+ * training step runs per shard of the batch and the shards' gradients are
+ * summed in shard order, so the weights are bit for bit the same for every
+ * layout of the same shards: 2 MPI ranks x 1 thread == 1 process x 2
+ * threads (cllm/distributed.py turns it on for data-parallel runs). Off,
+ * the LM head (and, for shards shorter than the GEMM's row block, the
+ * layers' GEMMs) run batch-wide, column-sliced over the threads: faster, and
+ * still bit-identical run to run for a given thread count, but the weight
+ * gradients computed that way are one sum over all rows instead of a sum of
+ * shard sums, so they differ in rounding from a multi-rank run. Takes effect
+ * from the next forward / backward / train_step. */
+int cllm_model_set_deterministic(cllm_model *m, int on);
+int cllm_model_get_deterministic(const cllm_model *m, int *on);
 /* Gradients of the last forward's loss into the grads buffer (overwrite). */
 int cllm_model_backward(cllm_model *m);
 /* Global gradient L2 norm of the grads buffer. */

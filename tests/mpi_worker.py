@@ -1,8 +1,10 @@
 """Programs the MPI tests launch under ``mpirun -n K`` (and once without it).
 
-    python tests/mpi_worker.py steps OUT.npz [--threads N]
+    python tests/mpi_worker.py steps OUT.npz [--threads N] [--deterministic]
         20 data-parallel steps of a tiny model on a fixed random global batch
         stream; rank 0 writes losses, grad norms and final weights to OUT.npz.
+        The model comes from World.model_options: deterministic under MPI,
+        and in one process when --deterministic is given.
     python tests/mpi_worker.py raise
         rank 1 raises at step 3 inside World.fail_fast(); the job must end
         non-zero with its message instead of hanging.
@@ -31,12 +33,13 @@ GLOBAL_BATCH, SEQ, STEPS = 4, 16, 20
 CFG = ModelConfig(vocab_size=257, context_len=SEQ, num_layers=2, num_heads=2, embed_dim=32)
 
 
-def steps(out: str, threads: int, fail_rank: int = -1) -> None:
+def steps(out: str, threads: int, fail_rank: int = -1, deterministic: bool = False) -> None:
     """Train STEPS steps; rank ``fail_rank`` raises at step 3."""
     world = distributed.init("auto")
     with world.fail_fast():
         rows = GLOBAL_BATCH // world.size
-        model = Model.create(CFG, batch_size=rows, seq_len=SEQ, threads=threads, seed=3)
+        model = Model.create(CFG, batch_size=rows, seq_len=SEQ, seed=3, **world.model_options(threads, deterministic))
+        assert model.deterministic == (deterministic or world.distributed)
         rng = np.random.default_rng(0)
         losses, norms = [], []
         for step in range(1, STEPS + 1):
@@ -79,12 +82,13 @@ def main() -> int:
     ap.add_argument("mode", choices=["steps", "raise", "train"])
     ap.add_argument("out", nargs="?", default=os.devnull)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--deterministic", action="store_true", help="per-shard products (always on under MPI)")
     ap.add_argument("--kwargs", default="{}", help="cllm.train keywords (JSON)")
     ap.add_argument("--usr1-at", type=int, default=0)
     a = ap.parse_args()
     if a.mode == "train":
         return train(a.out, json.loads(a.kwargs), a.usr1_at)
-    steps(a.out, a.threads, fail_rank=1 if a.mode == "raise" else -1)
+    steps(a.out, a.threads, fail_rank=1 if a.mode == "raise" else -1, deterministic=a.deterministic)
     return 0
 
 

@@ -55,19 +55,18 @@ def _ok(r: subprocess.CompletedProcess) -> None:
 
 
 # ---------------------------------------------------------------- no MPI needed
-@pytest.mark.parametrize("split_rows", ["0", ""])
-def test_loss_tokens_shards_sum_to_the_full_batch(rng, monkeypatch, split_rows):
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_loss_tokens_shards_sum_to_the_full_batch(rng, deterministic):
     """Two half batches normalised by the full batch's token count give losses
     and gradients that sum to the full batch's: bit for bit when the 2-thread
-    run computes every gradient per shard (CLLM_GEMM_SPLIT_ROWS=0: it splits
-    rows the same way and sums shard gradients in the same order), to rounding
-    when it computes some batch-wide (the default for these short shards)."""
-    monkeypatch.setenv("CLLM_GEMM_SPLIT_ROWS", split_rows)
+    run is deterministic (every gradient per shard: it splits rows the same
+    way and sums shard gradients in the same order), to rounding when it
+    computes some batch-wide (the default mode for these short shards)."""
     x = rng.integers(0, 257, (4, 16))
     y = rng.integers(0, 257, (4, 16))
     y[1, 5:9] = -1
     n = int((y >= 0).sum())
-    full = Model.create(CFG, batch_size=4, seq_len=16, threads=2, seed=3)
+    full = Model.create(CFG, batch_size=4, seq_len=16, threads=2, seed=3, deterministic=deterministic)
     loss = full.forward(x, y)
     full.backward()
     half = Model.create(CFG, batch_size=2, seq_len=16, threads=1, seed=3)
@@ -76,7 +75,7 @@ def test_loss_tokens_shards_sum_to_the_full_batch(rng, monkeypatch, split_rows):
         parts.append(half.forward(x[2 * r:2 * r + 2], y[2 * r:2 * r + 2], loss_tokens=n))
         half.backward()
         grads += half.grads
-    if split_rows == "0":
+    if deterministic:
         assert np.array_equal(grads, full.grads)
     else:
         np.testing.assert_allclose(grads, full.grads, rtol=1e-4, atol=1e-7)
@@ -146,17 +145,30 @@ def test_shard_splits_rows_like_the_spheres():
         distributed.shard(np.zeros((3, 2)), W())
 
 
+def test_model_options_make_a_data_parallel_model_deterministic():
+    """The ranks of a data-parallel world create their models in
+    deterministic mode whatever is asked; a world of one only when asked."""
+    one = distributed.World()
+    assert one.model_options(2) == {"threads": 2, "deterministic": False}
+    assert one.model_options(2, deterministic=True) == {"threads": 2, "deterministic": True}
+    two = distributed.World()
+    two.size = 2  # as a 2-rank communicator would set it (no MPI needed for the options)
+    assert two.model_options(1) == {"threads": 1, "deterministic": True}
+    m = Model.create(CFG, batch_size=2, seq_len=16, seed=3, **two.model_options(1))
+    assert m.deterministic and m.threads == 1
+
+
 # ---------------------------------------------------------------- under mpirun
 @needs_mpi
 def test_two_ranks_match_one_process_with_two_threads(tmp_path):
     """2 ranks x 1 thread x batch 2 == 1 process x 2 threads x batch 4 with
-    per-shard gradients (CLLM_GEMM_SPLIT_ROWS=0: each thread's rows summed as
+    per-shard gradients (deterministic mode: each thread's rows summed as
     each rank's): weights bit-identical after 20 steps, losses within 1e-6.
     Within rounding of the default 2-thread run (batch-wide weight gradients
     for its short shards) and of 1 thread x batch 4."""
     r = mpirun(2, [WORKER, "steps", str(tmp_path / "mpi.npz"), "--threads", "1"])
     _ok(r)
-    _ok(python([WORKER, "steps", str(tmp_path / "t2.npz"), "--threads", "2"], CLLM_GEMM_SPLIT_ROWS="0"))
+    _ok(python([WORKER, "steps", str(tmp_path / "t2.npz"), "--threads", "2", "--deterministic"]))
     _ok(python([WORKER, "steps", str(tmp_path / "t2s.npz"), "--threads", "2"]))
     _ok(python([WORKER, "steps", str(tmp_path / "t1.npz"), "--threads", "1"]))
     mpi, t2, t2s, t1 = (np.load(tmp_path / f) for f in ("mpi.npz", "t2.npz", "t2s.npz", "t1.npz"))
@@ -197,14 +209,14 @@ def _state(d) -> dict:
 @pytest.fixture(scope="module")
 def two_rank_run(code_corpus, tmp_path_factory):
     """``mpirun -n 2 cllm train`` (1 thread, batch 2 each) and ``cllm train``
-    (2 threads, batch 4, per-shard gradients as the ranks': CLLM_GEMM_SPLIT_ROWS=0)
+    (2 threads, batch 4, per-shard gradients as the ranks': --deterministic)
     on the same corpus."""
     if _MISSING:
         pytest.skip(f"{' and '.join(_MISSING)} not installed")
     d = tmp_path_factory.mktemp("mpi_train")
     _ok(mpirun(2, CLI + [code_corpus, "--out", str(d / "mpi"), "--threads", "1", "--batch-size", "2"]))
-    _ok(python(CLI + [code_corpus, "--out", str(d / "one"), "--threads", "2", "--batch-size", "4"],
-               CLLM_GEMM_SPLIT_ROWS="0"))
+    _ok(python(CLI + [code_corpus, "--out", str(d / "one"), "--threads", "2", "--batch-size", "4",
+                      "--deterministic"]))
     return d
 
 

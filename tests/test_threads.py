@@ -113,55 +113,84 @@ def test_verbose_cli_prints_sphere_stats(code_corpus, tmp_path):
 
 
 # ------------------------------------------------ batch-wide (column-sliced) GEMMs
-def _run_block_shapes(threads: int, precision: str, monkeypatch, split_rows: str):
+MC_SPLIT = ModelConfig(vocab_size=301, context_len=12, num_layers=2, num_heads=3, embed_dim=36)
+
+
+def _assert_short_shards(rows: int, threads: int, T: int) -> None:
+    """The default mode runs the layers' GEMMs batch-wide only for shards
+    shorter than the GEMM's row block (MC): the tests below rely on it."""
+    shard = -(-rows // threads) * T
+    assert shard < cllm.gemm_blocking()["mc"], f"{shard}-row shards are not short on this machine"
+
+
+def _run_block_shapes(threads: int, precision: str, deterministic: bool, batch: int = 5):
     """Three train steps then a separate forward + backward on a shorter block
-    and a (B, T, V) logits call, with CLLM_GEMM_SPLIT_ROWS=split_rows. Ragged on
-    purpose: V and 4C are not multiples of the 16-float column slices, the
-    batch does not split evenly over the spheres, the last block is shorter."""
-    monkeypatch.setenv("CLLM_GEMM_SPLIT_ROWS", split_rows)
-    mc = ModelConfig(vocab_size=301, context_len=12, num_layers=2, num_heads=3, embed_dim=36)
-    m = Model(mc, Tokenizer.byte_level(), batch_size=5, seq_len=12, threads=threads, seed=7, precision=precision)
+    and a (B, T, V) logits call, in deterministic mode (every product per
+    shard) or not. Ragged on purpose: V and 4C are not multiples of the
+    16-float column slices, the batch does not split evenly over the spheres,
+    the last block is shorter."""
+    m = Model(MC_SPLIT, Tokenizer.byte_level(), batch_size=batch, seq_len=12, threads=threads, seed=7,
+              precision=precision, deterministic=deterministic)
+    assert m.deterministic is deterministic
     rng = np.random.default_rng(1)
     out = []
     for s in range(1, 4):
-        x, y = rng.integers(0, 301, (5, 12)), rng.integers(0, 301, (5, 12))
+        x, y = rng.integers(0, 301, (batch, 12)), rng.integers(0, 301, (batch, 12))
         y[0, :3] = -1
         out.append(np.array(m.train_step(x, y, s, 1e-3)))
-    x, y = rng.integers(0, 301, (4, 9)), rng.integers(0, 301, (4, 9))
+    rows = max(1, batch - 1)
+    x, y = rng.integers(0, 301, (rows, 9)), rng.integers(0, 301, (rows, 9))
     out.append(np.array([m.forward(x, y)]))
     m.backward()
-    out += [m.grads.copy(), m.params.copy(), m.logits(rng.integers(0, 301, (3, 7)))]
+    out += [m.grads.copy(), m.params.copy(), m.logits(rng.integers(0, 301, (min(3, batch), 7)))]
     return out
 
 
 def _needs_bf16(precision: str) -> None:
-    if precision == "bf16" and not (cllm.cpu_info()["avx512_bf16"] or cllm.cpu_info()["amx_bf16"]):
-        pytest.skip("CPU has neither AVX512-BF16 nor AMX-BF16")
+    """BF16 training runs on AVX512-BF16 / AMX, or anywhere on the scalar
+    reference kernel (CLLM_ISA=scalar)."""
+    info = cllm.cpu_info()
+    if precision == "bf16" and cllm.get_isa() != "scalar" and not (info["avx512_bf16"] or info["amx_bf16"]):
+        pytest.skip("CPU has neither AVX512-BF16 nor AMX-BF16 (CLLM_ISA=scalar runs the reference kernel)")
 
 
-@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("threads, batch", [(2, 5), (3, 5), (3, 2)])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_batch_wide_gemms_match_per_shard(threads, precision, monkeypatch):
-    """Per-shard products (CLLM_GEMM_SPLIT_ROWS=0), the batch-wide LM head
-    and embedding gradients only (threshold 1: no shard is shorter) and
-    batch-wide everything (threshold above every shard) train the same model:
-    losses, gradients, weights and logits agree to rounding (a batch-wide
-    weight gradient is one K = all-rows sum, the per-shard one a sum of shard
-    sums), for FP32 and BF16 training, on ragged shapes."""
+def test_batch_wide_gemms_match_per_shard(threads, batch, precision):
+    """Deterministic mode (every product per shard) and the default mode train
+    the same model: losses, gradients, weights and logits agree to rounding
+    (a batch-wide weight gradient is one K = all-rows sum, the per-shard one
+    a sum of shard sums), for FP32 and BF16 training, on ragged shapes. With
+    5 rows the shards are short, so the default runs the layers' GEMMs
+    batch-wide as well as the LM head; with 2 rows on 3 spheres not every
+    sphere holds a shard, so only the LM head and the embedding gradients are
+    batch-wide."""
     _needs_bf16(precision)
-    ref = _run_block_shapes(threads, precision, monkeypatch, "0")
+    _assert_short_shards(batch, threads, 12)
+    ref = _run_block_shapes(threads, precision, True, batch)
+    got = _run_block_shapes(threads, precision, False, batch)
     tol = 1e-5 if precision == "fp32" else 1e-2  # BF16: operands rounded, AdamW amplifies its noise
-    for rows in ("1", "100000"):
-        got = _run_block_shapes(threads, precision, monkeypatch, rows)
-        for a, b in zip(ref, got):
-            assert np.linalg.norm(a - b) <= tol * np.linalg.norm(a), (rows, a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(ref, got)), "the modes computed the same sums"
+    for a, b in zip(ref, got):
+        assert np.linalg.norm(a - b) <= tol * np.linalg.norm(a), (a, b)
 
 
-def _one_backward(threads: int, precision: str, monkeypatch, split_rows: str, T: int = 11):
+def test_deterministic_option_is_checked_and_loaded(tmp_path):
+    m = Model(MC_SPLIT, Tokenizer.byte_level(), batch_size=2, seq_len=12, threads=2)
+    assert m.deterministic is False and "deterministic" not in repr(m)
+    with pytest.raises(cllm.ConfigError, match="deterministic"):
+        m.deterministic = 1
+    m.deterministic = True
+    assert m.deterministic is True
+    m.save(str(tmp_path / "ck"))
+    loaded = Model.load(str(tmp_path / "ck"), threads=2, batch_size=2, seq_len=12, deterministic=True)
+    assert loaded.deterministic is True and "deterministic=True" in repr(loaded)
+
+
+def _one_backward(threads: int, precision: str, T: int = 11):
     """Loss and named gradients of one forward + backward from the seed's weights."""
-    monkeypatch.setenv("CLLM_GEMM_SPLIT_ROWS", split_rows)
-    mc = ModelConfig(vocab_size=301, context_len=12, num_layers=2, num_heads=3, embed_dim=36)
-    m = Model(mc, Tokenizer.byte_level(), batch_size=5, seq_len=12, threads=threads, seed=7, precision=precision)
+    m = Model(MC_SPLIT, Tokenizer.byte_level(), batch_size=5, seq_len=12, threads=threads, seed=7,
+              precision=precision)
     rng = np.random.default_rng(3)
     x, y = rng.integers(0, 301, (5, T)), rng.integers(0, 301, (5, T))
     y[1, :T // 2] = -1
@@ -173,15 +202,17 @@ def _one_backward(threads: int, precision: str, monkeypatch, split_rows: str, T:
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("T", [11, 2])
-def test_batch_wide_gradients_are_bit_identical_to_one_sphere(threads, precision, T, monkeypatch):
-    """With every GEMM batch-wide, the weight matrices', wte's and wpe's
-    gradients are computed over all rows at once, as one sphere computes
-    them: bit for bit the single-thread gradients (the per-shard
-    LayerNorm and bias gradients, summed shard by shard, agree to rounding).
-    T = 11: the LM head's input gradient per shard; T = 2: batch-wide."""
+def test_batch_wide_gradients_are_bit_identical_to_one_sphere(threads, precision, T):
+    """With every GEMM batch-wide (the default mode, the shards being short),
+    the weight matrices', wte's and wpe's gradients are computed over all rows
+    at once, as one sphere computes them: bit for bit the single-thread
+    gradients (the per-shard LayerNorm and bias gradients, summed shard by
+    shard, agree to rounding). T = 11: the LM head's input gradient per
+    shard; T = 2: batch-wide."""
     _needs_bf16(precision)
-    loss1, g1 = _one_backward(1, precision, monkeypatch, "100000", T)
-    lossn, gn = _one_backward(threads, precision, monkeypatch, "100000", T)
+    _assert_short_shards(5, threads, T)
+    loss1, g1 = _one_backward(1, precision, T)
+    lossn, gn = _one_backward(threads, precision, T)
     assert loss1 == pytest.approx(lossn, rel=1e-6)
     whole = [k for k in g1 if k.endswith(("wte.weight", "wpe.weight", "c_attn.weight", "c_proj.weight", "c_fc.weight"))]
     assert len(whole) == 2 + 4 * 2
@@ -190,3 +221,43 @@ def test_batch_wide_gradients_are_bit_identical_to_one_sphere(threads, precision
             assert np.array_equal(g1[k], gn[k]), k
         else:
             np.testing.assert_allclose(g1[k], gn[k], rtol=1e-4, atol=1e-7, err_msg=k)
+
+
+# ------------------------------------------------ the kernels follow cllm.set_isa
+def _train_under(isas, precision: str, steps: int = 3) -> np.ndarray:
+    """Weights after `steps` train steps of a model created under isas[0],
+    whose forward (to resolve its kernels) runs under each following ISA in
+    turn, and whose steps run under the last one."""
+    cllm.set_isa(isas[0])
+    m = Model(MC_SPLIT, Tokenizer.byte_level(), batch_size=3, seq_len=12, threads=2, seed=4, precision=precision)
+    rng = np.random.default_rng(9)
+    x, y = rng.integers(0, 301, (3, 12)), rng.integers(0, 301, (3, 12))
+    for isa in isas[1:]:
+        cllm.set_isa(isa)
+        m.forward(x, y)
+    for s in range(1, steps + 1):
+        m.train_step(x, y, s, 1e-3)
+    return m.params.copy()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_model_follows_an_isa_change(precision):
+    """A model resolves its kernels (and BF16 kernel) when created and again
+    whenever cllm.set_isa changed the ISA since: trained after a switch, it is
+    bit for bit the model created and trained under the new ISA, and the two
+    ISAs do train different bits (so the switch is observable). BF16 runs on
+    the scalar reference kernel, so the scalar ISA is its starting point."""
+    if not cllm.cpu_info()["avx2_fma"]:
+        pytest.skip("CPU lacks AVX2")
+    before = cllm.get_isa()
+    try:
+        if precision == "fp32":
+            switched = _train_under(["avx2", "scalar"], precision)
+            assert np.array_equal(switched, _train_under(["scalar"], precision))
+            assert not np.array_equal(switched, _train_under(["avx2"], precision))
+        else:
+            there_and_back = _train_under(["scalar", "avx2", "scalar"], precision)
+            assert np.array_equal(there_and_back, _train_under(["scalar"], precision))
+            assert not np.array_equal(there_and_back, _train_under(["scalar", "avx2"], precision))
+    finally:
+        cllm.set_isa(before)

@@ -44,9 +44,19 @@ class Model(GenerationMixin):
 
     def __init__(self, config: ModelConfig, tokenizer: Any, *, batch_size: int = 1,
                  seq_len: Optional[int] = None, threads: int = 0, seed: int = 1337,
-                 max_memory_gb: float = 16.0, precision: str = "fp32") -> None:
+                 max_memory_gb: float = 16.0, precision: str = "fp32", deterministic: bool = False) -> None:
         """``precision``: ``"fp32"`` (default), ``"bf16"`` (BF16 matmuls with FP32
-        master weights; needs AMX-BF16 or AVX512-BF16) or ``"auto"``."""
+        master weights; needs AMX-BF16 or AVX512-BF16) or ``"auto"``.
+
+        ``deterministic``: compute every product of a training step per shard
+        of the batch and sum the shards' gradients in shard order, so that the
+        weights are bit for bit the same for every layout of the same shards
+        (2 MPI ranks x 1 thread == 1 process x 2 threads; the MPI
+        data-parallel path turns it on itself). Off (the default), the LM head
+        and, for short shards, the layers' GEMMs run batch-wide over the
+        threads: faster, bit-identical run to run for a given thread count,
+        but some weight gradients then differ in rounding from a multi-rank
+        run's. Settable later through :attr:`deterministic`."""
         config.validate()
         if len(tokenizer) > config.vocab_size:
             raise ConfigError(f"tokenizer has {len(tokenizer)} tokens but vocab_size is {config.vocab_size}")
@@ -93,6 +103,21 @@ class Model(GenerationMixin):
         self.threads = int(cnt[0])
         self._dec: Optional[Decoder] = None
         self._loss_tokens = 0
+        self.deterministic = deterministic
+
+    @property
+    def deterministic(self) -> bool:
+        """Deterministic mode (see the constructor): every product per shard,
+        weights bit-identical across thread and rank layouts."""
+        on = ffi.new("int *")
+        check(lib.cllm_model_get_deterministic(self._h, on))
+        return bool(on[0])
+
+    @deterministic.setter
+    def deterministic(self, on: bool) -> None:
+        if not isinstance(on, (bool, np.bool_)):
+            raise ConfigError(f"deterministic must be a bool, got {on!r}")
+        check(lib.cllm_model_set_deterministic(self._h, int(bool(on))))
 
     # ------------------------------------------------------------ basics
     @classmethod
@@ -334,13 +359,14 @@ class Model(GenerationMixin):
     @classmethod
     def load(cls, path: Union[str, Checkpoint], *, threads: int = 0, batch_size: int = 1,
              seq_len: Optional[int] = None, load_optimizer: bool = False, max_memory_gb: float = 16.0,
-             precision: str = "fp32") -> "Model":
+             precision: str = "fp32", deterministic: bool = False) -> "Model":
         """Load a checkpoint directory written by :meth:`save` or :func:`cllm.train`
         (or any HF GPT-2 directory with a byte-level BPE tokenizer.json), or a
         :class:`~cllm.model.checkpoint.Checkpoint` already opened. This is
         :func:`cllm.load`, and ``--resume`` uses it with ``load_optimizer=True``.
         A partial or mixed checkpoint raises :class:`~cllm.CheckpointError`. The
-        file holds FP32 weights whatever ``precision`` the model trains in."""
+        file holds FP32 weights whatever ``precision`` the model trains in.
+        ``deterministic``: as for the constructor."""
         ck = open_checkpoint(path)
         if ck.quantization:
             raise CheckpointError(f"{ck.path} holds {ck.quantization} weights (quantized) for inference only; "
@@ -350,7 +376,7 @@ class Model(GenerationMixin):
         if seq_len is None:
             seq_len = min(cfg.context_len, 256)
         model = cls(cfg, tok, batch_size=batch_size, seq_len=seq_len, threads=threads,
-                    max_memory_gb=max_memory_gb, precision=precision)
+                    max_memory_gb=max_memory_gb, precision=precision, deterministic=deterministic)
         mf = ck.model_file
         for name, view in model.named_parameters():
             if name not in tensors:
@@ -377,5 +403,5 @@ class Model(GenerationMixin):
         c = self.config
         return (f"Model(vocab_size={c.vocab_size}, context_len={c.context_len}, num_layers={c.num_layers}, "
                 f"num_heads={c.num_heads}, embed_dim={c.embed_dim}, params={self.num_params:,}, "
-                f"precision={self.precision}, "
+                f"precision={self.precision}, {'deterministic=True, ' if self.deterministic else ''}"
                 f"threads={self.threads})")

@@ -183,6 +183,18 @@ class World:
             raise
 
     # ------------------------------------------------------------- threads
+    def model_options(self, threads: int, deterministic: bool = False) -> Dict[str, Any]:
+        """Keywords for creating or loading this rank's
+        :class:`~cllm.model.Model`: its sphere threads
+        (:meth:`threads_per_rank` of ``threads``) and its ``deterministic``
+        mode, which a data-parallel world always turns on: each rank then
+        computes its gradients per shard of its rows and sums them in shard
+        order, as one process running the same shards on as many threads
+        does, so that 2 ranks x 1 thread train bit for bit what 1 process x
+        2 threads trains in deterministic mode (the default mode's batch-wide
+        products give weight gradients that differ in rounding)."""
+        return {"threads": self.threads_per_rank(threads), "deterministic": bool(deterministic) or self.distributed}
+
     def threads_per_rank(self, requested: int) -> int:
         """Sphere threads for this rank: ``requested`` if > 0; for 0, the
         CPUs of this rank's affinity mask divided among the ranks on this

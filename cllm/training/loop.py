@@ -253,9 +253,9 @@ def build_model(opts: TrainOptions, data: Data, world: Optional[World] = None) -
     world = world or World()
     mcfg = ModelConfig(vocab_size=len(data.tokenizer), context_len=opts.context_len or opts.seq_len,
                        num_layers=opts.num_layers, num_heads=opts.num_heads, embed_dim=opts.embed_dim)
-    return Model(mcfg, data.tokenizer, batch_size=data.rows, seq_len=opts.seq_len,
-                 threads=world.threads_per_rank(opts.threads), seed=opts.seed, max_memory_gb=opts.max_memory_gb,
-                 precision=opts.precision)
+    return Model(mcfg, data.tokenizer, batch_size=data.rows, seq_len=opts.seq_len, seed=opts.seed,
+                 max_memory_gb=opts.max_memory_gb, precision=opts.precision,
+                 **world.model_options(opts.threads, opts.deterministic))
 
 
 def load_init(opts: TrainOptions, world: Optional[World] = None) -> Model:
@@ -273,8 +273,8 @@ def load_init(opts: TrainOptions, world: Optional[World] = None) -> Model:
         raise ConfigError(f"seq_len ({opts.seq_len}) exceeds the context length {ctx} of the checkpoint "
                           f"{path}; use --seq-len {ctx} or less")
     world = world or World()
-    model = Model.load(ck, threads=world.threads_per_rank(opts.threads), batch_size=opts.batch_size,
-                       seq_len=opts.seq_len, max_memory_gb=opts.max_memory_gb, precision=opts.precision)
+    model = Model.load(ck, batch_size=opts.batch_size, seq_len=opts.seq_len, max_memory_gb=opts.max_memory_gb,
+                       precision=opts.precision, **world.model_options(opts.threads, opts.deterministic))
     log.info("fine-tuning from %s: %s parameters, vocabulary %s, context %d (model-shape options come "
              "from the checkpoint; the optimizer starts fresh)", path, f"{model.num_params:,}",
              f"{model.config.vocab_size:,}", model.config.context_len)
@@ -289,9 +289,9 @@ def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any], ckpt: 
     continues the same run, only not bit-identically (the sums split
     differently), with a warning."""
     world = world or World()
-    model = Model.load(ckpt, threads=world.threads_per_rank(opts.threads), batch_size=data.rows,
-                       seq_len=opts.seq_len, load_optimizer=True, max_memory_gb=opts.max_memory_gb,
-                       precision=opts.precision)
+    model = Model.load(ckpt, batch_size=data.rows, seq_len=opts.seq_len, load_optimizer=True,
+                       max_memory_gb=opts.max_memory_gb, precision=opts.precision,
+                       **world.model_options(opts.threads, opts.deterministic))
     data0 = state0.get("data", {})
     if data0.get("tokens") != data.n_tokens or state0.get("batch") != data.batch:
         raise CheckpointError(

@@ -146,6 +146,11 @@ class TrainOptions:
     precision: str = option("auto", "matmul precision: bf16 (BF16 x BF16 -> FP32 on AMX / AVX512-BF16, FP32 "
                             "master weights and optimizer), fp32, or auto (bf16 where the CPU has it)",
                             choices=("auto", "fp32", "bf16"), group="machine")
+    deterministic: bool = option(False, "compute every product of a step per shard of the batch, so the "
+                                 "weights are bit-identical across thread and rank layouts of the same shards "
+                                 "(2 ranks x 1 thread == 1 process x 2 threads; always on under MPI); off, "
+                                 "short shards run some GEMMs batch-wide (faster, differs in rounding)",
+                                 group="machine")
     # -- run-local
     tokenizer: Any = option(None, "a trained Tokenizer to use instead of training one (API only)",
                             cli=False, saved=False, group="data")

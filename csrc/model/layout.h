@@ -23,7 +23,7 @@
  * lists, so the size and the carving cannot disagree. Each sphere's fields of
  * the same names point at its shard's rows, so a sphere works on its shard,
  * and with several spheres a GEMM can also run over every row of the batch,
- * each sphere taking a slice of the output columns (train.c: the LM head, and
+ * each sphere taking a slice of the output columns (step.c: the LM head, and
  * the forward / input-gradient GEMMs when the shards are short).
  */
 #ifndef CLLM_MODEL_LAYOUT_H

@@ -210,7 +210,7 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
     if (!m->sph) goto nomem;
     int active = m->nspheres < m->Bmax ? m->nspheres : m->Bmax;
     /* the batch-wide activations; the spheres' views into them are set
-     * per call (train.c) */
+     * per call (step.c) */
     m->all.act = calloc((size_t)m->L, sizeof(LayerAct));
     m->arena = cllm_aligned_alloc(act_floats(m->Bmax, m->Tmax, m->C, m->NH, m->L, m->V) * sizeof(float));
     if (!m->all.act || !m->arena) goto nomem;
@@ -264,7 +264,7 @@ CLLM_EXPORT int cllm_model_init(cllm_model *m, uint64_t seed) {
     memset(m->grads, 0, m->nparams * sizeof(float));
     memset(m->adam_m, 0, m->nparams * sizeof(float));
     memset(m->adam_v, 0, m->nparams * sizeof(float));
-    model_sync_bf16_range(m, cllm_isa_current(), 0, m->nparams);
+    cllm_model_sync_weights(m);
     m->have_fwd = 0;
     if (m->dec) cllm_decoder_reset(m->dec);
     return CLLM_OK;

@@ -1,6 +1,7 @@
 /*
  * model.h - private to csrc/model/: the model and
- * per-sphere structs shared by model.c, train.c, infer.c and sample.c.
+ * per-sphere structs shared by model.c, the training step's files (step.c,
+ * split.c, optim.c, profile.c, precision.c), infer.c and sample.c.
  *
  * The parameter and activation layout is declared once, in layout.h.
  */
@@ -11,6 +12,10 @@
 #include "runtime/internal.h"
 #include "runtime/spheres.h"
 #include "layout.h"
+#include "profile.h"
+
+struct cllm_ops;
+struct ModelPrecision;
 
 /* One sphere's context: its shard, activation views and gradient accumulators. */
 typedef struct {
@@ -24,6 +29,7 @@ typedef struct {
     float *gemm_ws, *att_ws;
     double loss_sum;       /* sum of this shard's token losses                 */
     double sumsq;          /* partial grad sum of squares (reduce phase)       */
+    int prof;              /* this sphere records the profile (profile_arm)    */
 } Sphere;
 
 struct cllm_model {
@@ -33,11 +39,19 @@ struct cllm_model {
     int ntensors;
     cllm_tensor_info *tensors;
     unsigned char *init_kind;  /* INIT_* of each tensor (layout.h) */
-    unsigned char *grad_kind;  /* GRAD_* of each tensor: how train.c computes
+    unsigned char *grad_kind;  /* GRAD_* of each tensor: how the step computes
                                   its gradient when the batch is spread over
                                   several spheres                             */
     float *params, *grads, *adam_m, *adam_v;
     uint16_t *params_bf16;     /* BF16 copy of params (precision BF16 only)  */
+    /* how the step runs, resolved by model_exec_sync (precision.c) for the
+     * ISA in force: the precision's table of operations (chosen by the
+     * config's precision, fixed), the FP32 kernel registry and the BF16
+     * GEMM kernel (-1 for FP32 models) of that ISA */
+    const struct ModelPrecision *prec;
+    const struct cllm_ops *ops;
+    int isa, bf16_kernel;
+    int deterministic;         /* cllm_model_set_deterministic (split.c)     */
     Weights w, gw;
     cllm_spheres *pool;
     int nspheres;
@@ -48,17 +62,16 @@ struct cllm_model {
     /* last forward */
     int32_t *inputs, *targets; /* copies, Bmax*Tmax */
     int last_B, last_T, have_fwd, fwd_targets, active;
-    int dlogits_bf16;  /* the last forward left dlogits as BF16 (train.c)    */
     long valid_count;
     long loss_tokens;  /* cllm_model_set_loss_tokens: 0 = the block's own count */
     long loss_denom;   /* tokens the last forward's loss was normalised by     */
     /* inference: an FP32 decoder borrowing params and sharing the pool,
      * created on the first cllm_model_infer_reset / cllm_model_decoder */
     struct cllm_decoder *dec;
-    /* per-op profile of sphere 0 (cllm_model_profile_*) */
+    /* per-op profile of sphere PROF_SPH (profile.h, cllm_model_profile_*) */
     int prof_on;
-    double prof_sec[16];
-    uint64_t prof_calls[16];
+    double prof_sec[P_COUNT];
+    uint64_t prof_calls[P_COUNT];
     /* sampling scratch */
     float *sprob;
     int32_t *sidx;
@@ -68,8 +81,8 @@ struct cllm_model {
  * reduce phase; with several spheres the others are computed batch-wide
  * straight into the model's gradient buffer, each sphere a slice of them,
  * and the reduce phase only adds them to the norm:
- *   GRAD_LM     wte, wpe: when the LM head is batch-wide (split_lm);
- *   GRAD_LAYER  the layers' weight matrices: when the layer GEMMs are (split). */
+ *   GRAD_LM     wte, wpe: when the LM head is batch-wide (SplitPlan.lm, split.h);
+ *   GRAD_LAYER  the layers' weight matrices: when the layer GEMMs are (SplitPlan.layers). */
 enum { GRAD_SHARD, GRAD_LM, GRAD_LAYER };
 
 /* ----------------------------------------------------------------- rng */
@@ -86,8 +99,6 @@ static inline float rng_normal(uint64_t *s) {
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
-/* BF16 copies of params[lo, hi) (precision BF16), on the given ISA */
-void model_sync_bf16_range(cllm_model *m, int isa, size_t lo, size_t hi);
 /* 0 if precision p is usable under ISA isa, else fails (sets the error) */
 int model_check_precision(int p, int isa);
 
