@@ -185,7 +185,7 @@ class World:
     # ------------------------------------------------------------- threads
     def model_options(self, threads: int, deterministic: bool = False) -> Dict[str, Any]:
         """Keywords for creating or loading this rank's
-        :class:`~cllm.model.Model`: its sphere threads
+        :class:`~cllm.model.gpt.Model`: its sphere threads
         (:meth:`threads_per_rank` of ``threads``) and its ``deterministic``
         mode, which a data-parallel world always turns on: each rank then
         computes its gradients per shard of its rows and sums them in shard
