@@ -129,7 +129,6 @@ class Model(GenerationMixin):
         :meth:`named_parameters` / :meth:`state_dict` are synced automatically
         before the next forward, training step or generation."""
         check(lib.cllm_model_sync_weights(self._h), "sync_weights")
-        self._release_decoder()
         self._weights_dirty = False
 
     def _release_decoder(self) -> None:

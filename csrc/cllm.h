@@ -228,9 +228,10 @@ int cllm_model_tensor_info(const cllm_model *m, int index, cllm_tensor_info *out
 /* Each out-pointer may be NULL. All four buffers hold num_params floats. */
 int cllm_model_buffers(cllm_model *m, float **params, float **grads,
                        float **adam_m, float **adam_v);
-/* BF16 models: recompute the BF16 weight copies from the FP32 params
- * buffer. Call after writing params from outside (load, set); init and
- * AdamW keep them current themselves. No-op for FP32 models. */
+/* Call after writing params from outside (load, set): BF16 models
+ * recompute their BF16 weight copies from the FP32 params buffer (init and
+ * AdamW keep them current themselves), and the model's decoder drops its
+ * copy of the parameters (as cllm_model_release_decoder). */
 int cllm_model_sync_weights(cllm_model *m);
 /* Spheres (threads) of this model. */
 int cllm_model_spheres(cllm_model *m, cllm_spheres **out);
@@ -275,8 +276,9 @@ int cllm_model_profile_read(const cllm_model *m, int index, char *name, size_t c
  * standalone F32 one, holding a COPY of the parameters in its own weight
  * arena, made here when it holds none. The handle stays the same for the
  * model's lifetime. cllm_model_init releases the copy; so must anyone who
- * changes params otherwise (cllm_model_train_step, cllm_model_adamw, writes
- * from outside): call cllm_model_release_decoder first, then
+ * changes params otherwise (cllm_model_train_step, cllm_model_adamw; writes
+ * from outside: cllm_model_sync_weights releases it too): call
+ * cllm_model_release_decoder first, then
  * cllm_model_decoder again before decoding (a released decoder fails with
  * CLLM_ERR_STATE). */
 struct cllm_decoder;

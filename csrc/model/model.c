@@ -1,6 +1,7 @@
 /* model.c - the GPT-2 model object: config validation and memory estimate,
- * the parameter tensor table, shard activation arenas, new/free/init and the
- * accessors (tensor info, buffers). The layout itself is declared in layout.h. */
+ * the parameter tensor table, shard activation arenas, new/free/init, the
+ * BF16 weight copies and the accessors (tensor info, buffers). The layout
+ * itself is declared in layout.h. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdio.h>
@@ -8,8 +9,10 @@
 #include <string.h>
 #include "model.h"
 #include "kernels/kernels.h"
+#include "kernels/bf16.h"
 #include "gemm/gemm_bf16.h"
 #include "decode.h"
+#include "precision.h"
 
 /* ------------------------------------------------------------- sizes */
 
@@ -266,6 +269,17 @@ CLLM_EXPORT int cllm_model_init(cllm_model *m, uint64_t seed) {
     model_sync_bf16_range(m, cllm_isa_current(), 0, m->nparams);
     m->have_fwd = 0;
     cllm_decoder_release_weights(m->dec);   /* its copy is stale now */
+    return CLLM_OK;
+}
+
+void model_sync_bf16_range(cllm_model *m, int isa, size_t lo, size_t hi) {
+    if (m->params_bf16 && hi > lo) cllm_f32_to_bf16_n(isa, m->params_bf16 + lo, m->params + lo, hi - lo);
+}
+
+CLLM_EXPORT int cllm_model_sync_weights(cllm_model *m) {
+    CLLM_CHECK_PTR(m, "model");
+    model_sync_bf16_range(m, cllm_isa_current(), 0, m->nparams);
+    cllm_decoder_release_weights(m->dec);   /* params were written from outside */
     return CLLM_OK;
 }
 

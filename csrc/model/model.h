@@ -72,9 +72,7 @@ struct cllm_model {
  *   GRAD_LAYER  the layers' weight matrices: when the layer GEMMs are (split). */
 enum { GRAD_SHARD, GRAD_LM, GRAD_LAYER };
 
-/* BF16 copies of params[lo, hi) (precision BF16), on the given ISA */
+/* BF16 copies of params[lo, hi) (precision BF16), on the given ISA (model.c) */
 void model_sync_bf16_range(cllm_model *m, int isa, size_t lo, size_t hi);
-/* 0 if precision p is usable under ISA isa, else fails (sets the error) */
-int model_check_precision(int p, int isa);
 
 #endif
