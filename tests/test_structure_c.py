@@ -69,7 +69,7 @@ def _strip_comments(text: str) -> str:
     line numbers stay valid)."""
     def blank(m: re.Match) -> str:
         s = m.group(0)
-        if s.startswith(("/", )):
+        if s.startswith("/"):
             return re.sub(r"[^\n]", " ", s)
         return s[0] + re.sub(r"[^\n]", " ", s[1:-1]) + s[-1]
     return re.sub(r'/\*.*?\*/|//[^\n]*|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', blank, text, flags=re.S)
@@ -284,6 +284,12 @@ def call_arrows(csrc: str) -> Dict[Tuple[str, str], str]:
 def test_no_include_cycles():
     bad = check_cycles(include_arrows(CSRC), "include")
     assert not bad, "\n".join(bad)
+
+
+def test_every_directory_has_a_place_in_the_layer_order():
+    dirs = {layer(f) for f in _files(CSRC)} - {""}
+    assert dirs <= set(ALLOWED), f"csrc/ directories missing from ALLOWED: {sorted(dirs - set(ALLOWED))}"
+    assert {f for f in _files(CSRC) if not layer(f)} == {PUBLIC}
 
 
 def test_no_include_from_a_lower_layer_into_a_higher_one():
