@@ -38,7 +38,11 @@ def _sources() -> list:
 ffibuilder = FFI()
 ffibuilder.cdef(_cdef_text())
 
-_cflags = ["-std=gnu11", "-Wall", "-Wextra", "-pthread", "-fno-strict-aliasing", "-fvisibility=hidden"]
+# -Werror=implicit-function-declaration: a call to a function no included
+# header declares fails the build, so every cross-file call goes through a
+# header and the include graph (tests/test_structure_c.py) is the call graph.
+_cflags = ["-std=gnu11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-pthread",
+           "-fno-strict-aliasing", "-fvisibility=hidden"]
 _ldflags = ["-pthread", "-lm"]
 if os.environ.get("CLLM_DEBUG"):
     _cflags += ["-O1", "-g"]

@@ -181,8 +181,8 @@ typedef struct {
  * their backward products too; master weights, gradients, AdamW, LayerNorm,
  * softmax, GELU, loss and norms stay FP32.
  * AdamW also refreshes the BF16 weight copies in the same pass. Forward
- * without targets (cllm_model_logits) and KV-cache inference use the FP32
- * master weights in either precision. Validation
+ * without targets (cllm_model_logits) and the model's decoder
+ * (cllm_model_decoder) use the FP32 master weights in either precision. Validation
  * fails with CLLM_ERR_UNSUPPORTED when the CPU (or forced ISA) has no BF16
  * kernel. */
 enum { CLLM_PRECISION_FP32 = 0, CLLM_PRECISION_BF16 = 1 };
@@ -228,9 +228,10 @@ int cllm_model_tensor_info(const cllm_model *m, int index, cllm_tensor_info *out
 /* Each out-pointer may be NULL. All four buffers hold num_params floats. */
 int cllm_model_buffers(cllm_model *m, float **params, float **grads,
                        float **adam_m, float **adam_v);
-/* BF16 models: recompute the BF16 weight copies from the FP32 params
- * buffer. Call after writing params from outside (load, set); init and
- * AdamW keep them current themselves. No-op for FP32 models. */
+/* Call after writing params from outside (load, set): BF16 models
+ * recompute their BF16 weight copies from the FP32 params buffer (init and
+ * AdamW keep them current themselves), and the model's decoder drops its
+ * copy of the parameters (as cllm_model_release_decoder). */
 int cllm_model_sync_weights(cllm_model *m);
 /* Spheres (threads) of this model. */
 int cllm_model_spheres(cllm_model *m, cllm_spheres **out);
@@ -283,24 +284,21 @@ int cllm_model_profile_enable(cllm_model *m, int on);
 int cllm_model_profile_read(const cllm_model *m, int index, char *name, size_t cap,
                             double *seconds, uint64_t *calls);
 
-/* Batch-1 incremental inference with a KV cache. reset clears the cache;
- * step appends `token` at position *pos (the cache length) and writes the
- * next-token logits (V floats). Fails with CLLM_ERR_RANGE when the cache is
- * full (context_len tokens): reset and re-feed a suffix. */
-int cllm_model_infer_reset(cllm_model *m);
-int cllm_model_infer_step(cllm_model *m, int32_t token, float *logits);
-int cllm_model_infer_pos(const cllm_model *m, int *pos);
-/* The model's FP32 decoder (owned by the model; borrows its parameters and
- * runs on its sphere pool), for generation with cllm_decoder_next. */
+/* The model's FP32 decoder (owned by the model, freed with it; runs on its
+ * sphere pool) for batch-1 generation (cllm_decoder_*): the same decoder as a
+ * standalone F32 one, holding a COPY of the parameters in its own weight
+ * arena, made here when it holds none. The handle stays the same for the
+ * model's lifetime. cllm_model_init releases the copy; so must anyone who
+ * changes params otherwise (cllm_model_train_step, cllm_model_adamw; writes
+ * from outside: cllm_model_sync_weights releases it too): call
+ * cllm_model_release_decoder first, then
+ * cllm_model_decoder again before decoding (a released decoder fails with
+ * CLLM_ERR_STATE). */
 struct cllm_decoder;
 int cllm_model_decoder(cllm_model *m, struct cllm_decoder **out);
-
-/* Sample a token from logits[V]: temperature <= 0 -> argmax; top_k <= 0
- * disables top-k; top_p >= 1 disables nucleus. rng_state is a caller-owned
- * 64-bit state advanced on each call (reproducible). */
-int cllm_model_sample(cllm_model *m, const float *logits, float temperature,
-                      int top_k, float top_p, uint64_t *rng_state,
-                      int32_t *out);
+/* Free the decoder's copy of the parameters (its weight arena and KV
+ * cache); a no-op when there is none. */
+int cllm_model_release_decoder(cllm_model *m);
 
 /* --------------------------------------------------------------- decoder */
 /* Batch-1 generation engine (csrc/decode.c): weights in one storage dtype,
@@ -320,8 +318,9 @@ int cllm_decoder_num_tensors(const cllm_decoder *d, int *n);
 int cllm_decoder_tensor_info(const cllm_decoder *d, int i, cllm_tensor_info *out, int *rows, int *cols);
 /* Tensor i from src in its Hugging Face layout and src_dtype (F32, F16 or
  * BF16), converted / quantized into the decoder's storage. borrow != 0 with
- * F32 source and F32 storage keeps the pointer instead of copying (the
- * caller keeps that memory alive and unchanged-in-shape). */
+ * an F32 source keeps the pointer instead of copying (the caller keeps that
+ * memory alive) for the tensors stored as FP32 in their HF layout: vectors,
+ * wpe, and wte in an F32 decoder; Conv1D matrices are always copied. */
 int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src, int src_dtype, int borrow);
 /* A matrix already in storage form, (rows, cols) by output row: INT8 q in
  * [-127, 127] with scale[rows], or BF16 bits (scale NULL). borrow as above. */
@@ -356,11 +355,10 @@ int cllm_sample(const float *logits, int V, float temperature, int top_k, float 
                 int32_t *idx_scratch, int32_t *out);
 
 /* Inference kernels (tests / benchmarks): y = W x (+ bias) with W (rows,
- * cols) by output row, as INT8 (+ scale[rows]), BF16 or FP32, or, for FP32
- * with f32_conv != 0, W given as (cols, rows) (the Conv1D layout), on one
- * ISA path. */
+ * cols) by output row, as INT8 (+ scale[rows]), BF16 or FP32, on one ISA
+ * path. */
 int cllm_qmatvec_run(int dtype, int isa, const void *w, const float *scale, const float *x,
-                     const float *bias, float *y, int rows, int cols, int f32_conv);
+                     const float *bias, float *y, int rows, int cols);
 /* Per-row symmetric int8 quantization of src (rows, cols), or of src given
  * as (cols, rows) when transposed != 0 (a Conv1D (in, out) weight). */
 int cllm_quantize_int8(const float *src, int rows, int cols, int transposed, int8_t *q, float *scale);

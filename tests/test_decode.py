@@ -49,11 +49,11 @@ def bf16_to_f32(b):
     return (b.astype(np.uint32) << 16).view(np.float32)
 
 
-def qmatvec(dtype, isa, w, scale, x, bias, rows, cols, conv=0):
+def qmatvec(dtype, isa, w, scale, x, bias, rows, cols):
     y = np.full(rows, np.nan, dtype=np.float32)
     sp = f(scale) if scale is not None else ffi.NULL
     bp = f(bias) if bias is not None else ffi.NULL
-    rc = lib.cllm_qmatvec_run(dtype, ISAS[isa], ffi.from_buffer(w), sp, f(x), bp, f(y), rows, cols, conv)
+    rc = lib.cllm_qmatvec_run(dtype, ISAS[isa], ffi.from_buffer(w), sp, f(x), bp, f(y), rows, cols)
     assert rc == 0, ffi.string(lib.cllm_last_error())
     return y
 
@@ -92,17 +92,6 @@ def test_bf16_kernels_match_scalar(rows, cols, rng):
     assert np.all(np.abs(ref - exact) <= bound)
     for isa in _available():
         assert np.all(np.abs(qmatvec(lib.CLLM_DTYPE_BF16, isa, w, None, x, None, rows, cols) - exact) <= bound), isa
-
-
-@pytest.mark.parametrize("rows,cols", SHAPES)
-def test_f32_conv_kernels_bit_identical(rows, cols, rng):
-    w = rng.normal(0, 0.05, (cols, rows)).astype(np.float32)   # Conv1D (in, out)
-    x = rng.normal(0, 1, cols).astype(np.float32)
-    bias = rng.normal(0, 1, rows).astype(np.float32)
-    ref = qmatvec(lib.CLLM_DTYPE_F32, "scalar", w, None, x, bias, rows, cols, conv=1)
-    assert np.allclose(ref, x @ w + bias, rtol=1e-4, atol=1e-4)
-    for isa in _available():
-        assert np.array_equal(qmatvec(lib.CLLM_DTYPE_F32, isa, w, None, x, bias, rows, cols, conv=1), ref), isa
 
 
 @pytest.mark.parametrize("rows,cols", SHAPES + [(5, 16), (3, 80), (2, 127), (3, 1536)])
@@ -241,6 +230,39 @@ def test_generation_same_across_threads_and_model_vs_inference(saved):
     for dtype in ("bf16", "int8"):
         a = list(cllm.load(d, dtype=dtype, threads=1).generate_ids("def foo", **kw))
         assert a == list(cllm.load(d, dtype=dtype, threads=2).generate_ids("def foo", **kw))
+
+
+def test_model_decoder_is_the_inference_decoder_and_follows_training(saved, tmp_path):
+    """The training Model generates through the same FP32 decoder as
+    InferenceModel (weights copied into its arena: same greedy tokens, logits
+    bit-identical), keeps one decoder handle, releases the copy when training
+    changes the weights and copies the new weights at the next generation."""
+    _, d = saved
+    m = cllm.load(d, threads=2, seq_len=16)
+    kw = dict(max_new_tokens=20, temperature=0.0, seed=0, stop_at_eot=False)
+    prompt = "def foo"
+    assert list(m.generate_ids(prompt, **kw)) == list(cllm.load(d, dtype="fp32", threads=2).generate_ids(prompt, **kw))
+    ids = list(np.random.default_rng(4).integers(0, CFG.vocab_size, 40))   # T = 40 > seq_len = 16: the decoder
+    assert np.array_equal(m.logits(ids), cllm.load(d, dtype="fp32", threads=1).logits(ids))
+    h = m._decoder()._h
+    x = np.random.default_rng(5).integers(0, CFG.vocab_size, (1, 16))
+    m.train_step(x, np.roll(x, -1, axis=1), step=1, lr=5e-2)
+    assert lib.cllm_decoder_reset(h) == lib.CLLM_ERR_STATE   # released: the copy is stale
+    assert "released" in ffi.string(lib.cllm_last_error()).decode()
+    after = list(m.generate_ids(prompt, **kw))
+    assert m._decoder()._h == h                               # the same handle, refilled
+    d2 = str(tmp_path / "trained")
+    m.save(d2)
+    assert after == list(cllm.load(d2, dtype="fp32", threads=2).generate_ids(prompt, **kw))
+    assert np.array_equal(m.logits(ids), cllm.load(d2, dtype="fp32", threads=1).logits(ids))
+    before = m.logits(ids)
+    for name, view in m.named_parameters():                   # a write through a view is seen too
+        if name == "transformer.ln_f.bias":
+            view += 0.5
+    lg = m.logits(ids)                                        # decoder (T > seq_len)
+    ref = m.logits(ids[:16])                                  # the training forward (T <= seq_len)
+    assert not np.array_equal(lg, before)
+    assert np.abs(lg[:16] - ref).max() < 1e-5 * np.abs(ref).max()
 
 
 def test_quantized_checkpoint_roundtrip(saved, tmp_path):

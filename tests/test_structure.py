@@ -44,6 +44,7 @@ LAYERS = [
     {"data"},
     {"model"},
     {"training", "inference"},
+    {"serve"},
     {"cli"},
 ]
 

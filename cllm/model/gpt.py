@@ -147,13 +147,19 @@ class Model(GenerationMixin):
         return flat[t["offset"]:t["offset"] + t["numel"]].reshape(t["shape"])
 
     def sync_weights(self) -> None:
-        """Refresh the BF16 weight copies from :attr:`params` (bf16 models).
+        """Refresh what is derived from :attr:`params`: the BF16 weight copies
+        (bf16 models) and the generation decoder's weight copy (released here,
+        copied again at the next generation).
 
         Needed only after writing :attr:`params` directly; views handed out by
         :meth:`named_parameters` / :meth:`state_dict` are synced automatically
-        before the next forward or training step."""
+        before the next forward, training step or generation."""
         check(lib.cllm_model_sync_weights(self._h), "sync_weights")
         self._weights_dirty = False
+
+    def _release_decoder(self) -> None:
+        """Free the decoder's copy of the weights (they are about to change)."""
+        check(lib.cllm_model_release_decoder(self._h), "release decoder")
 
     def _sync_if_dirty(self) -> None:
         if self._weights_dirty:
@@ -162,6 +168,7 @@ class Model(GenerationMixin):
     def named_parameters(self) -> Iterator[Tuple[str, np.ndarray]]:
         """(Hugging Face name, zero-copy view) for every parameter tensor."""
         self._weights_dirty = self.precision == "bf16"  # views may be written
+        self._release_decoder()
         for t in self._tensors:
             yield t["name"], self._view(self.params, t)
 
@@ -252,6 +259,7 @@ class Model(GenerationMixin):
         """One AdamW update from :attr:`grads`; returns the pre-clip gradient norm."""
         opt = self._opt(lr, beta1, beta2, eps, weight_decay, grad_clip)
         gn = ffi.new("float *")
+        self._release_decoder()
         check(lib.cllm_model_adamw(self._h, opt, int(step), gn), "adamw")
         return float(gn[0])
 
@@ -275,6 +283,7 @@ class Model(GenerationMixin):
         self._set_loss_tokens(0)
         loss, gn = ffi.new("float *"), ffi.new("float *")
         self._sync_if_dirty()
+        self._release_decoder()
         check(lib.cllm_model_train_step(self._h, iptr(x), iptr(y), x.shape[0], x.shape[1], opt,
                                         int(step), loss, gn), f"train step {step}")
         return float(loss[0]), float(gn[0])
@@ -303,19 +312,23 @@ class Model(GenerationMixin):
             x = np.ascontiguousarray(arr[None, :])
             self._sync_if_dirty()
             check(lib.cllm_model_logits(self._h, iptr(x), 1, T, fptr(out)), "logits")
-        else:  # longer than the training arena: incremental KV-cache path
-            check(lib.cllm_model_infer_reset(self._h))
+        else:  # longer than the training arena: the decoder, one token at a time
+            dec = self._decoder()
+            dec.reset()
             for t in range(T):
-                check(lib.cllm_model_infer_step(self._h, int(arr[t]), fptr(out[t])))
+                dec.step(int(arr[t]), out[t])
         return out
 
     def _decoder(self) -> Decoder:
-        """The model's FP32 decoder (C-owned; borrows :attr:`params`, so it
-        always sees the current weights, and runs on the model's spheres)."""
-        if self._dec is None:
-            h = ffi.new("cllm_decoder **")
-            check(lib.cllm_model_decoder(self._h, h), "decoder")
-            self._dec = Decoder(h[0], self.config.vocab_size, self.config.context_len)
+        """The model's FP32 decoder: C-owned, running on the model's spheres,
+        with a copy of :attr:`params` in its own weight arena (the layout and
+        kernels of ``cllm.load(d, dtype="fp32")``). The copy is made here when
+        the decoder holds none; training calls and writable views release it."""
+        h = ffi.new("cllm_decoder **")
+        self._sync_if_dirty()
+        check(lib.cllm_model_decoder(self._h, h), "decoder")
+        if self._dec is None or self._dec._h != h[0]:
+            self._dec = Decoder(h[0], self.config.vocab_size, self.config.context_len, keep=self._h)
         return self._dec
 
     # --------------------------------------------------------- threads

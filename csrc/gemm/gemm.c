@@ -1,5 +1,7 @@
 /* gemm.c - SGEMM entry points: ISA dispatch for the internal cllm_sgemm and
- * the validating public cllm_gemm / cllm_gemm_blocked. The packed BLIS-style
+ * the validating public cllm_gemm / cllm_gemm_blocked, and the argument checks
+ * the BF16 GEMM shares (gemm_bf16.c calls down into this file, never the
+ * reverse). The packed BLIS-style
  * drivers live in gemm_scalar.c / gemm_avx2.c / gemm_avx512.c (template
  * gemm_impl.h); their cache blocking in blocking.c. */
 #include <stdlib.h>
@@ -7,7 +9,6 @@
 #include "runtime/internal.h"
 #include "gemm.h"
 #include "gemm_isa.h"
-#include "gemm_bf16.h"
 
 size_t cllm_gemm_ws_floats(void) {
     size_t n = 0;
@@ -15,9 +16,7 @@ size_t cllm_gemm_ws_floats(void) {
         size_t w = gemm_blocking_ws(gemm_blocking_for(isa));
         if (w > n) n = w;
     }
-    /* the model's per-sphere workspace also serves the BF16 GEMM */
-    size_t b = (cllm_gemm_bf16_ws_bytes() + sizeof(float) - 1) / sizeof(float);
-    return b > n ? b : n;
+    return n;
 }
 
 void cllm_gemm_scale_only(int M, int N, float beta, float *C, int ldc, const float *bias) {

@@ -20,4 +20,9 @@ int cllm_sgemm_mc(int isa);
 /* C = beta*C (+ bias[N] per row) when there is nothing to multiply (K == 0
  * or alpha == 0); beta == 0 never reads C. Used by the FP32 and BF16 GEMMs. */
 void cllm_gemm_scale_only(int M, int N, float beta, float *C, int ldc, const float *bias);
+
+/* Shared argument checks of the public GEMM entries (`who` prefixes the
+ * message): sizes >= 0, pointers, leading dimensions for the transposes. */
+int cllm_gemm_check_args(const char *who, int trans_a, int trans_b, int M, int N, int K, const void *A, int lda,
+                         const void *B, int ldb, const float *C, int ldc);
 #endif

@@ -6,7 +6,7 @@
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
 #include <immintrin.h>
 #include "gemm_isa.h"
-#include "transpose_avx512.h"
+#include "kernels/transpose_avx512.h"
 
 #ifndef GEMM_MR
 #define GEMM_MR 6

@@ -15,6 +15,11 @@ size_t cllm_gemm_bf16_ws_bytes(void) {
     return sizeof(uint16_t) * ((size_t)BGEMM_KC * BGEMM_NC + (size_t)BGEMM_MC * BGEMM_KC);
 }
 
+size_t cllm_gemm_any_ws_floats(void) {
+    size_t n = cllm_gemm_ws_floats(), b = (cllm_gemm_bf16_ws_bytes() + sizeof(float) - 1) / sizeof(float);
+    return b > n ? b : n;
+}
+
 int cllm_bf16_kernel_usable(int kernel) {
     const cllm_cpu_features *f = cllm_cpu_features_get();
     switch (kernel) {

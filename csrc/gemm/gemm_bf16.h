@@ -15,6 +15,9 @@
 #include <stdint.h>
 
 size_t cllm_gemm_bf16_ws_bytes(void);
+/* Floats of a workspace that serves both cllm_sgemm (cllm_gemm_ws_floats)
+ * and cllm_bgemm: the model's per-sphere GEMM workspace. */
+size_t cllm_gemm_any_ws_floats(void);
 /* 1 if this CPU can run the kernel (SCALAR always). */
 int cllm_bf16_kernel_usable(int kernel);
 /* Fastest usable kernel when the ISA is isa: AMX, else AVX512 (both only

@@ -8,7 +8,7 @@
 #include "kernels/bf16.h"
 #include "kernels/bf16_simd.h"
 #include "gemm_bf16_impl.h"
-#include "transpose_avx512.h"
+#include "kernels/transpose_avx512.h"
 
 #define BF16_KERNEL_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")))
 

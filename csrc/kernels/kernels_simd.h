@@ -804,40 +804,6 @@ void SCAT(cllm_f32_rows, KSFX)(float *y, const float *W, const float *x, const f
     }
 }
 
-/* f32_cols, Conv1D (in, out) weights: y[j] = bias[j] + sum_i x[i] W[i][j],
- * j in [lo, hi), four input rows per pass, every column through the same
- * fused multiply-adds in input order as the scalar reference (bit-identical
- * to it; the ragged columns masked) */
-SFN void f32_cols_pass(float *y, const float *x, const float *W, int ldw, int i, int k, int j, int n) {
-    vf a = v_loadn(y + j, n);
-    for (int q = 0; q < k; q++) a = v_fmadd(v_set1(x[i + q]), v_loadn(W + (size_t)(i + q) * ldw + j, n), a);
-    v_storen(y + j, a, n);
-}
-
-void SCAT(cllm_f32_cols, KSFX)(float *y, const float *x, const float *W, const float *bias, int in, int ldw,
-                               int lo, int hi) {
-    for (int j = lo; j < hi; j++) y[j] = bias ? bias[j] : 0.0f;
-    int n1 = lo + (hi - lo) / VW * VW, t = hi - n1;
-    for (int i = 0; i < in; i += 4) {
-        int k = in - i < 4 ? in - i : 4;
-        if (k == 4) {
-            const float *w0 = W + (size_t)i * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
-            vf x0 = v_set1(x[i]), x1 = v_set1(x[i + 1]), x2 = v_set1(x[i + 2]), x3 = v_set1(x[i + 3]);
-            for (int j = lo; j < n1; j += VW) {
-                vf a = v_load(y + j);
-                a = v_fmadd(x0, v_load(w0 + j), a);
-                a = v_fmadd(x1, v_load(w1 + j), a);
-                a = v_fmadd(x2, v_load(w2 + j), a);
-                a = v_fmadd(x3, v_load(w3 + j), a);
-                v_store(y + j, a);
-            }
-        } else {
-            for (int j = lo; j < n1; j += VW) f32_cols_pass(y, x, W, ldw, i, k, j, VW);
-        }
-        if (t) f32_cols_pass(y, x, W, ldw, i, k, n1, t);
-    }
-}
-
 /* ---------------------------------------------------- this ISA's op table */
 const cllm_ops SCAT(cllm_ops, KSFX) = {
     .name = KNAME,

@@ -11,8 +11,8 @@
  * (measured on Zen 4, config-B BF16 weights in huge pages: 1 row per pass
  * 56 GB/s, 4 interleaved rows 28 GB/s; the x reloads hit L1). Selected at
  * run time from CPUID (runtime/cpu_features.c; target attributes, no
- * -march). The FP32 row and Conv1D-column bodies of both widths are written
- * once over simd_vec.h in kernels_simd.h (cllm_f32_rows_* / cllm_f32_cols_*). */
+ * -march). The FP32 row bodies of both widths are written
+ * once over simd_vec.h in kernels_simd.h (cllm_f32_rows_*). */
 #include <math.h>
 #include <string.h>
 #include <immintrin.h>
@@ -20,7 +20,7 @@
 #include "runtime/internal.h"
 #include "kernels.h"
 #include "avx2_reduce.h"
-#include "gemm/transpose_avx512.h"
+#include "transpose_avx512.h"
 #include "qmatvec.h"
 
 /* ------------------------------------------------------ shared helpers */
@@ -181,15 +181,6 @@ static void bf16_rows_scalar(float *y, const uint16_t *w, const uint16_t *xb, co
     }
 }
 
-static void f32_cols_scalar(float *y, const float *x, const float *W, const float *bias, int in, int ldw,
-                            int lo, int hi) {
-    for (int j = lo; j < hi; j++) y[j] = bias_at(bias, j);
-    for (int i = 0; i < in; i++) {
-        const float *w = W + (size_t)i * ldw;
-        for (int j = lo; j < hi; j++) y[j] = fmaf(x[i], w[j], y[j]);
-    }
-}
-
 static void f32_rows_scalar(float *y, const float *W, const float *x, const float *bias, int cols, int lo,
                             int hi) {
     for (int r = lo; r < hi; r++) {
@@ -317,12 +308,12 @@ BF16_FN void bf16_rows_avx512(float *y, const uint16_t *w, const uint16_t *xb, c
 }
 
 /* ------------------------------------------------------------ dispatch */
-static const cllm_qops q_scalar = {"scalar", q8_rows_scalar, bf16_rows_scalar, f32_cols_scalar, f32_rows_scalar};
-static const cllm_qops q_avx2 = {"avx2", q8_rows_avx2, bf16_rows_avx2, cllm_f32_cols_avx2, cllm_f32_rows_avx2};
-static const cllm_qops q_avx512 = {"avx512", q8_rows_avx2, bf16_rows_avx2, cllm_f32_cols_avx512, cllm_f32_rows_avx512};
-static const cllm_qops q_vnni_bf16 = {"avx512-vnni+bf16", q8_rows_vnni, bf16_rows_avx512, cllm_f32_cols_avx512, cllm_f32_rows_avx512};
-static const cllm_qops q_vnni = {"avx512-vnni", q8_rows_vnni, bf16_rows_avx2, cllm_f32_cols_avx512, cllm_f32_rows_avx512};
-static const cllm_qops q_bf16 = {"avx512-bf16", q8_rows_avx2, bf16_rows_avx512, cllm_f32_cols_avx512, cllm_f32_rows_avx512};
+static const cllm_qops q_scalar = {"scalar", q8_rows_scalar, bf16_rows_scalar, f32_rows_scalar};
+static const cllm_qops q_avx2 = {"avx2", q8_rows_avx2, bf16_rows_avx2, cllm_f32_rows_avx2};
+static const cllm_qops q_avx512 = {"avx512", q8_rows_avx2, bf16_rows_avx2, cllm_f32_rows_avx512};
+static const cllm_qops q_vnni_bf16 = {"avx512-vnni+bf16", q8_rows_vnni, bf16_rows_avx512, cllm_f32_rows_avx512};
+static const cllm_qops q_vnni = {"avx512-vnni", q8_rows_vnni, bf16_rows_avx2, cllm_f32_rows_avx512};
+static const cllm_qops q_bf16 = {"avx512-bf16", q8_rows_avx2, bf16_rows_avx512, cllm_f32_rows_avx512};
 
 const cllm_qops *cllm_qops_for_isa(int isa) {
     if (isa == CLLM_ISA_SCALAR) return &q_scalar;

@@ -30,13 +30,6 @@ typedef struct cllm_qops {
     /* y[r] = dot(xb, w[r]) + (bias ? bias[r] : 0), r in [lo, hi) */
     void (*bf16_rows)(float *y, const uint16_t *w, const uint16_t *xb, const float *bias,
                       int cols, int lo, int hi);
-    /* FP32 weights in the Conv1D (in, out) layout, W[i*ldw + j]:
-     * y[j] = fma(x[in-1], W[in-1][j], ... fma(x[0], W[0][j], bias[j] or 0)),
-     * j in [lo, hi): four input rows per pass, each read as one contiguous
-     * run [lo, hi), y kept in L1. The per-column operation order is fixed,
-     * so every path is bit-identical to the scalar one. */
-    void (*f32_cols)(float *y, const float *x, const float *W, const float *bias, int in, int ldw,
-                     int lo, int hi);
     /* FP32 weights row-major by output row, W (rows, cols):
      * y[r] = dot(x, W[r]) + (bias ? bias[r] : 0), r in [lo, hi). One row at a
      * time, read as one sequential stream (several rows interleaved defeat
@@ -47,9 +40,6 @@ typedef struct cllm_qops {
 /* the FP32 bodies, written once over simd_vec.h in kernels_simd.h */
 void cllm_f32_rows_avx2(float *y, const float *W, const float *x, const float *bias, int cols, int lo, int hi);
 void cllm_f32_rows_avx512(float *y, const float *W, const float *x, const float *bias, int cols, int lo, int hi);
-void cllm_f32_cols_avx2(float *y, const float *x, const float *W, const float *bias, int in, int ldw, int lo, int hi);
-void cllm_f32_cols_avx512(float *y, const float *x, const float *W, const float *bias, int in, int ldw, int lo,
-                          int hi);
 
 /* Kernel path for isa (CLLM_ISA_SCALAR/AVX2/AVX512; AVX512 uses VNNI/BF16
  * instructions only where CPUID reports them, else the AVX2 bodies). */

@@ -2,19 +2,21 @@
  *
  * A cllm_decoder holds what generation needs and nothing else: the weights
  * in the chosen storage format, a KV cache (L, P, C) x 2, and small vectors.
- * FP32 weights may be BORROWED (e.g. straight from an mmap of
- * model.safetensors, or from a training model's parameter buffer); BF16 and
- * int8 weights are converted once at load, or borrowed from a quantized file.
+ * FP32 vectors and tables (and an FP32 wte) may be BORROWED, e.g. straight
+ * from an mmap of model.safetensors; matrices are copied (BF16 and int8:
+ * converted) once at load, or borrowed from a quantized file. The training
+ * model's decoder (infer.c) is an FP32 one filled with copies of the
+ * model's parameters, whose weights are released (cllm_decoder_release_weights)
+ * when training changes them and copied again before the next use.
  *
  * Matrices are used as y = W x with W stored row-major by output row
  * (out, in), read one row at a time as a sequential stream (qmatvec.h), in
  * one "weight arena" mapping with transparent huge pages requested (with 4
  * KiB pages a token's 12-50 MB of weights cost a TLB miss every 4 KiB and
  * the hardware prefetchers restart at every page: measured 20 -> 40 GB/s
- * for a config-B fp32 sweep on Zen 4). FP32 matrices set with borrow != 0
- * stay where they are: the Hugging Face Conv1D (in, out) layout read by
- * f32_cols (the training model's decoder, which must see every update), the
- * tied LM head wte (V, C) row-major.
+ * for a config-B fp32 sweep on Zen 4). A Hugging Face Conv1D (in, out)
+ * matrix is always transposed into the arena; only the tied LM head wte,
+ * already (V, C) row-major, may be borrowed in place as FP32.
  *
  * The KV cache is per (layer, head): keys TRANSPOSED (hs, P) and values
  * (P, hs), so the attention kernel reads both as sequential runs and
@@ -56,7 +58,6 @@ typedef struct {
     int kind, ndim, shape[2];      /* HF shape */
     int rows, cols;                /* matrices: output rows, input cols */
     int set;
-    int rowmajor;                  /* fp32 matrix stored (rows, cols) (else Conv1D (in, out)) */
     size_t aoff;                   /* this matrix's place in the weight arena */
     const void *data;              /* storage the kernels read */
     const float *scale;            /* int8 per-row scales */
@@ -74,7 +75,7 @@ typedef struct {
 struct cllm_decoder {
     int V, P, L, NH, C, dtype, nslots;
     Slot *slot;
-    unsigned char *arena;          /* owned matrices (allocated at the first one) */
+    unsigned char *arena;          /* owned matrices and the KV cache (NULL once released) */
     void *arena_map;               /* the mapping holding it (NULL: heap) */
     size_t arena_bytes, arena_map_bytes;
     cllm_spheres *pool;
@@ -136,11 +137,13 @@ static void arena_plan(cllm_decoder *d) {
     d->arena_bytes = off + 2 * (size_t)d->L * d->P * d->C * sizeof(float);   /* + the KV cache */
 }
 
-/* The arena, mapped at creation: 2 MiB aligned, huge pages requested (best
+/* The arena, mapped at creation (and again at the first tensor after
+ * cllm_decoder_release_weights): 2 MiB aligned, huge pages requested (best
  * effort: without them it is ordinary memory); only the pages written are
- * ever backed (a decoder that borrows its matrices backs just the KV cache).
- * NULL when out of memory. */
+ * ever backed. The KV cache is its tail. NULL when out of memory. */
 static unsigned char *arena_new(cllm_decoder *d) {
+    size_t kv = (size_t)d->L * d->P * d->C;
+    d->arena = NULL;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     size_t huge = (size_t)2 << 20, span = (d->arena_bytes + huge - 1) & ~(huge - 1), map = span + huge;
     void *p = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -150,10 +153,13 @@ static unsigned char *arena_new(cllm_decoder *d) {
         d->arena_map = p;
         d->arena_map_bytes = map;
         d->arena = (unsigned char *)a;
-        return d->arena;
     }
 #endif
-    d->arena = cllm_aligned_alloc(d->arena_bytes);
+    if (!d->arena) d->arena = cllm_aligned_alloc(d->arena_bytes);
+    if (d->arena) {
+        d->kc = (float *)(d->arena + d->arena_bytes) - 2 * kv;
+        d->vc = d->kc + kv;
+    }
     return d->arena;
 }
 
@@ -165,6 +171,7 @@ static void arena_free(cllm_decoder *d) {
         cllm_aligned_free(d->arena);
     d->arena = NULL;
     d->arena_map = NULL;
+    d->kc = d->vc = NULL;
 }
 
 static void slot_clear(Slot *s) {
@@ -176,7 +183,21 @@ static void slot_clear(Slot *s) {
     s->data = NULL;
     s->scale = NULL;
     s->set = 0;
-    s->rowmajor = 0;
+}
+
+int cllm_decoder_release_weights(cllm_decoder *d) {
+    if (!d) return CLLM_OK;
+    for (int i = 0; i < d->nslots; i++) slot_clear(&d->slot[i]);
+    arena_free(d);
+    d->ready = 0;
+    d->pos = 0;
+    return CLLM_OK;
+}
+
+int cllm_decoder_has_weights(const cllm_decoder *d) {
+    for (int i = 0; i < d->nslots; i++)
+        if (!d->slot[i].set) return 0;
+    return 1;
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -249,10 +270,7 @@ int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *po
         s->tmp = s->xb + C;
         s->scratch = s->xb + 2 * C;
     }
-    size_t kv = (size_t)L * P * C;
     if (!arena_new(d)) goto nomem;
-    d->kc = (float *)(d->arena + d->arena_bytes) - 2 * kv;
-    d->vc = d->kc + kv;
     d->x = cllm_aligned_alloc(sizeof(float) * ((size_t)9 * C + V));
     d->prob = cllm_aligned_alloc(sizeof(float) * (size_t)V);
     d->idx = cllm_aligned_alloc(sizeof(int32_t) * (size_t)V);
@@ -332,6 +350,7 @@ CLLM_EXPORT int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src,
     Slot *s = &d->slot[i];
     slot_clear(s);
     d->ready = 0;
+    if (!d->arena && !arena_new(d)) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for the weight arena");
     size_t n = slot_numel(s);
     if (s->kind == K_VEC) {   /* vectors and tables (wpe) stay FP32 */
         if (src_dtype == CLLM_DTYPE_F32 && borrow) { s->data = src; s->set = 1; return CLLM_OK; }
@@ -344,9 +363,8 @@ CLLM_EXPORT int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src,
         s->set = 1;
         return CLLM_OK;
     }
-    if (d->dtype == CLLM_DTYPE_F32 && src_dtype == CLLM_DTYPE_F32 && borrow) {   /* in place, HF layout */
-        s->data = src;
-        s->rowmajor = s->kind == K_WTE;
+    if (d->dtype == CLLM_DTYPE_F32 && src_dtype == CLLM_DTYPE_F32 && borrow && s->kind == K_WTE) {
+        s->data = src;   /* in place: already (V, C) by output row */
         s->set = 1;
         return CLLM_OK;
     }
@@ -357,7 +375,6 @@ CLLM_EXPORT int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src,
     if (d->dtype == CLLM_DTYPE_F32) {
         gather_f32(dst, src, src_dtype, s->rows, s->cols, rs, cs);
         s->data = dst;
-        s->rowmajor = 1;
         s->set = 1;
         return CLLM_OK;
     }
@@ -403,6 +420,7 @@ CLLM_EXPORT int cllm_decoder_set_quantized(cllm_decoder *d, int i, const void *w
         return cllm_fail(CLLM_ERR_INVALID, "decoder: int8 tensor %s needs its scales", s->name);
     slot_clear(s);
     d->ready = 0;
+    if (!d->arena && !arena_new(d)) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for the weight arena");
     size_t n = slot_numel(s), bytes = n * (size_t)elem_size(d->dtype);
     if (borrow) {
         s->data = w;
@@ -450,10 +468,8 @@ static void mat_rows(const cllm_decoder *d, const DSphere *s, const Slot *M, con
         d->qops->q8_rows(y, M->data, M->scale, M->rowsum, s->xq, s->xs, bias, M->cols, lo, hi);
     else if (d->dtype == CLLM_DTYPE_BF16)
         d->qops->bf16_rows(y, M->data, s->xbf, bias, M->cols, lo, hi);
-    else if (M->rowmajor)
-        d->qops->f32_rows(y, M->data, xin, bias, M->cols, lo, hi);
     else
-        d->qops->f32_cols(y, xin, M->data, bias, M->cols, M->rows, lo, hi);
+        d->qops->f32_rows(y, M->data, xin, bias, M->cols, lo, hi);
 }
 
 /* The input of the next matvec(s), in the storage's input format. */
@@ -531,6 +547,9 @@ static int task_step(void *arg, int sp, int ns) {
 
 static int make_ready(cllm_decoder *d) {
     if (d->ready) return CLLM_OK;
+    if (!d->arena)
+        return cllm_fail(CLLM_ERR_STATE, "decoder: its weights were released (the training model's parameters "
+                         "changed); get it again with cllm_model_decoder");
     for (int i = 0; i < d->nslots; i++)
         if (!d->slot[i].set) return cllm_fail(CLLM_ERR_STATE, "decoder: tensor %s was not set", d->slot[i].name);
     d->ready = 1;
@@ -661,22 +680,9 @@ CLLM_EXPORT int cllm_decoder_limit_vocab(cllm_decoder *d, int n) {
 
 CLLM_GETTER(cllm_decoder_threads, cllm_decoder, "decoder", int, h->ns)
 
-/* Standalone sampling (tests, and the training model's API). */
-CLLM_EXPORT int cllm_sample(const float *logits, int V, float temperature, int top_k, float top_p,
-                            const int32_t *allowed, int n_allowed, uint64_t *rng, float *prob_scratch,
-                            int32_t *idx_scratch, int32_t *out) {
-    CLLM_CHECK_PTR(logits, "logits"); CLLM_CHECK_PTR(rng, "rng"); CLLM_CHECK_PTR(out, "out");
-    CLLM_CHECK_PTR(prob_scratch, "prob_scratch"); CLLM_CHECK_PTR(idx_scratch, "idx_scratch");
-    if (V < 1) return cllm_fail(CLLM_ERR_INVALID, "sample: V must be >= 1, got %d", V);
-    if (allowed && (n_allowed < 1 || n_allowed > V))
-        return cllm_fail(CLLM_ERR_RANGE, "sample: n_allowed must be in [1, %d], got %d", V, n_allowed);
-    return cllm_sample_logits(logits, V, temperature, top_k, top_p, allowed, n_allowed, rng, prob_scratch,
-                              idx_scratch, out);
-}
-
 /* --------------------------------------------------- kernel test hooks */
 CLLM_EXPORT int cllm_qmatvec_run(int dtype, int isa, const void *w, const float *scale, const float *x,
-                                 const float *bias, float *y, int rows, int cols, int f32_conv) {
+                                 const float *bias, float *y, int rows, int cols) {
     CLLM_CHECK_PTR(w, "w"); CLLM_CHECK_PTR(x, "x"); CLLM_CHECK_PTR(y, "y");
     if (rows < 1 || cols < 1 || cols > (1 << 24))
         return cllm_fail(CLLM_ERR_INVALID, "qmatvec: rows and cols must be >= 1 (cols <= 2^24), got %d x %d", rows, cols);
@@ -712,8 +718,6 @@ CLLM_EXPORT int cllm_qmatvec_run(int dtype, int isa, const void *w, const float 
         cllm_f32_to_bf16_n(isa, xb, x, (size_t)cols);
         q->bf16_rows(y, w, xb, bias, cols, 0, rows);
         free(xb);
-    } else if (dtype == CLLM_DTYPE_F32 && f32_conv) {   /* W given as (cols, rows): Conv1D (in, out) */
-        q->f32_cols(y, x, w, bias, cols, rows, 0, rows);
     } else if (dtype == CLLM_DTYPE_F32) {
         q->f32_rows(y, w, x, bias, cols, 0, rows);
     } else {

@@ -1,6 +1,7 @@
 /* model.c - the GPT-2 model object: config validation and memory estimate,
- * the parameter tensor table, shard activation arenas, new/free/init and the
- * accessors (tensor info, buffers). The layout itself is declared in layout.h. */
+ * the parameter tensor table, shard activation arenas, new/free/init, the
+ * BF16 weight copies and the accessors (tensor info, buffers). The layout
+ * itself is declared in layout.h. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdio.h>
@@ -8,7 +9,10 @@
 #include <string.h>
 #include "model.h"
 #include "kernels/kernels.h"
-#include "gemm/gemm.h"
+#include "kernels/bf16.h"
+#include "gemm/gemm_bf16.h"
+#include "decode.h"
+#include "precision_check.h"
 
 /* ------------------------------------------------------------- sizes */
 
@@ -44,7 +48,7 @@ static double memory_bytes(const cllm_config *c) {
     int active = n < c->batch_size ? n : c->batch_size;
     double acts = (double)act_floats(c->batch_size, c->seq_len, c->embed_dim, c->num_heads, c->num_layers,
                                      c->vocab_size);
-    double per_sphere = (double)cllm_gemm_ws_floats() + (double)cllm_attention_ws_floats(c->seq_len, c->embed_dim / c->num_heads) +
+    double per_sphere = (double)cllm_gemm_any_ws_floats() + (double)cllm_attention_ws_floats(c->seq_len, c->embed_dim / c->num_heads) +
                         (double)c->context_len;
     double bf16_copy = c->precision == CLLM_PRECISION_BF16 ? 2.0 * P : 0.0;
     return 4.0 * (4.0 * P + (double)(active - 1) * P + (double)n * per_sphere + acts) + bf16_copy;
@@ -168,8 +172,8 @@ CLLM_EXPORT int cllm_model_free(cllm_model *m) {
         }
         free(m->sph);
     }
-    FREE_EACH(cllm_aligned_free, m->params, m->grads, m->adam_m, m->adam_v, m->params_bf16, m->arena, m->sprob);
-    FREE_EACH(free, m->all.act, m->sidx, m->inputs, m->targets, m->tensors, m->init_kind, m->grad_kind, m->w.h, m->gw.h, m);
+    FREE_EACH(cllm_aligned_free, m->params, m->grads, m->adam_m, m->adam_v, m->params_bf16, m->arena);
+    FREE_EACH(free, m->all.act, m->inputs, m->targets, m->tensors, m->init_kind, m->grad_kind, m->w.h, m->gw.h, m);
     return CLLM_OK;
 }
 
@@ -220,7 +224,7 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
         if (i >= active) continue; /* never gets a shard */
         s->act = calloc((size_t)m->L, sizeof(LayerAct));
         s->g.h = calloc((size_t)m->L, sizeof(LayerW));
-        s->gemm_ws = cllm_aligned_alloc(cllm_gemm_ws_floats() * sizeof(float));
+        s->gemm_ws = cllm_aligned_alloc(cllm_gemm_any_ws_floats() * sizeof(float));
         s->att_ws = cllm_aligned_alloc(cllm_attention_ws_floats(m->Tmax, m->C / m->NH) * sizeof(float));
         if (!s->act || !s->g.h || !s->gemm_ws || !s->att_ws) goto nomem;
         if (i == 0) {
@@ -233,9 +237,7 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
     }
     m->inputs = calloc((size_t)m->Bmax * m->Tmax, sizeof(int32_t));
     m->targets = calloc((size_t)m->Bmax * m->Tmax, sizeof(int32_t));
-    m->sprob = cllm_aligned_alloc(sizeof(float) * (size_t)m->V);
-    m->sidx = calloc((size_t)m->V, sizeof(int32_t));
-    if (!m->inputs || !m->targets || !m->sprob || !m->sidx) goto nomem;
+    if (!m->inputs || !m->targets) goto nomem;
     rc = cllm_model_init(m, cfg->seed);
     if (rc) { cllm_model_free(m); return rc; }
     *out = m;
@@ -264,9 +266,20 @@ CLLM_EXPORT int cllm_model_init(cllm_model *m, uint64_t seed) {
     memset(m->grads, 0, m->nparams * sizeof(float));
     memset(m->adam_m, 0, m->nparams * sizeof(float));
     memset(m->adam_v, 0, m->nparams * sizeof(float));
-    cllm_model_sync_weights(m);
+    model_sync_bf16_range(m, cllm_isa_current(), 0, m->nparams);
     m->have_fwd = 0;
-    if (m->dec) cllm_decoder_reset(m->dec);
+    cllm_decoder_release_weights(m->dec);   /* its copy is stale now */
+    return CLLM_OK;
+}
+
+void model_sync_bf16_range(cllm_model *m, int isa, size_t lo, size_t hi) {
+    if (m->params_bf16 && hi > lo) cllm_f32_to_bf16_n(isa, m->params_bf16 + lo, m->params + lo, hi - lo);
+}
+
+CLLM_EXPORT int cllm_model_sync_weights(cllm_model *m) {
+    CLLM_CHECK_PTR(m, "model");
+    model_sync_bf16_range(m, cllm_isa_current(), 0, m->nparams);
+    cllm_decoder_release_weights(m->dec);   /* params were written from outside */
     return CLLM_OK;
 }
 

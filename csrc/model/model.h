@@ -1,7 +1,7 @@
 /*
  * model.h - private to csrc/model/: the model and
  * per-sphere structs shared by model.c, the training step's files (step.c,
- * split.c, optim.c, profile.c, precision.c), infer.c and sample.c.
+ * split.c, optim.c, profile.c, precision.c), attention_bf16.c and infer.c.
  *
  * The parameter and activation layout is declared once, in layout.h.
  */
@@ -12,7 +12,8 @@
 #include "runtime/internal.h"
 #include "runtime/spheres.h"
 #include "layout.h"
-#include "profile.h"
+#include "profile_ops.h"
+#include "rng.h"
 
 struct cllm_ops;
 struct ModelPrecision;
@@ -65,16 +66,14 @@ struct cllm_model {
     long valid_count;
     long loss_tokens;  /* cllm_model_set_loss_tokens: 0 = the block's own count */
     long loss_denom;   /* tokens the last forward's loss was normalised by     */
-    /* inference: an FP32 decoder borrowing params and sharing the pool,
-     * created on the first cllm_model_infer_reset / cllm_model_decoder */
+    /* generation: an FP32 decoder on this model's pool, created by the
+     * first cllm_model_decoder (infer.c), holding a COPY of params in its
+     * own weight arena; released (decode.h) whenever params may change */
     struct cllm_decoder *dec;
     /* per-op profile of sphere PROF_SPH (profile.h, cllm_model_profile_*) */
     int prof_on;
     double prof_sec[P_COUNT];
     uint64_t prof_calls[P_COUNT];
-    /* sampling scratch */
-    float *sprob;
-    int32_t *sidx;
 };
 
 /* grad_kind: GRAD_SHARD tensors get one gradient per shard, summed by the
@@ -85,21 +84,7 @@ struct cllm_model {
  *   GRAD_LAYER  the layers' weight matrices: when the layer GEMMs are (SplitPlan.layers). */
 enum { GRAD_SHARD, GRAD_LM, GRAD_LAYER };
 
-/* ----------------------------------------------------------------- rng */
-static inline uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static inline double rng_uniform(uint64_t *s) { return (double)(splitmix64(s) >> 11) * (1.0 / 9007199254740992.0); }
-static inline float rng_normal(uint64_t *s) {
-    double u1 = rng_uniform(s), u2 = rng_uniform(s);
-    if (u1 < 1e-300) u1 = 1e-300;
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
-
-/* 0 if precision p is usable under ISA isa, else fails (sets the error) */
-int model_check_precision(int p, int isa);
+/* BF16 copies of params[lo, hi) (precision BF16), on the given ISA (model.c) */
+void model_sync_bf16_range(cllm_model *m, int isa, size_t lo, size_t hi);
 
 #endif

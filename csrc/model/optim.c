@@ -10,6 +10,7 @@
 #include <math.h>
 #include "optim.h"
 #include "precision.h"
+#include "decode.h"
 #include "kernels/kernels.h"
 
 typedef struct {
@@ -142,6 +143,7 @@ int optim_check(const cllm_adamw *o, int t) {
 }
 
 int optim_adamw(cllm_model *m, const cllm_adamw *opt, int t, float norm) {
+    cllm_decoder_release_weights(m->dec);   /* training resumes: the generation copy is stale */
     if (!isfinite(norm))
         return cllm_fail(CLLM_ERR_NUMERIC, "non-finite gradient norm (%g) at step %d: weights not updated "
                          "(lower the learning rate)", norm, t);

@@ -1,31 +1,14 @@
-/* precision.c - the model's training precision: which precisions the CPU
- * (under the selected ISA) can run, what "auto" resolves to, the FP32 and
- * BF16 tables of step operations (precision.h) and the resolution of the
- * model's ISA, kernel registry and BF16 kernel (model_exec_sync). */
+/* precision.c - the training step's FP32 and BF16 tables of operations
+ * (precision.h) and the resolution of the model's ISA, kernel registry and
+ * BF16 kernel (model_exec_sync). Part of the step (above model.c, which
+ * never calls into it); which precisions the CPU can run is
+ * precision_check.c's. */
 #include "precision.h"
 #include "kernels/kernels.h"
 #include "kernels/bf16.h"
 #include "gemm/gemm.h"
 #include "gemm/gemm_bf16.h"
 #include "attention_bf16.h"
-
-int model_check_precision(int p, int isa) {
-    if (p == CLLM_PRECISION_FP32) return CLLM_OK;
-    if (p != CLLM_PRECISION_BF16)
-        return cllm_fail(CLLM_ERR_INVALID, "precision must be CLLM_PRECISION_FP32 (0) or CLLM_PRECISION_BF16 (1), got %d", p);
-    /* the scalar ISA runs the reference BF16 kernel on any CPU (tests) */
-    if (isa == CLLM_ISA_SCALAR || cllm_bf16_kernel_best(isa) != CLLM_BF16_KERNEL_SCALAR) return CLLM_OK;
-    return cllm_fail(CLLM_ERR_UNSUPPORTED, "precision bf16 needs AMX-BF16 or AVX512-BF16 with the avx512 kernel "
-                     "path; this CPU%s has neither usable: use precision fp32",
-                     isa == CLLM_ISA_AVX2 ? " (forced to the avx2 path)" : "");
-}
-
-CLLM_EXPORT int cllm_precision_auto(int *precision) {
-    CLLM_CHECK_PTR(precision, "precision");
-    int k = cllm_bf16_kernel_best(cllm_isa_current());
-    *precision = k != CLLM_BF16_KERNEL_SCALAR ? CLLM_PRECISION_BF16 : CLLM_PRECISION_FP32;
-    return CLLM_OK;
-}
 
 void model_exec_sync(cllm_model *m) {
     int isa = cllm_isa_current();
@@ -34,13 +17,6 @@ void model_exec_sync(cllm_model *m) {
     m->isa = isa;
     m->ops = cllm_ops_for_isa(isa);
     m->bf16_kernel = m->params_bf16 ? cllm_bf16_kernel_best(isa) : -1;
-}
-
-CLLM_EXPORT int cllm_model_sync_weights(cllm_model *m) {
-    CLLM_CHECK_PTR(m, "model");
-    model_exec_sync(m);
-    m->prec->sync_weights(m, 0, m->nparams);
-    return CLLM_OK;
 }
 
 /* ------------------------------------------------------------------ FP32 */
@@ -133,7 +109,7 @@ static void bf16_crossentropy(const cllm_model *m, float *logits, float *losses,
 }
 
 static void bf16_sync_weights(cllm_model *m, size_t lo, size_t hi) {
-    if (hi > lo) cllm_f32_to_bf16_n(m->isa, m->params_bf16 + lo, m->params + lo, hi - lo);
+    model_sync_bf16_range(m, m->isa, lo, hi);
 }
 
 const ModelPrecision model_precision_bf16 = {

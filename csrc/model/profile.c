@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "model.h"
+#include "profile.h"
 
 static const char *const prof_names[P_COUNT] = {
     "matmul fwd", "lm head fwd", "matmul bwd", "lm head bwd", "attention fwd", "attention bwd",

@@ -11,7 +11,8 @@
  * No sort of the vocabulary and no allocation (the caller owns scratch).
  */
 #include <math.h>
-#include "model.h"
+#include "runtime/internal.h"
+#include "rng.h"
 #include "sample.h"
 
 /* a strictly before b in (prob desc, id asc) */
@@ -110,11 +111,15 @@ int cllm_sample_logits(const float *logits, int V, float temperature, int top_k,
     return CLLM_OK;
 }
 
-/* The training model's sampler (same selection, the model's scratch). */
-CLLM_EXPORT int cllm_model_sample(cllm_model *m, const float *logits, float temperature, int top_k, float top_p,
-                                  uint64_t *rng_state, int32_t *out) {
-    CLLM_CHECK_PTR(m, "model"); CLLM_CHECK_PTR(logits, "logits");
-    CLLM_CHECK_PTR(rng_state, "rng_state"); CLLM_CHECK_PTR(out, "out");
-    return cllm_sample_logits(logits, m->V, temperature, top_k < 0 ? 0 : top_k, top_p, NULL, 0, rng_state,
-                              m->sprob, m->sidx, out);
+/* Standalone sampling (tests; the decoder calls cllm_sample_logits). */
+CLLM_EXPORT int cllm_sample(const float *logits, int V, float temperature, int top_k, float top_p,
+                            const int32_t *allowed, int n_allowed, uint64_t *rng, float *prob_scratch,
+                            int32_t *idx_scratch, int32_t *out) {
+    CLLM_CHECK_PTR(logits, "logits"); CLLM_CHECK_PTR(rng, "rng"); CLLM_CHECK_PTR(out, "out");
+    CLLM_CHECK_PTR(prob_scratch, "prob_scratch"); CLLM_CHECK_PTR(idx_scratch, "idx_scratch");
+    if (V < 1) return cllm_fail(CLLM_ERR_INVALID, "sample: V must be >= 1, got %d", V);
+    if (allowed && (n_allowed < 1 || n_allowed > V))
+        return cllm_fail(CLLM_ERR_RANGE, "sample: n_allowed must be in [1, %d], got %d", V, n_allowed);
+    return cllm_sample_logits(logits, V, temperature, top_k, top_p, allowed, n_allowed, rng, prob_scratch,
+                              idx_scratch, out);
 }

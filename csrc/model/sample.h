@@ -1,6 +1,7 @@
-/* sampling.h - next-token sampling (sampling.c) and the shared RNG. */
-#ifndef CLLM_SAMPLING_H
-#define CLLM_SAMPLING_H
+/* sample.h - next-token sampling by partial selection (sample.c). Below the
+ * decoder (decode.c calls it); depends on nothing else in csrc/model/. */
+#ifndef CLLM_MODEL_SAMPLE_H
+#define CLLM_MODEL_SAMPLE_H
 #include <stdint.h>
 
 /* Sample from logits[V]: temperature <= 0 (or top_k == 1) -> argmax (lowest

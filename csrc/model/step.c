@@ -14,6 +14,7 @@
 #include <math.h>
 #include <string.h>
 #include "model.h"
+#include "profile.h"
 #include "optim.h"
 #include "precision.h"
 #include "split.h"

@@ -42,10 +42,6 @@ void cllm_aligned_free(void *p);
  * zeroed, grown on demand, freed at thread exit); NULL on failure. */
 enum { CLLM_SCRATCH_SGEMM = 0, CLLM_SCRATCH_BGEMM = 1, CLLM_SCRATCH_SLOTS = 2 };
 void *cllm_thread_scratch(int slot, size_t bytes);
-/* Shared argument checks of the public GEMM entries (`who` prefixes the
- * message): sizes >= 0, pointers, leading dimensions for the transposes. */
-int cllm_gemm_check_args(const char *who, int trans_a, int trans_b, int M, int N, int K, const void *A, int lda,
-                         const void *B, int ldb, const float *C, int ldc);
 
 /* ISA currently selected (CLLM_ISA_SCALAR/AVX2/AVX512). */
 int cllm_isa_current(void);
