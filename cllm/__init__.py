@@ -16,6 +16,7 @@ layer each, lowest first (a package never imports a higher one):
 - :mod:`cllm.training` and :mod:`cllm.inference`: the training loop (with
   options, MPI, metrics, plots) and inference-only models, quantization,
   evaluation;
+- :mod:`cllm.server`: the HTTP server (``cllm serve``; the ``serve`` extra);
 - :mod:`cllm.cli`: the ``cllm`` command.
 
 Public names from the heavier modules are imported on first use (PEP 562), so
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .model.checkpoint import Checkpoint
     from .model.gpt import Model
     from .training.loop import train
+    from .server.run import serve
     from .training.options import TrainOptions
 
 __version__ = "0.1.0"
@@ -48,7 +50,7 @@ __version__ = "0.1.0"
 _LAZY = {"Model": "model.gpt", "ModelConfig": "config", "TrainOptions": "training.options",
          "Tokenizer": "data.tokenizer", "train": "training.loop", "InferenceModel": "inference.engine",
          "quantize": "inference.engine", "evaluate": "inference.evaluation", "measure_bandwidth": "hardware",
-         "measure_peak": "hardware", "peak_kinds": "hardware"}
+         "measure_peak": "hardware", "peak_kinds": "hardware", "serve": "server.run"}
 
 
 def __getattr__(name: str) -> Any:
@@ -64,7 +66,7 @@ def __dir__() -> list:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["train", "load", "quantize", "evaluate", "InferenceModel", "Model", "Tokenizer", "ModelConfig",
+__all__ = ["train", "load", "serve", "quantize", "evaluate", "InferenceModel", "Model", "Tokenizer", "ModelConfig",
            "TrainOptions", "set_isa", "cache_sizes", "gemm_blocking", "get_isa", "cpu_info", "measure_peak",
            "measure_bandwidth", "peak_kinds", "CllmError", "ConfigError", "ConfigTypeError", "CllmMemoryError",
            "NumericError", "DivergenceError", "StateError", "UnsupportedError", "CheckpointError", "CorpusError",

@@ -44,7 +44,7 @@ LAYERS = [
     {"data"},
     {"model"},
     {"training", "inference"},
-    {"serve"},
+    {"server"},
     {"cli"},
 ]
 

@@ -202,6 +202,37 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                  _arg("-q", "--quiet", action="store_true", help="no progress bar")])
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    _add_command(sub, "serve", cmd_serve, "serve a checkpoint over HTTP (OpenAI and llama.cpp APIs)",
+                "Serve CHECKPOINT to editors and tools: OpenAI's /v1/completions and /v1/models, llama.cpp's "
+                "/completion, /infill, /tokenize, /detokenize, /health and /props, and /metrics (Prometheus). "
+                "Runs until Ctrl-C or SIGTERM. Needs the serve extra: pip install \"cllm[serve]\".",
+                [_CHECKPOINT,
+                 _arg("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this "
+                                                          "machine only)"),
+                 _arg("--port", type=int, default=8080, help="port (default: %(default)s)"),
+                 _arg("--dtype", choices=_WEIGHT_DTYPES, default=None,
+                     help="weight storage (default: the checkpoint's own; fp32 for a full-precision one)"),
+                 _THREADS,
+                 _arg("--api-key", default=None, metavar="KEY",
+                     help="require 'Authorization: Bearer KEY' on every route but /health"),
+                 _arg("--max-queue", type=int, default=16, metavar="N",
+                     help="requests that may wait for the model; more get 503 (default: %(default)s)"),
+                 _arg("--max-tokens", type=int, default=None, metavar="N",
+                     help="server-wide cap on tokens generated per request (default: the context)"),
+                 _arg("--ctx", type=int, default=None, metavar="N",
+                     help="context length to serve, at most the model's (default: the model's)")])
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    """Run ``cllm serve``."""
+    from ..server.run import serve
+    logging.getLogger("cllm.server").setLevel(logging.INFO)
+    serve(a.checkpoint, host=a.host, port=a.port, dtype=a.dtype, threads=a.threads, api_key=a.api_key,
+          max_queue=a.max_queue, max_tokens=a.max_tokens, ctx=a.ctx)
+    return 0
+
+
 def cmd_eval(a: argparse.Namespace) -> int:
     """Run ``cllm eval``."""
     from ..inference.evaluation import evaluate
@@ -259,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_quantize(sub)
     _add_eval(sub)
+    _add_serve(sub)
     try:
         from . import tokenize as cli_tokenize
         cli_tokenize.register(sub)

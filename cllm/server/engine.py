@@ -1,0 +1,397 @@
+"""The generation engine behind ``cllm serve``: one model, one worker thread.
+
+Requests become :class:`Job` objects on a bounded queue (:class:`QueueFull`
+when it is full, answered 503); the worker runs them one at a time on the
+C decoder (which runs on its own threads, without the GIL), and hands
+every new piece of text to the job's asyncio queue as an :class:`Event`. A
+job stops at ``<|endoftext|>``, a stop string, its token limit, its time
+limit (``t_max_predict_ms``: llama.cpp's rule, after a new line), a
+cancellation (client gone) or the server's shutdown.
+
+Infill prompts (:func:`infill_ids`) use the model's fill-in-the-middle
+tokens, in the prefix-suffix-middle order; a model without them gets
+:class:`NoInfill` (answered 501, as llama.cpp does).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import ConfigError
+from ..model.decoder import TextStream, check_sampling, seed_state
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Engine", "Job", "Event", "Sampling", "QueueFull", "NoInfill", "PromptTooLong", "FIM_TOKENS",
+           "infill_ids", "encode_text"]
+
+#: fill-in-the-middle tokens (the StarCoder names llama.cpp and editors recognise)
+FIM_TOKENS = {"prefix": "<fim_prefix>", "suffix": "<fim_suffix>", "middle": "<fim_middle>"}
+#: optional repository-context token (StarCoder2): ``<file_sep>filename\ntext``
+FILE_SEP = "<file_sep>"
+
+
+class QueueFull(Exception):
+    """The request queue is full (HTTP 503 with Retry-After)."""
+
+
+class NoInfill(Exception):
+    """The model has no fill-in-the-middle tokens (HTTP 501)."""
+
+
+class PromptTooLong(ConfigError):
+    """The prompt does not fit the context (HTTP 400)."""
+
+    def __init__(self, n: int, ctx: int) -> None:
+        super().__init__(f"the prompt is {n} tokens long; this server's context is {ctx} tokens "
+                         f"(shorten the prompt)")
+        self.n, self.ctx = n, ctx
+
+
+@dataclass
+class Sampling:
+    """What one completion samples and when it stops."""
+    max_tokens: int
+    temperature: float = 0.8
+    top_k: Optional[int] = 40
+    top_p: float = 1.0
+    seed: Optional[int] = None
+    stop: Sequence[str] = ()
+    #: top alternatives to report per token (None: no log-probabilities)
+    logprobs: Optional[int] = None
+    #: llama.cpp's ``t_max_predict_ms``: stop after this long once a new line was generated
+    t_max_predict_ms: Optional[float] = None
+    stop_at_eot: bool = True
+
+
+@dataclass
+class Event:
+    """A piece of a completion (``kind="token"``) or its end (``kind="done"``)."""
+    kind: str
+    text: str = ""
+    token: int = -1
+    #: log-probability of the token and the top alternatives ``{text: logprob}``
+    logprob: Optional[float] = None
+    top: Optional[Dict[str, float]] = None
+    #: "stop" (end of text or a stop string), "length", "cancelled", "shutdown" or "error"
+    finish: str = ""
+    stop_word: str = ""
+    error: str = ""
+
+
+@dataclass
+class Job:
+    """One completion request, as the worker runs it."""
+    ids: List[int]
+    sampling: Sampling
+    allowed: Optional[List[int]] = None
+    skip: bytes = b""
+    events: "asyncio.Queue[Event]" = field(default_factory=asyncio.Queue)
+    loop: Optional[asyncio.AbstractEventLoop] = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    submitted: float = field(default_factory=time.perf_counter)
+    started: float = 0.0
+    first_token: float = 0.0
+    finished: float = 0.0
+    generated: int = 0
+
+    def emit(self, ev: Event) -> None:
+        """Hand ``ev`` to the request's coroutine (thread-safe)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, ev)
+        else:
+            self.events.put_nowait(ev)
+
+    @property
+    def prompt_ms(self) -> float:
+        return 1000.0 * max(0.0, (self.first_token or self.finished) - self.started) if self.started else 0.0
+
+    @property
+    def predicted_ms(self) -> float:
+        return 1000.0 * max(0.0, self.finished - self.first_token) if self.first_token else 0.0
+
+
+def encode_text(tokenizer: Any, text: str) -> List[int]:
+    """Token ids of untrusted ``text`` in which the spelling of a special
+    token (``<fim_middle>`` written in a source file) stays text: it is
+    encoded in two pieces, so it can never act as the token itself."""
+    names = [tokenizer.token_bytes(i).decode("utf-8", "replace") for i in tokenizer.special_ids()]
+    names = [n for n in names if n and n in text]
+    if not names:
+        return tokenizer.encode(text)
+    out: List[int] = []
+    i = 0
+    while i < len(text):
+        hits = [(text.find(n, i), n) for n in names]
+        hits = [(k, n) for k, n in hits if k >= 0]
+        if not hits:
+            out += tokenizer.encode(text[i:])
+            break
+        k, n = min(hits)
+        out += tokenizer.encode(text[i:k]) if k > i else []
+        out += tokenizer.encode(n[:1]) + tokenizer.encode(n[1:])
+        i = k + len(n)
+    return out
+
+
+def infill_ids(tokenizer: Any, prefix: str, suffix: str, ctx: int, reserve: int, prompt: str = "",
+               extra: Sequence[Tuple[str, str]] = ()) -> List[int]:
+    """The ids of an infill prompt ``<fim_prefix>P<fim_suffix>S<fim_middle>M``
+    (prefix-suffix-middle; ``prompt`` is text already written after the
+    cursor's prefix, continued by the model). ``extra`` (filename, text)
+    chunks of other files come first, as ``<file_sep>name\\ntext``, when the
+    model has that token. When everything exceeds ``ctx - reserve`` tokens the
+    prefix is trimmed from the left and the suffix from the right, the
+    suffix keeping at most a quarter of the room (llama.cpp's 3:1)."""
+    tid = {k: tokenizer.token_to_id(v) for k, v in FIM_TOKENS.items()}
+    special = set(tokenizer.special_ids())
+    if any(t is None or t not in special for t in tid.values()):
+        raise NoInfill("this model has no fill-in-the-middle tokens (<fim_prefix>, <fim_suffix>, <fim_middle>): "
+                       "it was not trained for infilling")
+    pre, suf, mid = (encode_text(tokenizer, prefix), encode_text(tokenizer, suffix),
+                     encode_text(tokenizer, prompt))
+    ext: List[int] = []
+    sep = tokenizer.token_to_id(FILE_SEP)
+    if extra and sep is not None and sep in special:
+        for name, text in extra:
+            ext += [sep] + encode_text(tokenizer, f"{name}\n{text}")
+    room = ctx - reserve - 3 - len(mid)
+    if room < 1:
+        raise PromptTooLong(len(mid) + 3 + reserve, ctx)
+    n_suf = min(len(suf), room // 4)
+    n_pre = min(len(pre), room - n_suf)
+    n_suf = min(len(suf), room - n_pre)            # give the suffix what the prefix leaves
+    n_ext = min(len(ext), room - n_pre - n_suf)
+    return (ext[len(ext) - n_ext:] + [tid["prefix"]] + pre[len(pre) - n_pre:] + [tid["suffix"]] + suf[:n_suf]
+            + [tid["middle"]] + mid)
+
+
+class Engine:
+    """Owns ``model`` (an :class:`~cllm.InferenceModel` or :class:`~cllm.Model`)
+    and runs :class:`Job` objects one at a time on a worker thread."""
+
+    def __init__(self, model: Any, max_queue: int = 16, max_tokens: Optional[int] = None,
+                 ctx: Optional[int] = None) -> None:
+        self.model = model
+        self.tokenizer = model.tokenizer
+        self.ctx = min(int(ctx or model.config.context_len), model.config.context_len)
+        self.max_tokens = max_tokens
+        self.max_queue = max_queue
+        self._q: "queue.Queue[Optional[Job]]" = queue.Queue()
+        self._waiting = 0
+        self._lock = threading.Lock()
+        self._current: Optional[Job] = None
+        self._closing = threading.Event()
+        self._token_bytes = self.tokenizer.token_bytes_list()
+        self._thread = threading.Thread(target=self._run, name="cllm-serve-engine", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ queue
+    @property
+    def queue_length(self) -> int:
+        """Jobs waiting for the model."""
+        return self._waiting
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs being generated (0 or 1)."""
+        return 1 if self._current is not None else 0
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; raises :class:`QueueFull` when ``max_queue`` jobs wait."""
+        if self._closing.is_set():
+            raise QueueFull("the server is shutting down")
+        with self._lock:
+            if self._waiting >= self.max_queue:
+                raise QueueFull(f"{self._waiting} requests are waiting (--max-queue {self.max_queue})")
+            self._waiting += 1
+        try:
+            job.loop = asyncio.get_running_loop()
+        except RuntimeError:
+            job.loop = None
+        self._q.put(job)
+
+    def close(self, wait: float = 5.0) -> None:
+        """Stop: queued jobs end with ``finish="shutdown"``, the running one
+        after its current token; waits up to ``wait`` seconds for the worker."""
+        self._closing.set()
+        cur = self._current
+        if cur is not None:
+            cur.cancel.set()
+        self._q.put(None)
+        self._thread.join(wait)
+
+    # ------------------------------------------------------------ prompts
+    def cap(self, requested: Optional[int]) -> int:
+        """Tokens to generate: the request's, at most the server's cap (and the context)."""
+        n = self.ctx if requested is None or requested < 0 else int(requested)
+        if self.max_tokens is not None:
+            n = min(n, self.max_tokens)
+        return max(0, min(n, self.ctx))
+
+    def prompt(self, prompt: Any, heal: bool = True) -> Tuple[List[int], Optional[List[int]], bytes]:
+        """(ids, allowed first tokens, healed bytes) of a text or id prompt;
+        :class:`PromptTooLong` when it does not fit the context."""
+        raw = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        if len(raw) >= self.ctx:
+            raise PromptTooLong(len(raw), self.ctx)
+        return self.model._prompt(prompt if isinstance(prompt, str) else raw, heal)
+
+    # ------------------------------------------------------------ worker
+    def _run(self) -> None:
+        while True:
+            job = self._q.get()
+            if job is None:
+                break
+            with self._lock:
+                self._waiting -= 1
+            if self._closing.is_set():
+                job.finished = time.perf_counter()
+                job.emit(Event("done", finish="shutdown"))
+                continue
+            if job.cancel.is_set():
+                job.finished = time.perf_counter()
+                job.emit(Event("done", finish="cancelled"))
+                continue
+            self._current = job
+            try:
+                self._generate(job)
+            except Exception as e:   # a bad job never kills the worker
+                log.exception("generation failed")
+                job.finished = time.perf_counter()
+                job.emit(Event("done", finish="error", error=str(e)))
+            finally:
+                self._current = None
+        # drain what is left after a shutdown
+        while True:
+            try:
+                job = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.emit(Event("done", finish="shutdown"))
+
+    def _limits(self, job: Job, text: str) -> str:
+        """"" to go on, else the finish reason."""
+        if job.cancel.is_set():
+            return "shutdown" if self._closing.is_set() else "cancelled"
+        t = job.sampling.t_max_predict_ms
+        if t is not None and t > 0 and job.first_token and "\n" in text:
+            if 1000.0 * (time.perf_counter() - job.first_token) > t:
+                return "length"
+        return ""
+
+    def _generate(self, job: Job) -> None:
+        s = job.sampling
+        check_sampling(s.temperature, s.top_k, s.top_p, s.max_tokens)
+        job.started = time.perf_counter()
+        eot = self.tokenizer.eot_id if s.stop_at_eot else -1
+        ts = TextStream(self._token_bytes, job.skip, list(s.stop))
+        finish, text_so_far = "", ""
+        if s.max_tokens == 0:
+            finish = "length"
+        elif s.logprobs is None:
+            dec = self.model._gen_decoder()
+            gen = dec.generate(job.ids, s.max_tokens, s.temperature, s.top_k, s.top_p, seed_state(s.seed), eot,
+                               job.allowed)
+            for tok in gen:
+                finish, text_so_far = self._push(job, ts, tok, None, None, text_so_far)
+                if finish:
+                    gen.close()
+                    break
+        else:
+            finish, text_so_far = self._generate_with_logprobs(job, ts, eot)
+        if not finish:
+            finish = "length" if job.generated >= s.max_tokens else "stop"
+        tail = ts.flush() if finish in ("stop", "length") and not ts.stopped else ""
+        if tail:
+            job.emit(Event("token", text=tail))
+        job.finished = time.perf_counter()
+        stop_word = ""
+        if ts.stopped:
+            stop_word = next((w for w in s.stop if w), "")
+        job.emit(Event("done", finish=finish, stop_word=stop_word))
+
+    def _push(self, job: Job, ts: TextStream, tok: int, lp: Optional[float], top: Optional[Dict[str, float]],
+              text_so_far: str) -> Tuple[str, str]:
+        if not job.first_token:
+            job.first_token = time.perf_counter()
+        job.generated += 1
+        piece = ts.push(tok)
+        job.emit(Event("token", text=piece, token=tok, logprob=lp, top=top))
+        text_so_far += piece
+        if ts.stopped:
+            return "stop", text_so_far
+        return self._limits(job, text_so_far), text_so_far
+
+    def _generate_with_logprobs(self, job: Job, ts: TextStream, eot: int) -> Tuple[str, str]:
+        """The per-token path that also reports log-probabilities: logits come
+        back to Python each step and are sampled with numpy."""
+        import numpy as np
+        s = job.sampling
+        dec = self.model._gen_decoder()
+        V = dec.sample_limit
+        logits = np.empty(self.model.config.vocab_size, dtype=np.float32)
+        ids = job.ids
+        if len(ids) > 1:
+            dec.feed(ids[:-1])
+        else:
+            dec.reset()
+        dec.step(ids[-1], logits)
+        pos = len(ids)
+        rng = np.random.default_rng(s.seed if s.seed is not None else random.getrandbits(63))
+        allowed = np.asarray(job.allowed, dtype=np.int64) if job.allowed else None
+        text = ""
+        for n in range(s.max_tokens):
+            z = logits[:V].astype(np.float64)
+            lse = float(np.log(np.sum(np.exp(z - z.max())))) + float(z.max())
+            logp = z - lse
+            cand = logp.copy()
+            if allowed is not None:
+                mask = np.full(V, -np.inf)
+                mask[allowed[allowed < V]] = 0.0
+                cand = cand + mask
+            tok = _sample(cand, s, rng)
+            if tok == eot:
+                return "stop", text
+            k = int(s.logprobs or 0)
+            top = None
+            if k > 0:
+                best = np.argsort(-logp)[:k]
+                top = {self.tokenizer.decode([int(i)]): float(logp[i]) for i in best}
+            allowed = None
+            finish, text = self._push(job, ts, tok, float(logp[tok]), top, text)
+            if finish:
+                return finish, text
+            if n + 1 < s.max_tokens:
+                if pos >= self.model.config.context_len:
+                    return "length", text
+                dec.step(tok, logits)
+                pos += 1
+        return "", text
+
+
+def _sample(logp: Any, s: Sampling, rng: Any) -> int:
+    """A token from log-probabilities ``logp`` under temperature, top-k and top-p."""
+    import numpy as np
+    if s.temperature <= 0 or s.top_k == 1:
+        return int(np.argmax(logp))
+    z = logp / s.temperature
+    order = np.argsort(-z)
+    if s.top_k:
+        order = order[:int(s.top_k)]
+    z = z[order]
+    p = np.exp(z - z[0])
+    p /= p.sum()
+    if s.top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(p), s.top_p) + 1)
+        p = p[:keep] / p[:keep].sum()
+        order = order[:keep]
+    return int(order[rng.choice(len(p), p=p)]) if math.isfinite(float(p.sum())) else int(order[0])
