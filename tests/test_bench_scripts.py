@@ -182,3 +182,15 @@ def test_lib_machine_mfu_and_peaks() -> None:
     assert m.model == cpu_model() and set(m.peaks) == {(kind, 1)} and m.peak(kind, 1) > 0
     assert measure_machine([1], kinds=[], seconds=0.02).peaks == {}
     assert any(line.startswith(f"| {kind} (") for line in m.header_lines())
+
+
+def test_serve_load_table() -> None:
+    pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    out = run_script("serve_load.py", "--model", "tiny", "--clients", "1,2", "--requests", "5", "--tokens", "4",
+                     "--threads", "1")
+    for nc, n in (("1", "5"), ("2", "10")):
+        r = row(out, nc, n)
+        assert r[2] == "0" and r[4] == str(int(n) // 5), r        # no failures; every fifth request left early
+        assert r[5].endswith(" ms") and r[7].endswith(" ms"), r
+    assert "failures other than deliberate 503s: 0" in out and "server RSS:" in out
