@@ -4,11 +4,13 @@
     python bench/generate_paths.py --threads 1 --reps 9 --tokens 200 --prompt-tokens 16
     python bench/generate_paths.py --models tiny --threads 1 --reps 1 --tokens 4   # a smoke run
 
-Every side generates through the same C decoder (``cllm_decoder``): a
-:class:`cllm.Model`'s borrows the training weights and runs on the model's
-threads, an :class:`cllm.InferenceModel`'s holds its own copy of them. This
-bench says whether holding the weights for training costs decode speed; the
-target is Model / InferenceModel >= 0.95x at every thread count.
+Every side generates through the same C decoder (``cllm_decoder``) and
+weight layout: a :class:`cllm.Model`'s copies the training weights into the
+decoder's own arena on first use (released when training resumes) and runs
+on the model's threads; an :class:`cllm.InferenceModel`'s is filled from the
+checkpoint file. This bench says whether generating from a trainable model
+costs decode speed; the target is Model / InferenceModel >= 0.95x at every
+thread count.
 
 Models (random GPT-2-init weights, saved once to a temporary checkpoint with
 ``Model.save``; nothing is trained but the one step of ``model-trained``):

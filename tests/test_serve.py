@@ -25,7 +25,7 @@ pytest.importorskip("uvicorn")
 from cllm.config import ModelConfig  # noqa: E402
 from cllm.data.tokenizer import Tokenizer  # noqa: E402
 from cllm.model.gpt import Model  # noqa: E402
-from cllm.server.engine import encode_text, infill_ids  # noqa: E402
+from cllm.data.fim import encode_text, infill_ids  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIM = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"]

@@ -162,7 +162,7 @@ def test_special_token_inside_text(trained):
 
 def test_compression_and_vocab(trained, stdlib_docs):
     tok, _, _ = trained
-    assert len(tok) == 2048 and tok.vocab_size == 2048 and tok.num_merges == 2048 - 257
+    assert len(tok) == 2048 and tok.vocab_size == 2048 and tok.num_merges == 2048 - 261  # bytes, EOT, 4 FIM
     data = b"".join(d.data for d in stdlib_docs[:50])
     ids = tok.encode_np(data)
     assert len(data) / len(ids) > 3.0   # code compresses well at 2k
@@ -244,7 +244,7 @@ def test_training_matches_reference_trainer(vocab, minf):
              for f in ("bisect.py", "colorsys.py")]
     texts.append("aaaaaaa aaaa<|endoftext|>aaa bbbbbb ab ab abab\n\n\n")
     toks, merges = reference_train(texts, vocab, minf)
-    tok = Tokenizer.train(texts=texts, vocab_size=vocab, min_frequency=minf, progress=False)
+    tok = Tokenizer.train(texts=texts, vocab_size=vocab, min_frequency=minf, special_tokens=[EOT], progress=False)
     assert tok.merges() == merges
     assert [tok.token_bytes(i) for i in range(len(tok))] == toks
     if vocab == 5000:
@@ -309,7 +309,7 @@ def test_bad_inputs_raise_clean_errors(tmp_path):
     bad.write_text(json.dumps({"model": {"type": "WordPiece"}}))
     with pytest.raises(ValueError, match="BPE"):
         Tokenizer.load(str(bad))
-    good = Tokenizer.train(texts=["abc abc abd abd"] * 3, vocab_size=260, progress=False)
+    good = Tokenizer.train(texts=["abc abc abd abd"] * 3, vocab_size=264, progress=False)
     obj = good.to_json()
     obj["model"]["merges"].append("zz qq")
     bad.write_text(json.dumps(obj))
@@ -381,7 +381,7 @@ def test_training_matches_reference_hypothesis(texts, vocab, minf):
     if not any(texts):
         return
     toks, merges = reference_train(texts, vocab, minf)
-    tok = Tokenizer.train(texts=texts, vocab_size=vocab, min_frequency=minf, progress=False)
+    tok = Tokenizer.train(texts=texts, vocab_size=vocab, min_frequency=minf, special_tokens=[EOT], progress=False)
     assert tok.merges() == merges
     assert [tok.token_bytes(i) for i in range(len(tok))] == toks
     for t in texts:

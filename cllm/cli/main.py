@@ -121,12 +121,23 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("-p", "--prompt", default="", help="prompt text ('-' reads it from stdin)")
     src.add_argument("--prompt-file", metavar="FILE", help="read the prompt from FILE")
+    src.add_argument("--prefix-file", metavar="FILE",
+                     help="infilling: the code before the cursor (same as --prompt-file)")
+    suf = p.add_mutually_exclusive_group()
+    suf.add_argument("--suffix", default=None, metavar="TEXT",
+                     help="infilling: the code after the cursor; prints only the middle the model fills in "
+                          "(needs a model trained with fill-in-the-middle tokens)")
+    suf.add_argument("--suffix-file", metavar="FILE", help="infilling: read the code after the cursor from FILE")
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        return f.read()
 
 
 def _read_prompt(a: argparse.Namespace) -> str:
-    if a.prompt_file is not None:
-        with open(a.prompt_file, encoding="utf-8", errors="surrogateescape") as f:
-            return f.read()
+    if a.prompt_file is not None or a.prefix_file is not None:
+        return _read_text(a.prompt_file if a.prompt_file is not None else a.prefix_file)
     if a.prompt == "-":
         return sys.stdin.read()
     return a.prompt
@@ -142,17 +153,23 @@ def cmd_generate(a: argparse.Namespace) -> int:
     prompt = _read_prompt(a)
     model = InferenceModel.load(a.checkpoint, dtype=a.dtype, threads=a.threads)
     t_load = time.perf_counter() - t0
+    suffix = _read_text(a.suffix_file) if a.suffix_file is not None else a.suffix
     out = sys.stdout
     for k in range(a.num_samples):
         if k:
             out.write("\n" + "-" * 40 + "\n")
-        out.write(prompt)
-        out.flush()
+        if suffix is None:
+            out.write(prompt)
+            out.flush()
         seed = None if a.seed is None else a.seed + k
         t1 = time.perf_counter()
         t_first, ntok = None, 0
-        for piece in model.stream(prompt, max_new_tokens=a.max_tokens, temperature=a.temperature, top_k=a.top_k,
-                                  top_p=a.top_p, seed=seed, stop=a.stop, heal=a.heal):
+        pieces = (model.infill_stream(prompt, suffix, max_new_tokens=a.max_tokens, temperature=a.temperature,
+                                      top_k=a.top_k, top_p=a.top_p, seed=seed, stop=a.stop)
+                  if suffix is not None else
+                  model.stream(prompt, max_new_tokens=a.max_tokens, temperature=a.temperature, top_k=a.top_k,
+                               top_p=a.top_p, seed=seed, stop=a.stop, heal=a.heal))
+        for piece in pieces:
             if t_first is None:
                 t_first = time.perf_counter()
             out.write(piece)
@@ -199,6 +216,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                  _arg("-e", "--ext", action="append", default=None, metavar="EXT",
                      help="only files with this extension (repeatable)"),
                  _arg("--max-bytes", type=int, default=None, metavar="N", help="evaluate at most N bytes"),
+                 _arg("--fim", choices=["line", "span"], default=None,
+                     help="measure infilling instead: 'line' masks one whole line (prefix and suffix from the "
+                          "file around it), 'span' a random span; exact match of the generated middle, and its "
+                          "bits per byte"),
+                 _arg("--samples", type=int, default=200, metavar="N", help="--fim cases (default: %(default)s)"),
+                 _arg("--no-suffix", dest="use_suffix", action="store_false",
+                     help="--fim: show the model the prefix only (a left-to-right completion of the same cursor)"),
                  _arg("-q", "--quiet", action="store_true", help="no progress bar")])
 
 
@@ -238,6 +262,15 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from ..inference.evaluation import evaluate
     from ..inference.engine import InferenceModel
     model = InferenceModel.load(a.checkpoint, dtype=a.dtype, threads=a.threads)
+    if a.fim:
+        from ..inference.evaluation import evaluate_fim
+        f = evaluate_fim(model, a.path, mode=a.fim, samples=a.samples, exts=a.ext, max_bytes=a.max_bytes,
+                         use_suffix=a.use_suffix, progress=not a.quiet)
+        how = "infill prompts" if f["infill"] else "prefix only"
+        bpb = f", middle {f['middle_bits_per_byte']:.4f} bits/byte" if "middle_bits_per_byte" in f else ""
+        print(f"{a.checkpoint} ({model.dtype}): {a.fim} infilling ({how}): exact match "
+              f"{100 * f['exact_match']:.1f}% of {int(f['cases'])} cases{bpb} ({f['seconds']:.1f}s)")
+        return 0
     r = evaluate(model, a.path, exts=a.ext, max_bytes=a.max_bytes, progress=not a.quiet)
     print(f"{a.checkpoint} ({model.dtype}): loss {r['loss']:.4f} nats/token, {r['bits_per_byte']:.4f} bits/byte "
           f"over {int(r['tokens']):,} tokens / {int(r['bytes']):,} bytes ({r['seconds']:.1f}s)")

@@ -27,6 +27,11 @@ if TYPE_CHECKING:  # numpy is imported lazily: `cllm generate` never needs it
 log = logging.getLogger(__name__)
 
 EOT = "<|endoftext|>"
+#: fill-in-the-middle tokens (StarCoder's names), special in every tokenizer :meth:`Tokenizer.train` makes
+FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD = "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"
+FIM_TOKENS = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD)
+#: the special tokens of a trained tokenizer, in id order after the 256 bytes
+DEFAULT_SPECIAL_TOKENS = (EOT,) + FIM_TOKENS
 
 #: Code-aware pre-tokenizer, ASCII classes only (every non-ASCII code point
 #: counts as a letter, so no Unicode table can differ between the C splitter
@@ -180,7 +185,7 @@ class Tokenizer:
 
     @classmethod
     def train(cls, paths: Union[TextSource, Iterable[TextSource]] = (), vocab_size: int = DEFAULT_VOCAB_SIZE,
-              min_frequency: int = 2, special_tokens: Sequence[str] = (EOT,),
+              min_frequency: int = 2, special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS,
               progress: bool = True, exts: Optional[Sequence[str]] = None, *,
               texts: Union[str, bytes, Iterable[Union[str, bytes]]] = ()) -> "Tokenizer":
         """Train a byte-level BPE on files and directories (``paths``) and/or text (``texts``).
@@ -192,7 +197,9 @@ class Tokenizer:
         :class:`~cllm.data.corpus.Document` gives its data; in ``texts`` a ``str``
         is text (UTF-8 encoded) and ``bytes`` raw text. ``vocab_size`` counts
         the 256 bytes and the special tokens; training stops early when no
-        pair occurs ``min_frequency`` times. Raises :class:`~cllm.ConfigError`
+        pair occurs ``min_frequency`` times. ``special_tokens`` default to
+        ``<|endoftext|>`` and the fill-in-the-middle tokens
+        (:data:`DEFAULT_SPECIAL_TOKENS`). Raises :class:`~cllm.ConfigError`
         (a ``ValueError``) for a bad size or an empty corpus.
         """
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):

@@ -107,7 +107,7 @@ def _write_files(model: Any, d: str, trainer_state: Optional[Dict[str, Any]], sa
     write_safetensors(os.path.join(d, MODEL_FILE), model.named_parameters(), meta)
     atomic_write_json(os.path.join(d, CONFIG_FILE), model.config.to_hf(model.tokenizer.eot_id))
     model.tokenizer.save(os.path.join(d, TOKENIZER_FILE))
-    for name, obj in hf_tokenizer_files(model.tokenizer.eot_id, model.config.context_len).items():
+    for name, obj in hf_tokenizer_files(model.tokenizer, model.config.context_len).items():
         atomic_write_json(os.path.join(d, name), obj)
     files = [MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, *_HF_FILES]
     if trainer_state is not None:
@@ -132,18 +132,27 @@ def _write_files(model: Any, d: str, trainer_state: Optional[Dict[str, Any]], sa
     fsync_dir(d)
 
 
-def hf_tokenizer_files(eot_id: int, context_len: int) -> Dict[str, Dict[str, Any]]:
+def hf_tokenizer_files(tokenizer: Any, context_len: int) -> Dict[str, Dict[str, Any]]:
     """``{file name: JSON}`` of tokenizer_config.json, special_tokens_map.json and
     generation_config.json: ``<|endoftext|>`` is bos, eos, unk and pad (as in GPT-2,
-    plus pad so batched pipelines work); decoding keeps spaces exactly; sampling
-    defaults are those of ``cllm generate`` (temperature 0.8, top-k 40)."""
-    specials = {k: EOT for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    plus pad so batched pipelines work); every other special token (the
+    fill-in-the-middle ones) is an additional special token, so
+    ``transformers`` never splits or skips it differently from cllm; decoding
+    keeps spaces exactly; sampling defaults are those of ``cllm generate``
+    (temperature 0.8, top-k 40)."""
+    eot_id = tokenizer.eot_id
+    specials: Dict[str, Any] = {k: EOT for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    names = {i: tokenizer.token_bytes(i).decode("utf-8") for i in tokenizer.special_ids()}
+    extra = [n for i, n in sorted(names.items()) if n != EOT]
+    if extra:
+        specials["additional_special_tokens"] = extra
     return {
         TOKENIZER_CONFIG_FILE: {
             "tokenizer_class": "PreTrainedTokenizerFast", **specials, "model_max_length": context_len,
             "clean_up_tokenization_spaces": False, "add_bos_token": False, "add_eos_token": False,
-            "added_tokens_decoder": {str(eot_id): {"content": EOT, "lstrip": False, "normalized": False,
-                                                   "rstrip": False, "single_word": False, "special": True}},
+            "added_tokens_decoder": {str(i): {"content": n, "lstrip": False, "normalized": False,
+                                              "rstrip": False, "single_word": False, "special": True}
+                                     for i, n in sorted(names.items())},
         },
         SPECIAL_TOKENS_FILE: specials,
         GENERATION_CONFIG_FILE: {

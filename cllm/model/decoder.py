@@ -333,6 +333,34 @@ class GenerationMixin:
         return "".join(self.stream(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop,
                                    stop_at_eot, heal))
 
+    def infill_stream(self, prefix: str, suffix: str, max_new_tokens: int = 64, temperature: float = 0.8,
+                      top_k: Optional[int] = 40, top_p: float = 1.0, seed: Optional[int] = None,
+                      stop: Sequence[str] = ()) -> Iterator[str]:
+        """Yield the text that belongs between ``prefix`` and ``suffix``
+        (fill-in-the-middle: the code before and after an editor's cursor),
+        ending at ``<|endoftext|>``, a ``stop`` string or ``max_new_tokens``.
+
+        The prompt is ``<fim_prefix>prefix<fim_suffix>suffix<fim_middle>``;
+        when it does not fit the context (less room for the answer) the
+        prefix is trimmed from the left and the suffix from the right, 3:1
+        (:func:`cllm.data.fim.infill_ids`). A model whose tokenizer has no FIM
+        tokens raises :class:`~cllm.data.fim.NoInfill` (a ``ConfigError``)."""
+        from ..data.fim import infill_ids
+        for name, v in (("prefix", prefix), ("suffix", suffix)):
+            if not isinstance(v, str):
+                raise ConfigTypeError(f"{name} must be a string, got {type(v).__name__}")
+        check_sampling(temperature, top_k, top_p, max_new_tokens)
+        P = self.config.context_len
+        ids = infill_ids(self.tokenizer, prefix, suffix, P, min(int(max_new_tokens), P // 4))
+        yield from self.stream(ids, max_new_tokens, temperature, top_k, top_p, seed, stop, True, False)
+
+    def infill(self, prefix: str, suffix: str, max_new_tokens: int = 64, temperature: float = 0.8,
+               top_k: Optional[int] = 40, top_p: float = 1.0, seed: Optional[int] = None,
+               stop: Sequence[str] = ()) -> str:
+        """The middle between ``prefix`` and ``suffix`` (see :meth:`infill_stream`):
+        ``prefix + model.infill(prefix, suffix) + suffix`` is the completed text."""
+        return "".join(self.infill_stream(prefix, suffix, max_new_tokens, temperature, top_k, top_p, seed, stop))
+
     def predict_next_token(self, prompt: Prompt, temperature: float = 1.0, top_k: Optional[int] = None,
                            top_p: float = 1.0, seed: Optional[int] = None) -> int:
         """Sample the next token id after ``prompt`` (text or ids, no healing);

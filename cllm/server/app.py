@@ -433,15 +433,14 @@ async def health(request: Request, state: ServerState, t0: float) -> Response:
 async def props(request: Request, state: ServerState, t0: float) -> Response:
     eng = state.engine
     tok = eng.tokenizer
-    from .engine import FIM_TOKENS
-    fim = {k: tok.token_to_id(v) for k, v in FIM_TOKENS.items()}
+    from ..data.fim import fim_token_ids
     _log(state, "/props", 200, t0)
     return JSONResponse({
         "default_generation_settings": {"n_ctx": eng.ctx, "params": {"n_predict": -1, "temperature": 0.8,
                                                                        "top_k": 40, "top_p": 0.95, "seed": -1}},
         "total_slots": 1, "model_path": state.model_path, "model_alias": state.model_name,
         "n_ctx": eng.ctx, "vocab_size": eng.model.config.vocab_size,
-        "infill": all(v is not None for v in fim.values()), "max_queue": eng.max_queue,
+        "infill": fim_token_ids(tok) is not None, "max_queue": eng.max_queue,
         "build_info": f"cllm {__version__}"})
 
 

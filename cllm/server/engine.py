@@ -8,9 +8,10 @@ job stops at ``<|endoftext|>``, a stop string, its token limit, its time
 limit (``t_max_predict_ms``: llama.cpp's rule, after a new line), a
 cancellation (client gone) or the server's shutdown.
 
-Infill prompts (:func:`infill_ids`) use the model's fill-in-the-middle
-tokens, in the prefix-suffix-middle order; a model without them gets
-:class:`NoInfill` (answered 501, as llama.cpp does).
+Infill prompts (:func:`cllm.data.fim.infill_ids`) use the model's
+fill-in-the-middle tokens, in the prefix-suffix-middle order; a model
+without them gets :class:`~cllm.data.fim.NoInfill` (answered 501, as
+llama.cpp does).
 """
 from __future__ import annotations
 
@@ -24,26 +25,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..data.fim import NoInfill, infill_ids
 from ..errors import ConfigError
 from ..model.decoder import TextStream, check_sampling, seed_state
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "Job", "Event", "Sampling", "QueueFull", "NoInfill", "PromptTooLong", "FIM_TOKENS",
-           "infill_ids", "encode_text"]
-
-#: fill-in-the-middle tokens (the StarCoder names llama.cpp and editors recognise)
-FIM_TOKENS = {"prefix": "<fim_prefix>", "suffix": "<fim_suffix>", "middle": "<fim_middle>"}
-#: optional repository-context token (StarCoder2): ``<file_sep>filename\ntext``
-FILE_SEP = "<file_sep>"
-
+__all__ = ["Engine", "Job", "Event", "Sampling", "QueueFull", "NoInfill", "PromptTooLong", "infill_ids"]
 
 class QueueFull(Exception):
     """The request queue is full (HTTP 503 with Retry-After)."""
-
-
-class NoInfill(Exception):
-    """The model has no fill-in-the-middle tokens (HTTP 501)."""
 
 
 class PromptTooLong(ConfigError):
@@ -116,61 +107,6 @@ class Job:
     @property
     def predicted_ms(self) -> float:
         return 1000.0 * max(0.0, self.finished - self.first_token) if self.first_token else 0.0
-
-
-def encode_text(tokenizer: Any, text: str) -> List[int]:
-    """Token ids of untrusted ``text`` in which the spelling of a special
-    token (``<fim_middle>`` written in a source file) stays text: it is
-    encoded in two pieces, so it can never act as the token itself."""
-    names = [tokenizer.token_bytes(i).decode("utf-8", "replace") for i in tokenizer.special_ids()]
-    names = [n for n in names if n and n in text]
-    if not names:
-        return tokenizer.encode(text)
-    out: List[int] = []
-    i = 0
-    while i < len(text):
-        hits = [(text.find(n, i), n) for n in names]
-        hits = [(k, n) for k, n in hits if k >= 0]
-        if not hits:
-            out += tokenizer.encode(text[i:])
-            break
-        k, n = min(hits)
-        out += tokenizer.encode(text[i:k]) if k > i else []
-        out += tokenizer.encode(n[:1]) + tokenizer.encode(n[1:])
-        i = k + len(n)
-    return out
-
-
-def infill_ids(tokenizer: Any, prefix: str, suffix: str, ctx: int, reserve: int, prompt: str = "",
-               extra: Sequence[Tuple[str, str]] = ()) -> List[int]:
-    """The ids of an infill prompt ``<fim_prefix>P<fim_suffix>S<fim_middle>M``
-    (prefix-suffix-middle; ``prompt`` is text already written after the
-    cursor's prefix, continued by the model). ``extra`` (filename, text)
-    chunks of other files come first, as ``<file_sep>name\\ntext``, when the
-    model has that token. When everything exceeds ``ctx - reserve`` tokens the
-    prefix is trimmed from the left and the suffix from the right, the
-    suffix keeping at most a quarter of the room (llama.cpp's 3:1)."""
-    tid = {k: tokenizer.token_to_id(v) for k, v in FIM_TOKENS.items()}
-    special = set(tokenizer.special_ids())
-    if any(t is None or t not in special for t in tid.values()):
-        raise NoInfill("this model has no fill-in-the-middle tokens (<fim_prefix>, <fim_suffix>, <fim_middle>): "
-                       "it was not trained for infilling")
-    pre, suf, mid = (encode_text(tokenizer, prefix), encode_text(tokenizer, suffix),
-                     encode_text(tokenizer, prompt))
-    ext: List[int] = []
-    sep = tokenizer.token_to_id(FILE_SEP)
-    if extra and sep is not None and sep in special:
-        for name, text in extra:
-            ext += [sep] + encode_text(tokenizer, f"{name}\n{text}")
-    room = ctx - reserve - 3 - len(mid)
-    if room < 1:
-        raise PromptTooLong(len(mid) + 3 + reserve, ctx)
-    n_suf = min(len(suf), room // 4)
-    n_pre = min(len(pre), room - n_suf)
-    n_suf = min(len(suf), room - n_pre)            # give the suffix what the prefix leaves
-    n_ext = min(len(ext), room - n_pre - n_suf)
-    return (ext[len(ext) - n_ext:] + [tid["prefix"]] + pre[len(pre) - n_pre:] + [tid["suffix"]] + suf[:n_suf]
-            + [tid["middle"]] + mid)
 
 
 class Engine:

@@ -168,7 +168,8 @@ _LLAMA_IGNORED = {
     "dry_multiplier": Field(("num",), ignored=True, neutral=0), "dry_base": Field(("num",), ignored=True),
     "dry_allowed_length": Field(("int",), ignored=True), "dry_penalty_last_n": Field(("int",), ignored=True),
     "top_n_sigma": Field(("num",), ignored=True, neutral=-1), "ignore_eos": Field(("bool",)),
-    "logit_bias": Field(("any",), ignored=True, neutral=[]), "n_probs": Field(("int",), default=0, lo=0, hi=20),
+    "logit_bias": Field(("any",), ignored=True, neutral=[]), "lora": Field(("any",), ignored=True, neutral=[]),
+    "n_probs": Field(("int",), default=0, lo=0, hi=20),
 }
 
 LLAMA_COMPLETION: Dict[str, Field] = {

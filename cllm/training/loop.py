@@ -28,6 +28,7 @@ from ..data import dataset
 from . import distributed, rundir
 from ..model.checkpoint import STATE_FILE, Checkpoint, new_run_id, open_checkpoint, resolve_checkpoint
 from ..config import ModelConfig
+from ..data.fim import apply_fim, fim_token_ids
 from ..data.corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents, split_documents
 from .distributed import World
 from ..errors import CheckpointError, ConfigError, CorpusError, DivergenceError, NumericError, StateError
@@ -179,9 +180,12 @@ def prepare_data(path: Optional[str], opts: TrainOptions, tokenizer: Any = None,
         ids = dataset.load_or_build(ordered, tokenizer, cache_dir, progress=opts.progress)
     else:
         ids = tokenizer.encode_documents([d.data for d in ordered])
-    n_train = len(ids)
-    if val_docs:  # the end of the last training document's <|endoftext|>
-        n_train = int(np.flatnonzero(np.asarray(ids) == tokenizer.eot_id)[len(train_docs) - 1]) + 1
+    # fill-in-the-middle examples from the training files (held-out files stay left to right)
+    ids, n_train = apply_fim(ordered, ids, len(train_docs), tokenizer, opts.fim_rate, opts.fim_spm_rate, opts.seed)
+    if not val_docs:
+        n_train = len(ids)
+    if opts.fim_rate > 0 and fim_token_ids(tokenizer) is None:
+        log.info("no fill-in-the-middle examples: the tokenizer has no FIM tokens (vocab_size 257 is bytes only)")
     return ordered, tokenizer, ids, n_train
 
 

@@ -69,8 +69,9 @@ class TrainOptions:
     the ``cllm train`` flags are the same names with dashes)."""
 
     # -- model shape
-    vocab_size: int = option(DEFAULT_VOCAB_SIZE, f"BPE vocabulary size, bytes and <|endoftext|> included "
-                             f"(default {DEFAULT_VOCAB_SIZE}, chosen by measurement; 257 = bytes only)",
+    vocab_size: int = option(DEFAULT_VOCAB_SIZE, f"BPE vocabulary size, the 256 bytes, <|endoftext|> and the 4 "
+                             f"fill-in-the-middle tokens included (default {DEFAULT_VOCAB_SIZE}, chosen by "
+                             f"measurement; 257 = bytes and <|endoftext|> only, no infilling)",
                              lo=257, hi=C_INT_MAX, group="model")
     embed_dim: int = option(256, "embedding width (a multiple of num_heads)", lo=1, hi=C_INT_MAX, group="model")
     num_layers: int = option(4, "transformer blocks", lo=1, hi=C_INT_MAX, group="model")
@@ -92,6 +93,11 @@ class TrainOptions:
                                  lo=1, group="data")
     val_fraction: float = option(0.05, "share of the corpus bytes held out for validation: whole files "
                                  "chosen by a hash of their path", lo=0, hi=0.5, hi_open=True, group="data")
+    fim_rate: float = option(0.5, "share of training files turned into fill-in-the-middle examples "
+                             "(prefix/suffix/middle split at two random points), so the model can complete at a "
+                             "cursor; 0: left-to-right only", lo=0, hi=1, group="data")
+    fim_spm_rate: float = option(0.5, "share of those in suffix-prefix-middle order (the rest: "
+                                 "prefix-suffix-middle)", lo=0, hi=1, group="data")
     # -- optimisation
     epochs: int = option(1, "passes over the training split", lo=1, hi=C_INT_MAX)
     max_steps: Optional[int] = option(None, "stop after N steps (overrides epochs)", lo=1, hi=C_INT_MAX)

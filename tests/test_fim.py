@@ -1,0 +1,180 @@
+"""Fill-in-the-middle: the tokens every trained tokenizer has (and what
+Hugging Face tools see of them), the training transform (PSM / SPM,
+deterministic per document), infilling through the API and the CLI, and
+the same greedy infill in ``transformers``."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cllm
+import cllm.inference.evaluation
+from cllm.config import ModelConfig
+from cllm.data import fim
+from cllm.data.corpus import Document
+from cllm.data.tokenizer import EOT, FIM_TOKENS, Tokenizer
+from cllm.model.gpt import Model
+
+CODE = ("def add(a, b):\n    return a + b\n\n\nclass Point:\n    def __init__(self, x, y):\n"
+        "        self.x = x\n        self.y = y\n") * 30
+REPO = os.path.dirname(os.path.dirname(cllm.__file__))
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return Tokenizer.train(texts=[CODE], vocab_size=320, progress=False)
+
+
+def test_every_trained_tokenizer_has_the_fim_tokens(tok):
+    ids = [tok.token_to_id(t) for t in (EOT,) + FIM_TOKENS]
+    assert ids == [256, 257, 258, 259, 260] and set(ids) <= set(tok.special_ids())
+    assert fim.fim_token_ids(tok) == {"prefix": 257, "middle": 258, "suffix": 259}
+    assert fim.fim_token_ids(Tokenizer.byte_level()) is None
+
+
+def test_hugging_face_files_name_them_special(tok, tmp_path):
+    m = Model(ModelConfig(320, 64, 1, 2, 16), tok, threads=1)
+    d = m.save(str(tmp_path / "m"))
+    cfg = json.load(open(os.path.join(d, "tokenizer_config.json")))
+    spm = json.load(open(os.path.join(d, "special_tokens_map.json")))
+    assert spm["additional_special_tokens"] == list(FIM_TOKENS) == cfg["additional_special_tokens"]
+    assert {v["content"] for v in cfg["added_tokens_decoder"].values()} == {EOT, *FIM_TOKENS}
+    assert all(v["special"] for v in json.load(open(os.path.join(d, "tokenizer.json")))["added_tokens"])
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoTokenizer.from_pretrained(d)
+    assert set(FIM_TOKENS) <= set(hf.all_special_tokens)
+    assert hf.encode("<fim_prefix>def<fim_suffix>") == tok.encode("<fim_prefix>def<fim_suffix>")
+
+
+def _docs(n: int) -> list:
+    return [Document(f"/r/f{i}.py", (CODE[: 200 + 37 * i]).encode(), f"f{i}.py") for i in range(n)]
+
+
+def _stream(tok, docs):
+    return np.asarray(tok.encode_documents([d.data for d in docs]))
+
+
+def test_fim_transform_psm_spm_and_determinism(tok):
+    docs = _docs(12)
+    ids = _stream(tok, docs)
+    t = fim.fim_token_ids(tok)
+    out, n = fim.apply_fim(docs, ids, 10, tok, rate=1.0, spm_rate=0.0, seed=3)
+    ends = np.flatnonzero(out == tok.eot_id)
+    assert n == ends[9] + 1 and np.array_equal(out[n:], ids[np.flatnonzero(ids == tok.eot_id)[9] + 1:])
+    start = 0
+    for k in range(10):                       # every training document: PSM, and it reassembles exactly
+        seg = list(out[start:ends[k]])
+        start = ends[k] + 1
+        assert seg[0] == t["prefix"] and seg.count(t["suffix"]) == 1 and seg.count(t["middle"]) == 1
+        i, j = seg.index(t["suffix"]), seg.index(t["middle"])
+        p, s_, m = tok.decode(seg[1:i]), tok.decode(seg[i + 1:j]), tok.decode(seg[j + 1:])
+        assert p + m + s_ == docs[k].data.decode()
+    spm, _ = fim.apply_fim(docs, ids, 10, tok, rate=1.0, spm_rate=1.0, seed=3)
+    assert list(spm[:2]) == [t["prefix"], t["suffix"]]
+    again, _ = fim.apply_fim(docs, ids, 10, tok, rate=0.5, spm_rate=0.5, seed=3)
+    assert np.array_equal(again, fim.apply_fim(docs, ids, 10, tok, rate=0.5, spm_rate=0.5, seed=3)[0])
+    other, _ = fim.apply_fim(docs, ids, 10, tok, rate=0.5, spm_rate=0.5, seed=4)
+    assert not np.array_equal(again, other)
+    # a document's examples depend on the seed and its path only, not on the order
+    rev = docs[:10][::-1] + docs[10:]
+    a, _ = fim.apply_fim(rev, _stream(tok, rev), 10, tok, rate=0.5, spm_rate=0.5, seed=3)
+    seg_of = lambda arr, k: list(arr[(np.flatnonzero(arr == tok.eot_id)[k - 1] + 1) if k else 0:
+                                     np.flatnonzero(arr == tok.eot_id)[k]])
+    assert seg_of(a, 9) == seg_of(again, 0)
+    none, n0 = fim.apply_fim(docs, ids, 10, tok, rate=0.0, spm_rate=0.5, seed=3)
+    assert none is ids and n0 == np.flatnonzero(ids == tok.eot_id)[9] + 1
+
+
+def test_infill_prompt_keeps_a_special_spelled_in_the_source_as_text(tok):
+    ids = fim.infill_ids(tok, "s = '<fim_middle>'\n", "\n", ctx=64, reserve=4)
+    assert ids.count(fim.fim_token_ids(tok)["middle"]) == 1 and ids[-1] == fim.fim_token_ids(tok)["middle"]
+    with pytest.raises(fim.NoInfill):
+        fim.infill_ids(Tokenizer.byte_level(), "a", "b", ctx=64, reserve=4)
+
+
+@pytest.fixture(scope="module")
+def fim_run(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("fimcorpus")
+    for i in range(8):
+        (d / f"m{i}.py").write_text(CODE[: 600 + 50 * i])
+    out = str(tmp_path_factory.mktemp("fimrun") / "run")
+    cllm.train(str(d), out_dir=out, max_steps=30, batch_size=4, seq_len=64, vocab_size=320, embed_dim=32,
+               num_layers=1, num_heads=2, threads=1, progress=False, fim_rate=0.9, val_fraction=0.2,
+               warmup_steps=2, learning_rate=3e-3)
+    return out
+
+
+def test_training_with_fim_and_infill_through_the_api(fim_run):
+    m = cllm.load(fim_run)
+    st = json.load(open(os.path.join(fim_run, "trainer_state.json")))
+    assert st["options"]["fim_rate"] == 0.9 and st["options"]["fim_spm_rate"] == 0.5
+    mid = m.infill("def add(a, b):\n    return ", "\n\n\nclass Point:\n", max_new_tokens=8, temperature=0)
+    im = cllm.load(fim_run, dtype="fp32")
+    assert im.infill("def add(a, b):\n    return ", "\n\n\nclass Point:\n", max_new_tokens=8, temperature=0) == mid
+    pieces = list(im.infill_stream("def add(", "):", max_new_tokens=5, temperature=0))
+    assert "".join(pieces) == im.infill("def add(", "):", max_new_tokens=5, temperature=0)
+    with pytest.raises(cllm.ConfigError, match="fill-in-the-middle"):
+        Model(ModelConfig(257, 32, 1, 2, 16), Tokenizer.byte_level(), threads=1).infill("a", "b")
+
+
+def test_infill_on_the_command_line(fim_run, tmp_path):
+    (tmp_path / "pre.py").write_text("def add(a, b):\n    return ")
+    (tmp_path / "suf.py").write_text("\n")
+    r = subprocess.run([sys.executable, "-m", "cllm", "generate", fim_run, "--prefix-file", str(tmp_path / "pre.py"),
+                        "--suffix-file", str(tmp_path / "suf.py"), "-n", "6", "-t", "0"], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    mid = cllm.load(fim_run, dtype="fp32").infill("def add(a, b):\n    return ", "\n", max_new_tokens=6,
+                                                  temperature=0)
+    assert r.stdout == mid + "\n"
+    r = subprocess.run([sys.executable, "-m", "cllm", "generate", fim_run, "-p", "def add(", "--suffix", "):",
+                        "-n", "4", "-t", "0"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0 and "def add(" not in r.stdout, r.stdout + r.stderr
+
+
+def test_transformers_gives_the_same_greedy_infill(fim_run):
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    im = cllm.load(fim_run, dtype="fp32")
+    prompt = "<fim_prefix>def add(a, b):\n    return <fim_suffix>\n\n\nclass Point:\n<fim_middle>"
+    hf_tok = transformers.AutoTokenizer.from_pretrained(fim_run)
+    ids = hf_tok(prompt, return_tensors="pt").input_ids
+    assert ids[0].tolist() == fim.infill_ids(im.tokenizer, "def add(a, b):\n    return ", "\n\n\nclass Point:\n",
+                                             ctx=im.config.context_len, reserve=8)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(fim_run)
+    with torch.no_grad():
+        out = hf.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=im.tokenizer.eot_id,
+                          pad_token_id=im.tokenizer.eot_id)
+    hf_new = [t for t in out[0, ids.shape[1]:].tolist()]
+    if im.tokenizer.eot_id in hf_new:
+        hf_new = hf_new[:hf_new.index(im.tokenizer.eot_id)]
+    ours = list(im.generate_ids(ids[0].tolist(), max_new_tokens=8, temperature=0))
+    assert ours == hf_new
+
+
+def test_fim_cases_are_deterministic_and_cut_the_text():
+    docs = [CODE.encode()]
+    for mode in ("line", "span"):
+        cases = cllm.inference.evaluation.fim_cases(docs, mode, 20, seed=1)
+        assert cases == cllm.inference.evaluation.fim_cases(docs, mode, 20, seed=1) and len(cases) == 20
+        assert all(p + m + s == CODE for p, m, s in cases)
+        if mode == "line":
+            assert all("\n" not in m and m.strip() and (not p or p.endswith("\n")) for p, m, s in cases)
+
+
+def test_eval_fim_api_and_cli(fim_run, tmp_path):
+    from cllm.inference.evaluation import evaluate_fim
+    (tmp_path / "held.py").write_text(CODE[:1500])
+    r = evaluate_fim(fim_run, str(tmp_path), mode="line", samples=10, threads=1)
+    assert 0.0 <= r["exact_match"] <= 1.0 and r["cases"] == 10 and r["infill"] == 1.0
+    assert r["middle_bits_per_byte"] > 0
+    r2 = evaluate_fim(fim_run, str(tmp_path), mode="span", samples=5, threads=1, use_suffix=False)
+    assert r2["infill"] == 0.0 and "middle_bits_per_byte" not in r2
+    out = subprocess.run([sys.executable, "-m", "cllm", "eval", fim_run, str(tmp_path), "--fim", "line",
+                          "--samples", "5", "-q"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and "exact match" in out.stdout and "bits/byte" in out.stdout, out.stderr
