@@ -79,7 +79,9 @@ class TrainOptions:
     context_len: Optional[int] = option(None, "position embeddings (default: seq_len)", lo=1, hi=C_INT_MAX,
                                         group="model")
     # -- data
-    seq_len: int = option(128, "tokens per training sequence", lo=1, hi=C_INT_MAX, group="data")
+    seq_len: int = option(512, "tokens per training sequence: the context the model sees (editors send a few "
+                          "hundred lines around the cursor; default chosen by measurement, docs/training.md)",
+                          lo=1, hi=C_INT_MAX, group="data")
     exts: Optional[List[str]] = option(None, "only files with these extensions (CLI: repeatable or a comma "
                                        "list, e.g. -e .py,.c)", flag="--ext", short="-e", metavar="EXT",
                                        group="data")
@@ -101,7 +103,7 @@ class TrainOptions:
     # -- optimisation
     epochs: int = option(1, "passes over the training split", lo=1, hi=C_INT_MAX)
     max_steps: Optional[int] = option(None, "stop after N steps (overrides epochs)", lo=1, hi=C_INT_MAX)
-    batch_size: int = option(16, "sequences per micro-batch (per rank under MPI)", lo=1, hi=C_INT_MAX)
+    batch_size: int = option(4, "sequences per micro-batch (per rank under MPI)", lo=1, hi=C_INT_MAX)
     grad_accum: int = option(1, "micro-batches per optimizer step (a step sees grad_accum * batch_size "
                              "sequences; same result as a batch that large, in the memory of one micro-batch)",
                              lo=1, hi=C_INT_MAX)
