@@ -28,7 +28,7 @@ def test_metrics_log_and_plot(code_corpus, tmp_path):
     tr, ev = split_rows(read_metrics(str(out)))
     assert [r["step"] for r in tr] == list(range(1, 41))
     for r in tr:
-        assert set(r) == {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s"}
+        assert set(r) == {"step", "tokens", "loss", "bits_per_byte", "lr", "grad_norm", "tokens_per_s", "elapsed_s"}
         assert r["tokens"] == r["step"] * 4 * 32 and math.isfinite(r["loss"]) and r["grad_norm"] > 0
     assert [r["elapsed_s"] for r in tr] == sorted(r["elapsed_s"] for r in tr)
     # about 10 evaluations by default: every 4 steps, the last one being the final evaluation

@@ -14,7 +14,7 @@ from ..data import corpus as _corpus
 
 
 #: The ``cllm train`` options that choose the corpus (``cllm corpus`` takes the same flags).
-CORPUS_OPTIONS = ("exts", "include", "exclude", "max_bytes", "max_file_bytes")
+CORPUS_OPTIONS = ("exts", "include", "exclude", "max_bytes", "max_file_bytes", "keep_vendored")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,7 +37,8 @@ def cmd_corpus(a: argparse.Namespace) -> int:
         exts = exts or [".py"]
         max_bytes = max_bytes if max_bytes is not None else _corpus.DEFAULT_CORPUS_BYTES
     c = _corpus.scan(path, exts, include=a.include, exclude=a.exclude, max_bytes=max_bytes,
-                     max_file_bytes=a.max_file_bytes, skip_dirs=[a.out] if a.out else ())
+                     max_file_bytes=a.max_file_bytes, skip_dirs=[a.out] if a.out else (),
+                     keep_vendored=a.keep_vendored)
     print(c.report(list_files=a.list))
     return 0
 

@@ -45,8 +45,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     "so the run takes a few minutes).",
                     [_arg("path", nargs="?", default=None, help="source tree or file (default: Python stdlib)")])
     TrainOptions.add_arguments(p)
-    p.add_argument("--sample-tokens", type=int, default=96, help="tokens of the sample printed at the end")
-    p.add_argument("--sample-prompt", default="def ", help="prompt of the sample printed at the end")
+    p.add_argument("--sample-tokens", type=int, default=96,
+                   help="tokens of the sample printed at the end (default: %(default)s; 0: no sample)")
+    p.add_argument("--sample-prompt", default="def ", help="prompt of the sample printed at the end "
+                                                           "(default: %(default)r)")
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -61,6 +63,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         return 0
     s = model.summary
     print(f"{model!r}")
+    if s.get("already_complete"):
+        print(f"the run in {s['out_dir']} is already complete at step {s.get('steps', '?')}: nothing was trained "
+              f"(pass a larger --max-steps to continue it); its summary:")
     print(f"corpus: {s['corpus_files']:,} files, {s['corpus_bytes']:,} bytes, {s['corpus_tokens']:,} tokens "
           f"(vocab {s['vocab_size']:,}; `cllm corpus PATH` shows what was skipped)")
     accum = f" x {s['grad_accum']} micro-batches" if s.get("grad_accum", 1) > 1 else ""
@@ -100,10 +105,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                     "(train or quantize) or a Hugging Face GPT-2 directory (save_pretrained, with a byte-level "
                     "BPE tokenizer.json).",
                     [_CHECKPOINT,
-                     _arg("-n", "--max-tokens", type=int, default=128, help="tokens to generate per sample"),
-                     _arg("-t", "--temperature", type=float, default=0.8, help="0 = greedy"),
-                     _arg("-k", "--top-k", type=int, default=40, help="0 disables top-k"),
-                     _arg("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 disables)"),
+                     _arg("-n", "--max-tokens", type=int, default=128,
+                         help="tokens to generate per sample (default: %(default)s)"),
+                     _arg("-t", "--temperature", type=float, default=0.8, help="0 = greedy (default: %(default)s)"),
+                     _arg("-k", "--top-k", type=int, default=40, help="0 disables top-k (default: %(default)s)"),
+                     _arg("--top-p", type=float, default=1.0,
+                         help="nucleus sampling mass, 1 disables (default: %(default)s)"),
                      _arg("-s", "--seed", type=int, default=None, help="sampling seed (default: random)"),
                      _THREADS,
                      _arg("--dtype", choices=_WEIGHT_DTYPES, default=None,
@@ -307,10 +314,16 @@ def cmd_info(a: argparse.Namespace) -> int:
         from ..model.checkpoint import open_checkpoint
         ck = open_checkpoint(a.checkpoint)
         m = cllm.load(ck, threads=1)
-        print(repr(m))
+        print(f"checkpoint: {ck.path}")
+        print(f"model: {m!r} (as loaded here)")
         if ck.has_state():
             st = ck.state()
-            print(json.dumps({k: st.get(k) for k in ("step", "epoch", "summary")}, indent=2))
+            o = st.get("options") if isinstance(st.get("options"), dict) else {}
+            used = {"precision": st.get("precision", o.get("precision")), "threads": st.get("threads"), "ranks": st.get("ranks", 1),
+                    "deterministic": o.get("deterministic", False), "batch": st.get("batch"),
+                    "seq_len": o.get("seq_len"), "fim_rate": o.get("fim_rate")}
+            print("trained with: " + ", ".join(f"{k}={v}" for k, v in used.items() if v is not None))
+            print(json.dumps({k: st.get(k) for k in ("step", "total_steps", "epoch", "summary")}, indent=2))
     return 0
 
 

@@ -15,8 +15,8 @@ token cache through :func:`read_document`). The rules, in order:
 2. **Documented skips** (each counted by reason in :class:`Corpus`):
    cllm's own output (any directory holding a checkpoint, the ``runs/``
    directory at the top of the corpus, the run's own output directory),
-   ``linguist-vendored`` / ``linguist-generated`` paths from
-   ``.gitattributes``, lock files (:data:`LOCK_FILES`), paths not selected
+   vendored code (files under :data:`VENDOR_DIRS` unless kept, and
+   ``linguist-vendored`` paths from ``.gitattributes``), ``linguist-generated`` paths, lock files (:data:`LOCK_FILES`), paths not selected
    by ``-e``/``--include``/``--exclude``, symbolic links to files outside the
    corpus root (never read, so nothing outside the tree reaches a model), empty files, files above the
    per-file size cap, binary files, minified files (``*.min.js`` and any
@@ -56,6 +56,10 @@ MAX_MEAN_LINE_BYTES = 200
 WALK_SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv",
                             ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".eggs",
                             "build", "dist", "site-packages"})
+#: Directories of vendored (copied-in third-party) code, skipped unless asked for: a model
+#: trained on a project should learn the project, not the tables of its dependencies.
+VENDOR_DIRS = frozenset({"_vendor", "vendor", "vendored", "third_party", "third-party", "thirdparty",
+                         "3rdparty", "node_modules", "bower_components", "site-packages", "Pods"})
 #: Dependency lock files (generated, long and repetitive), matched by file name.
 LOCK_FILES = frozenset({"package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml",
                         "bun.lockb", "poetry.lock", "Pipfile.lock", "pdm.lock", "uv.lock",
@@ -72,7 +76,8 @@ DEFAULT_RUNS_DIR = "runs"
 SKIP_REASONS = OrderedDict([
     ("ignored", "ignored by .gitignore (or a tool/cache dir outside git); paths, not files"),
     ("cllm-output", "cllm's own output (a checkpoint or run directory, top-level runs/)"),
-    ("vendored", "linguist-vendored in .gitattributes"),
+    ("vendored", "vendored code: under a vendor directory (_vendor/, vendor/, third_party/, node_modules/ ...) "
+                 "or linguist-vendored in .gitattributes"),
     ("generated", "linguist-generated in .gitattributes"),
     ("lock-file", "dependency lock file"),
     ("not-selected", "not selected by -e / --include / --exclude"),
@@ -370,6 +375,8 @@ def _attr_regex(pattern: str) -> Optional[re.Pattern]:
 
 
 _LINGUIST = ("linguist-vendored", "linguist-generated")
+#: paths whose .gitattributes explicitly say ``-linguist-vendored``: taken even under a vendor directory
+NOT_VENDORED = "-linguist-vendored"
 
 
 def _attr_state(tok: str) -> Optional[Tuple[str, Optional[bool]]]:
@@ -402,7 +409,7 @@ def _walk_attributes(root: str, files: Sequence[str]) -> Dict[str, set]:
                     st = _attr_state(t)
                     if rx is not None and st is not None:
                         rules.append((d, rx, st[0], st[1]))
-    out: Dict[str, set] = {a: set() for a in _LINGUIST}
+    out: Dict[str, set] = {a: set() for a in _LINGUIST + (NOT_VENDORED,)}
     if not rules:
         return out
     for f in files:
@@ -415,12 +422,14 @@ def _walk_attributes(root: str, files: Sequence[str]) -> Dict[str, set]:
         for a in _LINGUIST:
             if state.get(a):
                 out[a].add(f)
+        if state.get("linguist-vendored") is False:
+            out[NOT_VENDORED].add(f)
     return out
 
 
 def _git_attributes(root: str, files: Sequence[str]) -> Optional[Dict[str, set]]:
     """``{attribute: set of relpaths}`` as ``git check-attr`` reports them (None if git fails)."""
-    out: Dict[str, set] = {a: set() for a in _LINGUIST}
+    out: Dict[str, set] = {a: set() for a in _LINGUIST + (NOT_VENDORED,)}
     if not files:
         return out
     res = _git(["check-attr", "-z", "--stdin", *_LINGUIST], root,
@@ -429,9 +438,11 @@ def _git_attributes(root: str, files: Sequence[str]) -> Optional[Dict[str, set]]
         return None
     parts = res.split(b"\0")
     for i in range(0, len(parts) - 2, 3):
-        val = parts[i + 2].decode()
+        val, attr = parts[i + 2].decode(), parts[i + 1].decode()
         if val not in ("unspecified", "unset", "false", "0"):
-            out[parts[i + 1].decode()].add(os.fsdecode(parts[i]))
+            out[attr].add(os.fsdecode(parts[i]))
+        elif attr == "linguist-vendored" and val != "unspecified":
+            out[NOT_VENDORED].add(os.fsdecode(parts[i]))
     return out
 
 
@@ -468,14 +479,15 @@ def _matcher(globs: Optional[Sequence[str]]):
 def scan(path: str, exts: Optional[Sequence[str]] = None, *, include: Optional[Sequence[str]] = None,
          exclude: Optional[Sequence[str]] = None, max_bytes: Optional[int] = None,
          max_file_bytes: int = MAX_FILE_BYTES, skip_dirs: Sequence[str] = (),
-         use_git: Optional[bool] = None) -> Corpus:
+         use_git: Optional[bool] = None, keep_vendored: bool = False) -> Corpus:
     """List, filter and read the corpus under ``path`` (a directory or one file).
 
     ``exts``: extensions to keep (``.py`` or ``py``, comma lists allowed);
     ``include``/``exclude``: gitignore-style globs on the path relative to
     ``path`` (``*.py`` matches at any depth, ``tests/`` a directory);
     ``skip_dirs``: more output directories to leave out (e.g. the run's own);
-    ``use_git``: None = use git when available, False = always walk.
+    ``use_git``: None = use git when available, False = always walk;
+    ``keep_vendored``: also take files under :data:`VENDOR_DIRS`.
     Never raises for an empty result (see :func:`load_documents`).
     """
     if not os.path.exists(path):
@@ -487,7 +499,7 @@ def scan(path: str, exts: Optional[Sequence[str]] = None, *, include: Optional[S
         corpus = Corpus(root=os.path.dirname(root), source="a single file")
         listing: List[str] = [os.path.basename(root)]
         ignored: List[str] = []
-        attrs: Dict[str, set] = {a: set() for a in _LINGUIST}
+        attrs: Dict[str, set] = {a: set() for a in _LINGUIST + (NOT_VENDORED,)}
         out_dirs: List[str] = []
     else:
         got = _git_listing(root) if use_git is not False else None
@@ -514,7 +526,8 @@ def scan(path: str, exts: Optional[Sequence[str]] = None, *, include: Optional[S
         reason = None
         if _under(rel, out_dirs):
             reason = "cllm-output"
-        elif rel in attrs["linguist-vendored"]:
+        elif rel in attrs["linguist-vendored"] or (not keep_vendored and _vendored(rel)
+                                                   and rel not in attrs.get(NOT_VENDORED, ())):
             reason = "vendored"
         elif rel in attrs["linguist-generated"]:
             reason = "generated"
@@ -583,6 +596,11 @@ def read_document(fp: str, max_file_bytes: int = MAX_FILE_BYTES) -> Tuple[Option
     if not is_text(data):
         return None, "binary"
     return data, ""
+
+
+def _vendored(rel: str) -> bool:
+    """Whether '/'-separated ``rel`` lies under a vendor directory."""
+    return any(part in VENDOR_DIRS for part in rel.split("/")[:-1])
 
 
 def _inside(path: str, real_root: str) -> bool:

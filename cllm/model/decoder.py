@@ -16,11 +16,14 @@ fast); :meth:`GenerationMixin.logits` imports numpy when called.
 from __future__ import annotations
 
 import codecs
+import logging
 import os
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .._native import check, ffi, lib
 from ..errors import ConfigError, ConfigTypeError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DTYPES", "Decoder", "GenerationMixin", "TextStream", "seed_state", "check_sampling"]
 
@@ -282,7 +285,11 @@ class GenerationMixin:
             if eot < 0:
                 raise ConfigError("empty prompt and the tokenizer has no <|endoftext|> token to start from")
             ids = [eot]
-        return ids[-self.config.context_len:], allowed, prefix
+        P = self.config.context_len
+        if len(ids) > P:
+            log.warning("the prompt is %d tokens long, more than the context of %d: its first %d tokens are "
+                        "dropped", len(ids), P, len(ids) - P)
+        return ids[-P:], allowed, prefix
 
     # ------------------------------------------------------- generation
     def generate_ids(self, prompt: Prompt, max_new_tokens: int = 64, temperature: float = 0.8,
@@ -328,10 +335,18 @@ class GenerationMixin:
 
     def generate(self, prompt: Prompt, max_new_tokens: int = 64, temperature: float = 0.8,
                  top_k: Optional[int] = 40, top_p: float = 1.0, seed: Optional[int] = None,
-                 stop_at_eot: bool = True, stop: Sequence[str] = (), heal: bool = True) -> str:
-        """Complete ``prompt``; returns only the generated text (see :meth:`stream`)."""
-        return "".join(self.stream(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop,
-                                   stop_at_eot, heal))
+                 stop_at_eot: bool = True, stop: Sequence[str] = (), heal: bool = True,
+                 return_full_text: bool = False) -> str:
+        """Complete ``prompt`` (see :meth:`stream`). Returns only the generated
+        continuation, so ``prompt + model.generate(prompt)`` is the full text;
+        ``return_full_text=True`` returns that whole text (as Hugging Face
+        pipelines do by default; the prompt decoded when it is token ids)."""
+        out = "".join(self.stream(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, stop_at_eot, heal))
+        if not return_full_text:
+            return out
+        if isinstance(prompt, bytes):
+            return prompt.decode("utf-8", "replace") + out
+        return (prompt if isinstance(prompt, str) else self.detokenize(prompt)) + out
 
     def infill_stream(self, prefix: str, suffix: str, max_new_tokens: int = 64, temperature: float = 0.8,
                       top_k: Optional[int] = 40, top_p: float = 1.0, seed: Optional[int] = None,

@@ -99,11 +99,13 @@ class _StopFlag:
 
 
 def _token_byte_lengths(tokenizer: Any) -> np.ndarray:
-    """Bytes each token id stands for (<|endoftext|> counts as one separator byte)."""
+    """Bytes each token id stands for (a special token, <|endoftext|> or a
+    fill-in-the-middle marker, counts as one separator byte)."""
     n = len(tokenizer)
     out = np.ones(n, dtype=np.int64)
+    special = set(tokenizer.special_ids())
     for i in range(n):
-        if i != tokenizer.eot_id:
+        if i not in special:
             out[i] = len(tokenizer.decode_bytes([i]))
     return out
 
@@ -162,6 +164,7 @@ def prepare_data(path: Optional[str], opts: TrainOptions, tokenizer: Any = None,
         log.info("no PATH given: training on the Python standard library at %s (first %s bytes of .py files)",
                  path, f"{max_bytes:,}")
     docs = load_documents(path, exts, max_bytes, include=opts.include, exclude=opts.exclude,
+                          keep_vendored=opts.keep_vendored,
                           max_file_bytes=opts.max_file_bytes,
                           skip_dirs=[d for d in (opts.out_dir,) if d])
     train_docs, val_docs = split_documents(docs, opts.val_fraction)
@@ -443,8 +446,10 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
                     ema = loss if ema is None else 0.9 * ema + 0.1 * loss
                     el = time.perf_counter() - t_train
                     tok_s = tokens_done / el if el > 0 else 0.0
-                    metrics.log(step, tokens=step * tokens_per_step, loss=loss, lr=lr, grad_norm=gnorm,
-                                tokens_per_s=tok_s, elapsed_s=el)
+                    tgt = data.train.data[starts[:, None] + 1 + np.arange(data.train.seq_len)[None, :]]
+                    bpb = loss * tgt.size / math.log(2) / max(1, int(data.byte_lens[tgt].sum()))
+                    metrics.log(step, tokens=step * tokens_per_step, loss=loss, bits_per_byte=bpb, lr=lr,
+                                grad_norm=gnorm, tokens_per_s=tok_s, elapsed_s=el)
                     bar.update(1)
                     bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", tok_s=fmt_count(tok_s))
                     if step % 50 == 0 or step == start + 1:
@@ -487,11 +492,14 @@ def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0:
         metrics.flush()
     losses = res.losses
     k = max(1, min(20, len(losses) // 10 or 1))
+    # steps, tokens, training time and the first loss count the whole run, across resumes;
+    # tokens/s is this session's rate
+    first = metrics.first_loss if metrics.first_loss is not None else (losses[0] if losses else None)
     s = {
-        "steps": res.step, "epochs": res.step // data.steps_per_epoch, "tokens": res.tokens,
-        "train_seconds": res.seconds,
+        "steps": res.step, "epochs": res.step // data.steps_per_epoch, "tokens": res.step * tokens_per_step,
+        "train_seconds": metrics.elapsed0 + res.seconds,
         "tokens_per_sec": res.tokens / res.seconds if res.seconds > 0 else 0.0,
-        "first_loss": losses[0] if losses else None,
+        "first_loss": first,
         "train_loss": float(np.mean(losses[-k:])) if losses else None,
         "corpus_files": len(data.docs), "corpus_bytes": sum(len(d.data) for d in data.docs),
         "corpus_tokens": data.n_tokens, "vocab_size": len(data.tokenizer), "threads": model.threads,
@@ -609,13 +617,35 @@ def train(path: Optional[str] = None, **options: Any) -> Model:
             return _train(path, dataclasses.replace(opts, out_dir=out_dir), world)
 
 
+#: a periodic checkpoint redraws loss.png at most this often (the final and interrupt saves always do)
+PLOT_EVERY_S = 30.0
+
+
+def _finished_run(opts: TrainOptions, state0: Dict[str, Any], ckpt: Checkpoint, world: World) -> Model:
+    """``--resume`` of a run that already ran all its steps: say so, change
+    nothing (no save, no metrics row) and return the saved model with its
+    saved summary."""
+    step = int(state0["step"])
+    if world.is_root:
+        log.warning("the run in %s is already complete (step %d of %d): nothing to train; pass a larger "
+                    "--max-steps to continue it", opts.out_dir, step, int(state0.get("total_steps", step)))
+    model = Model.load(ckpt, batch_size=opts.batch_size, seq_len=opts.seq_len, max_memory_gb=opts.max_memory_gb,
+                       precision=opts.precision, **world.model_options(opts.threads, opts.deterministic))
+    model.summary = dict(state0.get("summary") or {}, out_dir=opts.out_dir, already_complete=True)
+    return model
+
+
 def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
     """The steps of :func:`train` (every rank runs them under MPI)."""
     t0 = time.perf_counter()
     state0: Optional[Dict[str, Any]] = None
     ckpt: Optional[Checkpoint] = None
+    asked_steps = opts.max_steps
     if opts.resume:
         opts, path, state0, ckpt = _resume_options(opts)
+        done_step, total0 = int(state0["step"]), int(state0.get("total_steps", state0["step"]))
+        if done_step >= total0 and not (asked_steps is not None and asked_steps > total0):
+            return _finished_run(opts, state0, ckpt, world)
         gb = int(state0.get("batch", opts.batch_size))
         if gb % world.size:
             raise ConfigError(f"resume: the run's global batch of {gb} sequences does not split over "
@@ -644,6 +674,10 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
         assert ckpt is not None
         model = restore_model(opts, data, state0, ckpt, world)
         start, total = int(state0["step"]), int(state0["total_steps"])
+        if asked_steps is not None and asked_steps > total and start >= total:
+            log.info("the run in %s finished at step %d: continuing it to step %d (--max-steps)", opts.out_dir,
+                     start, asked_steps)
+            total = asked_steps
     log.info("%r; %s train sequences, %s val sequences; %s steps of %s x %d x %d tokens%s", model,
              f"{len(data.train):,}", f"{len(data.val):,}", f"{total:,}", data.accum, data.batch, opts.seq_len,
              f" over {world.size} ranks ({data.rows} rows each)" if world.distributed else "")
@@ -661,7 +695,7 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
     run_id = run_id or new_run_id()
     saved: List[int] = []
 
-    def save(step: int) -> None:
+    def save(step: int, final: bool = False) -> None:
         if opts.out_dir and world.distributed and not world.in_sync(model.params):
             raise StateError(f"the ranks' weights differ at step {step}: not saving (ranks must run "
                              f"the same cllm build on the same kind of CPU)")
@@ -670,30 +704,34 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
             model.save(opts.out_dir, keep=opts.keep_checkpoints, overwrite=opts.overwrite, trainer_state={
                 "step": step, "epoch": step // data.steps_per_epoch, "total_steps": total, "run_id": run_id,
                 "options": opts.saved(), "model_config": model.config.to_dict(), "summary": model.summary,
-                "threads": model.threads, "ranks": world.size, "batch": data.batch,
+                "threads": model.threads, "ranks": world.size, "batch": data.batch, "precision": model.precision,
                 "data": {"path": path, "tokens": data.n_tokens, "train_tokens": len(data.train.data)}})
         if opts.out_dir:
             saved.append(step)
+            if world.is_root and (final or time.perf_counter() - plotted[0] >= PLOT_EVERY_S):
+                write_loss_plot(opts.out_dir)
+                plotted[0] = time.perf_counter()
 
+    plotted = [time.perf_counter()]
     stop = _StopFlag(world)
     with stop, metrics:
         res = run_loop(model, opts, data, start, total, save, metrics, saved, world, stop)
         if res.interrupted:
             model.summary = {"interrupted_at": res.step}
             if not saved or saved[-1] != res.step:
-                save(res.step)
+                save(res.step, final=True)
+            elif world.is_root:
+                write_loss_plot(opts.out_dir)
             if opts.out_dir and world.is_root:
                 log.warning("interrupted after step %d: checkpoint saved to %s (continue with "
                             "`cllm train --resume --out %s`)", res.step, opts.out_dir, opts.out_dir)
             world.barrier()  # rank 0 has written the checkpoint
             raise distributed.AgreedStop
         model.summary = summarize(model, opts, data, res, t0, metrics, init_eval, world, stop)
-        save(res.step)
+        save(res.step, final=True)
         if stop.set and opts.out_dir and world.is_root:
             log.warning("%s during the final evaluation or save: the run is complete and saved to %s",
                         stop.signal_name, opts.out_dir)
-    if world.is_root:
-        write_loss_plot(opts.out_dir)
     if opts.out_dir:
         model.summary["out_dir"] = opts.out_dir
     return model

@@ -90,6 +90,8 @@ class MetricsLog:
     def __init__(self, out_dir: Optional[str], resume_step: Optional[int] = None) -> None:
         self.path = os.path.join(out_dir, METRICS_FILE) if out_dir else None
         self.elapsed0 = 0.0
+        #: the run's first training loss when continuing a run (None: not known)
+        self.first_loss: Optional[float] = None
         self._f: Optional[IO[str]] = None
         if self.path is None:
             return
@@ -107,6 +109,7 @@ class MetricsLog:
                 log.warning("%s: %d malformed row(s) moved to %s; the other %d rows are kept", self.path,
                             len(bad), aside, len(keep))
             self.elapsed0 = max((float(r.get("elapsed_s") or 0.0) for r in keep), default=0.0)
+            self.first_loss = next((float(r["loss"]) for r in keep if r.get("loss") is not None), None)
         atomic_write(self.path, [(json.dumps(r) + "\n").encode("utf-8") for r in keep])
         self._f = open(self.path, "a", encoding="utf-8")
 

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import inspect
 import math
+import re
 import numbers
 import typing
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ class TrainOptions:
     # -- model shape
     vocab_size: int = option(DEFAULT_VOCAB_SIZE, f"BPE vocabulary size, the 256 bytes, <|endoftext|> and the 4 "
                              f"fill-in-the-middle tokens included (default {DEFAULT_VOCAB_SIZE}, chosen by "
-                             f"measurement; 257 = bytes and <|endoftext|> only, no infilling)",
+                             f"measurement, docs/corpus.md; 257 = bytes and <|endoftext|> only, no infilling)",
                              lo=257, hi=C_INT_MAX, group="model")
     embed_dim: int = option(256, "embedding width (a multiple of num_heads)", lo=1, hi=C_INT_MAX, group="model")
     num_layers: int = option(4, "transformer blocks", lo=1, hi=C_INT_MAX, group="model")
@@ -80,7 +81,7 @@ class TrainOptions:
                                         group="model")
     # -- data
     seq_len: int = option(512, "tokens per training sequence: the context the model sees (editors send a few "
-                          "hundred lines around the cursor; default chosen by measurement, docs/training.md)",
+                          "hundred lines around the cursor; chosen by measurement, docs/training.md)",
                           lo=1, hi=C_INT_MAX, group="data")
     exts: Optional[List[str]] = option(None, "only files with these extensions (CLI: repeatable or a comma "
                                        "list, e.g. -e .py,.c)", flag="--ext", short="-e", metavar="EXT",
@@ -91,6 +92,8 @@ class TrainOptions:
     exclude: Optional[List[str]] = option(None, "leave out paths matching these gitignore-style globs "
                                           "(CLI: repeatable)", metavar="GLOB", group="data")
     max_bytes: Optional[int] = option(None, "cap on corpus bytes", lo=1, group="data")
+    keep_vendored: bool = option(False, "also train on vendored code (files under _vendor/, vendor/, "
+                                 "third_party/, node_modules/ ..., skipped by default)", group="data")
     max_file_bytes: int = option(MAX_FILE_BYTES, "skip (and name in a warning) files larger than this",
                                  lo=1, group="data")
     val_fraction: float = option(0.05, "share of the corpus bytes held out for validation: whole files "
@@ -107,7 +110,7 @@ class TrainOptions:
     grad_accum: int = option(1, "micro-batches per optimizer step (a step sees grad_accum * batch_size "
                              "sequences; same result as a batch that large, in the memory of one micro-batch)",
                              lo=1, hi=C_INT_MAX)
-    learning_rate: float = option(1e-3, "peak AdamW learning rate (default chosen by bench/lr_sweep.py, README)", lo=0, hi=10, lo_open=True)
+    learning_rate: float = option(1e-3, "peak AdamW learning rate (chosen by bench/lr_sweep.py, docs/corpus.md)", lo=0, hi=10, lo_open=True)
     min_lr_ratio: float = option(0.1, "cosine decay ends at min_lr_ratio * learning_rate", lo=0, hi=1)
     warmup_steps: Optional[int] = option(None, "linear warm-up steps (default: total/20, at most 100)",
                                          lo=0, hi=C_INT_MAX)
@@ -124,7 +127,7 @@ class TrainOptions:
     eval_interval: Optional[int] = option(None, "evaluate every N steps (default: about 10 evaluations per "
                                           "run; 0: at the end only)", lo=0, hi=C_INT_MAX, group="evaluation")
     out_dir: Optional[str] = option(None, "run directory: checkpoints, metrics, loss plot; a run writes "
-                                    "nowhere else (API default: none, nothing saved)",
+                                    "nowhere else (cllm.train() saves nothing unless it is given)",
                                     flag="--out", cli_default="runs/cllm", saved=False, metavar="DIR",
                                     group="checkpoints")
     checkpoint_every: int = option(0, "save every N steps (0: at the end only)", lo=0, hi=C_INT_MAX,
@@ -138,9 +141,9 @@ class TrainOptions:
     resume: bool = option(False, "continue the run saved in out_dir with its saved options "
                           "(bit-identical continuation; the other options are ignored)", saved=False,
                           group="checkpoints")
-    overwrite: bool = option(False, "start a new run in an out_dir that is not empty (by default that is "
-                             "refused, and the default runs/cllm is numbered runs/cllm-2, ...); other "
-                             "runs' checkpoints are still never deleted", saved=False, group="checkpoints")
+    overwrite: bool = option(False, "start a new run in an out_dir that is not empty (otherwise refused; "
+                             "runs/cllm itself is numbered instead: runs/cllm-2, ...); other runs' "
+                             "checkpoints are still never deleted", saved=False, group="checkpoints")
     # -- machine
     threads: int = option(0, "worker spheres per process (0: all usable CPUs; under MPI, the CPUs of the "
                           "rank's affinity mask shared out among the ranks on its node)", lo=0, hi=C_INT_MAX,
@@ -290,7 +293,8 @@ def _range_text(m: Mapping[str, Any]) -> str:
 def _cli_help(m: Mapping[str, Any], default: Any, here: bool = False) -> str:
     """The flag's help: its text, default (``here``: the calling script's own) and range."""
     rng = _range_text(m)
-    extra = [f"default {'here ' if here else ''}{default}"] if default is not None else []
+    said = re.search(r"\(default\b", m["cli_help"]) is not None   # the text gives the default itself
+    extra = [f"default {'here ' if here else ''}{default}"] if default is not None and not said else []
     if rng and m["hi"] != C_INT_MAX:
         extra.append(rng)
     return m["cli_help"] + (f" ({'; '.join(extra)})" if extra else "")

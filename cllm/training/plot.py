@@ -10,6 +10,7 @@ import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..io.files import temp_name
 from .metrics import read_metrics, split_rows
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,9 @@ def _label(run: str) -> str:
 def plot_runs(runs: Sequence[str], out: str, *, labels: Optional[Sequence[str]] = None,
               smooth: float = 0.1, title: Optional[str] = None) -> str:
     """Draw train and val loss of each run (a run directory or a ``metrics.jsonl``)
-    against steps (left) and training tokens (right) into the image ``out``.
+    against training tokens into the image ``out`` (replaced atomically), in
+    bits per byte (comparable across tokenizers) when the runs logged it,
+    else in nats per token.
 
     Train loss is shown raw (faint) and as an exponential moving average with
     weight ``smooth`` (1 = no smoothing); val loss as markers. Returns ``out``.
@@ -73,33 +76,43 @@ def plot_runs(runs: Sequence[str], out: str, *, labels: Optional[Sequence[str]] 
         import matplotlib.pyplot as plt
     except ImportError:
         raise PlotUnavailable(INSTALL_HINT) from None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    # bits per byte when every run logged it (comparable across tokenizers), else nats per token
+    bpb = all(all("bits_per_byte" in r for r in d["train"]) and all("val_bits_per_byte" in r for r in d["eval"])
+              for d in data)
+    tkey, vkey = ("bits_per_byte", "val_bits_per_byte") if bpb else ("loss", "val_loss")
+    fig, ax = plt.subplots(1, 1, figsize=(9, 4.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, d in enumerate(data):
         c = colors[i % len(colors)]
-        for ax, key in zip(axes, ("step", "tokens")):
-            tr = [r for r in d["train"] if key in r]
-            if tr:
-                x = [r[key] for r in tr]
-                y = [r["loss"] for r in tr]
-                ax.plot(x, y, color=c, alpha=0.2, linewidth=0.8)
-                ax.plot(x, _ema(y, smooth), color=c, linewidth=1.6, label=f"{d['label']} train")
-            ev = [r for r in d["eval"] if key in r]
-            if ev:
-                ax.plot([r[key] for r in ev], [r["val_loss"] for r in ev], color=c, marker="o",
-                        linestyle="--", linewidth=1.2, markersize=4, label=f"{d['label']} val")
-    axes[0].set_xlabel("step")
-    axes[1].set_xlabel("training tokens")
-    axes[0].set_ylabel("loss (nats/token)")
-    for ax in axes:
-        ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize="small")
+        tr = [r for r in d["train"] if "tokens" in r and r.get(tkey) is not None]
+        if tr:
+            x = [r["tokens"] for r in tr]
+            y = [r[tkey] for r in tr]
+            ax.plot(x, y, color=c, alpha=0.2, linewidth=0.8)
+            ax.plot(x, _ema(y, smooth), color=c, linewidth=1.6, label=f"{d['label']} train")
+        ev = [r for r in d["eval"] if "tokens" in r and r.get(vkey) is not None]
+        if ev:
+            ax.plot([r["tokens"] for r in ev], [r[vkey] for r in ev], color=c, marker="o", linestyle="--",
+                    linewidth=1.2, markersize=4, label=f"{d['label']} val")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("bits per byte" if bpb else "loss (nats/token)")
+    last = max((r.get("step", 0) for d in data for r in d["train"]), default=0)
+    if len(data) == 1 and last:
+        ax.set_title(f"{last:,} steps", fontsize="small")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
     fig.suptitle(title or "cllm: " + ", ".join(d["label"] for d in data))
     fig.tight_layout()
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    tmp = temp_name(out)
+    try:
+        fig.savefig(tmp, dpi=110, format=os.path.splitext(out)[1].lstrip(".") or "png")
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     log.info("wrote %s", out)
     return out
 

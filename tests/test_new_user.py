@@ -1,0 +1,152 @@
+"""What a new user trips on, each reproduced and fixed: summaries that count
+the whole run across resumes, resuming a finished run, `cllm info` telling
+what the run used, help texts, a long prompt cut without a word, vendored
+code in the corpus, the loss plot of an interrupted run, and what
+``generate`` returns."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import cllm
+from cllm.config import ModelConfig
+from cllm.data import corpus as C
+from cllm.data.tokenizer import Tokenizer
+from cllm.model.gpt import Model
+from cllm.training.metrics import read_metrics
+
+KW = dict(batch_size=2, seq_len=32, vocab_size=300, embed_dim=32, num_layers=1, num_heads=2, threads=1,
+          progress=False, seed=5, warmup_steps=2)
+REPO = os.path.dirname(os.path.dirname(cllm.__file__))
+
+
+def _interrupt_at(monkeypatch, n):
+    real = Model.train_step
+    calls = {"n": 0}
+
+    def step(self, *a, **k):
+        out = real(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == n:
+            signal.raise_signal(signal.SIGINT)
+        return out
+    monkeypatch.setattr(Model, "train_step", step)
+
+
+def test_summaries_count_the_whole_run_across_resumes(code_corpus, tmp_path, monkeypatch):
+    full = cllm.train(code_corpus, out_dir=str(tmp_path / "full"), max_steps=20, **KW)
+    _interrupt_at(monkeypatch, 8)
+    out = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        cllm.train(code_corpus, out_dir=out, max_steps=20, **KW)
+    monkeypatch.undo()
+    m = cllm.train(out_dir=out, resume=True, progress=False)
+    s, f = m.summary, full.summary
+    assert s["steps"] == 20 and s["tokens"] == f["tokens"] == 20 * 2 * 32
+    assert s["first_loss"] == pytest.approx(f["first_loss"])
+    assert s["train_seconds"] > 0
+    st = json.load(open(os.path.join(out, "trainer_state.json")))
+    assert st["summary"]["tokens"] == f["tokens"] and st["summary"]["first_loss"] == pytest.approx(f["first_loss"])
+
+
+def test_resuming_a_finished_run_changes_nothing(code_corpus, tmp_path):
+    out = str(tmp_path / "run")
+    cllm.train(code_corpus, out_dir=out, max_steps=6, **KW)
+    before = {n: open(os.path.join(out, "latest", n), "rb").read() for n in os.listdir(os.path.join(out, "latest"))}
+    metrics_before = open(os.path.join(out, "metrics.jsonl")).read()
+    r = subprocess.run([sys.executable, "-m", "cllm", "train", "--resume", "--out", out, "--sample-tokens", "0"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert "already complete" in r.stdout and "nothing was trained" in r.stdout
+    assert "train loss nan" not in r.stdout + r.stderr
+    after = {n: open(os.path.join(out, "latest", n), "rb").read() for n in os.listdir(os.path.join(out, "latest"))}
+    assert after == before and open(os.path.join(out, "metrics.jsonl")).read() == metrics_before
+    # a larger --max-steps continues it
+    m = cllm.train(out_dir=out, resume=True, progress=False, max_steps=9)
+    assert m.summary["steps"] == 9
+    assert [r["step"] for r in read_metrics(out) if "loss" in r] == list(range(1, 10))
+
+
+def test_info_says_what_the_run_used(code_corpus, tmp_path):
+    out = str(tmp_path / "run")
+    cllm.train(code_corpus, out_dir=out, max_steps=3, **{**KW, "threads": 2})
+    r = subprocess.run([sys.executable, "-m", "cllm", "info", out], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.startswith("trained with:"))
+    assert "precision=fp32" in line and "threads=2" in line and "ranks=1" in line
+
+
+def _sub_parsers() -> dict:
+    from cllm.cli.main import build_parser
+    p = build_parser()
+    return p._subparsers._group_actions[0].choices
+
+
+def test_help_gives_each_default_once():
+    for name, sp in _sub_parsers().items():
+        for act in sp._actions:
+            if act.help in (None, argparse.SUPPRESS):
+                continue
+            text = act.help % {"default": act.default, "prog": "cllm"} if "%(" in act.help else act.help
+            assert len(re.findall(r"\bdefault\b", text)) <= 1, (name, act.dest, text)
+    gen = _sub_parsers()["generate"]
+    for dest in ("max_tokens", "temperature", "top_k", "top_p"):
+        act = next(a for a in gen._actions if a.dest == dest)
+        assert "default" in act.help, dest
+    assert "default" in next(a for a in _sub_parsers()["train"]._actions if a.dest == "sample_tokens").help
+
+
+def test_a_long_prompt_is_cut_with_a_warning(caplog):
+    m = Model(ModelConfig(257, 16, 1, 2, 16), Tokenizer.byte_level(), threads=1)
+    with caplog.at_level(logging.WARNING, logger="cllm.model.decoder"):
+        m.generate("x" * 40, max_new_tokens=2, temperature=0)
+    msg = " ".join(r.getMessage() for r in caplog.records)
+    assert "40 tokens" in msg or "39 tokens" in msg      # (the last one is re-generated by token healing)
+    assert "dropped" in msg
+
+
+def test_vendored_code_is_skipped_by_default_and_named(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text("def main():\n    return 1\n")
+    (tmp_path / "src" / "_vendor" / "idna").mkdir(parents=True)
+    (tmp_path / "src" / "_vendor" / "idna" / "uts46data.py").write_text("T = [('M', 'M', 'M')]\n" * 20)
+    (tmp_path / "third_party").mkdir()
+    (tmp_path / "third_party" / "lib.c").write_text("int f(void) { return 0; }\n")
+    c = C.scan(str(tmp_path), use_git=False)
+    assert [d.relpath for d in c.documents] == ["src/app.py"]
+    assert {s.relpath for s in c.skipped if s.reason == "vendored"} == {"src/_vendor/idna/uts46data.py",
+                                                                       "third_party/lib.c"}
+    assert len(C.scan(str(tmp_path), use_git=False, keep_vendored=True).documents) == 3
+    r = subprocess.run([sys.executable, "-m", "cllm", "corpus", str(tmp_path)], capture_output=True, text=True,
+                       cwd=REPO)
+    assert r.returncode == 0 and "vendored" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "cllm", "corpus", str(tmp_path), "--keep-vendored"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0 and "3 files" in r.stdout.replace(",", ""), r.stdout
+
+
+def test_an_interrupted_run_has_its_loss_plot_in_bits_per_byte(code_corpus, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    _interrupt_at(monkeypatch, 4)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        cllm.train(code_corpus, out_dir=str(out), max_steps=20, **KW)
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    rows = [r for r in read_metrics(str(out)) if "loss" in r]
+    assert all(r["bits_per_byte"] > 0 for r in rows)
+
+
+def test_generate_returns_the_continuation_or_the_full_text():
+    m = Model(ModelConfig(257, 32, 1, 2, 16), Tokenizer.byte_level(), threads=1)
+    cont = m.generate("def f", max_new_tokens=4, temperature=0, heal=False)
+    assert m.generate("def f", max_new_tokens=4, temperature=0, heal=False, return_full_text=True) == "def f" + cont
+    ids = m.tokenize("def f")
+    assert m.generate(ids, max_new_tokens=4, temperature=0, return_full_text=True) == "def f" + cont
