@@ -34,3 +34,20 @@ def code_corpus(tmp_path_factory) -> str:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def signal_at_step(monkeypatch, sig: int, n: int) -> None:
+    """Make the ``n``-th ``Model.train_step`` call raise signal ``sig`` right
+    after it returns (as a Ctrl-C or a ``docker stop`` arriving mid-run)."""
+    import signal
+    from cllm.model.gpt import Model
+    real = Model.train_step
+    calls = {"n": 0}
+
+    def step(self, *a, **k):
+        out = real(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == n:
+            signal.raise_signal(sig)
+        return out
+    monkeypatch.setattr(Model, "train_step", step)

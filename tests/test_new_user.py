@@ -17,6 +17,7 @@ import sys
 import pytest
 
 import cllm
+from conftest import signal_at_step
 from cllm.config import ModelConfig
 from cllm.data import corpus as C
 from cllm.data.tokenizer import Tokenizer
@@ -28,22 +29,9 @@ KW = dict(batch_size=2, seq_len=32, vocab_size=300, embed_dim=32, num_layers=1, 
 REPO = os.path.dirname(os.path.dirname(cllm.__file__))
 
 
-def _interrupt_at(monkeypatch, n):
-    real = Model.train_step
-    calls = {"n": 0}
-
-    def step(self, *a, **k):
-        out = real(self, *a, **k)
-        calls["n"] += 1
-        if calls["n"] == n:
-            signal.raise_signal(signal.SIGINT)
-        return out
-    monkeypatch.setattr(Model, "train_step", step)
-
-
 def test_summaries_count_the_whole_run_across_resumes(code_corpus, tmp_path, monkeypatch):
     full = cllm.train(code_corpus, out_dir=str(tmp_path / "full"), max_steps=20, **KW)
-    _interrupt_at(monkeypatch, 8)
+    signal_at_step(monkeypatch, signal.SIGINT, 8)
     out = str(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
         cllm.train(code_corpus, out_dir=out, max_steps=20, **KW)
@@ -135,7 +123,7 @@ def test_vendored_code_is_skipped_by_default_and_named(tmp_path):
 
 def test_an_interrupted_run_has_its_loss_plot_in_bits_per_byte(code_corpus, tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
-    _interrupt_at(monkeypatch, 4)
+    signal_at_step(monkeypatch, signal.SIGINT, 4)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         cllm.train(code_corpus, out_dir=str(out), max_steps=20, **KW)

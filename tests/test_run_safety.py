@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import cllm
+from conftest import signal_at_step
 from cllm.config import ModelConfig
 from cllm.data import corpus as C
 from cllm.data.tokenizer import Tokenizer
@@ -201,7 +202,7 @@ def test_a_copy_with_links_followed_loads_resumes_and_saves(code_corpus, tmp_pat
     # stop after step 3: make the step-3 checkpoint the current one, as an interrupted run leaves it
     ref = cllm.train(code_corpus, out_dir=str(tmp_path / "ref"), **{**KW, "max_steps": 6})
     part = tmp_path / "part"
-    cllm.train(code_corpus, out_dir=str(part), **{**KW, "max_steps": 6, "checkpoint_every": 3})
+    cllm.train(code_corpus, out_dir=str(part), **{**KW, "max_steps": 6, "checkpoint_every": 3, "keep_checkpoints": 3})
     copy = tmp_path / "copy"
     shutil.copytree(part, copy)                       # `latest` and the top-level files become real copies
     assert not os.path.islink(copy / "latest") and not os.path.islink(copy / "config.json")
@@ -214,21 +215,8 @@ def test_a_copy_with_links_followed_loads_resumes_and_saves(code_corpus, tmp_pat
 
 
 # --------------------------------------------------------------- signals
-def _signal_at_step(monkeypatch, sig, at):
-    real = Model.train_step
-    calls = {"n": 0}
-
-    def step(self, *a, **k):
-        out = real(self, *a, **k)
-        calls["n"] += 1
-        if calls["n"] == at:
-            signal.raise_signal(sig)
-        return out
-    monkeypatch.setattr(Model, "train_step", step)
-
-
 def test_sigterm_saves_like_the_first_ctrl_c(code_corpus, tmp_path, monkeypatch):
-    _signal_at_step(monkeypatch, signal.SIGTERM, 3)
+    signal_at_step(monkeypatch, signal.SIGTERM, 3)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         cllm.train(code_corpus, out_dir=str(out), **{**KW, "max_steps": 10})
