@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from .distributed import World
 from ..errors import CheckpointError, ConfigError, CorpusError, DivergenceError, NumericError, StateError
 from .metrics import MetricsLog
 from ..model.gpt import Model
-from .options import TrainOptions
+from .options import TrainOptions, parse_duration
 from ..progress import fmt_count, fmt_duration, progress_bar
 from ..data.tokenizer import Tokenizer
 
@@ -322,6 +322,8 @@ class LoopResult:
     tokens: int
     seconds: float
     interrupted: bool
+    #: the time budget's deadline ended the loop before its last step
+    timed_out: bool = False
 
 
 def eval_interval(opts: TrainOptions, total: int) -> int:
@@ -380,7 +382,8 @@ def _diverged(opts: TrainOptions, step: int, lr: float, why: str, last_saved: Op
 
 def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: int,
              save: Callable[[int], None], metrics: MetricsLog, saved: Optional[List[int]] = None,
-             world: Optional[World] = None, stop: Optional[_StopFlag] = None) -> LoopResult:
+             world: Optional[World] = None, stop: Optional[_StopFlag] = None,
+             deadline: Optional[float] = None) -> LoopResult:
     """Train from step ``start`` to ``total``; ``save(step)`` writes a checkpoint
     (and appends the step to ``saved``).
 
@@ -411,13 +414,14 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
     own_flag = stop is None
     stop = stop if stop is not None else _StopFlag(world)
     stopping = False  # stop.set as agreed by all ranks after the last step
+    timed_out = False  # the time budget's deadline passed (agreed by all ranks)
     try:
         with (stop if own_flag else contextlib.nullcontext(stop)):
-            while step < total and not stopping:
+            while step < total and not stopping and not timed_out:
                 epoch = step // spe
                 order = np.random.default_rng(opts.seed + epoch).permutation(len(data.train))
                 for i in range((step % spe) * E, spe * E, E):
-                    if step >= total or stopping:
+                    if step >= total or stopping or timed_out:
                         break
                     starts = data.train.starts[order[i:i + E]]
                     lr = opts.lr_at(step + 1, total)
@@ -440,6 +444,9 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
                         raise _diverged(opts, step + 1, lr, f"loss {loss:.4g} exceeds {opts.divergence_factor:g} x "
                                         f"{ref:.4g}", saved[-1] if saved else None)
                     stopping = world.any(stop.set) if world.distributed else stop.set
+                    if deadline is not None and not stopping and step + 1 < total:
+                        late = time.perf_counter() > deadline
+                        timed_out = world.any(late) if world.distributed else late
                     step += 1
                     losses.append(loss)
                     tokens_done += tokens_per_step
@@ -473,7 +480,7 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
     finally:
         bar.close()
         metrics.flush()
-    return LoopResult(step, losses, tokens_done, time.perf_counter() - t_train, stopping)
+    return LoopResult(step, losses, tokens_done, time.perf_counter() - t_train, stopping, timed_out)
 
 
 def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0: float,
@@ -617,6 +624,55 @@ def train(path: Optional[str] = None, **options: Any) -> Model:
             return _train(path, dataclasses.replace(opts, out_dir=out_dir), world)
 
 
+def plan_time_budget(model: Model, data: "Data", opts: TrainOptions, budget_s: float, t0: float,
+                     world: World) -> Tuple[int, float]:
+    """(total steps, training deadline) for a run that must end within
+    ``budget_s`` seconds of ``t0`` (final evaluation and save included).
+
+    Times one micro-batch's forward + backward (after a warm-up; weights are
+    not changed) and a forward alone, then solves
+    ``steps * step + evals * eval + final eval + save <= what is left``, so
+    the learning-rate schedule reaches its minimum on the last step. The
+    deadline is a guard: if the machine turns slower, the loop ends there
+    (with a warning) and the final evaluation and save still fit."""
+    if opts.out_dir:   # pay matplotlib's import now, not in the final save's loss plot
+        from .plot import have_matplotlib
+        have_matplotlib()
+    E = data.batch * data.accum
+    starts = data.train.starts[:data.rows]
+    x, y = data.train.block(starts)
+    model.forward(x, y)
+    model.backward()
+    ts: List[float] = []
+    t_meas = time.perf_counter()
+    while len(ts) < 3 or (len(ts) < 50 and time.perf_counter() - t_meas < 0.3):
+        t = time.perf_counter()
+        model.forward(x, y)
+        model.backward()
+        ts.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    model.forward(x, y)
+    t_fwd = time.perf_counter() - t
+    t_step = float(np.median(ts)) * data.accum * 1.04 + 4e-9 * 12 * model.num_params   # + AdamW
+    n_eval_batches = min(len(data.val), opts.eval_batches * E) / max(1, data.rows) if len(data.val) else 0
+    t_eval = n_eval_batches * t_fwd
+    t_save = 2.0 + 2e-9 * 16 * model.num_params        # weights, optimizer, hashes, loss plot
+    left = budget_s - (time.perf_counter() - t0) - t_eval - t_save - 0.03 * budget_s
+    evals = 9 if opts.eval_interval is None else None
+    if evals is None:
+        total = int(left / t_step) if opts.eval_interval == 0 else int(left / (t_step + t_eval / opts.eval_interval))
+    else:
+        total = int((left - evals * t_eval) / t_step)
+    total = int(world.bcast(total)) if world.distributed else total
+    if total < 1:
+        raise ConfigError(f"time budget {opts.time}: {time.perf_counter() - t0:.1f}s went to preparing the data "
+                          f"and a step takes {t_step:.2f}s, so no step fits; give more time")
+    deadline = t0 + budget_s - t_eval - t_save - 0.01 * budget_s
+    log.info("time budget %s: a step takes %.3fs, an evaluation %.2fs: %s steps", opts.time, t_step, t_eval,
+             f"{total:,}")
+    return total, deadline
+
+
 #: a periodic checkpoint redraws loss.png at most this often (the final and interrupt saves always do)
 PLOT_EVERY_S = 30.0
 
@@ -666,10 +722,13 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
     cache_dir = os.path.join(opts.out_dir, "cache") if opts.out_dir else None
     docs, tok, ids, n_train = prepare_data_on_ranks(world, path, opts, tokenizer, cache_dir)
     data = split_data(docs, tok, ids, n_train, opts, world.size)
+    deadline: Optional[float] = None
     if state0 is None:
         model = init_model if init_model is not None else build_model(opts, data, world)
         start = 0
         total = opts.max_steps if opts.max_steps is not None else opts.epochs * data.steps_per_epoch
+        if opts.time is not None:
+            total, deadline = plan_time_budget(model, data, opts, parse_duration(opts.time), t0, world)
     else:
         assert ckpt is not None
         model = restore_model(opts, data, state0, ckpt, world)
@@ -715,7 +774,10 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
     plotted = [time.perf_counter()]
     stop = _StopFlag(world)
     with stop, metrics:
-        res = run_loop(model, opts, data, start, total, save, metrics, saved, world, stop)
+        res = run_loop(model, opts, data, start, total, save, metrics, saved, world, stop, deadline)
+        if res.timed_out and world.is_root:
+            log.warning("the time budget ran out at step %d of %d (the machine ran slower than measured): "
+                        "finishing now, so the schedule ends above its minimum", res.step, total)
         if res.interrupted:
             model.summary = {"interrupted_at": res.step}
             if not saved or saved[-1] != res.step:

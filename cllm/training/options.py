@@ -56,6 +56,26 @@ def option(default: Any, help: str, *, lo: Optional[float] = None, hi: Optional[
     return field(default=default, metadata=meta)
 
 
+_DURATION = re.compile(r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s?)?")
+
+
+def parse_duration(text: Any) -> float:
+    """Seconds of a duration: ``90``, ``90s``, ``10m``, ``1h``, ``1h30m``, ``2.5m``."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        secs = float(text)
+    elif isinstance(text, str) and text.strip():
+        m = _DURATION.fullmatch(text.strip().lower())
+        if m is None or not any(m.groups()):
+            raise ConfigError(f"time must be a duration like 90s, 10m or 1h30m, got {text!r}")
+        h, mi, se = (float(g) if g else 0.0 for g in m.groups())
+        secs = 3600 * h + 60 * mi + se
+    else:
+        raise ConfigTypeError(f"time must be a duration like 90s, 10m or 1h30m, got {text!r}")
+    if not (secs > 0 and math.isfinite(secs)):
+        raise ConfigError(f"time must be a positive duration, got {text!r}")
+    return secs
+
+
 def _base_type(tp: Any) -> Tuple[Any, bool]:
     """(the non-None type, whether None is allowed) of an annotation."""
     if typing.get_origin(tp) is typing.Union:
@@ -106,6 +126,10 @@ class TrainOptions:
     # -- optimisation
     epochs: int = option(1, "passes over the training split", lo=1, hi=C_INT_MAX)
     max_steps: Optional[int] = option(None, "stop after N steps (overrides epochs)", lo=1, hi=C_INT_MAX)
+    time: Optional[str] = option(None, "time budget for the whole run, e.g. 90s, 10m, 1h30m: the run times a "
+                                 "few steps, sets the step count so the learning-rate schedule ends on time, "
+                                 "and finishes (final evaluation and save included) within it; instead of "
+                                 "epochs/max_steps", metavar="DURATION", saved=False)
     batch_size: int = option(4, "sequences per micro-batch (per rank under MPI)", lo=1, hi=C_INT_MAX)
     grad_accum: int = option(1, "micro-batches per optimizer step (a step sees grad_accum * batch_size "
                              "sequences; same result as a batch that large, in the memory of one micro-batch)",
@@ -177,6 +201,10 @@ class TrainOptions:
             raise ConfigError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
         if self.context_len is not None and self.context_len < self.seq_len:
             raise ConfigError(f"context_len ({self.context_len}) must be >= seq_len ({self.seq_len})")
+        if self.time is not None:
+            if self.max_steps is not None:
+                raise ConfigError("time and max_steps are exclusive: a time budget sets the step count")
+            parse_duration(self.time)
 
     # ----------------------------------------------------------- conversions
     @classmethod
