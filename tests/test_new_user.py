@@ -165,3 +165,20 @@ def test_time_budget_errors(bad, exc):
         cllm.train("/nonexistent", time=bad)
     with pytest.raises(cllm.ConfigError, match="exclusive"):
         cllm.train("/nonexistent", time="1m", max_steps=3)
+
+
+def test_eval_and_corpus_on_a_runs_own_split(code_corpus, tmp_path):
+    from cllm.training.loop import run_split
+    out = str(tmp_path / "run")
+    cllm.train(code_corpus, out_dir=out, max_steps=3, val_fraction=0.2, **KW)
+    val = run_split(out, "val")
+    train = run_split(out, "train")
+    assert val and train and not {d.relpath for d in val} & {d.relpath for d in train}
+    r = subprocess.run([sys.executable, "-m", "cllm", "corpus", out, "--split", "val"], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode == 0 and r.stdout.splitlines()[:-1] == [d.relpath for d in val], r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "cllm", "eval", out, "--split", "val", "-q"], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode == 0 and "bits/byte" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-m", "cllm", "eval", out, "-q"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode != 0 and "--split" in r.stderr and "Traceback" not in r.stderr

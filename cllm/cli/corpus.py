@@ -27,10 +27,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the run's output directory, left out of the corpus as `cllm train --out` does "
                         "(default: runs/cllm)")
     p.add_argument("--list", action="store_true", help="list every file: + used, - skipped [reason]")
+    p.add_argument("--split", choices=["val", "train"], default=None,
+                   help="PATH is a run: list the files of its held-out (val) or training split")
 
 
 def cmd_corpus(a: argparse.Namespace) -> int:
     """Run ``cllm corpus``: print the corpus report to stdout."""
+    if a.split is not None:
+        from ..training.loop import run_split
+        if a.path is None:
+            raise ValueError("cllm corpus --split: give the run directory as PATH")
+        docs = run_split(a.path, a.split)
+        for d in docs:
+            print(d.relpath)
+        print(f"{len(docs):,} files, {sum(len(d.data) for d in docs):,} bytes in the {a.split} split of {a.path}")
+        return 0
     path, exts, max_bytes = a.path, a.exts, a.max_bytes
     if path is None:
         path = _corpus.default_corpus_path()

@@ -216,7 +216,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                 "Loss (nats/token) and bits per byte of CHECKPOINT on the text files under PATH, with the "
                 "weights stored as --dtype.",
                 [_CHECKPOINT,
-                 _arg("path", help="text file or directory"),
+                 _arg("path", nargs="?", default=None, help="text file or directory (or use --split)"),
+                 _arg("--split", choices=["val", "train"], default=None,
+                     help="evaluate on this split of the run CHECKPOINT was trained by (its held-out files: val)"),
                  _arg("--dtype", choices=_WEIGHT_DTYPES, default=None,
                      help="weight storage (default: the checkpoint's own)"),
                  _THREADS,
@@ -266,19 +268,29 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     """Run ``cllm eval``."""
+    from ..errors import ConfigError
     from ..inference.evaluation import evaluate
     from ..inference.engine import InferenceModel
+    if (a.path is None) == (a.split is None):
+        raise ConfigError("cllm eval: give either PATH or --split val|train")
+    source: Any = a.path
+    if a.split is not None:
+        from ..training.loop import run_split
+        docs = run_split(a.checkpoint, a.split)
+        if not docs:
+            raise ConfigError(f"{a.checkpoint}: its {a.split} split is empty (val_fraction 0, or one file)")
+        source = [d.data for d in docs]
     model = InferenceModel.load(a.checkpoint, dtype=a.dtype, threads=a.threads)
     if a.fim:
         from ..inference.evaluation import evaluate_fim
-        f = evaluate_fim(model, a.path, mode=a.fim, samples=a.samples, exts=a.ext, max_bytes=a.max_bytes,
+        f = evaluate_fim(model, source, mode=a.fim, samples=a.samples, exts=a.ext, max_bytes=a.max_bytes,
                          use_suffix=a.use_suffix, progress=not a.quiet)
         how = "infill prompts" if f["infill"] else "prefix only"
         bpb = f", middle {f['middle_bits_per_byte']:.4f} bits/byte" if "middle_bits_per_byte" in f else ""
         print(f"{a.checkpoint} ({model.dtype}): {a.fim} infilling ({how}): exact match "
               f"{100 * f['exact_match']:.1f}% of {int(f['cases'])} cases{bpb} ({f['seconds']:.1f}s)")
         return 0
-    r = evaluate(model, a.path, exts=a.ext, max_bytes=a.max_bytes, progress=not a.quiet)
+    r = evaluate(model, source, exts=a.ext, max_bytes=a.max_bytes, progress=not a.quiet)
     print(f"{a.checkpoint} ({model.dtype}): loss {r['loss']:.4f} nats/token, {r['bits_per_byte']:.4f} bits/byte "
           f"over {int(r['tokens']):,} tokens / {int(r['bytes']):,} bytes ({r['seconds']:.1f}s)")
     return 0

@@ -146,14 +146,10 @@ def validation_loss(model: Model, batches: Batches, batch_size: int, max_batches
     return out
 
 
-def prepare_data(path: Optional[str], opts: TrainOptions, tokenizer: Any = None,
-                 cache_dir: Optional[str] = None) -> tuple:
-    """Load the corpus, hold out whole documents, train (or reuse) a tokenizer
-    on the training documents and encode the corpus.
-
-    Returns (documents, tokenizer, ids, n_train_ids): the ids hold the training
-    documents first, then the held-out ones (each followed by ``<|endoftext|>``),
-    so ``ids[:n_train_ids]`` is the training split."""
+def corpus_split(path: Optional[str], opts: TrainOptions) -> Tuple[List[Document], List[Document]]:
+    """(training, held-out) documents of the corpus at ``path`` (None: the
+    default corpus) under ``opts``: exactly the split a run with these
+    options trains and validates on."""
     exts, max_bytes = opts.exts, opts.max_bytes
     if path is None:
         path = default_corpus_path()
@@ -164,11 +160,44 @@ def prepare_data(path: Optional[str], opts: TrainOptions, tokenizer: Any = None,
         log.info("no PATH given: training on the Python standard library at %s (first %s bytes of .py files)",
                  path, f"{max_bytes:,}")
     docs = load_documents(path, exts, max_bytes, include=opts.include, exclude=opts.exclude,
-                          keep_vendored=opts.keep_vendored,
-                          max_file_bytes=opts.max_file_bytes,
+                          keep_vendored=opts.keep_vendored, max_file_bytes=opts.max_file_bytes,
                           skip_dirs=[d for d in (opts.out_dir,) if d])
-    train_docs, val_docs = split_documents(docs, opts.val_fraction)
+    return split_documents(docs, opts.val_fraction)
+
+
+def run_split(run: str, split: str) -> List[Document]:
+    """The ``"train"`` or ``"val"`` documents of the run saved in ``run`` (its
+    corpus read again with its saved options: ``cllm eval RUN --split val``)."""
+    if split not in ("train", "val"):
+        raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
+    ck = open_checkpoint(run)
+    if not ck.has_state():
+        raise ConfigError(f"{run}: not a training run (no trainer_state.json), so it has no {split} split")
+    st = ck.state()
+    saved = st.get("options")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{ck.path}/trainer_state.json: no saved training options")
+    opts = TrainOptions.from_saved(saved, out_dir=os.path.dirname(ck.path) if os.path.basename(ck.path).startswith(
+        "checkpoint-") else ck.path, progress=False)
+    data = st.get("data") if isinstance(st.get("data"), dict) else {}
+    path = data.get("path")
+    if path is not None and not os.path.exists(path):
+        raise CorpusError(f"{run}: its corpus {path} is gone")
+    train, val = corpus_split(path, opts)
+    return val if split == "val" else train
+
+
+def prepare_data(path: Optional[str], opts: TrainOptions, tokenizer: Any = None,
+                 cache_dir: Optional[str] = None) -> tuple:
+    """Load the corpus, hold out whole documents, train (or reuse) a tokenizer
+    on the training documents and encode the corpus.
+
+    Returns (documents, tokenizer, ids, n_train_ids): the ids hold the training
+    documents first, then the held-out ones (each followed by ``<|endoftext|>``),
+    so ``ids[:n_train_ids]`` is the training split."""
+    train_docs, val_docs = corpus_split(path, opts)
     if val_docs:
+        docs = train_docs + val_docs
         log.info("held out %d of %d files (%s of %s bytes) for validation, chosen by a hash of their path",
                  len(val_docs), len(docs), f"{sum(len(d.data) for d in val_docs):,}",
                  f"{sum(len(d.data) for d in docs):,}")
