@@ -211,26 +211,36 @@ def test_readme_runs(source_tree: Path):
 
 # ---------------------------------------------------------------- docs/
 
-def _links(path: Path) -> List[str]:
-    return re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text(encoding="utf-8"))
+def _links(path: Path) -> List[Tuple[str, str]]:
+    """(target file, anchor or "") of every Markdown link in ``path``."""
+    return re.findall(r"\]\(([^)#\s]+)(?:#([^)]*))?\)", path.read_text(encoding="utf-8"))
+
+
+def _anchors(path: Path) -> set:
+    """GitHub's anchors of the headings of ``path``: lower case, punctuation dropped,
+    spaces to hyphens."""
+    heads = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in heads}
 
 
 def test_docs_are_linked_and_links_resolve():
     docs = sorted(DOCS.glob("*.md"))
     assert docs, "docs/ is empty"
-    linked = {os.path.normpath(ROOT / t) for t in _links(README) if not t.startswith("http")}
+    linked = {os.path.normpath(ROOT / t) for t, _ in _links(README)}
     for d in docs:
         assert str(d) in linked, f"README.md does not link {d.relative_to(ROOT)}"
     for f in [README, *docs]:
-        for target in _links(f):
+        for target, anchor in _links(f):
             assert not target.startswith("http"), f"{f.name} links outside the repository: {target}"
             assert (f.parent / target).exists(), f"{f.relative_to(ROOT)}: broken link {target}"
+            if anchor:
+                assert anchor in _anchors(f.parent / target), f"{f.relative_to(ROOT)}: no heading #{anchor} in {target}"
 
 
 def test_docs_are_self_contained():
     """Each document says first what it covers, and nothing refers to files or
     trackers outside the repository."""
-    banned = re.compile(r"DESIGN\.md|\bissue\s*#?\d+|the issue.s", re.IGNORECASE)
+    banned = re.compile(r"(?-i:DESIGN\.md)|\bissue\s*#?\d+|the issue.s", re.IGNORECASE)
     for f in [README, *sorted(DOCS.glob("*.md"))]:
         text = f.read_text(encoding="utf-8")
         hit = banned.search(text)

@@ -99,7 +99,7 @@ class TrainOptions:
     grad_accum: int = option(1, "micro-batches per optimizer step (a step sees grad_accum * batch_size "
                              "sequences; same result as a batch that large, in the memory of one micro-batch)",
                              lo=1, hi=C_INT_MAX)
-    learning_rate: float = option(1e-3, "peak AdamW learning rate (default chosen by bench/lr_sweep.py, README)", lo=0, hi=10, lo_open=True)
+    learning_rate: float = option(1e-3, "peak AdamW learning rate (default chosen by bench/lr_sweep.py, docs/corpus.md)", lo=0, hi=10, lo_open=True)
     min_lr_ratio: float = option(0.1, "cosine decay ends at min_lr_ratio * learning_rate", lo=0, hi=1)
     warmup_steps: Optional[int] = option(None, "linear warm-up steps (default: total/20, at most 100)",
                                          lo=0, hi=C_INT_MAX)
