@@ -25,8 +25,6 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from conftest import STDLIB_FILES
-
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
@@ -157,12 +155,11 @@ def _run(args, where: str, cwd: Path, timeout: float = 600, **kw) -> str:
 
 
 @pytest.fixture
-def source_tree(tmp_path: Path) -> Path:
-    """A small source tree to run the README in: a few stdlib modules."""
-    from cllm.corpus import default_corpus_path
-    src = Path(default_corpus_path())
-    for name in STDLIB_FILES[:6]:
-        shutil.copyfile(src / name, tmp_path / name)
+def source_tree(code_corpus: str, tmp_path: Path) -> Path:
+    """A small source tree to run the README in: six of the stdlib modules of
+    ``code_corpus`` (a copy, as the README's runs write ``runs/`` into it)."""
+    for name in sorted(os.listdir(code_corpus))[:6]:
+        shutil.copyfile(os.path.join(code_corpus, name), tmp_path / name)
     return tmp_path
 
 
