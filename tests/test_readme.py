@@ -47,7 +47,7 @@ SETUP_TEST = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".
 #: ``append``: the command as written plus the cap; ``tail``: only its last ``&&`` part
 #: (the venv and pip parts run in the slow tests) plus the cap, in the checkout for
 #: ``pytest``; ``mpirun``: ``mpirun -n 2`` with the flags a small shared machine
-#: needs (:func:`cllm.distributed.mpirun_command`), then the rest plus the cap.
+#: needs (:func:`cllm.training.distributed.mpirun_command`), then the rest plus the cap.
 COMMANDS: Dict[str, Tuple[str, str]] = {
     SETUP_TRAIN: ("tail", f"--out runs/default --max-bytes 300000 --max-steps 2 {TINY}"),
     SETUP_TEST: ("tail", "--collect-only -q -p no:cacheprovider"),
@@ -139,7 +139,7 @@ def fast_command(cmd: str) -> Tuple[str, bool]:
         tail = cmd.split(" && ")[-1]
         return f"{tail} {cap}", tail == "pytest"
     assert how == "mpirun" and cmd.startswith("mpirun -n 2 "), cmd
-    from cllm.distributed import mpirun_command
+    from cllm.training.distributed import mpirun_command
     return f"{shlex.join(mpirun_command(2))} {cmd[len('mpirun -n 2 '):]} {cap}", False
 
 
