@@ -7,7 +7,7 @@ default run) with the default warm-up and cosine schedule, and compare
 held-out bits per byte (``val_bpb``; the split is whole documents chosen by
 a hash of their path). The first run trains the tokenizer as ``cllm train``
 does; the others reuse it, so only the learning rate differs. Prints a
-Markdown table for the README.
+Markdown table for docs/benchmarks.md.
 
     python bench/lr_sweep.py                          # 4 rates x one epoch (~8 min on 2 cores)
     python bench/lr_sweep.py --max-steps 100          # quicker, noisier

@@ -4,7 +4,7 @@ For each vocabulary size (default 2k/4k/8k/16k) train a short model on the
 default corpus (the running interpreter's stdlib) with the same budget in
 optimizer steps and compare validation bits per byte (``val_bpb``): bits per
 byte, unlike per-token loss, is comparable across vocabularies. Prints a
-Markdown table for the README. Uses the lead's API::
+Markdown table for docs/benchmarks.md. Uses the public API::
 
     model = cllm.train(path, vocab_size=V, max_steps=..., ...)
     model.summary["val_loss"], model.summary["val_bpb"]

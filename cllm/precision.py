@@ -5,7 +5,7 @@ PV and their gradients) as BF16 x BF16 -> FP32 on the CPU's BF16 engine
 (AMX-BF16 tiles, else AVX512-BF16 ``vdpbf16ps``), with FP32 master weights,
 gradients, AdamW, LayerNorm, softmax, GELU, loss and norms. ``auto`` resolves to ``bf16`` when such a kernel
 is usable under the selected kernel path (so ``CLLM_ISA=avx2`` gives
-``fp32``), else ``fp32``; see README "BF16 mixed precision".
+``fp32``), else ``fp32``; see docs/precision.md.
 """
 from __future__ import annotations
 

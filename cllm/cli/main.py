@@ -196,7 +196,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 def _add_quantize(sub: argparse._SubParsersAction) -> None:
     _add_command(sub, "quantize", cmd_quantize, "write an int8 or bf16 copy of a checkpoint",
                 "Quantize CHECKPOINT's weights and write a checkpoint directory OUT that `cllm generate` / "
-                "cllm.load open without re-quantizing (format: README).",
+                "cllm.load open without re-quantizing (format: docs/inference.md).",
                 [_arg("checkpoint", help="full-precision checkpoint directory"),
                  _arg("out", help="output directory"),
                  _arg("--dtype", choices=("int8", "bf16"), default="int8", help="storage format (default int8)")])

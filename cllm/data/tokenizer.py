@@ -121,7 +121,7 @@ def pre_tokenizer_json() -> dict:
 TextSource = Union[str, bytes, bytearray, memoryview, "os.PathLike[str]"]
 
 
-#: Default vocabulary size, chosen by measurement (README: "Choosing the default vocabulary size").
+#: Default vocabulary size, chosen by measurement (docs/corpus.md: "Choosing the default vocabulary size").
 DEFAULT_VOCAB_SIZE = 16384
 
 class Tokenizer:
