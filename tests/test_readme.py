@@ -56,6 +56,8 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
         ("append", f"--max-steps 4 --checkpoint-every 2 {TINY}"),
     'cllm generate runs/demo -p "def main(" -n 64 -t 0.8 -s 1': ("append", ""),
     'cllm generate runs/demo -p "class " -n 48 -t 0 --stop "def "': ("append", ""),
+    'cllm generate runs/demo -p "def add(a, b):" --suffix "print(add(1, 2))" -n 32 -t 0': ("append", ""),
+    "cllm eval runs/demo --split val --fim line --samples 50": ("append", "--samples 5 -q"),
     "cllm train --resume --out runs/demo": ("append", "-q --sample-tokens 8"),
     "cllm quantize runs/demo runs/demo-int8 --dtype int8": ("append", ""),
     'cllm generate runs/demo-int8 -p "import " -n 32 -t 0': ("append", ""),

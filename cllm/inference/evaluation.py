@@ -160,7 +160,7 @@ def evaluate_fim(model: Union[str, Any], source: Any, *, mode: str = "line", sam
     bar = progress_bar(progress, total=len(cases), desc="fim eval", unit="case")
     for pre, mid, suf in cases:
         if infill:
-            ids = infill_ids(tok, pre, suf, P, max_new_tokens)
+            ids = infill_ids(tok, pre, suf, P, min(max_new_tokens, P // 4))
             out = "".join(model.stream(ids, max_new_tokens, 0.0, None, 1.0, 0, stop, True, False))
             target = tok.encode(mid) + [tok.eot_id]
             if len(ids) + len(target) <= P:
