@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import cllm
+from conftest import signal_at_step
 from cllm.model import checkpoint as ck
 from cllm.io import files as fileio
 from cllm.config import ModelConfig
@@ -329,11 +330,14 @@ def test_mixed_checkpoint_with_manifest_is_refused_by_resume(corpus, tmp_path):
     assert "checkpoint-4" in str(ei.value)  # points at the earlier complete checkpoint
 
 
-def test_resume_refuses_a_changed_corpus(corpus, tmp_path):
+def test_resume_refuses_a_changed_corpus(corpus, tmp_path, monkeypatch):
     d = tmp_path / "corpus"
     shutil.copytree(corpus, d)
     out = tmp_path / "run"
-    cllm.train(str(d), out_dir=str(out), **KW)
+    signal_at_step(monkeypatch, signal.SIGINT, 3)       # an unfinished run (a finished one has nothing to resume)
+    with pytest.raises(KeyboardInterrupt):
+        cllm.train(str(d), out_dir=str(out), **KW)
+    monkeypatch.undo()
     os.remove(d / "bisect.py")
     with pytest.raises(cllm.CheckpointError, match="corpus"):
         cllm.train(out_dir=str(out), resume=True, progress=False)

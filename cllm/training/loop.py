@@ -728,14 +728,14 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
     asked_steps = opts.max_steps
     if opts.resume:
         opts, path, state0, ckpt = _resume_options(opts)
-        done_step, total0 = int(state0["step"]), int(state0.get("total_steps", state0["step"]))
-        if done_step >= total0 and not (asked_steps is not None and asked_steps > total0):
-            return _finished_run(opts, state0, ckpt, world)
         gb = int(state0.get("batch", opts.batch_size))
         if gb % world.size:
             raise ConfigError(f"resume: the run's global batch of {gb} sequences does not split over "
                               f"{world.size} ranks; use a rank count that divides it")
         opts = dataclasses.replace(opts, batch_size=gb // world.size)
+        done_step, total0 = int(state0["step"]), int(state0.get("total_steps", state0["step"]))
+        if done_step >= total0 and not (asked_steps is not None and asked_steps > total0):
+            return _finished_run(opts, state0, ckpt, world)
     if path is not None:
         if not isinstance(path, (str, os.PathLike)):
             raise ConfigError(f"path must be a file or directory path, got {type(path).__name__} {path!r}")
