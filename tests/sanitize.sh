@@ -7,9 +7,9 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cp -r "$root/cllm" "$root/csrc" "$root/tests" "$root/bench" "$root/setup.py" "$root/pyproject.toml" "$work/"
+cp -r "$root/cllm" "$root/csrc" "$root/tests" "$root/bench" "$root/setup.py" "$root/pyproject.toml" "$root/README.md" "$work/"
 # tests also run the examples and tools when the tree has them
-for d in examples tools; do if [[ -d "$root/$d" ]]; then cp -r "$root/$d" "$work/"; fi; done
+for d in examples tools docs; do if [[ -d "$root/$d" ]]; then cp -r "$root/$d" "$work/"; fi; done
 rm -f "$work"/cllm/*.so
 cd "$work"
 CLLM_SANITIZE=address,undefined python setup.py -q build_ext --inplace >build.log 2>&1 || { cat build.log; exit 1; }
