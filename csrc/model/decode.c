@@ -144,6 +144,7 @@ int cllm_decoder_release_weights(cllm_decoder *d) {
     if (!d) return CLLM_OK;
     for (int i = 0; i < d->nslots; i++) slot_clear(&d->slot[i]);
     arena_free(d);
+    cllm_prefill_free(d);
     d->ready = 0;
     d->pos = 0;
     return CLLM_OK;
