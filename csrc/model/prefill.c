@@ -157,18 +157,25 @@ static void linear(const Job *j, DSphere *s, const Slot *M, const float *X, int 
     }
 }
 
+/* ln = LayerNorm(x) (w, b) for rows [r0, r1), prepared as a GEMM input;
+ * then the barrier before the GEMM that reads every row. */
+static void norm_rows(cllm_decoder *d, DSphere *s, const float *w, const float *b, long r0, long r1) {
+    Prefill *p = &d->pf;
+    int C = d->C;
+    float mean, rstd;
+    for (long r = r0; r < r1; r++)
+        d->ops->layernorm_fwd(p->ln + (size_t)r * C, &mean, &rstd, p->x + (size_t)r * C, w, b, 1, C);
+    prep_rows(d, s, p->ln, C, p->xs, r0, r1);
+    cllm_spheres_barrier(d->pool);
+}
+
 /* Every row's loss: ln_f (rows), the LM head over groups of rows (columns),
  * then each row's -log p of its target (rows). */
 static void nll_head(const Job *j, DSphere *s, int sp, int ns, long r0, long r1) {
     cllm_decoder *d = j->d;
     Prefill *p = &d->pf;
     int C = d->C, V = d->V, lo, hi;
-    float mean, rstd;
-    const float *lnfw = d->slot[d->nslots - 2].data, *lnfb = d->slot[d->nslots - 1].data;
-    for (long r = r0; r < r1; r++)
-        d->ops->layernorm_fwd(p->ln + (size_t)r * C, &mean, &rstd, p->x + (size_t)r * C, lnfw, lnfb, 1, C);
-    prep_rows(d, s, p->ln, C, p->xs, r0, r1);
-    cllm_spheres_barrier(d->pool);
+    norm_rows(d, s, d->slot[d->nslots - 2].data, d->slot[d->nslots - 1].data, r0, r1);
     rows_of(V, COL_UNIT, sp, ns, &lo, &hi);
     for (int g0 = 0; g0 < j->n; g0 += p->lrows) {
         int gn = j->n - g0 < p->lrows ? j->n - g0 : p->lrows;
@@ -181,26 +188,43 @@ static void nll_head(const Job *j, DSphere *s, int sp, int ns, long r0, long r1)
     }
 }
 
+/* x += M in + bias (a residual projection): in (rows of M->cols floats,
+ * written by all spheres) prepared by rows, the GEMM by output columns into
+ * tmp, then the sum by rows [r0, r1). */
+static void add_projection(const Job *j, DSphere *s, int sp, int ns, const Slot *M, const float *bias, float *in,
+                           long r0, long r1) {
+    cllm_decoder *d = j->d;
+    Prefill *p = &d->pf;
+    int C = d->C, lo, hi;
+    if (d->dtype != CLLM_DTYPE_F32) {
+        prep_rows(d, s, in, M->cols, p->xs, r0, r1);
+        cllm_spheres_barrier(d->pool);
+    }
+    rows_of(C, COL_UNIT, sp, ns, &lo, &hi);
+    linear(j, s, M, in, j->n, p->tmp, C, bias, p->xs, lo, hi);
+    cllm_spheres_barrier(d->pool);
+    for (long r = r0; r < r1; r++) {
+        float *x = p->x + (size_t)r * C;
+        const float *t = p->tmp + (size_t)r * C;
+        for (int i = 0; i < C; i++) x[i] += t[i];
+    }
+}
+
 static int task_prefill(void *arg, int sp, int ns) {
     const Job *j = arg;
     cllm_decoder *d = j->d;
     Prefill *p = &d->pf;
     DSphere *s = &d->sph[sp];
     const cllm_ops *ops = d->ops;
-    int C = d->C, P = d->P, hs = C / d->NH, n = j->n, pos0 = j->pos0, quant = d->dtype != CLLM_DTYPE_F32, lo, hi;
+    int C = d->C, P = d->P, hs = C / d->NH, n = j->n, pos0 = j->pos0, lo, hi;
     long r0, r1, h0, h1;
-    float mean, rstd;
     cllm_split(n, sp, ns, &r0, &r1);
     cllm_split(d->NH, sp, ns, &h0, &h1);
     for (long r = r0; r < r1; r++) embed_row(d, j->ids[r], pos0 + (int)r, p->x + (size_t)r * C);
     for (int l = 0; l < d->L; l++) {
         float *kc = d->kc + (size_t)l * P * C, *vc = d->vc + (size_t)l * P * C;
         /* ln = ln_1(x); qkv = c_attn(ln) */
-        for (long r = r0; r < r1; r++)
-            ops->layernorm_fwd(p->ln + (size_t)r * C, &mean, &rstd, p->x + (size_t)r * C, F(l, SL_ln1w),
-                               F(l, SL_ln1b), 1, C);
-        prep_rows(d, s, p->ln, C, p->xs, r0, r1);
-        cllm_spheres_barrier(d->pool);
+        norm_rows(d, s, F(l, SL_ln1w), F(l, SL_ln1b), r0, r1);
         rows_of(3 * C, COL_UNIT, sp, ns, &lo, &hi);
         linear(j, s, W(l, SL_qkvw), p->ln, n, p->qkv, 3 * C, F(l, SL_qkvb), p->xs, lo, hi);
         cllm_spheres_barrier(d->pool);
@@ -218,22 +242,9 @@ static int task_prefill(void *arg, int sp, int ns) {
                                     pos0 + t + 1, P, hs, s->scratch);
         }
         cllm_spheres_barrier(d->pool);
-        if (quant) {
-            prep_rows(d, s, p->att, C, p->xs, r0, r1);
-            cllm_spheres_barrier(d->pool);
-        }
-        /* tmp = c_proj(att); x += tmp; ln = ln_2(x) */
-        rows_of(C, COL_UNIT, sp, ns, &lo, &hi);
-        linear(j, s, W(l, SL_projw), p->att, n, p->tmp, C, F(l, SL_projb), p->xs, lo, hi);
-        cllm_spheres_barrier(d->pool);
-        for (long r = r0; r < r1; r++) {
-            float *x = p->x + (size_t)r * C;
-            const float *t = p->tmp + (size_t)r * C;
-            for (int i = 0; i < C; i++) x[i] += t[i];
-            ops->layernorm_fwd(p->ln + (size_t)r * C, &mean, &rstd, x, F(l, SL_ln2w), F(l, SL_ln2b), 1, C);
-        }
-        prep_rows(d, s, p->ln, C, p->xs, r0, r1);
-        cllm_spheres_barrier(d->pool);
+        /* x += c_proj(att); ln = ln_2(x) */
+        add_projection(j, s, sp, ns, W(l, SL_projw), F(l, SL_projb), p->att, r0, r1);
+        norm_rows(d, s, F(l, SL_ln2w), F(l, SL_ln2b), r0, r1);
         /* fc = gelu(c_fc(ln)) */
         rows_of(4 * C, COL_UNIT, sp, ns, &lo, &hi);
         linear(j, s, W(l, SL_fcw), p->ln, n, p->fc, 4 * C, F(l, SL_fcb), p->xs, lo, hi);
@@ -243,19 +254,8 @@ static int task_prefill(void *arg, int sp, int ns) {
                 ops->gelu_fwd(f, f, (size_t)(hi - lo));
             }
         cllm_spheres_barrier(d->pool);
-        if (quant) {
-            prep_rows(d, s, p->fc, 4 * C, p->xs, r0, r1);
-            cllm_spheres_barrier(d->pool);
-        }
         /* x += c_proj(fc) */
-        rows_of(C, COL_UNIT, sp, ns, &lo, &hi);
-        linear(j, s, W(l, SL_fcprojw), p->fc, n, p->tmp, C, F(l, SL_fcprojb), p->xs, lo, hi);
-        cllm_spheres_barrier(d->pool);
-        for (long r = r0; r < r1; r++) {
-            float *x = p->x + (size_t)r * C;
-            const float *t = p->tmp + (size_t)r * C;
-            for (int i = 0; i < C; i++) x[i] += t[i];
-        }
+        add_projection(j, s, sp, ns, W(l, SL_fcprojw), F(l, SL_fcprojb), p->fc, r0, r1);
     }
     if (j->tgt) {
         nll_head(j, s, sp, ns, r0, r1);
