@@ -52,7 +52,6 @@
 #include <sys/mman.h>
 #endif
 
-
 static void def(Slot *s, const char *name, int kind, int d0, int d1) {
     snprintf(s->name, sizeof s->name, "%s", name);
     s->kind = d1 ? kind : K_VEC;
@@ -572,10 +571,9 @@ CLLM_EXPORT int cllm_decoder_prime(cllm_decoder *d, const int32_t *ids, int n, i
     int k = 0;
     if (d->isa == cllm_isa_current())   /* a cache made on another ISA path is not reused */
         while (k < d->pos && k < n && d->tok[k] == ids[k]) k++;
+    if (k == n && d->pos > n) k = n - 1;   /* the cache runs past the prompt: recompute its last logits */
     if (reused) *reused = k;
-    if (k == n && d->pos == n) return make_ready(d);   /* the logits after ids[n - 1] are current */
-    if (k == n) k = n - 1;   /* the cache runs past the prompt: recompute its last position's logits */
-    if (reused) *reused = k;
+    if (k == n) return make_ready(d);       /* the cache holds exactly ids: their logits are current */
     d->pos = k;
     return append(d, ids + k, n - k);
 }
