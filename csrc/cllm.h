@@ -301,9 +301,10 @@ int cllm_model_decoder(cllm_model *m, struct cllm_decoder **out);
 int cllm_model_release_decoder(cllm_model *m);
 
 /* --------------------------------------------------------------- decoder */
-/* Batch-1 generation engine (csrc/decode.c): weights in one storage dtype,
- * a KV cache, one sphere-pool run per token (all layers, final LayerNorm and
- * LM head), results bit-identical for any thread count. */
+/* Batch-1 generation engine (csrc/model/decode.c): weights in one storage
+ * dtype, a KV cache, one sphere-pool run per token (all layers, final
+ * LayerNorm and LM head), results bit-identical for any thread count;
+ * prompts run as batched prefill chunks (csrc/model/prefill.c). */
 typedef struct cllm_decoder cllm_decoder;
 
 /* Uses cfg's vocab_size, context_len, num_layers, num_heads, embed_dim,
@@ -329,10 +330,27 @@ int cllm_decoder_set_quantized(cllm_decoder *d, int i, const void *w, const floa
 int cllm_decoder_get_tensor(const cllm_decoder *d, int i, const void **w, const float **scale);
 /* reset: empty KV cache (fails if a tensor is missing). step: append token
  * at position pos and (logits != NULL) copy the next-token logits (V).
- * feed: reset + step through ids (1 <= n <= context_len). */
+ * feed: reset + append ids (1 <= n <= context_len). extend: append ids
+ * (1 <= n <= context_len - pos) to the cache as it is, then copy the logits
+ * after the last one (logits may be NULL). feed and extend run several ids
+ * as one batched prefill (GEMMs per layer over chunks of rows, the LM head
+ * for the last position only); the logits equal the step-by-step ones to
+ * FP32 rounding (the summation order differs). */
 int cllm_decoder_reset(cllm_decoder *d);
 int cllm_decoder_step(cllm_decoder *d, int32_t token, float *logits);
 int cllm_decoder_feed(cllm_decoder *d, const int32_t *ids, int n);
+int cllm_decoder_extend(cllm_decoder *d, const int32_t *ids, int n, float *logits);
+/* Prompt cache: the decoder remembers the ids whose keys and values it holds
+ * (emptied when a tensor is set or the weights are released). prime leaves
+ * the cache holding exactly ids (1 <= n <= context_len) with their
+ * next-token logits current, reusing the longest common prefix of the
+ * cached ids and ids (not across an ISA change) and running only the rest;
+ * *reused (may be NULL) receives the positions kept. */
+int cllm_decoder_prime(cllm_decoder *d, const int32_t *ids, int n, int *reused);
+/* Rows per batched prefill pass (default 256, at most context_len; 0 runs
+ * every token through step). The scratch is sized for it at the next pass. */
+int cllm_decoder_set_prefill_chunk(cllm_decoder *d, int rows);
+int cllm_decoder_prefill_chunk(const cllm_decoder *d, int *rows);
 int cllm_decoder_pos(const cllm_decoder *d, int *pos);
 int cllm_decoder_logits(const cllm_decoder *d, float *out);
 /* Sample the next token from the current logits (as cllm_sample; allowed:
@@ -343,7 +361,9 @@ int cllm_decoder_next(cllm_decoder *d, float temperature, int top_k, float top_p
                       uint64_t *rng, int32_t *out);
 /* Never sample ids >= n (a tokenizer smaller than the model's vocabulary). */
 int cllm_decoder_limit_vocab(cllm_decoder *d, int n);
-/* Sum over t of -log p(ids[t+1] | ids[..t]) (natural log), 2 <= n <= context_len. */
+/* Sum over t of -log p(ids[t+1] | ids[..t]) (natural log), 2 <= n <= context_len,
+ * by the batched prefill with the LM head for every position (token by token
+ * with prefill chunk 0). Leaves ids[..n-1] in the cache. */
 int cllm_decoder_nll(cllm_decoder *d, const int32_t *ids, int n, double *nll_sum);
 
 /* Sampling by partial selection (no sort): temperature <= 0 or top_k == 1 ->

@@ -5,8 +5,9 @@ data (each document followed by ``<|endoftext|>``) into one stream, cut into
 windows of ``context_len`` tokens that overlap by one token, so every token
 but the first is predicted exactly once, from the tokens before it in its
 window (the context restarts at each window). Each window runs in C through
-the decoder (``cllm_decoder_nll``), so fp32, bf16 and int8 are measured by
-the same code.
+the decoder (``cllm_decoder_nll``: the batched prefill, GEMMs per layer over
+chunks of the window with the LM head for every position), so fp32, bf16
+and int8 are measured by the same code.
 
   loss           = total negative log-likelihood (nats) / predicted tokens
   bits_per_byte  = total NLL / ln 2 / UTF-8 bytes of the documents

@@ -3,7 +3,11 @@
 :class:`Decoder` wraps one ``cllm_decoder``: weights in one storage dtype,
 a KV cache, and one sphere-pool run per token. The per-token loop here only
 calls ``cllm_decoder_next`` (sample from the current logits, then run the
-next step) and yields the id: no Python work per layer or per op.
+next step) and yields the id: no Python work per layer or per op. Prompts
+run as a batched prefill (GEMMs per layer over chunks of rows), and the
+decoder is a prompt cache: :meth:`Decoder.prime` keeps the longest common
+prefix of the ids it holds and the new prompt and runs only the rest (an
+editor sending the same file with a few more characters).
 
 :class:`GenerationMixin` is the text side shared by :class:`cllm.Model` and
 :class:`cllm.InferenceModel`: prompts, token healing, stop strings and
@@ -115,8 +119,45 @@ class Decoder:
         return ffi.new("int32_t[]", [int(i) for i in ids])
 
     def feed(self, ids: Sequence[int]) -> None:
-        """Reset the KV cache and run ``ids`` (1..context_len tokens)."""
+        """Reset the KV cache and run ``ids`` (1..context_len tokens) as a
+        batched prefill."""
         check(lib.cllm_decoder_feed(self._h, self._ids(ids), len(ids)), "decode")
+
+    def extend(self, ids: Sequence[int], out: Any = None) -> None:
+        """Append ``ids`` to the cache as it is (batched prefill); copy the
+        logits after the last one into ``out`` (float32, vocab_size) when given."""
+        ptr = ffi.cast("float *", ffi.from_buffer(out)) if out is not None else ffi.NULL
+        check(lib.cllm_decoder_extend(self._h, self._ids(ids), len(ids), ptr), "decode")
+
+    def prime(self, ids: Sequence[int]) -> int:
+        """Make the cache hold exactly ``ids`` (1..context_len tokens) with
+        their next-token logits current, reusing the longest common prefix of
+        the cached ids and ``ids``; returns how many positions were reused.
+        The cache forgets its ids when the weights change."""
+        reused = ffi.new("int *")
+        check(lib.cllm_decoder_prime(self._h, self._ids(ids), len(ids), reused), "decode")
+        log.debug("prompt cache: reused %d of %d tokens", reused[0], len(ids))
+        return int(reused[0])
+
+    @property
+    def prefill_chunk(self) -> int:
+        """Rows per batched prefill pass (0: every token through the step)."""
+        n = ffi.new("int *")
+        check(lib.cllm_decoder_prefill_chunk(self._h, n))
+        return int(n[0])
+
+    @prefill_chunk.setter
+    def prefill_chunk(self, rows: int) -> None:
+        if not _is_int(rows) or rows < 0:
+            raise ConfigError(f"prefill_chunk must be a non-negative integer, got {rows!r}")
+        check(lib.cllm_decoder_set_prefill_chunk(self._h, int(rows)))
+
+    @property
+    def pos(self) -> int:
+        """Tokens in the KV cache."""
+        n = ffi.new("int *")
+        check(lib.cllm_decoder_pos(self._h, n))
+        return int(n[0])
 
     def step(self, token: int, out: Any = None) -> None:
         """Append ``token``; copy the next-token logits into ``out`` (a float32
@@ -146,11 +187,12 @@ class Decoder:
     def generate(self, ids: Sequence[int], max_new_tokens: int, temperature: float, top_k: Optional[int],
                  top_p: float, rng: Any, stop_id: int = -1, allowed: Optional[Sequence[int]] = None) -> Iterator[int]:
         """Yield up to ``max_new_tokens`` sampled ids after ``ids`` (stops
-        before ``stop_id``). ``allowed`` constrains the FIRST token. When the
-        cache fills, the most recent half of the context is re-fed."""
+        before ``stop_id``). ``allowed`` constrains the FIRST token. The
+        prompt reuses what the cache already holds of it (:meth:`prime`).
+        When the cache fills, the most recent half of the context is re-fed."""
         P = self.context_len
         ctx = [int(i) for i in ids][-P:]
-        self.feed(ctx)
+        self.prime(ctx)
         pos = len(ctx)
         al = ffi.new("int32_t[]", list(allowed)) if allowed else None
         for n in range(int(max_new_tokens)):
@@ -383,7 +425,7 @@ class GenerationMixin:
         check_sampling(temperature, top_k, top_p)
         ids, _, _ = self._prompt(prompt, heal=False)
         dec = self._gen_decoder()
-        dec.feed(ids)
+        dec.prime(ids)
         return dec.next_token(temperature, top_k, top_p, seed_state(seed), advance=False)
 
     def decode_logits(self, ids: Prompt) -> Any:

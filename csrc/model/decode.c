@@ -31,6 +31,12 @@
  * The final LayerNorm and the LM head (rows = vocabulary) finish the run.
  * Each output element is computed by the same code whatever the split, so
  * results are bit-identical for any thread count. No allocation per token.
+ *
+ * Several tokens at once (feed, extend, prime, nll) go through the batched
+ * prefill (prefill.c) in chunks of rows instead: GEMMs per layer, the LM
+ * head only where logits are needed. The decoder remembers the ids in its
+ * cache (decode_impl.h), so prime can keep the longest common prefix of the
+ * cached ids and a new prompt and run only the rest.
  */
 #include <math.h>
 #include <stdint.h>
@@ -38,65 +44,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include "runtime/internal.h"
-#include "kernels/bf16.h"
-#include "kernels/kernels.h"
-#include "kernels/qmatvec.h"
 #include "model/decode.h"
-#include "model/layout.h"
+#include "model/decode_impl.h"
+#include "model/prefill.h"
 #include "model/sample.h"
-#include "runtime/spheres.h"
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
-
-#define ROW_UNIT 16     /* split granularity of matvec output rows */
-
-enum { K_VEC, K_CONV, K_WTE };   /* slot kinds: FP32 vector/table, Conv1D (in,out), wte (V,C) */
-
-typedef struct {
-    char name[64];
-    int kind, ndim, shape[2];      /* HF shape */
-    int rows, cols;                /* matrices: output rows, input cols */
-    int set;
-    size_t aoff;                   /* this matrix's place in the weight arena */
-    const void *data;              /* storage the kernels read */
-    const float *scale;            /* int8 per-row scales */
-    int32_t *rowsum;               /* int8 per-row sums of q (owned) */
-    void *owned, *owned_scale;     /* allocations owned by the slot */
-} Slot;
-
-typedef struct {
-    float *xb, *tmp, *scratch;     /* LN output / residual partial (C), attention scratch (P) */
-    int8_t *xq;                    /* quantized input (4C) */
-    uint16_t *xbf;                 /* BF16 input (4C) */
-    float xs;
-} DSphere;
-
-struct cllm_decoder {
-    int V, P, L, NH, C, dtype, nslots;
-    Slot *slot;
-    unsigned char *arena;          /* owned matrices and the KV cache (NULL once released) */
-    void *arena_map;               /* the mapping holding it (NULL: heap) */
-    size_t arena_bytes, arena_map_bytes;
-    cllm_spheres *pool;
-    int ns, own_pool;
-    DSphere *sph;
-    float *kc, *vc;                /* per layer and head: keys (hs, P), values (P, hs); in the arena */
-    float *x, *qkv, *att, *fc, *logits;
-    float *prob;                   /* sampling scratch (V) */
-    int32_t *idx;
-    int pos, ready;
-    int nsample;                   /* ids >= nsample are never sampled (tokenizer size) */
-    const cllm_ops *ops;
-    const cllm_qops *qops;
-    int isa;
-};
-
-/* slot indices: the model's parameter table (model/layout.h), in order */
-#define X_ENUM(f, ...) SL_##f,
-enum { CLLM_PARAMS_LAYER(X_ENUM) NLT };
-#undef X_ENUM
-static inline int s_layer(int l, int k) { return 2 + l * NLT + k; }
 
 static void def(Slot *s, const char *name, int kind, int d0, int d1) {
     snprintf(s->name, sizeof s->name, "%s", name);
@@ -189,6 +143,7 @@ int cllm_decoder_release_weights(cllm_decoder *d) {
     if (!d) return CLLM_OK;
     for (int i = 0; i < d->nslots; i++) slot_clear(&d->slot[i]);
     arena_free(d);
+    cllm_prefill_free(d);
     d->ready = 0;
     d->pos = 0;
     return CLLM_OK;
@@ -207,6 +162,7 @@ CLLM_EXPORT int cllm_decoder_free(cllm_decoder *d) {
     if (d->slot) for (int i = 0; i < d->nslots; i++) slot_clear(&d->slot[i]);
     free(d->slot);
     arena_free(d);
+    cllm_prefill_free(d);
     if (d->sph) {
         for (int i = 0; i < d->ns; i++) {
             cllm_aligned_free(d->sph[i].xb);
@@ -218,6 +174,7 @@ CLLM_EXPORT int cllm_decoder_free(cllm_decoder *d) {
     cllm_aligned_free(d->x);
     cllm_aligned_free(d->prob);
     cllm_aligned_free(d->idx);
+    cllm_aligned_free(d->tok);
     free(d);
     return CLLM_OK;
 }
@@ -247,6 +204,7 @@ int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *po
     cllm_decoder *d = calloc(1, sizeof *d);
     if (!d) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory");
     d->V = V; d->P = P; d->L = L; d->NH = NH; d->C = C; d->dtype = dtype; d->nsample = V;
+    d->chunk = P < CLLM_PREFILL_CHUNK ? P : CLLM_PREFILL_CHUNK;
     d->nslots = 4 + NLT * L;
     d->slot = calloc((size_t)d->nslots, sizeof(Slot));
     if (!d->slot) goto nomem;
@@ -274,7 +232,8 @@ int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *po
     d->x = cllm_aligned_alloc(sizeof(float) * ((size_t)9 * C + V));
     d->prob = cllm_aligned_alloc(sizeof(float) * (size_t)V);
     d->idx = cllm_aligned_alloc(sizeof(int32_t) * (size_t)V);
-    if (!d->x || !d->prob || !d->idx) goto nomem;
+    d->tok = cllm_aligned_alloc(sizeof(int32_t) * (size_t)P);
+    if (!d->x || !d->prob || !d->idx || !d->tok) goto nomem;
     d->qkv = d->x + C;
     d->att = d->qkv + 3 * C;
     d->fc = d->att + C;
@@ -350,6 +309,7 @@ CLLM_EXPORT int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src,
     Slot *s = &d->slot[i];
     slot_clear(s);
     d->ready = 0;
+    d->pos = 0;   /* the cached keys and values came from the old weights */
     if (!d->arena && !arena_new(d)) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for the weight arena");
     size_t n = slot_numel(s);
     if (s->kind == K_VEC) {   /* vectors and tables (wpe) stay FP32 */
@@ -420,6 +380,7 @@ CLLM_EXPORT int cllm_decoder_set_quantized(cllm_decoder *d, int i, const void *w
         return cllm_fail(CLLM_ERR_INVALID, "decoder: int8 tensor %s needs its scales", s->name);
     slot_clear(s);
     d->ready = 0;
+    d->pos = 0;
     if (!d->arena && !arena_new(d)) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory for the weight arena");
     size_t n = slot_numel(s), bytes = n * (size_t)elem_size(d->dtype);
     if (borrow) {
@@ -461,34 +422,6 @@ CLLM_EXPORT int cllm_decoder_get_tensor(const cllm_decoder *d, int i, const void
 }
 
 /* ----------------------------------------------------------- the step */
-static void mat_rows(const cllm_decoder *d, const DSphere *s, const Slot *M, const float *xin, const float *bias,
-                     float *y, int lo, int hi) {
-    if (lo >= hi) return;
-    if (d->dtype == CLLM_DTYPE_INT8)
-        d->qops->q8_rows(y, M->data, M->scale, M->rowsum, s->xq, s->xs, bias, M->cols, lo, hi);
-    else if (d->dtype == CLLM_DTYPE_BF16)
-        d->qops->bf16_rows(y, M->data, s->xbf, bias, M->cols, lo, hi);
-    else
-        d->qops->f32_rows(y, M->data, xin, bias, M->cols, lo, hi);
-}
-
-/* The input of the next matvec(s), in the storage's input format. */
-static void prep(const cllm_decoder *d, DSphere *s, const float *in, int n) {
-    if (d->dtype == CLLM_DTYPE_INT8) cllm_quantize_vec(s->xq, &s->xs, in, n);
-    else if (d->dtype == CLLM_DTYPE_BF16) cllm_f32_to_bf16_n(d->isa, s->xbf, in, (size_t)n);
-}
-
-static void rows_of(int n, int sp, int ns, int *lo, int *hi) {
-    long a, b, units = (n + ROW_UNIT - 1) / ROW_UNIT;
-    cllm_split(units, sp, ns, &a, &b);
-    *lo = (int)(a * ROW_UNIT);
-    *hi = (int)(b * ROW_UNIT < n ? b * ROW_UNIT : n);
-    if (*lo > n) *lo = n;
-}
-
-#define W(l, k) (&d->slot[s_layer(l, k)])
-#define F(l, k) ((const float *)d->slot[s_layer(l, k)].data)
-
 static int task_step(void *arg, int sp, int ns) {
     cllm_decoder *d = arg;
     DSphere *s = &d->sph[sp];
@@ -500,7 +433,7 @@ static int task_step(void *arg, int sp, int ns) {
         /* qkv = c_attn(ln_1(x)); this sphere's k, v rows go to the cache */
         ops->layernorm_fwd(s->xb, &mean, &rstd, x, F(l, SL_ln1w), F(l, SL_ln1b), 1, C);
         prep(d, s, s->xb, C);
-        rows_of(3 * C, sp, ns, &lo, &hi);
+        rows_of(3 * C, ROW_UNIT, sp, ns, &lo, &hi);
         mat_rows(d, s, W(l, SL_qkvw), s->xb, F(l, SL_qkvb), d->qkv, lo, hi);
         for (int r = lo > C ? lo : C; r < hi; r++) {   /* column r - C of k | v: head h, element e */
             int c = r < 2 * C ? r - C : r - 2 * C, h = c / hs, e = c - h * hs;
@@ -518,30 +451,25 @@ static int task_step(void *arg, int sp, int ns) {
         cllm_spheres_barrier(d->pool);
         /* x += c_proj(att) */
         prep(d, s, d->att, C);
-        rows_of(C, sp, ns, &lo, &hi);
+        rows_of(C, ROW_UNIT, sp, ns, &lo, &hi);
         mat_rows(d, s, W(l, SL_projw), d->att, F(l, SL_projb), s->tmp, lo, hi);
         for (int r = lo; r < hi; r++) x[r] += s->tmp[r];
         cllm_spheres_barrier(d->pool);
         /* fc = gelu(c_fc(ln_2(x))) */
         ops->layernorm_fwd(s->xb, &mean, &rstd, x, F(l, SL_ln2w), F(l, SL_ln2b), 1, C);
         prep(d, s, s->xb, C);
-        rows_of(4 * C, sp, ns, &lo, &hi);
+        rows_of(4 * C, ROW_UNIT, sp, ns, &lo, &hi);
         mat_rows(d, s, W(l, SL_fcw), s->xb, F(l, SL_fcb), d->fc, lo, hi);
         if (hi > lo) ops->gelu_fwd(d->fc + lo, d->fc + lo, (size_t)(hi - lo));
         cllm_spheres_barrier(d->pool);
         /* x += c_proj(fc) */
         prep(d, s, d->fc, 4 * C);
-        rows_of(C, sp, ns, &lo, &hi);
+        rows_of(C, ROW_UNIT, sp, ns, &lo, &hi);
         mat_rows(d, s, W(l, SL_fcprojw), d->fc, F(l, SL_fcprojb), s->tmp, lo, hi);
         for (int r = lo; r < hi; r++) x[r] += s->tmp[r];
         cllm_spheres_barrier(d->pool);
     }
-    /* logits = wte @ ln_f(x) */
-    const float *lnfw = d->slot[d->nslots - 2].data, *lnfb = d->slot[d->nslots - 1].data;
-    ops->layernorm_fwd(s->xb, &mean, &rstd, x, lnfw, lnfb, 1, C);
-    prep(d, s, s->xb, C);
-    rows_of(d->V, sp, ns, &lo, &hi);
-    mat_rows(d, s, &d->slot[0], s->xb, NULL, d->logits, lo, hi);
+    lm_head_row(d, s, sp, ns, x);   /* logits = wte @ ln_f(x) */
     return CLLM_OK;
 }
 
@@ -568,24 +496,6 @@ CLLM_EXPORT int cllm_decoder_pos(const cllm_decoder *d, int *pos) {
     return CLLM_OK;
 }
 
-static void embed(cllm_decoder *d, int32_t token) {
-    int C = d->C;
-    const Slot *e = &d->slot[0];
-    const float *pe = (const float *)d->slot[1].data + (size_t)d->pos * C;
-    float *x = d->x;
-    if (d->dtype == CLLM_DTYPE_INT8) {
-        const int8_t *q = (const int8_t *)e->data + (size_t)token * C;
-        float sc = e->scale[token];
-        for (int i = 0; i < C; i++) x[i] = (float)q[i] * sc + pe[i];
-    } else if (d->dtype == CLLM_DTYPE_BF16) {
-        const uint16_t *b = (const uint16_t *)e->data + (size_t)token * C;
-        for (int i = 0; i < C; i++) x[i] = cllm_bf16_to_f32(b[i]) + pe[i];
-    } else {
-        const float *w = (const float *)e->data + (size_t)token * C;
-        for (int i = 0; i < C; i++) x[i] = w[i] + pe[i];
-    }
-}
-
 static int step(cllm_decoder *d, int32_t token) {
     if (token < 0 || token >= d->V)
         return cllm_fail(CLLM_ERR_RANGE, "token id %d out of range [0, %d)", token, d->V);
@@ -596,10 +506,10 @@ static int step(cllm_decoder *d, int32_t token) {
     d->isa = cllm_isa_current();
     d->ops = cllm_ops_for_isa(d->isa);
     d->qops = cllm_qops_for_isa(d->isa);
-    embed(d, token);
+    embed_row(d, token, d->pos, d->x);
     rc = d->ns > 1 ? cllm_spheres_run(d->pool, task_step, d) : task_step(d, 0, 1);
     if (rc) return rc;
-    d->pos++;
+    d->tok[d->pos++] = token;
     return CLLM_OK;
 }
 
@@ -611,20 +521,75 @@ CLLM_EXPORT int cllm_decoder_step(cllm_decoder *d, int32_t token, float *logits)
     return CLLM_OK;
 }
 
+static int check_ids(const cllm_decoder *d, const int32_t *ids, int n) {
+    for (int t = 0; t < n; t++)
+        if (ids[t] < 0 || ids[t] >= d->V)
+            return cllm_fail(CLLM_ERR_RANGE, "token id %d out of range [0, %d)", ids[t], d->V);
+    return CLLM_OK;
+}
+
+/* Append ids (checked, n >= 1, room in the cache): one step for a single
+ * token or with prefill off, else the batched prefill. */
+static int append(cllm_decoder *d, const int32_t *ids, int n) {
+    int rc = make_ready(d);
+    if (rc) return rc;
+    if (n == 1 || d->chunk == 0) {
+        for (int t = 0; t < n && !rc; t++) rc = step(d, ids[t]);
+        return rc;
+    }
+    return cllm_prefill_run(d, ids, n, NULL, NULL);
+}
+
 CLLM_EXPORT int cllm_decoder_feed(cllm_decoder *d, const int32_t *ids, int n) {
     CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(ids, "ids");
     if (n < 1 || n > d->P)
         return cllm_fail(CLLM_ERR_RANGE, "decoder: feed needs 1..%d ids (context length), got %d", d->P, n);
-    for (int t = 0; t < n; t++)
-        if (ids[t] < 0 || ids[t] >= d->V)
-            return cllm_fail(CLLM_ERR_RANGE, "token id %d out of range [0, %d)", ids[t], d->V);
+    int rc = check_ids(d, ids, n);
+    if (rc) return rc;
     d->pos = 0;
-    for (int t = 0; t < n; t++) {
-        int rc = step(d, ids[t]);
-        if (rc) return rc;
+    return append(d, ids, n);
+}
+
+CLLM_EXPORT int cllm_decoder_extend(cllm_decoder *d, const int32_t *ids, int n, float *logits) {
+    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(ids, "ids");
+    if (n < 1 || n > d->P - d->pos)
+        return cllm_fail(CLLM_ERR_RANGE, "decoder: extend needs 1..%d ids (room left in the context of %d), got %d",
+                         d->P - d->pos, d->P, n);
+    int rc = check_ids(d, ids, n);
+    if (!rc) rc = append(d, ids, n);
+    if (rc) return rc;
+    if (logits) memcpy(logits, d->logits, sizeof(float) * (size_t)d->V);
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_prime(cllm_decoder *d, const int32_t *ids, int n, int *reused) {
+    CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(ids, "ids");
+    if (n < 1 || n > d->P)
+        return cllm_fail(CLLM_ERR_RANGE, "decoder: prime needs 1..%d ids (context length), got %d", d->P, n);
+    int rc = check_ids(d, ids, n);
+    if (rc) return rc;
+    int k = 0;
+    if (d->isa == cllm_isa_current())   /* a cache made on another ISA path is not reused */
+        while (k < d->pos && k < n && d->tok[k] == ids[k]) k++;
+    if (k == n && d->pos > n) k = n - 1;   /* the cache runs past the prompt: recompute its last logits */
+    if (reused) *reused = k;
+    if (k == n) return make_ready(d);       /* the cache holds exactly ids: their logits are current */
+    d->pos = k;
+    return append(d, ids + k, n - k);
+}
+
+CLLM_EXPORT int cllm_decoder_set_prefill_chunk(cllm_decoder *d, int rows) {
+    CLLM_CHECK_PTR(d, "decoder");
+    if (rows < 0) return cllm_fail(CLLM_ERR_RANGE, "decoder: prefill chunk must be >= 0 rows, got %d", rows);
+    if (rows > d->P) rows = d->P;
+    if (rows != d->chunk) {
+        cllm_prefill_free(d);
+        d->chunk = rows;
     }
     return CLLM_OK;
 }
+
+CLLM_GETTER(cllm_decoder_prefill_chunk, cllm_decoder, "decoder", int, h->chunk)
 
 CLLM_EXPORT int cllm_decoder_logits(const cllm_decoder *d, float *out) {
     CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(out, "out");
@@ -651,21 +616,17 @@ CLLM_EXPORT int cllm_decoder_nll(cllm_decoder *d, const int32_t *ids, int n, dou
     CLLM_CHECK_PTR(d, "decoder"); CLLM_CHECK_PTR(ids, "ids"); CLLM_CHECK_PTR(nll_sum, "nll_sum");
     if (n < 2 || n > d->P)
         return cllm_fail(CLLM_ERR_RANGE, "decoder: nll needs 2..%d ids (context length), got %d", d->P, n);
-    for (int t = 0; t < n; t++)
-        if (ids[t] < 0 || ids[t] >= d->V)
-            return cllm_fail(CLLM_ERR_RANGE, "token id %d out of range [0, %d)", ids[t], d->V);
+    int rc = check_ids(d, ids, n);
+    if (!rc) rc = make_ready(d);
+    if (rc) return rc;
     double total = 0.0;
     d->pos = 0;
-    for (int t = 0; t + 1 < n; t++) {
-        int rc = step(d, ids[t]);
-        if (rc) return rc;
-        const float *z = d->logits;
-        float mx = z[0];
-        for (int j = 1; j < d->V; j++) mx = z[j] > mx ? z[j] : mx;
-        double sum = 0.0;
-        for (int j = 0; j < d->V; j++) sum += exp((double)z[j] - mx);
-        total += log(sum) + mx - z[ids[t + 1]];
+    if (d->chunk > 0) rc = cllm_prefill_run(d, ids, n - 1, ids + 1, &total);
+    for (int t = 0; d->chunk == 0 && t + 1 < n && !rc; t++) {   /* token by token */
+        rc = step(d, ids[t]);
+        if (!rc) total += row_nll(d->logits, d->V, ids[t + 1]);
     }
+    if (rc) return rc;
     if (!isfinite(total)) return cllm_fail(CLLM_ERR_NUMERIC, "decoder: non-finite loss");
     *nll_sum = total;
     return CLLM_OK;

@@ -8,7 +8,8 @@
 /* A decoder that runs on an existing pool (not owned: free the decoder
  * before the pool). */
 int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *pool, cllm_decoder **out);
-/* Drop every tensor and unmap the weight arena (KV cache included); the
+/* Drop every tensor and unmap the weight arena (KV cache included, and the
+ * prefill scratch; the cached ids are forgotten); the
  * decoder itself stays valid and takes tensors again (cllm_decoder_set_*
  * maps a new arena). NULL is a no-op. */
 int cllm_decoder_release_weights(cllm_decoder *d);
