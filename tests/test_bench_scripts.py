@@ -194,3 +194,18 @@ def test_serve_load_table() -> None:
         assert r[2] == "0" and r[4] == str(int(n) // 5), r        # no failures; every fifth request left early
         assert r[5].endswith(" ms") and r[7].endswith(" ms"), r
     assert "failures other than deliberate 503s: 0" in out and "server RSS:" in out
+
+
+def test_prompt_rate_table() -> None:
+    out = run_script("prompt_rate.py", "--model", "tiny", "--dtypes", "fp32,int8", "--threads", "1", "--reps", "1",
+                     "--prompt-tokens", "32", "--long-tokens", "64")
+    for dtype in ("fp32", "int8"):
+        r = row(out, dtype, "1")
+        assert number(r[2]) > 0 and number(r[4]) > 0 and r[7].endswith(" ms") and r[8].endswith(" ms"), r
+    assert "FMA peak measured in this run" in out
+
+
+def test_eval_rate_table() -> None:
+    out = run_script("eval_rate.py", "--max-bytes", "8000", "--reps", "1", "--threads", "1")
+    r = row(out, "1")
+    assert number(r[2]) > 0 and number(r[3]) > 0 and r[5] == r[6], r        # same loss both ways

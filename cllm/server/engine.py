@@ -277,7 +277,7 @@ class Engine:
         logits = np.empty(self.model.config.vocab_size, dtype=np.float32)
         ids = job.ids
         if len(ids) > 1:
-            dec.feed(ids[:-1])
+            dec.prime(ids[:-1])      # the prompt cache: only what the cache lacks runs
         else:
             dec.reset()
         dec.step(ids[-1], logits)
