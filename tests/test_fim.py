@@ -178,3 +178,21 @@ def test_eval_fim_api_and_cli(fim_run, tmp_path):
     out = subprocess.run([sys.executable, "-m", "cllm", "eval", fim_run, str(tmp_path), "--fim", "line",
                           "--samples", "5", "-q"], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0 and "exact match" in out.stdout and "bits/byte" in out.stdout, out.stderr
+
+
+def test_long_documents_become_several_examples_that_fit_a_sequence(tok):
+    docs = [Document("/r/big.py", CODE.encode(), "big.py")]
+    ids = _stream(tok, docs)
+    t = fim.fim_token_ids(tok)
+    out, n = fim.apply_fim(docs, ids, 1, tok, rate=1.0, spm_rate=0.0, seed=2, max_chars=300)
+    seg = list(out[:n - 1])
+    pieces = fim.split_lines(CODE, 300)
+    assert len(pieces) > 5 and "".join(pieces) == CODE and all(len(p) <= 300 for p in pieces)
+    assert seg.count(t["prefix"]) == seg.count(t["middle"]) == len(pieces)
+    text = []
+    starts = [i for i, x in enumerate(seg) if x == t["prefix"]] + [len(seg)]
+    for a, b in zip(starts, starts[1:]):
+        ex = seg[a:b]
+        i, j = ex.index(t["suffix"]), ex.index(t["middle"])
+        text.append(tok.decode(ex[1:i]) + tok.decode(ex[j + 1:]) + tok.decode(ex[i + 1:j]))
+    assert "".join(text) == CODE

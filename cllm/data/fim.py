@@ -6,8 +6,11 @@ Continue and Tabby recognise) besides ``<|endoftext|>``: ``<fim_prefix>``,
 ``<fim_middle>``, ``<fim_suffix>``, ``<fim_pad>``.
 
 Training (Bavarian et al. 2022, "Efficient Training of Language Models to
-Fill in the Middle"; bigcode's implementation): each training document,
-before packing, is with probability ``rate`` split at two random character
+Fill in the Middle"; bigcode's implementation): each training document is,
+before packing, cut at line ends into pieces that fit a training sequence
+(a whole file of thousands of tokens would put its prefix, suffix and
+middle in different sequences, where the model never sees them together);
+each piece is with probability ``rate`` split at two random character
 positions into prefix P, middle M and suffix S and emitted as
 
 - PSM: ``<fim_prefix> P <fim_suffix> S <fim_middle> M <|endoftext|>``, or
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["FIM_PREFIX", "FIM_MIDDLE", "FIM_SUFFIX", "FIM_PAD", "FIM_TOKENS", "FILE_SEP", "NoInfill",
-           "fim_token_ids", "encode_text", "infill_ids", "fim_document", "apply_fim", "document_rng"]
+           "fim_token_ids", "encode_text", "infill_ids", "fim_document", "apply_fim", "document_rng", "split_lines"]
 
 #: optional repository-context token (StarCoder2): ``<file_sep>filename\\ntext``
 FILE_SEP = "<file_sep>"
@@ -140,12 +143,33 @@ def fim_document(tokenizer: Any, text: str, tid: Dict[str, int], rng: random.Ran
     return [tid["prefix"]] + enc[0] + [tid["suffix"]] + enc[2] + [tid["middle"]] + enc[1]
 
 
+def split_lines(text: str, max_chars: int) -> List[str]:
+    """``text`` cut at line ends into pieces of at most about ``max_chars``
+    characters (a longer line is a piece of its own); they join back to ``text``."""
+    if max_chars <= 0 or len(text) <= max_chars:
+        return [text]
+    out, cur, n = [], [], 0
+    for line in text.splitlines(keepends=True):
+        if n and n + len(line) > max_chars:
+            out.append("".join(cur))
+            cur, n = [], 0
+        cur.append(line)
+        n += len(line)
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
 def apply_fim(docs: Sequence[Any], ids: "np.ndarray", n_docs: int, tokenizer: Any, rate: float, spm_rate: float,
-              seed: int) -> Tuple["np.ndarray", int]:
+              seed: int, max_chars: int = 0) -> Tuple["np.ndarray", int]:
     """The token stream ``ids`` (each document followed by ``<|endoftext|>``)
-    with the first ``n_docs`` documents (the training split) FIM-transformed
-    with probability ``rate`` each. Returns (ids, length of the transformed
-    training part). A tokenizer without FIM tokens leaves the stream as is."""
+    with the first ``n_docs`` documents (the training split) made into FIM
+    examples. A document is first cut at line ends into pieces of at most
+    ``max_chars`` characters (0: whole documents), so that an example's
+    prefix, suffix and middle fit in one training sequence together; each
+    piece becomes an example with probability ``rate``. Returns (ids, length
+    of the transformed training part). A tokenizer without FIM tokens
+    leaves the stream as is."""
     import numpy as np
     tid = fim_token_ids(tokenizer)
     eot = tokenizer.eot_id
@@ -155,18 +179,24 @@ def apply_fim(docs: Sequence[Any], ids: "np.ndarray", n_docs: int, tokenizer: An
     n_train = int(ends[n_docs - 1]) + 1 if n_docs else 0
     if tid is None or rate <= 0 or n_docs == 0:
         return ids, n_train
-    parts, start, changed = [], 0, 0
+    parts, start, changed, pieces_all = [], 0, 0, 0
     for k in range(n_docs):
         end = int(ends[k]) + 1
         rng = document_rng(seed, getattr(docs[k], "relpath", "") or getattr(docs[k], "path", str(k)))
-        if rng.random() < rate:
-            text = docs[k].data.decode("utf-8", "surrogateescape")
-            parts.append(np.asarray(fim_document(tokenizer, text, tid, rng, spm_rate) + [eot], dtype=ids.dtype))
-            changed += 1
-        else:
+        text = docs[k].data.decode("utf-8", "surrogateescape")
+        pieces = split_lines(text, max_chars)
+        pieces_all += len(pieces)
+        picks = [rng.random() < rate for _ in pieces]
+        if not any(picks):
             parts.append(np.asarray(ids[start:end]))
+        else:
+            out: List[int] = []
+            for piece, pick in zip(pieces, picks):
+                out += fim_document(tokenizer, piece, tid, rng, spm_rate) if pick else encode_text(tokenizer, piece)
+            parts.append(np.asarray(out + [eot], dtype=ids.dtype))
+            changed += sum(picks)
         start = end
     head = np.concatenate(parts) if parts else np.asarray(ids[:0])
-    log.info("fill-in-the-middle: %d of %d training documents transformed (rate %g, SPM %g)", changed, n_docs,
-             rate, spm_rate)
+    log.info("fill-in-the-middle: %d of %d pieces of %d training documents made into examples (rate %g, SPM %g)",
+             changed, pieces_all, n_docs, rate, spm_rate)
     return np.concatenate([head, np.asarray(ids[n_train:])]), len(head)

@@ -213,7 +213,11 @@ def prepare_data(path: Optional[str], opts: TrainOptions, tokenizer: Any = None,
     else:
         ids = tokenizer.encode_documents([d.data for d in ordered])
     # fill-in-the-middle examples from the training files (held-out files stay left to right)
-    ids, n_train = apply_fim(ordered, ids, len(train_docs), tokenizer, opts.fim_rate, opts.fim_spm_rate, opts.seed)
+    # pieces of about a training sequence (measured bytes per token of this corpus), so a FIM example's
+    # prefix, suffix and middle are seen together
+    bpt = sum(len(d.data) for d in ordered) / max(1, len(ids))
+    ids, n_train = apply_fim(ordered, ids, len(train_docs), tokenizer, opts.fim_rate, opts.fim_spm_rate, opts.seed,
+                             max_chars=int(0.9 * opts.seq_len * bpt))
     if not val_docs:
         n_train = len(ids)
     if opts.fim_rate > 0 and fim_token_ids(tokenizer) is None:
