@@ -167,9 +167,9 @@ def evaluate_fim(model: Union[str, Any], source: Any, *, mode: str = "line", sam
             if len(ids) + len(target) <= P:
                 nll += dec.nll(ids + target) - (dec.nll(ids) if len(ids) > 1 else 0.0)
                 nbytes += len(mid.encode("utf-8"))
-        else:
-            out = model.generate(pre[-4 * P:] or tok.decode([tok.eot_id]), max_new_tokens=max_new_tokens,
-                                 temperature=0.0, stop=stop)
+        else:   # the prefix's last tokens that leave room for the answer, as a left-to-right prompt
+            ids = tok.encode(pre)[-(P - min(max_new_tokens, P // 4)):] or [tok.eot_id]
+            out = "".join(model.stream(ids, max_new_tokens, 0.0, None, 1.0, 0, stop, True, False))
         hits += out.strip() == mid.strip()
         bar.update(1)
     bar.close()
