@@ -686,7 +686,8 @@ def plan_time_budget(model: Model, data: "Data", opts: TrainOptions, budget_s: f
     t = time.perf_counter()
     model.forward(x, y)
     t_fwd = time.perf_counter() - t
-    t_step = float(np.median(ts)) * data.accum * 1.04 + 4e-9 * 12 * model.num_params   # + AdamW
+    # + AdamW and the gradient norm: a few passes over params, grads and moments (~1 GB/s of them)
+    t_step = float(np.median(ts)) * data.accum * 1.04 + 1.6e-8 * model.num_params
     n_eval_batches = min(len(data.val), opts.eval_batches * E) / max(1, data.rows) if len(data.val) else 0
     t_eval = n_eval_batches * t_fwd
     t_save = 2.0 + 2e-9 * 16 * model.num_params        # weights, optimizer, hashes, loss plot
