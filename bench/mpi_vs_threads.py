@@ -44,7 +44,8 @@ def run_side(side: str, shape: dict, steps: int, max_bytes: int, out: str) -> di
     if side == "mpi":
         cmd = mpirun_command(2) + cmd + ["--threads", "1", "--batch-size", str(shape["batch"] // 2)]
     else:
-        cmd += ["--threads", "2", "--batch-size", str(shape["batch"])]
+        # deterministic mode, as the MPI side always runs, so the two can agree bit for bit
+        cmd += ["--threads", "2", "--batch-size", str(shape["batch"]), "--deterministic"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
