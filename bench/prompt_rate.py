@@ -131,7 +131,6 @@ def main() -> int:
                 rows.append([dtype, th, f"{n / t_b:,.0f}", f"{100 * fl / t_b / 1e9 / peaks[th]:.1f}%",
                              f"{n / t_s:,.0f}", f"{100 * fl / t_s / 1e9 / peaks[th]:.1f}%", f"{t_s / t_b:.1f}x",
                              f"{1000 * t_cold:.0f} ms", f"{1000 * min(ws):.1f} ms"])
-                del m, dec
     print(f"# Prompt processing: {cpu_model()}, model {a.model} ({cfg['num_layers']} layers, embed "
           f"{cfg['embed_dim']}, vocab {cfg['vocab_size']}, context {cfg['context_len']}), ISA {cllm.get_isa()}")
     print("FP32 FMA peak measured in this run: " + ", ".join(f"{t} thread(s) {peaks[t]:.1f} GFLOP/s"

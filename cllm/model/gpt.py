@@ -4,7 +4,6 @@ generation, and saving/loading through :mod:`cllm.model.checkpoint`."""
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np

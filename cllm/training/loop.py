@@ -574,20 +574,6 @@ def write_loss_plot(out_dir: Optional[str]) -> Optional[str]:
     return None
 
 
-def check_out_dir(out_dir: Optional[str]) -> None:
-    """Fail fast (before any work) when ``out_dir`` cannot hold checkpoints."""
-    if not out_dir:
-        return
-    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
-        raise ConfigError(f"out_dir {out_dir}: exists and is not a directory")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"out_dir {out_dir}: cannot create it ({e.strerror or e})") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f"out_dir {out_dir}: not writable")
-
-
 def _resume_options(opts: TrainOptions) -> tuple:
     """(saved options, corpus path, saved state, opened checkpoint) of the
     run in ``opts.out_dir``; a partial or mixed checkpoint is refused."""
@@ -654,6 +640,8 @@ def train(path: Optional[str] = None, **options: Any) -> Model:
                           writer=world.is_root) as out_dir:
             if world.distributed:
                 out_dir = world.bcast(out_dir)   # rank 0 chose (and locked) it
+                if out_dir and not world.is_root:
+                    rundir.prepare(out_dir)      # the others check it from where they run
             return _train(path, dataclasses.replace(opts, out_dir=out_dir), world)
 
 
@@ -747,7 +735,6 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
         path = os.fspath(path)
         if not os.path.exists(path):
             raise CorpusError(f"corpus path does not exist: {path!r}")
-    check_out_dir(opts.out_dir)
     init_model = load_init(opts, world) if opts.init_from is not None and state0 is None else None
     if ckpt is not None:
         tokenizer = ckpt.tokenizer

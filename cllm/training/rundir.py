@@ -27,7 +27,7 @@ from ..io.files import DirLock, LockedError, has_content, inside
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_OUT", "claim"]
+__all__ = ["DEFAULT_OUT", "claim", "prepare"]
 
 #: ``cllm train``'s default output directory (numbered when taken).
 DEFAULT_OUT = os.path.join("runs", "cllm")
@@ -37,11 +37,19 @@ def _is_default(out_dir: str) -> bool:
     return os.path.normpath(out_dir) == os.path.normpath(DEFAULT_OUT)
 
 
-def _lock(d: str) -> DirLock:
+def prepare(d: str) -> None:
+    """Create run directory ``d`` if needed; :class:`~cllm.ConfigError` when it
+    cannot be created or written (every rank checks the one it will use)."""
     try:
         os.makedirs(d, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"out_dir {d}: cannot create it ({e.strerror or e})") from None
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise ConfigError(f"out_dir {d}: not writable")
+
+
+def _lock(d: str) -> DirLock:
+    prepare(d)
     lock = DirLock(d, "training")
     try:
         lock.__enter__()
@@ -86,8 +94,6 @@ def claim(out_dir: Optional[str], *, resume: bool = False, overwrite: bool = Fal
                 if _is_default(out_dir):
                     continue
                 raise ConfigError(f"out_dir {d} was taken by another run")
-            if not os.access(d, os.W_OK | os.X_OK):
-                raise ConfigError(f"out_dir {d}: not writable")
             if d != out_dir:
                 log.info("%s holds an earlier run: this run writes %s", out_dir, d)
             yield d
