@@ -155,14 +155,18 @@ def test_a_second_writer_is_refused_with_the_holders_pid_and_host(code_corpus, t
 
 
 WRITER = textwrap.dedent("""
-    import sys
+    import os, sys, time
     from cllm.config import ModelConfig
     from cllm.data.tokenizer import Tokenizer
-    from cllm.errors import CllmError
     from cllm.io.files import DirLock, LockedError
     from cllm.model.gpt import Model
-    out, n, run = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    out, n, run, gate = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     m = Model(ModelConfig(257, 16, 1, 2, 16), Tokenizer.byte_level(), threads=1)
+    # both writers start together (however long each takes to import): a
+    # writer that finished before the other began would not be concurrent
+    open(os.path.join(gate, run), "w").close()
+    while len(os.listdir(gate)) < 2:
+        time.sleep(0.001)
     try:
         with DirLock(out, "writer " + run):
             print("locked", flush=True)
@@ -179,7 +183,9 @@ WRITER = textwrap.dedent("""
 def test_two_concurrent_writers_one_refused_the_others_checkpoints_intact(tmp_path, n):
     out = tmp_path / "shared"
     out.mkdir()
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(out), str(n), run], stdout=subprocess.PIPE,
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(out), str(n), run, str(gate)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, cwd=REPO) for run in ("a", "b")]
     res = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
     codes = sorted(r[0] for r in res)

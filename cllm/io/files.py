@@ -205,6 +205,18 @@ class LockedError(OSError):
         self.holder = holder
 
 
+def _holder(fd: int, wait_s: float = 1.0) -> str:
+    """What the lock file says of its holder. A holder writes it right after
+    taking the lock, so a writer refused in that instant waits a moment."""
+    import time
+    deadline = time.monotonic() + wait_s
+    while True:
+        text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        if text or time.monotonic() >= deadline:
+            return text or "holder unknown"
+        time.sleep(0.01)
+
+
 #: locks this process holds: real path of the directory -> [fd, depth]
 _HELD: Dict[str, list] = {}
 
@@ -237,11 +249,12 @@ class DirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "holder unknown"
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                os.close(fd)
+                raise
+            holder = _holder(fd)
             os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise LockedError(self.path, holder) from None
-            raise
+            raise LockedError(self.path, holder) from None
         info = f"pid {os.getpid()} on host {socket.gethostname()}, {self.what}\n".encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, info, 0)
@@ -257,6 +270,8 @@ class DirLock:
         held[1] -= 1
         if held[1] == 0:
             del _HELD[key]
+            with contextlib.suppress(OSError):
+                os.ftruncate(held[0], 0)   # no stale holder for the next refused writer to report
             os.close(held[0])   # closing the only descriptor releases the flock
 
 
