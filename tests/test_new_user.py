@@ -182,3 +182,52 @@ def test_eval_and_corpus_on_a_runs_own_split(code_corpus, tmp_path):
     assert r.returncode == 0 and "bits/byte" in r.stdout, r.stderr
     r = subprocess.run([sys.executable, "-m", "cllm", "eval", out, "-q"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode != 0 and "--split" in r.stderr and "Traceback" not in r.stderr
+
+
+def _python_in(cwd, code, env=None):
+    """``python -c code`` run in ``cwd`` (so ``cwd`` is first on sys.path, as in a REPL)."""
+    e = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=e, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_folder_named_cllm_in_the_working_directory_does_not_shadow_the_package(tmp_path):
+    """Item 12: Python run from the folder that holds a checkout named ``cllm``
+    (a folder without ``__init__.py``: a namespace package to the import
+    system) imported that folder, not the installed package."""
+    checkout = tmp_path / "cllm"
+    (checkout / "cllm").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("[project]\nname = 'cllm'\n")
+    r = _python_in(tmp_path, "import cllm; print(cllm.__file__); print(cllm.load.__module__)")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == cllm.__file__
+    # a real package named cllm on PYTHONPATH (how tests/sanitize.sh runs the suite against a
+    # sanitizer build) still takes precedence, as over an ordinary install
+    other = tmp_path / "copy" / "cllm"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("MARK = 'the copy'\n")
+    r = _python_in(tmp_path, "import cllm; print(cllm.MARK)", {"PYTHONPATH": str(other.parent)})
+    assert r.returncode == 0 and r.stdout.strip() == "the copy", r.stderr
+
+
+def test_an_unbuilt_source_folder_that_shadows_the_package_is_named(tmp_path):
+    """Item 12: a copy of cllm's sources without the C extension, in the
+    working directory, shadows an ordinary (non-editable) install: the error
+    says so. (``-S`` leaves the editable install's hooks out; the ordinary
+    install is a folder on the path that holds the built package.)"""
+    import shutil
+    import sysconfig
+    shutil.copytree(os.path.dirname(cllm.__file__), tmp_path / "cllm",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "cllm").symlink_to(os.path.dirname(cllm.__file__))
+    paths = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], str(site)]
+    e = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-S", "-c", f"import sys; sys.path[1:1] = {paths!r}; import cllm._native"],
+                       cwd=tmp_path, env=e, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert "shadows the installed cllm" in last and str(tmp_path / "cllm") in last, last
+    assert str(site / "cllm") in last, last
