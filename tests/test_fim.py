@@ -91,8 +91,14 @@ def test_fim_transform_psm_spm_and_determinism(tok):
 
 
 def test_infill_prompt_keeps_a_special_spelled_in_the_source_as_text(tok):
-    ids = fim.infill_ids(tok, "s = '<fim_middle>'\n", "\n", ctx=64, reserve=4)
-    assert ids.count(fim.fim_token_ids(tok)["middle"]) == 1 and ids[-1] == fim.fim_token_ids(tok)["middle"]
+    t = fim.fim_token_ids(tok)
+    ids = fim.infill_ids(tok, "s = '<fim_middle>'\n", "\n", ctx=64, reserve=4, order="psm")
+    assert ids.count(t["middle"]) == 1 and ids[-1] == t["middle"]
+    ids = fim.infill_ids(tok, "s = '<fim_middle>'\n", "\n", ctx=64, reserve=4)      # SPM, the default
+    assert ids.count(t["middle"]) == 1 and ids[:2] == [t["prefix"], t["suffix"]]
+    assert ids[ids.index(t["middle"]) + 1:] == fim.encode_text(tok, "s = '<fim_middle>'\n")
+    with pytest.raises(cllm.ConfigError, match="infill order"):
+        fim.infill_ids(tok, "a", "b", ctx=64, reserve=4, order="pms")
     with pytest.raises(fim.NoInfill):
         fim.infill_ids(Tokenizer.byte_level(), "a", "b", ctx=64, reserve=4)
 
@@ -132,20 +138,27 @@ def test_infill_on_the_command_line(fim_run, tmp_path):
     mid = cllm.load(fim_run, dtype="fp32").infill("def add(a, b):\n    return ", "\n", max_new_tokens=6,
                                                   temperature=0)
     assert r.stdout == mid + "\n"
+    r = subprocess.run([sys.executable, "-m", "cllm", "generate", fim_run, "--prefix-file", str(tmp_path / "pre.py"),
+                        "--suffix-file", str(tmp_path / "suf.py"), "-n", "6", "-t", "0", "--infill-order", "psm"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0 and r.stdout == cllm.load(fim_run, dtype="fp32").infill(
+        "def add(a, b):\n    return ", "\n", max_new_tokens=6, temperature=0, order="psm") + "\n", r.stderr
     r = subprocess.run([sys.executable, "-m", "cllm", "generate", fim_run, "-p", "def add(", "--suffix", "):",
                         "-n", "4", "-t", "0"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and "def add(" not in r.stdout, r.stdout + r.stderr
 
 
-def test_transformers_gives_the_same_greedy_infill(fim_run):
+@pytest.mark.parametrize("order, prompt", [
+    ("psm", "<fim_prefix>def add(a, b):\n    return <fim_suffix>\n\n\nclass Point:\n<fim_middle>"),
+    ("spm", "<fim_prefix><fim_suffix>\n\n\nclass Point:\n<fim_middle>def add(a, b):\n    return ")])
+def test_transformers_gives_the_same_greedy_infill(fim_run, order, prompt):
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
     im = cllm.load(fim_run, dtype="fp32")
-    prompt = "<fim_prefix>def add(a, b):\n    return <fim_suffix>\n\n\nclass Point:\n<fim_middle>"
     hf_tok = transformers.AutoTokenizer.from_pretrained(fim_run)
     ids = hf_tok(prompt, return_tensors="pt").input_ids
     assert ids[0].tolist() == fim.infill_ids(im.tokenizer, "def add(a, b):\n    return ", "\n\n\nclass Point:\n",
-                                             ctx=im.config.context_len, reserve=8)
+                                             ctx=im.config.context_len, reserve=8, order=order)
     hf = transformers.GPT2LMHeadModel.from_pretrained(fim_run)
     with torch.no_grad():
         out = hf.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=im.tokenizer.eot_id,
@@ -196,3 +209,53 @@ def test_long_documents_become_several_examples_that_fit_a_sequence(tok):
         i, j = ex.index(t["suffix"]), ex.index(t["middle"])
         text.append(tok.decode(ex[1:i]) + tok.decode(ex[j + 1:]) + tok.decode(ex[i + 1:j]))
     assert "".join(text) == CODE
+
+
+def test_typing_at_the_cursor_only_appends_to_an_spm_prompt(tok):
+    """The editor case: the same file, a few characters more at the cursor
+    each request. In SPM order the new prompt extends the old one but for the
+    last tokens before the cursor (re-tokenized), also when the file exceeds
+    the context and the prefix is cut: the cut moves in steps of TRIM_STEP
+    tokens, so it moves rarely; in PSM order the suffix after the cursor is
+    always rerun."""
+    text = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(60))
+    cur = len(text) // 2
+    pre0, suf = text[:cur], text[cur:]
+    typed = "    value = compute(alpha, beta)  # typed at the cursor\n" * 4
+
+    def common(a, b):
+        k = 0
+        while k < min(len(a), len(b)) and a[k] == b[k]:
+            k += 1
+        return k
+
+    for ctx in (2048, 256):          # fits the context / prefix and suffix cut
+        for order in ("spm", "psm"):
+            prev = fim.infill_ids(tok, pre0, suf, ctx=ctx, reserve=16, order=order)
+            rerun, full = [], 0
+            for n in range(1, len(typed) + 1):
+                ids = fim.infill_ids(tok, pre0 + typed[:n], suf, ctx=ctx, reserve=16, order=order)
+                assert len(ids) <= ctx - 16
+                k = common(prev, ids)
+                rerun.append(len(ids) - k)
+                full += k < len(ids) // 2
+                prev = ids
+            if order == "spm":
+                assert max(sorted(rerun)[:int(0.9 * len(rerun))]) <= 4, rerun   # a few tokens per keystroke
+                assert full <= (len(tok.encode(typed)) // fim.TRIM_STEP + 1 if ctx == 256 else 0), full
+            else:
+                assert min(rerun) > len(tok.encode(suf[:200])) // 2 if ctx == 2048 else min(rerun) > 40
+
+
+def test_the_infill_order_follows_what_the_model_was_trained_on(fim_run, tmp_path):
+    assert cllm.load(fim_run).infill_order == "spm" == cllm.load(fim_run, dtype="int8").infill_order
+    for i in range(4):
+        (tmp_path / f"m{i}.py").write_text(CODE[: 600 + 50 * i])
+    out = str(tmp_path / "psm")      # a run that makes PSM examples only
+    trained = cllm.train(str(tmp_path), out_dir=out, max_steps=2, batch_size=2, seq_len=64, vocab_size=300,
+                         embed_dim=32, num_layers=1, num_heads=2, threads=1, progress=False, fim_rate=0.9,
+                         fim_spm_rate=0.0, val_fraction=0.0, warmup_steps=1)
+    for m in (trained, cllm.load(out), cllm.load(out, dtype="fp32")):
+        assert m.infill_order == "psm"
+        a = m.infill("def add(a, b):\n    return ", "\n", max_new_tokens=6, temperature=0)
+        assert a == m.infill("def add(a, b):\n    return ", "\n", max_new_tokens=6, temperature=0, order="psm")

@@ -22,10 +22,11 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
+import cllm  # noqa: E402
 from cllm.config import ModelConfig  # noqa: E402
 from cllm.data.tokenizer import Tokenizer  # noqa: E402
 from cllm.model.gpt import Model  # noqa: E402
-from cllm.data.fim import encode_text, infill_ids  # noqa: E402
+from cllm.data.fim import TRIM_STEP, encode_text, infill_ids  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIM = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"]
@@ -128,7 +129,7 @@ def test_openai_stream_ends_with_done(client, server):
     assert data[-1] == "[DONE]" and all(json.loads(d)["object"] == "text_completion" for d in data[:-1])
 
 
-def test_openai_suffix_infills_with_the_fim_tokens(client):
+def test_openai_suffix_infills_with_the_fim_tokens(client, fim_ckpt):
     r = client.completions.create(model="fim", prompt="def add(a, b):\n    return ", suffix="\n\nclass Point:",
                                   max_tokens=6, temperature=0)
     assert r.choices[0].finish_reason in ("stop", "length")
@@ -136,6 +137,22 @@ def test_openai_suffix_infills_with_the_fim_tokens(client):
                                             temperature=0, stream=True))
     assert "".join(c.choices[0].text for c in chunks) == client.completions.create(
         model="fim", prompt="def add(", suffix="):", max_tokens=4, temperature=0).choices[0].text
+    # the server's infill is the model's (SPM prompts by default; --infill-order psm for the other)
+    im = cllm.load(fim_ckpt, dtype="fp32")
+    for order in ("spm", "psm"):
+        want = im.infill("def add(a, b):\n    return ", "\n\nclass Point:", max_new_tokens=6, temperature=0,
+                         top_k=None, order=order)
+        if order == "spm":
+            assert r.choices[0].text == want
+        else:
+            s = Server(fim_ckpt, "--infill-order", "psm")
+            try:
+                body = {"input_prefix": "def add(a, b):\n    return ", "input_suffix": "\n\nclass Point:",
+                        "n_predict": 6, "temperature": 0}
+                assert httpx.get(s.url + "/props").json()["infill_order"] == "psm"
+                assert httpx.post(s.url + "/infill", json=body, timeout=30).json()["content"] == want
+            finally:
+                s.stop()
 
 
 def test_openai_options(client, fim_ckpt):
@@ -196,14 +213,20 @@ def test_llama_infill_with_extra_context(server):
 def test_infill_prompt_layout_and_trimming(fim_ckpt):
     tok = Tokenizer.load(os.path.join(fim_ckpt, "tokenizer.json"))
     pre, suf, mid = (tok.token_to_id(t) for t in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
-    ids = infill_ids(tok, "def f(", "):", ctx=64, reserve=8)
+    ids = infill_ids(tok, "def f(", "):", ctx=64, reserve=8, order="psm")
     assert ids[0] == pre and ids[-1] == mid and suf in ids
+    ids = infill_ids(tok, "def f(", "):", ctx=64, reserve=8)
+    assert ids[:2] == [pre, suf] and tok.decode(ids[ids.index(mid) + 1:]) == "def f("
     long_pre, long_suf = "a = 1\n" * 200, "b = 2\n" * 200
-    ids = infill_ids(tok, long_pre, long_suf, ctx=64, reserve=8)
-    assert len(ids) <= 64 - 8
-    n_pre, n_suf = ids.index(suf) - 1, ids.index(mid) - ids.index(suf) - 1
-    assert n_pre == 3 * n_suf or abs(n_pre - 3 * n_suf) <= 3           # the 3:1 split
-    assert tok.decode(ids[1:1 + n_pre]) == tok.decode(tok.encode(long_pre))[-len(tok.decode(ids[1:1 + n_pre])):]
+    for ctx in (64, 300):
+        ids = infill_ids(tok, long_pre, long_suf, ctx=ctx, reserve=8, order="psm")
+        assert len(ids) <= ctx - 8
+        n_pre, n_suf = ids.index(suf) - 1, ids.index(mid) - ids.index(suf) - 1
+        assert n_suf == (ctx - 8 - 3) // 4                                  # the 3:1 split ...
+        assert ctx - 8 - 3 - n_suf - TRIM_STEP < n_pre <= ctx - 8 - 3 - n_suf  # ... the prefix cut in whole steps
+        assert tok.decode(ids[1:1 + n_pre]) == tok.decode(tok.encode(long_pre))[-len(tok.decode(ids[1:1 + n_pre])):]
+        spm = infill_ids(tok, long_pre, long_suf, ctx=ctx, reserve=8)
+        assert sorted(spm) == sorted(ids) and spm[ids.index(mid) - n_pre + 1:] == ids[1:1 + n_pre]
     # source text that spells a special token stays text
     assert mid not in encode_text(tok, "x = '<fim_middle>'")
 
@@ -216,6 +239,7 @@ def test_tokenize_detokenize_health_props_metrics(server):
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
     props = httpx.get(server.url + "/props").json()
     assert props["n_ctx"] == 64 and props["infill"] is True and props["total_slots"] == 1
+    assert props["infill_order"] == "spm"
     m = httpx.get(server.url + "/metrics").text
     assert 'cllm_requests_total{route="/completion",status="200"}' in m
     assert "cllm_time_to_first_token_seconds_bucket" in m and "cllm_queue_length 0" in m

@@ -26,6 +26,9 @@ def _arg(*flags: str, **kw: Any) -> _Arg:
 _CHECKPOINT = _arg("checkpoint", help="checkpoint directory")
 _THREADS = _arg("--threads", type=int, default=0, help="0 = all usable CPUs")
 _WEIGHT_DTYPES = ("fp32", "bf16", "int8")
+_INFILL_ORDER = _arg("--infill-order", choices=["spm", "psm"], default=None,
+                     help="infill prompt order: spm (suffix first; the prompt cache reuses it while you type) or "
+                          "psm (default: spm, or psm for a model trained without SPM examples)")
 
 
 def _add_command(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int],
@@ -135,6 +138,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                      help="infilling: the code after the cursor; prints only the middle the model fills in "
                           "(needs a model trained with fill-in-the-middle tokens)")
     suf.add_argument("--suffix-file", metavar="FILE", help="infilling: read the code after the cursor from FILE")
+    p.add_argument(*_INFILL_ORDER[0], **_INFILL_ORDER[1])
 
 
 def _read_text(path: str) -> str:
@@ -172,7 +176,8 @@ def cmd_generate(a: argparse.Namespace) -> int:
         t1 = time.perf_counter()
         t_first, ntok = None, 0
         pieces = (model.infill_stream(prompt, suffix, max_new_tokens=a.max_tokens, temperature=a.temperature,
-                                      top_k=a.top_k, top_p=a.top_p, seed=seed, stop=a.stop)
+                                      top_k=a.top_k, top_p=a.top_p, seed=seed, stop=a.stop,
+                                      order=a.infill_order)
                   if suffix is not None else
                   model.stream(prompt, max_new_tokens=a.max_tokens, temperature=a.temperature, top_k=a.top_k,
                                top_p=a.top_p, seed=seed, stop=a.stop, heal=a.heal))
@@ -232,6 +237,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                  _arg("--samples", type=int, default=200, metavar="N", help="--fim cases (default: %(default)s)"),
                  _arg("--no-suffix", dest="use_suffix", action="store_false",
                      help="--fim: show the model the prefix only (a left-to-right completion of the same cursor)"),
+                 _INFILL_ORDER,
                  _arg("-q", "--quiet", action="store_true", help="no progress bar")])
 
 
@@ -254,7 +260,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                  _arg("--max-tokens", type=int, default=None, metavar="N",
                      help="server-wide cap on tokens generated per request (default: the context)"),
                  _arg("--ctx", type=int, default=None, metavar="N",
-                     help="context length to serve, at most the model's (default: the model's)")])
+                     help="context length to serve, at most the model's (default: the model's)"),
+                 _INFILL_ORDER])
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
@@ -262,7 +269,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     from ..server.run import serve
     logging.getLogger("cllm.server").setLevel(logging.INFO)
     serve(a.checkpoint, host=a.host, port=a.port, dtype=a.dtype, threads=a.threads, api_key=a.api_key,
-          max_queue=a.max_queue, max_tokens=a.max_tokens, ctx=a.ctx)
+          max_queue=a.max_queue, max_tokens=a.max_tokens, ctx=a.ctx, infill_order=a.infill_order)
     return 0
 
 
@@ -284,8 +291,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if a.fim:
         from ..inference.evaluation import evaluate_fim
         f = evaluate_fim(model, source, mode=a.fim, samples=a.samples, exts=a.ext, max_bytes=a.max_bytes,
-                         use_suffix=a.use_suffix, progress=not a.quiet)
-        how = "infill prompts" if f["infill"] else "prefix only"
+                         use_suffix=a.use_suffix, order=a.infill_order, progress=not a.quiet)
+        how = f"{(a.infill_order or model.infill_order).upper()} infill prompts" if f["infill"] else "prefix only"
         bpb = f", middle {f['middle_bits_per_byte']:.4f} bits/byte" if "middle_bits_per_byte" in f else ""
         print(f"{a.checkpoint} ({model.dtype}): {a.fim} infilling ({how}): exact match "
               f"{100 * f['exact_match']:.1f}% of {int(f['cases'])} cases{bpb} ({f['seconds']:.1f}s)")

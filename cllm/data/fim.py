@@ -23,9 +23,11 @@ seed and the document's path, so they do not depend on the order, the
 thread or the MPI rank that processes it. Validation documents are never
 transformed (left-to-right loss stays comparable across runs).
 
-Infilling (:func:`infill_ids`) builds the PSM prompt and trims an input
-that exceeds the context: the prefix from the left, the suffix from the
-right, the suffix keeping at most a quarter of the room (llama.cpp's 3:1).
+Infilling (:func:`infill_ids`) builds the SPM prompt (typing at the cursor
+then only appends to it: the prompt cache reruns just the new tokens) or the
+PSM one, and trims an input that exceeds the context: the prefix from the
+left, the suffix from the right, the suffix keeping at most a quarter of the
+room (llama.cpp's 3:1), in steps that hold still while the user types.
 """
 from __future__ import annotations
 
@@ -42,8 +44,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FIM_PREFIX", "FIM_MIDDLE", "FIM_SUFFIX", "FIM_PAD", "FIM_TOKENS", "FILE_SEP", "NoInfill",
+__all__ = ["FIM_PREFIX", "FIM_MIDDLE", "FIM_SUFFIX", "FIM_PAD", "FIM_TOKENS", "FILE_SEP", "INFILL_ORDERS", "TRIM_STEP", "NoInfill",
            "fim_token_ids", "encode_text", "infill_ids", "fim_document", "apply_fim", "document_rng", "split_lines"]
+
+#: the orders :func:`infill_ids` builds (see there); the first is the default
+INFILL_ORDERS = ("spm", "psm")
+#: tokens by which an infill prompt's cuts move (:func:`infill_ids`)
+TRIM_STEP = 32
 
 #: optional repository-context token (StarCoder2): ``<file_sep>filename\\ntext``
 FILE_SEP = "<file_sep>"
@@ -94,15 +101,27 @@ def encode_text(tokenizer: Any, text: str) -> List[int]:
 
 
 def infill_ids(tokenizer: Any, prefix: str, suffix: str, ctx: int, reserve: int, prompt: str = "",
-               extra: Sequence[Tuple[str, str]] = ()) -> List[int]:
-    """The ids of an infill prompt ``<fim_prefix>P<fim_suffix>S<fim_middle>M``
-    (prefix-suffix-middle; ``prompt`` is text already written after the
-    cursor, which the model continues). ``extra`` (filename, text) chunks of
-    other files come first, as ``<file_sep>name\\ntext``, when the model has
-    that token. When everything exceeds ``ctx - reserve`` tokens (``reserve``:
-    room kept for the answer) the prefix is trimmed from the left and the
-    suffix from the right, the suffix keeping at most a quarter of the room.
-    Raises :class:`NoInfill` for a model without FIM tokens."""
+               extra: Sequence[Tuple[str, str]] = (), order: str = "spm") -> List[int]:
+    """The ids of an infill prompt, the model to continue with the middle:
+
+    - ``"spm"`` (default): ``<fim_prefix><fim_suffix>S<fim_middle>P``, the
+      suffix first and the code before the cursor last, so that typing at the
+      cursor only appends to the prompt and the decoder's prompt cache reruns
+      just the new tokens (bigcode's SPM variant, which cllm trains on);
+    - ``"psm"``: ``<fim_prefix>P<fim_suffix>S<fim_middle>``, the order every
+      FIM model knows; typing at the cursor reruns the whole suffix.
+
+    ``prompt`` is text already written after the cursor, which the model
+    continues. ``extra`` (filename, text) chunks of other files come first, as
+    ``<file_sep>name\\ntext``, when the model has that token. When everything
+    exceeds ``ctx - reserve`` tokens (``reserve``: room kept for the answer)
+    the prefix is trimmed from the left and the suffix from the right, the
+    suffix keeping at most a quarter of the room. Cuts move in steps of
+    :data:`TRIM_STEP` tokens, so that they hold still while the user types
+    (every shift of a cut would change the prompt before the cursor and cost
+    a full prefill). Raises :class:`NoInfill` for a model without FIM tokens."""
+    if order not in INFILL_ORDERS:
+        raise ConfigError(f"infill order must be one of {', '.join(INFILL_ORDERS)}; got {order!r}")
     tid = fim_token_ids(tokenizer)
     if tid is None:
         raise NoInfill()
@@ -117,12 +136,29 @@ def infill_ids(tokenizer: Any, prefix: str, suffix: str, ctx: int, reserve: int,
     if room < 1:
         raise ConfigError(f"the infill prompt's text after the cursor ({len(mid)} tokens) and the "
                           f"{reserve} tokens kept for the answer leave no room in the context of {ctx}")
-    n_suf = min(len(suf), room // 4)
-    n_pre = min(len(pre), room - n_suf)
-    n_suf = min(len(suf), room - n_pre)            # the suffix gets what the prefix leaves
-    n_ext = min(len(ext), room - n_pre - n_suf)
-    return (ext[len(ext) - n_ext:] + [tid["prefix"]] + pre[len(pre) - n_pre:] + [tid["suffix"]] + suf[:n_suf]
-            + [tid["middle"]] + mid)
+    n_pre, n_suf, n_ext = _fit(len(pre), len(suf), len(ext), room)
+    ext, pre, suf = ext[len(ext) - n_ext:], pre[len(pre) - n_pre:], suf[:n_suf]
+    if order == "spm":
+        return ext + [tid["prefix"], tid["suffix"]] + suf + [tid["middle"]] + pre + mid
+    return ext + [tid["prefix"]] + pre + [tid["suffix"]] + suf + [tid["middle"]] + mid
+
+
+def _fit(n_pre: int, n_suf: int, n_ext: int, room: int) -> Tuple[int, int, int]:
+    """How many prefix, suffix and other-file tokens an infill prompt keeps in
+    ``room``: all when they fit; else the suffix at most a quarter, the
+    prefix the rest (its left cut rounded out to a multiple of
+    :data:`TRIM_STEP`), and what is left (in whole steps) to the rest of the
+    suffix, then to the other files."""
+    if n_pre + n_suf + n_ext <= room:
+        return n_pre, n_suf, n_ext
+    s = min(n_suf, room // 4)
+    p = min(n_pre, room - s)
+    if p < n_pre:
+        drop = -(-(n_pre - p) // TRIM_STEP) * TRIM_STEP
+        p = max(0, n_pre - drop)
+    s += min(n_suf - s, (room - p - s) // TRIM_STEP * TRIM_STEP)
+    e = min(n_ext, (room - p - s) // TRIM_STEP * TRIM_STEP)
+    return p, s, e
 
 
 def document_rng(seed: int, key: str) -> random.Random:

@@ -31,7 +31,7 @@ from typing import Any, Iterable, List, Optional, Tuple, Union
 
 from .._native import check, ffi, lib
 from ..config import ModelConfig
-from ..model.checkpoint import CONFIG_FILE, MODEL_FILE, QUANT_KEY, TOKENIZER_FILE, Checkpoint, open_checkpoint
+from ..model.checkpoint import CONFIG_FILE, MODEL_FILE, QUANT_KEY, TOKENIZER_FILE, Checkpoint, infill_order, open_checkpoint
 from ..model.decoder import DTYPES, Decoder, GenerationMixin
 from ..errors import CheckpointError, ConfigError
 from ..io.files import DirLock, LockedError, atomic_write, atomic_write_json, has_content, inside, read_json
@@ -91,7 +91,9 @@ class InferenceModel(GenerationMixin):
         dec._keep = st
         _fill(dec, st, qdtype)
         dec.reset()
-        return cls(ck.config, ck.tokenizer, dec, dtype, ck.path)
+        im = cls(ck.config, ck.tokenizer, dec, dtype, ck.path)
+        im.infill_order = infill_order(ck)
+        return im
 
     def logits(self, ids: Any) -> Any:
         """Next-token logits at every position of ``ids`` (T, V), float32 numpy."""

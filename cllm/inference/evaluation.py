@@ -131,14 +131,15 @@ def fim_cases(docs: Sequence[bytes], mode: str, n: int, seed: int = 0,
 def evaluate_fim(model: Union[str, Any], source: Any, *, mode: str = "line", samples: int = 200, seed: int = 0,
                  dtype: Optional[str] = None, threads: int = 0, exts: Optional[Sequence[str]] = None,
                  max_bytes: Optional[int] = None, max_new_tokens: int = 48, use_suffix: bool = True,
-                 progress: bool = False) -> Dict[str, float]:
+                 order: Optional[str] = None, progress: bool = False) -> Dict[str, float]:
     """Infilling quality of ``model`` on ``source`` (as :func:`evaluate`).
 
     ``samples`` cases from :func:`fim_cases`; each middle is generated
     greedily (a line case stops at the line's end) and compared with the
     original: ``exact_match`` is the share of cases whose generated middle
     equals it (surrounding white space ignored). For a model with FIM tokens
-    and ``use_suffix`` the prompt is the infill prompt; otherwise the model
+    and ``use_suffix`` the prompt is the infill prompt (in ``order``, default
+    the model's :attr:`infill_order`); otherwise the model
     sees the prefix only (how a left-to-right model completes the same
     cursor). ``middle_bits_per_byte`` (infill prompts only) is the negative
     log-likelihood of the original middle and the closing ``<|endoftext|>``
@@ -161,7 +162,8 @@ def evaluate_fim(model: Union[str, Any], source: Any, *, mode: str = "line", sam
     bar = progress_bar(progress, total=len(cases), desc="fim eval", unit="case")
     for pre, mid, suf in cases:
         if infill:
-            ids = infill_ids(tok, pre, suf, P, min(max_new_tokens, P // 4))
+            ids = infill_ids(tok, pre, suf, P, min(max_new_tokens, P // 4),
+                             order=getattr(model, "infill_order", "spm") if order is None else order)
             out = "".join(model.stream(ids, max_new_tokens, 0.0, None, 1.0, 0, stop, True, False))
             target = tok.encode(mid) + [tok.eot_id]
             if len(ids) + len(target) <= P:

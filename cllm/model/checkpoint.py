@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MODEL_FILE", "CONFIG_FILE", "TOKENIZER_FILE", "OPTIMIZER_FILE", "STATE_FILE", "MANIFEST_FILE",
            "LATEST", "CheckpointError", "save_checkpoint", "resolve_checkpoint", "verify_checkpoint",
-           "list_checkpoints", "Checkpoint", "open_checkpoint", "QUANT_KEY", "QUANT_DTYPES", "read_state", "load_optimizer_state", "read_json",
+           "list_checkpoints", "Checkpoint", "open_checkpoint", "infill_order", "QUANT_KEY", "QUANT_DTYPES", "read_state", "load_optimizer_state", "read_json",
            "read_safetensors", "write_safetensors", "new_run_id", "TOKENIZER_CONFIG_FILE", "SPECIAL_TOKENS_FILE",
            "GENERATION_CONFIG_FILE", "hf_tokenizer_files"]
 
@@ -432,6 +432,22 @@ class Checkpoint:
     def state(self) -> Dict[str, Any]:
         """The ``trainer_state.json`` (:class:`CheckpointError` if missing or not an object)."""
         return read_state(self.path)
+
+
+def infill_order(ck: Checkpoint) -> str:
+    """The infill prompt order (:data:`cllm.data.fim.INFILL_ORDERS`) for the
+    model of ``ck``: ``"psm"`` when its training run made no SPM examples
+    (``fim_spm_rate`` 0 in ``trainer_state.json``), else ``"spm"``, the order
+    whose prompts the cache reuses while the user types (StarCoder-family
+    models are trained on both)."""
+    if ck.has_state():
+        try:
+            rate = ck.state().get("options", {}).get("fim_spm_rate")
+        except (CheckpointError, AttributeError):
+            rate = None
+        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate == 0:
+            return "psm"
+    return "spm"
 
 
 def _model_config(cfg_path: str, raw: Any) -> ModelConfig:

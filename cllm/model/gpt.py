@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .._native import check, ffi, fptr, iptr, lib
-from .checkpoint import Checkpoint, load_optimizer_state, open_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, infill_order, load_optimizer_state, open_checkpoint, save_checkpoint
 from ..config import ModelConfig
 from .decoder import Decoder, GenerationMixin
 from ..errors import CheckpointError, ConfigError
@@ -407,6 +407,7 @@ class Model(GenerationMixin):
         wte = tensors["transformer.wte.weight"]
         if "lm_head.weight" in tensors and not np.array_equal(tensors["lm_head.weight"], wte):
             log.warning("%s: lm_head.weight differs from transformer.wte.weight; cllm ties them (using wte)", mf)
+        model.infill_order = infill_order(ck)
         if load_optimizer:
             load_optimizer_state(model, path)
         return model

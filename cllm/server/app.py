@@ -207,7 +207,8 @@ async def openai_completions(request: Request, state: ServerState, t0: float) ->
             if req["suffix"] is not None:
                 if not isinstance(p, str):
                     raise ApiError("suffix needs a text prompt", param="suffix")
-                ids = infill_ids(eng.tokenizer, p, req["suffix"], eng.ctx, 1)
+                ids = infill_ids(eng.tokenizer, p, req["suffix"], eng.ctx, min(s.max_tokens, eng.ctx // 4),
+                                 order=eng.infill_order)
                 job = Job(ids=ids, sampling=s)
             else:
                 job = _prompt_job(state, p, s)
@@ -405,7 +406,7 @@ async def llama_infill(request: Request, state: ServerState, t0: float) -> Respo
         prompt = eng.tokenizer.decode(_llama_prompt(prompt, eng))
     extra = [(x.get("filename", ""), x.get("text", "")) for x in req["input_extra"]]
     ids = infill_ids(eng.tokenizer, req["input_prefix"], req["input_suffix"], eng.ctx,
-                     min(s.max_tokens, eng.ctx // 4), prompt, extra)
+                     min(s.max_tokens, eng.ctx // 4), prompt, extra, order=eng.infill_order)
     return await _llama_run(request, state, t0, "/infill", Job(ids=ids, sampling=s), req)
 
 
@@ -440,7 +441,7 @@ async def props(request: Request, state: ServerState, t0: float) -> Response:
                                                                        "top_k": 40, "top_p": 0.95, "seed": -1}},
         "total_slots": 1, "model_path": state.model_path, "model_alias": state.model_name,
         "n_ctx": eng.ctx, "vocab_size": eng.model.config.vocab_size,
-        "infill": fim_token_ids(tok) is not None, "max_queue": eng.max_queue,
+        "infill": fim_token_ids(tok) is not None, "infill_order": eng.infill_order, "max_queue": eng.max_queue,
         "build_info": f"cllm {__version__}"})
 
 

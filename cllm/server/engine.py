@@ -9,7 +9,10 @@ limit (``t_max_predict_ms``: llama.cpp's rule, after a new line), a
 cancellation (client gone) or the server's shutdown.
 
 Infill prompts (:func:`cllm.data.fim.infill_ids`) use the model's
-fill-in-the-middle tokens, in the prefix-suffix-middle order; a model
+fill-in-the-middle tokens, in the engine's :attr:`Engine.infill_order`
+(suffix-prefix-middle unless told or the model was trained without it: an
+editor's request after a few more characters typed then reuses the cached
+prompt up to the cursor); a model
 without them gets :class:`~cllm.data.fim.NoInfill` (answered 501, as
 llama.cpp does).
 """
@@ -114,7 +117,13 @@ class Engine:
     and runs :class:`Job` objects one at a time on a worker thread."""
 
     def __init__(self, model: Any, max_queue: int = 16, max_tokens: Optional[int] = None,
-                 ctx: Optional[int] = None) -> None:
+                 ctx: Optional[int] = None, infill_order: Optional[str] = None) -> None:
+        from ..data.fim import INFILL_ORDERS
+        order = getattr(model, "infill_order", "spm") if infill_order is None else infill_order
+        if order not in INFILL_ORDERS:
+            raise ConfigError(f"infill order must be one of {', '.join(INFILL_ORDERS)}; got {order!r}")
+        #: the order of infill prompts (:func:`cllm.data.fim.infill_ids`)
+        self.infill_order: str = order
         self.model = model
         self.tokenizer = model.tokenizer
         self.ctx = min(int(ctx or model.config.context_len), model.config.context_len)

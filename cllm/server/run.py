@@ -28,7 +28,7 @@ def _imports() -> Any:
 
 def build(checkpoint: str, *, dtype: Optional[str] = None, threads: int = 0, api_key: Optional[str] = None,
           max_queue: int = 16, max_tokens: Optional[int] = None, ctx: Optional[int] = None,
-          max_body: Optional[int] = None) -> Any:
+          max_body: Optional[int] = None, infill_order: Optional[str] = None) -> Any:
     """The application for ``checkpoint`` (model loaded, engine running):
     what :func:`serve` runs, and what tests drive in-process."""
     _imports()
@@ -42,7 +42,7 @@ def build(checkpoint: str, *, dtype: Optional[str] = None, threads: int = 0, api
     model = InferenceModel.load(checkpoint, dtype=dtype, threads=threads)
     if ctx is not None and ctx > model.config.context_len:
         raise ConfigError(f"ctx {ctx} is above the model's context length {model.config.context_len}")
-    engine = Engine(model, max_queue=max_queue, max_tokens=max_tokens, ctx=ctx)
+    engine = Engine(model, max_queue=max_queue, max_tokens=max_tokens, ctx=ctx, infill_order=infill_order)
     state = ServerState(engine, model_name(checkpoint), api_key=api_key, max_body=max_body or MAX_BODY,
                         model_path=checkpoint)
     return create_app(state)
@@ -50,7 +50,8 @@ def build(checkpoint: str, *, dtype: Optional[str] = None, threads: int = 0, api
 
 def serve(checkpoint: str, *, host: str = "127.0.0.1", port: int = 8080, dtype: Optional[str] = None,
           threads: int = 0, api_key: Optional[str] = None, max_queue: int = 16, max_tokens: Optional[int] = None,
-          ctx: Optional[int] = None, max_body: Optional[int] = None, log_level: str = "info") -> None:
+          ctx: Optional[int] = None, max_body: Optional[int] = None, log_level: str = "info",
+          infill_order: Optional[str] = None) -> None:
     """Serve ``checkpoint`` (any checkpoint :func:`cllm.load` opens, quantized
     ones too) on ``http://host:port`` until SIGINT/SIGTERM. Routes, errors
     and limits: :mod:`cllm.server.app`. Listens on 127.0.0.1 unless told."""
@@ -58,7 +59,7 @@ def serve(checkpoint: str, *, host: str = "127.0.0.1", port: int = 8080, dtype: 
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ConfigError(f"port must be an integer in [0, 65535], got {port!r}")
     app = build(checkpoint, dtype=dtype, threads=threads, api_key=api_key, max_queue=max_queue,
-                max_tokens=max_tokens, ctx=ctx, max_body=max_body)
+                max_tokens=max_tokens, ctx=ctx, max_body=max_body, infill_order=infill_order)
     engine = app.state.cllm.engine
 
     class _Server(uvicorn.Server):   # type: ignore[misc, name-defined]

@@ -758,6 +758,8 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
             log.info("the run in %s finished at step %d: continuing it to step %d (--max-steps)", opts.out_dir,
                      start, asked_steps)
             total = asked_steps
+    if opts.fim_rate > 0:   # the infill order this run trains for (as Model.load reads it back)
+        model.infill_order = "psm" if opts.fim_spm_rate == 0 else "spm"
     log.info("%r; %s train sequences, %s val sequences; %s steps of %s x %d x %d tokens%s", model,
              f"{len(data.train):,}", f"{len(data.val):,}", f"{total:,}", data.accum, data.batch, opts.seq_len,
              f" over {world.size} ranks ({data.rows} rows each)" if world.distributed else "")
