@@ -209,3 +209,11 @@ def test_eval_rate_table() -> None:
     out = run_script("eval_rate.py", "--max-bytes", "8000", "--reps", "1", "--threads", "1")
     r = row(out, "1")
     assert number(r[2]) > 0 and number(r[3]) > 0 and r[5] == r[6], r        # same loss both ways
+
+
+def test_typing_cache_table() -> None:
+    out = run_script("typing_cache.py", "--model", "tiny", "--threads", "1", "--keys", "6")
+    for window in ("whole file, cut to the context", "30 lines before, 10 after"):
+        spm, psm = row(out, "1", window, "SPM"), row(out, "1", window, "PSM")
+        assert number(spm[4]) < number(psm[4]), (spm, psm)   # SPM reruns fewer tokens per keystroke
+        assert spm[5].endswith(" ms") and psm[6].endswith(" ms")
