@@ -128,6 +128,18 @@ def test_training_with_fim_and_infill_through_the_api(fim_run):
         Model(ModelConfig(257, 32, 1, 2, 16), Tokenizer.byte_level(), threads=1).infill("a", "b")
 
 
+def test_a_fim_run_scores_infilling_at_its_end(fim_run):
+    """The end of a run that trains with FIM: single-line infilling on the
+    held-out files, in the last metrics row and the saved summary."""
+    from cllm.training.metrics import read_metrics
+    last = read_metrics(os.path.join(fim_run, "metrics.jsonl"))[-1]
+    assert last["step"] == 30 and "val_loss" in last
+    assert 0 <= last["fim_line_exact_match"] <= 1 and last["fim_line_middle_bpb"] > 0
+    assert 0 < last["fim_line_cases"] <= 64
+    summary = json.load(open(os.path.join(fim_run, "trainer_state.json")))["summary"]
+    assert summary["fim_line_exact_match"] == last["fim_line_exact_match"]
+
+
 def test_infill_on_the_command_line(fim_run, tmp_path):
     (tmp_path / "pre.py").write_text("def add(a, b):\n    return ")
     (tmp_path / "suf.py").write_text("\n")

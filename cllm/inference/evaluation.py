@@ -17,9 +17,10 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ..errors import ConfigError
+from ..model.infill_eval import FIM_MODES, fim_cases, score_infilling
 
 __all__ = ["evaluate", "evaluate_fim", "fim_cases", "FIM_MODES"]
 
@@ -89,94 +90,15 @@ def evaluate(model: Union[str, Any], source: Any, *, dtype: Optional[str] = None
 
 
 # ------------------------------------------------------------ infilling
-FIM_MODES = ("line", "span")
-
-
-def fim_cases(docs: Sequence[bytes], mode: str, n: int, seed: int = 0,
-              max_middle_chars: int = 200) -> List[Tuple[str, str, str]]:
-    """``n`` (prefix, middle, suffix) cases cut from ``docs``, deterministic for
-    ``seed``. ``"line"``: one whole non-blank line is the middle (bigcode's
-    single-line infilling: the prefix ends with the previous line's newline,
-    the suffix starts with this line's); ``"span"``: a random span of 1 to
-    ``max_middle_chars`` characters."""
-    import random
-    if mode not in FIM_MODES:
-        raise ConfigError(f"fim mode must be one of {', '.join(FIM_MODES)}; got {mode!r}")
-    texts = [d.decode("utf-8", "replace") for d in docs if d]
-    rng = random.Random(f"cllm-fim-eval\0{seed}\0{mode}")
-    cases: List[Tuple[str, str, str]] = []
-    if mode == "line":
-        pool = []
-        for ti, t in enumerate(texts):
-            pos = 0
-            for line in t.split("\n"):
-                if len(line.strip()) >= 4:
-                    pool.append((ti, pos, pos + len(line)))
-                pos += len(line) + 1
-        rng.shuffle(pool)
-        for ti, a, b in pool[:n]:
-            t = texts[ti]
-            cases.append((t[:a], t[a:b], t[b:]))
-    else:
-        for _ in range(n):
-            t = rng.choice(texts)
-            if len(t) < 2:
-                continue
-            a = rng.randrange(len(t) - 1)
-            b = min(len(t), a + rng.randint(1, max_middle_chars))
-            cases.append((t[:a], t[a:b], t[b:]))
-    return cases
-
-
 def evaluate_fim(model: Union[str, Any], source: Any, *, mode: str = "line", samples: int = 200, seed: int = 0,
                  dtype: Optional[str] = None, threads: int = 0, exts: Optional[Sequence[str]] = None,
                  max_bytes: Optional[int] = None, max_new_tokens: int = 48, use_suffix: bool = True,
                  order: Optional[str] = None, progress: bool = False) -> Dict[str, float]:
-    """Infilling quality of ``model`` on ``source`` (as :func:`evaluate`).
-
-    ``samples`` cases from :func:`fim_cases`; each middle is generated
-    greedily (a line case stops at the line's end) and compared with the
-    original: ``exact_match`` is the share of cases whose generated middle
-    equals it (surrounding white space ignored). For a model with FIM tokens
-    and ``use_suffix`` the prompt is the infill prompt (in ``order``, default
-    the model's :attr:`infill_order`); otherwise the model
-    sees the prefix only (how a left-to-right model completes the same
-    cursor). ``middle_bits_per_byte`` (infill prompts only) is the negative
-    log-likelihood of the original middle and the closing ``<|endoftext|>``
-    given the prompt, per UTF-8 byte of the middle."""
-    from ..data.fim import fim_token_ids, infill_ids
-    from ..progress import progress_bar
+    """Infilling quality of ``model`` (a checkpoint path or a loaded model) on
+    ``source`` (as :func:`evaluate`): :func:`cllm.model.infill_eval.score_infilling`
+    (exact match of the greedy middle, bits per byte of the true middle)."""
     if isinstance(model, (str, os.PathLike)):
         from .engine import InferenceModel
         model = InferenceModel.load(os.fspath(model), dtype=dtype, threads=threads)
-    cases = fim_cases(_documents(source, exts, max_bytes), mode, samples, seed)
-    if not cases:
-        raise ConfigError("evaluate_fim: no infilling cases in the text")
-    tok = model.tokenizer
-    infill = use_suffix and fim_token_ids(tok) is not None
-    P = model.config.context_len
-    stop = ["\n"] if mode == "line" else []
-    t0 = time.perf_counter()
-    hits, nll, nbytes = 0, 0.0, 0
-    dec = model._decoder()
-    bar = progress_bar(progress, total=len(cases), desc="fim eval", unit="case")
-    for pre, mid, suf in cases:
-        if infill:
-            ids = infill_ids(tok, pre, suf, P, min(max_new_tokens, P // 4),
-                             order=getattr(model, "infill_order", "spm") if order is None else order)
-            out = "".join(model.stream(ids, max_new_tokens, 0.0, None, 1.0, 0, stop, True, False))
-            target = tok.encode(mid) + [tok.eot_id]
-            if len(ids) + len(target) <= P:
-                nll += dec.nll(ids + target) - (dec.nll(ids) if len(ids) > 1 else 0.0)
-                nbytes += len(mid.encode("utf-8"))
-        else:   # the prefix's last tokens that leave room for the answer, as a left-to-right prompt
-            ids = tok.encode(pre)[-(P - min(max_new_tokens, P // 4)):] or [tok.eot_id]
-            out = "".join(model.stream(ids, max_new_tokens, 0.0, None, 1.0, 0, stop, True, False))
-        hits += out.strip() == mid.strip()
-        bar.update(1)
-    bar.close()
-    res = {"exact_match": hits / len(cases), "cases": float(len(cases)), "seconds": time.perf_counter() - t0,
-           "infill": float(infill)}
-    if nbytes:
-        res["middle_bits_per_byte"] = nll / math.log(2) / nbytes
-    return res
+    return score_infilling(model, _documents(source, exts, max_bytes), mode=mode, samples=samples, seed=seed,
+                           max_new_tokens=max_new_tokens, use_suffix=use_suffix, order=order, progress=progress)

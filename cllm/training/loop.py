@@ -29,6 +29,7 @@ from . import distributed, rundir
 from ..model.checkpoint import STATE_FILE, Checkpoint, new_run_id, open_checkpoint, resolve_checkpoint
 from ..config import ModelConfig
 from ..data.fim import apply_fim, fim_token_ids
+from ..model.infill_eval import score_infilling
 from ..data.corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents, split_documents
 from .distributed import World
 from ..errors import CheckpointError, ConfigError, CorpusError, DivergenceError, NumericError, StateError
@@ -242,6 +243,8 @@ class Data:
     steps_per_epoch: int
     byte_lens: np.ndarray
     ranks: int = 1  #: MPI ranks sharing each batch: each runs ``batch // ranks`` rows
+    #: the held-out documents (the text the end-of-run infilling evaluation cuts its cases from)
+    val_docs: List[Document] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -516,6 +519,30 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
     return LoopResult(step, losses, tokens_done, time.perf_counter() - t_train, stopping, timed_out)
 
 
+def end_of_run_infilling(model: Model, opts: TrainOptions, data: Data, world: World,
+                         stop: Optional[_StopFlag] = None, quiet: bool = False) -> Dict[str, float]:
+    """Single-line infilling on the held-out files (``opts.fim_eval_samples``
+    cases, :func:`cllm.model.infill_eval.score_infilling`): ``fim_line_exact_match``,
+    ``fim_line_middle_bpb`` and ``fim_line_cases``, for a run that trains with
+    FIM (rank 0 only; ``{}`` otherwise or when the run is being stopped)."""
+    if (opts.fim_eval_samples <= 0 or opts.fim_rate <= 0 or not data.val_docs or not world.is_root
+            or fim_token_ids(data.tokenizer) is None or (stop is not None and stop.set)):
+        return {}
+    t = time.perf_counter()
+    try:
+        r = score_infilling(model, [d.data for d in data.val_docs], mode="line", samples=opts.fim_eval_samples,
+                            seed=opts.seed)
+    except ConfigError as e:      # held-out files without a line to mask
+        log.info("no infilling evaluation: %s", e)
+        return {}
+    out = {"fim_line_exact_match": r["exact_match"], "fim_line_cases": r["cases"]}
+    if "middle_bits_per_byte" in r:
+        out["fim_line_middle_bpb"] = r["middle_bits_per_byte"]
+    (log.debug if quiet else log.info)("infilling, %d held-out lines: exact match %.1f%%, middle %.3f bits/byte (%.1fs)", int(r["cases"]),
+             100 * r["exact_match"], r.get("middle_bits_per_byte", float("nan")), time.perf_counter() - t)
+    return out
+
+
 def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0: float,
               metrics: MetricsLog, init_eval: Optional[Dict[str, float]] = None,
               world: Optional[World] = None, stop: Optional[_StopFlag] = None) -> Dict[str, Any]:
@@ -526,9 +553,10 @@ def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0:
     ev = (validation_loss(model, data.val, step_rows, opts.eval_batches, data.byte_lens, world, stop)
           if len(data.val) else {})
     tokens_per_step = step_rows * data.train.seq_len
+    fim = end_of_run_infilling(model, opts, data, world, stop) if ev and not res.interrupted else {}
     if ev:
         metrics.log(res.step, tokens=res.step * tokens_per_step, val_loss=ev["val_loss"],
-                    val_bits_per_byte=ev.get("val_bpb"), elapsed_s=res.seconds)
+                    val_bits_per_byte=ev.get("val_bpb"), elapsed_s=res.seconds, **fim)
         metrics.flush()
     losses = res.losses
     k = max(1, min(20, len(losses) // 10 or 1))
@@ -544,7 +572,7 @@ def summarize(model: Model, opts: TrainOptions, data: Data, res: LoopResult, t0:
         "corpus_files": len(data.docs), "corpus_bytes": sum(len(d.data) for d in data.docs),
         "corpus_tokens": data.n_tokens, "vocab_size": len(data.tokenizer), "threads": model.threads,
         "ranks": world.size, "batch": data.batch, "grad_accum": data.accum,
-        **ev, "total_seconds": time.perf_counter() - t0,
+        **ev, **fim, "total_seconds": time.perf_counter() - t0,
     }
     if init_eval:
         s["init_val_loss"] = init_eval["val_loss"]
@@ -645,6 +673,15 @@ def train(path: Optional[str] = None, **options: Any) -> Model:
             return _train(path, dataclasses.replace(opts, out_dir=out_dir), world)
 
 
+def _infilling_cost(model: Model, opts: TrainOptions, data: "Data", world: World) -> float:
+    """Seconds the end-of-run infilling evaluation will take (two cases timed, scaled)."""
+    probe = dataclasses.replace(opts, fim_eval_samples=2)
+    t = time.perf_counter()
+    if not end_of_run_infilling(model, probe, data, world, quiet=True):
+        return 0.0
+    return (time.perf_counter() - t) / 2 * opts.fim_eval_samples
+
+
 def plan_time_budget(model: Model, data: "Data", opts: TrainOptions, budget_s: float, t0: float,
                      world: World) -> Tuple[int, float]:
     """(total steps, training deadline) for a run that must end within
@@ -679,6 +716,7 @@ def plan_time_budget(model: Model, data: "Data", opts: TrainOptions, budget_s: f
     n_eval_batches = min(len(data.val), opts.eval_batches * E) / max(1, data.rows) if len(data.val) else 0
     t_eval = n_eval_batches * t_fwd
     t_save = 2.0 + 2e-9 * 16 * model.num_params        # weights, optimizer, hashes, loss plot
+    t_save += _infilling_cost(model, opts, data, world)
     left = budget_s - (time.perf_counter() - t0) - t_eval - t_save - 0.03 * budget_s
     evals = 9 if opts.eval_interval is None else None
     if evals is None:
@@ -743,6 +781,7 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
     cache_dir = os.path.join(opts.out_dir, "cache") if opts.out_dir else None
     docs, tok, ids, n_train = prepare_data_on_ranks(world, path, opts, tokenizer, cache_dir)
     data = split_data(docs, tok, ids, n_train, opts, world.size)
+    data.val_docs = split_documents(docs, opts.val_fraction)[1]
     deadline: Optional[float] = None
     if state0 is None:
         model = init_model if init_model is not None else build_model(opts, data, world)

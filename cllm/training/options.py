@@ -150,6 +150,9 @@ class TrainOptions:
     eval_batches: int = option(16, "batches per evaluation", lo=1, hi=C_INT_MAX, group="evaluation")
     eval_interval: Optional[int] = option(None, "evaluate every N steps (default: about 10 evaluations per "
                                           "run; 0: at the end only)", lo=0, hi=C_INT_MAX, group="evaluation")
+    fim_eval_samples: int = option(64, "single-line infilling cases from the held-out files scored at the end "
+                                   "of a run that trains with FIM (exact match and middle bits per byte, in the "
+                                   "summary and metrics.jsonl; 0: none)", lo=0, hi=C_INT_MAX, group="evaluation")
     out_dir: Optional[str] = option(None, "run directory: checkpoints, metrics, loss plot; a run writes "
                                     "nowhere else (cllm.train() saves nothing unless it is given)",
                                     flag="--out", cli_default="runs/cllm", saved=False, metavar="DIR",
