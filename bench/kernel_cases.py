@@ -271,6 +271,7 @@ def bench_dims(op: str, cfg: str) -> Tuple[int, ...]:
         "add_into_sumsq": (min(n_params(c), ADAMW_CAP),),
         "attention_step": (T, T, C // NH),
         "gelu_bwd_bias": (N, 4 * C),
+        "softmax_causal": (64, T, T + 63),
     }
     if op in table:
         return table[op]

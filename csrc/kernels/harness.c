@@ -86,6 +86,15 @@ static int hc_attention_step(const char *op, float *const *b, const int64_t *d, 
     return CLLM_OK;
 }
 
+/* dims m len0 ld */
+static int hc_softmax_causal(const char *op, float *const *b, const int64_t *d, size_t *ws) {
+    (void)b;
+    (void)ws;
+    if (d[2] < d[1] + d[0] - 1)
+        return cllm_fail(CLLM_ERR_INVALID, "kernel_run(%s): need ld >= len0 + m - 1", op);
+    return CLLM_OK;
+}
+
 /* ------------------------------------------------------ the generated table */
 /* one harness entry per registry line: spec strings, check and a runner
  * that calls the op `reps` times with arguments decoded from bufs/dims */

@@ -277,6 +277,20 @@ void cllm_ref_attention_step(float *out, const float *q, const float *kt, const 
     weighted_rows(out, scratch, v, (size_t)hs, len, hs);
 }
 
+void cllm_ref_softmax_causal(float *s, int m, int len0, int ld) {
+    int end = len0 + m - 1;
+    for (int i = 0; i < m; i++) {
+        float *r = s + (size_t)i * ld, maxv = -INFINITY, sum = 0.0f;
+        int len = len0 + i;
+        for (int t = 0; t < len; t++)
+            if (r[t] > maxv) maxv = r[t];
+        for (int t = 0; t < len; t++) { r[t] = expf(r[t] - maxv); sum += r[t]; }
+        float inv = 1.0f / sum;
+        for (int t = 0; t < len; t++) r[t] *= inv;
+        for (int t = len; t < end; t++) r[t] = 0.0f;
+    }
+}
+
 void cllm_ref_gelu_bwd_bias(float *dx, float *db, const float *x, const float *dout,
                             int N, int OC) {
     cllm_ref_gelu_bwd(dx, x, dout, (size_t)N * OC);

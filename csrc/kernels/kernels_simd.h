@@ -471,6 +471,20 @@ SOP void S(attention_step)(float *out, const float *q, const float *kt, const fl
 }
 
 
+/* the same per row as attention_step's softmax (row_max, row_exp_sum) */
+SOP void S(softmax_causal)(float *s, int m, int len0, int ld) {
+    int end = len0 + m - 1;
+    for (int i = 0; i < m; i++) {
+        float *r = s + (size_t)i * ld;
+        int len = len0 + i, t = 0;
+        float mx = row_max(r, len);
+        vf inv = v_set1(1.0f / row_exp_sum(r, len, mx));
+        for (; t + VW <= len; t += VW) v_store(r + t, v_mul(v_load(r + t), inv));
+        if (t < len) v_storen(r + t, v_mul(v_loadn(r + t, len - t), inv), len - t);
+        for (t = len; t < end; t++) r[t] = 0.0f;
+    }
+}
+
 /* ------------------------------------------------------------- attention */
 /* Causal attention, flash-style: per (batch, head), query rows go in strips
  * of ATT_MR; a strip's scores against keys 0..(its last row) are computed

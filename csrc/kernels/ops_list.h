@@ -115,6 +115,12 @@ OP(attention_step, 1, void,
    (float *out, const float *q, const float *kt, const float *v, int len, int ldk, int hs, float *scratch),
    (HB(0), HB(1), HB(2), HB(3), HD(0), HD(1), HD(2), HWS), hc_attention_step,
    "+out[hs] q[hs] kt[hs,ldk] v[len,hs]", "len ldk hs")
+/* causal softmax of m score rows in place, for a block of query rows over
+ * a cache: row i holds len0 + i valid scores (0 < len0), which become their
+ * softmax; the rest of the block's columns, up to len0 + m - 1, become 0
+ * (so the block multiplies into V as one GEMM); s(m, ld >= len0 + m - 1) */
+OP(softmax_causal, 1, void, (float *s, int m, int len0, int ld),
+   (HB(0), HD(0), HD(1), HD(2)), hc_softmax_causal, "+s[m,ld]", "m len0 ld")
 /* fused MLP backward step: dx(N,OC) = gelu'(x) * dout (overwrite) and
  * db(OC) = column sums of dx (overwrite): gelu_bwd + bias_grad in one pass */
 OP(gelu_bwd_bias, 1, void, (float *dx, float *db, const float *x, const float *dout, int N, int OC),

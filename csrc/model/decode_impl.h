@@ -44,6 +44,7 @@ typedef struct {
     float xs;
     float *gws;                    /* prefill: GEMM workspace (cllm_gemm_any_ws_floats) */
     float *panel;                  /* prefill: weight rows converted to FP32 (bf16 / int8) */
+    float *att_s;                  /* prefill: a block's attention scores (CLLM_PREFILL_ATT_ROWS, P) */
 } DSphere;
 
 /* Prefill scratch, allocated at the first batched call for `rows` rows per

@@ -8,9 +8,14 @@
  *
  *   rows     embed; ln_1 (and the rounding / quantization of the input)
  *   columns  qkv = c_attn(ln)                      (GEMM, N split by spheres)
- *   heads    keys and values of every row into the cache, then causal
- *            attention of the chunk's queries over the cache (attention_step,
- *            the per-token kernel, with the length of each row's prefix)
+ *   heads    keys and values of every row into the cache
+ *   blocks   causal attention of the chunk's queries over the cache, per
+ *            (head, block of up to CLLM_PREFILL_ATT_ROWS query rows), the
+ *            pairs dealt round-robin to the spheres: S = Q K^T / sqrt(hs)
+ *            (GEMM over the transposed keys), a causal softmax of each row
+ *            over its own prefix (softmax_causal), att = S V (GEMM); a block
+ *            of fewer than CLLM_PREFILL_ATT_MIN_ROWS rows runs each row
+ *            through attention_step, the per-token kernel
  *   columns  tmp = c_proj(att)       rows  x += tmp, ln_2
  *   columns  fc = gelu(c_fc(ln))     columns  tmp = c_proj(fc)
  *   rows     x += tmp
@@ -59,7 +64,8 @@ void cllm_prefill_free(cllm_decoder *d) {
         for (int i = 0; i < d->ns; i++) {
             cllm_aligned_free(d->sph[i].gws);
             cllm_aligned_free(d->sph[i].panel);
-            d->sph[i].gws = d->sph[i].panel = NULL;
+            cllm_aligned_free(d->sph[i].att_s);
+            d->sph[i].gws = d->sph[i].panel = d->sph[i].att_s = NULL;
         }
     memset(p, 0, sizeof *p);
 }
@@ -83,7 +89,8 @@ static int scratch(cllm_decoder *d, int nll) {
         for (int i = 0; i < d->ns; i++) {
             DSphere *s = &d->sph[i];
             s->gws = cllm_aligned_alloc(sizeof(float) * cllm_gemm_any_ws_floats());
-            if (!s->gws) goto nomem;
+            s->att_s = cllm_aligned_alloc(sizeof(float) * CLLM_PREFILL_ATT_ROWS * (size_t)d->P);
+            if (!s->gws || !s->att_s) goto nomem;
             if (d->dtype != CLLM_DTYPE_F32) {
                 s->panel = cllm_aligned_alloc(sizeof(float) * PANEL * 4 * C);
                 if (!s->panel) goto nomem;
@@ -210,6 +217,25 @@ static void add_projection(const Job *j, DSphere *s, int sp, int ns, const Slot 
     }
 }
 
+/* Attention of rows [t0, t0 + m) of the chunk for head h over the cache
+ * (kt: the head's transposed keys, vh: its values; row t sees positions
+ * < pos0 + t + 1) into p->att. */
+static void attend_block(const Job *j, DSphere *s, int h, int t0, int m, const float *kt, const float *vh) {
+    const cllm_decoder *d = j->d;
+    const Prefill *p = &d->pf;
+    int C = d->C, P = d->P, hs = C / d->NH, len0 = j->pos0 + t0 + 1, L = len0 + m - 1;
+    const float *q = p->qkv + (size_t)t0 * 3 * C + h * hs;
+    float *out = p->att + (size_t)t0 * C + h * hs;
+    if (m < CLLM_PREFILL_ATT_MIN_ROWS) {
+        for (int i = 0; i < m; i++)
+            d->ops->attention_step(out + (size_t)i * C, q + (size_t)i * 3 * C, kt, vh, len0 + i, P, hs, s->scratch);
+        return;
+    }
+    cllm_sgemm(d->isa, 0, 0, m, L, hs, 1.0f / sqrtf((float)hs), q, 3 * C, kt, P, 0.0f, s->att_s, P, NULL, s->gws);
+    d->ops->softmax_causal(s->att_s, m, len0, P);
+    cllm_sgemm(d->isa, 0, 0, m, hs, L, 1.0f, s->att_s, P, vh, hs, 0.0f, out, C, NULL, s->gws);
+}
+
 static int task_prefill(void *arg, int sp, int ns) {
     const Job *j = arg;
     cllm_decoder *d = j->d;
@@ -217,6 +243,7 @@ static int task_prefill(void *arg, int sp, int ns) {
     DSphere *s = &d->sph[sp];
     const cllm_ops *ops = d->ops;
     int C = d->C, P = d->P, hs = C / d->NH, n = j->n, pos0 = j->pos0, lo, hi;
+    int nblk = (n + CLLM_PREFILL_ATT_ROWS - 1) / CLLM_PREFILL_ATT_ROWS;
     long r0, r1, h0, h1;
     cllm_split(n, sp, ns, &r0, &r1);
     cllm_split(d->NH, sp, ns, &h0, &h1);
@@ -228,8 +255,7 @@ static int task_prefill(void *arg, int sp, int ns) {
         rows_of(3 * C, COL_UNIT, sp, ns, &lo, &hi);
         linear(j, s, W(l, SL_qkvw), p->ln, n, p->qkv, 3 * C, F(l, SL_qkvb), p->xs, lo, hi);
         cllm_spheres_barrier(d->pool);
-        /* per head: the chunk's keys and values into the cache, then each
-         * query row over the cache up to and including its own position */
+        /* per head: the chunk's keys and values into the cache */
         for (long h = h0; h < h1; h++) {
             float *kt = kc + (size_t)h * hs * P, *vh = vc + (size_t)h * hs * P;
             for (int t = 0; t < n; t++) {
@@ -237,9 +263,13 @@ static int task_prefill(void *arg, int sp, int ns) {
                 for (int e = 0; e < hs; e++) kt[(size_t)e * P + pos0 + t] = k[e];
                 memcpy(vh + (size_t)(pos0 + t) * hs, v, sizeof(float) * (size_t)hs);
             }
-            for (int t = 0; t < n; t++)
-                ops->attention_step(p->att + (size_t)t * C + h * hs, p->qkv + (size_t)t * 3 * C + h * hs, kt, vh,
-                                    pos0 + t + 1, P, hs, s->scratch);
+        }
+        cllm_spheres_barrier(d->pool);
+        /* each (block of query rows, head) over the cache up to each row's own position */
+        for (int k = sp; k < nblk * d->NH; k += ns) {
+            int b = k / d->NH, h = k % d->NH, t0 = b * CLLM_PREFILL_ATT_ROWS;
+            attend_block(j, s, h, t0, n - t0 < CLLM_PREFILL_ATT_ROWS ? n - t0 : CLLM_PREFILL_ATT_ROWS,
+                         kc + (size_t)h * hs * P, vc + (size_t)h * hs * P);
         }
         cllm_spheres_barrier(d->pool);
         /* x += c_proj(att); ln = ln_2(x) */

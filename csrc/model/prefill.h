@@ -8,6 +8,10 @@
 
 /* default rows per prefill pass (bounded by the context length) */
 #define CLLM_PREFILL_CHUNK 256
+/* query rows per attention block of the prefill: scores S = Q K^T and the
+ * output S V as GEMMs over the cache (fewer rows go one by one) */
+#define CLLM_PREFILL_ATT_ROWS 64
+#define CLLM_PREFILL_ATT_MIN_ROWS 4
 
 /* Append ids[0..n) at positions d->pos.. (the caller has checked n >= 1,
  * d->pos + n <= context_len, every id in range and the weights ready), in
