@@ -138,6 +138,12 @@ def test_a_fim_run_scores_infilling_at_its_end(fim_run):
     assert 0 < last["fim_line_cases"] <= 64
     summary = json.load(open(os.path.join(fim_run, "trainer_state.json")))["summary"]
     assert summary["fim_line_exact_match"] == last["fim_line_exact_match"]
+    from cllm.model.infill_eval import score_infilling
+    docs = [CODE.encode()]
+    calls = []
+    assert score_infilling(cllm.load(fim_run), docs, samples=5, stop_early=lambda: calls.append(1) or True) == {}
+    assert calls == [1]                           # a stopping run does not wait for the cases
+    assert score_infilling(cllm.load(fim_run), docs, samples=5)["cases"] == 5
 
 
 def test_infill_on_the_command_line(fim_run, tmp_path):

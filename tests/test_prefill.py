@@ -313,3 +313,18 @@ def test_evaluate_results_unchanged_by_the_batched_path(saved, dtype):
     assert got["tokens"] == ref["tokens"] > 96        # several windows
     assert abs(got["loss"] - ref["loss"]) <= TOL[dtype] * ref["loss"]
     assert abs(got["bits_per_byte"] - ref["bits_per_byte"]) <= TOL[dtype] * ref["bits_per_byte"]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_continuation_nll_is_the_nll_of_the_target_given_the_prompt(dtype):
+    """What the infilling evaluation scores a middle with: the prompt through
+    the cache, the target token by token; equal to the difference of the
+    window NLLs with and without the target."""
+    dec = make_decoder(CFG, dtype)
+    ids, tgt = IDS[:200], IDS[200:215]
+    got = dec.continuation_nll(ids, tgt)
+    assert got == pytest.approx(dec.nll(ids + tgt) - dec.nll(ids), rel=1e-4)
+    assert dec.continuation_nll(ids, tgt[:1]) == pytest.approx(dec.nll(ids + tgt[:1]) - dec.nll(ids), rel=1e-4)
+    assert dec.continuation_nll(ids, []) == 0.0
+    with pytest.raises(cllm.ConfigError, match="context"):
+        dec.continuation_nll(IDS[:310], IDS[:20])

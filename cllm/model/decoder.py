@@ -175,6 +175,33 @@ class Decoder:
         check(lib.cllm_decoder_nll(self._h, self._ids(ids), len(ids), s), "nll")
         return float(s[0])
 
+    def continuation_nll(self, ids: Sequence[int], target: Sequence[int]) -> float:
+        """Sum of -log p(target[k] | ids + target[:k]) in nats: ``ids`` through
+        the prompt cache (:meth:`prime`), then ``target`` token by token. For a
+        short continuation of a long prompt (an infill's middle) this costs
+        the new tokens only, where :meth:`nll` of both would run the whole
+        prompt with the LM head at every position, twice."""
+        import math
+
+        import numpy as np
+        target = [int(t) for t in target]
+        if not target:
+            return 0.0
+        if not ids or len(ids) + len(target) - 1 > self.context_len:
+            raise ConfigError(f"continuation_nll: {len(ids)} + {len(target)} tokens do not fit the context "
+                              f"length {self.context_len} (or the prompt is empty)")
+        out = np.empty(self.vocab_size, dtype=np.float32)
+        self.prime(ids)
+        check(lib.cllm_decoder_logits(self._h, ffi.cast("float *", ffi.from_buffer(out))))
+        total = 0.0
+        for k, t in enumerate(target):
+            x = out.astype(np.float64)
+            m = float(x.max())
+            total += m + math.log(float(np.exp(x - m).sum())) - float(x[t])
+            if k + 1 < len(target):
+                self.step(t, out)
+        return total
+
     def next_token(self, temperature: float, top_k: Optional[int], top_p: float, rng: Any,
                    allowed: Any = None, stop_id: int = -1, advance: bool = True) -> int:
         """Sample from the current logits; then step on the token when

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
 
@@ -54,7 +54,7 @@ def fim_cases(docs: Sequence[bytes], mode: str, n: int, seed: int = 0,
 
 def score_infilling(model: Any, docs: Sequence[bytes], *, mode: str = "line", samples: int = 200, seed: int = 0,
                     max_new_tokens: int = 48, use_suffix: bool = True, order: Optional[str] = None,
-                    progress: bool = False) -> Dict[str, float]:
+                    progress: bool = False, stop_early: Optional[Callable[[], bool]] = None) -> Dict[str, float]:
     """Infilling quality of ``model`` (a :class:`~cllm.Model` or
     :class:`~cllm.InferenceModel`) on the texts ``docs``.
 
@@ -67,7 +67,9 @@ def score_infilling(model: Any, docs: Sequence[bytes], *, mode: str = "line", sa
     (how a left-to-right model completes the same cursor).
     ``middle_bits_per_byte`` (infill prompts only) is the negative
     log-likelihood of the original middle and the closing ``<|endoftext|>``
-    given the prompt, per UTF-8 byte of the middle."""
+    given the prompt, per UTF-8 byte of the middle. ``stop_early``: checked
+    before each case; when it returns true the evaluation ends and ``{}``
+    is returned (a run being stopped does not wait for it)."""
     from ..data.fim import fim_token_ids, infill_ids
     from ..progress import progress_bar
     cases = fim_cases(docs, mode, samples, seed)
@@ -82,13 +84,16 @@ def score_infilling(model: Any, docs: Sequence[bytes], *, mode: str = "line", sa
     dec = model._decoder()
     bar = progress_bar(progress, total=len(cases), desc="fim eval", unit="case")
     for pre, mid, suf in cases:
+        if stop_early is not None and stop_early():
+            bar.close()
+            return {}
         if infill:
             ids = infill_ids(tok, pre, suf, P, min(max_new_tokens, P // 4),
                              order=getattr(model, "infill_order", "spm") if order is None else order)
             out = "".join(model.stream(ids, max_new_tokens, 0.0, None, 1.0, 0, stop, True, False))
             target = tok.encode(mid) + [tok.eot_id]
             if len(ids) + len(target) <= P:
-                nll += dec.nll(ids + target) - (dec.nll(ids) if len(ids) > 1 else 0.0)
+                nll += dec.continuation_nll(ids, target)
                 nbytes += len(mid.encode("utf-8"))
         else:   # the prefix's last tokens that leave room for the answer, as a left-to-right prompt
             ids = tok.encode(pre)[-(P - min(max_new_tokens, P // 4)):] or [tok.eot_id]

@@ -531,9 +531,11 @@ def end_of_run_infilling(model: Model, opts: TrainOptions, data: Data, world: Wo
     t = time.perf_counter()
     try:
         r = score_infilling(model, [d.data for d in data.val_docs], mode="line", samples=opts.fim_eval_samples,
-                            seed=opts.seed)
+                            seed=opts.seed, stop_early=(lambda: stop.set) if stop is not None else None)
     except ConfigError as e:      # held-out files without a line to mask
         log.info("no infilling evaluation: %s", e)
+        return {}
+    if not r:                     # cut short by a stop signal
         return {}
     out = {"fim_line_exact_match": r["exact_match"], "fim_line_cases": r["cases"]}
     if "middle_bits_per_byte" in r:
