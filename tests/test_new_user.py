@@ -185,8 +185,9 @@ def test_eval_and_corpus_on_a_runs_own_split(code_corpus, tmp_path):
 
 
 def _python_in(cwd, code, env=None):
-    """``python -c code`` run in ``cwd`` (so ``cwd`` is first on sys.path, as in a REPL)."""
-    e = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    """``python -c code`` run in ``cwd`` (so ``cwd`` is first on sys.path, as in a REPL), in this
+    environment (a ``PYTHONPATH`` copy of the package, as tests/sanitize.sh uses, stays first)."""
+    e = dict(os.environ)
     e.update(env or {})
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=e, capture_output=True, text=True,
                           timeout=120)
