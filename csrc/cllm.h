@@ -127,9 +127,12 @@ int cllm_convert_bf16(int isa, int to_bf16, const void *src, void *dst, size_t n
 
 /* BF16 GEMM kernels: SCALAR = plain reference loops (any CPU), AVX512 =
  * vdpbf16ps (AVX512_BF16), AMX = tdpbf16ps tiles; AUTO = the fastest usable
- * one under the current ISA (AMX, AVX512 only when the ISA is avx512). */
+ * one under the current ISA (AMX, AVX512 only when the ISA is avx512).
+ * AMX_EMUL = the AMX kernel's source run on a software model of the tile
+ * instructions with portable packers (any CPU, slow): for testing the AMX
+ * kernel on hosts without AMX, never chosen by AUTO. */
 enum { CLLM_BF16_KERNEL_AUTO = -1, CLLM_BF16_KERNEL_SCALAR = 0, CLLM_BF16_KERNEL_AVX512 = 1,
-       CLLM_BF16_KERNEL_AMX = 2 };
+       CLLM_BF16_KERNEL_AMX = 2, CLLM_BF16_KERNEL_AMX_EMUL = 3 };
 /* As cllm_gemm, but op(A) and op(B) are rounded to BF16 and multiplied with
  * FP32 accumulation. A / B are float (CLLM_DTYPE_F32, converted while
  * packed) or BF16 bits (CLLM_DTYPE_BF16, uint16). C, bias: float. Fails
@@ -137,6 +140,18 @@ enum { CLLM_BF16_KERNEL_AUTO = -1, CLLM_BF16_KERNEL_SCALAR = 0, CLLM_BF16_KERNEL
 int cllm_gemm_bf16(int kernel, int trans_a, int trans_b, int M, int N, int K, float alpha,
                    const void *A, int a_dtype, int lda, const void *B, int b_dtype, int ldb,
                    float beta, float *C, int ldc, const float *bias);
+/* One BF16 GEMM packing step, for tests: packs the rows x cols block of
+ * op(X) at row r0, column c0 (op(X) = X, or X transposed when trans), its
+ * K padded with zeros to kcp (even, >= the block's K), in the layouts of
+ * gemm/gemm_bf16_impl.h. side 0: X is A (rows = mc, cols = kc) into
+ * slivers of block rows; side 1: X is B (rows = kc, cols = nc) into
+ * slivers of block columns (a multiple of 16) in the VNNI pair layout.
+ * x_dtype: CLLM_DTYPE_F32 / _BF16; block in 1..64. impl 0 = the portable
+ * packers, 1 = the AVX-512 ones (CLLM_ERR_UNSUPPORTED without AVX-512).
+ * dst: uint16[ceil(rows / block) * block * kcp] (side 0) or
+ * uint16[ceil(cols / block) * block * kcp] (side 1). */
+int cllm_bgemm_pack(int impl, int side, int trans, const void *X, int x_dtype, int ld, int r0, int c0,
+                    int rows, int cols, int kcp, int block, uint16_t *dst);
 
 /* ------------------------------------------------------------- spheres */
 /* Kissing-sphere thread pool: the calling thread is the control sphere,

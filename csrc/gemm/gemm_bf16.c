@@ -1,7 +1,7 @@
 /* gemm_bf16.c - BF16 x BF16 -> FP32 GEMM: the BLIS driver (cache blocking,
- * packing, macro-kernel) shared by the AVX512-BF16 and AMX micro-kernels,
- * the generic packers, the scalar reference, kernel selection and the
- * validating public entry cllm_gemm_bf16. */
+ * packing, macro-kernel) shared by the AVX512-BF16 and AMX micro-kernels
+ * (and the emulated AMX one), the scalar reference, kernel selection, the
+ * validating public entry cllm_gemm_bf16 and the packers' test entry. */
 #include <stdlib.h>
 #include <string.h>
 #include "runtime/internal.h"
@@ -26,6 +26,7 @@ int cllm_bf16_kernel_usable(int kernel) {
     case CLLM_BF16_KERNEL_SCALAR: return 1;
     case CLLM_BF16_KERNEL_AVX512: return f->avx512_bf16;
     case CLLM_BF16_KERNEL_AMX: return f->amx_bf16;
+    case CLLM_BF16_KERNEL_AMX_EMUL: return 1;
     default: return 0;
     }
 }
@@ -75,6 +76,7 @@ static int bgemm_block(int n, int cap, int q) {
 
 static const bgemm_kernel *kernel_desc(int kernel) {
     if (kernel == CLLM_BF16_KERNEL_AMX) return &bgemm_kernel_amx;
+    if (kernel == CLLM_BF16_KERNEL_AMX_EMUL) return &bgemm_kernel_amx_emul;
     if (kernel == CLLM_BF16_KERNEL_AVX512) return &bgemm_kernel_avx512;
     return NULL;
 }
@@ -131,7 +133,7 @@ CLLM_EXPORT int cllm_gemm_bf16(int kernel, int trans_a, int trans_b, int M, int 
                                const void *A, int a_dtype, int lda, const void *B, int b_dtype, int ldb,
                                float beta, float *C, int ldc, const float *bias) {
     if (kernel == CLLM_BF16_KERNEL_AUTO) kernel = cllm_bf16_kernel_best(cllm_isa_current());
-    if (kernel < CLLM_BF16_KERNEL_SCALAR || kernel > CLLM_BF16_KERNEL_AMX)
+    if (kernel < CLLM_BF16_KERNEL_SCALAR || kernel > CLLM_BF16_KERNEL_AMX_EMUL)
         return cllm_fail(CLLM_ERR_INVALID, "gemm_bf16: unknown kernel %d", kernel);
     if (!cllm_bf16_kernel_usable(kernel))
         return cllm_fail(CLLM_ERR_UNSUPPORTED, "gemm_bf16: the %s kernel is not usable on this CPU",
@@ -145,5 +147,31 @@ CLLM_EXPORT int cllm_gemm_bf16(int kernel, int trans_a, int trans_b, int M, int 
     if (!ws) return cllm_fail(CLLM_ERR_NOMEM, "gemm_bf16: cannot allocate workspace");
     cllm_bgemm(kernel, trans_a != 0, trans_b != 0, M, N, K, alpha, A, a_dtype == CLLM_DTYPE_BF16, lda, B,
                b_dtype == CLLM_DTYPE_BF16, ldb, beta, C, ldc, bias, ws);
+    return CLLM_OK;
+}
+
+/* ------------------------------------------------------ packers, for tests */
+CLLM_EXPORT int cllm_bgemm_pack(int impl, int side, int trans, const void *X, int x_dtype, int ld, int r0, int c0,
+                                int rows, int cols, int kcp, int block, uint16_t *dst) {
+    if (impl != 0 && impl != 1) return cllm_fail(CLLM_ERR_INVALID, "bgemm_pack: impl must be 0 or 1, not %d", impl);
+    if (side != 0 && side != 1) return cllm_fail(CLLM_ERR_INVALID, "bgemm_pack: side must be 0 or 1, not %d", side);
+    if (x_dtype != CLLM_DTYPE_F32 && x_dtype != CLLM_DTYPE_BF16)
+        return cllm_fail(CLLM_ERR_INVALID, "bgemm_pack: dtype must be CLLM_DTYPE_F32 or CLLM_DTYPE_BF16");
+    if (!X || !dst) return cllm_fail(CLLM_ERR_INVALID, "bgemm_pack: NULL source or destination");
+    if (rows < 1 || cols < 1 || r0 < 0 || c0 < 0)
+        return cllm_fail(CLLM_ERR_INVALID, "bgemm_pack: empty block or negative origin");
+    if (ld < (trans ? r0 + rows : c0 + cols))
+        return cllm_fail(CLLM_ERR_INVALID, "bgemm_pack: leading dimension %d too small for the block", ld);
+    int kc = side == 0 ? cols : rows;
+    if (kcp < kc || kcp % 2) return cllm_fail(CLLM_ERR_INVALID, "bgemm_pack: kcp %d must be even and >= %d", kcp, kc);
+    if (block < 1 || block > 64 || (side == 1 && block % 16))
+        return cllm_fail(CLLM_ERR_INVALID, "bgemm_pack: block %d not in 1..64 (a multiple of 16 for B)", block);
+    if (impl == 1 && !cllm_cpu_features_get()->avx512)
+        return cllm_fail(CLLM_ERR_UNSUPPORTED, "bgemm_pack: the AVX-512 packers need AVX-512 on this CPU");
+    int xb = x_dtype == CLLM_DTYPE_BF16, tr = trans != 0;
+    if (side == 0)
+        (impl ? bgemm_pack_a_avx512 : bgemm_pack_a_portable)(tr, X, xb, ld, r0, c0, rows, cols, kcp, dst, block);
+    else
+        (impl ? bgemm_pack_b_avx512 : bgemm_pack_b_portable)(tr, X, xb, ld, r0, c0, rows, cols, kcp, dst, block);
     return CLLM_OK;
 }

@@ -45,6 +45,7 @@ typedef struct {
 
 extern const bgemm_kernel bgemm_kernel_avx512;   /* gemm_bf16_avx512.c */
 extern const bgemm_kernel bgemm_kernel_amx;      /* gemm_amx.c         */
+extern const bgemm_kernel bgemm_kernel_amx_emul; /* gemm_amx_emul.c    */
 
 /* AVX-512 packers shared by both kernels (gemm_bf16_avx512.c) */
 void bgemm_pack_a_avx512(int ta, const void *A, int a_bf16, int lda, int i0, int p0, int mc, int kc,
@@ -55,4 +56,13 @@ void bgemm_pack_b_avx512(int tb, const void *B, int b_bf16, int ldb, int p0, int
  * row-major tile with row stride ldt floats (AVX-512 epilogue) */
 void bgemm_store_tile_avx512(const float *acc, int ldt, float *C, int ldc, int mr, int nr, float alpha,
                              float cs, const float *bias);
+
+/* Portable equivalents of the three above (gemm_bf16_pack.c): the same
+ * packed bytes and the same epilogue arithmetic, on any CPU. */
+void bgemm_pack_a_portable(int ta, const void *A, int a_bf16, int lda, int i0, int p0, int mc, int kc,
+                           int kcp, uint16_t *dst, int MR);
+void bgemm_pack_b_portable(int tb, const void *B, int b_bf16, int ldb, int p0, int j0, int kc, int nc,
+                           int kcp, uint16_t *dst, int NR);
+void bgemm_store_tile_portable(const float *acc, int ldt, float *C, int ldc, int mr, int nr, float alpha,
+                               float cs, const float *bias);
 #endif
