@@ -30,10 +30,18 @@ tests check the kernel's indexing and arithmetic on hosts without AMX:
   for byte against the AVX-512 packers the real kernel uses where AVX-512
   runs (skipped, saying so, elsewhere).
 
-Where real AMX is usable, the same GEMM tests run the real kernel as well.
+The tile model itself (data movement on ragged tile shapes, TDPBF16PS on a
+hand-checked product, every configuration and operand check that faults on
+the hardware) has a C driver, tests/c/test_amx_model.c, run here plain and
+under ASan + UBSan. Where real AMX is usable, the same GEMM tests run the
+real kernel as well.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -42,6 +50,7 @@ import pytest
 from cllm._cllm import ffi, lib
 from test_bf16 import FEAT, _operand, bf16_to_f32, gemm_bf16, ref_bf16
 
+ROOT = Path(__file__).resolve().parent.parent
 EMUL = lib.CLLM_BF16_KERNEL_AMX_EMUL
 _A2, _A5 = ffi.new("int *"), ffi.new("int *")
 lib.cllm_cpu_detect(_A2, _A5)
@@ -316,3 +325,24 @@ def test_pack_rejects_bad_arguments() -> None:
         assert ffi.string(lib.cllm_last_error()).startswith(b"bgemm_pack: ")
     if not HAS_AVX512:
         assert lib.cllm_bgemm_pack(1, 0, 0, p, 0, 4, 0, 0, 4, 4, 4, 4, d) == lib.CLLM_ERR_UNSUPPORTED
+
+
+# --------------------------------------------------------- the tile model in C
+@pytest.mark.parametrize("flags", [["-O2"], ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer"]],
+                         ids=["plain", "asan_ubsan"])
+def test_tile_model_c_driver(tmp_path: Path, flags: List[str]) -> None:
+    cc = os.environ.get("CC", "gcc")
+    if shutil.which(cc) is None:
+        pytest.skip(f"no C compiler {cc!r} on PATH to build tests/c/test_amx_model.c")
+    exe = tmp_path / "test_amx_model"
+    build = subprocess.run([cc, "-std=gnu11", "-Wall", "-Wextra", "-Werror", *flags, "-I", str(ROOT / "csrc"),
+                            str(ROOT / "tests" / "c" / "test_amx_model.c"), str(ROOT / "csrc" / "gemm" / "amx_model.c"),
+                            "-lm", "-o", str(exe)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-4000:]
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # the driver links its own sanitizers
+    env["ASAN_OPTIONS"] = "detect_leaks=1:halt_on_error=1"
+    env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300, env=env)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0 and "OK: 0 failure(s)" in run.stdout, out[-4000:]
+    assert "runtime error" not in out and "AddressSanitizer" not in out

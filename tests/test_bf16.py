@@ -2,7 +2,8 @@
 
 Conversion is checked bit-exactly against an independent numpy
 round-to-nearest-even (plus NaN, Inf, overflow, denormal and tie cases), on
-every ISA the CPU has. The GEMM kernels (AVX512-BF16, AMX-BF16) are checked
+every ISA the CPU has. The GEMM kernels (AVX512-BF16, AMX-BF16 and its
+emulated build, which runs on any CPU) are checked
 against the scalar reference kernel on ragged shapes (odd K, M/N not
 multiples of the register block, several cache blocks, every transpose,
 FP32 or BF16 operands, alpha/beta/bias): both multiply the same BF16-rounded
@@ -37,6 +38,8 @@ KERNELS = [
         not FEAT["avx512_bf16"], reason="CPU lacks AVX512_BF16 (vdpbf16ps)")),
     pytest.param(lib.CLLM_BF16_KERNEL_AMX, id="amx_bf16", marks=pytest.mark.skipif(
         not FEAT["amx_bf16"], reason="AMX-BF16 not usable here (CPU, XCR0 tile state or OS permission)")),
+    # the AMX kernel's source on the tile model (any CPU; tests/test_amx.py)
+    pytest.param(lib.CLLM_BF16_KERNEL_AMX_EMUL, id="amx_emul"),
 ]
 
 
