@@ -335,11 +335,12 @@ def test_tile_model_c_driver(tmp_path: Path, flags: List[str]) -> None:
     if shutil.which(cc) is None:
         pytest.skip(f"no C compiler {cc!r} on PATH to build tests/c/test_amx_model.c")
     exe = tmp_path / "test_amx_model"
+    # the driver links its own sanitizers: none preloaded (tests/sanitize.sh) into the compiler or the driver
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     build = subprocess.run([cc, "-std=gnu11", "-Wall", "-Wextra", "-Werror", *flags, "-I", str(ROOT / "csrc"),
                             str(ROOT / "tests" / "c" / "test_amx_model.c"), str(ROOT / "csrc" / "gemm" / "amx_model.c"),
-                            "-lm", "-o", str(exe)], capture_output=True, text=True, timeout=300)
+                            "-lm", "-o", str(exe)], capture_output=True, text=True, timeout=300, env=env)
     assert build.returncode == 0, build.stderr[-4000:]
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # the driver links its own sanitizers
     env["ASAN_OPTIONS"] = "detect_leaks=1:halt_on_error=1"
     env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300, env=env)
