@@ -42,7 +42,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -283,29 +283,31 @@ def _pack_source(rng: np.random.Generator, side: int, trans: int, rows: int, col
     return X, r0, c0
 
 
-@pytest.mark.parametrize("bf16", [False, True], ids=["f32", "bf16"])
-@pytest.mark.parametrize("trans", [0, 1])
-@pytest.mark.parametrize("side,rows,cols,kcp,block", PACK_CASES)
+def _over_pack_cases(fn: Callable[..., None]) -> Callable[..., None]:
+    """Parametrize a packer test over PACK_CASES x transposes x source dtypes."""
+    for mark in (pytest.mark.parametrize("side,rows,cols,kcp,block", PACK_CASES),
+                 pytest.mark.parametrize("trans", [0, 1]),
+                 pytest.mark.parametrize("bf16", [False, True], ids=["f32", "bf16"])):
+        fn = mark(fn)
+    return fn
+
+
+@_over_pack_cases
 def test_portable_packers_give_the_documented_layout(bf16: bool, trans: int, side: int, rows: int, cols: int,
                                                      kcp: int, block: int) -> None:
-    rng = np.random.default_rng(rows * 17 + cols + kcp + side)
-    X, r0, c0 = _pack_source(rng, side, trans, rows, cols, bf16)
-    got = pack(0, side, trans, X, r0, c0, rows, cols, kcp, block)
-    np.testing.assert_array_equal(got, expected_panel(side, trans, X, r0, c0, rows, cols, kcp, block))
+    X, r0, c0 = _pack_source(np.random.default_rng(rows * 17 + cols + kcp + side), side, trans, rows, cols, bf16)
+    np.testing.assert_array_equal(pack(0, side, trans, X, r0, c0, rows, cols, kcp, block),
+                                  expected_panel(side, trans, X, r0, c0, rows, cols, kcp, block))
 
 
 @pytest.mark.skipif(not HAS_AVX512, reason="no AVX-512 on this CPU: the AVX-512 packers cannot run here "
                                             "(the portable ones are checked against the layout above)")
-@pytest.mark.parametrize("bf16", [False, True], ids=["f32", "bf16"])
-@pytest.mark.parametrize("trans", [0, 1])
-@pytest.mark.parametrize("side,rows,cols,kcp,block", PACK_CASES)
+@_over_pack_cases
 def test_portable_packers_match_avx512_byte_for_byte(bf16: bool, trans: int, side: int, rows: int, cols: int,
                                                      kcp: int, block: int) -> None:
-    rng = np.random.default_rng(rows * 13 + cols + kcp + side)
-    X, r0, c0 = _pack_source(rng, side, trans, rows, cols, bf16)
-    portable = pack(0, side, trans, X, r0, c0, rows, cols, kcp, block)
-    avx512 = pack(1, side, trans, X, r0, c0, rows, cols, kcp, block)
-    np.testing.assert_array_equal(portable, avx512)
+    X, r0, c0 = _pack_source(np.random.default_rng(rows * 13 + cols + kcp + side), side, trans, rows, cols, bf16)
+    np.testing.assert_array_equal(pack(0, side, trans, X, r0, c0, rows, cols, kcp, block),
+                                  pack(1, side, trans, X, r0, c0, rows, cols, kcp, block))
 
 
 def test_pack_rejects_bad_arguments() -> None:

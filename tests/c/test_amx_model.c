@@ -110,29 +110,18 @@ static void f_tile_off(void) {
 }
 static void f_bad_reg(void) { amx_model_cfg c = cfg_all(16, 64); amx_model_load_config(&c); amx_model_zero(8); }
 static void f_same_reg(void) { amx_model_cfg c = cfg_all(16, 64); amx_model_load_config(&c); amx_model_dpbf16ps(0, 0, 1); }
-static void f_m(void) {
+/* tdpbf16ps tmm0, tmm1, tmm2 with every tile 16 x 64 but tile t rows x colsb */
+static void dp_with_tile(int t, int rows, int colsb) {
     amx_model_cfg c = cfg_all(16, 64);
-    c.rows[1] = 8;
+    c.rows[t] = (uint8_t)rows;
+    c.colsb[t] = (uint16_t)colsb;
     amx_model_load_config(&c);
     amx_model_dpbf16ps(0, 1, 2);
 }
-static void f_n(void) {
-    amx_model_cfg c = cfg_all(16, 64);
-    c.colsb[2] = 32;
-    amx_model_load_config(&c);
-    amx_model_dpbf16ps(0, 1, 2);
-}
-static void f_k(void) {
-    amx_model_cfg c = cfg_all(16, 64);
-    c.colsb[1] = 32;
-    amx_model_load_config(&c);
-    amx_model_dpbf16ps(0, 1, 2);
-}
-static void f_mult4(void) {
-    amx_model_cfg c = cfg_all(16, 62);
-    amx_model_load_config(&c);
-    amx_model_dpbf16ps(0, 1, 2);
-}
+static void f_m(void) { dp_with_tile(1, 8, 64); }
+static void f_n(void) { dp_with_tile(2, 16, 32); }
+static void f_k(void) { dp_with_tile(1, 16, 32); }
+static void f_mult4(void) { dp_with_tile(0, 16, 62); }
 
 static void expect_fault(const char *name, fault_fn fn, const char *expect) {
     int pipefd[2];
@@ -162,18 +151,26 @@ static void expect_fault(const char *name, fault_fn fn, const char *expect) {
 int main(void) {
     test_load_store_ragged();
     test_dpbf16ps_small();
-    expect_fault("palette", f_palette, "palette other than 1");
-    expect_fault("rows", f_rows, "more than 16 rows");
-    expect_fault("colsb", f_colsb, "more than 64 bytes per row");
-    expect_fault("half", f_half, "rows or colsb zero, not both");
-    expect_fault("unconfigured", f_unconfigured, "tiles not configured");
-    expect_fault("tile_off", f_tile_off, "tile not configured (0 rows)");
-    expect_fault("bad_reg", f_bad_reg, "no such tile register");
-    expect_fault("same_reg", f_same_reg, "registers must differ");
-    expect_fault("m", f_m, "rows of A differ from rows of C");
-    expect_fault("n", f_n, "bytes per row of B differ from C's");
-    expect_fault("k", f_k, "rows of B differ from the pairs per row of A");
-    expect_fault("mult4", f_mult4, "not a multiple of 4");
+    static const struct {
+        const char *name;
+        fault_fn fn;
+        const char *expect;
+    } faults[] = {
+        {"palette", f_palette, "palette other than 1"},
+        {"rows", f_rows, "more than 16 rows"},
+        {"colsb", f_colsb, "more than 64 bytes per row"},
+        {"half", f_half, "rows or colsb zero, not both"},
+        {"unconfigured", f_unconfigured, "tiles not configured"},
+        {"tile_off", f_tile_off, "tile not configured (0 rows)"},
+        {"bad_reg", f_bad_reg, "no such tile register"},
+        {"same_reg", f_same_reg, "registers must differ"},
+        {"m", f_m, "rows of A differ from rows of C"},
+        {"n", f_n, "bytes per row of B differ from C's"},
+        {"k", f_k, "rows of B differ from the pairs per row of A"},
+        {"mult4", f_mult4, "not a multiple of 4"},
+    };
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++)
+        expect_fault(faults[i].name, faults[i].fn, faults[i].expect);
     printf("OK: %d failure(s)\n", g_fail);
     return g_fail != 0;
 }
