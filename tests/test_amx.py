@@ -23,9 +23,11 @@ tests check the kernel's indexing and arithmetic on hosts without AMX:
   chain, 1 for even + odd, one per K step of 32 and 2 per K block), so
   each differs from the exact value by at most gamma_n * S, with
   gamma_n = n u / (1 - n u), u = 2^-24 and S = |alpha| sum |a_k b_k| +
-  |bias| + |beta C|: |C - ref| <= 2 gamma_n S. This bound holds for any
-  summation order, so it is also the test of the real kernel, whose
-  hardware order Intel does not promise beyond the pseudocode;
+  |bias| + |beta C|: |C - ref| <= 2 gamma_n S. Any order of the products
+  inside a K block keeps every term's path under K + 20 roundings for the
+  at most three K blocks here, so the bound is also the test of the real
+  kernel, whose hardware order Intel does not promise beyond the
+  pseudocode;
 * the portable packers against the packed layout built in numpy, and byte
   for byte against the AVX-512 packers the real kernel uses where AVX-512
   runs (skipped, saying so, elsewhere).
