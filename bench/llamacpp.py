@@ -34,6 +34,7 @@ mean KV cache, fp32 for cllm, fp16 for llama.cpp).
 """
 from __future__ import annotations
 
+import abc
 import os
 import random
 import sys
@@ -68,7 +69,42 @@ def side_bytes(cfg: Dict[str, int], side: str, tokens: int) -> float:
 
 
 # ----------------------------------------------------------------- workers
-class CllmSide:
+class Side(abc.ABC):
+    """One engine: :meth:`prefill` runs the prompt from an empty cache, :meth:`start`
+    empties the cache and runs one token, :meth:`step` one more token."""
+
+    prompt: List[int]
+    gen: List[int]
+
+    @abc.abstractmethod
+    def prefill(self) -> None:
+        """Run the whole prompt as one batch, from an empty cache."""
+
+    @abc.abstractmethod
+    def start(self, token: int) -> None:
+        """Empty the cache and run ``token``."""
+
+    @abc.abstractmethod
+    def step(self, token: int) -> None:
+        """Run one more token (its logits computed)."""
+
+    def run(self, n: int, mode: str) -> Dict[str, float]:
+        """``n`` reps of pp (the prompt) or tg (the generation's tokens after the first), in seconds."""
+        total = 0.0
+        for _ in range(n):
+            if mode == "pp":
+                t0 = time.perf_counter()
+                self.prefill()
+            else:
+                self.start(self.gen[0])
+                t0 = time.perf_counter()
+                for t in self.gen[1:]:
+                    self.step(t)
+            total += time.perf_counter() - t0
+        return {"seconds": total}
+
+
+class CllmSide(Side):
     """cllm.load(dir, dtype=...) and its decoder."""
 
     def __init__(self, spec: Dict[str, Any]) -> None:
@@ -86,23 +122,17 @@ class CllmSide:
         self.run(1, "pp")
         self.run(1, "tg")
 
-    def run(self, n: int, mode: str) -> Dict[str, float]:
-        total = 0.0
-        for _ in range(n):
-            if mode == "pp":
-                t0 = time.perf_counter()
-                self.dec.feed(self.prompt)
-                total += time.perf_counter() - t0
-            else:
-                self.dec.feed(self.gen[:1])
-                t0 = time.perf_counter()
-                for t in self.gen[1:]:
-                    self.dec.step(t, self.out)
-                total += time.perf_counter() - t0
-        return {"seconds": total}
+    def prefill(self) -> None:
+        self.dec.feed(self.prompt)
+
+    def start(self, token: int) -> None:
+        self.dec.feed([token])
+
+    def step(self, token: int) -> None:
+        self.dec.step(token, self.out)
 
 
-class LlamaSide:
+class LlamaSide(Side):
     """llama_cpp.Llama on a GGUF export."""
 
     def __init__(self, spec: Dict[str, Any]) -> None:
@@ -118,21 +148,16 @@ class LlamaSide:
         self.run(1, "pp")
         self.run(1, "tg")
 
-    def run(self, n: int, mode: str) -> Dict[str, float]:
-        total = 0.0
-        for _ in range(n):
-            self.llm.reset()
-            if mode == "pp":
-                t0 = time.perf_counter()
-                self.llm.eval(self.prompt)
-                total += time.perf_counter() - t0
-            else:
-                self.llm.eval(self.gen[:1])
-                t0 = time.perf_counter()
-                for t in self.gen[1:]:
-                    self.llm.eval([t])
-                total += time.perf_counter() - t0
-        return {"seconds": total}
+    def prefill(self) -> None:
+        self.llm.reset()
+        self.llm.eval(self.prompt)
+
+    def start(self, token: int) -> None:
+        self.llm.reset()
+        self.llm.eval([token])
+
+    def step(self, token: int) -> None:
+        self.llm.eval([token])
 
 
 def build(spec: Dict[str, Any]) -> Any:
