@@ -31,6 +31,7 @@ SNIPPETS = [
     "s = '日本語のテキスト、中文文本' + \"한국어\"  # Ελληνικά русский 🙂🚀\n",
     "if a:\n\t\tb = [1,2 ,3]\r\n   \n\u00a0 nbsp\u2003em\u3000ideo   \n\n\n",
     "<fim_prefix>def add(a, b):\n    <fim_suffix>\n    return c<fim_middle>c = a + b<|endoftext|>",
+    "# DON'T PANIC: IT'S fine, isn't it? we'LL see\n",
     "    } else {\n        fprintf(stderr, \"%s: %d\\n\", argv[0], errno);\n    }\n",
 ]
 
@@ -127,7 +128,7 @@ def test_reduced_dtypes(ckpts, exports, dtype, qtype, rtol):
 def test_metadata(ckpts, exports):
     tok = cllm.load(ckpts["gpt2"], threads=1).tokenizer
     f = _fields(gguf.GGUFReader(exports["q8_0"]))
-    assert f["general.architecture"] == "gpt2"
+    assert f["general.architecture"] == "gpt2" and f["general.name"] == "ck-gpt2"
     assert f["gpt2.context_length"] == CFG.context_len
     assert f["gpt2.embedding_length"] == CFG.embed_dim
     assert f["gpt2.block_count"] == CFG.num_layers

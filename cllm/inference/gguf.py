@@ -132,9 +132,9 @@ def _pre_tokenizer(tok: Tokenizer) -> str:
     return pre
 
 
-def _add_metadata(w: Any, ck: Checkpoint, ftype: Any, gguf: Any) -> None:
+def _add_metadata(w: Any, ck: Checkpoint, name: str, ftype: Any, gguf: Any) -> None:
     cfg, tok = ck.config, ck.tokenizer
-    w.add_name(os.path.basename(os.path.normpath(ck.path)) or "cllm")
+    w.add_name(name)
     w.add_context_length(cfg.context_len)
     w.add_embedding_length(cfg.embed_dim)
     w.add_block_count(cfg.num_layers)
@@ -254,13 +254,16 @@ def export(checkpoint: Union[str, "os.PathLike[str]", Checkpoint], path: Union[s
         raise ConfigError(f"{parent}: no such directory for the GGUF file")
     gguf = _gguf()
     ck = open_checkpoint(checkpoint)
+    # the name the user gave (a run directory), not the checkpoint-STEP it resolves to
+    name = os.path.basename(os.path.normpath(ck.path if isinstance(checkpoint, Checkpoint) else
+                                             os.fspath(checkpoint))) or "cllm"
     qtype, ftype = _ftypes(gguf)[dtype]
     _pre_tokenizer(ck.tokenizer)            # refuse before reading the weights
     tensors = _checkpoint_tensors(ck)
     with _publish(path, overwrite) as tmp:
         w = gguf.GGUFWriter(tmp, "gpt2")
         try:
-            _add_metadata(w, ck, ftype, gguf)
+            _add_metadata(w, ck, name, ftype, gguf)
             for name, a in gguf_tensors(ck, tensors):
                 data, t = _encode(name, a, qtype, gguf)
                 w.add_tensor(name, data, raw_dtype=t)
