@@ -255,10 +255,12 @@ PROMPTS = ["def fibonacci(n):\n    if n < 2:\n        return n\n", "import os\ni
 
 
 def test_llama_cpp_logits_match_fp32(ckpts, exports):
-    """The f32 export's logits in llama.cpp equal cllm FP32's. llama.cpp's CPU
-    GELU looks its input up in an FP16 table (ggml's GGML_GELU_FP16), an error
-    of up to ~5e-4 relative in the MLP activations, so the bound is on the error
-    relative to the logits' spread: 1e-4 of it."""
+    """The f32 export's logits in llama.cpp equal cllm FP32's up to llama.cpp's
+    own rounding. Its CPU GELU reads a table of FP16 values at the input
+    rounded to FP16 (ggml's GGML_GELU_FP16): up to ~5e-4 relative error in each
+    MLP activation, which moves these logits (spread ~6) by up to ~1.5e-3, while
+    cllm matches a float64 reference to ~2e-6. So the bound is 5e-4 of the
+    logits' spread (max - min), with the same argmax at every position."""
     llm = _llama(exports["f32"])
     model = cllm.Model.load(ckpts["gpt2"], threads=1, seq_len=CFG.context_len)
     for p in PROMPTS:
@@ -268,7 +270,7 @@ def test_llama_cpp_logits_match_fp32(ckpts, exports):
         assert got.shape == want.shape
         spread = float(want.max() - want.min())
         err = float(np.abs(got - want).max())
-        assert err <= 1e-4 * spread, (p, err, spread)
+        assert err <= 5e-4 * spread, (p, err, spread)
         assert (got.argmax(-1) == want.argmax(-1)).all()
 
 
