@@ -217,6 +217,23 @@ def test_cli_export_and_one_line_errors(ckpts, tmp_path):
         assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_cli_dtypes_are_the_exports():
+    from cllm.cli.main import build_parser
+    from cllm.inference.gguf import GGUF_DTYPES
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    export = sub.choices["export"]
+    assert tuple(next(a for a in export._actions if a.dest == "dtype").choices) == GGUF_DTYPES
+
+
+def test_cli_tokenize_pretokenizer(code_corpus, tmp_path):
+    for pre in ("gpt2", "cllm"):
+        out = tmp_path / f"{pre}.json"
+        r = subprocess.run([sys.executable, "-m", "cllm", "tokenize", code_corpus, "--vocab-size", "300", "-q",
+                            "--no-stats", "--pretokenizer", pre, "--out", str(out)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert Tokenizer.load(str(out)).pretokenizer == pre
+
+
 def test_pretokenizer_option(code_corpus):
     from cllm.training.options import TrainOptions
     with pytest.raises(ConfigError, match="pretokenizer"):
