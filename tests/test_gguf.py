@@ -299,6 +299,14 @@ def test_llama_cpp_tokenizes_like_cllm(ckpts, exports):
         assert llm.detokenize(tok.encode(s), special=True) == s.encode("utf-8"), s
 
 
+def test_llama_cpp_tokenizes_source_files_like_cllm(ckpts, exports, code_corpus):
+    llm = _llama(exports["f32"])
+    tok = cllm.load(ckpts["gpt2"], threads=1).tokenizer
+    for name in sorted(os.listdir(code_corpus)):
+        data = open(os.path.join(code_corpus, name), "rb").read()
+        assert llm.tokenize(data, add_bos=False, special=True) == tok.encode(data), name
+
+
 def test_llama_cpp_q8_0_greedy_close(ckpts, exports):
     """The q8_0 export loads, and its greedy continuation (16 tokens after each
     prompt) is close to cllm FP32's: at every step the token llama.cpp picks is
