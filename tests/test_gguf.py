@@ -291,6 +291,16 @@ def test_llama_cpp_logits_match_fp32(ckpts, exports):
         assert (got.argmax(-1) == want.argmax(-1)).all()
 
 
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+def test_llama_cpp_runs_half_precision_exports(ckpts, exports, dtype):
+    """f16 and bf16 exports load too; their logits stay within 2% of the spread of cllm FP32's."""
+    llm = _llama(exports[dtype])
+    model = cllm.Model.load(ckpts["gpt2"], threads=1, seq_len=CFG.context_len)
+    ids = model.tokenizer.encode(PROMPTS[0])
+    want = model.logits(ids)
+    assert np.abs(_llama_logits(llm, ids) - want).max() <= 0.02 * float(want.max() - want.min())
+
+
 def test_llama_cpp_tokenizes_like_cllm(ckpts, exports):
     llm = _llama(exports["f32"])
     tok = cllm.load(ckpts["gpt2"], threads=1).tokenizer
