@@ -1,7 +1,7 @@
 """Export a checkpoint to GGUF, the file format of llama.cpp, Ollama and LM Studio.
 
 :func:`export` writes architecture ``gpt2`` as llama.cpp's GPT-2 loader reads
-it (``src/models/gpt2.cpp`` in llama.cpp): the hyper-parameters under
+it: the hyper-parameters under
 ``gpt2.*``, the tensors under llama.cpp's names with its layout (the Conv1D
 matrices of a cllm / Hugging Face GPT-2 checkpoint are stored (in, out), so
 they are transposed to (out, in) rows), and no ``output.weight``: the LM head
