@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .hardware import measure_bandwidth, measure_peak, peak_kinds
     from .inference.engine import InferenceModel, quantize
     from .inference.evaluation import evaluate
+    from .inference.gguf import export
     from .model.checkpoint import Checkpoint
     from .model.gpt import Model
     from .training.loop import train
@@ -50,7 +51,7 @@ __version__ = "0.1.0"
 _LAZY = {"Model": "model.gpt", "ModelConfig": "config", "TrainOptions": "training.options",
          "Tokenizer": "data.tokenizer", "train": "training.loop", "InferenceModel": "inference.engine",
          "quantize": "inference.engine", "evaluate": "inference.evaluation", "measure_bandwidth": "hardware",
-         "measure_peak": "hardware", "peak_kinds": "hardware", "serve": "server.run"}
+         "measure_peak": "hardware", "peak_kinds": "hardware", "serve": "server.run", "export": "inference.gguf"}
 
 
 def __getattr__(name: str) -> Any:
@@ -66,7 +67,7 @@ def __dir__() -> list:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["train", "load", "serve", "quantize", "evaluate", "InferenceModel", "Model", "Tokenizer", "ModelConfig",
+__all__ = ["train", "load", "serve", "quantize", "export", "evaluate", "InferenceModel", "Model", "Tokenizer", "ModelConfig",
            "TrainOptions", "set_isa", "cache_sizes", "gemm_blocking", "get_isa", "cpu_info", "measure_peak",
            "measure_bandwidth", "peak_kinds", "CllmError", "ConfigError", "ConfigTypeError", "CllmMemoryError",
            "NumericError", "DivergenceError", "StateError", "UnsupportedError", "CheckpointError", "CorpusError",

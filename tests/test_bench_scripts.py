@@ -217,3 +217,13 @@ def test_typing_cache_table() -> None:
         spm, psm = row(out, "1", window, "SPM"), row(out, "1", window, "PSM")
         assert number(spm[4]) < number(psm[4]), (spm, psm)   # SPM reruns fewer tokens per keystroke
         assert spm[5].endswith(" ms") and psm[6].endswith(" ms")
+
+
+def test_llamacpp_table() -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the bench extra builds it)")
+    out = run_script("llamacpp.py", "--models", "tiny", "--threads", "1", "--reps", "1", "--prompt-tokens", "32",
+                     "--gen-tokens", "8", "--peak-seconds", "0.05")
+    for side in ("cllm-fp32", "cllm-int8", "llama-f32", "llama-q8_0"):
+        r = row(out, "TINY", "1", side)
+        assert number(r[3]) > 0 and r[4].endswith("%") and number(r[5]) > 0 and number(r[8]) > 0, r
+    assert "fma_avx" in out and "CPU:" in out

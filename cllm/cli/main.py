@@ -1,4 +1,4 @@
-"""The ``cllm`` command: ``train``, ``generate``, ``quantize``, ``eval``, ``tokenize`` and ``info``."""
+"""The ``cllm`` command: ``train``, ``generate``, ``quantize``, ``export``, ``eval``, ``tokenize`` and ``info``."""
 from __future__ import annotations
 
 import argparse
@@ -216,6 +216,33 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    _add_command(sub, "export", cmd_export, "write a GGUF file for llama.cpp, Ollama and LM Studio",
+                "Export CHECKPOINT's model to a GGUF file (architecture gpt2, llama.cpp's tensor names and "
+                "layout, the tokenizer with its merges and FIM tokens) and an Ollama Modelfile beside it "
+                "(model.gguf -> model.Modelfile). Needs the gguf extra: pip install \"cllm[gguf]\". The "
+                "tokenizer must use GPT-2's pre-tokenizer (train with --pretokenizer gpt2): llama.cpp does not "
+                "implement cllm's code-aware one. Guide: docs/gguf.md.",
+                [_arg("checkpoint", help="full-precision checkpoint directory"),
+                 _arg("-o", "--output", required=True, metavar="FILE", help="the GGUF file to write"),
+                 _arg("--dtype", choices=("f32", "f16", "bf16", "q8_0"), default="f16",
+                     help="storage of the matrices and token embedding (norms, biases and position embeddings "
+                          "stay f32; default: %(default)s)"),
+                 _arg("--no-modelfile", dest="modelfile", action="store_false",
+                     help="do not write the Ollama Modelfile"),
+                 _arg("--force", action="store_true", help="replace existing output files")])
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    """Run ``cllm export``."""
+    from ..inference.gguf import export
+    t0 = time.perf_counter()
+    out = export(a.checkpoint, a.output, dtype=a.dtype, overwrite=a.force, modelfile=a.modelfile)
+    extra = f" and {os.path.splitext(out)[0]}.Modelfile" if a.modelfile else ""
+    print(f"wrote {a.dtype} GGUF {os.path.abspath(out)}{extra} in {time.perf_counter() - t0:.2f}s")
+    return 0
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     _add_command(sub, "eval", cmd_eval, "loss and bits/byte of a checkpoint on text files",
                 "Loss (nats/token) and bits per byte of CHECKPOINT on the text files under PATH, with the "
@@ -354,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_generate(sub)
     _add_quantize(sub)
+    _add_export(sub)
     _add_eval(sub)
     _add_serve(sub)
     try:

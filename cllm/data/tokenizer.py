@@ -109,6 +109,15 @@ def _pretokenizer_mode(pre: object) -> str:
     raise ValueError(f"unsupported pre_tokenizer {str(pre)[:200]}; cllm reads a {SUPPORTED_TOKENIZERS}")
 
 
+#: the pre-tokenizers a tokenizer can be trained with: cllm's code-aware splitter and GPT-2's regex
+PRETOKENIZERS = ("cllm", "gpt2")
+
+
+def gpt2_pre_tokenizer_json() -> dict:
+    """The ``pre_tokenizer`` section of GPT-2's own tokenizer.json (GPT-2's regex)."""
+    return {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+
+
 def pre_tokenizer_json() -> dict:
     """The ``pre_tokenizer`` section of tokenizer.json (matches the C splitter)."""
     return {"type": "Sequence", "pretokenizers": [
@@ -187,7 +196,7 @@ class Tokenizer:
     def train(cls, paths: Union[TextSource, Iterable[TextSource]] = (), vocab_size: int = DEFAULT_VOCAB_SIZE,
               min_frequency: int = 2, special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS,
               progress: bool = True, exts: Optional[Sequence[str]] = None, *,
-              texts: Union[str, bytes, Iterable[Union[str, bytes]]] = ()) -> "Tokenizer":
+              texts: Union[str, bytes, Iterable[Union[str, bytes]]] = (), pretokenizer: str = "cllm") -> "Tokenizer":
         """Train a byte-level BPE on files and directories (``paths``) and/or text (``texts``).
 
         What an item means is decided by its type, never by guessing: in
@@ -199,8 +208,12 @@ class Tokenizer:
         the 256 bytes and the special tokens; training stops early when no
         pair occurs ``min_frequency`` times. ``special_tokens`` default to
         ``<|endoftext|>`` and the fill-in-the-middle tokens
-        (:data:`DEFAULT_SPECIAL_TOKENS`). Raises :class:`~cllm.ConfigError`
-        (a ``ValueError``) for a bad size or an empty corpus.
+        (:data:`DEFAULT_SPECIAL_TOKENS`). ``pretokenizer`` splits the text
+        before the merges, in training and in every later encode: ``"cllm"``
+        (the code-aware splitter, :data:`PRETOKENIZER_REGEX`) or ``"gpt2"``
+        (GPT-2's regex, which llama.cpp also implements, so such a model can be
+        exported to GGUF). Raises :class:`~cllm.ConfigError` (a ``ValueError``)
+        for a bad size, pre-tokenizer or an empty corpus.
         """
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
             raise ConfigTypeError(f"vocab_size must be an integer, got {type(vocab_size).__name__} {vocab_size!r}")
@@ -215,17 +228,24 @@ class Tokenizer:
                               f"{len(special_tokens)} special tokens at least), got {vocab_size!r}")
         if min_frequency < 1:
             raise ConfigError(f"min_frequency must be >= 1, got {min_frequency}")
+        if pretokenizer not in PRETOKENIZERS:
+            raise ConfigError(f"pretokenizer must be one of {', '.join(PRETOKENIZERS)}, got {pretokenizer!r}")
         out = ffi.new("cllm_tokenizer **")
         check(lib.cllm_tokenizer_new(out))
         h = out[0]
         try:
+            if pretokenizer == "gpt2":
+                check(lib.cllm_tokenizer_set_pretokenizer(h, lib.CLLM_PRETOK_GPT2))
             nm = cls._train_into(h, _iter_sources(paths, texts, exts), vocab_size, min_frequency, special_tokens,
                                  progress, exts, base)
         except BaseException:
             lib.cllm_tokenizer_free(h)
             raise
         tok = cls(h)
-        log.info("trained BPE: %d tokens (%d merges)", len(tok), nm)
+        if pretokenizer == "gpt2":
+            tok.pretokenizer = "gpt2"
+            tok._pre_json = gpt2_pre_tokenizer_json()
+        log.info("trained BPE: %d tokens (%d merges, %s pre-tokenizer)", len(tok), nm, pretokenizer)
         return tok
 
     @staticmethod

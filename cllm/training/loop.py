@@ -207,7 +207,7 @@ def prepare_data(path: Optional[str], opts: TrainOptions, tokenizer: Any = None,
             tokenizer = Tokenizer.byte_level()
         else:
             tokenizer = Tokenizer.train([d.data for d in train_docs], vocab_size=opts.vocab_size,
-                                        progress=opts.progress)
+                                        progress=opts.progress, pretokenizer=opts.pretokenizer)
     ordered = train_docs + val_docs
     if cache_dir is not None:
         ids = dataset.load_or_build(ordered, tokenizer, cache_dir, progress=opts.progress)
