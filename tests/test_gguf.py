@@ -241,9 +241,10 @@ def test_pretokenizer_option(code_corpus):
     with pytest.raises(ConfigError, match="pretokenizer must be one of cllm, gpt2"):
         Tokenizer.train(code_corpus, vocab_size=300, progress=False, pretokenizer="bert")
     text = "def f(x):  return x+1  # it's 42\n"
-    a = Tokenizer.train(code_corpus, vocab_size=400, progress=False, pretokenizer="gpt2")
-    b = Tokenizer.train(code_corpus, vocab_size=400, progress=False)
+    a = Tokenizer.train(code_corpus, vocab_size=400, progress=False)                  # gpt2, the default
+    b = Tokenizer.train(code_corpus, vocab_size=400, progress=False, pretokenizer="cllm")
     assert (a.pretokenizer, b.pretokenizer) == ("gpt2", "cllm")
+    assert TrainOptions().pretokenizer == "gpt2"
     assert a.merges() != b.merges()
     assert Tokenizer.from_json(a.to_json()).encode(text) == a.encode(text)
     assert Tokenizer.from_json(a.to_json()).pretokenizer == "gpt2"

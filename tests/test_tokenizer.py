@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cllm.data.corpus import default_corpus_path, iter_files, load_documents
-from cllm.data.tokenizer import EOT, PRETOKENIZER_REGEX, Tokenizer
+from cllm.data.tokenizer import EOT, GPT2_REGEX, PRETOKENIZER_REGEX, Tokenizer
 
 tokenizers = pytest.importorskip("tokenizers")
 
@@ -31,8 +31,9 @@ def trained(stdlib_docs, tmp_path_factory):
     return tok, tokenizers.Tokenizer.from_file(path), path
 
 
-def hf_pieces(text: str):
-    pre = tokenizers.pre_tokenizers.Split(tokenizers.Regex(PRETOKENIZER_REGEX), behavior="isolated")
+def hf_pieces(text: str, mode: str = "cllm"):
+    regex = PRETOKENIZER_REGEX if mode == "cllm" else GPT2_REGEX
+    pre = tokenizers.pre_tokenizers.Split(tokenizers.Regex(regex), behavior="isolated")
     return [p for p, _ in pre.pre_tokenize_str(text)]
 
 
@@ -196,12 +197,13 @@ def test_byte_level_tokenizer_matches_hf(tmp_path):
         assert tok.encode(t) == hf.encode(t).ids
 
 
-def reference_train(texts, vocab_size, min_frequency):
-    """Slow reference BPE trainer (recounts every pair each merge) on HF's splits."""
+def reference_train(texts, vocab_size, min_frequency, mode="cllm"):
+    """Slow reference BPE trainer (recounts every pair each merge) on HF's splits
+    (``mode``: cllm's pre-tokenizer regex or GPT-2's)."""
     words = Counter()
     for t in texts:
         for seg in t.split(EOT):
-            for p in hf_pieces(seg):
+            for p in hf_pieces(seg, mode):
                 words[tuple(p.encode("utf-8"))] += 1
     toks = [bytes([b]) for b in range(256)] + [EOT.encode()]
     index = {t: i for i, t in enumerate(toks)}
@@ -238,13 +240,15 @@ def reference_train(texts, vocab_size, min_frequency):
     return toks, merges
 
 
+@pytest.mark.parametrize("mode", ["gpt2", "cllm"])
 @pytest.mark.parametrize("vocab,minf", [(400, 2), (700, 1), (5000, 3)])
-def test_training_matches_reference_trainer(vocab, minf):
+def test_training_matches_reference_trainer(vocab, minf, mode):
     texts = [open(os.path.join(default_corpus_path(), f), encoding="utf-8").read()
              for f in ("bisect.py", "colorsys.py")]
     texts.append("aaaaaaa aaaa<|endoftext|>aaa bbbbbb ab ab abab\n\n\n")
-    toks, merges = reference_train(texts, vocab, minf)
-    tok = Tokenizer.train(texts=texts, vocab_size=vocab, min_frequency=minf, special_tokens=[EOT], progress=False)
+    toks, merges = reference_train(texts, vocab, minf, mode)
+    tok = Tokenizer.train(texts=texts, vocab_size=vocab, min_frequency=minf, special_tokens=[EOT], progress=False,
+                          pretokenizer=mode)
     assert tok.merges() == merges
     assert [tok.token_bytes(i) for i in range(len(tok))] == toks
     if vocab == 5000:
@@ -376,12 +380,14 @@ def test_encode_is_thread_safe(trained, stdlib_docs):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.text(alphabet=st.sampled_from(list("ab c\n\t_1(é")), max_size=60), min_size=1,
                 max_size=6),
-       st.integers(min_value=257, max_value=330), st.integers(min_value=1, max_value=3))
-def test_training_matches_reference_hypothesis(texts, vocab, minf):
+       st.integers(min_value=257, max_value=330), st.integers(min_value=1, max_value=3),
+       st.sampled_from(["gpt2", "cllm"]))
+def test_training_matches_reference_hypothesis(texts, vocab, minf, mode):
     if not any(texts):
         return
-    toks, merges = reference_train(texts, vocab, minf)
-    tok = Tokenizer.train(texts=texts, vocab_size=vocab, min_frequency=minf, special_tokens=[EOT], progress=False)
+    toks, merges = reference_train(texts, vocab, minf, mode)
+    tok = Tokenizer.train(texts=texts, vocab_size=vocab, min_frequency=minf, special_tokens=[EOT], progress=False,
+                          pretokenizer=mode)
     assert tok.merges() == merges
     assert [tok.token_bytes(i) for i in range(len(tok))] == toks
     for t in texts:
@@ -426,7 +432,6 @@ def test_gpt2_pretokenizer_at_every_letter_and_number_range_edge():
     outside each end), in letter, number and punctuation context, its pieces
     are those of tokenizers' regex."""
     import unicodedata
-    from cllm.data.tokenizer import GPT2_REGEX
     pre = tokenizers.pre_tokenizers.Split(tokenizers.Regex(GPT2_REGEX), behavior="isolated")
     edges, prev = set(), None
     for cp in range(0x110000):

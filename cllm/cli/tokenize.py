@@ -14,7 +14,7 @@ import time
 from typing import List, Optional, Sequence
 
 from ..data import corpus as _corpus
-from ..data.tokenizer import DEFAULT_VOCAB_SIZE, PRETOKENIZERS, Tokenizer
+from ..data.tokenizer import DEFAULT_PRETOKENIZER, DEFAULT_VOCAB_SIZE, PRETOKENIZERS, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use an existing tokenizer.json (or a directory holding one) instead of training")
     p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE,
                    help=f"target vocabulary size (default {DEFAULT_VOCAB_SIZE})")
-    p.add_argument("--pretokenizer", choices=PRETOKENIZERS, default="cllm",
-                   help="split before merging: cllm (code-aware, the default) or gpt2 (GPT-2's regex, which "
-                        "llama.cpp implements)")
+    p.add_argument("--pretokenizer", choices=PRETOKENIZERS, default=DEFAULT_PRETOKENIZER,
+                   help="split before merging: gpt2 (GPT-2's regex, which llama.cpp implements) or cllm "
+                        "(code-aware) (default: %(default)s)")
     p.add_argument("--min-frequency", type=int, default=2,
                    help="stop merging when the best pair occurs fewer times (default 2)")
     p.add_argument("-e", "--ext", action="append", metavar="EXT",

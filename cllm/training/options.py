@@ -26,7 +26,7 @@ from ..config import C_INT_MAX
 from ..data.corpus import MAX_FILE_BYTES
 from .distributed import MODES as DISTRIBUTED_MODES
 from ..errors import ConfigError, ConfigTypeError
-from ..data.tokenizer import DEFAULT_VOCAB_SIZE, PRETOKENIZERS
+from ..data.tokenizer import DEFAULT_PRETOKENIZER, DEFAULT_VOCAB_SIZE, PRETOKENIZERS
 
 __all__ = ["TrainOptions", "option"]
 _U64_MAX = 2**64 - 1
@@ -118,9 +118,10 @@ class TrainOptions:
                                  lo=1, group="data")
     val_fraction: float = option(0.05, "share of the corpus bytes held out for validation: whole files "
                                  "chosen by a hash of their path", lo=0, hi=0.5, hi_open=True, group="data")
-    pretokenizer: str = option("cllm", "how text is split before BPE merges, for the tokenizer a run trains: "
-                               "cllm (code-aware: identifiers, digit runs, punctuation runs, indentation) or gpt2 "
-                               "(GPT-2's regex, which llama.cpp implements: needed for `cllm export` to GGUF)",
+    pretokenizer: str = option(DEFAULT_PRETOKENIZER, "how text is split before BPE merges, for the tokenizer a "
+                               "run trains: gpt2 (GPT-2's regex, which llama.cpp implements: needed for `cllm "
+                               "export` to GGUF; chosen by measurement, docs/gguf.md) or cllm (code-aware: "
+                               "identifiers, digit runs, punctuation runs, indentation)",
                                choices=PRETOKENIZERS, metavar="NAME", group="data")
     fim_rate: float = option(0.5, "share of training files turned into fill-in-the-middle examples "
                              "(prefix/suffix/middle split at two random points), so the model can complete at a "
