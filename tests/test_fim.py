@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -277,3 +278,18 @@ def test_the_infill_order_follows_what_the_model_was_trained_on(fim_run, tmp_pat
         assert m.infill_order == "psm"
         a = m.infill("def add(a, b):\n    return ", "\n", max_new_tokens=6, temperature=0)
         assert a == m.infill("def add(a, b):\n    return ", "\n", max_new_tokens=6, temperature=0, order="psm")
+
+
+def test_cllm_train_prints_the_infilling_score(tmp_path):
+    for i in range(6):
+        (tmp_path / f"m{i}.py").write_text(CODE[: 600 + 50 * i])
+    base = [sys.executable, "-m", "cllm", "train", str(tmp_path), "--max-steps", "3", "--batch-size", "2",
+            "--seq-len", "64", "--vocab-size", "300", "--embed-dim", "32", "--num-layers", "1", "--num-heads", "2",
+            "--threads", "1", "-q", "--sample-tokens", "4", "--val-fraction", "0.3"]
+    r = subprocess.run(base + ["--out", str(tmp_path / "a")], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^infilling: exact match \d+\.\d% of \d+ held-out lines, middle [\d.]+ bits/byte$",
+                     r.stdout, re.M), r.stdout
+    r = subprocess.run(base + ["--out", str(tmp_path / "b"), "--fim-eval-samples", "0"], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode == 0 and "infilling:" not in r.stdout, r.stdout + r.stderr

@@ -83,6 +83,10 @@ def cmd_train(a: argparse.Namespace) -> int:
         print(f"; val loss {s['val_loss']:.4f} ({s.get('val_bpb', float('nan')):.3f} bits/byte)")
     else:
         print()
+    if "fim_line_exact_match" in s:
+        mid = f", middle {s['fim_line_middle_bpb']:.3f} bits/byte" if "fim_line_middle_bpb" in s else ""
+        print(f"infilling: exact match {100 * s['fim_line_exact_match']:.1f}% of {int(s['fim_line_cases'])} "
+              f"held-out lines{mid}")
     if "init_val_loss" in s:
         print(f"fine-tuned from {opts.init_from}: val loss {s['init_val_loss']:.4f} before training")
     if a.verbose:
