@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cllm
 import cllm.inference.evaluation
@@ -293,3 +295,18 @@ def test_cllm_train_prints_the_infilling_score(tmp_path):
     r = subprocess.run(base + ["--out", str(tmp_path / "b"), "--fim-eval-samples", "0"], capture_output=True,
                        text=True, cwd=REPO)
     assert r.returncode == 0 and "infilling:" not in r.stdout, r.stdout + r.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 3000), st.integers(0, 3000), st.integers(0, 3000), st.integers(1, 2048))
+def test_infill_cuts_fit_the_room(n_pre, n_suf, n_ext, room):
+    """Whatever the lengths: the kept parts fit the room, the suffix keeps at
+    least its quarter share when it has that much, and a prompt that fits is
+    kept whole."""
+    p, s, e = fim._fit(n_pre, n_suf, n_ext, room)
+    assert 0 <= p <= n_pre and 0 <= s <= n_suf and 0 <= e <= n_ext and p + s + e <= room
+    if n_pre + n_suf + n_ext <= room:
+        assert (p, s, e) == (n_pre, n_suf, n_ext)
+    else:
+        assert s >= min(n_suf, room // 4)
+        assert p >= min(n_pre, room - s) - fim.TRIM_STEP + 1 or p == min(n_pre, room - s)
