@@ -376,6 +376,12 @@ int cllm_decoder_next(cllm_decoder *d, float temperature, int top_k, float top_p
                       uint64_t *rng, int32_t *out);
 /* Never sample ids >= n (a tokenizer smaller than the model's vocabulary). */
 int cllm_decoder_limit_vocab(cllm_decoder *d, int n);
+enum { CLLM_DECODER_MAX_BAN = 16 };
+/* Never sample these n ids (0 <= n <= CLLM_DECODER_MAX_BAN; n = 0 clears):
+ * e.g. the fill-in-the-middle control tokens while generating a middle. The
+ * logits themselves are unchanged; a sampling call whose candidates would all
+ * be banned ignores the ban. */
+int cllm_decoder_ban(cllm_decoder *d, const int32_t *ids, int n);
 /* Sum over t of -log p(ids[t+1] | ids[..t]) (natural log), 2 <= n <= context_len,
  * by the batched prefill with the LM head for every position (token by token
  * with prefill chunk 0). Leaves ids[..n-1] in the cache. */

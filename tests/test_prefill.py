@@ -328,3 +328,27 @@ def test_continuation_nll_is_the_nll_of_the_target_given_the_prompt(dtype):
     assert dec.continuation_nll(ids, []) == 0.0
     with pytest.raises(cllm.ConfigError, match="context"):
         dec.continuation_nll(IDS[:310], IDS[:20])
+
+
+def test_banned_ids_are_never_sampled_and_the_logits_stay():
+    """cllm_decoder_ban: greedy takes the best id that is not banned; the
+    logits are untouched; an allowed set made only of banned ids ignores the
+    ban; bad lists are refused."""
+    from cllm.model.decoder import seed_state
+    dec = make_decoder(CFG, "fp32")
+    dec.feed(IDS[:50])
+    before = current_logits(dec)
+    order = np.argsort(-before)
+    dec.ban([int(order[0]), int(order[1])])
+    assert dec.next_token(0.0, None, 1.0, seed_state(1), advance=False) == order[2]
+    assert np.array_equal(current_logits(dec), before)
+    for _ in range(20):   # sampling too
+        assert dec.next_token(1.0, None, 1.0, seed_state(_), advance=False) not in order[:2]
+    allowed = ffi.new("int32_t[]", [int(order[0])])
+    assert dec.next_token(0.0, None, 1.0, seed_state(1), allowed=allowed, advance=False) == order[0]
+    dec.ban([])
+    assert dec.next_token(0.0, None, 1.0, seed_state(1), advance=False) == order[0]
+    with pytest.raises(cllm.ConfigError, match="out of range"):
+        dec.ban([CFG.vocab_size])
+    with pytest.raises(cllm.ConfigError, match="at most"):
+        dec.ban(list(range(17)))

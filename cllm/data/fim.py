@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FIM_PREFIX", "FIM_MIDDLE", "FIM_SUFFIX", "FIM_PAD", "FIM_TOKENS", "FILE_SEP", "INFILL_ORDERS", "TRIM_STEP", "NoInfill",
+__all__ = ["FIM_PREFIX", "FIM_MIDDLE", "FIM_SUFFIX", "FIM_PAD", "FIM_TOKENS", "FILE_SEP", "INFILL_ORDERS", "TRIM_STEP", "NoInfill", "infill_ban",
            "fim_token_ids", "encode_text", "infill_ids", "fim_document", "apply_fim", "document_rng", "split_lines"]
 
 #: the orders :func:`infill_ids` builds (see there); the first is the default
@@ -75,6 +75,13 @@ def fim_token_ids(tokenizer: Any) -> Optional[Dict[str, int]]:
             return None
         out[key] = i
     return out
+
+
+def infill_ban(tokenizer: Any) -> List[int]:
+    """The ids an infill must never generate: the tokenizer's special tokens
+    other than ``<|endoftext|>`` (the FIM control tokens, ``<file_sep>``)."""
+    eot = tokenizer.eot_id
+    return [i for i in tokenizer.special_ids() if i != eot][:16]
 
 
 def encode_text(tokenizer: Any, text: str) -> List[int]:

@@ -211,12 +211,28 @@ class Decoder:
                                     int(stop_id), int(bool(advance)), rng, self._out), "sample")
         return int(self._out[0])
 
+    def ban(self, ids: Sequence[int]) -> None:
+        """Never sample ``ids`` (at most ``CLLM_DECODER_MAX_BAN``; empty clears)
+        until the next call; the logits are left as they are."""
+        ids = [int(i) for i in ids]
+        arr = ffi.new("int32_t[]", ids) if ids else ffi.NULL
+        check(lib.cllm_decoder_ban(self._h, arr, len(ids)), "decode")
+
     def generate(self, ids: Sequence[int], max_new_tokens: int, temperature: float, top_k: Optional[int],
-                 top_p: float, rng: Any, stop_id: int = -1, allowed: Optional[Sequence[int]] = None) -> Iterator[int]:
+                 top_p: float, rng: Any, stop_id: int = -1, allowed: Optional[Sequence[int]] = None,
+                 ban: Sequence[int] = ()) -> Iterator[int]:
         """Yield up to ``max_new_tokens`` sampled ids after ``ids`` (stops
-        before ``stop_id``). ``allowed`` constrains the FIRST token. The
-        prompt reuses what the cache already holds of it (:meth:`prime`).
-        When the cache fills, the most recent half of the context is re-fed."""
+        before ``stop_id``). ``allowed`` constrains the FIRST token; ``ban``
+        ids are never sampled (while this generator runs). The prompt reuses
+        what the cache already holds of it (:meth:`prime`). When the cache
+        fills, the most recent half of the context is re-fed."""
+        if ban:
+            self.ban(ban)
+            try:
+                yield from self.generate(ids, max_new_tokens, temperature, top_k, top_p, rng, stop_id, allowed)
+            finally:
+                self.ban(())
+            return
         P = self.context_len
         ctx = [int(i) for i in ids][-P:]
         self.prime(ctx)
@@ -367,32 +383,35 @@ class GenerationMixin:
     # ------------------------------------------------------- generation
     def generate_ids(self, prompt: Prompt, max_new_tokens: int = 64, temperature: float = 0.8,
                      top_k: Optional[int] = 40, top_p: float = 1.0, seed: Optional[int] = None,
-                     stop_at_eot: bool = True, heal: bool = True) -> Iterator[int]:
+                     stop_at_eot: bool = True, heal: bool = True, ban: Sequence[int] = ()) -> Iterator[int]:
         """Yield sampled token ids one by one (KV cache; the whole step, the
         sampling and the next step run in C per token).
 
         A text prompt is token-healed when ``heal`` (see :meth:`stream`): the
         first id then re-spells the prompt's last bytes. Ids prompts are used
-        as given."""
+        as given. ``ban``: ids never sampled (the infill methods ban the
+        fill-in-the-middle control tokens, which cannot occur in a middle)."""
         check_sampling(temperature, top_k, top_p, max_new_tokens)
         ids, allowed, _ = self._prompt(prompt, heal)
         stop = self.tokenizer.eot_id if stop_at_eot else -1
         yield from self._gen_decoder().generate(ids, int(max_new_tokens), temperature, top_k, top_p,
-                                            seed_state(seed), stop, allowed)
+                                            seed_state(seed), stop, allowed, ban)
 
     def stream(self, prompt: Prompt, max_new_tokens: int = 64, temperature: float = 0.8,
                top_k: Optional[int] = 40, top_p: float = 1.0, seed: Optional[int] = None,
-               stop: Sequence[str] = (), stop_at_eot: bool = True, heal: bool = True) -> Iterator[str]:
+               stop: Sequence[str] = (), stop_at_eot: bool = True, heal: bool = True,
+               ban: Sequence[int] = ()) -> Iterator[str]:
         """Yield the completion as text pieces (complete UTF-8 only), ending
         before the first of the ``stop`` strings. With token healing the text
-        continues the prompt exactly: ``prompt + "".join(stream(prompt))``."""
+        continues the prompt exactly: ``prompt + "".join(stream(prompt))``.
+        ``ban``: ids never sampled (as :meth:`generate_ids`)."""
         if isinstance(stop, str):
             stop = [stop]
         ids, allowed, prefix = self._prompt(prompt, heal)
         check_sampling(temperature, top_k, top_p, max_new_tokens)
         ts = TextStream(self.tokenizer.token_bytes_list(), prefix, stop)
         gen = self._gen_decoder().generate(ids, int(max_new_tokens), temperature, top_k, top_p, seed_state(seed),
-                                       self.tokenizer.eot_id if stop_at_eot else -1, allowed)
+                                       self.tokenizer.eot_id if stop_at_eot else -1, allowed, ban)
         self.last_generated = 0
         for tok in gen:
             self.last_generated += 1
@@ -432,11 +451,14 @@ class GenerationMixin:
         ``<fim_prefix><fim_suffix>suffix<fim_middle>prefix``, so a request that
         only adds text at the cursor reuses the cached prompt up to there;
         ``"psm"`` builds ``<fim_prefix>prefix<fim_suffix>suffix<fim_middle>``.
+        The fill-in-the-middle control tokens are never sampled (they cannot
+        occur in a middle; a small model trained on both orders otherwise
+        sometimes opens an SPM middle with ``<fim_middle>``).
         When the prompt does not fit the context (less room for the answer)
         the prefix is trimmed from the left and the suffix from the right,
         3:1 (:func:`cllm.data.fim.infill_ids`). A model whose tokenizer has no
         FIM tokens raises :class:`~cllm.data.fim.NoInfill` (a ``ConfigError``)."""
-        from ..data.fim import infill_ids
+        from ..data.fim import infill_ban, infill_ids
         for name, v in (("prefix", prefix), ("suffix", suffix)):
             if not isinstance(v, str):
                 raise ConfigTypeError(f"{name} must be a string, got {type(v).__name__}")
@@ -444,7 +466,8 @@ class GenerationMixin:
         P = self.config.context_len
         ids = infill_ids(self.tokenizer, prefix, suffix, P, min(int(max_new_tokens), P // 4),
                          order=self.infill_order if order is None else order)
-        yield from self.stream(ids, max_new_tokens, temperature, top_k, top_p, seed, stop, True, False)
+        yield from self.stream(ids, max_new_tokens, temperature, top_k, top_p, seed, stop, True, False,
+                               ban=infill_ban(self.tokenizer))
 
     def infill(self, prefix: str, suffix: str, max_new_tokens: int = 64, temperature: float = 0.8,
                top_k: Optional[int] = 40, top_p: float = 1.0, seed: Optional[int] = None,

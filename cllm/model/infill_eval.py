@@ -70,7 +70,7 @@ def score_infilling(model: Any, docs: Sequence[bytes], *, mode: str = "line", sa
     given the prompt, per UTF-8 byte of the middle. ``stop_early``: checked
     before each case; when it returns true the evaluation ends and ``{}``
     is returned (a run being stopped does not wait for it)."""
-    from ..data.fim import fim_token_ids, infill_ids
+    from ..data.fim import fim_token_ids, infill_ban, infill_ids
     from ..progress import progress_bar
     cases = fim_cases(docs, mode, samples, seed)
     if not cases:
@@ -79,6 +79,7 @@ def score_infilling(model: Any, docs: Sequence[bytes], *, mode: str = "line", sa
     infill = use_suffix and fim_token_ids(tok) is not None
     P = model.config.context_len
     stop = ["\n"] if mode == "line" else []
+    ban = infill_ban(tok)
     t0 = time.perf_counter()
     hits, nll, nbytes = 0, 0.0, 0
     dec = model._decoder()
@@ -90,7 +91,7 @@ def score_infilling(model: Any, docs: Sequence[bytes], *, mode: str = "line", sa
         if infill:
             ids = infill_ids(tok, pre, suf, P, min(max_new_tokens, P // 4),
                              order=getattr(model, "infill_order", "spm") if order is None else order)
-            out = "".join(model.stream(ids, max_new_tokens, 0.0, None, 1.0, 0, stop, True, False))
+            out = "".join(model.stream(ids, max_new_tokens, 0.0, None, 1.0, 0, stop, True, False, ban=ban))
             target = tok.encode(mid) + [tok.eot_id]
             if len(ids) + len(target) <= P:
                 nll += dec.continuation_nll(ids, target)

@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..errors import CllmError
+from ..data.fim import infill_ban
 from .engine import Engine, Event, Job, NoInfill, PromptTooLong, QueueFull, Sampling, infill_ids
 from .metrics import ServerMetrics
 from .protocol import (DETOKENIZE, LLAMA_COMPLETION, LLAMA_INFILL, OPENAI_COMPLETION, TOKENIZE, ApiError,
@@ -209,7 +210,7 @@ async def openai_completions(request: Request, state: ServerState, t0: float) ->
                     raise ApiError("suffix needs a text prompt", param="suffix")
                 ids = infill_ids(eng.tokenizer, p, req["suffix"], eng.ctx, min(s.max_tokens, eng.ctx // 4),
                                  order=eng.infill_order)
-                job = Job(ids=ids, sampling=s)
+                job = Job(ids=ids, sampling=s, ban=infill_ban(eng.tokenizer))
             else:
                 job = _prompt_job(state, p, s)
             jobs.append((pi * n + k, p, job))
@@ -407,7 +408,8 @@ async def llama_infill(request: Request, state: ServerState, t0: float) -> Respo
     extra = [(x.get("filename", ""), x.get("text", "")) for x in req["input_extra"]]
     ids = infill_ids(eng.tokenizer, req["input_prefix"], req["input_suffix"], eng.ctx,
                      min(s.max_tokens, eng.ctx // 4), prompt, extra, order=eng.infill_order)
-    return await _llama_run(request, state, t0, "/infill", Job(ids=ids, sampling=s), req)
+    return await _llama_run(request, state, t0, "/infill", Job(ids=ids, sampling=s, ban=infill_ban(eng.tokenizer)),
+                            req)
 
 
 async def llama_tokenize(request: Request, state: ServerState, t0: float) -> Response:

@@ -86,6 +86,8 @@ class Job:
     ids: List[int]
     sampling: Sampling
     allowed: Optional[List[int]] = None
+    #: ids never sampled (an infill bans the fill-in-the-middle control tokens)
+    ban: List[int] = field(default_factory=list)
     skip: bytes = b""
     events: "asyncio.Queue[Event]" = field(default_factory=asyncio.Queue)
     loop: Optional[asyncio.AbstractEventLoop] = None
@@ -245,7 +247,7 @@ class Engine:
         elif s.logprobs is None:
             dec = self.model._gen_decoder()
             gen = dec.generate(job.ids, s.max_tokens, s.temperature, s.top_k, s.top_p, seed_state(s.seed), eot,
-                               job.allowed)
+                               job.allowed, job.ban)
             for tok in gen:
                 finish, text_so_far = self._push(job, ts, tok, None, None, text_so_far)
                 if finish:
@@ -303,6 +305,8 @@ class Engine:
                 mask = np.full(V, -np.inf)
                 mask[allowed[allowed < V]] = 0.0
                 cand = cand + mask
+            if job.ban:
+                cand[[i for i in job.ban if i < V]] = -np.inf
             tok = _sample(cand, s, rng)
             if tok == eot:
                 return "stop", text

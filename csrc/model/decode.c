@@ -598,6 +598,12 @@ CLLM_EXPORT int cllm_decoder_logits(const cllm_decoder *d, float *out) {
     return CLLM_OK;
 }
 
+static int banned(const cllm_decoder *d, int32_t id) {
+    for (int i = 0; i < d->nban; i++)
+        if (d->ban[i] == id) return 1;
+    return 0;
+}
+
 CLLM_EXPORT int cllm_decoder_next(cllm_decoder *d, float temperature, int top_k, float top_p,
                                   const int32_t *allowed, int n_allowed, int32_t stop_id, int advance,
                                   uint64_t *rng, int32_t *out) {
@@ -605,8 +611,25 @@ CLLM_EXPORT int cllm_decoder_next(cllm_decoder *d, float temperature, int top_k,
     if (d->pos == 0) return cllm_fail(CLLM_ERR_STATE, "decoder: no logits yet (feed the prompt first)");
     if (allowed && (n_allowed < 1 || n_allowed > d->V))
         return cllm_fail(CLLM_ERR_RANGE, "decoder: n_allowed must be in [1, %d], got %d", d->V, n_allowed);
+    /* the banned ids' logits go to -inf for this draw only (unless every candidate is banned) */
+    float saved[CLLM_DECODER_MAX_BAN];
+    int nb = 0;
+    if (d->nban) {
+        int live = 0;
+        if (allowed) {
+            for (int i = 0; i < n_allowed && !live; i++) live = !banned(d, allowed[i]);
+        } else {
+            live = d->nsample > d->nban;
+        }
+        if (live)
+            for (; nb < d->nban; nb++) {
+                saved[nb] = d->logits[d->ban[nb]];
+                d->logits[d->ban[nb]] = -INFINITY;
+            }
+    }
     int rc = cllm_sample_logits(d->logits, allowed ? d->V : d->nsample, temperature, top_k, top_p, allowed, n_allowed, rng, d->prob,
                                 d->idx, out);
+    for (int i = 0; i < nb; i++) d->logits[d->ban[i]] = saved[i];
     if (rc) return rc;
     if (advance && *out != stop_id && d->pos < d->P) return step(d, *out);
     return CLLM_OK;
@@ -629,6 +652,19 @@ CLLM_EXPORT int cllm_decoder_nll(cllm_decoder *d, const int32_t *ids, int n, dou
     if (rc) return rc;
     if (!isfinite(total)) return cllm_fail(CLLM_ERR_NUMERIC, "decoder: non-finite loss");
     *nll_sum = total;
+    return CLLM_OK;
+}
+
+CLLM_EXPORT int cllm_decoder_ban(cllm_decoder *d, const int32_t *ids, int n) {
+    CLLM_CHECK_PTR(d, "decoder");
+    if (n < 0 || n > CLLM_DECODER_MAX_BAN)
+        return cllm_fail(CLLM_ERR_RANGE, "decoder: at most %d banned ids, got %d", CLLM_DECODER_MAX_BAN, n);
+    if (n > 0) CLLM_CHECK_PTR(ids, "ids");
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= d->V)
+            return cllm_fail(CLLM_ERR_RANGE, "decoder: banned id %d out of range [0, %d)", (int)ids[i], d->V);
+    for (int i = 0; i < n; i++) d->ban[i] = ids[i];
+    d->nban = n;
     return CLLM_OK;
 }
 

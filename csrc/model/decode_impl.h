@@ -75,6 +75,8 @@ struct cllm_decoder {
     int32_t *tok;                  /* the ids whose keys / values the cache holds (P; pos of them) */
     int pos, ready;
     int nsample;                   /* ids >= nsample are never sampled (tokenizer size) */
+    int nban;                      /* ids never sampled (cllm_decoder_ban) */
+    int32_t ban[CLLM_DECODER_MAX_BAN];
     int chunk;                     /* prefill rows per pass (0: token by token) */
     Prefill pf;
     const cllm_ops *ops;
