@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["FIM_PREFIX", "FIM_MIDDLE", "FIM_SUFFIX", "FIM_PAD", "FIM_TOKENS", "FILE_SEP", "INFILL_ORDERS", "TRIM_STEP", "NoInfill", "infill_ban",
+           "check_infill_order", "answer_room",
            "fim_token_ids", "encode_text", "infill_ids", "fim_document", "apply_fim", "document_rng", "split_lines"]
 
 #: the orders :func:`infill_ids` builds (see there); the first is the default
@@ -75,6 +76,19 @@ def fim_token_ids(tokenizer: Any) -> Optional[Dict[str, int]]:
             return None
         out[key] = i
     return out
+
+
+def check_infill_order(order: str) -> str:
+    """``order`` if it is one of :data:`INFILL_ORDERS`, else :class:`ConfigError`."""
+    if order not in INFILL_ORDERS:
+        raise ConfigError(f"infill order must be one of {', '.join(INFILL_ORDERS)}; got {order!r}")
+    return order
+
+
+def answer_room(ctx: int, max_new_tokens: int) -> int:
+    """Tokens a prompt leaves free for the answer in a context of ``ctx``:
+    ``max_new_tokens``, at most a quarter of the context."""
+    return min(int(max_new_tokens), ctx // 4)
 
 
 def infill_ban(tokenizer: Any) -> List[int]:
@@ -120,15 +134,16 @@ def infill_ids(tokenizer: Any, prefix: str, suffix: str, ctx: int, reserve: int,
 
     ``prompt`` is text already written after the cursor, which the model
     continues. ``extra`` (filename, text) chunks of other files come first, as
-    ``<file_sep>name\\ntext``, when the model has that token. When everything
-    exceeds ``ctx - reserve`` tokens (``reserve``: room kept for the answer)
-    the prefix is trimmed from the left and the suffix from the right, the
+    ``<file_sep>name\\ntext``, when the model has that token. ``reserve``:
+    room kept for the answer (the requested tokens; at most a quarter of the
+    context, :func:`answer_room`). When everything exceeds ``ctx - reserve``
+    tokens the prefix is trimmed from the left and the suffix from the right, the
     suffix keeping at most a quarter of the room. Cuts move in steps of
     :data:`TRIM_STEP` tokens, so that they hold still while the user types
     (every shift of a cut would change the prompt before the cursor and cost
     a full prefill). Raises :class:`NoInfill` for a model without FIM tokens."""
-    if order not in INFILL_ORDERS:
-        raise ConfigError(f"infill order must be one of {', '.join(INFILL_ORDERS)}; got {order!r}")
+    check_infill_order(order)
+    reserve = answer_room(ctx, reserve)
     tid = fim_token_ids(tokenizer)
     if tid is None:
         raise NoInfill()

@@ -29,7 +29,7 @@ from ..errors import ConfigError, ConfigTypeError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DTYPES", "Decoder", "GenerationMixin", "TextStream", "seed_state", "check_sampling"]
+__all__ = ["DTYPES", "Decoder", "GenerationMixin", "TextStream", "seed_state", "check_sampling", "log_softmax"]
 
 #: storage formats of the decoder's weights (``--dtype`` / ``dtype=``)
 DTYPES = {"fp32": lib.CLLM_DTYPE_F32, "bf16": lib.CLLM_DTYPE_BF16, "int8": lib.CLLM_DTYPE_INT8}
@@ -67,6 +67,14 @@ def check_sampling(temperature: float, top_k: Optional[int], top_p: float, max_n
         raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
     if not _is_int(max_new_tokens) or max_new_tokens < 0:
         raise ConfigError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+
+
+def log_softmax(logits: Any) -> Any:
+    """log p of each id for a row of logits, in float64 (numpy)."""
+    import numpy as np
+    z = np.asarray(logits, dtype=np.float64)
+    m = float(z.max())
+    return z - (m + float(np.log(np.sum(np.exp(z - m)))))
 
 
 class Decoder:
@@ -181,8 +189,6 @@ class Decoder:
         short continuation of a long prompt (an infill's middle) this costs
         the new tokens only, where :meth:`nll` of both would run the whole
         prompt with the LM head at every position, twice."""
-        import math
-
         import numpy as np
         target = [int(t) for t in target]
         if not target:
@@ -195,9 +201,7 @@ class Decoder:
         check(lib.cllm_decoder_logits(self._h, ffi.cast("float *", ffi.from_buffer(out))))
         total = 0.0
         for k, t in enumerate(target):
-            x = out.astype(np.float64)
-            m = float(x.max())
-            total += m + math.log(float(np.exp(x - m).sum())) - float(x[t])
+            total -= float(log_softmax(out)[t])
             if k + 1 < len(target):
                 self.step(t, out)
         return total
@@ -464,7 +468,7 @@ class GenerationMixin:
                 raise ConfigTypeError(f"{name} must be a string, got {type(v).__name__}")
         check_sampling(temperature, top_k, top_p, max_new_tokens)
         P = self.config.context_len
-        ids = infill_ids(self.tokenizer, prefix, suffix, P, min(int(max_new_tokens), P // 4),
+        ids = infill_ids(self.tokenizer, prefix, suffix, P, int(max_new_tokens),
                          order=self.infill_order if order is None else order)
         yield from self.stream(ids, max_new_tokens, temperature, top_k, top_p, seed, stop, True, False,
                                ban=infill_ban(self.tokenizer))

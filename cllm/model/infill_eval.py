@@ -70,7 +70,7 @@ def score_infilling(model: Any, docs: Sequence[bytes], *, mode: str = "line", sa
     given the prompt, per UTF-8 byte of the middle. ``stop_early``: checked
     before each case; when it returns true the evaluation ends and ``{}``
     is returned (a run being stopped does not wait for it)."""
-    from ..data.fim import fim_token_ids, infill_ban, infill_ids
+    from ..data.fim import answer_room, fim_token_ids, infill_ban, infill_ids
     from ..progress import progress_bar
     cases = fim_cases(docs, mode, samples, seed)
     if not cases:
@@ -89,7 +89,7 @@ def score_infilling(model: Any, docs: Sequence[bytes], *, mode: str = "line", sa
             bar.close()
             return {}
         if infill:
-            ids = infill_ids(tok, pre, suf, P, min(max_new_tokens, P // 4),
+            ids = infill_ids(tok, pre, suf, P, max_new_tokens,
                              order=getattr(model, "infill_order", "spm") if order is None else order)
             out = "".join(model.stream(ids, max_new_tokens, 0.0, None, 1.0, 0, stop, True, False, ban=ban))
             target = tok.encode(mid) + [tok.eot_id]
@@ -97,7 +97,7 @@ def score_infilling(model: Any, docs: Sequence[bytes], *, mode: str = "line", sa
                 nll += dec.continuation_nll(ids, target)
                 nbytes += len(mid.encode("utf-8"))
         else:   # the prefix's last tokens that leave room for the answer, as a left-to-right prompt
-            ids = tok.encode(pre)[-(P - min(max_new_tokens, P // 4)):] or [tok.eot_id]
+            ids = tok.encode(pre)[-(P - answer_room(P, max_new_tokens)):] or [tok.eot_id]
             out = "".join(model.stream(ids, max_new_tokens, 0.0, None, 1.0, 0, stop, True, False))
         hits += out.strip() == mid.strip()
         bar.update(1)

@@ -208,8 +208,7 @@ async def openai_completions(request: Request, state: ServerState, t0: float) ->
             if req["suffix"] is not None:
                 if not isinstance(p, str):
                     raise ApiError("suffix needs a text prompt", param="suffix")
-                ids = infill_ids(eng.tokenizer, p, req["suffix"], eng.ctx, min(s.max_tokens, eng.ctx // 4),
-                                 order=eng.infill_order)
+                ids = infill_ids(eng.tokenizer, p, req["suffix"], eng.ctx, s.max_tokens, order=eng.infill_order)
                 job = Job(ids=ids, sampling=s, ban=infill_ban(eng.tokenizer))
             else:
                 job = _prompt_job(state, p, s)
@@ -406,8 +405,8 @@ async def llama_infill(request: Request, state: ServerState, t0: float) -> Respo
     if not isinstance(prompt, str):
         prompt = eng.tokenizer.decode(_llama_prompt(prompt, eng))
     extra = [(x.get("filename", ""), x.get("text", "")) for x in req["input_extra"]]
-    ids = infill_ids(eng.tokenizer, req["input_prefix"], req["input_suffix"], eng.ctx,
-                     min(s.max_tokens, eng.ctx // 4), prompt, extra, order=eng.infill_order)
+    ids = infill_ids(eng.tokenizer, req["input_prefix"], req["input_suffix"], eng.ctx, s.max_tokens, prompt, extra,
+                     order=eng.infill_order)
     return await _llama_run(request, state, t0, "/infill", Job(ids=ids, sampling=s, ban=infill_ban(eng.tokenizer)),
                             req)
 

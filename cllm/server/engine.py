@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..data.fim import NoInfill, infill_ids
+from ..data.fim import NoInfill, check_infill_order, infill_ids
 from ..errors import ConfigError
-from ..model.decoder import TextStream, check_sampling, seed_state
+from ..model.decoder import TextStream, check_sampling, log_softmax, seed_state
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +120,9 @@ class Engine:
 
     def __init__(self, model: Any, max_queue: int = 16, max_tokens: Optional[int] = None,
                  ctx: Optional[int] = None, infill_order: Optional[str] = None) -> None:
-        from ..data.fim import INFILL_ORDERS
-        order = getattr(model, "infill_order", "spm") if infill_order is None else infill_order
-        if order not in INFILL_ORDERS:
-            raise ConfigError(f"infill order must be one of {', '.join(INFILL_ORDERS)}; got {order!r}")
         #: the order of infill prompts (:func:`cllm.data.fim.infill_ids`)
-        self.infill_order: str = order
+        self.infill_order: str = check_infill_order(
+            getattr(model, "infill_order", "spm") if infill_order is None else infill_order)
         self.model = model
         self.tokenizer = model.tokenizer
         self.ctx = min(int(ctx or model.config.context_len), model.config.context_len)
@@ -297,9 +294,7 @@ class Engine:
         allowed = np.asarray(job.allowed, dtype=np.int64) if job.allowed else None
         text = ""
         for n in range(s.max_tokens):
-            z = logits[:V].astype(np.float64)
-            lse = float(np.log(np.sum(np.exp(z - z.max())))) + float(z.max())
-            logp = z - lse
+            logp = log_softmax(logits[:V])
             cand = logp.copy()
             if allowed is not None:
                 mask = np.full(V, -np.inf)

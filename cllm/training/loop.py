@@ -540,8 +540,9 @@ def end_of_run_infilling(model: Model, opts: TrainOptions, data: Data, world: Wo
     out = {"fim_line_exact_match": r["exact_match"], "fim_line_cases": r["cases"]}
     if "middle_bits_per_byte" in r:
         out["fim_line_middle_bpb"] = r["middle_bits_per_byte"]
-    (log.debug if quiet else log.info)("infilling, %d held-out lines: exact match %.1f%%, middle %.3f bits/byte (%.1fs)", int(r["cases"]),
-             100 * r["exact_match"], r.get("middle_bits_per_byte", float("nan")), time.perf_counter() - t)
+    (log.debug if quiet else log.info)("infilling, %d held-out lines: exact match %.1f%%, middle %.3f bits/byte "
+                                       "(%.1fs)", int(r["cases"]), 100 * r["exact_match"],
+                                       r.get("middle_bits_per_byte", float("nan")), time.perf_counter() - t)
     return out
 
 
