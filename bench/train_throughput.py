@@ -3,6 +3,11 @@
     python bench/train_throughput.py                       # configs A,B,C at 1 and 2 threads
     python bench/train_throughput.py --configs B --threads 1,2 --reps 5
     python bench/train_throughput.py --sides cllm-fp32,torch-fp32 --configs A
+    python bench/train_throughput.py --configs D,E --sides cllm-fp32,cllm-bf16,torch-fp32,torch-bf16
+
+Configs D and E train at full context with fewer sequences than a many-core
+machine has cores (GPT-2 small at T=1024 with batch 1: how a code model is
+fine-tuned within memory), so cllm's spheres split sequences by token rows.
 
 Sides (each in its own worker process; every measured rep of every side is
 interleaved with the others, best of --reps is reported):
@@ -17,6 +22,8 @@ interleaved with the others, best of --reps is reported):
                 MKL_ENABLE_INSTRUCTIONS=AVX2, ONEDNN_MAX_CPU_ISA=AVX2
 A step is the full training step: forward, backward, global-norm clip (1.0),
 AdamW; same shapes and random token ids on every side; torch.set_num_threads(N).
+Every side runs in its own process; the tables report each process's peak RSS
+(ru_maxrss: weights, gradients, optimizer state, activations, the runtime).
 
 Model FLOPs per token (the nanoGPT / PaLM convention): 6*N + 12*L*C*T, where
 N = parameters excluding the position embedding (the tied token embedding
@@ -29,6 +36,7 @@ against the BF16 peak (AMX tdpbf16ps when the OS grants tiles, else vdpbf16ps).
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import sys
 import time
@@ -47,9 +55,11 @@ CONFIGS: Dict[str, Dict[str, int]] = {
     "A": dict(vocab_size=65, num_layers=4, num_heads=4, embed_dim=128, seq_len=64, batch_size=12),
     "B": dict(vocab_size=4096, num_layers=6, num_heads=6, embed_dim=384, seq_len=256, batch_size=8),
     "C": dict(vocab_size=50257, num_layers=12, num_heads=12, embed_dim=768, seq_len=64, batch_size=4),
+    "D": dict(vocab_size=50257, num_layers=12, num_heads=12, embed_dim=768, seq_len=1024, batch_size=1),
+    "E": dict(vocab_size=4096, num_layers=6, num_heads=6, embed_dim=384, seq_len=1024, batch_size=2),
 }
-#: timed steps per rep (each rep of each side lasts roughly 0.2 - 3 s)
-STEPS = {"A": 20, "B": 3, "C": 2}
+#: timed steps per rep (each rep of each side lasts roughly 0.2 - 10 s)
+STEPS = {"A": 20, "B": 3, "C": 2, "D": 1, "E": 1}
 SIDES = ["cllm-fp32", "cllm-bf16", "cllm-avx2", "torch-fp32", "torch-bf16", "torch-avx2"]
 
 
@@ -62,6 +72,11 @@ def flops_per_token(cfg: Dict[str, int]) -> float:
 
 
 # ------------------------------------------------------------------ workers
+
+def _maxrss_mb() -> float:
+    """This process's peak resident set so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
 
 class _IdsOnly:
     """Stands in for a tokenizer: the step only sees token ids."""
@@ -102,7 +117,7 @@ class CllmSide:
         for _ in range(n):
             self.t += 1
             self.m.train_step(self.x, self.y, self.t, 1e-4)
-        return {"seconds": time.perf_counter() - t0}
+        return {"seconds": time.perf_counter() - t0, "maxrss_mb": _maxrss_mb()}
 
 
 class TorchSide:
@@ -149,7 +164,7 @@ class TorchSide:
         t0 = time.perf_counter()
         for _ in range(n):
             self._step(mode == "bf16")
-        return {"seconds": time.perf_counter() - t0}
+        return {"seconds": time.perf_counter() - t0, "maxrss_mb": _maxrss_mb()}
 
 
 def build(spec: Dict[str, Any]) -> Any:
@@ -160,8 +175,9 @@ def build(spec: Dict[str, Any]) -> Any:
 
 def start_workers(cfg: Dict[str, int], threads: int, sides: List[str], warmup: int,
                   compile_torch: bool) -> Dict[str, Any]:
-    """One process per worker: cllm-fp32, cllm-bf16, cllm-avx2, torch (fp32 and
-    bf16 modes share one model), torch-avx2. All start (and warm up) at once."""
+    """One process per side (so each one's peak RSS is its own): cllm-fp32,
+    cllm-bf16, cllm-avx2, torch-fp32, torch-bf16, torch-avx2. All start (and
+    warm up) at once."""
     script = os.path.abspath(__file__)
     base = dict(config=cfg, threads=threads, warmup=warmup)
     procs: Dict[str, Worker] = {}
@@ -171,11 +187,11 @@ def start_workers(cfg: Dict[str, int], threads: int, sides: List[str], warmup: i
         if side in sides:
             procs[side] = Worker(side, script, dict(base, kind="cllm", precision=prec), env)
             pending[side] = (procs[side], "")
-    modes = [m for m, s in (("fp32", "torch-fp32"), ("bf16", "torch-bf16")) if s in sides]
-    if modes:
-        procs["torch"] = Worker("torch", script, dict(base, kind="torch", modes=modes, compile=compile_torch))
-        for m in modes:
-            pending[f"torch-{m}"] = (procs["torch"], m)
+    for m in ("fp32", "bf16"):
+        side = f"torch-{m}"
+        if side in sides:
+            procs[side] = Worker(side, script, dict(base, kind="torch", modes=[m], compile=compile_torch))
+            pending[side] = (procs[side], m)
     if "torch-avx2" in sides:
         procs["torch-avx2"] = Worker("torch-avx2", script,
                                         dict(base, kind="torch", modes=["fp32"], compile=compile_torch),
@@ -198,7 +214,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     g = GridArgs(__doc__, "configs", list(CONFIGS), "A,B,C", SIDES)
     ap = g.ap
     ap.add_argument("--reps", type=int, default=3, help="measured reps per side (best is reported)")
-    ap.add_argument("--steps", type=int, default=0, help="steps per rep (0: A=20, B=3, C=2)")
+    ap.add_argument("--steps", type=int, default=0, help="steps per rep (0: A=20, B=3, C=2, D=1, E=1)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
     ap.add_argument("--peak-seconds", type=float, default=0.5, help="seconds per peak measurement")
     ap.add_argument("--torch-compile", action="store_true",
@@ -222,10 +238,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             try:
                 live = [(s, c[0], c[1]) for s, c in ws["cols"].items() if not isinstance(c, str)]
                 times = interleave(live, {s: steps for s, _, _ in live}, a.reps)
+                rss = {s: (w.run(0, mode) or {}).get("maxrss_mb") for s, w, mode in live}
                 for s in sides:
                     c = ws["cols"].get(s)
                     row: Dict[str, Any] = {"tok_s": None, "ms": None, "median_tok_s": None, "mfu": None,
-                                           "peak": None, "note": ""}
+                                           "peak": None, "note": "", "rss": None}
                     if isinstance(c, str) or c is None:
                         row["note"] = c or "not run"
                     elif not times.get(s):
@@ -235,6 +252,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         row["tok_s"] = tokens / best
                         row["median_tok_s"] = tokens / statistics.median(times[s])
                         row["ms"] = best * 1e3
+                        row["rss"] = rss.get(s)
                         kind = peak_kind(s, machine, best_isa)
                         pk = machine.peak(kind, th) if kind else None
                         row["peak"] = kind
@@ -274,10 +292,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             for s in sides:
                 r = results[(name, th, s)]
                 rows.append([name, th, s, num(r["tok_s"]), num(r["median_tok_s"]), num(r["ms"], 1),
-                             f"{fpt / 1e6:,.1f}", pct(r["mfu"]), r["peak"] or "-", r["note"]])
+                             f"{fpt / 1e6:,.1f}", pct(r["mfu"]), r["peak"] or "-", num(r["rss"]), r["note"]])
     print(table(["config", "threads", "side", "tok/s (best)", "tok/s (median)", "ms/step",
-                    "MFLOP/token", "MFU", "peak kind", "note"], rows,
-                   [False, True, False, True, True, True, True, True, False, False]))
+                    "MFLOP/token", "MFU", "peak kind", "peak RSS MiB", "note"], rows,
+                   [False, True, False, True, True, True, True, True, False, True, False]))
     print("\n## Ratios (same run)\n")
     pairs = [("cllm-fp32", "torch-fp32"), ("cllm-bf16", "torch-bf16"), ("cllm-avx2", "torch-avx2"),
              ("cllm-bf16", "cllm-fp32"), ("torch-bf16", "torch-fp32")]

@@ -19,7 +19,16 @@ CONFIGS = [
     dict(vocab_size=300, context_len=23, num_layers=2, num_heads=3, embed_dim=21, B=5, T=19, threads=1),
     dict(vocab_size=512, context_len=64, num_layers=3, num_heads=4, embed_dim=64, B=4, T=64, threads=2),
     dict(vocab_size=263, context_len=37, num_layers=1, num_heads=5, embed_dim=35, B=3, T=37, threads=3),
+    # fewer sequences than spheres, or sequences that do not divide evenly:
+    # the shards are token rows (a boundary inside a sequence) and attention
+    # runs by (sequence, head) units over the whole batch
+    dict(vocab_size=300, context_len=29, num_layers=2, num_heads=3, embed_dim=21, B=1, T=29, threads=2),
+    dict(vocab_size=300, context_len=23, num_layers=2, num_heads=3, embed_dim=21, B=3, T=23, threads=2),
+    dict(vocab_size=263, context_len=37, num_layers=1, num_heads=5, embed_dim=35, B=2, T=37, threads=3),
+    # token-row shards longer than the GEMM's row block: per-shard products
+    dict(vocab_size=263, context_len=600, num_layers=1, num_heads=2, embed_dim=24, B=1, T=600, threads=2),
 ]
+IDS = ["ragged", "aligned", "ragged-1layer", "rows-1seq", "rows-3seq", "rows-3threads", "rows-long"]
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -39,7 +48,7 @@ def make(cfg: dict, seed: int = 7):
     return m, ref
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["ragged", "aligned", "ragged-1layer"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_forward_backward_match_torch(cfg, rng):
     torch.set_num_threads(1)
     m, ref = make(cfg)

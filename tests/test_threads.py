@@ -223,6 +223,69 @@ def test_batch_wide_gradients_are_bit_identical_to_one_sphere(threads, precision
             np.testing.assert_allclose(g1[k], gn[k], rtol=1e-4, atol=1e-7, err_msg=k)
 
 
+# ------------------------------------------------ token-row shards (batch < threads)
+def _row_shard_backward(threads: int, precision: str, B: int, T: int, NH: int = 3):
+    """Loss and named gradients of one forward + backward of B sequences of T
+    tokens: with fewer sequences than spheres (or a number that does not
+    divide evenly) the shards are token rows."""
+    mc = ModelConfig(vocab_size=301, context_len=T, num_layers=2, num_heads=NH, embed_dim=12 * NH)
+    m = Model(mc, Tokenizer.byte_level(), batch_size=B, seq_len=T, threads=threads, seed=7, precision=precision)
+    rng = np.random.default_rng(5)
+    x, y = rng.integers(0, 301, (B, T)), rng.integers(0, 301, (B, T))
+    y[0, 1:4] = -1
+    loss = m.forward(x, y)
+    m.backward()
+    return loss, {k: v.copy() for k, v in m.named_grads()}
+
+
+@pytest.mark.parametrize("threads, B, NH", [(2, 1, 3), (3, 1, 2), (3, 2, 3), (4, 3, 3)])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_token_row_shards_match_one_sphere(threads, B, NH, precision):
+    """One sequence on 2 or 3 spheres (and 2 on 3, 3 on 4): every sphere takes
+    a run of token rows, attention is split by (sequence, head) units (with
+    NH=2 on 3 spheres one sphere has no unit). The shards being short, the
+    weight matrices', wte's and wpe's gradients are all-rows products: bit
+    for bit the single-sphere ones; LayerNorm and bias gradients (shard sums
+    added in sphere order) and the loss agree to rounding."""
+    _needs_bf16(precision)
+    T = 13
+    _assert_short_shards(B, threads, T)
+    loss1, g1 = _row_shard_backward(1, precision, B, T, NH)
+    lossn, gn = _row_shard_backward(threads, precision, B, T, NH)
+    assert lossn == pytest.approx(loss1, rel=1e-6)
+    whole = ("wte.weight", "wpe.weight", "c_attn.weight", "c_proj.weight", "c_fc.weight")
+    for k in g1:
+        if k.endswith(whole):
+            assert np.array_equal(g1[k], gn[k]), k
+        else:
+            np.testing.assert_allclose(gn[k], g1[k], rtol=1e-4, atol=1e-7, err_msg=k)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_token_row_shards_are_deterministic(threads):
+    """Same seed and thread count: bit-identical training with one sequence
+    per step, as with whole-sequence shards."""
+    a = run_steps(threads, steps=3, batch=1)
+    b = run_steps(threads, steps=3, batch=1)
+    assert a[0] == b[0] and np.array_equal(a[1], b[1])
+    ref = run_steps(1, steps=3, batch=1)
+    assert np.abs(a[1] - ref[1]).max() < 1e-4
+
+
+def test_deterministic_mode_keeps_whole_sequences():
+    """Deterministic mode keeps whole-sequence shards (what MPI ranks hold),
+    so 1 sequence on 2 spheres is then the 1-sphere computation exactly."""
+    mc = ModelConfig(vocab_size=301, context_len=13, num_layers=2, num_heads=3, embed_dim=36)
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 301, (1, 13)), rng.integers(0, 301, (1, 13))
+    out = []
+    for threads in (1, 2):
+        m = Model(mc, Tokenizer.byte_level(), batch_size=1, seq_len=13, threads=threads, seed=3,
+                  deterministic=True)
+        out.append((m.forward(x, y), m.backward(), m.grads.copy()))
+    assert out[0][0] == out[1][0] and np.array_equal(out[0][2], out[1][2])
+
+
 # ------------------------------------------------ the kernels follow cllm.set_isa
 def _train_under(isas, precision: str, steps: int = 3) -> np.ndarray:
     """Weights after `steps` train steps of a model created under isas[0],

@@ -124,17 +124,17 @@ static void weighted_rows(float *o, const float *p, const float *v, size_t ldv, 
  * lse(B,NH,T) log-sum-exp of each row's scaled scores. One query row at a
  * time: its T probabilities live in ws only while the row is computed. */
 void cllm_ref_attention_fwd(float *out, float *lse, const float *qkv, int B, int T,
-                            int C, int NH, float *ws) {
+                            int C, int NH, int u0, int u1, float *ws) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = (size_t)C * 3;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int t = 0; t < T; t++) {
-                const float *row0 = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-                lse[((size_t)b * NH + h) * T + t] = softmax_scores(ws, row0 + (size_t)t * C3, row0 + C, C3, t + 1, hs, scale);
-                weighted_rows(out + ((size_t)b * T + t) * C + (size_t)h * hs, ws, row0 + 2 * (size_t)C, C3, t + 1, hs);
-            }
+    (void)B;
+    for (int u = u0; u < u1; u++)
+        for (int b = u / NH, h = u % NH, t = 0; t < T; t++) {
+            const float *row0 = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+            lse[((size_t)b * NH + h) * T + t] = softmax_scores(ws, row0 + (size_t)t * C3, row0 + C, C3, t + 1, hs, scale);
+            weighted_rows(out + ((size_t)b * T + t) * C + (size_t)h * hs, ws, row0 + 2 * (size_t)C, C3, t + 1, hs);
+        }
 }
 
 /* Backward, one query row t at a time: p_j = exp(s_tj - lse_t) recomputed
@@ -142,40 +142,44 @@ void cllm_ref_attention_fwd(float *out, float *lse, const float *qkv, int B, int
  * ds_j = p_j (dp_j - D) scale; dq_t += ds_j k_j, dk_j += ds_j q_t,
  * dv_j += p_j dy. */
 void cllm_ref_attention_bwd(float *dqkv, const float *dout, const float *qkv, const float *lse, int B, int T,
-                            int C, int NH, float *ws) {
+                            int C, int NH, int u0, int u1, float *ws) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = (size_t)C * 3;
     float *pr = ws, *dpr = ws + T;
-    memset(dqkv, 0, sizeof(float) * (size_t)B * T * C3);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int t = 0; t < T; t++) {
-                const float *dy = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
-                const float *q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
-                float *dq = dqkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
-                float l = lse[((size_t)b * NH + h) * T + t], D = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    size_t r2 = ((size_t)b * T + t2) * C3 + (size_t)h * hs;
-                    const float *k = qkv + r2 + C, *v = qkv + r2 + 2 * (size_t)C;
-                    float s = 0.0f, dp = 0.0f;
-                    for (int i = 0; i < hs; i++) { s += q[i] * k[i]; dp += dy[i] * v[i]; }
-                    pr[t2] = expf(s * scale - l);
-                    dpr[t2] = dp;
-                    D += pr[t2] * dp;
-                }
-                for (int t2 = 0; t2 <= t; t2++) {
-                    size_t r2 = ((size_t)b * T + t2) * C3 + (size_t)h * hs;
-                    const float *k = qkv + r2 + C;
-                    float *dk = dqkv + r2 + C, *dv = dqkv + r2 + 2 * (size_t)C;
-                    float p = pr[t2], ds = p * (dpr[t2] - D) * scale;
-                    for (int i = 0; i < hs; i++) {
-                        dv[i] += p * dy[i];
-                        dq[i] += ds * k[i];
-                        dk[i] += ds * q[i];
-                    }
+    (void)B;
+    for (int u = u0; u < u1; u++)
+        for (int t = 0; t < T; t++) /* this unit's Q, K, V gradient columns */
+            for (int part = 0; part < 3; part++)
+                memset(dqkv + ((size_t)(u / NH) * T + t) * C3 + (size_t)part * C + (size_t)(u % NH) * hs, 0,
+                       sizeof(float) * (size_t)hs);
+    for (int u = u0; u < u1; u++)
+        for (int b = u / NH, h = u % NH, t = 0; t < T; t++) {
+            const float *dy = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
+            const float *q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
+            float *dq = dqkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
+            float l = lse[((size_t)b * NH + h) * T + t], D = 0.0f;
+            for (int t2 = 0; t2 <= t; t2++) {
+                size_t r2 = ((size_t)b * T + t2) * C3 + (size_t)h * hs;
+                const float *k = qkv + r2 + C, *v = qkv + r2 + 2 * (size_t)C;
+                float s = 0.0f, dp = 0.0f;
+                for (int i = 0; i < hs; i++) { s += q[i] * k[i]; dp += dy[i] * v[i]; }
+                pr[t2] = expf(s * scale - l);
+                dpr[t2] = dp;
+                D += pr[t2] * dp;
+            }
+            for (int t2 = 0; t2 <= t; t2++) {
+                size_t r2 = ((size_t)b * T + t2) * C3 + (size_t)h * hs;
+                const float *k = qkv + r2 + C;
+                float *dk = dqkv + r2 + C, *dv = dqkv + r2 + 2 * (size_t)C;
+                float p = pr[t2], ds = p * (dpr[t2] - D) * scale;
+                for (int i = 0; i < hs; i++) {
+                    dv[i] += p * dy[i];
+                    dq[i] += ds * k[i];
+                    dk[i] += ds * q[i];
                 }
             }
+        }
 }
 
 void cllm_ref_crossentropy_fused(float *logits, float *losses, const int32_t *targets,

@@ -651,34 +651,35 @@ SFN void pack_head(float *dst, const float *src, int T, int hs, size_t ld) {
  * the same keys and each O row scaled by 1/sum.
  * ws: K^T panels (hs x Tp), the strip tile (ATT_MR x Tp). */
 SOP void S(attention_fwd)(float *out, float *lse, const float *qkv, int B, int T,
-                          int C, int NH, float *ws) {
+                          int C, int NH, int u0, int u1, float *ws) {
     int hs = C / NH;
     size_t ld = 3 * (size_t)C, tp = CLLM_ATT_TPAD(T);
     float scale = 1.0f / sqrtf((float)hs);
     float *Kp = ws, *Sb = ws + (size_t)hs * tp;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *Q = qkv + (size_t)b * T * ld + (size_t)h * hs;
-            const float *Vp = Q + 2 * (size_t)C;
-            float *O = out + (size_t)b * T * C + (size_t)h * hs;
-            float *L = lse + ((size_t)b * NH + h) * T;
-            pack_key_panels(Kp, Q + C, T, hs, ld);
-            for (int i0 = 0; i0 < T; i0 += ATT_MR) {
-                int mr = T - i0 < ATT_MR ? T - i0 : ATT_MR, jn = i0 + mr;
-                float inv[ATT_MR];
-                scores_strip(mr, jn, hs, scale, Q + i0 * ld, ld, Kp, Sb, tp);
-                for (int r = 0; r < mr; r++) {
-                    float *x = Sb + (size_t)r * tp;
-                    int n = i0 + r + 1;
-                    float m = row_max(x, n), sum = row_exp_sum(x, n, m);
-                    row_zero(x + n, jn - n);
-                    L[i0 + r] = m + logf(sum);
-                    inv[r] = 1.0f / sum;
-                }
-                S(strip)(mr, hs, jn, 1.0f, Sb, tp, 1, Vp, ld, O + (size_t)i0 * C, (size_t)C);
-                for (int r = 0; r < mr; r++) row_scale(O + (size_t)(i0 + r) * C, hs, inv[r]);
+    (void)B;
+    for (int u = u0; u < u1; u++) {
+        int b = u / NH, h = u % NH;
+        const float *Q = qkv + (size_t)b * T * ld + (size_t)h * hs;
+        const float *Vp = Q + 2 * (size_t)C;
+        float *O = out + (size_t)b * T * C + (size_t)h * hs;
+        float *L = lse + ((size_t)b * NH + h) * T;
+        pack_key_panels(Kp, Q + C, T, hs, ld);
+        for (int i0 = 0; i0 < T; i0 += ATT_MR) {
+            int mr = T - i0 < ATT_MR ? T - i0 : ATT_MR, jn = i0 + mr;
+            float inv[ATT_MR];
+            scores_strip(mr, jn, hs, scale, Q + i0 * ld, ld, Kp, Sb, tp);
+            for (int r = 0; r < mr; r++) {
+                float *x = Sb + (size_t)r * tp;
+                int n = i0 + r + 1;
+                float m = row_max(x, n), sum = row_exp_sum(x, n, m);
+                row_zero(x + n, jn - n);
+                L[i0 + r] = m + logf(sum);
+                inv[r] = 1.0f / sum;
             }
+            S(strip)(mr, hs, jn, 1.0f, Sb, tp, 1, Vp, ld, O + (size_t)i0 * C, (size_t)C);
+            for (int r = 0; r < mr; r++) row_scale(O + (size_t)(i0 + r) * C, hs, inv[r]);
         }
+    }
 }
 
 /* one backward row: p = exp(s - lse) over [0, n) in place, then
@@ -718,7 +719,7 @@ SFN void att_bwd_row(float *p, float *d, int n, int jn, float lse, float scale) 
  * ws: P, dS tiles (T x Tp each), K^T and V^T panels (hs x Tp each), and for
  * T >= 128 K and Q packed dense (T x hs each). */
 SOP void S(attention_bwd)(float *dqkv, const float *dout, const float *qkv, const float *lse, int B, int T,
-                          int C, int NH, float *ws) {
+                          int C, int NH, int u0, int u1, float *ws) {
     int hs = C / NH;
     size_t ld = 3 * (size_t)C, tp = CLLM_ATT_TPAD(T), tt = (size_t)T * tp;
     float scale = 1.0f / sqrtf((float)hs);
@@ -728,36 +729,36 @@ SOP void S(attention_bwd)(float *dqkv, const float *dout, const float *qkv, cons
     size_t ldp = pack ? (size_t)hs : ld;
     float *Pb = ws, *Db = Pb + tt, *Kp = Db + tt, *Vp = Kp + (size_t)hs * tp;
     float *kd = Vp + (size_t)hs * tp, *qd = kd + (size_t)T * hs;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const cllm_att_head a = cllm_att_head_at(qkv, dqkv, dout, lse, b, h, T, C, NH);
-            const float *Q = a.Q, *K = a.K, *V = a.V, *dO = a.dO, *L = a.L;
-            float *dQ = a.dQ, *dK = a.dK, *dV = a.dV;
-            pack_key_panels(Kp, K, T, hs, ld);
-            pack_key_panels(Vp, V, T, hs, ld);
-            const float *Kc = K, *Qc = Q;
-            if (pack) {
-                pack_head(kd, K, T, hs, ld);
-                pack_head(qd, Q, T, hs, ld);
-                Kc = kd;
-                Qc = qd;
-            }
-            for (int i0 = 0; i0 < T; i0 += ATT_MR) {
-                int mr = T - i0 < ATT_MR ? T - i0 : ATT_MR, jn = i0 + mr;
-                float *Pi = Pb + (size_t)i0 * tp, *Di = Db + (size_t)i0 * tp;
-                scores_strip(mr, jn, hs, scale, Q + i0 * ld, ld, Kp, Pi, tp);
-                scores_strip(mr, jn, hs, 1.0f, dO + (size_t)i0 * C, (size_t)C, Vp, Di, tp);
-                for (int r = 0; r < mr; r++)
-                    att_bwd_row(Pi + (size_t)r * tp, Di + (size_t)r * tp, i0 + r + 1, jn, L[i0 + r], scale);
-                S(strip)(mr, hs, jn, 1.0f, Di, tp, 1, Kc, ldp, dQ + i0 * ld, ld);
-            }
-            for (int j0 = 0; j0 < T; j0 += ATT_MR) {
-                int mr = T - j0 < ATT_MR ? T - j0 : ATT_MR, m = T - j0;
-                size_t pj = (size_t)j0 * tp + j0;
-                S(strip)(mr, hs, m, 1.0f, Pb + pj, 1, tp, dO + (size_t)j0 * C, (size_t)C, dV + j0 * ld, ld);
-                S(strip)(mr, hs, m, 1.0f, Db + pj, 1, tp, Qc + j0 * ldp, ldp, dK + j0 * ld, ld);
-            }
+    (void)B;
+    for (int u = u0; u < u1; u++) {
+        const cllm_att_head a = cllm_att_head_at(qkv, dqkv, dout, lse, u / NH, u % NH, T, C, NH);
+        const float *Q = a.Q, *K = a.K, *V = a.V, *dO = a.dO, *L = a.L;
+        float *dQ = a.dQ, *dK = a.dK, *dV = a.dV;
+        pack_key_panels(Kp, K, T, hs, ld);
+        pack_key_panels(Vp, V, T, hs, ld);
+        const float *Kc = K, *Qc = Q;
+        if (pack) {
+            pack_head(kd, K, T, hs, ld);
+            pack_head(qd, Q, T, hs, ld);
+            Kc = kd;
+            Qc = qd;
         }
+        for (int i0 = 0; i0 < T; i0 += ATT_MR) {
+            int mr = T - i0 < ATT_MR ? T - i0 : ATT_MR, jn = i0 + mr;
+            float *Pi = Pb + (size_t)i0 * tp, *Di = Db + (size_t)i0 * tp;
+            scores_strip(mr, jn, hs, scale, Q + i0 * ld, ld, Kp, Pi, tp);
+            scores_strip(mr, jn, hs, 1.0f, dO + (size_t)i0 * C, (size_t)C, Vp, Di, tp);
+            for (int r = 0; r < mr; r++)
+                att_bwd_row(Pi + (size_t)r * tp, Di + (size_t)r * tp, i0 + r + 1, jn, L[i0 + r], scale);
+            S(strip)(mr, hs, jn, 1.0f, Di, tp, 1, Kc, ldp, dQ + i0 * ld, ld);
+        }
+        for (int j0 = 0; j0 < T; j0 += ATT_MR) {
+            int mr = T - j0 < ATT_MR ? T - j0 : ATT_MR, m = T - j0;
+            size_t pj = (size_t)j0 * tp + j0;
+            S(strip)(mr, hs, m, 1.0f, Pb + pj, 1, tp, dO + (size_t)j0 * C, (size_t)C, dV + j0 * ld, ld);
+            S(strip)(mr, hs, m, 1.0f, Db + pj, 1, tp, Qc + j0 * ldp, ldp, dK + j0 * ld, ld);
+        }
+    }
 }
 
 /* gelu_bwd + bias_grad fused: each dx row is summed into db while in registers */

@@ -59,14 +59,20 @@ OP(gelu_bwd, 1, void, (float *dx, const float *x, const float *dout, size_t n),
  * receives each query row's log-sum-exp of its scaled scores
  * (s_tj = q_t.k_j / sqrt(hs), j <= t), so that P = exp(s - lse): backward
  * recomputes the probabilities instead of keeping a T x T tensor.
+ * Only the (sequence, head) units [u0, u1) of the B * NH, sequence-major
+ * (unit u = b * NH + h), are computed and written: spheres share one batch
+ * by units (the harness runs all of them).
  * ws: scratch of cllm_attention_ws_floats(T, C/NH) floats. */
-OP(attention_fwd, 1, void, (float *out, float *lse, const float *qkv, int B, int T, int C, int NH, float *ws),
-   (HB(0), HB(1), HB(2), HD(0), HD(1), HD(2), HD(3), HWS), hc_attention,
+OP(attention_fwd, 1, void,
+   (float *out, float *lse, const float *qkv, int B, int T, int C, int NH, int u0, int u1, float *ws),
+   (HB(0), HB(1), HB(2), HD(0), HD(1), HD(2), HD(3), 0, HD(0) * HD(3), HWS), hc_attention,
    "+out[B,T,C] +lse[B,NH,T] qkv[B,T,3*C]", "B T C NH")
-/* dqkv(B,T,3C) overwritten, from dout(B,T,C) and the forward's qkv and lse */
+/* dqkv(B,T,3C) overwritten, from dout(B,T,C) and the forward's qkv and
+ * lse; units [u0, u1) as above (only their Q, K, V columns of dqkv) */
 OP(attention_bwd, 1, void,
-   (float *dqkv, const float *dout, const float *qkv, const float *lse, int B, int T, int C, int NH, float *ws),
-   (HB(0), HB(1), HB(2), HB(3), HD(0), HD(1), HD(2), HD(3), HWS), hc_attention,
+   (float *dqkv, const float *dout, const float *qkv, const float *lse, int B, int T, int C, int NH, int u0, int u1,
+    float *ws),
+   (HB(0), HB(1), HB(2), HB(3), HD(0), HD(1), HD(2), HD(3), 0, HD(0) * HD(3), HWS), hc_attention,
    "+dqkv[B,T,3*C] dout[B,T,C] qkv[B,T,3*C] lse[B,NH,T]", "B T C NH")
 /* Row-wise softmax cross-entropy fused with its gradient: logits(N,V) are
  * replaced by dlogits = (softmax - onehot(target)) * dscale; rows with

@@ -105,68 +105,69 @@ static int rows_simd(int kernel) { return kernel != CLLM_BF16_KERNEL_SCALAR; }
 /* per block of ATT_RB query rows: S into the block tile (row stride Tp),
  * softmax rows (lse kept), O = P V. aws: the tile (ATT_RB x Tp). */
 void attention_fwd_bf16(int kernel, float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
-                        void *gws, float *aws) {
+                        int u0, int u1, void *gws, float *aws) {
     int hs = C / NH, ld = 3 * C, simd = rows_simd(kernel), tp = (int)CLLM_ATT_TPAD(T);
     float scale = 1.0f / sqrtf((float)hs);
     float *Sb = aws;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *Q = qkv + (size_t)b * T * ld + (size_t)h * hs;
-            const float *K = Q + C, *V = Q + 2 * (size_t)C;
-            float *O = out + (size_t)b * T * C + (size_t)h * hs;
-            float *L = lse + ((size_t)b * NH + h) * T;
-            for (int i0 = 0; i0 < T; i0 += ATT_RB) {
-                int mr = T - i0 < ATT_RB ? T - i0 : ATT_RB, jn = i0 + mr;
-                cllm_bgemm(kernel, 0, 1, mr, jn, hs, scale, Q + (size_t)i0 * ld, 0, ld, K, 0, ld, 0.0f, Sb, tp,
-                           NULL, gws);
-                for (int r = 0; r < mr; r++) {
-                    float *row = Sb + (size_t)r * tp;
-                    L[i0 + r] = simd ? softmax_row_avx512(row, i0 + r + 1, jn) : softmax_row_scalar(row, i0 + r + 1, jn);
-                }
-                cllm_bgemm(kernel, 0, 0, mr, hs, jn, 1.0f, Sb, 0, tp, V, 0, ld, 0.0f, O + (size_t)i0 * C, C, NULL,
-                           gws);
+    (void)B;
+    for (int u = u0; u < u1; u++) {
+        int b = u / NH, h = u % NH;
+        const float *Q = qkv + (size_t)b * T * ld + (size_t)h * hs;
+        const float *K = Q + C, *V = Q + 2 * (size_t)C;
+        float *O = out + (size_t)b * T * C + (size_t)h * hs;
+        float *L = lse + ((size_t)b * NH + h) * T;
+        for (int i0 = 0; i0 < T; i0 += ATT_RB) {
+            int mr = T - i0 < ATT_RB ? T - i0 : ATT_RB, jn = i0 + mr;
+            cllm_bgemm(kernel, 0, 1, mr, jn, hs, scale, Q + (size_t)i0 * ld, 0, ld, K, 0, ld, 0.0f, Sb, tp,
+                       NULL, gws);
+            for (int r = 0; r < mr; r++) {
+                float *row = Sb + (size_t)r * tp;
+                L[i0 + r] = simd ? softmax_row_avx512(row, i0 + r + 1, jn) : softmax_row_scalar(row, i0 + r + 1, jn);
             }
+            cllm_bgemm(kernel, 0, 0, mr, hs, jn, 1.0f, Sb, 0, tp, V, 0, ld, 0.0f, O + (size_t)i0 * C, C, NULL,
+                       gws);
         }
+    }
 }
 
 /* -------------------------------------------------------------- backward */
 /* aws: P and dS tiles of one (batch, head), T x Tp each */
 void attention_bwd_bf16(int kernel, float *dqkv, const float *dout, const float *qkv, const float *lse, int B, int T,
-                        int C, int NH, void *gws, float *aws) {
+                        int C, int NH, int u0, int u1, void *gws, float *aws) {
     int hs = C / NH, ld = 3 * C, simd = rows_simd(kernel), tp = (int)CLLM_ATT_TPAD(T);
     float scale = 1.0f / sqrtf((float)hs);
     size_t tt = (size_t)T * tp;
     float *P = aws, *D = P + tt;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const cllm_att_head a = cllm_att_head_at(qkv, dqkv, dout, lse, b, h, T, C, NH);
-            const float *Q = a.Q, *K = a.K, *V = a.V, *dO = a.dO, *L = a.L;
-            float *dQ = a.dQ, *dK = a.dK, *dV = a.dV;
-            /* query blocks: P recomputed, dP = dO V^T, dS in place (zeros
-             * above the diagonal), dQ = dS K */
-            for (int i0 = 0; i0 < T; i0 += ATT_RB) {
-                int mr = T - i0 < ATT_RB ? T - i0 : ATT_RB, jn = i0 + mr;
-                float *Pi = P + (size_t)i0 * tp, *Di = D + (size_t)i0 * tp;
-                cllm_bgemm(kernel, 0, 1, mr, jn, hs, scale, Q + (size_t)i0 * ld, 0, ld, K, 0, ld, 0.0f, Pi, tp,
-                           NULL, gws);
-                cllm_bgemm(kernel, 0, 1, mr, jn, hs, 1.0f, dO + (size_t)i0 * C, 0, C, V, 0, ld, 0.0f, Di, tp, NULL,
-                           gws);
-                for (int r = 0; r < mr; r++) {
-                    float *p = Pi + (size_t)r * tp, *d = Di + (size_t)r * tp;
-                    if (simd) bwd_row_avx512(p, d, i0 + r + 1, jn, L[i0 + r], scale);
-                    else bwd_row_scalar(p, d, i0 + r + 1, jn, L[i0 + r], scale);
-                }
-                cllm_bgemm(kernel, 0, 0, mr, hs, jn, 1.0f, Di, 0, tp, K, 0, ld, 0.0f, dQ + (size_t)i0 * ld, ld, NULL,
-                           gws);
+    (void)B;
+    for (int u = u0; u < u1; u++) {
+        const cllm_att_head a = cllm_att_head_at(qkv, dqkv, dout, lse, u / NH, u % NH, T, C, NH);
+        const float *Q = a.Q, *K = a.K, *V = a.V, *dO = a.dO, *L = a.L;
+        float *dQ = a.dQ, *dK = a.dK, *dV = a.dV;
+        /* query blocks: P recomputed, dP = dO V^T, dS in place (zeros
+         * above the diagonal), dQ = dS K */
+        for (int i0 = 0; i0 < T; i0 += ATT_RB) {
+            int mr = T - i0 < ATT_RB ? T - i0 : ATT_RB, jn = i0 + mr;
+            float *Pi = P + (size_t)i0 * tp, *Di = D + (size_t)i0 * tp;
+            cllm_bgemm(kernel, 0, 1, mr, jn, hs, scale, Q + (size_t)i0 * ld, 0, ld, K, 0, ld, 0.0f, Pi, tp,
+                       NULL, gws);
+            cllm_bgemm(kernel, 0, 1, mr, jn, hs, 1.0f, dO + (size_t)i0 * C, 0, C, V, 0, ld, 0.0f, Di, tp, NULL,
+                       gws);
+            for (int r = 0; r < mr; r++) {
+                float *p = Pi + (size_t)r * tp, *d = Di + (size_t)r * tp;
+                if (simd) bwd_row_avx512(p, d, i0 + r + 1, jn, L[i0 + r], scale);
+                else bwd_row_scalar(p, d, i0 + r + 1, jn, L[i0 + r], scale);
             }
-            /* key blocks j0..: only query rows >= j0 see them */
-            for (int j0 = 0; j0 < T; j0 += ATT_RB) {
-                int mk = T - j0 < ATT_RB ? T - j0 : ATT_RB, m = T - j0;
-                size_t pj = (size_t)j0 * tp + j0;
-                cllm_bgemm(kernel, 1, 0, mk, hs, m, 1.0f, P + pj, 0, tp, dO + (size_t)j0 * C, 0, C, 0.0f,
-                           dV + (size_t)j0 * ld, ld, NULL, gws);
-                cllm_bgemm(kernel, 1, 0, mk, hs, m, 1.0f, D + pj, 0, tp, Q + (size_t)j0 * ld, 0, ld, 0.0f,
-                           dK + (size_t)j0 * ld, ld, NULL, gws);
-            }
+            cllm_bgemm(kernel, 0, 0, mr, hs, jn, 1.0f, Di, 0, tp, K, 0, ld, 0.0f, dQ + (size_t)i0 * ld, ld, NULL,
+                       gws);
         }
+        /* key blocks j0..: only query rows >= j0 see them */
+        for (int j0 = 0; j0 < T; j0 += ATT_RB) {
+            int mk = T - j0 < ATT_RB ? T - j0 : ATT_RB, m = T - j0;
+            size_t pj = (size_t)j0 * tp + j0;
+            cllm_bgemm(kernel, 1, 0, mk, hs, m, 1.0f, P + pj, 0, tp, dO + (size_t)j0 * C, 0, C, 0.0f,
+                       dV + (size_t)j0 * ld, ld, NULL, gws);
+            cllm_bgemm(kernel, 1, 0, mk, hs, m, 1.0f, D + pj, 0, tp, Q + (size_t)j0 * ld, 0, ld, 0.0f,
+                       dK + (size_t)j0 * ld, ld, NULL, gws);
+        }
+    }
 }

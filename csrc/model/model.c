@@ -45,13 +45,13 @@ static int resolve_threads(int threads) {
 static double memory_bytes(const cllm_config *c) {
     int n = resolve_threads(c->threads);
     double P = count_params(c);
-    int active = n < c->batch_size ? n : c->batch_size;
+    /* every sphere holds a shard: of whole sequences or of token rows */
     double acts = (double)act_floats(c->batch_size, c->seq_len, c->embed_dim, c->num_heads, c->num_layers,
                                      c->vocab_size);
     double per_sphere = (double)cllm_gemm_any_ws_floats() + (double)cllm_attention_ws_floats(c->seq_len, c->embed_dim / c->num_heads) +
                         (double)c->context_len;
     double bf16_copy = c->precision == CLLM_PRECISION_BF16 ? 2.0 * P : 0.0;
-    return 4.0 * (4.0 * P + (double)(active - 1) * P + (double)n * per_sphere + acts) + bf16_copy;
+    return 4.0 * (4.0 * P + (double)(n - 1) * P + (double)n * per_sphere + acts) + bf16_copy;
 }
 
 CLLM_EXPORT int cllm_config_memory(const cllm_config *cfg, double *bytes) {
@@ -212,7 +212,6 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
     cllm_spheres_count(m->pool, &m->nspheres);
     m->sph = calloc((size_t)m->nspheres, sizeof(Sphere));
     if (!m->sph) goto nomem;
-    int active = m->nspheres < m->Bmax ? m->nspheres : m->Bmax;
     /* the batch-wide activations; the spheres' views into them are set
      * per call (step.c) */
     m->all.act = calloc((size_t)m->L, sizeof(LayerAct));
@@ -220,8 +219,7 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
     if (!m->all.act || !m->arena) goto nomem;
     carve(m, &m->all, m->Bmax);
     for (int i = 0; i < m->nspheres; i++) {
-        Sphere *s = &m->sph[i];
-        if (i >= active) continue; /* never gets a shard */
+        Sphere *s = &m->sph[i]; /* each may get a shard (of token rows when B is small) */
         s->act = calloc((size_t)m->L, sizeof(LayerAct));
         s->g.h = calloc((size_t)m->L, sizeof(LayerW));
         s->gemm_ws = cllm_aligned_alloc(cllm_gemm_any_ws_floats() * sizeof(float));

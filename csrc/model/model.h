@@ -20,7 +20,9 @@ struct ModelPrecision;
 
 /* One sphere's context: its shard, activation views and gradient accumulators. */
 typedef struct {
-    int b0, bs;            /* shard: batch rows [b0, b0+bs) of the last call  */
+    int r0, n;             /* shard: token rows [r0, r0+n) of the last call's
+                              B x T block (whole sequences unless the plan
+                              splits them: SplitPlan.rows)                  */
     float *grads_buf;      /* NULL for sphere 0 (uses the model's grads)       */
     Weights g;             /* pointers into this sphere's gradient buffer      */
     /* this shard's rows of the batch-wide activations (the model's `all`) */
@@ -63,6 +65,8 @@ struct cllm_model {
     /* last forward */
     int32_t *inputs, *targets; /* copies, Bmax*Tmax */
     int last_B, last_T, have_fwd, fwd_targets, active;
+    int row_shards;            /* the last call's shards are token rows that
+                                  may split sequences (split_row_shards)      */
     long valid_count;
     long loss_tokens;  /* cllm_model_set_loss_tokens: 0 = the block's own count */
     long loss_denom;   /* tokens the last forward's loss was normalised by     */

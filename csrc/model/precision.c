@@ -33,15 +33,16 @@ static void fp32_lm_bwd_gemm(const cllm_model *m, int ta, int M, int N, int K, c
 }
 
 static void fp32_attention_fwd(const cllm_model *m, float *out, float *lse, const float *qkv, int B, int T, int C,
-                               int NH, void *gws, float *aws) {
+                               int NH, int u0, int u1, void *gws, float *aws) {
     (void)gws;
-    m->ops->attention_fwd(out, lse, qkv, B, T, C, NH, aws);
+    m->ops->attention_fwd(out, lse, qkv, B, T, C, NH, u0, u1, aws);
 }
 
 static void fp32_attention_bwd(const cllm_model *m, float *dqkv, const float *dout, const float *qkv,
-                               const float *lse, int B, int T, int C, int NH, void *gws, float *aws) {
+                               const float *lse, int B, int T, int C, int NH, int u0, int u1, void *gws,
+                               float *aws) {
     (void)gws;
-    m->ops->attention_bwd(dqkv, dout, qkv, lse, B, T, C, NH, aws);
+    m->ops->attention_bwd(dqkv, dout, qkv, lse, B, T, C, NH, u0, u1, aws);
 }
 
 static void fp32_crossentropy(const cllm_model *m, float *logits, float *losses, const int32_t *targets, int N,
@@ -87,13 +88,14 @@ static void bf16_lm_bwd_gemm(const cllm_model *m, int ta, int M, int N, int K, c
 }
 
 static void bf16_attention_fwd(const cllm_model *m, float *out, float *lse, const float *qkv, int B, int T, int C,
-                               int NH, void *gws, float *aws) {
-    attention_fwd_bf16(m->bf16_kernel, out, lse, qkv, B, T, C, NH, gws, aws);
+                               int NH, int u0, int u1, void *gws, float *aws) {
+    attention_fwd_bf16(m->bf16_kernel, out, lse, qkv, B, T, C, NH, u0, u1, gws, aws);
 }
 
 static void bf16_attention_bwd(const cllm_model *m, float *dqkv, const float *dout, const float *qkv,
-                               const float *lse, int B, int T, int C, int NH, void *gws, float *aws) {
-    attention_bwd_bf16(m->bf16_kernel, dqkv, dout, qkv, lse, B, T, C, NH, gws, aws);
+                               const float *lse, int B, int T, int C, int NH, int u0, int u1, void *gws,
+                               float *aws) {
+    attention_bwd_bf16(m->bf16_kernel, dqkv, dout, qkv, lse, B, T, C, NH, u0, u1, gws, aws);
 }
 
 /* crossentropy_fused row by row, each row's dlogits then rounded to BF16 in

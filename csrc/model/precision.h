@@ -23,12 +23,13 @@ typedef struct ModelPrecision {
      * cross-entropy below left them */
     void (*lm_bwd_gemm)(const cllm_model *m, int ta, int M, int N, int K, const float *dlogits, const float *B,
                         int b_param, int ldb, float *C, int ldc, void *ws);
-    /* causal attention (the attention_fwd / attention_bwd registry ops);
-     * gws: GEMM workspace, aws: attention workspace */
+    /* causal attention (the attention_fwd / attention_bwd registry ops) of
+     * the (sequence, head) units [u0, u1) of B * NH; gws: GEMM workspace,
+     * aws: attention workspace */
     void (*attention_fwd)(const cllm_model *m, float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
-                          void *gws, float *aws);
+                          int u0, int u1, void *gws, float *aws);
     void (*attention_bwd)(const cllm_model *m, float *dqkv, const float *dout, const float *qkv, const float *lse,
-                          int B, int T, int C, int NH, void *gws, float *aws);
+                          int B, int T, int C, int NH, int u0, int u1, void *gws, float *aws);
     /* softmax + cross-entropy of N rows of V logits (overwritten by dlogits,
      * scaled by dscale), per-token losses; BF16 then stores each row's
      * dlogits as BF16 for lm_bwd_gemm */

@@ -16,6 +16,7 @@
 #include "gemm/gemm.h"
 
 /* The plan (split.h):
+ *   rows:   token-row shards (split_row_shards, chosen by the call);
  *   lm:     whenever the batch is spread over several spheres (wte is the
  *           largest operand);
  *   dlnf:   with lm, when column slices pack less than per-shard rows;
@@ -24,8 +25,15 @@
  *           and every sphere of the pool holds a shard (they all run the
  *           layers).
  * All off in deterministic mode. */
+int split_row_shards(const cllm_model *m, int B, int T) {
+    return m->nspheres > 1 && !m->deterministic && B % m->nspheres != 0 && (long)B * T >= m->nspheres;
+}
+
 void split_plan(const cllm_model *m, SplitPlan *p) {
-    int rows = (m->last_B + m->active - 1) / m->active * m->last_T;
+    long all_rows = (long)m->last_B * m->last_T;
+    int rows = m->row_shards ? (int)((all_rows + m->active - 1) / m->active)
+                             : (m->last_B + m->active - 1) / m->active * m->last_T;
+    p->rows = m->row_shards;
     p->lm = m->active > 1 && !m->deterministic;
     /* dlnf(rows, C) = dlogits(rows, V) @ wte(V, C): each sphere packs its
      * A rows and B columns, V floats each, so per shard it packs rows + C,
@@ -33,7 +41,6 @@ void split_plan(const cllm_model *m, SplitPlan *p) {
      * all of the V-wide dlogits); the smaller wins. Measured (default model,
      * BF16, 2 threads: 1024-row shards, C = 256): 288 / 291 / 284 ms per step
      * per shard against 309 / 306 / 305 ms column-sliced, alternated. */
-    long all_rows = (long)m->last_B * m->last_T;
     p->dlnf = p->lm && all_rows + m->C / m->active < (long)rows + m->C;
     p->layers = m->active > 1 && m->active == m->nspheres && !m->deterministic && rows < cllm_sgemm_mc(m->isa);
 }

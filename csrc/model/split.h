@@ -8,6 +8,9 @@
 /* Every sphere that passes the step's barriers must see the same plan, so it
  * is made once per call, before the pool runs (split_plan). */
 typedef struct {
+    int rows;    /* the shards are token rows, not whole sequences (the
+                    model's row_shards): attention runs over the whole
+                    batch, by (sequence, head) units, between barriers     */
     int lm;      /* the LM head's logits and wte gradient batch-wide        */
     int dlnf;    /* with lm: the LM head's input gradient too               */
     int layers;  /* the layers' forward and input-gradient GEMMs (and with
@@ -17,6 +20,14 @@ typedef struct {
 /* the plan for the model's last (B, T) block over its active spheres, on
  * its ISA (m->last_B, m->last_T, m->active, m->isa, m->deterministic) */
 void split_plan(const cllm_model *m, SplitPlan *p);
+
+/* Are the shards of a B-sequence call of T tokens token rows rather than
+ * whole sequences? When the sequences do not divide evenly among the
+ * spheres (fewer sequences than spheres: a GPT-2-small fine-tune at full
+ * context with batch 1), whole-sequence shards leave spheres idle; token
+ * rows keep them all busy, every sphere then holds a shard. Needs at least
+ * one row per sphere; never in deterministic mode. */
+int split_row_shards(const cllm_model *m, int B, int T);
 
 /* columns [*lo, *hi) of n for sphere i of `parts`, in units of 16 floats so
  * that no two spheres write the same cache line of a row */

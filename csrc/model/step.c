@@ -56,7 +56,7 @@ static void linear(StepCtx *x, Sphere *s, int tb, int N, int Ncol, int K, const 
         SPROF(kind, GEMM_W(0, tb, N, Ncol, K, A, lda, W, ldw, 0.0f, Y, ldy, bias));
         return;
     }
-    size_t r0 = (size_t)s->b0 * x->T;
+    size_t r0 = (size_t)s->r0;
     int rows = m->last_B * x->T, lo, hi;
     split_columns(Ncol, (int)(s - m->sph), m->active, &lo, &hi);
     cllm_spheres_barrier(m->pool); /* every shard's rows of A are ready */
@@ -79,11 +79,10 @@ static void weight_grad(StepCtx *x, Sphere *s, int K, int Ncol, const float *A, 
                         float *dw_model) {
     cllm_model *m = x->m;
     if (!x->plan.layers) {
-        int N = s->bs * x->T;
-        SPROF(P_GEMM_BWD, GEMM(1, 0, K, Ncol, N, A, K, dY, Ncol, 0.0f, dw, Ncol, NULL));
+        SPROF(P_GEMM_BWD, GEMM(1, 0, K, Ncol, s->n, A, K, dY, Ncol, 0.0f, dw, Ncol, NULL));
         return;
     }
-    size_t r0 = (size_t)s->b0 * x->T;
+    size_t r0 = (size_t)s->r0;
     int rows = m->last_B * x->T, lo, hi;
     split_columns(Ncol, (int)(s - m->sph), m->active, &lo, &hi);
     if (hi > lo)
@@ -91,14 +90,85 @@ static void weight_grad(StepCtx *x, Sphere *s, int K, int Ncol, const float *A, 
                               Ncol, NULL));
 }
 
+/* encoded = wte[ids] + wpe[position] of the shard's rows, a run of
+ * positions at a time (a shard of token rows may start and end inside a
+ * sequence) */
+static void embed_rows(StepCtx *x, Sphere *s) {
+    cllm_model *m = x->m;
+    int T = x->T, C = m->C;
+    for (int r = s->r0, end = s->r0 + s->n; r < end;) {
+        int t = r % T, len = T - t < end - r ? T - t : end - r;
+        x->ops->embed_fwd(s->encoded + (size_t)(r - s->r0) * C, m->inputs + r, m->w.wte, m->w.wpe + (size_t)t * C, 1,
+                          len, C);
+        r += len;
+    }
+}
+
+/* The (sequence, head) units of layer l's attention this sphere runs, and
+ * on which activations: with whole-sequence shards, every head of the
+ * shard's own sequences (its views); with token-row shards (x->plan.rows),
+ * a slice of the units of the whole batch (the batch-wide activations),
+ * since a sequence's keys may lie in another sphere's rows. */
+typedef struct {
+    LayerAct *a;
+    int B, u0, u1;
+} AttUnits;
+
+static AttUnits att_units(StepCtx *x, Sphere *s, int l) {
+    cllm_model *m = x->m;
+    AttUnits u;
+    if (!x->plan.rows) {
+        u.a = &s->act[l];
+        u.B = s->n / x->T;
+        u.u0 = 0;
+        u.u1 = u.B * m->NH;
+        return u;
+    }
+    long lo, hi;
+    cllm_split((long)m->last_B * m->NH, (int)(s - m->sph), m->nspheres, &lo, &hi);
+    u.a = &m->all.act[l];
+    u.B = m->last_B;
+    u.u0 = (int)lo;
+    u.u1 = (int)hi;
+    return u;
+}
+
+/* with token-row shards, attention sits between two barriers: every row's
+ * input is ready before, every unit's output after */
+static void att_barrier(StepCtx *x) {
+    if (x->plan.rows) cllm_spheres_barrier(x->m->pool);
+}
+
+static void attention_fwd(StepCtx *x, Sphere *s, int l) {
+    cllm_model *m = x->m;
+    AttUnits u = att_units(x, s, l);
+    att_barrier(x);
+    if (u.u1 > u.u0)
+        SPROF(P_ATTN_FWD, x->prec->attention_fwd(m, u.a->atty, u.a->lse, u.a->qkv, u.B, x->T, m->C, m->NH, u.u0, u.u1,
+                                                 s->gemm_ws, s->att_ws));
+    att_barrier(x);
+}
+
+/* dqkv from datty (dtmp) */
+static void attention_bwd(StepCtx *x, Sphere *s, int l) {
+    cllm_model *m = x->m;
+    AttUnits u = att_units(x, s, l);
+    float *dqkv = x->plan.rows ? m->all.dqkv : s->dqkv;
+    const float *dtmp = x->plan.rows ? m->all.dtmp : s->dtmp;
+    att_barrier(x);
+    if (u.u1 > u.u0)
+        SPROF(P_ATTN_BWD, x->prec->attention_bwd(m, dqkv, dtmp, u.a->qkv, u.a->lse, u.B, x->T, m->C, m->NH, u.u0,
+                                                 u.u1, s->gemm_ws, s->att_ws));
+    att_barrier(x);
+}
+
 static void shard_forward(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
     const cllm_ops *ops = x->ops;
-    int T = x->T, C = m->C, NH = m->NH, L = m->L, Bs = s->bs, N = Bs * T;
-    const int32_t *ids = m->inputs + (size_t)s->b0 * T;
+    int C = m->C, L = m->L, N = s->n;
     Weights *w = &m->w;
 
-    SPROF(P_EMBED, ops->embed_fwd(s->encoded, ids, w->wte, w->wpe, Bs, T, C));
+    SPROF(P_EMBED, embed_rows(x, s));
     LayerAct *a0 = &s->act[0];
     SPROF(P_LAYERNORM, ops->layernorm_fwd(a0->ln1, a0->ln1_mean, a0->ln1_rstd, s->encoded, w->h[0].ln1w, w->h[0].ln1b, N, C));
     for (int l = 0; l < L; l++) {
@@ -106,7 +176,7 @@ static void shard_forward(StepCtx *x, Sphere *s) {
         LayerAct *a = &s->act[l];
         const float *resid = l == 0 ? s->encoded : s->act[l - 1].res3;
         linear(x, s, 0, N, 3 * C, C, a->ln1, C, lw->qkvw, 3 * C, a->qkv, 3 * C, lw->qkvb);
-        SPROF(P_ATTN_FWD, x->prec->attention_fwd(m, a->atty, a->lse, a->qkv, Bs, T, C, NH, s->gemm_ws, s->att_ws));
+        attention_fwd(x, s, l);
         linear(x, s, 0, N, C, C, a->atty, C, lw->projw, C, a->attproj, C, lw->projb);
         SPROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res2, a->ln2, a->ln2_mean, a->ln2_rstd, resid, a->attproj,
                                     lw->ln2w, lw->ln2b, N, C));
@@ -147,10 +217,10 @@ static void lm_head_dlnf(StepCtx *x, Sphere *s, const float *dlogits, float *dln
 /* softmax + cross-entropy of this shard's rows (logits -> dlogits) */
 static void shard_loss(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
-    int T = x->T, N = s->bs * T;
+    int N = s->n;
     s->loss_sum = 0.0;
     if (!x->with_targets) return;
-    const int32_t *tg = m->targets + (size_t)s->b0 * T;
+    const int32_t *tg = m->targets + s->r0;
     SPROF(P_XENT, x->prec->crossentropy(m, s->logits, s->losses, tg, N, x->dscale));
     double acc = 0.0;
     for (int i = 0; i < N; i++) acc += s->losses[i];
@@ -160,8 +230,7 @@ static void shard_loss(StepCtx *x, Sphere *s) {
 static void shard_backward(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
     const cllm_ops *ops = x->ops;
-    int T = x->T, C = m->C, NH = m->NH, L = m->L, Bs = s->bs, N = Bs * T;
-    const int32_t *ids = m->inputs + (size_t)s->b0 * T;
+    int T = x->T, C = m->C, L = m->L, N = s->n;
     Weights *w = &m->w, *g = &s->g;
 
     /* LM head: dlnf = dlogits @ wte came before (lm_head_dlnf) */
@@ -185,23 +254,25 @@ static void shard_backward(StepCtx *x, Sphere *s) {
         linear(x, s, 1, N, C, C, s->dres, C, lw->projw, C, s->dtmp, C, NULL);
         weight_grad(x, s, C, C, a->atty, s->dres, lg->projw, mg->projw);
         SPROF(P_BIAS_GRAD, ops->bias_grad(lg->projb, s->dres, N, C));
-        SPROF(P_ATTN_BWD, x->prec->attention_bwd(m, s->dqkv, s->dtmp, a->qkv, a->lse, Bs, T, C, NH, s->gemm_ws,
-                                                 s->att_ws));
+        attention_bwd(x, s, l);
         linear(x, s, 1, N, C, 3 * C, s->dqkv, 3 * C, lw->qkvw, 3 * C, s->dtmp, C, NULL);
         weight_grad(x, s, C, 3 * C, a->ln1, s->dqkv, lg->qkvw, mg->qkvw);
         SPROF(P_BIAS_GRAD, ops->bias_grad(lg->qkvb, s->dqkv, N, 3 * C));
         SPROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, lg->ln1w, lg->ln1b, s->dtmp, resid, lw->ln1w, a->ln1_mean, a->ln1_rstd, N, C));
     }
-    if (x->plan.lm) return; /* the embedding's gradients come batch-wide (embed_grads) */
+    /* the embedding's gradients come batch-wide (embed_grads) with the LM
+     * head batch-wide, as it always is with token-row shards; else the
+     * shard is whole sequences */
+    if (x->plan.lm) return;
     memset(g->wpe, 0, sizeof(float) * (size_t)m->P * C);
-    SPROF(P_EMBED, ops->embed_bwd(g->wte, g->wpe, s->dres, ids, Bs, T, C));
+    SPROF(P_EMBED, ops->embed_bwd(g->wte, g->wpe, s->dres, m->inputs + s->r0, N / T, T, C));
 }
 
 /* dwte = dlogits^T @ lnf over this shard's rows (overwrites the shard's
  * gradient: data-parallel, reduced with the rest) */
 static void shard_dwte(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
-    int N = s->bs * x->T, C = m->C, V = m->V;
+    int N = s->n, C = m->C, V = m->V;
     SPROF(P_LMHEAD_BWD, x->prec->lm_bwd_gemm(m, 1, V, C, N, s->logits, s->lnf, 0, C, s->g.wte, C, s->gemm_ws));
 }
 
@@ -246,10 +317,10 @@ static int task_fwd_bwd(void *arg, int sphere, int n) {
     StepCtx *x = arg;
     cllm_model *m = x->m;
     Sphere *s = &m->sph[sphere];
-    int mine = s->bs > 0, rows, lo, hi;
+    int mine = s->n > 0, rows, lo, hi;
     if (!x->plan.lm) {
         if (!mine) return CLLM_OK;
-        rows = s->bs * x->T;
+        rows = s->n;
         if (x->do_forward) {
             shard_forward(x, s);
             lm_head_fwd(x, s, s->lnf, s->logits, rows, 0, m->V);
@@ -279,7 +350,7 @@ static int task_fwd_bwd(void *arg, int sphere, int n) {
             split_columns(m->C, sphere, m->active, &lo, &hi);
             lm_head_dlnf(x, s, m->all.logits, m->all.dlnf, rows, lo, hi);
         } else if (!x->plan.dlnf && mine) {
-            lm_head_dlnf(x, s, s->logits, s->dlnf, s->bs * x->T, 0, m->C);
+            lm_head_dlnf(x, s, s->logits, s->dlnf, s->n, 0, m->C);
         }
         if (sphere < m->active) {
             split_columns(m->V, sphere, m->active, &lo, &hi);
@@ -366,14 +437,17 @@ static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets,
     x->dscale = denom > 0 ? 1.0f / (float)denom : 0.0f;
     m->valid_count = valid;
     m->loss_denom = denom;
-    m->active = m->nspheres < B ? m->nspheres : B;
+    /* shards of whole sequences, or of token rows (split_row_shards) */
+    m->row_shards = split_row_shards(m, B, T);
+    long units = m->row_shards ? (long)B * T : B, per = m->row_shards ? 1 : T;
+    m->active = m->nspheres < units ? m->nspheres : (int)units;
     for (int i = 0; i < m->nspheres; i++) {
         long lo = 0, hi = 0;
-        if (i < m->active) cllm_split(B, i, m->active, &lo, &hi);
-        m->sph[i].b0 = (int)lo;
-        m->sph[i].bs = (int)(hi - lo);
+        if (i < m->active) cllm_split(units, i, m->active, &lo, &hi);
+        m->sph[i].r0 = (int)(lo * per);
+        m->sph[i].n = (int)((hi - lo) * per);
         /* this shard's rows of the batch-wide activations */
-        if (i < m->active) point_shard(m, &m->sph[i], (size_t)lo * T);
+        if (i < m->active) point_shard(m, &m->sph[i], (size_t)(lo * per));
     }
     plan_call(m, x);
     m->have_fwd = 0;
