@@ -98,12 +98,14 @@ def _plain_output() -> Iterator[None]:
 def _download(text: str, repo: str, rev: Optional[str]) -> str:
     """``snapshot_download`` of :data:`MODEL_FILES` of ``repo`` at ``rev``, its
     errors turned into one-line cllm errors."""
-    from huggingface_hub import constants, snapshot_download, utils
+    from huggingface_hub import constants, snapshot_download, try_to_load_from_cache, utils
     cache = constants.HF_HUB_CACHE
     offline = _offline(constants)
     where = f"{repo} (revision {rev or 'main'})"
     if offline:
-        log.info("using %s from the Hugging Face cache %s (offline: HF_HUB_OFFLINE is set)", where, cache)
+        log.debug("using %s from the Hugging Face cache %s (HF_HUB_OFFLINE is set)", where, cache)
+    elif isinstance(try_to_load_from_cache(repo, "config.json", revision=rev), str):
+        log.debug("checking %s in the cache %s against the hub", where, cache)
     else:
         log.info("downloading %s to %s", where, cache)
     try:
