@@ -323,3 +323,11 @@ def test_a_default_run_saves_the_same_options_as_before(code_corpus, tmp_path):
 def test_fine_tuning_an_explicit_seq_len_above_the_context_is_refused(offline_cache, code_corpus):
     with pytest.raises(cllm.ConfigError, match="exceeds the context length 32"):
         cllm.train(code_corpus, init_from=REPO, max_steps=1, seq_len=64, threads=1, progress=False)
+
+
+def test_train_help_states_the_fine_tuning_defaults():
+    from cllm.cli.main import build_parser
+    train_p = build_parser()._subparsers._group_actions[0].choices["train"]
+    text = " ".join(train_p.format_help().split())
+    assert "with init_from: 2% of the steps, at most 20" in text and "at most 1024" in text
+    assert "a hub id such as codeparrot/codeparrot-small (needs cllm[hub])" in text

@@ -404,7 +404,8 @@ def _cli_help(m: Mapping[str, Any], default: Any, here: bool = False) -> str:
     extra = [f"default {'here ' if here else ''}{default}"] if default is not None and not said else []
     if rng and m["hi"] != C_INT_MAX:
         extra.append(rng)
-    return m["cli_help"] + (f" ({'; '.join(extra)})" if extra else "")
+    text = m["cli_help"] + (f" ({'; '.join(extra)})" if extra else "")
+    return text.replace("%", "%%")   # argparse formats help with %: a literal one ("2% of the steps") is %%
 
 
 def _check_field(f: "dataclasses.Field[Any]", v: Any) -> Any:
