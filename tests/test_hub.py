@@ -246,6 +246,22 @@ def test_cli_generate_a_hub_id_offline(standin, tmp_path, code_corpus):
     local = run_cli(["generate", standin, *args], hub_env(cache), str(tmp_path))
     assert r.returncode == 0 and local.returncode == 0, r.stderr + local.stderr
     assert r.stdout == local.stdout and r.stdout.startswith("def ")
+    r = run_cli(["info", REPO], hub_env(cache), str(tmp_path))
+    assert r.returncode == 0 and f"snapshots/{COMMIT}" in r.stdout, r.stderr
+    r = run_cli(["eval", f"{REPO}@main", code_corpus, "--max-bytes", "20000", "-q", "--threads", "1"],
+                hub_env(cache), str(tmp_path))
+    assert r.returncode == 0 and "bits/byte" in r.stdout, r.stderr
+
+
+def test_serve_builds_from_a_hub_id(offline_cache):
+    pytest.importorskip("starlette")
+    from cllm.server.run import build
+    app = build(REPO, threads=1)
+    try:
+        assert app.state.cllm.model_name == "tiny-gpt2"
+        assert app.state.cllm.engine.model.config.context_len == 32
+    finally:
+        app.state.cllm.engine.close(wait=1)
 
 
 def test_cli_errors_offline_uncached_and_without_the_extra(tmp_path):
@@ -270,7 +286,9 @@ def test_cli_fine_tunes_from_a_hub_id(standin, tmp_path, code_corpus):
     r = run_cli(["train", code_corpus, "--init-from", REPO, "--out", str(out), "--max-steps", "3",
                  "--batch-size", "4", "--threads", "1", "-q", "--sample-tokens", "4"], hub_env(cache), str(tmp_path))
     assert r.returncode == 0, r.stderr
-    assert "fine-tuning defaults" in r.stderr and f"fine-tuned from {REPO}" in r.stdout
+    assert "fine-tuning defaults (set the options to change them): learning rate 0.0001, warm-up 2% of the " \
+           "steps (at most 20), seq_len 32 (the checkpoint's context, at most 1024)" in r.stderr
+    assert f"fine-tuned from {REPO}" in r.stdout
     assert tree(cache) == before
     state = json.loads((out / "trainer_state.json").read_text())
     o = state["options"]
@@ -297,14 +315,16 @@ def test_from_scratch_defaults_are_unchanged():
 
 def test_fine_tuning_defaults_unless_given():
     o = TrainOptions(init_from="o/n")
-    assert o.finetune_defaults() and TrainOptions().finetune_defaults() == []
+    assert o.finetune_defaults(2048) == ["learning rate 0.0001", "warm-up 2% of the steps (at most 20)",
+                                         "seq_len 1024 (the checkpoint's context, at most 1024)"]
+    assert TrainOptions().finetune_defaults(2048) == []
     r = o.resolved(context_len=2048)
     assert (r.learning_rate, r.seq_len) == (1e-4, 1024)
     assert o.resolved(context_len=128).seq_len == 128
     assert (r.warmup(10_000), r.warmup(500), r.warmup(100), r.warmup(10)) == (20, 10, 2, 1)
     given = TrainOptions(init_from="o/n", learning_rate=5e-4, seq_len=64, warmup_steps=7)
     g = given.resolved(context_len=2048)
-    assert (g.learning_rate, g.seq_len, g.warmup(10_000)) == (5e-4, 64, 7) and given.finetune_defaults() == []
+    assert (g.learning_rate, g.seq_len, g.warmup(10_000)) == (5e-4, 64, 7) and given.finetune_defaults(2048) == []
     with pytest.raises(cllm.ConfigError, match="context_len"):
         o.resolved()
     with pytest.raises(cllm.ConfigError, match="not resolved"):

@@ -329,11 +329,10 @@ def load_init(opts: TrainOptions, world: Optional[World] = None) -> Tuple[Model,
     if opts.seq_len is not None and opts.seq_len > ctx:
         raise ConfigError(f"seq_len ({opts.seq_len}) exceeds the context length {ctx} of the checkpoint "
                           f"{src}; use --seq-len {ctx} or less")
-    auto = opts.finetune_defaults()
+    auto = opts.finetune_defaults(ctx)
     opts = opts.resolved(ctx)
     if auto and world.is_root:
-        log.info("fine-tuning defaults (set the options to change them): %s; seq_len %d", "; ".join(auto),
-                 opts.seq_len)
+        log.info("fine-tuning defaults (set the options to change them): %s", ", ".join(auto))
     model = Model.load(ck, batch_size=opts.batch_size, seq_len=opts.seq_len, max_memory_gb=opts.max_memory_gb,
                        precision=opts.precision, **world.model_options(opts.threads, opts.deterministic))
     log.info("fine-tuning from %s: %s parameters, vocabulary %s, context %d (model-shape options come "

@@ -282,9 +282,10 @@ class TrainOptions:
             seq = min(int(context_len), FINETUNE_MAX_SEQ_LEN) if tuning else SCRATCH_SEQ_LEN  # type: ignore[arg-type]
         return dataclasses.replace(self, learning_rate=lr, seq_len=seq)
 
-    def finetune_defaults(self) -> List[str]:
-        """The fine-tuning defaults a run with ``init_from`` gets, in words: one
-        entry per option the caller left to its default (for the run's log)."""
+    def finetune_defaults(self, context_len: int) -> List[str]:
+        """The fine-tuning defaults a run with ``init_from`` (a checkpoint with
+        ``context_len`` positions) gets, in words: one entry per option the
+        caller left to its default (for the run's log)."""
         if self.init_from is None:
             return []
         out = []
@@ -293,7 +294,8 @@ class TrainOptions:
         if self.warmup_steps is None:
             out.append(f"warm-up {FINETUNE_WARMUP_FRACTION:.0%} of the steps (at most {FINETUNE_MAX_WARMUP})")
         if self.seq_len is None:
-            out.append(f"seq_len = the checkpoint's context (at most {FINETUNE_MAX_SEQ_LEN})")
+            out.append(f"seq_len {self.resolved(context_len).seq_len} (the checkpoint's context, at most "
+                       f"{FINETUNE_MAX_SEQ_LEN})")
         return out
 
     # ------------------------------------------------------------ schedules
