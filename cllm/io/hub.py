@@ -66,8 +66,8 @@ def resolve_model_path(name_or_path: Union[str, "os.PathLike[str]"]) -> str:
         raise CheckpointError(f"{text}: checkpoint directory not found (no such directory; a Hugging Face hub "
                               f"model is named owner/name)")
     repo, rev = parsed
-    try:
-        import huggingface_hub  # noqa: F401
+    try:   # what _download uses, all in huggingface_hub 0.20 and later
+        from huggingface_hub import constants, snapshot_download, try_to_load_from_cache, utils  # noqa: F401
     except ImportError:
         raise UnsupportedError(f"{text}: no such directory; to download the Hugging Face hub model {repo}, "
                                f"install the hub extra: {INSTALL_HINT}") from None
