@@ -325,9 +325,9 @@ def test_fine_tuning_defaults_unless_given():
     given = TrainOptions(init_from="o/n", learning_rate=5e-4, seq_len=64, warmup_steps=7)
     g = given.resolved(context_len=2048)
     assert (g.learning_rate, g.seq_len, g.warmup(10_000)) == (5e-4, 64, 7) and given.finetune_defaults(2048) == []
-    with pytest.raises(cllm.ConfigError, match="context_len"):
+    with pytest.raises(cllm.StateError, match="context_len"):
         o.resolved()
-    with pytest.raises(cllm.ConfigError, match="not resolved"):
+    with pytest.raises(cllm.StateError, match="not resolved"):
         o.lr_at(1, 10)
 
 

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..config import C_INT_MAX
 from ..data.corpus import MAX_FILE_BYTES
 from .distributed import MODES as DISTRIBUTED_MODES
-from ..errors import ConfigError, ConfigTypeError
+from ..errors import ConfigError, ConfigTypeError, StateError
 from ..data.tokenizer import DEFAULT_PRETOKENIZER, DEFAULT_VOCAB_SIZE, PRETOKENIZERS
 
 __all__ = ["TrainOptions", "option", "SCRATCH_LR", "SCRATCH_SEQ_LEN", "FINETUNE_LR", "FINETUNE_MAX_SEQ_LEN",
@@ -229,7 +229,8 @@ class TrainOptions:
             setattr(self, f.name, _check_field(f, getattr(self, f.name)))
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
-        seq_len = self.seq_len if self.seq_len is not None or self.init_from else SCRATCH_SEQ_LEN
+        # the seq_len a from-scratch run will have (a fine-tuning run's comes from its checkpoint)
+        seq_len = self.seq_len if self.seq_len is not None else (None if self.init_from else SCRATCH_SEQ_LEN)
         if self.context_len is not None and seq_len is not None and self.context_len < seq_len:
             raise ConfigError(f"context_len ({self.context_len}) must be >= seq_len ({seq_len})")
         if self.time is not None:
@@ -275,7 +276,7 @@ class TrainOptions:
         depends on the step count, see :meth:`warmup`.)"""
         tuning = self.init_from is not None
         if tuning and context_len is None and self.seq_len is None:
-            raise ConfigError("resolving a fine-tuning run's seq_len needs the checkpoint's context_len")
+            raise StateError("resolving a fine-tuning run's seq_len needs the checkpoint's context_len")
         lr = self.learning_rate if self.learning_rate is not None else (FINETUNE_LR if tuning else SCRATCH_LR)
         seq = self.seq_len
         if seq is None:
@@ -316,7 +317,7 @@ class TrainOptions:
         """Linear warm-up (:meth:`warmup`), then cosine decay to
         ``min_lr_ratio * learning_rate`` (options :meth:`resolved` first)."""
         if self.learning_rate is None:
-            raise ConfigError("learning_rate is not resolved: call TrainOptions.resolved() first")
+            raise StateError("learning_rate is not resolved: call TrainOptions.resolved() first")
         warm = self.warmup(total)
         if step <= warm and warm > 0:
             return self.learning_rate * step / warm
