@@ -79,7 +79,9 @@ def load(path: Union[str, "os.PathLike[str]", "Checkpoint"], *, dtype: Optional[
     """Load a checkpoint directory: one written by :meth:`Model.save`,
     :func:`train` or :func:`quantize`, or a Hugging Face GPT-2 directory
     (``save_pretrained``), opened and verified once by
-    :func:`cllm.model.checkpoint.open_checkpoint`.
+    :func:`cllm.model.checkpoint.open_checkpoint`. A path that does not exist
+    but reads ``owner/name[@revision]`` is a Hugging Face hub id, downloaded into
+    the Hugging Face cache (the ``hub`` extra; :mod:`cllm.io.hub`).
 
     ``dtype=None`` on a full-precision checkpoint gives a trainable
     :class:`Model` (this is :meth:`Model.load`). ``dtype="fp32"``, ``"bf16"``

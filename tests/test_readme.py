@@ -63,7 +63,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     'cllm generate runs/demo-int8 -p "import " -n 32 -t 0': ("append", ""),
     "cllm eval runs/demo-int8 . --max-bytes 200000": ("append", "-q"),
     "cllm eval runs/demo . --dtype bf16 --max-bytes 200000": ("append", "-q"),
-    "cllm train . --init-from runs/demo --out runs/tuned --max-steps 100 --learning-rate 3e-4":
+    "cllm train . --init-from runs/demo --out runs/tuned --max-steps 100":
         ("append", f"--max-steps 2 {TINY}"),
     "cllm info runs/tuned": ("append", ""),
     "mpirun -n 2 cllm train . --threads 1 --batch-size 8 --out runs/mpi": ("mpirun", f"--max-steps 2 {TINY}"),

@@ -23,7 +23,9 @@ def _arg(*flags: str, **kw: Any) -> _Arg:
 
 
 # arguments several commands share
-_CHECKPOINT = _arg("checkpoint", help="checkpoint directory")
+#: what every command taking a model accepts (cllm.io.hub.resolve_model_path)
+_MODEL_SOURCES = "a cllm checkpoint, a GPT-2 directory, or a hub id such as owner/name[@revision] (needs cllm[hub])"
+_CHECKPOINT = _arg("checkpoint", help=_MODEL_SOURCES)
 _THREADS = _arg("--threads", type=int, default=0, help="0 = all usable CPUs")
 _WEIGHT_DTYPES = ("fp32", "bf16", "int8")
 _INFILL_ORDER = _arg("--infill-order", choices=["spm", "psm"], default=None,
@@ -109,8 +111,9 @@ def cmd_train(a: argparse.Namespace) -> int:
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = _add_command(sub, "generate", cmd_generate, "complete a prompt with a checkpoint",
                     "Stream a completion of the prompt to stdout. CHECKPOINT is a directory written by cllm "
-                    "(train or quantize) or a Hugging Face GPT-2 directory (save_pretrained, with a byte-level "
-                    "BPE tokenizer.json).",
+                    "(train or quantize), a Hugging Face GPT-2 directory (save_pretrained, with a byte-level "
+                    "BPE tokenizer.json), or a hub id such as codeparrot/codeparrot-small (downloaded into the "
+                    "Hugging Face cache; needs cllm[hub]).",
                     [_CHECKPOINT,
                      _arg("-n", "--max-tokens", type=int, default=128,
                          help="tokens to generate per sample (default: %(default)s)"),
@@ -206,7 +209,7 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     _add_command(sub, "quantize", cmd_quantize, "write an int8 or bf16 copy of a checkpoint",
                 "Quantize CHECKPOINT's weights and write a checkpoint directory OUT that `cllm generate` / "
                 "cllm.load open without re-quantizing (format: docs/inference.md).",
-                [_arg("checkpoint", help="full-precision checkpoint directory"),
+                [_arg("checkpoint", help="full-precision model: " + _MODEL_SOURCES),
                  _arg("out", help="output directory"),
                  _arg("--dtype", choices=("int8", "bf16"), default="int8", help="storage format (default int8)")])
 
@@ -227,7 +230,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                 "(model.gguf -> model.Modelfile). Needs the gguf extra: pip install \"cllm[gguf]\". The "
                 "tokenizer must use GPT-2's pre-tokenizer (train with --pretokenizer gpt2): llama.cpp does not "
                 "implement cllm's code-aware one. Guide: docs/gguf.md.",
-                [_arg("checkpoint", help="full-precision checkpoint directory"),
+                [_arg("checkpoint", help="full-precision model: " + _MODEL_SOURCES),
                  _arg("-o", "--output", required=True, metavar="FILE", help="the GGUF file to write"),
                  _arg("--dtype", choices=("f32", "f16", "bf16", "q8_0"), default="f16",
                      help="storage of the matrices and token embedding (norms, biases and position embeddings "
@@ -336,7 +339,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
     _add_command(sub, "info", cmd_info, "show CPU features / kernel path, or a checkpoint's config",
-                args=[_arg("checkpoint", nargs="?", help="checkpoint directory"),
+                args=[_arg("checkpoint", nargs="?", help=_MODEL_SOURCES),
                       _arg("--system", action="store_true",
                           help="CPU features (incl. AMX / AVX512-BF16), chosen kernel path and precision, threads"),
                       _arg("-v", "--verbose", action="store_true", help="tracebacks on errors")])
@@ -417,4 +420,5 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s" if verbose else "cllm: %(message)s")
     if a.command == "train" and not verbose:
         logging.getLogger("cllm").setLevel(logging.INFO)
+    logging.getLogger("cllm.io.hub").setLevel(logging.DEBUG if verbose else logging.INFO)  # say when a model downloads
     return run_command(a)

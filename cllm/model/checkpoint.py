@@ -59,6 +59,7 @@ from ..config import ModelConfig
 from ..errors import CheckpointError
 from ..io.files import (DirLock, LockedError, atomic_symlink, atomic_write_json, fsync_dir,
                         read_json as _read_json, remove_stale_temps, sha256_file, temp_name)
+from ..io.hub import resolve_model_path
 from ..io.safetensors import read_entries, read_metadata, read_safetensors, write_safetensors
 from ..data.tokenizer import EOT, Tokenizer
 
@@ -456,6 +457,10 @@ def _model_config(cfg_path: str, raw: Any) -> ModelConfig:
     cross-attention)."""
     if not isinstance(raw, dict):
         raise CheckpointError(f"{cfg_path}: not a JSON object")
+    arch = raw.get("model_type", "gpt2")
+    if arch != "gpt2":
+        raise CheckpointError(f"{cfg_path}: architecture {arch} is not supported yet (cllm runs GPT-2 models, "
+                              f"model_type gpt2)")
     eps = raw.get("layer_norm_epsilon", 1e-5)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or abs(float(eps) - 1e-5) > 1e-9:
         raise CheckpointError(f"{cfg_path}: layer_norm_epsilon {eps!r} is not supported (cllm uses 1e-5, as GPT-2)")
@@ -480,14 +485,16 @@ def _quantization(cfg_path: str, raw: Dict[str, Any]) -> Optional[str]:
 
 
 def open_checkpoint(path: Union[str, "os.PathLike[str]", Checkpoint]) -> Checkpoint:
-    """Open the current checkpoint of ``path`` (:func:`resolve_checkpoint`):
+    """Open the current checkpoint of ``path`` (a directory, or a Hugging Face
+    hub id fetched by :func:`cllm.io.hub.resolve_model_path`; then
+    :func:`resolve_checkpoint`):
     verified against its manifest (:func:`verify_checkpoint`), ``config.json``
     checked, ``tokenizer.json`` loaded and checked against the vocabulary
     size. An already opened :class:`Checkpoint` is returned as it is. Raises
     :class:`CheckpointError` naming the file and the problem."""
     if isinstance(path, Checkpoint):
         return path
-    d = resolve_checkpoint(os.fspath(path))
+    d = resolve_checkpoint(resolve_model_path(path))
     cfg_path = os.path.join(d, CONFIG_FILE)
     if not os.path.lexists(cfg_path):
         raise CheckpointError(f"{os.fspath(path)}: not a checkpoint directory (no {CONFIG_FILE})")
@@ -505,7 +512,11 @@ def open_checkpoint(path: Union[str, "os.PathLike[str]", Checkpoint]) -> Checkpo
         raise CheckpointError(str(e) if tok_path in str(e) else f"{tok_path}: {e}") from None
     if len(tok) > cfg.vocab_size:
         raise CheckpointError(f"{d}: tokenizer has {len(tok)} tokens but vocab_size is {cfg.vocab_size}")
-    _check_shapes(os.path.join(d, MODEL_FILE), cfg, quant)
+    model_file = os.path.join(d, MODEL_FILE)
+    if not os.path.isfile(model_file):
+        raise CheckpointError(f"{model_file}: file not found (cllm reads safetensors weights only: convert a "
+                              f"pytorch_model.bin with transformers' save_pretrained(..., safe_serialization=True))")
+    _check_shapes(model_file, cfg, quant)
     return Checkpoint(d, cfg, raw, tok, manifest, quant)
 
 

@@ -33,6 +33,7 @@ from ..model.infill_eval import score_infilling
 from ..data.corpus import DEFAULT_CORPUS_BYTES, Document, default_corpus_path, load_documents, split_documents
 from .distributed import World
 from ..errors import CheckpointError, ConfigError, CorpusError, DivergenceError, NumericError, StateError
+from ..io.hub import resolve_model_path
 from .metrics import MetricsLog
 from ..model.gpt import Model
 from .options import TrainOptions, parse_duration
@@ -196,6 +197,7 @@ def prepare_data(path: Optional[str], opts: TrainOptions, tokenizer: Any = None,
     Returns (documents, tokenizer, ids, n_train_ids): the ids hold the training
     documents first, then the held-out ones (each followed by ``<|endoftext|>``),
     so ``ids[:n_train_ids]`` is the training split."""
+    opts = opts.resolved()
     train_docs, val_docs = corpus_split(path, opts)
     if val_docs:
         docs = train_docs + val_docs
@@ -260,6 +262,7 @@ def split_data(docs: List[Document], tok: Any, ids: np.ndarray, n_train: int, op
     corpus) the last ``val_fraction`` of the tokens is held out instead. A
     micro-batch is ``ranks x batch_size`` sequences, a step ``grad_accum``
     micro-batches."""
+    opts = opts.resolved()
     n, T = len(ids), opts.seq_len
     if n < T + 2:
         raise CorpusError(f"the corpus has only {n:,} tokens; a training sequence needs seq_len + 1 = {T + 1} "
@@ -293,6 +296,7 @@ def split_data(docs: List[Document], tok: Any, ids: np.ndarray, n_train: int, op
 def build_model(opts: TrainOptions, data: Data, world: Optional[World] = None) -> Model:
     """A freshly initialised model for ``data``'s tokenizer (under MPI: one
     rank's share of the batch; every rank draws the same initial weights)."""
+    opts = opts.resolved()
     world = world or World()
     mcfg = ModelConfig(vocab_size=len(data.tokenizer), context_len=opts.context_len or opts.seq_len,
                        num_layers=opts.num_layers, num_heads=opts.num_heads, embed_dim=opts.embed_dim)
@@ -301,27 +305,40 @@ def build_model(opts: TrainOptions, data: Data, world: Optional[World] = None) -
                  **world.model_options(opts.threads, opts.deterministic))
 
 
-def load_init(opts: TrainOptions, world: Optional[World] = None) -> Model:
-    """The model of ``opts.init_from`` (weights, tokenizer, shape; fresh optimizer)
-    sized for training micro-batches of ``opts.batch_size`` x ``opts.seq_len``."""
-    path = opts.init_from
-    assert path is not None
+def load_init(opts: TrainOptions, world: Optional[World] = None) -> Tuple[Model, TrainOptions]:
+    """The model of ``opts.init_from`` (weights, tokenizer, shape; fresh optimizer),
+    and ``opts`` resolved for fine-tuning it (:meth:`TrainOptions.resolved` with
+    the checkpoint's context), the model sized for training micro-batches of
+    ``batch_size`` x ``seq_len``. ``init_from`` may be a hub id
+    (:func:`~cllm.io.hub.resolve_model_path`; under MPI rank 0 downloads it
+    first, the others then find it in the cache)."""
+    src = opts.init_from
+    assert src is not None
     if opts.tokenizer is not None:
         raise ConfigError("init_from and tokenizer are exclusive: the checkpoint brings its own tokenizer")
+    world = world or World()
+    path = resolve_model_path(src) if world.is_root else None
+    world.barrier()
+    if not world.is_root:
+        path = resolve_model_path(src)
+    assert path is not None
     if not os.path.isdir(path):
-        raise CheckpointError(f"init_from: {path!r} is not a checkpoint directory")
+        raise CheckpointError(f"init_from: {src!r} is not a checkpoint directory")
     ck = open_checkpoint(path)
     ctx = ck.config.context_len
-    if opts.seq_len > ctx:
+    if opts.seq_len is not None and opts.seq_len > ctx:
         raise ConfigError(f"seq_len ({opts.seq_len}) exceeds the context length {ctx} of the checkpoint "
-                          f"{path}; use --seq-len {ctx} or less")
-    world = world or World()
+                          f"{src}; use --seq-len {ctx} or less")
+    auto = opts.finetune_defaults(ctx)
+    opts = opts.resolved(ctx)
+    if auto and world.is_root:
+        log.info("fine-tuning defaults (set the options to change them): %s", ", ".join(auto))
     model = Model.load(ck, batch_size=opts.batch_size, seq_len=opts.seq_len, max_memory_gb=opts.max_memory_gb,
                        precision=opts.precision, **world.model_options(opts.threads, opts.deterministic))
     log.info("fine-tuning from %s: %s parameters, vocabulary %s, context %d (model-shape options come "
-             "from the checkpoint; the optimizer starts fresh)", path, f"{model.num_params:,}",
+             "from the checkpoint; the optimizer starts fresh)", src, f"{model.num_params:,}",
              f"{model.config.vocab_size:,}", model.config.context_len)
-    return model
+    return model, opts
 
 
 def restore_model(opts: TrainOptions, data: Data, state0: Dict[str, Any], ckpt: Checkpoint,
@@ -776,7 +793,11 @@ def _train(path: Optional[str], opts: TrainOptions, world: World) -> Model:
         path = os.fspath(path)
         if not os.path.exists(path):
             raise CorpusError(f"corpus path does not exist: {path!r}")
-    init_model = load_init(opts, world) if opts.init_from is not None and state0 is None else None
+    init_model: Optional[Model] = None
+    if opts.init_from is not None and state0 is None:
+        init_model, opts = load_init(opts, world)
+    else:
+        opts = opts.resolved()
     if ckpt is not None:
         tokenizer = ckpt.tokenizer
     else:

@@ -25,11 +25,27 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..config import C_INT_MAX
 from ..data.corpus import MAX_FILE_BYTES
 from .distributed import MODES as DISTRIBUTED_MODES
-from ..errors import ConfigError, ConfigTypeError
+from ..errors import ConfigError, ConfigTypeError, StateError
 from ..data.tokenizer import DEFAULT_PRETOKENIZER, DEFAULT_VOCAB_SIZE, PRETOKENIZERS
 
-__all__ = ["TrainOptions", "option"]
+__all__ = ["TrainOptions", "option", "SCRATCH_LR", "SCRATCH_SEQ_LEN", "FINETUNE_LR", "FINETUNE_MAX_SEQ_LEN",
+           "FINETUNE_WARMUP_FRACTION", "FINETUNE_MAX_WARMUP"]
 _U64_MAX = 2**64 - 1
+
+# The automatic defaults (an option left at None), resolved by TrainOptions.resolved and .warmup.
+#: peak learning rate from scratch (chosen by bench/lr_sweep.py, docs/corpus.md)
+SCRATCH_LR = 1e-3
+#: tokens per training sequence from scratch (chosen by measurement, docs/training.md)
+SCRATCH_SEQ_LEN = 512
+#: peak learning rate of a run that starts from a trained model (init_from): a tenth of the
+#: from-scratch rate, so the first steps adapt the weights rather than overwrite them
+FINETUNE_LR = 1e-4
+#: a fine-tuning run trains on the checkpoint's own context, at most this many tokens
+FINETUNE_MAX_SEQ_LEN = 1024
+#: a fine-tuning run warms up over this share of its steps ...
+FINETUNE_WARMUP_FRACTION = 0.02
+#: ... and at most this many steps
+FINETUNE_MAX_WARMUP = 20
 
 
 def option(default: Any, help: str, *, lo: Optional[float] = None, hi: Optional[float] = None,
@@ -100,9 +116,10 @@ class TrainOptions:
     context_len: Optional[int] = option(None, "position embeddings (default: seq_len)", lo=1, hi=C_INT_MAX,
                                         group="model")
     # -- data
-    seq_len: int = option(512, "tokens per training sequence: the context the model sees (editors send a few "
-                          "hundred lines around the cursor; chosen by measurement, docs/training.md)",
-                          lo=1, hi=C_INT_MAX, group="data")
+    seq_len: Optional[int] = option(None, f"tokens per training sequence: the context the model sees (editors "
+                                    f"send a few hundred lines around the cursor; default {SCRATCH_SEQ_LEN}, chosen "
+                                    f"by measurement, docs/training.md; with init_from: the checkpoint's context, at "
+                                    f"most {FINETUNE_MAX_SEQ_LEN})", lo=1, hi=C_INT_MAX, group="data")
     exts: Optional[List[str]] = option(None, "only files with these extensions (CLI: repeatable or a comma "
                                        "list, e.g. -e .py,.c)", flag="--ext", short="-e", metavar="EXT",
                                        group="data")
@@ -139,10 +156,13 @@ class TrainOptions:
     grad_accum: int = option(1, "micro-batches per optimizer step (a step sees grad_accum * batch_size "
                              "sequences; same result as a batch that large, in the memory of one micro-batch)",
                              lo=1, hi=C_INT_MAX)
-    learning_rate: float = option(1e-3, "peak AdamW learning rate (chosen by bench/lr_sweep.py, docs/corpus.md)", lo=0, hi=10, lo_open=True)
+    learning_rate: Optional[float] = option(None, f"peak AdamW learning rate (default {SCRATCH_LR:g}, chosen by "
+                                            f"bench/lr_sweep.py, docs/corpus.md; with init_from: {FINETUNE_LR:g}, "
+                                            f"docs/finetune.md)", lo=0, hi=10, lo_open=True)
     min_lr_ratio: float = option(0.1, "cosine decay ends at min_lr_ratio * learning_rate", lo=0, hi=1)
-    warmup_steps: Optional[int] = option(None, "linear warm-up steps (default: total/20, at most 100)",
-                                         lo=0, hi=C_INT_MAX)
+    warmup_steps: Optional[int] = option(None, f"linear warm-up steps (default: total/20, at most 100; with "
+                                         f"init_from: {FINETUNE_WARMUP_FRACTION:.0%} of the steps, at most "
+                                         f"{FINETUNE_MAX_WARMUP})", lo=0, hi=C_INT_MAX)
     weight_decay: float = option(0.1, "AdamW decoupled weight decay (matrices only)", lo=0)
     beta1: float = option(0.9, "AdamW first-moment decay", lo=0, hi=1, hi_open=True)
     beta2: float = option(0.95, "AdamW second-moment decay", lo=0, hi=1, hi_open=True)
@@ -164,9 +184,11 @@ class TrainOptions:
                                     group="checkpoints")
     checkpoint_every: int = option(0, "save every N steps (0: at the end only)", lo=0, hi=C_INT_MAX,
                                    group="checkpoints")
-    init_from: Optional[str] = option(None, "start from this checkpoint's weights and tokenizer (a cllm "
-                                      "checkpoint or any GPT-2 directory cllm.load opens) with a fresh "
-                                      "optimizer: fine-tuning", metavar="CKPT", group="checkpoints")
+    init_from: Optional[str] = option(None, "start from this model's weights and tokenizer with a fresh optimizer "
+                                      "(fine-tuning; its own defaults for learning_rate, warmup_steps and seq_len): "
+                                      "a cllm checkpoint, a GPT-2 directory, or a hub id such as "
+                                      "codeparrot/codeparrot-small (needs cllm[hub])", metavar="CKPT",
+                                      group="checkpoints")
     keep_checkpoints: int = option(1, "complete checkpoints kept in out_dir as checkpoint-STEP/ (the newest "
                                    "is also out_dir itself, through the `latest` symlink)", lo=1, hi=C_INT_MAX,
                                    group="checkpoints")
@@ -207,8 +229,10 @@ class TrainOptions:
             setattr(self, f.name, _check_field(f, getattr(self, f.name)))
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
-        if self.context_len is not None and self.context_len < self.seq_len:
-            raise ConfigError(f"context_len ({self.context_len}) must be >= seq_len ({self.seq_len})")
+        # the seq_len a from-scratch run will have (a fine-tuning run's comes from its checkpoint)
+        seq_len = self.seq_len if self.seq_len is not None else (None if self.init_from else SCRATCH_SEQ_LEN)
+        if self.context_len is not None and seq_len is not None and self.context_len < seq_len:
+            raise ConfigError(f"context_len ({self.context_len}) must be >= seq_len ({seq_len})")
         if self.time is not None:
             if self.max_steps is not None:
                 raise ConfigError("time and max_steps are exclusive: a time budget sets the step count")
@@ -241,10 +265,60 @@ class TrainOptions:
         """All options as :func:`cllm.train` keywords."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
+    # ------------------------------------------------------ automatic defaults
+    def resolved(self, context_len: Optional[int] = None) -> "TrainOptions":
+        """These options with the automatic defaults (``None``) of ``learning_rate``
+        and ``seq_len`` filled in, the one place they are decided: from scratch
+        :data:`SCRATCH_LR` and :data:`SCRATCH_SEQ_LEN`; fine-tuning (``init_from``,
+        whose checkpoint has ``context_len`` positions) :data:`FINETUNE_LR` and
+        the checkpoint's context, at most :data:`FINETUNE_MAX_SEQ_LEN`. An
+        option set by the caller is kept. (``warmup_steps`` stays ``None``: it
+        depends on the step count, see :meth:`warmup`.)"""
+        tuning = self.init_from is not None
+        if tuning and context_len is None and self.seq_len is None:
+            raise StateError("resolving a fine-tuning run's seq_len needs the checkpoint's context_len")
+        lr = self.learning_rate if self.learning_rate is not None else (FINETUNE_LR if tuning else SCRATCH_LR)
+        seq = self.seq_len
+        if seq is None:
+            seq = min(int(context_len), FINETUNE_MAX_SEQ_LEN) if tuning else SCRATCH_SEQ_LEN  # type: ignore[arg-type]
+        return dataclasses.replace(self, learning_rate=lr, seq_len=seq)
+
+    def finetune_defaults(self, context_len: int) -> List[str]:
+        """The fine-tuning defaults a run with ``init_from`` (a checkpoint with
+        ``context_len`` positions) gets, in words: one entry per option the
+        caller left to its default (for the run's log)."""
+        if self.init_from is None:
+            return []
+        out = []
+        if self.learning_rate is None:
+            out.append(f"learning rate {FINETUNE_LR:g}")
+        if self.warmup_steps is None:
+            out.append(f"warm-up {FINETUNE_WARMUP_FRACTION:.0%} of the steps (at most {FINETUNE_MAX_WARMUP})")
+        if self.seq_len is None:
+            out.append(f"seq_len {self.resolved(context_len).seq_len} (the checkpoint's context, at most "
+                       f"{FINETUNE_MAX_SEQ_LEN})")
+        return out
+
     # ------------------------------------------------------------ schedules
+    def warmup(self, total: int) -> int:
+        """Warm-up steps of a run of ``total`` steps: ``warmup_steps``, or by
+        default total/20 (at least 1, at most 100) from scratch and
+        :data:`FINETUNE_WARMUP_FRACTION` of the steps (at least 1, at most
+        :data:`FINETUNE_MAX_WARMUP`) when fine-tuning: the weights are already
+        trained, so the short warm-up only shields them from the fresh optimizer's
+        first, noisy moments."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        if self.init_from is not None:
+            return min(FINETUNE_MAX_WARMUP, max(1, round(FINETUNE_WARMUP_FRACTION * total)))
+        return min(100, max(1, total // 20))
+
     def lr_at(self, step: int, total: int) -> float:
-        """Linear warm-up, then cosine decay to ``min_lr_ratio * learning_rate``."""
-        warm = self.warmup_steps if self.warmup_steps is not None else min(100, max(1, total // 20))
+        """Linear warm-up (:meth:`warmup`), then cosine decay to
+        ``min_lr_ratio * learning_rate`` (options :meth:`resolved` first)."""
+        if self.learning_rate is None:
+            raise StateError("learning_rate is not resolved: call TrainOptions.resolved() first")
+        warm = self.warmup(total)
         if step <= warm and warm > 0:
             return self.learning_rate * step / warm
         frac = (step - warm) / max(1, total - warm)
@@ -333,7 +407,8 @@ def _cli_help(m: Mapping[str, Any], default: Any, here: bool = False) -> str:
     extra = [f"default {'here ' if here else ''}{default}"] if default is not None and not said else []
     if rng and m["hi"] != C_INT_MAX:
         extra.append(rng)
-    return m["cli_help"] + (f" ({'; '.join(extra)})" if extra else "")
+    text = m["cli_help"] + (f" ({'; '.join(extra)})" if extra else "")
+    return text.replace("%", "%%")   # argparse formats help with %: a literal one ("2% of the steps") is %%
 
 
 def _check_field(f: "dataclasses.Field[Any]", v: Any) -> Any:
