@@ -25,7 +25,7 @@ CONFIGS = [
     dict(vocab_size=300, context_len=29, num_layers=2, num_heads=3, embed_dim=21, B=1, T=29, threads=2),
     dict(vocab_size=300, context_len=23, num_layers=2, num_heads=3, embed_dim=21, B=3, T=23, threads=2),
     dict(vocab_size=263, context_len=37, num_layers=1, num_heads=5, embed_dim=35, B=2, T=37, threads=3),
-    # token-row shards longer than the GEMM's row block: per-shard products
+    # token-row shards longer than the GEMM's row block (the layers still run batch-wide)
     dict(vocab_size=263, context_len=600, num_layers=1, num_heads=2, embed_dim=24, B=1, T=600, threads=2),
 ]
 IDS = ["ragged", "aligned", "ragged-1layer", "rows-1seq", "rows-3seq", "rows-3threads", "rows-long"]

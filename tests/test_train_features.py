@@ -100,20 +100,22 @@ def test_split_holds_out_whole_documents(code_corpus):
     assert [d.relpath for d in again[0]] == [d.relpath for d in docs] and again[3] == n_train
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_grad_accum_equals_a_larger_batch(code_corpus, threads):
+@pytest.mark.parametrize("threads, micro", [(1, 2), (2, 2), (2, 1)])
+def test_grad_accum_equals_a_larger_batch(code_corpus, threads, micro):
+    """Micro-batches of 2 sequences, or of 1 on 2 threads (every micro-batch
+    then split into token-row shards), accumulate to the 6-sequence batch."""
     kw = dict(TINY, threads=threads, max_steps=4, warmup_steps=1, eval_interval=0, learning_rate=1e-3,
               precision="fp32")
     big = cllm.train(code_corpus, **dict(kw, batch_size=6, grad_accum=1))
-    acc = cllm.train(code_corpus, **dict(kw, batch_size=2, grad_accum=3))
-    assert acc.batch_size == 2 and acc.summary["grad_accum"] == 3
+    acc = cllm.train(code_corpus, **dict(kw, batch_size=micro, grad_accum=6 // micro))
+    assert acc.batch_size == micro and acc.summary["grad_accum"] == 6 // micro
     assert acc.summary["tokens"] == big.summary["tokens"] == 4 * 6 * 32
     assert acc.summary["train_loss"] == pytest.approx(big.summary["train_loss"], rel=1e-5)
     np.testing.assert_allclose(acc.params, big.params, rtol=1e-4, atol=2e-5)
     np.testing.assert_allclose(acc.adam_m, big.adam_m, rtol=1e-3, atol=1e-7)
     assert acc.summary["val_loss"] == pytest.approx(big.summary["val_loss"], rel=1e-4)
     # and not the same as the small batch alone
-    small = cllm.train(code_corpus, **dict(kw, batch_size=2, grad_accum=1))
+    small = cllm.train(code_corpus, **dict(kw, batch_size=micro, grad_accum=1))
     assert not np.allclose(small.params, big.params, rtol=1e-4, atol=2e-5)
 
 

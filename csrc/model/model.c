@@ -45,13 +45,18 @@ static int resolve_threads(int threads) {
 static double memory_bytes(const cllm_config *c) {
     int n = resolve_threads(c->threads);
     double P = count_params(c);
-    /* every sphere holds a shard: of whole sequences or of token rows */
+    /* every sphere holds a shard and a gradient buffer, but only spheres
+     * holding whole sequences can fill theirs: with fewer sequences than
+     * spheres the shards are token rows, whose weight gradients are computed
+     * batch-wide (split.c), and the untouched pages of a buffer never become
+     * resident (cllm_aligned_alloc) */
+    int active = n < c->batch_size ? n : c->batch_size;
     double acts = (double)act_floats(c->batch_size, c->seq_len, c->embed_dim, c->num_heads, c->num_layers,
                                      c->vocab_size);
     double per_sphere = (double)cllm_gemm_any_ws_floats() + (double)cllm_attention_ws_floats(c->seq_len, c->embed_dim / c->num_heads) +
                         (double)c->context_len;
     double bf16_copy = c->precision == CLLM_PRECISION_BF16 ? 2.0 * P : 0.0;
-    return 4.0 * (4.0 * P + (double)(n - 1) * P + (double)n * per_sphere + acts) + bf16_copy;
+    return 4.0 * (4.0 * P + (double)(active - 1) * P + (double)n * per_sphere + acts) + bf16_copy;
 }
 
 CLLM_EXPORT int cllm_config_memory(const cllm_config *cfg, double *bytes) {

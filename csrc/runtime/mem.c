@@ -1,18 +1,28 @@
 /* mem.c - 64-byte aligned, zeroed allocation used for every large buffer, and
  * the per-thread scratch buffers of the public single-call entries. */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 
+/* calloc, aligned by hand (the block's own address is kept just below the
+ * aligned one): large blocks come from fresh mmap'd pages, which calloc
+ * knows are zero and does not write, so memory that is never used (a
+ * sphere's gradient buffer for the tensors the step computes batch-wide)
+ * never becomes resident. */
 void *cllm_aligned_alloc(size_t bytes) {
-    void *p = NULL;
     if (bytes == 0) bytes = CLLM_ALIGN;
-    if (posix_memalign(&p, CLLM_ALIGN, bytes) != 0) return NULL;
-    memset(p, 0, bytes);
-    return p;
+    if (bytes > SIZE_MAX - CLLM_ALIGN - sizeof(void *)) return NULL;
+    void *raw = calloc(1, bytes + CLLM_ALIGN + sizeof(void *));
+    if (!raw) return NULL;
+    uintptr_t a = ((uintptr_t)raw + sizeof(void *) + CLLM_ALIGN - 1) & ~(uintptr_t)(CLLM_ALIGN - 1);
+    ((void **)a)[-1] = raw;
+    return (void *)a;
 }
-void cllm_aligned_free(void *p) { free(p); }
+void cllm_aligned_free(void *p) {
+    if (p) free(((void **)p)[-1]);
+}
 
 /* Per-thread scratch: one pthread key holds a small table of (pointer, size)
  * slots; a slot grows on demand and everything is freed when the thread
