@@ -48,7 +48,8 @@ _IGNORED = (".attn.bias", ".attn.masked_bias", "lm_head.weight")
 
 
 class InferenceModel(GenerationMixin):
-    """A GPT-2 for generation and evaluation only, with weights stored as
+    """A GPT-2 (or StarCoder-family ``gpt_bigcode``) model for generation and
+    evaluation only, with weights stored as
     ``"fp32"``, ``"bf16"`` or ``"int8"`` (see :func:`cllm.load`).
 
     Shares :class:`~cllm.model.decoder.GenerationMixin` (``generate``,
@@ -101,8 +102,9 @@ class InferenceModel(GenerationMixin):
 
     def __repr__(self) -> str:
         c = self.config
+        arch = "" if c.trainable else f"model_type={c.model_type!r}, n_kv_heads={c.kv_heads}, "
         return (f"InferenceModel(vocab_size={c.vocab_size}, context_len={c.context_len}, "
-                f"num_layers={c.num_layers}, num_heads={c.num_heads}, embed_dim={c.embed_dim}, "
+                f"num_layers={c.num_layers}, num_heads={c.num_heads}, embed_dim={c.embed_dim}, {arch}"
                 f"dtype={self.dtype!r}, threads={self.threads})")
 
 
