@@ -6,7 +6,6 @@ logits, greedy tokens and infills in every weight dtype, on the step and the
 batched prefill paths; the paths that cannot handle them refuse by name."""
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -156,7 +155,6 @@ def test_low_precision_and_quantized_checkpoints(models, bpe, name, tmp_path):
 
 
 def test_kv_cache_is_one_nth_for_multi_query(models):
-    from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
     model, d = models["mq4"]
     mq = cllm.load(d)._decoder().kv_bytes
     c = model.config
@@ -164,7 +162,6 @@ def test_kv_cache_is_one_nth_for_multi_query(models):
     gpt2 = cllm.ModelConfig(c.vocab_size, CTX, c.n_layer, c.n_head, c.n_embd)
     from cllm.model.decoder import Decoder
     assert Decoder.create(gpt2).kv_bytes == c.n_head * mq
-    assert GPTBigCodeForCausalLM and GPTBigCodeConfig   # the shapes above come from transformers' classes
 
 
 def test_infill_with_starcoder_fim_tokens_matches_transformers(models):
@@ -243,6 +240,42 @@ def test_config_mapping_and_bad_values(models):
     with pytest.raises(cllm.ConfigError, match="n_kv_heads .* divisor"):
         ModelConfig(num_heads=4, embed_dim=32, n_kv_heads=3).validate()
     assert "n_kv_heads" not in ModelConfig().to_dict() and "model_type" not in ModelConfig().to_dict()
-    c = copy.copy(ModelConfig(num_heads=4, embed_dim=32, n_kv_heads=2, model_type="gpt_bigcode"))
+    c = ModelConfig(num_heads=4, embed_dim=32, n_kv_heads=2, model_type="gpt_bigcode")
     from cllm.model.decoder import Decoder
     assert Decoder.create(c).kv_bytes * 2 == Decoder.create(ModelConfig(num_heads=4, embed_dim=32)).kv_bytes
+    with pytest.raises(cllm.ConfigError, match="model_type must be one of"):
+        ModelConfig(model_type="llama").validate()
+
+
+def _c_config(**kw):
+    from cllm._native import ffi
+    c = ffi.new("cllm_config *")
+    c.vocab_size, c.context_len, c.num_layers, c.num_heads, c.embed_dim = 50, 16, 1, 4, 32
+    c.batch_size, c.seq_len, c.threads, c.max_memory_gb = 1, 16, 1, 1.0
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+def test_c_api_validates_kv_heads_and_training_refuses_them():
+    from cllm._native import ffi, lib
+    dec = ffi.new("cllm_decoder **")
+    for kv in (3, 5, -1):
+        assert lib.cllm_decoder_new(_c_config(n_kv_heads=kv), lib.CLLM_DTYPE_F32, dec) == lib.CLLM_ERR_INVALID
+        assert "n_kv_heads %d must divide num_heads 4" % kv in ffi.string(lib.cllm_last_error()).decode()
+    assert lib.cllm_decoder_new(_c_config(linear_weights=2), lib.CLLM_DTYPE_F32, dec) == lib.CLLM_ERR_INVALID
+    for kv in (0, 1, 2, 4):
+        assert lib.cllm_decoder_new(_c_config(n_kv_heads=kv, linear_weights=1), lib.CLLM_DTYPE_INT8, dec) == 0
+        n = ffi.new("size_t *")
+        assert lib.cllm_decoder_kv_bytes(dec[0], n) == 0 and n[0] == 2 * 16 * (kv or 4) * 8 * 4
+        info, rows, cols = ffi.new("cllm_tensor_info *"), ffi.new("int *"), ffi.new("int *")
+        assert lib.cllm_decoder_tensor_info(dec[0], 4, info, rows, cols) == 0   # layer 0's c_attn weight
+        assert ffi.string(info.name) == b"transformer.h.0.attn.c_attn.weight"
+        assert (info.shape[0], info.shape[1], rows[0], cols[0]) == (32 + 16 * (kv or 4), 32, 32 + 16 * (kv or 4), 32)
+        lib.cllm_decoder_free(dec[0])
+    m = ffi.new("cllm_model **")
+    assert lib.cllm_model_new(_c_config(n_kv_heads=1), m) == lib.CLLM_ERR_INVALID
+    assert "training models with grouped K/V heads is not supported yet" in ffi.string(lib.cllm_last_error()).decode()
+    assert lib.cllm_model_new(_c_config(linear_weights=1), m) == lib.CLLM_ERR_INVALID
+    assert lib.cllm_model_new(_c_config(n_kv_heads=4), m) == 0
+    lib.cllm_model_free(m[0])
