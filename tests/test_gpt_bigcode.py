@@ -6,6 +6,7 @@ logits, greedy tokens and infills in every weight dtype, on the step and the
 batched prefill paths; the paths that cannot handle them refuse by name."""
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -152,6 +153,24 @@ def test_low_precision_and_quantized_checkpoints(models, bpe, name, tmp_path):
                                                                      stop_at_eot=False))
         assert a == list(cllm.load(d, dtype=dtype, threads=2).generate_ids(ids, max_new_tokens=20, temperature=0,
                                                                              stop_at_eot=False))
+
+
+@pytest.mark.parametrize("name", ["mq4", "mh3"])
+def test_half_precision_files(models, bpe, name, tmp_path):
+    import json
+    model, _ = models[name]
+    ids = prompt_ids(bpe, 50)
+    for dt in (torch.float16, torch.bfloat16):
+        d = str(tmp_path / str(dt))
+        copy.deepcopy(model).to(dt).save_pretrained(d, safe_serialization=True)
+        bpe.save(os.path.join(d, "tokenizer.json"))
+        ref = hf_logits(copy.deepcopy(model).to(dt).to(torch.float32), ids)   # the weights rounded as saved
+        assert np.abs(cllm.load(d).logits(ids) - ref).max() <= 1e-4 * float(ref.max() - ref.min())
+    cfg = json.loads(open(os.path.join(d, "config.json")).read())
+    cfg["tie_word_embeddings"] = False
+    open(os.path.join(d, "config.json"), "w").write(json.dumps(cfg))
+    with pytest.raises(cllm.CheckpointError, match="untied LM head"):
+        cllm.load(d)
 
 
 def test_kv_cache_is_one_nth_for_multi_query(models):

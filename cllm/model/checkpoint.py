@@ -468,6 +468,9 @@ def _model_config(cfg_path: str, raw: Any) -> ModelConfig:
         raise CheckpointError(f"{cfg_path}: only GPT-2's attention scaling 1/sqrt(head_dim) is supported")
     if raw.get("add_cross_attention"):
         raise CheckpointError(f"{cfg_path}: cross-attention is not supported")
+    if raw.get("tie_word_embeddings") is False:
+        raise CheckpointError(f"{cfg_path}: an untied LM head (tie_word_embeddings false) is not supported "
+                              f"(cllm's LM head is the token embedding)")
     try:
         return ModelConfig.from_hf(raw)
     except ValueError as e:
