@@ -135,6 +135,25 @@ def test_prefill_matches_the_step_and_threads_are_bit_identical(models, bpe, nam
         assert np.abs(step - ref).max() <= tol * spread, dtype
 
 
+@pytest.mark.parametrize("name", ["mq4", "mh3"])
+def test_prompt_cache_reuses_the_grouped_cache(models, bpe, name):
+    from cllm._native import check, ffi, lib
+    _, d = models[name]
+    ids = prompt_ids(bpe, 120)
+    for dtype in ("fp32", "int8"):
+        dec = cllm.load(d, dtype=dtype, threads=2)._decoder()
+        fresh = np.empty(dec.vocab_size, dtype=np.float32)
+        dec.extend(ids, fresh)             # the whole prompt at once
+        dec.reset()
+        assert dec.prime(ids[:90]) == 0
+        assert dec.prime(ids[:90] + [5, 6]) == 90     # a different tail: the common prefix is kept
+        assert dec.prime(ids) == 90                   # only the last 30 ids run, over the cached 90
+        assert dec.pos == len(ids)
+        out = np.empty(dec.vocab_size, dtype=np.float32)
+        check(lib.cllm_decoder_logits(dec._h, ffi.cast("float *", ffi.from_buffer(out))))
+        assert np.abs(out - fresh).max() <= PREFILL_TOL[dtype] * float(np.abs(fresh).max())
+
+
 @pytest.mark.parametrize("name", ["mq4", "mh2_odd"])
 def test_low_precision_and_quantized_checkpoints(models, bpe, name, tmp_path):
     model, d = models[name]
