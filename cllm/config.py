@@ -1,24 +1,46 @@
-"""The model shape (:class:`ModelConfig`) and its Hugging Face GPT2Config mapping."""
+"""The model shape (:class:`ModelConfig`) and its Hugging Face config mapping
+(GPT2Config; GPTBigCodeConfig read for inference)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from .errors import ConfigError, ConfigTypeError
 
 #: Largest value a C ``int`` field of the core accepts.
 C_INT_MAX = 2**31 - 1
+#: Hugging Face ``model_type`` values cllm reads: GPT-2, and StarCoder-family
+#: ``gpt_bigcode`` (GPT-2 with nn.Linear weights and multi-query attention;
+#: inference only).
+MODEL_TYPES = ("gpt2", "gpt_bigcode")
 
 
 @dataclass
 class ModelConfig:
-    """Shape of a GPT-2 model (names follow the cllm API and CLI)."""
+    """Shape of a GPT-2 model (names follow the cllm API and CLI).
+
+    ``model_type`` ``"gpt_bigcode"`` (StarCoder family) is a GPT-2 whose layer
+    matrices are stored as nn.Linear (out, in) and whose attention has
+    ``n_kv_heads`` K/V heads shared by the query heads (1: multi-query); such
+    models run in the decoder only. ``n_kv_heads`` None means ``num_heads``."""
 
     vocab_size: int = 4096
     context_len: int = 256
     num_layers: int = 4
     num_heads: int = 4
     embed_dim: int = 256
+    model_type: str = "gpt2"
+    n_kv_heads: Optional[int] = None
+
+    @property
+    def kv_heads(self) -> int:
+        """K/V heads of the attention (``num_heads`` unless grouped)."""
+        return self.num_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the training :class:`cllm.Model` runs this shape (GPT-2 only)."""
+        return self.model_type == "gpt2" and self.kv_heads == self.num_heads
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` with a clear message if a field is invalid."""
@@ -30,13 +52,28 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be in [1, {C_INT_MAX}], got {v}")
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got {self.model_type!r}")
+        kv = self.n_kv_heads
+        if kv is not None and (isinstance(kv, bool) or not isinstance(kv, int) or kv < 1 or self.num_heads % kv):
+            raise ConfigError(f"n_kv_heads ({kv!r}) must be a positive divisor of num_heads ({self.num_heads})")
 
     def to_dict(self) -> Dict[str, Any]:
-        """Plain dict of the fields."""
-        return asdict(self)
+        """Plain dict of the fields (``model_type`` and ``n_kv_heads`` only
+        when they differ from GPT-2's)."""
+        d = asdict(self)
+        if self.model_type == "gpt2":
+            del d["model_type"]
+        if self.n_kv_heads is None:
+            del d["n_kv_heads"]
+        return d
 
     def to_hf(self, eot_id: int) -> Dict[str, Any]:
-        """Hugging Face ``config.json`` (GPT2Config keys)."""
+        """Hugging Face ``config.json`` (GPT2Config keys). Only GPT-2 shapes are
+        written: cllm saves the models it trains."""
+        if not self.trainable:
+            raise ConfigError(f"saving {self.model_type} models (K/V heads {self.kv_heads} of {self.num_heads}) "
+                              f"is not supported yet: cllm writes GPT-2 checkpoints only")
         return {
             "architectures": ["GPT2LMHeadModel"],
             "model_type": "gpt2",
@@ -66,7 +103,9 @@ class ModelConfig:
 
     @classmethod
     def from_hf(cls, d: Dict[str, Any]) -> "ModelConfig":
-        """Read a GPT2Config-style dict (as written by :meth:`to_hf`)."""
+        """Read a GPT2Config-style dict (as written by :meth:`to_hf`), or a
+        GPTBigCodeConfig one (``model_type`` ``gpt_bigcode``: ``multi_query``,
+        true by default, gives one K/V head)."""
         try:
             if d.get("n_inner") not in (None, 4 * d["n_embd"]):
                 raise ConfigError(f"unsupported n_inner={d['n_inner']} (cllm uses 4 * n_embd)")
@@ -79,8 +118,16 @@ class ModelConfig:
                 if isinstance(v, bool) or not isinstance(v, int):
                     raise ConfigError(f"config.json: {key} must be an integer, got {v!r}")
                 vals[key] = v
+            model_type = d.get("model_type", "gpt2")
+            n_kv: Optional[int] = None
+            if model_type == "gpt_bigcode":
+                mq = d.get("multi_query", True)
+                if not isinstance(mq, bool):
+                    raise ConfigError(f"config.json: multi_query must be true or false, got {mq!r}")
+                n_kv = 1 if mq else vals["n_head"]
             cfg = cls(vocab_size=vals["vocab_size"], context_len=vals["n_positions"],
-                      num_layers=vals["n_layer"], num_heads=vals["n_head"], embed_dim=vals["n_embd"])
+                      num_layers=vals["n_layer"], num_heads=vals["n_head"], embed_dim=vals["n_embd"],
+                      model_type=model_type, n_kv_heads=n_kv)
         except KeyError as e:
             raise ConfigError(f"config.json lacks the key {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:

@@ -188,6 +188,12 @@ typedef struct {
     uint64_t seed;    /* initialisation seed                                */
     double max_memory_gb; /* refuse configs needing more than this (<=0: 16)*/
     int precision;    /* CLLM_PRECISION_FP32 (0) or CLLM_PRECISION_BF16     */
+    int n_kv_heads;   /* K/V heads (decoder only): divides num_heads; 1 =   */
+                      /* multi-query; 0 = num_heads (plain multi-head).     */
+                      /* Training models refuse any other than num_heads.   */
+    int linear_weights; /* decoder only: layer matrices arrive as nn.Linear */
+                      /* (out, in) (gpt_bigcode), not GPT-2's Conv1D (in,   */
+                      /* out); 0 = Conv1D. Training models refuse 1.        */
 } cllm_config;
 
 /* Training precision. BF16: every matmul (forward, dX, dW, LM head) is
@@ -323,10 +329,16 @@ int cllm_model_release_decoder(cllm_model *m);
 typedef struct cllm_decoder cllm_decoder;
 
 /* Uses cfg's vocab_size, context_len, num_layers, num_heads, embed_dim,
- * threads (0 = all CPUs) and max_memory_gb; dtype: F32, BF16 or INT8. */
+ * n_kv_heads, linear_weights, threads (0 = all CPUs) and max_memory_gb;
+ * dtype: F32, BF16 or INT8. With KV = n_kv_heads K/V heads of hs =
+ * embed_dim / num_heads each, c_attn outputs embed_dim + 2 * KV * hs (q, k,
+ * v), the KV cache holds KV * hs floats per position, layer and K/V side,
+ * and query head h attends with K/V head h / (num_heads / KV). */
 int cllm_decoder_new(const cllm_config *cfg, int dtype, cllm_decoder **out);
 int cllm_decoder_free(cllm_decoder *d);
 int cllm_decoder_threads(const cllm_decoder *d, int *n);
+/* Bytes of the KV cache (keys and values of every layer and position). */
+int cllm_decoder_kv_bytes(const cllm_decoder *d, size_t *bytes);
 /* Tensors, in the model's order (Hugging Face names and shapes). rows/cols
  * (may be NULL) receive a matrix's output rows / input cols (0 for vectors
  * and tables stored as FP32: LayerNorms, biases, wpe). */
@@ -336,7 +348,7 @@ int cllm_decoder_tensor_info(const cllm_decoder *d, int i, cllm_tensor_info *out
  * BF16), converted / quantized into the decoder's storage. borrow != 0 with
  * an F32 source keeps the pointer instead of copying (the caller keeps that
  * memory alive) for the tensors stored as FP32 in their HF layout: vectors,
- * wpe, and wte in an F32 decoder; Conv1D matrices are always copied. */
+ * wpe, and wte in an F32 decoder; layer matrices are always copied. */
 int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src, int src_dtype, int borrow);
 /* A matrix already in storage form, (rows, cols) by output row: INT8 q in
  * [-127, 127] with scale[rows], or BF16 bits (scale NULL). borrow as above. */

@@ -148,14 +148,14 @@ def test_offline_and_not_cached_names_the_id_and_the_cache(offline_cache):
 
 
 def test_another_architecture_fails_by_name_after_the_download(offline_cache, standin, tmp_path):
-    files = tmp_path / "bigcode"
+    files = tmp_path / "llama"
     shutil.copytree(standin, files)
     cfg = json.loads((files / "config.json").read_text())
-    cfg.update(model_type="gpt_bigcode", architectures=["GPTBigCodeForCausalLM"], multi_query=True)
+    cfg.update(model_type="llama", architectures=["LlamaForCausalLM"])
     (files / "config.json").write_text(json.dumps(cfg))
-    make_cache(offline_cache, "bigcode/tiny", str(files))
-    with pytest.raises(cllm.CheckpointError, match="architecture gpt_bigcode is not supported yet"):
-        cllm.load("bigcode/tiny")
+    make_cache(offline_cache, "meta/tiny", str(files))
+    with pytest.raises(cllm.CheckpointError, match="architecture llama is not supported yet"):
+        cllm.load("meta/tiny")
 
 
 # ------------------------------------------------------------------ the online call, patched

@@ -48,7 +48,8 @@ _IGNORED = (".attn.bias", ".attn.masked_bias", "lm_head.weight")
 
 
 class InferenceModel(GenerationMixin):
-    """A GPT-2 for generation and evaluation only, with weights stored as
+    """A GPT-2 (or StarCoder-family ``gpt_bigcode``) model for generation and
+    evaluation only, with weights stored as
     ``"fp32"``, ``"bf16"`` or ``"int8"`` (see :func:`cllm.load`).
 
     Shares :class:`~cllm.model.decoder.GenerationMixin` (``generate``,
@@ -89,7 +90,7 @@ class InferenceModel(GenerationMixin):
         st = map_safetensors(ck.model_file)
         dec = Decoder.create(ck.config, dtype, threads)
         dec._keep = st
-        _fill(dec, st, qdtype)
+        _fill(dec, st, qdtype, ck.config)
         dec.reset()
         im = cls(ck.config, ck.tokenizer, dec, dtype, ck.path)
         im.infill_order = infill_order(ck)
@@ -101,8 +102,9 @@ class InferenceModel(GenerationMixin):
 
     def __repr__(self) -> str:
         c = self.config
+        arch = "" if c.trainable else f"model_type={c.model_type!r}, n_kv_heads={c.kv_heads}, "
         return (f"InferenceModel(vocab_size={c.vocab_size}, context_len={c.context_len}, "
-                f"num_layers={c.num_layers}, num_heads={c.num_heads}, embed_dim={c.embed_dim}, "
+                f"num_layers={c.num_layers}, num_heads={c.num_heads}, embed_dim={c.embed_dim}, {arch}"
                 f"dtype={self.dtype!r}, threads={self.threads})")
 
 
@@ -123,9 +125,22 @@ def _entry(st: Any, name: str, dtypes: Iterable[str], shape: Tuple[int, ...]) ->
     return key
 
 
-def _fill(dec: Decoder, st: Any, qdtype: Optional[str]) -> None:
-    """Hand every tensor of mapped file ``st`` to ``dec`` (in place when possible)."""
+def _head_major_qkv(buf: Any, heads: int, head_size: int) -> Any:
+    """Rows of a multi-head gpt_bigcode c_attn weight or bias (raw bytes of
+    3 * heads * head_size rows, head by head: q_h, k_h, v_h) reordered into
+    cllm's (all q | all k | all v)."""
+    import numpy as np
+    rows = 3 * heads * head_size
+    a = np.frombuffer(buf, dtype=np.uint8).reshape(rows, -1)
+    return np.ascontiguousarray(a.reshape(heads, 3, head_size, -1).transpose(1, 0, 2, 3).reshape(rows, -1))
+
+
+def _fill(dec: Decoder, st: Any, qdtype: Optional[str], config: Optional[ModelConfig] = None) -> None:
+    """Hand every tensor of mapped file ``st`` to ``dec`` (in place when
+    possible). A multi-head gpt_bigcode's c_attn rows (``config``) are
+    reordered on the way; a quantized checkpoint holds them reordered."""
     used = set()
+    regroup = (config is not None and config.model_type == "gpt_bigcode" and config.kv_heads > 1 and not qdtype)
     for i, (name, shape, rows, cols) in enumerate(dec.tensors()):
         if qdtype and rows:
             key = _entry(st, name + _QSUFFIX[qdtype], ("I8",) if qdtype == "int8" else ("BF16",), (rows, cols))
@@ -139,8 +154,12 @@ def _fill(dec: Decoder, st: Any, qdtype: Optional[str]) -> None:
         key = _entry(st, name, tuple(_SRC_DTYPE), shape)
         e = st.entries[key]
         borrow = e.dtype == "F32" and st.aligned(key) and not rows   # vectors in place, matrices copied
-        check(lib.cllm_decoder_set_tensor(dec._h, i, ffi.from_buffer(st.view(key)), _SRC_DTYPE[e.dtype],
-                                          int(borrow)), st.path)
+        src = st.view(key)
+        if regroup and ".attn.c_attn." in name:
+            assert config is not None
+            src, borrow = _head_major_qkv(src, config.kv_heads, config.embed_dim // config.num_heads), False
+        check(lib.cllm_decoder_set_tensor(dec._h, i, ffi.from_buffer(src), _SRC_DTYPE[e.dtype], int(borrow)),
+              st.path)
         used.add(key)
     extra = [k for k in st.entries if k not in used and not k.endswith(_IGNORED)]
     if extra:

@@ -252,8 +252,11 @@ def export(checkpoint: Union[str, "os.PathLike[str]", Checkpoint], path: Union[s
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise ConfigError(f"{parent}: no such directory for the GGUF file")
-    gguf = _gguf()
     ck = open_checkpoint(checkpoint)
+    if ck.config.model_type != "gpt2":
+        raise ConfigError(f"GGUF export of {ck.config.model_type} (StarCoder-family) models is not supported yet "
+                          f"(llama.cpp's architecture for them would be starcoder)")
+    gguf = _gguf()
     # the name the user gave (a run directory), not the checkpoint-STEP it resolves to
     name = os.path.basename(os.path.normpath(ck.path if isinstance(checkpoint, Checkpoint) else
                                              os.fspath(checkpoint))) or "cllm"

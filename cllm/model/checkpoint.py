@@ -55,7 +55,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from ..config import ModelConfig
+from ..config import MODEL_TYPES, ModelConfig
 from ..errors import CheckpointError
 from ..io.files import (DirLock, LockedError, atomic_symlink, atomic_write_json, fsync_dir,
                         read_json as _read_json, remove_stale_temps, sha256_file, temp_name)
@@ -452,15 +452,15 @@ def infill_order(ck: Checkpoint) -> str:
 
 
 def _model_config(cfg_path: str, raw: Any) -> ModelConfig:
-    """The :class:`ModelConfig` of a ``config.json`` object, refusing GPT-2
-    variants cllm does not run (another LayerNorm epsilon or attention scaling,
-    cross-attention)."""
+    """The :class:`ModelConfig` of a ``config.json`` object (GPT-2, or
+    gpt_bigcode), refusing variants cllm does not run (another LayerNorm
+    epsilon or attention scaling, cross-attention)."""
     if not isinstance(raw, dict):
         raise CheckpointError(f"{cfg_path}: not a JSON object")
     arch = raw.get("model_type", "gpt2")
-    if arch != "gpt2":
+    if arch not in MODEL_TYPES:
         raise CheckpointError(f"{cfg_path}: architecture {arch} is not supported yet (cllm runs GPT-2 models, "
-                              f"model_type gpt2)")
+                              f"model_type gpt2, and StarCoder-family gpt_bigcode ones for inference)")
     eps = raw.get("layer_norm_epsilon", 1e-5)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or abs(float(eps) - 1e-5) > 1e-9:
         raise CheckpointError(f"{cfg_path}: layer_norm_epsilon {eps!r} is not supported (cllm uses 1e-5, as GPT-2)")
@@ -468,6 +468,9 @@ def _model_config(cfg_path: str, raw: Any) -> ModelConfig:
         raise CheckpointError(f"{cfg_path}: only GPT-2's attention scaling 1/sqrt(head_dim) is supported")
     if raw.get("add_cross_attention"):
         raise CheckpointError(f"{cfg_path}: cross-attention is not supported")
+    if raw.get("tie_word_embeddings") is False:
+        raise CheckpointError(f"{cfg_path}: an untied LM head (tie_word_embeddings false) is not supported "
+                              f"(cllm's LM head is the token embedding)")
     try:
         return ModelConfig.from_hf(raw)
     except ValueError as e:

@@ -98,9 +98,18 @@ class Decoder:
         c = ffi.new("cllm_config *")
         c.vocab_size, c.context_len, c.num_layers = config.vocab_size, config.context_len, config.num_layers
         c.num_heads, c.embed_dim, c.threads = config.num_heads, config.embed_dim, int(threads)
+        c.n_kv_heads = config.kv_heads
+        c.linear_weights = int(config.model_type == "gpt_bigcode")   # nn.Linear (out, in) matrices
         h = ffi.new("cllm_decoder **")
         check(lib.cllm_decoder_new(c, DTYPES[dtype], h), "cannot create the decoder")
         return cls(ffi.gc(h[0], lib.cllm_decoder_free), config.vocab_size, config.context_len)
+
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes of the KV cache (every layer and position)."""
+        n = ffi.new("size_t *")
+        check(lib.cllm_decoder_kv_bytes(self._h, n))
+        return int(n[0])
 
     @property
     def threads(self) -> int:

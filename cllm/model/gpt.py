@@ -57,6 +57,13 @@ class Model(GenerationMixin):
         but some weight gradients then differ in rounding from a multi-rank
         run's. Settable later through :attr:`deterministic`."""
         config.validate()
+        if config.kv_heads != config.num_heads:
+            raise ConfigError(f"training models with grouped K/V heads is not supported yet ({config.model_type}: "
+                              f"{config.kv_heads} K/V heads for {config.num_heads} query heads); load it for "
+                              f"inference with cllm.load(path, dtype=...) or InferenceModel.load")
+        if config.model_type != "gpt2":
+            raise ConfigError(f"training or fine-tuning {config.model_type} (StarCoder-family) models is not "
+                              f"supported yet; load it for inference with cllm.load(path, dtype=...)")
         if len(tokenizer) > config.vocab_size:
             raise ConfigError(f"tokenizer has {len(tokenizer)} tokens but vocab_size is {config.vocab_size}")
         self.config = config

@@ -1,7 +1,10 @@
 /* decode.c - batch-1 decoding (generation) with FP32, BF16 or int8 weights.
  *
  * A cllm_decoder holds what generation needs and nothing else: the weights
- * in the chosen storage format, a KV cache (L, P, C) x 2, and small vectors.
+ * in the chosen storage format, a KV cache (L, P, KVD) x 2, and small vectors.
+ * KVD = NKV * hs: NKV K/V heads, each shared by NH / NKV query heads (NKV =
+ * NH: GPT-2's multi-head attention; NKV = 1: multi-query, gpt_bigcode's
+ * StarCoder models), so c_attn outputs C + 2 * KVD rows (q | k | v).
  * FP32 vectors and tables (and an FP32 wte) may be BORROWED, e.g. straight
  * from an mmap of model.safetensors; matrices are copied (BF16 and int8:
  * converted) once at load, or borrowed from a quantized file. The training
@@ -15,10 +18,11 @@
  * KiB pages a token's 12-50 MB of weights cost a TLB miss every 4 KiB and
  * the hardware prefetchers restart at every page: measured 20 -> 40 GB/s
  * for a config-B fp32 sweep on Zen 4). A Hugging Face Conv1D (in, out)
- * matrix is always transposed into the arena; only the tied LM head wte,
+ * matrix is always transposed into the arena (an nn.Linear one, gpt_bigcode's,
+ * is (out, in) already and copied); only the tied LM head wte,
  * already (V, C) row-major, may be borrowed in place as FP32.
  *
- * The KV cache is per (layer, head): keys TRANSPOSED (hs, P) and values
+ * The KV cache is per (layer, K/V head): keys TRANSPOSED (hs, P) and values
  * (P, hs), so the attention kernel reads both as sequential runs and
  * computes 4 x 16 scores at once without horizontal sums; it lives in the
  * arena too.
@@ -52,27 +56,38 @@
 #include <sys/mman.h>
 #endif
 
+/* A slot of HF shape (d0, d1) (d1 = 0: a vector); layer matrices (in, out)
+ * Conv1D, or (out, in) when kind is K_LIN. */
 static void def(Slot *s, const char *name, int kind, int d0, int d1) {
     snprintf(s->name, sizeof s->name, "%s", name);
     s->kind = d1 ? kind : K_VEC;
     s->ndim = d1 ? 2 : 1;
-    s->shape[0] = d0;
-    s->shape[1] = d1;
-    if (s->kind == K_CONV) { s->rows = d1; s->cols = d0; }
+    s->shape[0] = kind == K_LIN && d1 ? d1 : d0;
+    s->shape[1] = kind == K_LIN && d1 ? d0 : d1;
+    if (s->kind == K_CONV || s->kind == K_LIN) { s->rows = d1; s->cols = d0; }
     else if (s->kind == K_WTE) { s->rows = d0; s->cols = d1; }
 }
 
-static void build_slots(cllm_decoder *d) {
-    int V = d->V, P = d->P, C = d->C, i = 0;
+/* The model's tensor table (model/layout.h), but c_attn's output is C + 2 *
+ * KVD wide (grouped K/V heads) and the layer matrices are Conv1D or Linear. */
+static void build_slots(cllm_decoder *d, int linear) {
+    int V = d->V, P = d->P, C = d->C, i = 0, lk = linear ? K_LIN : K_CONV;
     (void)P;
     char name[64];
     /* wte is the (tied) LM head; wpe and every vector stay FP32 */
 #define X_TOP(f, nm, d0, d1, ...) def(&d->slot[i++], nm, strcmp(#f, "wte") ? K_VEC : K_WTE, d0, d1);
 #define X_LAYER(f, nm, d0, d1, ...) \
-    snprintf(name, sizeof name, "transformer.h.%d.%s", l, nm); def(&d->slot[i++], name, K_CONV, d0, d1);
+    snprintf(name, sizeof name, "transformer.h.%d.%s", l, nm); def(&d->slot[i++], name, lk, d0, d1);
     CLLM_PARAMS_WALK(d->L, X_TOP, X_LAYER)
 #undef X_TOP
 #undef X_LAYER
+    for (int l = 0; l < d->L; l++) {
+        Slot *w = W(l, SL_qkvw), *b = W(l, SL_qkvb);
+        snprintf(name, sizeof name, "%s", w->name);
+        def(w, name, lk, C, d->QKV);
+        snprintf(name, sizeof name, "%s", b->name);
+        def(b, name, K_VEC, d->QKV, 0);
+    }
 }
 
 static size_t slot_numel(const Slot *s) { return (size_t)s->shape[0] * (size_t)(s->ndim == 2 ? s->shape[1] : 1); }
@@ -88,7 +103,7 @@ static void arena_plan(cllm_decoder *d) {
         s->aoff = off;
         off += (slot_numel(s) * (size_t)elem_size(d->dtype) + 63) & ~(size_t)63;
     }
-    d->arena_bytes = off + 2 * (size_t)d->L * d->P * d->C * sizeof(float);   /* + the KV cache */
+    d->arena_bytes = off + 2 * (size_t)d->L * d->P * d->KVD * sizeof(float);   /* + the KV cache */
 }
 
 /* The arena, mapped at creation (and again at the first tensor after
@@ -96,7 +111,7 @@ static void arena_plan(cllm_decoder *d) {
  * effort: without them it is ordinary memory); only the pages written are
  * ever backed. The KV cache is its tail. NULL when out of memory. */
 static unsigned char *arena_new(cllm_decoder *d) {
-    size_t kv = (size_t)d->L * d->P * d->C;
+    size_t kv = (size_t)d->L * d->P * d->KVD;
     d->arena = NULL;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     size_t huge = (size_t)2 << 20, span = (d->arena_bytes + huge - 1) & ~(huge - 1), map = span + huge;
@@ -193,9 +208,16 @@ int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *po
     if (V < 1 || P < 1 || L < 1 || NH < 1 || C < 1 || C % NH)
         return cllm_fail(CLLM_ERR_INVALID, "decoder: bad shape (vocab %d, context %d, layers %d, heads %d, embed %d; "
                          "all must be >= 1 and embed divisible by heads)", V, P, L, NH, C);
+    int NKV = cfg->n_kv_heads ? cfg->n_kv_heads : NH;
+    if (NKV < 1 || NKV > NH || NH % NKV)
+        return cllm_fail(CLLM_ERR_INVALID, "decoder: n_kv_heads %d must divide num_heads %d (1 = multi-query)",
+                         cfg->n_kv_heads, NH);
+    if (cfg->linear_weights != 0 && cfg->linear_weights != 1)
+        return cllm_fail(CLLM_ERR_INVALID, "decoder: linear_weights must be 0 or 1, got %d", cfg->linear_weights);
     if ((double)V * C > 2e9 || (double)P * C > 2e9 || 4.0 * C * C > 2e9 || L > 100000)
         return cllm_fail(CLLM_ERR_INVALID, "decoder: shape too large (vocab %d, context %d, embed %d)", V, P, C);
-    double kv_bytes = 2.0 * L * P * C * 4.0;
+    int KVD = NKV * (C / NH);
+    double kv_bytes = 2.0 * L * P * KVD * 4.0;
     double limit = (cfg->max_memory_gb > 0 ? cfg->max_memory_gb : 16.0) * 1073741824.0;
     if (kv_bytes > limit)
         return cllm_fail(CLLM_ERR_NOMEM, "decoder: the KV cache needs %.2f GiB, over the %.2f GiB limit",
@@ -204,11 +226,12 @@ int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *po
     cllm_decoder *d = calloc(1, sizeof *d);
     if (!d) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory");
     d->V = V; d->P = P; d->L = L; d->NH = NH; d->C = C; d->dtype = dtype; d->nsample = V;
+    d->NKV = NKV; d->KVD = KVD; d->QKV = C + 2 * KVD;
     d->chunk = P < CLLM_PREFILL_CHUNK ? P : CLLM_PREFILL_CHUNK;
     d->nslots = 4 + NLT * L;
     d->slot = calloc((size_t)d->nslots, sizeof(Slot));
     if (!d->slot) goto nomem;
-    build_slots(d);
+    build_slots(d, cfg->linear_weights);
     arena_plan(d);
     if (pool) d->pool = pool;
     else {
@@ -246,6 +269,7 @@ nomem:
 }
 
 CLLM_GETTER(cllm_decoder_num_tensors, cllm_decoder, "decoder", int, h->nslots)
+CLLM_GETTER(cllm_decoder_kv_bytes, cllm_decoder, "decoder", size_t, 2 * (size_t)h->L * h->P * h->KVD * sizeof(float))
 
 static int check_slot(const cllm_decoder *d, int i) {
     if (i < 0 || i >= d->nslots)
@@ -330,7 +354,7 @@ CLLM_EXPORT int cllm_decoder_set_tensor(cllm_decoder *d, int i, const void *src,
     }
     void *dst = d->arena + s->aoff;
     /* matrices to (out, in) storage: element (r, i) of a Conv1D (in, out)
-     * tensor is at i*rows + r; of wte (V, C) at r*cols + i */
+     * tensor is at i*rows + r; of wte (V, C) or a Linear (out, in) one at r*cols + i */
     size_t rs = s->kind == K_CONV ? 1 : (size_t)s->cols, cs = s->kind == K_CONV ? (size_t)s->rows : 1;
     if (d->dtype == CLLM_DTYPE_F32) {
         gather_f32(dst, src, src_dtype, s->rows, s->cols, rs, cs);
@@ -426,26 +450,26 @@ static int task_step(void *arg, int sp, int ns) {
     cllm_decoder *d = arg;
     DSphere *s = &d->sph[sp];
     const cllm_ops *ops = d->ops;
-    int C = d->C, P = d->P, pos = d->pos, hs = C / d->NH, lo, hi;
+    int C = d->C, P = d->P, pos = d->pos, hs = C / d->NH, KVD = d->KVD, lo, hi;
     float mean, rstd, *x = d->x;
     for (int l = 0; l < d->L; l++) {
-        float *kc = d->kc + (size_t)l * P * C, *vc = d->vc + (size_t)l * P * C;
+        float *kc = d->kc + (size_t)l * P * KVD, *vc = d->vc + (size_t)l * P * KVD;
         /* qkv = c_attn(ln_1(x)); this sphere's k, v rows go to the cache */
         ops->layernorm_fwd(s->xb, &mean, &rstd, x, F(l, SL_ln1w), F(l, SL_ln1b), 1, C);
         prep(d, s, s->xb, C);
-        rows_of(3 * C, ROW_UNIT, sp, ns, &lo, &hi);
+        rows_of(d->QKV, ROW_UNIT, sp, ns, &lo, &hi);
         mat_rows(d, s, W(l, SL_qkvw), s->xb, F(l, SL_qkvb), d->qkv, lo, hi);
-        for (int r = lo > C ? lo : C; r < hi; r++) {   /* column r - C of k | v: head h, element e */
-            int c = r < 2 * C ? r - C : r - 2 * C, h = c / hs, e = c - h * hs;
-            if (r < 2 * C) kc[((size_t)h * hs + e) * P + pos] = d->qkv[r];
-            else vc[((size_t)h * P + pos) * hs + e] = d->qkv[r];
+        for (int r = lo > C ? lo : C; r < hi; r++) {   /* column r - C of k | v: K/V head g, element e */
+            int c = r < C + KVD ? r - C : r - C - KVD, g = c / hs, e = c - g * hs;
+            if (r < C + KVD) kc[((size_t)g * hs + e) * P + pos] = d->qkv[r];
+            else vc[((size_t)g * P + pos) * hs + e] = d->qkv[r];
         }
         cllm_spheres_barrier(d->pool);
-        /* attention, split by heads */
+        /* attention, split by query heads */
         long h0, h1;
         cllm_split(d->NH, sp, ns, &h0, &h1);
         for (long h = h0; h < h1; h++) {
-            size_t o = (size_t)h * hs, kv = (size_t)h * hs * P;
+            size_t o = (size_t)h * hs, kv = (size_t)kv_head(d, (int)h) * hs * P;
             ops->attention_step(d->att + o, d->qkv + o, kc + kv, vc + kv, pos + 1, P, hs, s->scratch);
         }
         cllm_spheres_barrier(d->pool);

@@ -23,7 +23,8 @@
 
 #define ROW_UNIT 16     /* split granularity of matvec output rows */
 
-enum { K_VEC, K_CONV, K_WTE };   /* slot kinds: FP32 vector/table, Conv1D (in,out), wte (V,C) */
+/* slot kinds: FP32 vector/table, Conv1D (in,out), wte (V,C), nn.Linear (out,in) */
+enum { K_VEC, K_CONV, K_WTE, K_LIN };
 
 typedef struct {
     char name[64];
@@ -61,6 +62,7 @@ typedef struct {
 
 struct cllm_decoder {
     int V, P, L, NH, C, dtype, nslots;
+    int NKV, KVD, QKV;             /* K/V heads; their width KVD = NKV * hs; c_attn rows C + 2 * KVD */
     Slot *slot;
     unsigned char *arena;          /* owned matrices and the KV cache (NULL once released) */
     void *arena_map;               /* the mapping holding it (NULL: heap) */
@@ -68,7 +70,7 @@ struct cllm_decoder {
     cllm_spheres *pool;
     int ns, own_pool;
     DSphere *sph;
-    float *kc, *vc;                /* per layer and head: keys (hs, P), values (P, hs); in the arena */
+    float *kc, *vc;                /* per layer and K/V head: keys (hs, P), values (P, hs); in the arena */
     float *x, *qkv, *att, *fc, *logits;
     float *prob;                   /* sampling scratch (V) */
     int32_t *idx;
@@ -89,6 +91,8 @@ struct cllm_decoder {
 enum { CLLM_PARAMS_LAYER(X_ENUM) NLT };
 #undef X_ENUM
 static inline int s_layer(int l, int k) { return 2 + l * NLT + k; }
+/* the K/V head query head h attends with */
+static inline int kv_head(const cllm_decoder *d, int h) { return h / (d->NH / d->NKV); }
 
 #define W(l, k) (&d->slot[s_layer(l, k)])
 #define F(l, k) ((const float *)d->slot[s_layer(l, k)].data)

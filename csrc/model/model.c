@@ -82,6 +82,10 @@ CLLM_EXPORT int cllm_config_validate(const cllm_config *c) {
     REQ(c->seq_len <= c->context_len, "seq_len (%d) must not exceed context_len (%d)", c->seq_len, c->context_len);
     REQ(c->threads >= 0 && c->threads <= 4096, "threads must be in [0, 4096] (0 = all CPUs), got %d", c->threads);
     REQ(isfinite(c->max_memory_gb), "max_memory_gb must be finite");
+    REQ(c->n_kv_heads == 0 || c->n_kv_heads == c->num_heads,
+        "training models with grouped K/V heads is not supported yet (n_kv_heads %d, num_heads %d)",
+        c->n_kv_heads, c->num_heads);
+    REQ(c->linear_weights == 0, "training models with nn.Linear weights (gpt_bigcode) is not supported yet");
 #undef REQ
     int rc = model_check_precision(c->precision, cllm_isa_current());
     if (rc) return rc;

@@ -8,7 +8,7 @@
  *
  *   rows     embed; ln_1 (and the rounding / quantization of the input)
  *   columns  qkv = c_attn(ln)                      (GEMM, N split by spheres)
- *   heads    keys and values of every row into the cache
+ *   heads    keys and values of every row into the cache (per K/V head)
  *   blocks   causal attention of the chunk's queries over the cache, per
  *            (head, block of up to CLLM_PREFILL_ATT_ROWS query rows), the
  *            pairs dealt round-robin to the spheres: S = Q K^T / sqrt(hs)
@@ -77,7 +77,8 @@ static int scratch(cllm_decoder *d, int nll) {
     size_t R = (size_t)d->chunk, C = (size_t)d->C, V = (size_t)d->V;
     if (p->rows != d->chunk) {
         cllm_prefill_free(d);
-        p->base = cllm_aligned_alloc(sizeof(float) * (R * 11 * C + R));   /* x, ln, att, tmp: C; qkv 3C; fc 4C */
+        /* x, ln, att, tmp: C; qkv 3C (room for C + 2 * KVD); fc 4C */
+        p->base = cllm_aligned_alloc(sizeof(float) * (R * 11 * C + R));
         if (!p->base) goto nomem;
         p->x = p->base;
         p->ln = p->x + R * C;
@@ -223,15 +224,15 @@ static void add_projection(const Job *j, DSphere *s, int sp, int ns, const Slot 
 static void attend_block(const Job *j, DSphere *s, int h, int t0, int m, const float *kt, const float *vh) {
     const cllm_decoder *d = j->d;
     const Prefill *p = &d->pf;
-    int C = d->C, P = d->P, hs = C / d->NH, len0 = j->pos0 + t0 + 1, L = len0 + m - 1;
-    const float *q = p->qkv + (size_t)t0 * 3 * C + h * hs;
+    int C = d->C, P = d->P, hs = C / d->NH, QKV = d->QKV, len0 = j->pos0 + t0 + 1, L = len0 + m - 1;
+    const float *q = p->qkv + (size_t)t0 * QKV + h * hs;
     float *out = p->att + (size_t)t0 * C + h * hs;
     if (m < CLLM_PREFILL_ATT_MIN_ROWS) {
         for (int i = 0; i < m; i++)
-            d->ops->attention_step(out + (size_t)i * C, q + (size_t)i * 3 * C, kt, vh, len0 + i, P, hs, s->scratch);
+            d->ops->attention_step(out + (size_t)i * C, q + (size_t)i * QKV, kt, vh, len0 + i, P, hs, s->scratch);
         return;
     }
-    cllm_sgemm(d->isa, 0, 0, m, L, hs, 1.0f / sqrtf((float)hs), q, 3 * C, kt, P, 0.0f, s->att_s, P, NULL, s->gws);
+    cllm_sgemm(d->isa, 0, 0, m, L, hs, 1.0f / sqrtf((float)hs), q, QKV, kt, P, 0.0f, s->att_s, P, NULL, s->gws);
     d->ops->softmax_causal(s->att_s, m, len0, P);
     cllm_sgemm(d->isa, 0, 0, m, hs, L, 1.0f, s->att_s, P, vh, hs, 0.0f, out, C, NULL, s->gws);
 }
@@ -242,34 +243,36 @@ static int task_prefill(void *arg, int sp, int ns) {
     Prefill *p = &d->pf;
     DSphere *s = &d->sph[sp];
     const cllm_ops *ops = d->ops;
-    int C = d->C, P = d->P, hs = C / d->NH, n = j->n, pos0 = j->pos0, lo, hi;
+    int C = d->C, P = d->P, hs = C / d->NH, KVD = d->KVD, QKV = d->QKV, n = j->n, pos0 = j->pos0, lo, hi;
     int nblk = (n + CLLM_PREFILL_ATT_ROWS - 1) / CLLM_PREFILL_ATT_ROWS;
-    long r0, r1, h0, h1;
+    long r0, r1, g0, g1;
     cllm_split(n, sp, ns, &r0, &r1);
-    cllm_split(d->NH, sp, ns, &h0, &h1);
+    cllm_split(d->NKV, sp, ns, &g0, &g1);
     for (long r = r0; r < r1; r++) embed_row(d, j->ids[r], pos0 + (int)r, p->x + (size_t)r * C);
     for (int l = 0; l < d->L; l++) {
-        float *kc = d->kc + (size_t)l * P * C, *vc = d->vc + (size_t)l * P * C;
+        float *kc = d->kc + (size_t)l * P * KVD, *vc = d->vc + (size_t)l * P * KVD;
         /* ln = ln_1(x); qkv = c_attn(ln) */
         norm_rows(d, s, F(l, SL_ln1w), F(l, SL_ln1b), r0, r1);
-        rows_of(3 * C, COL_UNIT, sp, ns, &lo, &hi);
-        linear(j, s, W(l, SL_qkvw), p->ln, n, p->qkv, 3 * C, F(l, SL_qkvb), p->xs, lo, hi);
+        rows_of(QKV, COL_UNIT, sp, ns, &lo, &hi);
+        linear(j, s, W(l, SL_qkvw), p->ln, n, p->qkv, QKV, F(l, SL_qkvb), p->xs, lo, hi);
         cllm_spheres_barrier(d->pool);
-        /* per head: the chunk's keys and values into the cache */
-        for (long h = h0; h < h1; h++) {
-            float *kt = kc + (size_t)h * hs * P, *vh = vc + (size_t)h * hs * P;
+        /* per K/V head: the chunk's keys and values into the cache */
+        for (long g = g0; g < g1; g++) {
+            float *kt = kc + (size_t)g * hs * P, *vh = vc + (size_t)g * hs * P;
             for (int t = 0; t < n; t++) {
-                const float *k = p->qkv + (size_t)t * 3 * C + C + h * hs, *v = k + C;
+                const float *k = p->qkv + (size_t)t * QKV + C + g * hs, *v = k + KVD;
                 for (int e = 0; e < hs; e++) kt[(size_t)e * P + pos0 + t] = k[e];
                 memcpy(vh + (size_t)(pos0 + t) * hs, v, sizeof(float) * (size_t)hs);
             }
         }
         cllm_spheres_barrier(d->pool);
-        /* each (block of query rows, head) over the cache up to each row's own position */
+        /* each (block of query rows, query head) over its K/V head's cache up
+         * to each row's own position */
         for (int k = sp; k < nblk * d->NH; k += ns) {
             int b = k / d->NH, h = k % d->NH, t0 = b * CLLM_PREFILL_ATT_ROWS;
-            attend_block(j, s, h, t0, n - t0 < CLLM_PREFILL_ATT_ROWS ? n - t0 : CLLM_PREFILL_ATT_ROWS,
-                         kc + (size_t)h * hs * P, vc + (size_t)h * hs * P);
+            size_t kv = (size_t)kv_head(d, h) * hs * P;
+            attend_block(j, s, h, t0, n - t0 < CLLM_PREFILL_ATT_ROWS ? n - t0 : CLLM_PREFILL_ATT_ROWS, kc + kv,
+                         vc + kv);
         }
         cllm_spheres_barrier(d->pool);
         /* x += c_proj(att); ln = ln_2(x) */

@@ -1,0 +1,319 @@
+"""StarCoder-family (``gpt_bigcode``) checkpoints in the decoder: small random
+GPTBigCodeForCausalLM models made by transformers (multi-query and
+multi-head attention, odd head sizes), saved with save_pretrained beside a
+byte-level BPE tokenizer with StarCoder's FIM tokens, give transformers'
+logits, greedy tokens and infills in every weight dtype, on the step and the
+batched prefill paths; the paths that cannot handle them refuse by name."""
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cllm
+from cllm.data.fim import infill_ban, infill_ids
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(cllm.__file__)))
+SPECIALS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"]
+TEXTS = [
+    "def main(argv):\n    return 0  # it's fine, we'll see\n",
+    "import os\nfor i in range(10):\n    print(i, os.getcwd())\n",
+    "class Point:\n    def __init__(self, x, y):\n        self.x, self.y = x, y\n",
+]
+#: (name, multi_query, n_embd, n_head, n_layer): K/V heads 1 or n_head, odd head sizes
+SHAPES = [("mq4", True, 48, 4, 2), ("mh3", False, 30, 3, 3), ("mq2_odd", True, 42, 2, 1), ("mh2_odd", False, 34, 2, 2),
+          ("mq3_odd", True, 33, 3, 2)]
+CTX = 160
+#: prefill vs the step, relative to the largest |logit| (as tests/test_prefill.py:
+#: only the FP32 summation order differs, which can flip a BF16 rounding or an
+#: int8 quantization boundary of a later layer's input)
+PREFILL_TOL = {"fp32": 1e-5, "bf16": 5e-3, "int8": 5e-3}
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    from tokenizers import ByteLevelBPETokenizer
+    b = ByteLevelBPETokenizer()
+    b.train_from_iterator(TEXTS * 20, vocab_size=400, min_frequency=1, special_tokens=SPECIALS, show_progress=False)
+    return b
+
+
+@pytest.fixture(scope="module")
+def models(bpe, tmp_path_factory):
+    """name -> (transformers model, directory saved with save_pretrained)."""
+    from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM, PreTrainedTokenizerFast
+    fast = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>", additional_special_tokens=SPECIALS[1:])
+    root = tmp_path_factory.mktemp("bigcode")
+    out = {}
+    for k, (name, mq, C, NH, L) in enumerate(SHAPES):
+        cfg = GPTBigCodeConfig(vocab_size=bpe.get_vocab_size(), n_positions=CTX, n_embd=C, n_layer=L, n_head=NH,
+                               multi_query=mq, bos_token_id=0, eos_token_id=0)
+        torch.manual_seed(k)
+        model = GPTBigCodeForCausalLM(cfg).eval()
+        with torch.no_grad():   # larger weights than the 0.02 init, so the logits are far from uniform
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        d = str(root / name)
+        model.save_pretrained(d, safe_serialization=True)
+        fast.save_pretrained(d)
+        out[name] = (model, d)
+    return out
+
+
+def hf_logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()
+
+
+def hf_greedy(model, ids, n, suppress=None, eos=None):
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False, eos_token_id=eos,
+                             pad_token_id=0, attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             suppress_tokens=suppress)
+    return out[0, len(ids):].tolist()
+
+
+def prompt_ids(bpe, n):
+    ids = bpe.encode("".join(TEXTS) * 4).ids
+    return ids[:n]
+
+
+@pytest.mark.parametrize("name", [s[0] for s in SHAPES])
+def test_logits_and_greedy_tokens_match_transformers(models, bpe, name):
+    model, d = models[name]
+    im = cllm.load(d)   # a gpt_bigcode checkpoint opens for inference (fp32)
+    assert isinstance(im, cllm.InferenceModel) and im.dtype == "fp32"
+    assert im.config.model_type == "gpt_bigcode"
+    assert im.config.kv_heads == (1 if model.config.multi_query else model.config.n_head)
+    ids = prompt_ids(bpe, 70)
+    ref = hf_logits(model, ids)
+    spread = float(ref.max() - ref.min())
+    assert np.abs(im.logits(ids) - ref).max() <= 1e-4 * spread
+    ids = bpe.encode("def main(argv):\n    return").ids
+    ref_ids = hf_greedy(model, ids, 24)
+    got = list(im.generate_ids(ids, max_new_tokens=24, temperature=0, stop_at_eot=False))
+    assert got == ref_ids
+
+
+@pytest.mark.parametrize("name", ["mq4", "mh3", "mq3_odd"])
+def test_prefill_matches_the_step_and_threads_are_bit_identical(models, bpe, name):
+    model, d = models[name]
+    ids = prompt_ids(bpe, 150)   # several prefill chunks and attention blocks
+    ref = hf_logits(model, ids)[-1]
+    for dtype in ("fp32", "bf16", "int8"):
+        last = {}
+        for threads in (1, 2):
+            im = cllm.load(d, dtype=dtype, threads=threads)
+            dec = im._decoder()
+            for chunk in (0, 7, 64, 256):   # 0: every token through the step
+                dec.prefill_chunk = chunk
+                lg = np.empty(im.config.vocab_size, dtype=np.float32)
+                dec.reset()
+                dec.extend(ids, lg)
+                last[(threads, chunk)] = lg
+            # nll through the prefill equals nll token by token
+            dec.prefill_chunk = 0
+            a = dec.nll(ids)
+            dec.prefill_chunk = 32
+            assert abs(dec.nll(ids) - a) <= PREFILL_TOL[dtype] * abs(a)
+        step = last[(1, 0)]
+        assert np.array_equal(last[(2, 0)], step)              # the step: bit-identical across threads
+        for chunk in (7, 64, 256):
+            assert np.array_equal(last[(2, chunk)], last[(1, chunk)])
+            assert np.abs(last[(1, chunk)] - step).max() <= PREFILL_TOL[dtype] * float(np.abs(step).max()), dtype
+        spread = float(ref.max() - ref.min())
+        tol = {"fp32": 1e-4, "bf16": 0.02, "int8": 0.05}[dtype]
+        assert np.abs(step - ref).max() <= tol * spread, dtype
+
+
+@pytest.mark.parametrize("name", ["mq4", "mh3"])
+def test_prompt_cache_reuses_the_grouped_cache(models, bpe, name):
+    from cllm._native import check, ffi, lib
+    _, d = models[name]
+    ids = prompt_ids(bpe, 120)
+    for dtype in ("fp32", "int8"):
+        dec = cllm.load(d, dtype=dtype, threads=2)._decoder()
+        fresh = np.empty(dec.vocab_size, dtype=np.float32)
+        dec.extend(ids, fresh)             # the whole prompt at once
+        dec.reset()
+        assert dec.prime(ids[:90]) == 0
+        assert dec.prime(ids[:90] + [5, 6]) == 90     # a different tail: the common prefix is kept
+        assert dec.prime(ids) == 90                   # only the last 30 ids run, over the cached 90
+        assert dec.pos == len(ids)
+        out = np.empty(dec.vocab_size, dtype=np.float32)
+        check(lib.cllm_decoder_logits(dec._h, ffi.cast("float *", ffi.from_buffer(out))))
+        assert np.abs(out - fresh).max() <= PREFILL_TOL[dtype] * float(np.abs(fresh).max())
+
+
+@pytest.mark.parametrize("name", ["mq4", "mh2_odd"])
+def test_low_precision_and_quantized_checkpoints(models, bpe, name, tmp_path):
+    model, d = models[name]
+    ids = prompt_ids(bpe, 40)
+    ref = cllm.load(d, dtype="fp32").logits(ids)
+    scale = float(np.abs(ref).max())
+    for dtype, tol in (("bf16", 0.02), ("int8", 0.05)):
+        got = cllm.load(d, dtype=dtype).logits(ids)
+        assert np.abs(got - ref).max() < tol * scale, dtype
+        q = cllm.quantize(d, str(tmp_path / dtype), dtype=dtype)   # stored as the decoder holds it
+        again = cllm.load(q)
+        assert again.dtype == dtype and again.config.kv_heads == cllm.load(d, dtype=dtype).config.kv_heads
+        assert np.array_equal(again.logits(ids), got)
+    for dtype in ("bf16", "int8"):
+        a = list(cllm.load(d, dtype=dtype, threads=1).generate_ids(ids, max_new_tokens=20, temperature=0,
+                                                                     stop_at_eot=False))
+        assert a == list(cllm.load(d, dtype=dtype, threads=2).generate_ids(ids, max_new_tokens=20, temperature=0,
+                                                                             stop_at_eot=False))
+
+
+@pytest.mark.parametrize("name", ["mq4", "mh3"])
+def test_half_precision_files(models, bpe, name, tmp_path):
+    import json
+    model, _ = models[name]
+    ids = prompt_ids(bpe, 50)
+    for dt in (torch.float16, torch.bfloat16):
+        d = str(tmp_path / str(dt))
+        copy.deepcopy(model).to(dt).save_pretrained(d, safe_serialization=True)
+        bpe.save(os.path.join(d, "tokenizer.json"))
+        ref = hf_logits(copy.deepcopy(model).to(dt).to(torch.float32), ids)   # the weights rounded as saved
+        assert np.abs(cllm.load(d).logits(ids) - ref).max() <= 1e-4 * float(ref.max() - ref.min())
+    cfg = json.loads(open(os.path.join(d, "config.json")).read())
+    cfg["tie_word_embeddings"] = False
+    open(os.path.join(d, "config.json"), "w").write(json.dumps(cfg))
+    with pytest.raises(cllm.CheckpointError, match="untied LM head"):
+        cllm.load(d)
+
+
+def test_kv_cache_is_one_nth_for_multi_query(models):
+    model, d = models["mq4"]
+    mq = cllm.load(d)._decoder().kv_bytes
+    c = model.config
+    assert mq == 2 * c.n_layer * CTX * (c.n_embd // c.n_head) * 4
+    gpt2 = cllm.ModelConfig(c.vocab_size, CTX, c.n_layer, c.n_head, c.n_embd)
+    from cllm.model.decoder import Decoder
+    assert Decoder.create(gpt2).kv_bytes == c.n_head * mq
+
+
+def test_infill_with_starcoder_fim_tokens_matches_transformers(models):
+    model, d = models["mq4"]
+    im = cllm.load(d)
+    tok = im.tokenizer
+    assert tok.eot_id == 0
+    prefix, suffix = "def main(argv):\n    ", "\n    return 0\n"
+    for order in ("psm", "spm"):
+        ids = infill_ids(tok, prefix, suffix, CTX, 20, order=order)
+        assert ids[0] == tok.token_to_id("<fim_prefix>")
+        ref = hf_greedy(model, ids, 20, suppress=infill_ban(tok), eos=tok.eot_id)
+        if ref and ref[-1] == tok.eot_id:
+            ref = ref[:-1]
+        got = im.infill(prefix, suffix, max_new_tokens=20, temperature=0, order=order)
+        assert got == tok.decode(ref)
+
+
+def test_generate_and_serve_through_the_cli(models):
+    import httpx
+    _, d = models["mh3"]
+    r = subprocess.run([sys.executable, "-m", "cllm", "generate", d, "-p", "def main", "-n", "8", "-t", "0",
+                        "--dtype", "int8", "--threads", "1"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("def main")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_serve import Server
+    s = Server(d)
+    try:
+        body = {"prompt": "def main", "max_tokens": 6, "temperature": 0}
+        res = httpx.post(s.url + "/v1/completions", json=body, timeout=60).json()
+        want = cllm.load(d, threads=1).generate("def main", max_new_tokens=6, temperature=0)
+        assert res["choices"][0]["text"] == want
+    finally:
+        s.stop()
+
+
+def test_paths_that_cannot_handle_it_refuse_by_name(models, tmp_path):
+    model, d = models["mq4"]
+    cfg = cllm.load(d).config
+    with pytest.raises(cllm.ConfigError, match="training models with grouped K/V heads is not supported yet"):
+        cllm.Model(cfg, cllm.load(d).tokenizer)
+    with pytest.raises(cllm.ConfigError, match="training models with grouped K/V heads is not supported yet"):
+        cllm.Model.load(d)
+    _, mh = models["mh3"]
+    with pytest.raises(cllm.ConfigError, match="gpt_bigcode .* not supported yet"):
+        cllm.Model.load(mh)
+    with pytest.raises(cllm.ConfigError, match="saving gpt_bigcode models .* not supported yet"):
+        cfg.to_hf(0)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("def f(x):\n    return x\n" * 50)
+    runs = [(["train", str(src), "--init-from", d, "--out", str(tmp_path / "tuned"), "--max-steps", "1"],
+             "training models with grouped K/V heads is not supported yet"),
+            (["train", str(src), "--init-from", mh, "--out", str(tmp_path / "tuned2"), "--max-steps", "1"],
+             "training or fine-tuning gpt_bigcode"),
+            (["export", d, "-o", str(tmp_path / "m.gguf")], "GGUF export of gpt_bigcode")]
+    for args, msg in runs:
+        r = subprocess.run([sys.executable, "-m", "cllm", *args], capture_output=True, text=True, timeout=300,
+                           cwd=REPO)
+        assert r.returncode != 0
+        assert msg in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+        assert len([ln for ln in r.stderr.splitlines() if "not supported" in ln]) == 1
+
+
+def test_config_mapping_and_bad_values(models):
+    from cllm.config import ModelConfig
+    hf = dict(models["mq4"][0].config.to_dict())
+    assert ModelConfig.from_hf(hf).n_kv_heads == 1
+    hf["multi_query"] = False
+    assert ModelConfig.from_hf(hf).n_kv_heads == ModelConfig.from_hf(hf).num_heads
+    hf["multi_query"] = "yes"
+    with pytest.raises(cllm.ConfigError, match="multi_query must be true or false"):
+        ModelConfig.from_hf(hf)
+    with pytest.raises(cllm.ConfigError, match="n_kv_heads .* divisor"):
+        ModelConfig(num_heads=4, embed_dim=32, n_kv_heads=3).validate()
+    assert "n_kv_heads" not in ModelConfig().to_dict() and "model_type" not in ModelConfig().to_dict()
+    c = ModelConfig(num_heads=4, embed_dim=32, n_kv_heads=2, model_type="gpt_bigcode")
+    from cllm.model.decoder import Decoder
+    assert Decoder.create(c).kv_bytes * 2 == Decoder.create(ModelConfig(num_heads=4, embed_dim=32)).kv_bytes
+    with pytest.raises(cllm.ConfigError, match="model_type must be one of"):
+        ModelConfig(model_type="llama").validate()
+
+
+def _c_config(**kw):
+    from cllm._native import ffi
+    c = ffi.new("cllm_config *")
+    c.vocab_size, c.context_len, c.num_layers, c.num_heads, c.embed_dim = 50, 16, 1, 4, 32
+    c.batch_size, c.seq_len, c.threads, c.max_memory_gb = 1, 16, 1, 1.0
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+def test_c_api_validates_kv_heads_and_training_refuses_them():
+    from cllm._native import ffi, lib
+    dec = ffi.new("cllm_decoder **")
+    for kv in (3, 5, -1):
+        assert lib.cllm_decoder_new(_c_config(n_kv_heads=kv), lib.CLLM_DTYPE_F32, dec) == lib.CLLM_ERR_INVALID
+        assert "n_kv_heads %d must divide num_heads 4" % kv in ffi.string(lib.cllm_last_error()).decode()
+    assert lib.cllm_decoder_new(_c_config(linear_weights=2), lib.CLLM_DTYPE_F32, dec) == lib.CLLM_ERR_INVALID
+    for kv in (0, 1, 2, 4):
+        assert lib.cllm_decoder_new(_c_config(n_kv_heads=kv, linear_weights=1), lib.CLLM_DTYPE_INT8, dec) == 0
+        n = ffi.new("size_t *")
+        assert lib.cllm_decoder_kv_bytes(dec[0], n) == 0 and n[0] == 2 * 16 * (kv or 4) * 8 * 4
+        info, rows, cols = ffi.new("cllm_tensor_info *"), ffi.new("int *"), ffi.new("int *")
+        assert lib.cllm_decoder_tensor_info(dec[0], 4, info, rows, cols) == 0   # layer 0's c_attn weight
+        assert ffi.string(info.name) == b"transformer.h.0.attn.c_attn.weight"
+        assert (info.shape[0], info.shape[1], rows[0], cols[0]) == (32 + 16 * (kv or 4), 32, 32 + 16 * (kv or 4), 32)
+        lib.cllm_decoder_free(dec[0])
+    m = ffi.new("cllm_model **")
+    assert lib.cllm_model_new(_c_config(n_kv_heads=1), m) == lib.CLLM_ERR_INVALID
+    assert "training models with grouped K/V heads is not supported yet" in ffi.string(lib.cllm_last_error()).decode()
+    assert lib.cllm_model_new(_c_config(linear_weights=1), m) == lib.CLLM_ERR_INVALID
+    assert lib.cllm_model_new(_c_config(n_kv_heads=4), m) == 0
+    lib.cllm_model_free(m[0])
