@@ -255,8 +255,7 @@ def test_paths_that_cannot_handle_it_refuse_by_name(models, tmp_path):
     runs = [(["train", str(src), "--init-from", d, "--out", str(tmp_path / "tuned"), "--max-steps", "1"],
              "training models with grouped K/V heads is not supported yet"),
             (["train", str(src), "--init-from", mh, "--out", str(tmp_path / "tuned2"), "--max-steps", "1"],
-             "training or fine-tuning gpt_bigcode"),
-            (["export", d, "-o", str(tmp_path / "m.gguf")], "GGUF export of gpt_bigcode")]
+             "training or fine-tuning gpt_bigcode")]
     for args, msg in runs:
         r = subprocess.run([sys.executable, "-m", "cllm", *args], capture_output=True, text=True, timeout=300,
                            cwd=REPO)
@@ -317,3 +316,56 @@ def test_c_api_validates_kv_heads_and_training_refuses_them():
     assert lib.cllm_model_new(_c_config(linear_weights=1), m) == lib.CLLM_ERR_INVALID
     assert lib.cllm_model_new(_c_config(n_kv_heads=4), m) == 0
     lib.cllm_model_free(m[0])
+
+
+# ------------------------------------------------------------------ GGUF (llama.cpp's starcoder)
+@pytest.mark.parametrize("name", ["mq4", "mh3"])
+def test_gguf_export_is_llama_cpp_starcoder(models, name, tmp_path):
+    """`cllm export` writes a gpt_bigcode checkpoint as llama.cpp's starcoder
+    architecture: the K/V head count in the header, the Linear matrices as
+    they are, a multi-head c_attn regrouped (all q | all k | all v)."""
+    gguf = pytest.importorskip("gguf")
+    model, d = models[name]
+    out = str(tmp_path / "m.gguf")
+    r = subprocess.run([sys.executable, "-m", "cllm", "export", d, "-o", out, "--dtype", "f32"], capture_output=True,
+                       text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    rd = gguf.GGUFReader(out)
+    f = {k: v.contents() for k, v in rd.fields.items() if not k.startswith("tokenizer.ggml.")}
+    cfg = model.config
+    assert f["general.architecture"] == "starcoder"
+    assert f["starcoder.attention.head_count"] == cfg.n_head
+    assert f["starcoder.attention.head_count_kv"] == (1 if cfg.multi_query else cfg.n_head)
+    t = {x.name: np.array(x.data).reshape([int(n) for n in reversed(x.shape)]) for x in rd.tensors}
+    sd = {k: v.numpy() for k, v in model.state_dict().items()}
+    hs, kvd = cfg.n_embd // cfg.n_head, (1 if cfg.multi_query else cfg.n_head) * (cfg.n_embd // cfg.n_head)
+    for i in range(cfg.n_layer):
+        w = sd[f"transformer.h.{i}.attn.c_attn.weight"]   # (C + 2 kvd, C)
+        if not cfg.multi_query:   # head by head -> all q | all k | all v
+            w = w.reshape(cfg.n_head, 3, hs, -1).transpose(1, 0, 2, 3).reshape(w.shape)
+        assert np.array_equal(t[f"blk.{i}.attn_qkv.weight"], w)
+        assert t[f"blk.{i}.attn_qkv.weight"].shape == (cfg.n_embd + 2 * kvd, cfg.n_embd)
+        assert np.array_equal(t[f"blk.{i}.ffn_up.weight"], sd[f"transformer.h.{i}.mlp.c_fc.weight"])
+        assert np.array_equal(t[f"blk.{i}.attn_output.weight"], sd[f"transformer.h.{i}.attn.c_proj.weight"])
+    assert np.array_equal(t["token_embd.weight"], sd["transformer.wte.weight"])
+
+
+@pytest.mark.parametrize("name", ["mq4", "mh3"])
+def test_llama_cpp_runs_the_starcoder_export(models, bpe, name, tmp_path):
+    """llama.cpp's logits of the f32 export equal transformers' to within its
+    FP16 GELU table (as tests/test_gguf.py bounds them), same argmax."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the bench extra)")
+    model, d = models[name]
+    out = str(tmp_path / "m.gguf")
+    cllm.export(d, out, dtype="f32")
+    llm = llama_cpp.Llama(model_path=out, n_ctx=CTX, n_batch=CTX, logits_all=True, n_threads=1,
+                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, verbose=False)
+    ids = prompt_ids(bpe, 60)
+    llm.reset()
+    llm.eval(ids)
+    got = np.array(llm.scores[:len(ids)], dtype=np.float32)
+    want = hf_logits(model, ids)
+    spread = float(want.max() - want.min())
+    assert np.abs(got - want).max() <= 5e-4 * spread
+    assert (got.argmax(-1) == want.argmax(-1)).all()
+

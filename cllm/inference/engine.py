@@ -125,12 +125,15 @@ def _entry(st: Any, name: str, dtypes: Iterable[str], shape: Tuple[int, ...]) ->
     return key
 
 
-def _head_major_qkv(buf: Any, heads: int, head_size: int) -> Any:
-    """Rows of a multi-head gpt_bigcode c_attn weight or bias (raw bytes of
-    3 * heads * head_size rows, head by head: q_h, k_h, v_h) reordered into
-    cllm's (all q | all k | all v)."""
+def head_major_qkv(buf: Any, heads: int, head_size: int) -> Any:
+    """Rows of a multi-head gpt_bigcode c_attn weight or bias (3 * heads *
+    head_size rows, head by head: q_h, k_h, v_h) reordered into cllm's and
+    llama.cpp's (all q | all k | all v). ``buf``: raw bytes (reordered as
+    bytes) or a numpy array (reordered keeping its dtype and shape)."""
     import numpy as np
     rows = 3 * heads * head_size
+    if isinstance(buf, np.ndarray):
+        return np.ascontiguousarray(buf.reshape(heads, 3, head_size, -1).transpose(1, 0, 2, 3)).reshape(buf.shape)
     a = np.frombuffer(buf, dtype=np.uint8).reshape(rows, -1)
     return np.ascontiguousarray(a.reshape(heads, 3, head_size, -1).transpose(1, 0, 2, 3).reshape(rows, -1))
 
@@ -157,7 +160,7 @@ def _fill(dec: Decoder, st: Any, qdtype: Optional[str], config: Optional[ModelCo
         src = st.view(key)
         if regroup and ".attn.c_attn." in name:
             assert config is not None
-            src, borrow = _head_major_qkv(src, config.kv_heads, config.embed_dim // config.num_heads), False
+            src, borrow = head_major_qkv(src, config.kv_heads, config.embed_dim // config.num_heads), False
         check(lib.cllm_decoder_set_tensor(dec._h, i, ffi.from_buffer(src), _SRC_DTYPE[e.dtype], int(borrow)),
               st.path)
         used.add(key)

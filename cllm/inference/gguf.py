@@ -1,7 +1,8 @@
 """Export a checkpoint to GGUF, the file format of llama.cpp, Ollama and LM Studio.
 
-:func:`export` writes architecture ``gpt2`` as llama.cpp's GPT-2 loader reads
-it: the hyper-parameters under
+:func:`export` writes a GPT-2 checkpoint as architecture ``gpt2`` and a
+StarCoder-family one (``gpt_bigcode``) as ``starcoder``, as llama.cpp's
+loaders read them. For ``gpt2``: the hyper-parameters under
 ``gpt2.*``, the tensors under llama.cpp's names with its layout (the Conv1D
 matrices of a cllm / Hugging Face GPT-2 checkpoint are stored (in, out), so
 they are transposed to (out, in) rows), and no ``output.weight``: the LM head
@@ -9,6 +10,12 @@ is tied to the token embedding, which llama.cpp then reuses as the output
 matrix. The tokenizer goes in as a ``gpt2`` (byte-level BPE) vocabulary with
 its merges, ``<|endoftext|>`` as bos/eos/eot/pad and the fill-in-the-middle
 tokens under ``tokenizer.ggml.fim_*_token_id``.
+
+``starcoder`` differs in three ways: its K/V head count goes in
+``starcoder.attention.head_count_kv`` (1 for multi-query); its matrices are
+``nn.Linear`` (out, in) already, so none is transposed; and the c_attn rows of
+a multi-head model, stored head by head (q_h, k_h, v_h), are regrouped into
+llama.cpp's (all q | all k | all v).
 
 llama.cpp only tokenizes like cllm when it knows the pre-tokenizer: a
 tokenizer trained with GPT-2's regex (``--pretokenizer gpt2``) is exported as
@@ -32,13 +39,14 @@ from ..errors import CheckpointError, ConfigError
 from ..io.files import fsync_dir, temp_name
 from ..io.safetensors import read_safetensors
 from ..model.checkpoint import Checkpoint, open_checkpoint
+from .engine import head_major_qkv
 
 if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["export", "GGUF_DTYPES", "LLAMA_CPP_PRE", "gguf_tensors", "modelfile_text"]
+__all__ = ["export", "GGUF_ARCH", "GGUF_DTYPES", "LLAMA_CPP_PRE", "gguf_tensors", "modelfile_text"]
 
 #: the ``dtype`` values :func:`export` writes (llama.cpp's names for them)
 GGUF_DTYPES = ("f32", "f16", "bf16", "q8_0")
@@ -73,19 +81,30 @@ def _checkpoint_tensors(ck: Checkpoint) -> Dict[str, "np.ndarray"]:
     return {(k[len("transformer."):] if k.startswith("transformer.") else k): v for k, v in tensors.items()}
 
 
+#: the GGUF architecture of each checkpoint model_type
+GGUF_ARCH = {"gpt2": "gpt2", "gpt_bigcode": "starcoder"}
+
+
 def gguf_tensors(ck: Checkpoint, tensors: Dict[str, "np.ndarray"]) -> Iterator[Tuple[str, "np.ndarray"]]:
     """(llama.cpp name, float32 array in llama.cpp's layout) for every tensor
-    llama.cpp's GPT-2 reads, in its order. A numpy shape is the reverse of
-    ggml's ``ne``: ``token_embd.weight`` is (n_vocab, n_embd), and the (in, out)
-    Conv1D matrices become (out, in)."""
+    llama.cpp's GPT-2 / StarCoder reads, in its order. A numpy shape is the
+    reverse of ggml's ``ne``: ``token_embd.weight`` is (n_vocab, n_embd), and the
+    (in, out) Conv1D matrices of a GPT-2 become (out, in); gpt_bigcode's
+    nn.Linear ones are (out, in) already."""
     import numpy as np
-    mf = ck.model_file
+    mf, cfg = ck.model_file, ck.config
+    linear = cfg.model_type == "gpt_bigcode"
+    # a multi-head gpt_bigcode's c_attn rows go head by head (q_h, k_h, v_h)
+    regroup = linear and cfg.kv_heads > 1
 
     def get(name: str, transpose: bool = False) -> "np.ndarray":
         if name not in tensors:
             raise CheckpointError(f"{mf}: missing tensor {name!r}")
         a = tensors[name]
-        return np.ascontiguousarray(a.T if transpose else a, dtype=np.float32)
+        a = np.ascontiguousarray(a.T if transpose and not linear else a, dtype=np.float32)
+        if regroup and ".attn.c_attn." in name:
+            a = head_major_qkv(a, cfg.kv_heads, cfg.embed_dim // cfg.num_heads)
+        return a
 
     if "lm_head.weight" in tensors and not np.array_equal(tensors["lm_head.weight"], tensors.get("wte.weight")):
         log.warning("%s: lm_head.weight differs from wte.weight; cllm ties them, and so does the export (wte)", mf)
@@ -140,6 +159,8 @@ def _add_metadata(w: Any, ck: Checkpoint, name: str, ftype: Any, gguf: Any) -> N
     w.add_block_count(cfg.num_layers)
     w.add_feed_forward_length(4 * cfg.embed_dim)
     w.add_head_count(cfg.num_heads)
+    if cfg.model_type == "gpt_bigcode":
+        w.add_head_count_kv(cfg.kv_heads)
     w.add_layer_norm_eps(1e-5)
     w.add_file_type(int(ftype))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -253,9 +274,9 @@ def export(checkpoint: Union[str, "os.PathLike[str]", Checkpoint], path: Union[s
     if not os.path.isdir(parent):
         raise ConfigError(f"{parent}: no such directory for the GGUF file")
     ck = open_checkpoint(checkpoint)
-    if ck.config.model_type != "gpt2":
-        raise ConfigError(f"GGUF export of {ck.config.model_type} (StarCoder-family) models is not supported yet "
-                          f"(llama.cpp's architecture for them would be starcoder)")
+    arch = GGUF_ARCH.get(ck.config.model_type)
+    if arch is None:
+        raise ConfigError(f"GGUF export of {ck.config.model_type} models is not supported")
     gguf = _gguf()
     # the name the user gave (a run directory), not the checkpoint-STEP it resolves to
     name = os.path.basename(os.path.normpath(ck.path if isinstance(checkpoint, Checkpoint) else
@@ -264,7 +285,7 @@ def export(checkpoint: Union[str, "os.PathLike[str]", Checkpoint], path: Union[s
     _pre_tokenizer(ck.tokenizer)            # refuse before reading the weights
     tensors = _checkpoint_tensors(ck)
     with _publish(path, overwrite) as tmp:
-        w = gguf.GGUFWriter(tmp, "gpt2")
+        w = gguf.GGUFWriter(tmp, arch)
         try:
             _add_metadata(w, ck, name, ftype, gguf)
             for name, a in gguf_tensors(ck, tensors):
