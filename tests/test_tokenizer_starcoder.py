@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,6 +21,8 @@ from cllm.data.tokenizer import Tokenizer, _to_hf, starcoder_pre_tokenizer_json
 from cllm.errors import ConfigError
 
 tokenizers = pytest.importorskip("tokenizers")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_tokenizer import c_pieces, range_edge_chars  # noqa: E402  (the C split in any mode)
 
 HSET = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(cllm.__file__)))
@@ -77,25 +78,11 @@ def pair(starcoder_json):
     return Tokenizer.load(starcoder_json), tokenizers.Tokenizer.from_file(starcoder_json)
 
 
-def c_pieces(data: bytes):
-    from cllm._cllm import ffi, lib
-    ends = np.zeros(max(1, len(data)), dtype=np.uint64)
-    n = ffi.new("size_t *")
-    assert lib.cllm_tokenizer_pretokenize(lib.CLLM_PRETOK_STARCODER, data, len(data),
-                                          ffi.cast("uint64_t *", ends.ctypes.data), len(ends), n) == 0
-    out, start = [], 0
-    for e in ends[:n[0]]:
-        out.append(data[start:int(e)])
-        start = int(e)
-    assert start == len(data)
-    return out
-
-
 def check_split(text: str) -> None:
     """cllm's pieces and their (character) offsets equal ``tokenizers``' pre_tokenize_str."""
     want = hf_pre().pre_tokenize_str(text)
     got, at = [], 0
-    for p in c_pieces(text.encode()):
+    for p in c_pieces(text.encode(), mode="starcoder"):
         n = len(p.decode("utf-8"))
         got.append((_to_hf(p), (at, at + n)))
         at += n
@@ -126,14 +113,7 @@ def test_split_matches_tokenizers_hypothesis(text):
 def test_split_at_every_number_range_edge():
     """Rust's ``char::is_numeric`` (Digits) and cllm's \\p{N} table agree at every edge of
     every number range, in letter, space and punctuation context."""
-    import unicodedata
-    edges, prev = set(), None
-    for cp in range(0x110000):
-        num = unicodedata.category(chr(cp))[0] == "N"
-        if num != prev:
-            edges.update((cp - 1, cp))
-            prev = num
-    chars = [chr(c) for c in sorted(edges) if c >= 0 and unicodedata.category(chr(c)) not in ("Cn", "Cs")]
+    chars = range_edge_chars("N")
     assert len(chars) > 200
     for i in range(0, len(chars), 100):
         check_split("".join(f"a{c}{c} {c}.{c}  {c}" for c in chars[i:i + 100]))
@@ -219,7 +199,6 @@ def test_cllm_trains_a_starcoder_split_tokenizer(stdlib_docs, tmp_path):
 def test_gpt_bigcode_model_with_a_starcoder_tokenizer(starcoder_json, tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from test_gpt_bigcode import hf_greedy
     hf_tok = tokenizers.Tokenizer.from_file(starcoder_json)
     cfg = transformers.GPTBigCodeConfig(vocab_size=hf_tok.get_vocab_size(), n_positions=96, n_embd=32, n_layer=2,
