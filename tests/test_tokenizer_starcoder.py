@@ -196,10 +196,11 @@ def test_cllm_trains_a_starcoder_split_tokenizer(stdlib_docs, tmp_path):
     assert _pre_tokenizer(tok) == "starcoder"
 
 
-def test_gpt_bigcode_model_with_a_starcoder_tokenizer(starcoder_json, tmp_path):
+@pytest.fixture(scope="module")
+def bigcode_dir(starcoder_json, tmp_path_factory):
+    """(transformers GPTBigCode model, its save_pretrained directory with the StarCoder-style tokenizer)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from test_gpt_bigcode import hf_greedy
     hf_tok = tokenizers.Tokenizer.from_file(starcoder_json)
     cfg = transformers.GPTBigCodeConfig(vocab_size=hf_tok.get_vocab_size(), n_positions=96, n_embd=32, n_layer=2,
                                         n_head=4, multi_query=True, bos_token_id=0, eos_token_id=0)
@@ -208,10 +209,17 @@ def test_gpt_bigcode_model_with_a_starcoder_tokenizer(starcoder_json, tmp_path):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    d = str(tmp_path / "bigcode")
+    d = str(tmp_path_factory.mktemp("bigcode"))
     model.save_pretrained(d, safe_serialization=True)
     transformers.PreTrainedTokenizerFast(tokenizer_object=hf_tok, eos_token="<|endoftext|>",
                                          bos_token="<|endoftext|>").save_pretrained(d)
+    return model, d
+
+
+def test_gpt_bigcode_model_with_a_starcoder_tokenizer(starcoder_json, bigcode_dir):
+    from test_gpt_bigcode import hf_greedy
+    model, d = bigcode_dir
+    hf_tok = tokenizers.Tokenizer.from_file(starcoder_json)
     im = cllm.load(d)
     assert im.tokenizer.pretokenizer == "starcoder" and im.tokenizer.eot_id == 0
     prompt = "for i in range(100):\n    x = 12"
@@ -223,3 +231,17 @@ def test_gpt_bigcode_model_with_a_starcoder_tokenizer(starcoder_json, tmp_path):
                         "--threads", "1"], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(prompt)
+
+
+def test_llama_cpp_splits_the_export_like_cllm(bigcode_dir, stdlib_docs, tmp_path):
+    """The GGUF export says ``tokenizer.ggml.pre = "starcoder"``, and llama.cpp's tokens
+    for it are cllm's (numbers, code, whole standard library files)."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the bench extra)")
+    _, d = bigcode_dir
+    out = str(tmp_path / "m.gguf")
+    cllm.export(d, out, dtype="f32")
+    tok = cllm.load(d).tokenizer
+    llm = llama_cpp.Llama(model_path=out, vocab_only=True, verbose=False)
+    assert llm.metadata["tokenizer.ggml.pre"] == "starcoder"
+    for text in NUMBERS + CODE + [d.data.decode("utf-8") for d in stdlib_docs[:6]]:
+        assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) == tok.encode(text), text[:80]
