@@ -476,8 +476,11 @@ int cllm_tokenizer_train_stats(const cllm_tokenizer *t, int64_t *unique_words,
  * code-aware splitter above (the default), or CLLM_PRETOK_GPT2, GPT-2's regex
  *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
  * over UTF-8 code points (Unicode classes from a generated table,
- * csrc/tokenizer/unicode_tables.h; \s = White_Space). */
-enum { CLLM_PRETOK_CLLM = 0, CLLM_PRETOK_GPT2 = 1 };
+ * csrc/tokenizer/unicode_tables.h; \s = White_Space), or
+ * CLLM_PRETOK_STARCODER, StarCoder's: every \p{N} character alone, GPT-2's
+ * regex inside each stretch between them (tokenizers' Sequence of
+ * Digits(individual_digits=true) and ByteLevel(use_regex=true)). */
+enum { CLLM_PRETOK_CLLM = 0, CLLM_PRETOK_GPT2 = 1, CLLM_PRETOK_STARCODER = 2 };
 int cllm_tokenizer_set_pretokenizer(cllm_tokenizer *t, int mode);
 
 /* Encode len bytes; out must hold cap >= len ids (a token is >= 1 byte). */

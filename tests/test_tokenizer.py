@@ -41,7 +41,7 @@ def c_pieces(data: bytes, mode: str = "cllm"):
     from cllm._cllm import ffi, lib
     ends = np.zeros(max(1, len(data)), dtype=np.uint64)
     n = ffi.new("size_t *")
-    m = lib.CLLM_PRETOK_GPT2 if mode == "gpt2" else lib.CLLM_PRETOK_CLLM
+    m = getattr(lib, "CLLM_PRETOK_" + mode.upper())   # cllm, gpt2 or starcoder
     assert lib.cllm_tokenizer_pretokenize(m, data, len(data), ffi.cast("uint64_t *", ends.ctypes.data),
                                           len(ends), n) == 0
     out, start = [], 0
@@ -425,23 +425,31 @@ def test_cli_tokenize(tmp_path, capsys):
     assert args.func(args) == 0
 
 
+def range_edge_chars(majors: str) -> list:
+    """The assigned characters at and just outside each end of every range of
+    code points whose Unicode category starts with one of ``majors`` (ranges of
+    each major class separately); unassigned (in this Python's Unicode) and
+    surrogate code points are left out, as they are not comparable with
+    tokenizers' newer tables."""
+    import unicodedata
+    edges, prev = set(), None
+    for cp in range(0x110000):
+        cat = unicodedata.category(chr(cp))
+        cls = cat[0] if cat[0] in majors else "-"
+        if cls != prev:
+            edges.update((cp - 1, cp))
+            prev = cls
+    return [chr(c) for c in sorted(edges) if c >= 0 and unicodedata.category(chr(c)) not in ("Cn", "Cs")]
+
+
 def test_gpt2_pretokenizer_at_every_letter_and_number_range_edge():
     """GPT-2's pre-tokenizer classifies code points with the \\p{L} / \\p{N}
     ranges of csrc/tokenizer/unicode_tables.h (run-length encoded, expanded at
     start-up): at every edge of every range (the code points at and just
     outside each end), in letter, number and punctuation context, its pieces
     are those of tokenizers' regex."""
-    import unicodedata
     pre = tokenizers.pre_tokenizers.Split(tokenizers.Regex(GPT2_REGEX), behavior="isolated")
-    edges, prev = set(), None
-    for cp in range(0x110000):
-        cat = unicodedata.category(chr(cp))
-        cls = cat[0] if cat[0] in "LN" else "-"
-        if cls != prev:
-            edges.update((cp - 1, cp))
-            prev = cls
-    # unassigned (in this Python's Unicode) and surrogates are not comparable
-    chars = [chr(c) for c in sorted(edges) if c >= 0 and unicodedata.category(chr(c)) not in ("Cn", "Cs")]
+    chars = range_edge_chars("LN")
     assert len(chars) > 1000
     for i in range(0, len(chars), 100):
         text = "".join(f"a{c}1{c}.{c} " for c in chars[i:i + 100])

@@ -37,8 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE,
                    help=f"target vocabulary size (default {DEFAULT_VOCAB_SIZE})")
     p.add_argument("--pretokenizer", choices=PRETOKENIZERS, default=DEFAULT_PRETOKENIZER,
-                   help="split before merging: gpt2 (GPT-2's regex, which llama.cpp implements) or cllm "
-                        "(code-aware) (default: %(default)s)")
+                   help="split before merging: gpt2 (GPT-2's regex, which llama.cpp implements), starcoder "
+                        "(GPT-2's regex with every digit alone) or cllm (code-aware) (default: %(default)s)")
     p.add_argument("--min-frequency", type=int, default=2,
                    help="stop merging when the best pair occurs fewer times (default 2)")
     p.add_argument("-e", "--ext", action="append", metavar="EXT",

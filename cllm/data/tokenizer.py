@@ -83,34 +83,48 @@ def _from_hf(s: str) -> bytes:
 GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 
 SUPPORTED_TOKENIZERS = ("byte-level BPE tokenizer.json (Hugging Face tokenizers format) with no normalizer and "
-                        "either cllm's code-aware pre-tokenizer or GPT-2's (ByteLevel with add_prefix_space "
-                        "false, or Split on GPT-2's regex followed by ByteLevel)")
+                        "cllm's code-aware pre-tokenizer, GPT-2's (ByteLevel with add_prefix_space false, or "
+                        "Split on GPT-2's regex followed by ByteLevel) or StarCoder's (Digits with "
+                        "individual_digits true followed by that ByteLevel)")
+
+
+def _byte_level_regex_mode(bl: dict) -> str:
+    """"gpt2" for a ``ByteLevel`` pre-tokenizer that applies GPT-2's regex; raises
+    ValueError for ``add_prefix_space=true`` (cllm never adds a space)."""
+    if bl.get("add_prefix_space", False):
+        raise ValueError("ByteLevel pre-tokenizer with add_prefix_space=true is not supported; "
+                         f"cllm reads a {SUPPORTED_TOKENIZERS}")
+    return "gpt2"
 
 
 def _pretokenizer_mode(pre: object) -> str:
-    """"cllm" or "gpt2" for a tokenizer.json ``pre_tokenizer`` section; raises
-    ValueError (saying what is supported) for anything else."""
+    """"cllm", "gpt2" or "starcoder" for a tokenizer.json ``pre_tokenizer`` section;
+    raises ValueError (saying what is supported) for anything else."""
     if pre == pre_tokenizer_json():
         return "cllm"
     if isinstance(pre, dict):
         if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-            if pre.get("add_prefix_space", False):
-                raise ValueError("ByteLevel pre-tokenizer with add_prefix_space=true is not supported; "
-                                 f"cllm reads a {SUPPORTED_TOKENIZERS}")
-            return "gpt2"
+            return _byte_level_regex_mode(pre)
         seq = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
         if isinstance(seq, list) and len(seq) == 2 and isinstance(seq[0], dict) and isinstance(seq[1], dict):
-            split, bl = seq
-            if (split.get("type") == "Split" and split.get("pattern") == {"Regex": GPT2_REGEX}
-                    and split.get("behavior") == "Isolated" and not split.get("invert")
+            first, bl = seq
+            if (first.get("type") == "Split" and first.get("pattern") == {"Regex": GPT2_REGEX}
+                    and first.get("behavior") == "Isolated" and not first.get("invert")
                     and bl.get("type") == "ByteLevel" and not bl.get("use_regex", True)
                     and not bl.get("add_prefix_space", False)):
                 return "gpt2"
+            if first.get("type") == "Digits" and bl.get("type") == "ByteLevel" and bl.get("use_regex", True):
+                if not first.get("individual_digits", False):
+                    raise ValueError("Digits pre-tokenizer with individual_digits=false is not supported; "
+                                     f"cllm reads a {SUPPORTED_TOKENIZERS}")
+                _byte_level_regex_mode(bl)
+                return "starcoder"
     raise ValueError(f"unsupported pre_tokenizer {str(pre)[:200]}; cllm reads a {SUPPORTED_TOKENIZERS}")
 
 
-#: the pre-tokenizers a tokenizer can be trained with: cllm's code-aware splitter and GPT-2's regex
-PRETOKENIZERS = ("cllm", "gpt2")
+#: the pre-tokenizers a tokenizer can be trained with: cllm's code-aware splitter, GPT-2's regex and
+#: StarCoder's (GPT-2's regex with every numeric character alone)
+PRETOKENIZERS = ("cllm", "gpt2", "starcoder")
 #: the pre-tokenizer of trained tokenizers: GPT-2's split, which llama.cpp implements (so a
 #: trained model exports to GGUF) and which measured no worse than cllm's own split on code
 #: (docs/gguf.md)
@@ -122,6 +136,13 @@ def gpt2_pre_tokenizer_json() -> dict:
     return {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
 
 
+def starcoder_pre_tokenizer_json() -> dict:
+    """The ``pre_tokenizer`` section of StarCoder's tokenizer.json (every numeric character alone, then
+    GPT-2's regex)."""
+    return {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True}, gpt2_pre_tokenizer_json()]}
+
+
 def pre_tokenizer_json() -> dict:
     """The ``pre_tokenizer`` section of tokenizer.json (matches the C splitter)."""
     return {"type": "Sequence", "pretokenizers": [
@@ -130,6 +151,11 @@ def pre_tokenizer_json() -> dict:
         {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
     ]}
 
+
+#: the tokenizer.json ``pre_tokenizer`` section a tokenizer trained with each pre-tokenizer gets
+_PRE_JSON = {"cllm": pre_tokenizer_json, "gpt2": gpt2_pre_tokenizer_json, "starcoder": starcoder_pre_tokenizer_json}
+#: what :meth:`Tokenizer.fingerprint` hashes for each pre-tokenizer
+_FINGERPRINT_PRE = {"cllm": PRETOKENIZER_REGEX, "gpt2": GPT2_REGEX, "starcoder": "Digits(individual) " + GPT2_REGEX}
 
 TextSource = Union[str, bytes, bytearray, memoryview, "os.PathLike[str]"]
 
@@ -239,17 +265,14 @@ class Tokenizer:
         check(lib.cllm_tokenizer_new(out))
         h = out[0]
         try:
-            if pretokenizer == "gpt2":
-                check(lib.cllm_tokenizer_set_pretokenizer(h, lib.CLLM_PRETOK_GPT2))
+            check(lib.cllm_tokenizer_set_pretokenizer(h, getattr(lib, "CLLM_PRETOK_" + pretokenizer.upper())))
             nm = cls._train_into(h, _iter_sources(paths, texts, exts), vocab_size, min_frequency, special_tokens,
                                  progress, exts, base)
         except BaseException:
             lib.cllm_tokenizer_free(h)
             raise
         tok = cls(h)
-        if pretokenizer == "gpt2":
-            tok.pretokenizer = "gpt2"
-            tok._pre_json = gpt2_pre_tokenizer_json()
+        tok._set_pretokenizer(pretokenizer, _PRE_JSON[pretokenizer]())
         log.info("trained BPE: %d tokens (%d merges, %s pre-tokenizer)", len(tok), nm, pretokenizer)
         return tok
 
@@ -444,7 +467,7 @@ class Tokenizer:
         """Stable hash of the vocabulary and merges (for caches)."""
         import hashlib
         h = hashlib.sha256()
-        h.update((PRETOKENIZER_REGEX if self.pretokenizer == "cllm" else GPT2_REGEX).encode())
+        h.update(_FINGERPRINT_PRE[self.pretokenizer].encode())
         for i, b in enumerate(self._tokens):
             h.update(b"%d:%d:" % (i, b in self._special) + b + b"\x00")
         import numpy as np
@@ -527,11 +550,15 @@ class Tokenizer:
             ffi.from_buffer(blob), ffi.new("uint64_t[]", offs), ffi.new("uint8_t[]", [int(s) for _, s in toks]),
             n, ffi.new("int32_t[]", mids), len(merges), out))
         tok = cls(out[0], toks)
-        if mode == "gpt2":
-            check(lib.cllm_tokenizer_set_pretokenizer(tok._h, lib.CLLM_PRETOK_GPT2))
-            tok.pretokenizer = "gpt2"
-            tok._pre_json = obj.get("pre_tokenizer")
+        tok._set_pretokenizer(mode, obj.get("pre_tokenizer"))
         return tok
+
+    def _set_pretokenizer(self, mode: str, pre_json: Optional[dict]) -> None:
+        """Split text with pre-tokenizer ``mode`` (a :data:`PRETOKENIZERS` name); ``pre_json`` is the
+        tokenizer.json section :meth:`to_json` writes back (None: cllm's own)."""
+        check(lib.cllm_tokenizer_set_pretokenizer(self._h, getattr(lib, "CLLM_PRETOK_" + mode.upper())))
+        self.pretokenizer = mode
+        self._pre_json = None if mode == "cllm" else pre_json
 
 
 # ---------------------------------------------------------------- helpers

@@ -51,7 +51,7 @@ __all__ = ["export", "GGUF_ARCH", "GGUF_DTYPES", "LLAMA_CPP_PRE", "gguf_tensors"
 #: the ``dtype`` values :func:`export` writes (llama.cpp's names for them)
 GGUF_DTYPES = ("f32", "f16", "bf16", "q8_0")
 #: ``tokenizer.ggml.pre`` for each cllm pre-tokenizer llama.cpp implements
-LLAMA_CPP_PRE = {"gpt2": "gpt-2"}
+LLAMA_CPP_PRE = {"gpt2": "gpt-2", "starcoder": "starcoder"}
 #: sampling defaults of ``cllm generate``, repeated in the Modelfile
 _SAMPLING = {"temperature": 0.8, "top_k": 40, "top_p": 1.0, "repeat_penalty": 1.0}
 

@@ -137,7 +137,8 @@ class TrainOptions:
                                  "chosen by a hash of their path", lo=0, hi=0.5, hi_open=True, group="data")
     pretokenizer: str = option(DEFAULT_PRETOKENIZER, "how text is split before BPE merges, for the tokenizer a "
                                "run trains: gpt2 (GPT-2's regex, which llama.cpp implements: needed for `cllm "
-                               "export` to GGUF; chosen by measurement, docs/gguf.md) or cllm (code-aware: "
+                               "export` to GGUF; chosen by measurement, docs/gguf.md), starcoder (GPT-2's regex with every "
+                               "digit a piece of its own, as StarCoder's tokenizer) or cllm (code-aware: "
                                "identifiers, digit runs, punctuation runs, indentation)",
                                choices=PRETOKENIZERS, metavar="NAME", group="data")
     fim_rate: float = option(0.5, "share of training files turned into fill-in-the-middle examples "

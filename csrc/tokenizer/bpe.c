@@ -312,7 +312,12 @@ static inline size_t pretok_next(const uint8_t *s, size_t i, size_t n) {
  *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
  * over Unicode code points decoded from UTF-8 (a byte that does not start a
  * valid sequence is one "other" character). \p{L} / \p{N} come from the
- * generated range tables (g_uni_*); \s is Unicode White_Space. */
+ * generated range tables (g_uni_*); \s is Unicode White_Space.
+ * With `digits` (CLLM_PRETOK_STARCODER) it is StarCoder's pre-tokenizer,
+ * tokenizers' Digits(individual_digits=true) then the same regex: every
+ * \p{N} character is a pre-token of its own and the regex runs inside each
+ * stretch between them, so a digit ends a stretch like the end of the text
+ * does (no ` ?` before it, and `\s+(?!\S)` takes the whole run before it). */
 
 static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
     size_t lo = 0, hi = n;
@@ -357,7 +362,7 @@ static int u_class(const uint8_t *s, size_t i, size_t n, size_t *len) {
     return C_P;
 }
 
-static size_t pretok_next_gpt2(const uint8_t *s, size_t i, size_t n) {
+static size_t pretok_next_gpt2(const uint8_t *s, size_t i, size_t n, int digits) {
     if (s[i] == '\'' && i + 1 < n) {
         uint8_t a = s[i + 1], b = i + 2 < n ? s[i + 2] : 0;
         if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
@@ -365,10 +370,11 @@ static size_t pretok_next_gpt2(const uint8_t *s, size_t i, size_t n) {
     }
     size_t len, j = i;
     int k = u_class(s, i, n, &len);
+    if (digits && k == C_D) return i + len;   /* an isolated \p{N} character */
     if (s[i] == ' ' && i + 1 < n) {
         size_t l2;
         int k2 = u_class(s, i + 1, n, &l2);
-        if (k2 != C_W) { j = i + 1; k = k2; len = l2; }
+        if (k2 != C_W && !(digits && k2 == C_D)) { j = i + 1; k = k2; len = l2; }
     }
     if (k != C_W) {   /* a run of one class, after the optional space */
         j += len;
@@ -376,20 +382,25 @@ static size_t pretok_next_gpt2(const uint8_t *s, size_t i, size_t n) {
         return j;
     }
     size_t last = i;   /* whitespace run [i, j); `last` = start of its last character */
+    int next = C_W;    /* class of the character after the run */
     j = i;
-    while (j < n && u_class(s, j, n, &len) == C_W) { last = j; j += len; }
-    if (j == n || last == i) return j;   /* at the end, or a single character */
-    return last;                         /* \s+(?!\S): leave the last one */
+    while (j < n && (next = u_class(s, j, n, &len)) == C_W) { last = j; j += len; }
+    if (j == n || last == i || (digits && next == C_D)) return j;   /* at the end of the stretch, or one character */
+    return last;                                                   /* \s+(?!\S): leave the last one */
+}
+
+static int pretok_mode_ok(int mode) {
+    return mode == CLLM_PRETOK_CLLM || mode == CLLM_PRETOK_GPT2 || mode == CLLM_PRETOK_STARCODER;
 }
 
 static inline size_t pretok(int mode, const uint8_t *s, size_t i, size_t n) {
-    return mode == CLLM_PRETOK_GPT2 ? pretok_next_gpt2(s, i, n) : pretok_next(s, i, n);
+    return mode == CLLM_PRETOK_CLLM ? pretok_next(s, i, n) : pretok_next_gpt2(s, i, n, mode == CLLM_PRETOK_STARCODER);
 }
 
 CLLM_EXPORT int cllm_tokenizer_pretokenize(int mode, const uint8_t *text, size_t len, uint64_t *ends,
                                            size_t cap, size_t *n_out) {
     CLLM_CHECK_PTR(n_out, "n_out");
-    if (mode != CLLM_PRETOK_CLLM && mode != CLLM_PRETOK_GPT2)
+    if (!pretok_mode_ok(mode))
         return cllm_fail(CLLM_ERR_INVALID, "pretokenize: unknown pre-tokenizer mode %d", mode);
     if (len && !text) return cllm_fail(CLLM_ERR_INVALID, "pretokenize: text is NULL");
     if (cap && !ends) return cllm_fail(CLLM_ERR_INVALID, "pretokenize: ends is NULL");
@@ -500,7 +511,7 @@ struct cllm_tokenizer {
     int32_t *cache_ids;
     size_t cache_ids_len, cache_ids_cap;
     trainer *tr;
-    int pretok;           /* CLLM_PRETOK_CLLM or CLLM_PRETOK_GPT2       */
+    int pretok;           /* CLLM_PRETOK_*                             */
 };
 
 static inline const uint8_t *tok_ptr(const cllm_tokenizer *t, int32_t id) { return t->toks.arena + t->toks.off[id]; }
@@ -737,8 +748,9 @@ CLLM_EXPORT int cllm_tokenizer_max_token_len(const cllm_tokenizer *t, size_t *le
 
 CLLM_EXPORT int cllm_tokenizer_set_pretokenizer(cllm_tokenizer *t, int mode) {
     CLLM_CHECK_PTR(t, "t");
-    if (mode != CLLM_PRETOK_CLLM && mode != CLLM_PRETOK_GPT2)
-        return cllm_fail(CLLM_ERR_INVALID, "tokenizer: pre-tokenizer must be CLLM_PRETOK_CLLM or CLLM_PRETOK_GPT2, got %d", mode);
+    if (!pretok_mode_ok(mode))
+        return cllm_fail(CLLM_ERR_INVALID, "tokenizer: pre-tokenizer must be CLLM_PRETOK_CLLM, CLLM_PRETOK_GPT2 or "
+                         "CLLM_PRETOK_STARCODER, got %d", mode);
     pthread_mutex_lock(&t->lock);
     t->pretok = mode;
     cache_clear(t);
