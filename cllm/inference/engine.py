@@ -131,11 +131,8 @@ def head_major_qkv(buf: Any, heads: int, head_size: int) -> Any:
     llama.cpp's (all q | all k | all v). ``buf``: raw bytes (reordered as
     bytes) or a numpy array (reordered keeping its dtype and shape)."""
     import numpy as np
-    rows = 3 * heads * head_size
-    if isinstance(buf, np.ndarray):
-        return np.ascontiguousarray(buf.reshape(heads, 3, head_size, -1).transpose(1, 0, 2, 3)).reshape(buf.shape)
-    a = np.frombuffer(buf, dtype=np.uint8).reshape(rows, -1)
-    return np.ascontiguousarray(a.reshape(heads, 3, head_size, -1).transpose(1, 0, 2, 3).reshape(rows, -1))
+    a = buf if isinstance(buf, np.ndarray) else np.frombuffer(buf, dtype=np.uint8).reshape(3 * heads * head_size, -1)
+    return np.ascontiguousarray(a.reshape(heads, 3, head_size, -1).transpose(1, 0, 2, 3)).reshape(a.shape)
 
 
 def _fill(dec: Decoder, st: Any, qdtype: Optional[str], config: Optional[ModelConfig] = None) -> None:

@@ -104,21 +104,21 @@ static void embed_rows(StepCtx *x, Sphere *s) {
     }
 }
 
-/* The (sequence, head) units of layer l's attention this sphere runs, and
- * on which activations: with whole-sequence shards, every head of the
- * shard's own sequences (its views); with token-row shards (x->plan.rows),
- * a slice of the units of the whole batch (the batch-wide activations),
- * since a sequence's keys may lie in another sphere's rows. */
+/* The (sequence, head) units of attention this sphere runs, and on which
+ * activations: with whole-sequence shards, every head of the shard's own
+ * sequences (its views); with token-row shards (x->plan.rows), a slice of
+ * the units of the whole batch (the batch-wide activations, m->all), since
+ * a sequence's keys may lie in another sphere's rows. */
 typedef struct {
-    LayerAct *a;
+    const Sphere *v;  /* the activation views the units read and write */
     int B, u0, u1;
 } AttUnits;
 
-static AttUnits att_units(StepCtx *x, Sphere *s, int l) {
+static AttUnits att_units(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
     AttUnits u;
     if (!x->plan.rows) {
-        u.a = &s->act[l];
+        u.v = s;
         u.B = s->n / x->T;
         u.u0 = 0;
         u.u1 = u.B * m->NH;
@@ -126,7 +126,7 @@ static AttUnits att_units(StepCtx *x, Sphere *s, int l) {
     }
     long lo, hi;
     cllm_split((long)m->last_B * m->NH, (int)(s - m->sph), m->nspheres, &lo, &hi);
-    u.a = &m->all.act[l];
+    u.v = &m->all;
     u.B = m->last_B;
     u.u0 = (int)lo;
     u.u1 = (int)hi;
@@ -141,10 +141,11 @@ static void att_barrier(StepCtx *x) {
 
 static void attention_fwd(StepCtx *x, Sphere *s, int l) {
     cllm_model *m = x->m;
-    AttUnits u = att_units(x, s, l);
+    AttUnits u = att_units(x, s);
+    const LayerAct *a = &u.v->act[l];
     att_barrier(x);
     if (u.u1 > u.u0)
-        SPROF(P_ATTN_FWD, x->prec->attention_fwd(m, u.a->atty, u.a->lse, u.a->qkv, u.B, x->T, m->C, m->NH, u.u0, u.u1,
+        SPROF(P_ATTN_FWD, x->prec->attention_fwd(m, a->atty, a->lse, a->qkv, u.B, x->T, m->C, m->NH, u.u0, u.u1,
                                                  s->gemm_ws, s->att_ws));
     att_barrier(x);
 }
@@ -152,13 +153,12 @@ static void attention_fwd(StepCtx *x, Sphere *s, int l) {
 /* dqkv from datty (dtmp) */
 static void attention_bwd(StepCtx *x, Sphere *s, int l) {
     cllm_model *m = x->m;
-    AttUnits u = att_units(x, s, l);
-    float *dqkv = x->plan.rows ? m->all.dqkv : s->dqkv;
-    const float *dtmp = x->plan.rows ? m->all.dtmp : s->dtmp;
+    AttUnits u = att_units(x, s);
+    const LayerAct *a = &u.v->act[l];
     att_barrier(x);
     if (u.u1 > u.u0)
-        SPROF(P_ATTN_BWD, x->prec->attention_bwd(m, dqkv, dtmp, u.a->qkv, u.a->lse, u.B, x->T, m->C, m->NH, u.u0,
-                                                 u.u1, s->gemm_ws, s->att_ws));
+        SPROF(P_ATTN_BWD, x->prec->attention_bwd(m, u.v->dqkv, u.v->dtmp, a->qkv, a->lse, u.B, x->T, m->C, m->NH,
+                                                 u.u0, u.u1, s->gemm_ws, s->att_ws));
     att_barrier(x);
 }
 
