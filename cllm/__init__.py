@@ -83,17 +83,16 @@ def load(path: Union[str, "os.PathLike[str]", "Checkpoint"], *, dtype: Optional[
     but reads ``owner/name[@revision]`` is a Hugging Face hub id, downloaded into
     the Hugging Face cache (the ``hub`` extra; :mod:`cllm.io.hub`).
 
-    ``dtype=None`` on a full-precision checkpoint gives a trainable
-    :class:`Model` (this is :meth:`Model.load`), except for a StarCoder-family
-    (``gpt_bigcode``) model, which cllm cannot train: an fp32
-    :class:`InferenceModel`. ``dtype="fp32"``, ``"bf16"``
+    ``dtype=None`` on a full-precision checkpoint (GPT-2 or StarCoder-family
+    ``gpt_bigcode``) gives a trainable :class:`Model` (this is
+    :meth:`Model.load`). ``dtype="fp32"``, ``"bf16"``
     or ``"int8"`` (or a quantized checkpoint) gives an :class:`InferenceModel`:
     generation only, weights memory-mapped or converted at load. Both generate
     through the same C decoder (``generate``, ``generate_ids``, ``stream``,
     ``predict_next_token``, ``logits``); :func:`cllm.evaluate` measures either."""
     from .model.checkpoint import open_checkpoint
     ck = open_checkpoint(path)
-    if dtype is not None or ck.quantization or not ck.config.trainable:
+    if dtype is not None or ck.quantization:
         from .inference.engine import InferenceModel
         return InferenceModel.load(ck, dtype=dtype, threads=threads)
     from .model.gpt import Model

@@ -1,5 +1,5 @@
 """The model shape (:class:`ModelConfig`) and its Hugging Face config mapping
-(GPT2Config; GPTBigCodeConfig read for inference)."""
+(GPT2Config, GPTBigCodeConfig)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -9,9 +9,9 @@ from .errors import ConfigError, ConfigTypeError
 
 #: Largest value a C ``int`` field of the core accepts.
 C_INT_MAX = 2**31 - 1
-#: Hugging Face ``model_type`` values cllm reads: GPT-2, and StarCoder-family
-#: ``gpt_bigcode`` (GPT-2 with nn.Linear weights and multi-query attention;
-#: inference only).
+#: Hugging Face ``model_type`` values cllm reads and writes: GPT-2, and
+#: StarCoder-family ``gpt_bigcode`` (GPT-2 with nn.Linear weights and
+#: multi-query attention).
 MODEL_TYPES = ("gpt2", "gpt_bigcode")
 
 
@@ -19,10 +19,13 @@ MODEL_TYPES = ("gpt2", "gpt_bigcode")
 class ModelConfig:
     """Shape of a GPT-2 model (names follow the cllm API and CLI).
 
-    ``model_type`` ``"gpt_bigcode"`` (StarCoder family) is a GPT-2 whose layer
-    matrices are stored as nn.Linear (out, in) and whose attention has
-    ``n_kv_heads`` K/V heads shared by the query heads (1: multi-query); such
-    models run in the decoder only. ``n_kv_heads`` None means ``num_heads``."""
+    ``n_kv_heads`` K/V heads are shared by the query heads (None means
+    ``num_heads``; 1: multi-query; query head h attends with K/V head
+    h // (num_heads // n_kv_heads)). ``model_type`` ``"gpt_bigcode"``
+    (StarCoder family) is a GPT-2 whose checkpoint stores the layer matrices
+    as nn.Linear (out, in), with one K/V head (``multi_query``) or
+    ``num_heads``. The C core trains and runs any divisor; a checkpoint can
+    hold the shapes its architecture has (:meth:`check_savable`)."""
 
     vocab_size: int = 4096
     context_len: int = 256
@@ -37,10 +40,22 @@ class ModelConfig:
         """K/V heads of the attention (``num_heads`` unless grouped)."""
         return self.num_heads if self.n_kv_heads is None else self.n_kv_heads
 
-    @property
-    def trainable(self) -> bool:
-        """Whether the training :class:`cllm.Model` runs this shape (GPT-2 only)."""
-        return self.model_type == "gpt2" and self.kv_heads == self.num_heads
+    def arch_repr(self) -> str:
+        """``"model_type=..., n_kv_heads=..., "`` for a repr, empty for plain GPT-2."""
+        if self.model_type == "gpt2" and self.kv_heads == self.num_heads:
+            return ""
+        return f"model_type={self.model_type!r}, n_kv_heads={self.kv_heads}, "
+
+    def check_savable(self) -> None:
+        """Raise :class:`ConfigError` unless a Hugging Face ``config.json``
+        describes this shape: GPT-2 has one K/V head per query head,
+        gpt_bigcode one K/V head or ``num_heads``."""
+        kv, nh = self.kv_heads, self.num_heads
+        if self.model_type == "gpt2" and kv != nh:
+            raise ConfigError(f"a GPT-2 checkpoint cannot hold {kv} K/V heads for {nh} query heads; "
+                              f"use model_type 'gpt_bigcode' with n_kv_heads 1 or {nh}")
+        if self.model_type == "gpt_bigcode" and kv not in (1, nh):
+            raise ConfigError(f"a gpt_bigcode checkpoint holds 1 K/V head (multi_query) or {nh}, not {kv}")
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` with a clear message if a field is invalid."""
@@ -69,37 +84,36 @@ class ModelConfig:
         return d
 
     def to_hf(self, eot_id: int) -> Dict[str, Any]:
-        """Hugging Face ``config.json`` (GPT2Config keys). Only GPT-2 shapes are
-        written: cllm saves the models it trains."""
-        if not self.trainable:
-            raise ConfigError(f"saving {self.model_type} models (K/V heads {self.kv_heads} of {self.num_heads}) "
-                              f"is not supported yet: cllm writes GPT-2 checkpoints only")
-        return {
-            "architectures": ["GPT2LMHeadModel"],
-            "model_type": "gpt2",
+        """Hugging Face ``config.json``: GPT2Config keys, or GPTBigCodeConfig
+        ones for ``model_type`` ``gpt_bigcode`` (:meth:`check_savable`)."""
+        self.check_savable()
+        common = {
             "vocab_size": self.vocab_size,
             "n_positions": self.context_len,
-            "n_ctx": self.context_len,
             "n_embd": self.embed_dim,
             "n_layer": self.num_layers,
             "n_head": self.num_heads,
             "n_inner": None,
-            "activation_function": "gelu_new",
             "resid_pdrop": 0.0,
             "embd_pdrop": 0.0,
             "attn_pdrop": 0.0,
             "layer_norm_epsilon": 1e-5,
             "initializer_range": 0.02,
             "scale_attn_weights": True,
-            "scale_attn_by_inverse_layer_idx": False,
-            "reorder_and_upcast_attn": False,
             "tie_word_embeddings": True,
             "use_cache": True,
             "bos_token_id": eot_id,
             "eos_token_id": eot_id,
             "torch_dtype": "float32",
-            "cllm": self.to_dict(),
         }
+        if self.model_type == "gpt_bigcode":
+            return {"architectures": ["GPTBigCodeForCausalLM"], "model_type": "gpt_bigcode", **common,
+                    "activation_function": "gelu_pytorch_tanh", "multi_query": self.kv_heads == 1,
+                    "attention_softmax_in_fp32": True, "scale_attention_softmax_in_fp32": True,
+                    "cllm": self.to_dict()}
+        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", **common, "n_ctx": self.context_len,
+                "activation_function": "gelu_new", "scale_attn_by_inverse_layer_idx": False,
+                "reorder_and_upcast_attn": False, "cllm": self.to_dict()}
 
     @classmethod
     def from_hf(cls, d: Dict[str, Any]) -> "ModelConfig":

@@ -90,18 +90,20 @@ def prompt_ids(bpe, n):
 @pytest.mark.parametrize("name", [s[0] for s in SHAPES])
 def test_logits_and_greedy_tokens_match_transformers(models, bpe, name):
     model, d = models[name]
-    im = cllm.load(d)   # a gpt_bigcode checkpoint opens for inference (fp32)
+    im = cllm.load(d, dtype="fp32")   # for inference
     assert isinstance(im, cllm.InferenceModel) and im.dtype == "fp32"
-    assert im.config.model_type == "gpt_bigcode"
-    assert im.config.kv_heads == (1 if model.config.multi_query else model.config.n_head)
+    tm = cllm.load(d)   # trainable: the training model's forward, and generation from its weights
+    assert isinstance(tm, cllm.Model)
     ids = prompt_ids(bpe, 70)
     ref = hf_logits(model, ids)
     spread = float(ref.max() - ref.min())
-    assert np.abs(im.logits(ids) - ref).max() <= 1e-4 * spread
-    ids = bpe.encode("def main(argv):\n    return").ids
-    ref_ids = hf_greedy(model, ids, 24)
-    got = list(im.generate_ids(ids, max_new_tokens=24, temperature=0, stop_at_eot=False))
-    assert got == ref_ids
+    prompt = bpe.encode("def main(argv):\n    return").ids
+    ref_ids = hf_greedy(model, prompt, 24)
+    for m in (im, tm):
+        assert m.config.model_type == "gpt_bigcode"
+        assert m.config.kv_heads == (1 if model.config.multi_query else model.config.n_head)
+        assert np.abs(m.logits(ids) - ref).max() <= 1e-4 * spread
+        assert list(m.generate_ids(prompt, max_new_tokens=24, temperature=0, stop_at_eot=False)) == ref_ids
 
 
 @pytest.mark.parametrize("name", ["mq4", "mh3", "mq3_odd"])
@@ -237,32 +239,118 @@ def test_generate_and_serve_through_the_cli(models):
         s.stop()
 
 
-def test_paths_that_cannot_handle_it_refuse_by_name(models, tmp_path):
-    model, d = models["mq4"]
-    cfg = cllm.load(d).config
-    with pytest.raises(cllm.ConfigError, match="training models with grouped K/V heads is not supported yet"):
-        cllm.Model(cfg, cllm.load(d).tokenizer)
-    with pytest.raises(cllm.ConfigError, match="training models with grouped K/V heads is not supported yet"):
-        cllm.Model.load(d)
-    _, mh = models["mh3"]
-    with pytest.raises(cllm.ConfigError, match="gpt_bigcode .* not supported yet"):
-        cllm.Model.load(mh)
-    with pytest.raises(cllm.ConfigError, match="saving gpt_bigcode models .* not supported yet"):
-        cfg.to_hf(0)
+def _hf_loss_and_grads(model, x, y):
+    """transformers' loss over the given next-token targets (-1 ignored) and
+    its parameter gradients, by name."""
+    m = copy.deepcopy(model)
+    logits = m(torch.from_numpy(x).long()).logits
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(y).long().reshape(-1),
+                                             ignore_index=-1)
+    loss.backward()
+    return loss.item(), {k: p.grad.numpy() for k, p in m.named_parameters()}
+
+
+def _rel(a, b):
+    return float(np.abs(a - b).max() / (np.abs(b).max() + 1e-12))
+
+
+#: (model, rows, threads): token-row shards (1 or 3 sequences on 2 spheres), whole sequences
+STEP_CASES = [("mq4", 1, 2), ("mh3", 3, 2), ("mq3_odd", 2, 1), ("mh2_odd", 2, 2)]
+
+
+@pytest.mark.parametrize("name, rows, threads", STEP_CASES)
+def test_training_step_gradients_match_transformers(models, name, rows, threads, rng):
+    """One forward + backward of the training model loaded from a gpt_bigcode
+    checkpoint: the loss and every parameter's gradient equal transformers'
+    (the gradients of nn.Linear matrices compared transposed, a multi-head
+    c_attn's rows regrouped), within the GPT-2 tests' tolerance."""
+    from cllm.model.layout import tensor_from_hf
+    torch.set_num_threads(1)
+    model, d = models[name]
+    T = 37
+    m = cllm.Model.load(d, batch_size=rows, seq_len=T, threads=threads)
+    x = rng.integers(0, m.config.vocab_size, (rows, T))
+    y = rng.integers(0, m.config.vocab_size, (rows, T))
+    y[0, :3] = -1
+    loss = m.forward(x, y)
+    m.backward()
+    ref_loss, ref = _hf_loss_and_grads(model, x, y)
+    assert abs(loss - ref_loss) <= 1e-5 * ref_loss
+    checked = 0
+    for k, g in m.named_grads():
+        want = tensor_from_hf(m.config, k, ref[k])
+        assert np.abs(want).max() > 0, k
+        assert _rel(g, want) < 1e-4, f"{k}: rel err {_rel(g, want):.2e}"
+        checked += 1
+    assert checked == len(ref) == 4 + 12 * m.config.num_layers
+
+
+@pytest.mark.parametrize("name", ["mq4", "mh3"])
+def test_fine_tuned_model_saves_back_as_gpt_bigcode(models, name, rng, tmp_path):
+    """Train a gpt_bigcode checkpoint a few steps and save it: transformers
+    opens the result as GPTBigCodeForCausalLM with cllm's logits, and cllm
+    loads it back bit for bit."""
+    from transformers import GPTBigCodeForCausalLM
+    _, d = models[name]
+    m = cllm.Model.load(d, batch_size=2, seq_len=32, threads=2)
+    before = m.params.copy()
+    for step in range(1, 4):
+        x = rng.integers(0, m.config.vocab_size, (2, 32))
+        m.train_step(x, np.roll(x, -1, axis=1), step, 3e-3)
+    assert not np.array_equal(m.params, before)
+    out = str(tmp_path / "tuned")
+    m.save(out)
+    hf = GPTBigCodeForCausalLM.from_pretrained(out).eval()
+    assert hf.config.model_type == "gpt_bigcode" and hf.config.multi_query == (m.config.kv_heads == 1)
+    ids = list(rng.integers(0, m.config.vocab_size, 40))
+    ref = hf_logits(hf, ids)
+    assert np.abs(m.logits(np.array([ids]))[0] - ref).max() <= 1e-4 * float(ref.max() - ref.min())
+    again = cllm.Model.load(out, batch_size=2, seq_len=32)
+    assert again.config == m.config and np.array_equal(again.params, m.params)
+    exported = cllm.load(out, dtype="fp32")   # the inference loader reads it too
+    assert np.abs(exported.logits(ids) - ref).max() <= 1e-4 * float(ref.max() - ref.min())
+
+
+def test_cli_fine_tunes_a_gpt_bigcode_model(models, tmp_path):
+    """`cllm train --init-from` a gpt_bigcode directory: the run's checkpoint is
+    a gpt_bigcode one transformers loads, with the source's tokenizer."""
+    import json
+    from transformers import GPTBigCodeForCausalLM
+    _, d = models["mq4"]
     src = tmp_path / "src"
     src.mkdir()
-    (src / "a.py").write_text("def f(x):\n    return x\n" * 50)
-    runs = [(["train", str(src), "--init-from", d, "--out", str(tmp_path / "tuned"), "--max-steps", "1"],
-             "training models with grouped K/V heads is not supported yet"),
-            (["train", str(src), "--init-from", mh, "--out", str(tmp_path / "tuned2"), "--max-steps", "1"],
-             "training or fine-tuning gpt_bigcode")]
-    for args, msg in runs:
-        r = subprocess.run([sys.executable, "-m", "cllm", *args], capture_output=True, text=True, timeout=300,
-                           cwd=REPO)
-        assert r.returncode != 0
-        assert msg in r.stderr, r.stderr
-        assert "Traceback" not in r.stderr
-        assert len([ln for ln in r.stderr.splitlines() if "not supported" in ln]) == 1
+    (src / "a.py").write_text("".join(TEXTS) * 40)
+    out = tmp_path / "tuned"
+    r = subprocess.run([sys.executable, "-m", "cllm", "train", str(src), "--init-from", d, "--out", str(out),
+                        "--max-steps", "2", "--seq-len", "32", "--batch-size", "2", "--threads", "2"],
+                       capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    tuned = cllm.load(str(out))
+    assert tuned.config.model_type == "gpt_bigcode" and tuned.config.kv_heads == 1
+    ck = cllm.model.checkpoint.open_checkpoint(str(out))
+    raw = json.loads(open(os.path.join(ck.path, "config.json")).read())
+    assert raw["model_type"] == "gpt_bigcode" and raw["multi_query"] is True
+    hf = GPTBigCodeForCausalLM.from_pretrained(ck.path).eval()
+    ids = tuned.tokenizer.encode("def main(argv):\n")
+    ref = hf_logits(hf, ids)
+    assert np.abs(tuned.logits(np.array([ids]))[0] - ref).max() <= 1e-4 * float(ref.max() - ref.min())
+
+
+def test_shapes_a_checkpoint_cannot_hold_are_refused(tmp_path):
+    """The C core trains any number of K/V heads dividing the query heads,
+    but a GPT-2 config.json has one per query head and gpt_bigcode's 1 or all:
+    saving another shape is refused by name, before anything is written."""
+    from cllm.config import ModelConfig
+    with pytest.raises(cllm.ConfigError, match="gpt_bigcode checkpoint holds 1 K/V head .* not 2"):
+        ModelConfig(num_heads=4, embed_dim=32, n_kv_heads=2, model_type="gpt_bigcode").to_hf(0)
+    m = cllm.Model(ModelConfig(vocab_size=300, context_len=16, num_layers=1, num_heads=4, embed_dim=32, n_kv_heads=2),
+                   cllm.Tokenizer.byte_level(), seq_len=16, threads=1)
+    out = tmp_path / "ck"
+    with pytest.raises(cllm.ConfigError, match="GPT-2 checkpoint cannot hold 2 K/V heads for 4 query heads"):
+        m.save(str(out))
+    assert not out.exists() or not any(out.iterdir())
+    r = repr(m)
+    assert "n_kv_heads=2" in r
 
 
 def test_config_mapping_and_bad_values(models):
@@ -294,7 +382,7 @@ def _c_config(**kw):
     return c
 
 
-def test_c_api_validates_kv_heads_and_training_refuses_them():
+def test_c_api_validates_kv_heads():
     from cllm._native import ffi, lib
     dec = ffi.new("cllm_decoder **")
     for kv in (3, 5, -1):
@@ -311,11 +399,18 @@ def test_c_api_validates_kv_heads_and_training_refuses_them():
         assert (info.shape[0], info.shape[1], rows[0], cols[0]) == (32 + 16 * (kv or 4), 32, 32 + 16 * (kv or 4), 32)
         lib.cllm_decoder_free(dec[0])
     m = ffi.new("cllm_model **")
-    assert lib.cllm_model_new(_c_config(n_kv_heads=1), m) == lib.CLLM_ERR_INVALID
-    assert "training models with grouped K/V heads is not supported yet" in ffi.string(lib.cllm_last_error()).decode()
+    for kv in (3, 5, -1):
+        assert lib.cllm_model_new(_c_config(n_kv_heads=kv), m) == lib.CLLM_ERR_INVALID
+        assert "n_kv_heads %d must divide num_heads 4" % kv in ffi.string(lib.cllm_last_error()).decode()
     assert lib.cllm_model_new(_c_config(linear_weights=1), m) == lib.CLLM_ERR_INVALID
-    assert lib.cllm_model_new(_c_config(n_kv_heads=4), m) == 0
-    lib.cllm_model_free(m[0])
+    assert "linear_weights must be 0" in ffi.string(lib.cllm_last_error()).decode()
+    for kv in (0, 1, 2, 4):   # the training model's c_attn is C + 2 * KV * hs wide
+        assert lib.cllm_model_new(_c_config(n_kv_heads=kv), m) == 0
+        info = ffi.new("cllm_tensor_info *")
+        assert lib.cllm_model_tensor_info(m[0], 4, info) == 0
+        assert ffi.string(info.name) == b"transformer.h.0.attn.c_attn.weight"
+        assert (info.shape[0], info.shape[1]) == (32, 32 + 16 * (kv or 4))
+        lib.cllm_model_free(m[0])
 
 
 # ------------------------------------------------------------------ GGUF (llama.cpp's starcoder)

@@ -27,8 +27,15 @@ CONFIGS = [
     dict(vocab_size=263, context_len=37, num_layers=1, num_heads=5, embed_dim=35, B=2, T=37, threads=3),
     # token-row shards longer than the GEMM's row block (the layers still run batch-wide)
     dict(vocab_size=263, context_len=600, num_layers=1, num_heads=2, embed_dim=24, B=1, T=600, threads=2),
+    # grouped K/V heads: multi-query (one K/V head), two groups, by shards of
+    # whole sequences and of token rows
+    dict(vocab_size=300, context_len=23, num_layers=2, num_heads=3, embed_dim=21, B=5, T=19, threads=1, kv=1),
+    dict(vocab_size=512, context_len=64, num_layers=2, num_heads=4, embed_dim=64, B=4, T=64, threads=2, kv=2),
+    dict(vocab_size=300, context_len=29, num_layers=2, num_heads=4, embed_dim=20, B=1, T=29, threads=2, kv=1),
+    dict(vocab_size=263, context_len=37, num_layers=1, num_heads=6, embed_dim=42, B=2, T=37, threads=3, kv=2),
 ]
-IDS = ["ragged", "aligned", "ragged-1layer", "rows-1seq", "rows-3seq", "rows-3threads", "rows-long"]
+IDS = ["ragged", "aligned", "ragged-1layer", "rows-1seq", "rows-3seq", "rows-3threads", "rows-long",
+       "mqa-ragged", "gqa2-aligned", "mqa-rows-1seq", "gqa2-rows-3threads"]
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -36,14 +43,15 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def make(cfg: dict, seed: int = 7):
-    mc = ModelConfig(cfg["vocab_size"], cfg["context_len"], cfg["num_layers"], cfg["num_heads"], cfg["embed_dim"])
+    mc = ModelConfig(cfg["vocab_size"], cfg["context_len"], cfg["num_layers"], cfg["num_heads"], cfg["embed_dim"],
+                     n_kv_heads=cfg.get("kv"))
     m = Model(mc, Tokenizer.byte_level(), batch_size=cfg["B"], seq_len=cfg["T"], threads=cfg["threads"], seed=seed)
     # non-trivial LayerNorm parameters and biases, so their gradients are tested too
     r = np.random.default_rng(seed)
     for name, v in m.named_parameters():
         if v.ndim == 1:
             v[...] += r.normal(0, 0.1, v.shape).astype(np.float32)
-    ref = TorchGPT2(mc.vocab_size, mc.context_len, mc.num_layers, mc.num_heads, mc.embed_dim)
+    ref = TorchGPT2(mc.vocab_size, mc.context_len, mc.num_layers, mc.num_heads, mc.embed_dim, mc.n_kv_heads)
     ref.load_numpy(m.state_dict())
     return m, ref
 

@@ -2,6 +2,8 @@
 hangs, correct with odd shapes; parallel inference gives identical logits."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import pytest
 
@@ -224,11 +226,11 @@ def test_batch_wide_gradients_are_bit_identical_to_one_sphere(threads, precision
 
 
 # ------------------------------------------------ token-row shards (batch < threads)
-def _row_shard_backward(threads: int, precision: str, B: int, T: int, NH: int = 3):
+def _row_shard_backward(threads: int, precision: str, B: int, T: int, NH: int = 3, KV: Optional[int] = None):
     """Loss and named gradients of one forward + backward of B sequences of T
     tokens: with fewer sequences than spheres (or a number that does not
-    divide evenly) the shards are token rows."""
-    mc = ModelConfig(vocab_size=301, context_len=T, num_layers=2, num_heads=NH, embed_dim=12 * NH)
+    divide evenly) the shards are token rows. KV: grouped K/V heads."""
+    mc = ModelConfig(vocab_size=301, context_len=T, num_layers=2, num_heads=NH, embed_dim=12 * NH, n_kv_heads=KV)
     m = Model(mc, Tokenizer.byte_level(), batch_size=B, seq_len=T, threads=threads, seed=7, precision=precision)
     rng = np.random.default_rng(5)
     x, y = rng.integers(0, 301, (B, T)), rng.integers(0, 301, (B, T))
@@ -238,20 +240,24 @@ def _row_shard_backward(threads: int, precision: str, B: int, T: int, NH: int = 
     return loss, {k: v.copy() for k, v in m.named_grads()}
 
 
-@pytest.mark.parametrize("threads, B, NH", [(2, 1, 3), (3, 1, 2), (3, 2, 3), (4, 3, 3)])
+@pytest.mark.parametrize("threads, B, NH, KV", [(2, 1, 3, None), (3, 1, 2, None), (3, 2, 3, None), (4, 3, 3, None),
+                                               (2, 1, 4, 1), (3, 2, 4, 2)])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_token_row_shards_match_one_sphere(threads, B, NH, precision):
+def test_token_row_shards_match_one_sphere(threads, B, NH, KV, precision):
     """One sequence on 2 or 3 spheres (and 2 on 3, 3 on 4): every sphere takes
     a run of token rows, attention is split by (sequence, head) units (with
     NH=2 on 3 spheres one sphere has no unit). The shards being short, the
     weight matrices', wte's and wpe's gradients are all-rows products: bit
     for bit the single-sphere ones; LayerNorm and bias gradients (shard sums
-    added in sphere order) and the loss agree to rounding."""
+    added in sphere order) and the loss agree to rounding. With grouped K/V
+    heads (multi-query, 2 groups) the query heads of a group sit in
+    different spheres' units, and their K/V gradients are still summed in
+    head order: c_attn's gradient is bit for bit the single-sphere one."""
     _needs_bf16(precision)
     T = 13
     _assert_short_shards(B, threads, T)
-    loss1, g1 = _row_shard_backward(1, precision, B, T, NH)
-    lossn, gn = _row_shard_backward(threads, precision, B, T, NH)
+    loss1, g1 = _row_shard_backward(1, precision, B, T, NH, KV)
+    lossn, gn = _row_shard_backward(threads, precision, B, T, NH, KV)
     assert lossn == pytest.approx(loss1, rel=1e-6)
     whole = ("wte.weight", "wpe.weight", "c_attn.weight", "c_proj.weight", "c_fc.weight")
     for k in g1:

@@ -11,13 +11,18 @@ import torch.nn.functional as F
 
 
 class TorchGPT2(torch.nn.Module):
-    """GPT-2 with parameters named exactly as Hugging Face's GPT2LMHeadModel."""
+    """GPT-2 with parameters named exactly as Hugging Face's GPT2LMHeadModel.
+    ``n_kv_heads`` (None: ``num_heads``) K/V heads shared by the query heads:
+    c_attn outputs the queries, then ``n_kv_heads`` key and value heads, and
+    query head h attends with K/V head h // (num_heads // n_kv_heads)."""
 
     def __init__(self, vocab_size: int, context_len: int, num_layers: int, num_heads: int,
-                 embed_dim: int) -> None:
+                 embed_dim: int, n_kv_heads: int = None) -> None:
         super().__init__()
         C = embed_dim
         self.V, self.P, self.L, self.NH, self.C = vocab_size, context_len, num_layers, num_heads, C
+        self.NKV = num_heads if n_kv_heads is None else n_kv_heads
+        KVD = self.NKV * (C // num_heads)
         p = torch.nn.ParameterDict()
         def add(name: str, *shape: int) -> None:
             p[name.replace(".", "__")] = torch.nn.Parameter(torch.zeros(*shape))
@@ -26,7 +31,7 @@ class TorchGPT2(torch.nn.Module):
         for i in range(num_layers):
             h = f"transformer.h.{i}."
             add(h + "ln_1.weight", C); add(h + "ln_1.bias", C)
-            add(h + "attn.c_attn.weight", C, 3 * C); add(h + "attn.c_attn.bias", 3 * C)
+            add(h + "attn.c_attn.weight", C, C + 2 * KVD); add(h + "attn.c_attn.bias", C + 2 * KVD)
             add(h + "attn.c_proj.weight", C, C); add(h + "attn.c_proj.bias", C)
             add(h + "ln_2.weight", C); add(h + "ln_2.bias", C)
             add(h + "mlp.c_fc.weight", C, 4 * C); add(h + "mlp.c_fc.bias", 4 * C)
@@ -51,10 +56,11 @@ class TorchGPT2(torch.nn.Module):
             h = f"transformer.h.{i}."
             y = F.layer_norm(x, (C,), w[h + "ln_1.weight"], w[h + "ln_1.bias"], 1e-5)
             qkv = y @ w[h + "attn.c_attn.weight"] + w[h + "attn.c_attn.bias"]
-            q, k, v = qkv.split(C, dim=2)
-            q = q.view(B, T, NH, C // NH).transpose(1, 2)
-            k = k.view(B, T, NH, C // NH).transpose(1, 2)
-            v = v.view(B, T, NH, C // NH).transpose(1, 2)
+            hs, NKV = C // NH, self.NKV
+            q, k, v = qkv.split([C, NKV * hs, NKV * hs], dim=2)
+            q = q.view(B, T, NH, hs).transpose(1, 2)
+            k = k.view(B, T, NKV, hs).transpose(1, 2).repeat_interleave(NH // NKV, dim=1)
+            v = v.view(B, T, NKV, hs).transpose(1, 2).repeat_interleave(NH // NKV, dim=1)
             if attn == "sdpa":
                 o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             else:

@@ -33,6 +33,7 @@ from .._native import check, ffi, lib
 from ..config import ModelConfig
 from ..model.checkpoint import CONFIG_FILE, MODEL_FILE, QUANT_KEY, TOKENIZER_FILE, Checkpoint, infill_order, open_checkpoint
 from ..model.decoder import DTYPES, Decoder, GenerationMixin
+from ..model.layout import head_major_qkv
 from ..errors import CheckpointError, ConfigError
 from ..io.files import DirLock, LockedError, atomic_write, atomic_write_json, has_content, inside, read_json
 from ..io.safetensors import DTYPE_SIZE, map_safetensors, write_tensors
@@ -102,9 +103,8 @@ class InferenceModel(GenerationMixin):
 
     def __repr__(self) -> str:
         c = self.config
-        arch = "" if c.trainable else f"model_type={c.model_type!r}, n_kv_heads={c.kv_heads}, "
         return (f"InferenceModel(vocab_size={c.vocab_size}, context_len={c.context_len}, "
-                f"num_layers={c.num_layers}, num_heads={c.num_heads}, embed_dim={c.embed_dim}, {arch}"
+                f"num_layers={c.num_layers}, num_heads={c.num_heads}, embed_dim={c.embed_dim}, {c.arch_repr()}"
                 f"dtype={self.dtype!r}, threads={self.threads})")
 
 
@@ -123,16 +123,6 @@ def _entry(st: Any, name: str, dtypes: Iterable[str], shape: Tuple[int, ...]) ->
         raise CheckpointError(f"{st.path}: tensor {key!r} has shape {tuple(e.shape)}, config.json implies "
                               f"{tuple(shape)}")
     return key
-
-
-def head_major_qkv(buf: Any, heads: int, head_size: int) -> Any:
-    """Rows of a multi-head gpt_bigcode c_attn weight or bias (3 * heads *
-    head_size rows, head by head: q_h, k_h, v_h) reordered into cllm's and
-    llama.cpp's (all q | all k | all v). ``buf``: raw bytes (reordered as
-    bytes) or a numpy array (reordered keeping its dtype and shape)."""
-    import numpy as np
-    a = buf if isinstance(buf, np.ndarray) else np.frombuffer(buf, dtype=np.uint8).reshape(3 * heads * head_size, -1)
-    return np.ascontiguousarray(a.reshape(heads, 3, head_size, -1).transpose(1, 0, 2, 3)).reshape(a.shape)
 
 
 def _fill(dec: Decoder, st: Any, qdtype: Optional[str], config: Optional[ModelConfig] = None) -> None:

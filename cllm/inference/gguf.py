@@ -39,7 +39,7 @@ from ..errors import CheckpointError, ConfigError
 from ..io.files import fsync_dir, temp_name
 from ..io.safetensors import read_safetensors
 from ..model.checkpoint import Checkpoint, open_checkpoint
-from .engine import head_major_qkv
+from ..model.layout import head_major_qkv
 
 if TYPE_CHECKING:
     import numpy as np

@@ -171,8 +171,9 @@ def write_safetensors(path: str, tensors: Iterable[Tuple[str, Any]],
     write_tensors(path, items, metadata)
 
 
-def read_safetensors(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
-    """Read and validate a safetensors file of float32 tensors.
+def read_safetensors(path: str, half: bool = False) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """Read and validate a safetensors file of float32 tensors (with ``half``,
+    F16 and BF16 tensors too, widened to float32 exactly).
 
     Raises :class:`CheckpointError` naming the file for any truncation or
     inconsistency; nothing is returned unless the whole file checks out."""
@@ -181,12 +182,21 @@ def read_safetensors(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
         raise CheckpointError(f"{path}: file not found")
     size = os.path.getsize(path)
     with open(path, "rb") as f:
-        entries, meta, start = _parse_header(path, _header_bytes(path, f, size), size, ("F32",))
+        entries, meta, start = _parse_header(path, _header_bytes(path, f, size), size,
+                                             ("F32", "F16", "BF16") if half else ("F32",))
         data = f.read(size - start)
         if len(data) != size - start:
             raise CheckpointError(f"{path}: truncated while reading tensor data")
-    out = {name: np.frombuffer(data, dtype="<f4", count=e.nbytes // 4, offset=e.start).reshape(e.shape)
-           for name, e in entries.items()}
+    out = {}
+    for name, e in entries.items():
+        if e.dtype == "F32":
+            a = np.frombuffer(data, dtype="<f4", count=e.nbytes // 4, offset=e.start)
+        elif e.dtype == "F16":
+            a = np.frombuffer(data, dtype="<f2", count=e.nbytes // 2, offset=e.start).astype(np.float32)
+        else:   # BF16: the high half of a float32
+            a = (np.frombuffer(data, dtype="<u2", count=e.nbytes // 2, offset=e.start).astype(np.uint32)
+                 << 16).view(np.float32)
+        out[name] = a.reshape(e.shape)
     return out, meta
 
 

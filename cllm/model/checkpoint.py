@@ -62,6 +62,7 @@ from ..io.files import (DirLock, LockedError, atomic_symlink, atomic_write_json,
 from ..io.hub import resolve_model_path
 from ..io.safetensors import read_entries, read_metadata, read_safetensors, write_safetensors
 from ..data.tokenizer import EOT, Tokenizer
+from .layout import tensor_to_hf
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,9 @@ def _write_files(model: Any, d: str, trainer_state: Optional[Dict[str, Any]], sa
     meta = {"format": "pt", "producer": "cllm"}
     if step is not None:
         meta["step"] = str(step)
-    write_safetensors(os.path.join(d, MODEL_FILE), model.named_parameters(), meta)
+    cfg = model.config
+    write_safetensors(os.path.join(d, MODEL_FILE),
+                      ((name, tensor_to_hf(cfg, name, v)) for name, v in model.named_parameters()), meta)
     atomic_write_json(os.path.join(d, CONFIG_FILE), model.config.to_hf(model.tokenizer.eot_id))
     model.tokenizer.save(os.path.join(d, TOKENIZER_FILE))
     for name, obj in hf_tokenizer_files(model.tokenizer, model.config.context_len).items():
@@ -185,6 +188,7 @@ def save_checkpoint(model: Any, path: str, trainer_state: Optional[Dict[str, Any
         raise CheckpointError(f"{path}: exists and is not a directory")
     if keep < 1:
         raise CheckpointError(f"keep must be >= 1, got {keep}")
+    model.config.check_savable()
     os.makedirs(path, exist_ok=True)
     try:
         with DirLock(path, "saving a checkpoint"):

@@ -14,6 +14,7 @@ from ..config import ModelConfig
 from .decoder import Decoder, GenerationMixin
 from ..errors import CheckpointError, ConfigError
 from ..io.safetensors import read_safetensors
+from .layout import hf_shape, tensor_from_hf
 from ..precision import c_precision, resolve_precision
 from ..data.tokenizer import Tokenizer
 
@@ -57,13 +58,6 @@ class Model(GenerationMixin):
         but some weight gradients then differ in rounding from a multi-rank
         run's. Settable later through :attr:`deterministic`."""
         config.validate()
-        if config.kv_heads != config.num_heads:
-            raise ConfigError(f"training models with grouped K/V heads is not supported yet ({config.model_type}: "
-                              f"{config.kv_heads} K/V heads for {config.num_heads} query heads); load it for "
-                              f"inference with cllm.load(path, dtype=...) or InferenceModel.load")
-        if config.model_type != "gpt2":
-            raise ConfigError(f"training or fine-tuning {config.model_type} (StarCoder-family) models is not "
-                              f"supported yet; load it for inference with cllm.load(path, dtype=...)")
         if len(tokenizer) > config.vocab_size:
             raise ConfigError(f"tokenizer has {len(tokenizer)} tokens but vocab_size is {config.vocab_size}")
         self.config = config
@@ -79,6 +73,7 @@ class Model(GenerationMixin):
         c.num_layers = config.num_layers
         c.num_heads = config.num_heads
         c.embed_dim = config.embed_dim
+        c.n_kv_heads = config.kv_heads
         c.batch_size = int(batch_size)
         c.seq_len = int(seq_len)
         c.threads = int(threads)
@@ -391,7 +386,7 @@ class Model(GenerationMixin):
             raise CheckpointError(f"{ck.path} holds {ck.quantization} weights (quantized) for inference only; "
                                   f"open it with cllm.load(path) or cllm.InferenceModel.load(path)")
         cfg, tok, path = ck.config, ck.tokenizer, ck.path
-        tensors, _ = read_safetensors(ck.model_file)
+        tensors, _ = read_safetensors(ck.model_file, half=True)   # half-precision files train in FP32
         if seq_len is None:
             seq_len = min(cfg.context_len, 256)
         model = cls(cfg, tok, batch_size=batch_size, seq_len=seq_len, threads=threads,
@@ -403,9 +398,11 @@ class Model(GenerationMixin):
                 if alt not in tensors:
                     raise CheckpointError(f"{mf}: missing tensor {name!r}")
                 tensors[name] = tensors.pop(alt)
-            if tuple(tensors[name].shape) != tuple(view.shape):
+            want = hf_shape(cfg, name, tuple(view.shape))
+            if tuple(tensors[name].shape) != want:
                 raise CheckpointError(f"{mf}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
-                                      f"config.json implies {tuple(view.shape)}")
+                                      f"config.json implies {want}")
+            tensors[name] = tensor_from_hf(cfg, name, tensors[name])
         for name, view in model.named_parameters():
             view[...] = tensors[name]
             if not np.isfinite(view).all():
@@ -422,6 +419,6 @@ class Model(GenerationMixin):
     def __repr__(self) -> str:
         c = self.config
         return (f"Model(vocab_size={c.vocab_size}, context_len={c.context_len}, num_layers={c.num_layers}, "
-                f"num_heads={c.num_heads}, embed_dim={c.embed_dim}, params={self.num_params:,}, "
+                f"num_heads={c.num_heads}, embed_dim={c.embed_dim}, {c.arch_repr()}params={self.num_params:,}, "
                 f"precision={self.precision}, {'deterministic=True, ' if self.deterministic else ''}"
                 f"threads={self.threads})")

@@ -68,10 +68,10 @@ static void def(Slot *s, const char *name, int kind, int d0, int d1) {
     else if (s->kind == K_WTE) { s->rows = d0; s->cols = d1; }
 }
 
-/* The model's tensor table (model/layout.h), but c_attn's output is C + 2 *
- * KVD wide (grouped K/V heads) and the layer matrices are Conv1D or Linear. */
+/* The model's tensor table (model/layout.h; c_attn's output is QKV = C + 2
+ * KVD wide), with the layer matrices Conv1D or Linear. */
 static void build_slots(cllm_decoder *d, int linear) {
-    int V = d->V, P = d->P, C = d->C, i = 0, lk = linear ? K_LIN : K_CONV;
+    int V = d->V, P = d->P, C = d->C, QKV = d->QKV, i = 0, lk = linear ? K_LIN : K_CONV;
     (void)P;
     char name[64];
     /* wte is the (tied) LM head; wpe and every vector stay FP32 */
@@ -81,13 +81,6 @@ static void build_slots(cllm_decoder *d, int linear) {
     CLLM_PARAMS_WALK(d->L, X_TOP, X_LAYER)
 #undef X_TOP
 #undef X_LAYER
-    for (int l = 0; l < d->L; l++) {
-        Slot *w = W(l, SL_qkvw), *b = W(l, SL_qkvb);
-        snprintf(name, sizeof name, "%s", w->name);
-        def(w, name, lk, C, d->QKV);
-        snprintf(name, sizeof name, "%s", b->name);
-        def(b, name, K_VEC, d->QKV, 0);
-    }
 }
 
 static size_t slot_numel(const Slot *s) { return (size_t)s->shape[0] * (size_t)(s->ndim == 2 ? s->shape[1] : 1); }

@@ -5,8 +5,12 @@
  * the same layout in their own buffers):
  *   field   pointer field in Weights / LayerW
  *   name    Hugging Face name (per-layer names get "transformer.h.<i>." prepended)
- *   d0, d1  shape in terms of V (vocab), P (context_len), C (embed dim);
- *           d1 = 0 for a vector. Conv1D weights are (in, out): y = x @ W + b.
+ *   d0, d1  shape in terms of V (vocab), P (context_len), C (embed dim) and
+ *           QKV = C + 2 * KVD, the width of c_attn's output: the queries of
+ *           every head, then the keys and the values of the KVD = n_kv_heads
+ *           * head size K/V columns (KVD = C unless the K/V heads are
+ *           grouped); d1 = 0 for a vector. Conv1D weights are (in, out):
+ *           y = x @ W + b.
  *   decay   1 if AdamW weight decay applies
  *   init    INIT_NORMAL (N(0, 0.02)), INIT_PROJ (N(0, 0.02/sqrt(2L)), residual
  *           projections), INIT_ONE, INIT_ZERO
@@ -15,9 +19,15 @@
  * structs, initialisation) is generated from these lists.
  *
  * Activations. Each X(field, floats) declares one activation buffer, sized in
- * terms of N (= rows * T tokens), C, V and NH (attention keeps one
+ * terms of N (= rows * T tokens), C, V, NH (attention keeps one
  * log-sum-exp per token and head, not the T x T probabilities: backward
- * recomputes them). The model holds them once for the whole batch (N = batch_size
+ * recomputes them) and QKVC (QKV when the K/V heads are grouped, else 0).
+ * Attention always reads a layer's qkv with one K/V head per query head
+ * (3 C wide): with grouped K/V heads, c_attn writes its QKV-wide output to
+ * the scratch qkvc, which is expanded into qkv (each group's K/V head
+ * copied to each query head of the group); backward sums the expanded
+ * dK/dV of a group's heads back into qkvc, in head order, for c_attn's
+ * gradients (step.c). The model holds them once for the whole batch (N = batch_size
  * * seq_len rows: ACTS_HEAD, ACTS_LAYER once per layer, then ACTS_TAIL, which
  * ends with the backward scratch); act_floats() and carve() both expand these
  * lists, so the size and the carving cannot disagree. Each sphere's fields of
@@ -36,8 +46,8 @@
 #define CLLM_PARAMS_LAYER(X)                                           \
     X(ln1w, "ln_1.weight", C, 0, 0, INIT_ONE)                          \
     X(ln1b, "ln_1.bias", C, 0, 0, INIT_ZERO)                           \
-    X(qkvw, "attn.c_attn.weight", C, 3 * C, 1, INIT_NORMAL)            \
-    X(qkvb, "attn.c_attn.bias", 3 * C, 0, 0, INIT_ZERO)                \
+    X(qkvw, "attn.c_attn.weight", C, QKV, 1, INIT_NORMAL)              \
+    X(qkvb, "attn.c_attn.bias", QKV, 0, 0, INIT_ZERO)                  \
     X(projw, "attn.c_proj.weight", C, C, 1, INIT_PROJ)                 \
     X(projb, "attn.c_proj.bias", C, 0, 0, INIT_ZERO)                   \
     X(ln2w, "ln_2.weight", C, 0, 0, INIT_ONE)                          \
@@ -68,7 +78,7 @@ enum { INIT_NORMAL, INIT_PROJ, INIT_ONE, INIT_ZERO };
     X(lnf, N * C) X(lnf_mean, N) X(lnf_rstd, N)                        \
     X(logits, N * V) X(losses, N) X(dlnf, N * C)                       \
     X(dres, N * C) X(dtmp, N * C) X(dqkv, N * 3 * C)                   \
-    X(dfch, N * 4 * C)
+    X(dfch, N * 4 * C) X(qkvc, N * QKVC)
 
 /* Expand X_TOP over the head list, X_LAYER over the layer list once per
  * layer (with `l` the layer index), then X_TOP over the tail list: the order

@@ -20,15 +20,23 @@
 #define NUMEL(d0, d1) ((double)(d0) * ((d1) > 0 ? (double)(d1) : 1.0))
 #define X_NUMEL(f, name, d0, d1, ...) + NUMEL(d0, d1)
 
+/* K/V heads of a config (0 = num_heads), and the (KVD, QKV, QKVC) widths
+ * of layout.h */
+static int kv_heads(const cllm_config *c) { return c->n_kv_heads ? c->n_kv_heads : c->num_heads; }
+static int kv_width(const cllm_config *c) { return kv_heads(c) * (c->embed_dim / c->num_heads); }
+static int qkv_scratch(const cllm_config *c) {
+    return kv_heads(c) == c->num_heads ? 0 : c->embed_dim + 2 * kv_width(c);
+}
+
 static double count_params(const cllm_config *c) {
-    double V = c->vocab_size, P = c->context_len, C = c->embed_dim;
+    double V = c->vocab_size, P = c->context_len, C = c->embed_dim, QKV = C + 2.0 * kv_width(c);
     return 0.0 CLLM_PARAMS_HEAD(X_NUMEL) CLLM_PARAMS_TAIL(X_NUMEL) +
            (double)c->num_layers * (0.0 CLLM_PARAMS_LAYER(X_NUMEL));
 }
 
 /* floats of the activations of Bs rows of T tokens (layout.h) */
-static size_t act_floats(int Bs, int T, int C_, int NH, int L, int V_) {
-    size_t N = (size_t)Bs * T, C = (size_t)C_, V = (size_t)V_;
+static size_t act_floats(int Bs, int T, int C_, int NH, int L, int V_, int QKVC_) {
+    size_t N = (size_t)Bs * T, C = (size_t)C_, V = (size_t)V_, QKVC = (size_t)QKVC_;
     (void)V; /* the lists may size buffers by V */
 #define X_SIZE(f, n) + (n)
     return (size_t)0 CLLM_ACTS_HEAD(X_SIZE) CLLM_ACTS_TAIL(X_SIZE) + (size_t)L * ((size_t)0 CLLM_ACTS_LAYER(X_SIZE));
@@ -52,7 +60,7 @@ static double memory_bytes(const cllm_config *c) {
      * resident (cllm_aligned_alloc) */
     int active = n < c->batch_size ? n : c->batch_size;
     double acts = (double)act_floats(c->batch_size, c->seq_len, c->embed_dim, c->num_heads, c->num_layers,
-                                     c->vocab_size);
+                                     c->vocab_size, qkv_scratch(c));
     double per_sphere = (double)cllm_gemm_any_ws_floats() + (double)cllm_attention_ws_floats(c->seq_len, c->embed_dim / c->num_heads) +
                         (double)c->context_len;
     double bf16_copy = c->precision == CLLM_PRECISION_BF16 ? 2.0 * P : 0.0;
@@ -82,10 +90,10 @@ CLLM_EXPORT int cllm_config_validate(const cllm_config *c) {
     REQ(c->seq_len <= c->context_len, "seq_len (%d) must not exceed context_len (%d)", c->seq_len, c->context_len);
     REQ(c->threads >= 0 && c->threads <= 4096, "threads must be in [0, 4096] (0 = all CPUs), got %d", c->threads);
     REQ(isfinite(c->max_memory_gb), "max_memory_gb must be finite");
-    REQ(c->n_kv_heads == 0 || c->n_kv_heads == c->num_heads,
-        "training models with grouped K/V heads is not supported yet (n_kv_heads %d, num_heads %d)",
-        c->n_kv_heads, c->num_heads);
-    REQ(c->linear_weights == 0, "training models with nn.Linear weights (gpt_bigcode) is not supported yet");
+    REQ(c->n_kv_heads >= 0 && c->n_kv_heads <= c->num_heads && (c->n_kv_heads == 0 || c->num_heads % c->n_kv_heads == 0),
+        "n_kv_heads %d must divide num_heads %d (1 = multi-query, 0 = num_heads)", c->n_kv_heads, c->num_heads);
+    REQ(c->linear_weights == 0, "training models hold Conv1D (in, out) matrices: linear_weights must be 0 "
+        "(nn.Linear checkpoints are transposed on load)");
 #undef REQ
     int rc = model_check_precision(c->precision, cllm_isa_current());
     if (rc) return rc;
@@ -117,7 +125,7 @@ static int total_tensors(int L) { return NTENS_HEAD + L * NTENS_PER_LAYER + NTEN
 
 /* the tensor table in buffer order (names, shapes, offsets, decay flags) */
 static void build_table(cllm_model *m) {
-    int V = m->V, P = m->P, C = m->C;
+    int V = m->V, P = m->P, C = m->C, QKV = m->QKV;
     size_t off = 0;
     char nm[64];
     m->ntensors = 0;
@@ -158,14 +166,14 @@ static void mark_grad_kinds(cllm_model *m) {
 /* Carve the arena (act_floats(Bs, ...) floats) into s's activation pointers. */
 static void carve(cllm_model *m, Sphere *s, int Bs) {
     size_t T = (size_t)m->Tmax, C = (size_t)m->C, V = (size_t)m->V;
-    size_t N = (size_t)Bs * T, NH = (size_t)m->NH;
+    size_t N = (size_t)Bs * T, NH = (size_t)m->NH, QKVC = (size_t)m->QKVC;
     float *p = m->arena;
 #define X_TAKE(f, n) s->f = p; p += (n);
 #define X_TAKE_LAYER(f, n) s->act[l].f = p; p += (n);
     CLLM_ACTS_WALK(m->L, X_TAKE, X_TAKE_LAYER)
 #undef X_TAKE_LAYER
 #undef X_TAKE
-    (void)V; (void)NH;
+    (void)V; (void)NH; (void)QKVC;
 }
 
 /* --------------------------------------------------------- lifecycle */
@@ -196,6 +204,7 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
     m->cfg = *cfg;
     m->V = cfg->vocab_size; m->P = cfg->context_len; m->L = cfg->num_layers;
     m->NH = cfg->num_heads; m->C = cfg->embed_dim; m->Bmax = cfg->batch_size; m->Tmax = cfg->seq_len;
+    m->NKV = kv_heads(cfg); m->KVD = kv_width(cfg); m->QKV = m->C + 2 * m->KVD; m->QKVC = qkv_scratch(cfg);
     m->tensors = calloc((size_t)total_tensors(m->L), sizeof *m->tensors);
     m->init_kind = calloc((size_t)total_tensors(m->L), 1);
     m->grad_kind = calloc((size_t)total_tensors(m->L), 1);
@@ -224,7 +233,7 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
     /* the batch-wide activations; the spheres' views into them are set
      * per call (step.c) */
     m->all.act = calloc((size_t)m->L, sizeof(LayerAct));
-    m->arena = cllm_aligned_alloc(act_floats(m->Bmax, m->Tmax, m->C, m->NH, m->L, m->V) * sizeof(float));
+    m->arena = cllm_aligned_alloc(act_floats(m->Bmax, m->Tmax, m->C, m->NH, m->L, m->V, m->QKVC) * sizeof(float));
     if (!m->all.act || !m->arena) goto nomem;
     carve(m, &m->all, m->Bmax);
     for (int i = 0; i < m->nspheres; i++) {

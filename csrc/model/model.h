@@ -38,6 +38,10 @@ typedef struct {
 struct cllm_model {
     cllm_config cfg;
     int V, P, L, NH, C, Bmax, Tmax;
+    int NKV, KVD, QKV;         /* K/V heads, their width (NKV * C / NH) and
+                                  c_attn's output width C + 2 KVD (layout.h) */
+    int QKVC;                  /* QKV when the K/V heads are grouped (the
+                                  qkvc scratch), else 0                       */
     size_t nparams;
     int ntensors;
     cllm_tensor_info *tensors;

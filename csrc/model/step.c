@@ -162,6 +162,45 @@ static void attention_bwd(StepCtx *x, Sphere *s, int l) {
     att_barrier(x);
 }
 
+/* Grouped K/V heads (layout.h): n rows of c_attn's output qkvc (QKV wide:
+ * queries, then the KVD key and KVD value columns) into attention's qkv (3 C
+ * wide), query head h getting K/V head h / (NH / NKV) */
+static void expand_kv(const cllm_model *m, float *qkv, const float *qkvc, int n) {
+    size_t C = (size_t)m->C, hs = C / (size_t)m->NH, KVD = (size_t)m->KVD, QKV = (size_t)m->QKV;
+    int group = m->NH / m->NKV;
+    for (int r = 0; r < n; r++) {
+        float *d = qkv + (size_t)r * 3 * C;
+        const float *src = qkvc + (size_t)r * QKV;
+        memcpy(d, src, sizeof(float) * C);
+        for (int h = 0; h < m->NH; h++) {
+            size_t kv = (size_t)(h / group) * hs;
+            memcpy(d + C + (size_t)h * hs, src + C + kv, sizeof(float) * hs);
+            memcpy(d + 2 * C + (size_t)h * hs, src + C + KVD + kv, sizeof(float) * hs);
+        }
+    }
+}
+
+/* Its backward: dqkvc (QKV wide) of n rows from the expanded dqkv (3 C):
+ * the queries' columns as they are, each K/V head's the sum of its query
+ * heads' columns, added in head order (the same for every split) */
+static void reduce_kv(const StepCtx *x, float *dqkvc, const float *dqkv, int n) {
+    const cllm_model *m = x->m;
+    size_t C = (size_t)m->C, hs = C / (size_t)m->NH, KVD = (size_t)m->KVD, QKV = (size_t)m->QKV;
+    int group = m->NH / m->NKV;
+    for (int r = 0; r < n; r++) {
+        const float *src = dqkv + (size_t)r * 3 * C;
+        float *d = dqkvc + (size_t)r * QKV;
+        memcpy(d, src, sizeof(float) * C);
+        for (int part = 1; part <= 2; part++) /* keys, values */
+            for (int g = 0; g < m->NKV; g++) {
+                float *dst = d + C + (size_t)(part - 1) * KVD + (size_t)g * hs;
+                const float *head = src + (size_t)part * C + (size_t)g * group * hs;
+                memcpy(dst, head, sizeof(float) * hs);
+                for (int j = 1; j < group; j++) x->ops->add_into(dst, head + (size_t)j * hs, hs);
+            }
+    }
+}
+
 static void shard_forward(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
     const cllm_ops *ops = x->ops;
@@ -175,7 +214,12 @@ static void shard_forward(StepCtx *x, Sphere *s) {
         LayerW *lw = &w->h[l];
         LayerAct *a = &s->act[l];
         const float *resid = l == 0 ? s->encoded : s->act[l - 1].res3;
-        linear(x, s, 0, N, 3 * C, C, a->ln1, C, lw->qkvw, 3 * C, a->qkv, 3 * C, lw->qkvb);
+        if (m->QKVC) { /* grouped K/V heads: c_attn's output, then one K/V head per query head */
+            linear(x, s, 0, N, m->QKV, C, a->ln1, C, lw->qkvw, m->QKV, s->qkvc, m->QKV, lw->qkvb);
+            SPROF(P_ATTN_FWD, expand_kv(m, a->qkv, s->qkvc, N));
+        } else {
+            linear(x, s, 0, N, 3 * C, C, a->ln1, C, lw->qkvw, 3 * C, a->qkv, 3 * C, lw->qkvb);
+        }
         attention_fwd(x, s, l);
         linear(x, s, 0, N, C, C, a->atty, C, lw->projw, C, a->attproj, C, lw->projb);
         SPROF(P_LAYERNORM, ops->residual_layernorm_fwd(a->res2, a->ln2, a->ln2_mean, a->ln2_rstd, resid, a->attproj,
@@ -230,7 +274,7 @@ static void shard_loss(StepCtx *x, Sphere *s) {
 static void shard_backward(StepCtx *x, Sphere *s) {
     cllm_model *m = x->m;
     const cllm_ops *ops = x->ops;
-    int T = x->T, C = m->C, L = m->L, N = s->n;
+    int T = x->T, C = m->C, L = m->L, N = s->n, QKV = m->QKV;
     Weights *w = &m->w, *g = &s->g;
 
     /* LM head: dlnf = dlogits @ wte came before (lm_head_dlnf) */
@@ -255,9 +299,17 @@ static void shard_backward(StepCtx *x, Sphere *s) {
         weight_grad(x, s, C, C, a->atty, s->dres, lg->projw, mg->projw);
         SPROF(P_BIAS_GRAD, ops->bias_grad(lg->projb, s->dres, N, C));
         attention_bwd(x, s, l);
-        linear(x, s, 1, N, C, 3 * C, s->dqkv, 3 * C, lw->qkvw, 3 * C, s->dtmp, C, NULL);
-        weight_grad(x, s, C, 3 * C, a->ln1, s->dqkv, lg->qkvw, mg->qkvw);
-        SPROF(P_BIAS_GRAD, ops->bias_grad(lg->qkvb, s->dqkv, N, 3 * C));
+        /* c_attn's output gradient: with grouped K/V heads, the expanded
+         * one summed back (after attention's closing barrier with token-row
+         * shards, this shard's rows are final) */
+        const float *dqkv = s->dqkv;
+        if (m->QKVC) {
+            SPROF(P_ATTN_BWD, reduce_kv(x, s->qkvc, s->dqkv, N));
+            dqkv = s->qkvc;
+        }
+        linear(x, s, 1, N, C, QKV, dqkv, QKV, lw->qkvw, QKV, s->dtmp, C, NULL);
+        weight_grad(x, s, C, QKV, a->ln1, dqkv, lg->qkvw, mg->qkvw);
+        SPROF(P_BIAS_GRAD, ops->bias_grad(lg->qkvb, dqkv, N, QKV));
         SPROF(P_LAYERNORM, ops->layernorm_bwd(s->dres, lg->ln1w, lg->ln1b, s->dtmp, resid, lw->ln1w, a->ln1_mean, a->ln1_rstd, N, C));
     }
     /* the embedding's gradients come batch-wide (embed_grads) with the LM
@@ -398,13 +450,13 @@ static void plan_call(cllm_model *m, StepCtx *x) {
 /* point s's activations at its rows of the batch-wide ones, starting at
  * token row r0 (the layout lists' sizes with N = 1 are floats per row) */
 static void point_shard(cllm_model *m, Sphere *s, size_t r0) {
-    const size_t N = 1, C = (size_t)m->C, V = (size_t)m->V, NH = (size_t)m->NH;
+    const size_t N = 1, C = (size_t)m->C, V = (size_t)m->V, NH = (size_t)m->NH, QKVC = (size_t)m->QKVC;
 #define X_VIEW(f, n) s->f = m->all.f + r0 * (n);
 #define X_VIEW_LAYER(f, n) s->act[l].f = m->all.act[l].f + r0 * (n);
     CLLM_ACTS_WALK(m->L, X_VIEW, X_VIEW_LAYER)
 #undef X_VIEW_LAYER
 #undef X_VIEW
-    (void)N; (void)V; (void)NH;
+    (void)N; (void)V; (void)NH; (void)QKVC;
 }
 
 static int prepare(cllm_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, StepCtx *x) {
