@@ -178,12 +178,11 @@ def torch_model(cfg: Dict[str, Any]) -> Tuple[Any, str]:
         raise SideUnavailable(f"n/a (torch not installed: {e})")
     torch.manual_seed(0)
     if model_type(cfg) == "gpt_bigcode":
-        try:
-            import _torch_bigcode
-        except ImportError as e:
-            raise SideUnavailable(f"n/a (transformers not installed: {e})")
+        import _torch_bigcode
         try:
             return _torch_bigcode.build(cfg)
+        except ImportError as e:
+            raise SideUnavailable(f"n/a (transformers not installed: {e})")
         except ValueError as e:
             raise SideUnavailable(f"n/a ({e})")
     from _torch_gpt import GPT
@@ -282,7 +281,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     g = GridArgs(__doc__, "configs", list(CONFIGS), "A,B,C", SIDES)
     ap = g.ap
     ap.add_argument("--reps", type=int, default=3, help="measured reps per side (best is reported)")
-    ap.add_argument("--steps", type=int, default=0, help="steps per rep (0: " + ", ".join(f"{k}={v}" for k, v in STEPS.items()) + ")")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="steps per rep (0: " + ", ".join(f"{k}={v}" for k, v in STEPS.items()) + ")")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
     ap.add_argument("--peak-seconds", type=float, default=0.5, help="seconds per peak measurement")
     ap.add_argument("--torch-compile", action="store_true",
