@@ -48,6 +48,98 @@ def test_flops_per_token_matches_parameter_count() -> None:
     assert flops_per_token(cfg) == 6 * n + 12 * L * C * T
 
 
+def test_flops_per_token_counts_multi_query_attention() -> None:
+    from train_throughput import CONFIGS, flops_per_token
+    S = CONFIGS["S"]  # bigcode/tiny_starcoder_py's shape, fine-tuned at T = 1024
+    assert (S["vocab_size"], S["num_layers"], S["num_heads"], S["embed_dim"], S["context_len"], S["n_kv_heads"],
+            S["seq_len"], S["batch_size"], S["model_type"]) == (49152, 20, 12, 768, 8192, 1, 1024, 1, "gpt_bigcode")
+    # by hand: C = 768, hs = 64, one K/V head: c_attn 768 -> 768 + 2*64 = 896 columns
+    layer = (2 * 768                 # ln_1
+             + 768 * 896 + 896       # c_attn
+             + 768 * 768 + 768       # attention c_proj
+             + 2 * 768               # ln_2
+             + 768 * 3072 + 3072     # c_fc (n_inner 3072)
+             + 3072 * 768 + 768)     # MLP c_proj
+    assert layer == 6_005_120
+    n = 49152 * 768 + 20 * layer + 2 * 768  # tied wte (once) + layers + ln_f; no wpe
+    assert n + 8192 * 768 == 164_144_128  # the published model's parameter count (with its 8192-row wpe)
+    assert flops_per_token(S) == 6 * n + 12 * 20 * 768 * 1024 == 1_135_859_712
+    # the position embedding's rows do not count, whatever they are
+    assert flops_per_token(dict(S, context_len=1024)) == flops_per_token(S)
+
+
+def _has(module: str) -> bool:
+    """``module`` is installed."""
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+def _cllm_gpt_bigcode_refusal() -> str:
+    """Why cllm.Model does not train a gpt_bigcode model yet ('' once it does)."""
+    import cllm
+    try:
+        cllm.Model.create(cllm.ModelConfig(64, 16, 1, 2, 16, model_type="gpt_bigcode", n_kv_heads=1),
+                          threads=1, batch_size=1, seq_len=8)
+    except (cllm.ConfigError, cllm.UnsupportedError) as e:
+        return str(e)
+    return ""
+
+
+def test_flops_per_token_matches_transformers_gpt_bigcode() -> None:
+    """The FLOPs of s and S count the parameters transformers' GPTBigCode has (built on the meta device)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import _torch_bigcode
+    from train_throughput import CONFIGS, flops_per_token
+    for name in ("s", "S"):
+        cfg = CONFIGS[name]
+        with torch.device("meta"):
+            model = transformers.GPTBigCodeForCausalLM(_torch_bigcode.bigcode_config(cfg))
+        assert model.lm_head.weight is model.transformer.wte.weight  # tied: counted once
+        n = sum(p.numel() for p in model.parameters()) - cfg["context_len"] * cfg["embed_dim"]
+        assert flops_per_token(cfg) == 6 * n + 12 * cfg["num_layers"] * cfg["embed_dim"] * cfg["seq_len"], name
+    with pytest.raises(ValueError, match="K/V heads"):
+        _torch_bigcode.bigcode_config(dict(CONFIGS["s"], n_kv_heads=2))
+
+
+@pytest.mark.parametrize("sides", ["torch-fp32", pytest.param("torch-fp32,torch-bf16", marks=pytest.mark.slow)])
+def test_train_throughput_gpt_bigcode_torch_side(sides: str) -> None:
+    """Config s with transformers' GPTBigCodeForCausalLM as the torch side (bf16: autocast, slow
+    without native BF16)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    out = run_script("train_throughput.py", "--configs", "s", "--threads", "1", "--reps", "1", "--steps", "1",
+                     "--warmup", "0", "--peak-seconds", "0.02", "--sides", sides)
+    assert re.search(r"torch side, config s \(gpt_bigcode\): transformers \S+ GPTBigCodeForCausalLM \(sdpa\)", out)
+    for side in sides.split(","):
+        r = row(out, "s", "1", side)
+        assert number(r[3]) > 0 and number(r[5]) > 0 and number(r[9]) > 0, r
+    if "torch-bf16" in sides:
+        assert re.fullmatch(r"\d+\.\d\dx", row(out.split("## Ratios")[1], "s", "1")[2])
+
+
+def test_train_throughput_gpt_bigcode_cllm_side() -> None:
+    """Config s on cllm beside the transformers reference (runs once cllm.Model trains gpt_bigcode)."""
+    import cllm
+    refusal = _cllm_gpt_bigcode_refusal()
+    if refusal:
+        pytest.skip(f"cllm.Model does not train gpt_bigcode models yet: {refusal}")
+    from train_throughput import CONFIGS, flops_per_token
+    cfg = CONFIGS["s"]
+    m = cllm.Model.create(cllm.ModelConfig(cfg["vocab_size"], cfg["context_len"], cfg["num_layers"],
+                                           cfg["num_heads"], cfg["embed_dim"], model_type="gpt_bigcode",
+                                           n_kv_heads=cfg["n_kv_heads"]), threads=1, batch_size=1, seq_len=8)
+    n = m.num_params - cfg["context_len"] * cfg["embed_dim"]
+    assert flops_per_token(cfg) == 6 * n + 12 * cfg["num_layers"] * cfg["embed_dim"] * cfg["seq_len"]
+    sides = "cllm-fp32,torch-fp32" if _has("torch") and _has("transformers") else "cllm-fp32"
+    out = run_script("train_throughput.py", "--configs", "s", "--threads", "1", "--reps", "1", "--steps", "1",
+                     "--warmup", "0", "--peak-seconds", "0.02", "--sides", sides)
+    r = row(out, "s", "1", "cllm-fp32")
+    assert number(r[3]) > 0 and number(r[7]) > 0 and r[8].startswith("fma_"), r
+    if "torch" in sides:
+        assert re.fullmatch(r"\d+\.\d\dx", row(out.split("## Ratios")[1], "s", "1")[2])
+
+
 @pytest.mark.slow
 def test_train_throughput_table() -> None:
     out = run_script("train_throughput.py", "--configs", "A", "--threads", "1", "--reps", "1", "--steps", "1",
@@ -170,6 +262,8 @@ def test_lib_tables_and_command_line() -> None:
     assert (models, threads, sides) == (["B", "TINY"], [2], ["y"])
     with pytest.raises(SystemExit):
         g.parse(["--models", "Q"])
+    g = GridArgs("Doc.", "configs", ["S", "s", "B"], "B", ["x"])  # names differing only in case stay apart
+    assert g.parse(["--configs", "s,S,b"])[1] == ["s", "S", "B"]
 
 
 def test_lib_machine_mfu_and_peaks() -> None:

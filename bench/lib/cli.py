@@ -36,14 +36,24 @@ class GridArgs:
         self.ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
         self.ap.add_argument("--sides", default=",".join(self.sides), help="comma list of " + ",".join(self.sides))
 
+    def _name(self, text: str) -> str:
+        """``text`` as one of :attr:`names` spells it (exactly, else the only
+        name equal to it ignoring case); unchanged when there is none."""
+        if text in self.names:
+            return text
+        folded = [n for n in self.names if n.casefold() == text.casefold()]
+        return folded[0] if len(folded) == 1 else text
+
     def parse(self, argv: Optional[Sequence[str]], positive: Sequence[str] = (), non_negative: Sequence[str] = ()
               ) -> Tuple[argparse.Namespace, List[str], List[int], List[str]]:
-        """(namespace, the ``--WHAT`` names upper-cased, thread counts, sides).
+        """(namespace, the ``--WHAT`` names as :attr:`names` spells them, thread
+        counts, sides). A name matches exactly, else ignoring case when that
+        is unambiguous (``b`` is ``B`` unless ``b`` is a name of its own).
         Unknown names or sides, a thread count that is not an integer >= 1,
         an option of ``positive`` < 1 or of ``non_negative`` < 0 end in one
         usage error naming them."""
         a = self.ap.parse_args(argv)
-        chosen = comma_list(getattr(a, self.what), str.upper)
+        chosen = comma_list(getattr(a, self.what), self._name)
         picked = comma_list(a.sides)
         bad = [f"--{self.what} {x}" for x in chosen if x not in self.names]
         bad += [f"--sides {s}" for s in picked if s not in self.sides]
