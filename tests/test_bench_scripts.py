@@ -74,17 +74,6 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _cllm_gpt_bigcode_refusal() -> str:
-    """Why cllm.Model does not train a gpt_bigcode model yet ('' once it does)."""
-    import cllm
-    try:
-        cllm.Model.create(cllm.ModelConfig(64, 16, 1, 2, 16, model_type="gpt_bigcode", n_kv_heads=1),
-                          threads=1, batch_size=1, seq_len=8)
-    except (cllm.ConfigError, cllm.UnsupportedError) as e:
-        return str(e)
-    return ""
-
-
 def test_flops_per_token_matches_transformers_gpt_bigcode() -> None:
     """The FLOPs of s and S count the parameters transformers' GPTBigCode has (built on the meta device)."""
     torch = pytest.importorskip("torch")
@@ -119,11 +108,8 @@ def test_train_throughput_gpt_bigcode_torch_side(sides: str) -> None:
 
 
 def test_train_throughput_gpt_bigcode_cllm_side() -> None:
-    """Config s on cllm beside the transformers reference (runs once cllm.Model trains gpt_bigcode)."""
+    """Config s on cllm beside the transformers reference."""
     import cllm
-    refusal = _cllm_gpt_bigcode_refusal()
-    if refusal:
-        pytest.skip(f"cllm.Model does not train gpt_bigcode models yet: {refusal}")
     from train_throughput import CONFIGS, flops_per_token
     cfg = CONFIGS["s"]
     m = cllm.Model.create(cllm.ModelConfig(cfg["vocab_size"], cfg["context_len"], cfg["num_layers"],
