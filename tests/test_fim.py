@@ -149,6 +149,28 @@ def test_a_fim_run_scores_infilling_at_its_end(fim_run):
     assert score_infilling(cllm.load(fim_run), docs, samples=5)["cases"] == 5
 
 
+def test_infilling_prompts_fit_the_given_context(fim_run, monkeypatch):
+    """``context`` bounds every prompt and its answer (a run scores at its
+    sequence length, below a pretrained model's context); by default the
+    model's context does."""
+    from cllm.model import infill_eval
+    m = cllm.load(fim_run)
+    seen = []
+    real = type(m).stream
+
+    def stream(self, ids, n, *a, **kw):
+        seen.append(len(ids) + n)
+        return real(self, ids, n, *a, **kw)
+
+    monkeypatch.setattr(type(m), "stream", stream)
+    docs = [(CODE * 20).encode()]
+    infill_eval.score_infilling(m, docs, samples=4, max_new_tokens=8, context=40)
+    assert seen and max(seen) <= 40
+    seen.clear()
+    infill_eval.score_infilling(m, docs, samples=4, max_new_tokens=8)
+    assert max(seen) <= m.config.context_len and max(seen) > 40
+
+
 def test_infill_on_the_command_line(fim_run, tmp_path):
     (tmp_path / "pre.py").write_text("def add(a, b):\n    return ")
     (tmp_path / "suf.py").write_text("\n")

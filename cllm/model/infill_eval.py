@@ -54,7 +54,8 @@ def fim_cases(docs: Sequence[bytes], mode: str, n: int, seed: int = 0,
 
 def score_infilling(model: Any, docs: Sequence[bytes], *, mode: str = "line", samples: int = 200, seed: int = 0,
                     max_new_tokens: int = 48, use_suffix: bool = True, order: Optional[str] = None,
-                    progress: bool = False, stop_early: Optional[Callable[[], bool]] = None) -> Dict[str, float]:
+                    progress: bool = False, stop_early: Optional[Callable[[], bool]] = None,
+                    context: Optional[int] = None) -> Dict[str, float]:
     """Infilling quality of ``model`` (a :class:`~cllm.Model` or
     :class:`~cllm.InferenceModel`) on the texts ``docs``.
 
@@ -69,7 +70,9 @@ def score_infilling(model: Any, docs: Sequence[bytes], *, mode: str = "line", sa
     log-likelihood of the original middle and the closing ``<|endoftext|>``
     given the prompt, per UTF-8 byte of the middle. ``stop_early``: checked
     before each case; when it returns true the evaluation ends and ``{}``
-    is returned (a run being stopped does not wait for it)."""
+    is returned (a run being stopped does not wait for it). ``context``: the
+    most tokens a prompt and its answer take (default, and at most, the
+    model's context)."""
     from ..data.fim import answer_room, fim_token_ids, infill_ban, infill_ids
     from ..progress import progress_bar
     cases = fim_cases(docs, mode, samples, seed)
@@ -77,7 +80,7 @@ def score_infilling(model: Any, docs: Sequence[bytes], *, mode: str = "line", sa
         raise ConfigError(f"infilling evaluation: no {mode} cases in the text")
     tok = model.tokenizer
     infill = use_suffix and fim_token_ids(tok) is not None
-    P = model.config.context_len
+    P = model.config.context_len if context is None else max(1, min(int(context), model.config.context_len))
     stop = ["\n"] if mode == "line" else []
     ban = infill_ban(tok)
     t0 = time.perf_counter()

@@ -510,8 +510,9 @@ def run_loop(model: Model, opts: TrainOptions, data: Data, start: int, total: in
                     bpb = loss * tgt.size / math.log(2) / max(1, int(data.byte_lens[tgt].sum()))
                     metrics.log(step, tokens=step * tokens_per_step, loss=loss, bits_per_byte=bpb, lr=lr,
                                 grad_norm=gnorm, tokens_per_s=tok_s, elapsed_s=el)
+                    # the values first: a plain (non-terminal) line prints on update
+                    bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", tok_s=fmt_count(tok_s), refresh=False)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", tok_s=fmt_count(tok_s))
                     if step % 50 == 0 or step == start + 1:
                         (log.debug if show else log.info)(
                             "step %s/%s loss %.4f grad norm %.3f lr %.2e %s tokens/s", f"{step:,}", f"{total:,}",
@@ -547,8 +548,11 @@ def end_of_run_infilling(model: Model, opts: TrainOptions, data: Data, world: Wo
         return {}
     t = time.perf_counter()
     try:
+        # prompts as long as the run's training sequences (a pretrained model's
+        # context may be several times longer, and each prompt is prefilled)
         r = score_infilling(model, [d.data for d in data.val_docs], mode="line", samples=opts.fim_eval_samples,
-                            seed=opts.seed, stop_early=(lambda: stop.set) if stop is not None else None)
+                            seed=opts.seed, stop_early=(lambda: stop.set) if stop is not None else None,
+                            context=data.train.seq_len)
     except ConfigError as e:      # held-out files without a line to mask
         log.info("no infilling evaluation: %s", e)
         return {}
