@@ -336,6 +336,39 @@ def test_cli_fine_tunes_a_gpt_bigcode_model(models, tmp_path):
     assert np.abs(tuned.logits(np.array([ids]))[0] - ref).max() <= 1e-4 * float(ref.max() - ref.min())
 
 
+def test_interrupted_fine_tune_resumes_bit_identically(models, tmp_path, monkeypatch):
+    """A multi-head gpt_bigcode fine-tune (c_attn regrouped and transposed on
+    every save and load) stopped by Ctrl-C and resumed ends with the weights
+    and AdamW moments of an uninterrupted run, bit for bit."""
+    import signal
+    _, d = models["mh3"]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("".join(TEXTS) * 40)
+    kw = dict(init_from=d, max_steps=6, batch_size=2, seq_len=32, threads=2, progress=False, seed=3,
+              fim_eval_samples=0)
+    full = cllm.train(str(src), out_dir=str(tmp_path / "full"), **kw)
+    real = cllm.Model.train_step
+    calls = {"n": 0}
+
+    def interrupted(self, *a, **k):
+        out = real(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(cllm.Model, "train_step", interrupted)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        cllm.train(str(src), out_dir=str(out), **kw)
+    monkeypatch.undo()
+    resumed = cllm.train(out_dir=str(out), resume=True, progress=False)
+    assert resumed.summary["steps"] == 6 and resumed.config.model_type == "gpt_bigcode"
+    assert np.array_equal(resumed.params, full.params)
+    assert np.array_equal(resumed.adam_m, full.adam_m) and np.array_equal(resumed.adam_v, full.adam_v)
+
+
 def test_shapes_a_checkpoint_cannot_hold_are_refused(tmp_path):
     """The C core trains any number of K/V heads dividing the query heads,
     but a GPT-2 config.json has one per query head and gpt_bigcode's 1 or all:
