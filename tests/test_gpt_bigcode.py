@@ -497,3 +497,27 @@ def test_llama_cpp_runs_the_starcoder_export(models, bpe, name, tmp_path):
     assert np.abs(got - want).max() <= 5e-4 * spread
     assert (got.argmax(-1) == want.argmax(-1)).all()
 
+
+def test_llama_cpp_runs_a_fine_tuned_export(models, bpe, rng, tmp_path):
+    """A model cllm fine-tuned and saved (multi-head: c_attn transposed and
+    regrouped back) exports to llama.cpp with transformers' logits for it."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the bench extra)")
+    from transformers import GPTBigCodeForCausalLM
+    _, d = models["mh3"]
+    m = cllm.Model.load(d, batch_size=2, seq_len=32, threads=2)
+    for step in range(1, 3):
+        x = rng.integers(0, m.config.vocab_size, (2, 32))
+        m.train_step(x, np.roll(x, -1, axis=1), step, 3e-3)
+    tuned = str(tmp_path / "tuned")
+    m.save(tuned)
+    out = str(tmp_path / "m.gguf")
+    cllm.export(tuned, out, dtype="f32")
+    llm = llama_cpp.Llama(model_path=out, n_ctx=CTX, n_batch=CTX, logits_all=True, n_threads=1,
+                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, verbose=False)
+    ids = prompt_ids(bpe, 60)
+    llm.reset()
+    llm.eval(ids)
+    got = np.array(llm.scores[:len(ids)], dtype=np.float32)
+    want = hf_logits(GPTBigCodeForCausalLM.from_pretrained(tuned).eval(), ids)
+    assert np.abs(got - want).max() <= 5e-4 * float(want.max() - want.min())
+    assert (got.argmax(-1) == want.argmax(-1)).all()
