@@ -478,30 +478,33 @@ def test_gguf_export_is_llama_cpp_starcoder(models, name, tmp_path):
     assert np.array_equal(t["token_embd.weight"], sd["transformer.wte.weight"])
 
 
-@pytest.mark.parametrize("name", ["mq4", "mh3"])
-def test_llama_cpp_runs_the_starcoder_export(models, bpe, name, tmp_path):
-    """llama.cpp's logits of the f32 export equal transformers' to within its
-    FP16 GELU table (as tests/test_gguf.py bounds them), same argmax."""
+def _assert_llama_cpp_matches(hf_model, checkpoint: str, ids, tmp_path) -> None:
+    """`cllm export` of ``checkpoint`` at f32 run in llama.cpp: logits equal
+    transformers' (``hf_model``) to within llama.cpp's FP16 GELU table (as
+    tests/test_gguf.py bounds them), same argmax."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the bench extra)")
-    model, d = models[name]
     out = str(tmp_path / "m.gguf")
-    cllm.export(d, out, dtype="f32")
+    cllm.export(checkpoint, out, dtype="f32")
     llm = llama_cpp.Llama(model_path=out, n_ctx=CTX, n_batch=CTX, logits_all=True, n_threads=1,
                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, verbose=False)
-    ids = prompt_ids(bpe, 60)
     llm.reset()
     llm.eval(ids)
     got = np.array(llm.scores[:len(ids)], dtype=np.float32)
-    want = hf_logits(model, ids)
-    spread = float(want.max() - want.min())
-    assert np.abs(got - want).max() <= 5e-4 * spread
+    want = hf_logits(hf_model, ids)
+    assert np.abs(got - want).max() <= 5e-4 * float(want.max() - want.min())
     assert (got.argmax(-1) == want.argmax(-1)).all()
+
+
+@pytest.mark.parametrize("name", ["mq4", "mh3"])
+def test_llama_cpp_runs_the_starcoder_export(models, bpe, name, tmp_path):
+    model, d = models[name]
+    _assert_llama_cpp_matches(model, d, prompt_ids(bpe, 60), tmp_path)
 
 
 def test_llama_cpp_runs_a_fine_tuned_export(models, bpe, rng, tmp_path):
     """A model cllm fine-tuned and saved (multi-head: c_attn transposed and
     regrouped back) exports to llama.cpp with transformers' logits for it."""
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the bench extra)")
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the bench extra)")
     from transformers import GPTBigCodeForCausalLM
     _, d = models["mh3"]
     m = cllm.Model.load(d, batch_size=2, seq_len=32, threads=2)
@@ -510,14 +513,4 @@ def test_llama_cpp_runs_a_fine_tuned_export(models, bpe, rng, tmp_path):
         m.train_step(x, np.roll(x, -1, axis=1), step, 3e-3)
     tuned = str(tmp_path / "tuned")
     m.save(tuned)
-    out = str(tmp_path / "m.gguf")
-    cllm.export(tuned, out, dtype="f32")
-    llm = llama_cpp.Llama(model_path=out, n_ctx=CTX, n_batch=CTX, logits_all=True, n_threads=1,
-                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, verbose=False)
-    ids = prompt_ids(bpe, 60)
-    llm.reset()
-    llm.eval(ids)
-    got = np.array(llm.scores[:len(ids)], dtype=np.float32)
-    want = hf_logits(GPTBigCodeForCausalLM.from_pretrained(tuned).eval(), ids)
-    assert np.abs(got - want).max() <= 5e-4 * float(want.max() - want.min())
-    assert (got.argmax(-1) == want.argmax(-1)).all()
+    _assert_llama_cpp_matches(GPTBigCodeForCausalLM.from_pretrained(tuned).eval(), tuned, prompt_ids(bpe, 60), tmp_path)
