@@ -33,7 +33,7 @@ from .._native import check, ffi, lib
 from ..config import ModelConfig
 from ..model.checkpoint import CONFIG_FILE, MODEL_FILE, QUANT_KEY, TOKENIZER_FILE, Checkpoint, infill_order, open_checkpoint
 from ..model.decoder import DTYPES, Decoder, GenerationMixin
-from ..model.layout import head_major_qkv
+from ..model.layout import head_major_qkv, qkv_regrouped
 from ..errors import CheckpointError, ConfigError
 from ..io.files import DirLock, LockedError, atomic_write, atomic_write_json, has_content, inside, read_json
 from ..io.safetensors import DTYPE_SIZE, map_safetensors, write_tensors
@@ -130,7 +130,6 @@ def _fill(dec: Decoder, st: Any, qdtype: Optional[str], config: Optional[ModelCo
     possible). A multi-head gpt_bigcode's c_attn rows (``config``) are
     reordered on the way; a quantized checkpoint holds them reordered."""
     used = set()
-    regroup = (config is not None and config.model_type == "gpt_bigcode" and config.kv_heads > 1 and not qdtype)
     for i, (name, shape, rows, cols) in enumerate(dec.tensors()):
         if qdtype and rows:
             key = _entry(st, name + _QSUFFIX[qdtype], ("I8",) if qdtype == "int8" else ("BF16",), (rows, cols))
@@ -145,8 +144,7 @@ def _fill(dec: Decoder, st: Any, qdtype: Optional[str], config: Optional[ModelCo
         e = st.entries[key]
         borrow = e.dtype == "F32" and st.aligned(key) and not rows   # vectors in place, matrices copied
         src = st.view(key)
-        if regroup and ".attn.c_attn." in name:
-            assert config is not None
+        if not qdtype and config is not None and qkv_regrouped(config, name):   # quantized files hold them regrouped
             src, borrow = head_major_qkv(src, config.kv_heads, config.embed_dim // config.num_heads), False
         check(lib.cllm_decoder_set_tensor(dec._h, i, ffi.from_buffer(src), _SRC_DTYPE[e.dtype], int(borrow)),
               st.path)

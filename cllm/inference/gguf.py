@@ -39,7 +39,7 @@ from ..errors import CheckpointError, ConfigError
 from ..io.files import fsync_dir, temp_name
 from ..io.safetensors import read_safetensors
 from ..model.checkpoint import Checkpoint, open_checkpoint
-from ..model.layout import head_major_qkv
+from ..model.layout import tensor_from_hf
 
 if TYPE_CHECKING:
     import numpy as np
@@ -92,19 +92,13 @@ def gguf_tensors(ck: Checkpoint, tensors: Dict[str, "np.ndarray"]) -> Iterator[T
     (in, out) Conv1D matrices of a GPT-2 become (out, in); gpt_bigcode's
     nn.Linear ones are (out, in) already."""
     import numpy as np
-    mf, cfg = ck.model_file, ck.config
-    linear = cfg.model_type == "gpt_bigcode"
-    # a multi-head gpt_bigcode's c_attn rows go head by head (q_h, k_h, v_h)
-    regroup = linear and cfg.kv_heads > 1
+    mf = ck.model_file
 
     def get(name: str, transpose: bool = False) -> "np.ndarray":
         if name not in tensors:
             raise CheckpointError(f"{mf}: missing tensor {name!r}")
-        a = tensors[name]
-        a = np.ascontiguousarray(a.T if transpose and not linear else a, dtype=np.float32)
-        if regroup and ".attn.c_attn." in name:
-            a = head_major_qkv(a, cfg.kv_heads, cfg.embed_dim // cfg.num_heads)
-        return a
+        a = tensor_from_hf(ck.config, name, tensors[name])   # the core's layout: Conv1D, all q | all k | all v
+        return np.ascontiguousarray(a.T if transpose else a, dtype=np.float32)
 
     if "lm_head.weight" in tensors and not np.array_equal(tensors["lm_head.weight"], tensors.get("wte.weight")):
         log.warning("%s: lm_head.weight differs from wte.weight; cllm ties them, and so does the export (wte)", mf)

@@ -35,7 +35,9 @@ def qkv_head_major(a: np.ndarray, heads: int, head_size: int) -> np.ndarray:
     return np.ascontiguousarray(a.reshape(3, heads, head_size, -1).transpose(1, 0, 2, 3)).reshape(a.shape)
 
 
-def _regrouped(cfg: ModelConfig, name: str) -> bool:
+def qkv_regrouped(cfg: ModelConfig, name: str) -> bool:
+    """Whether checkpoint tensor ``name`` of a ``cfg`` model is a c_attn weight
+    or bias stored head by head (a multi-head gpt_bigcode's)."""
     return cfg.model_type == "gpt_bigcode" and cfg.kv_heads > 1 and ".attn.c_attn." in name
 
 
@@ -44,7 +46,7 @@ def tensor_from_hf(cfg: ModelConfig, name: str, a: np.ndarray) -> np.ndarray:
     (the array itself when nothing changes)."""
     if cfg.model_type != "gpt_bigcode":
         return a
-    if _regrouped(cfg, name):
+    if qkv_regrouped(cfg, name):
         a = head_major_qkv(a, cfg.kv_heads, cfg.embed_dim // cfg.num_heads)
     return a.T if name.endswith(MATRIX_SUFFIXES) else a
 
@@ -56,7 +58,7 @@ def tensor_to_hf(cfg: ModelConfig, name: str, a: np.ndarray) -> np.ndarray:
         return a
     if name.endswith(MATRIX_SUFFIXES):
         a = a.T
-    if _regrouped(cfg, name):
+    if qkv_regrouped(cfg, name):
         a = qkv_head_major(a, cfg.kv_heads, cfg.embed_dim // cfg.num_heads)
     return np.ascontiguousarray(a)
 

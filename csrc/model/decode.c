@@ -201,15 +201,15 @@ int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *po
     if (V < 1 || P < 1 || L < 1 || NH < 1 || C < 1 || C % NH)
         return cllm_fail(CLLM_ERR_INVALID, "decoder: bad shape (vocab %d, context %d, layers %d, heads %d, embed %d; "
                          "all must be >= 1 and embed divisible by heads)", V, P, L, NH, C);
-    int NKV = cfg->n_kv_heads ? cfg->n_kv_heads : NH;
-    if (NKV < 1 || NKV > NH || NH % NKV)
+    int NKV = layout_kv_heads(cfg);
+    if (cfg->n_kv_heads < 0 || !NKV)
         return cllm_fail(CLLM_ERR_INVALID, "decoder: n_kv_heads %d must divide num_heads %d (1 = multi-query)",
                          cfg->n_kv_heads, NH);
     if (cfg->linear_weights != 0 && cfg->linear_weights != 1)
         return cllm_fail(CLLM_ERR_INVALID, "decoder: linear_weights must be 0 or 1, got %d", cfg->linear_weights);
     if ((double)V * C > 2e9 || (double)P * C > 2e9 || 4.0 * C * C > 2e9 || L > 100000)
         return cllm_fail(CLLM_ERR_INVALID, "decoder: shape too large (vocab %d, context %d, embed %d)", V, P, C);
-    int KVD = NKV * (C / NH);
+    int KVD = layout_kvd(cfg);
     double kv_bytes = 2.0 * L * P * KVD * 4.0;
     double limit = (cfg->max_memory_gb > 0 ? cfg->max_memory_gb : 16.0) * 1073741824.0;
     if (kv_bytes > limit)
@@ -219,7 +219,7 @@ int cllm_decoder_new_on_pool(const cllm_config *cfg, int dtype, cllm_spheres *po
     cllm_decoder *d = calloc(1, sizeof *d);
     if (!d) return cllm_fail(CLLM_ERR_NOMEM, "decoder: out of memory");
     d->V = V; d->P = P; d->L = L; d->NH = NH; d->C = C; d->dtype = dtype; d->nsample = V;
-    d->NKV = NKV; d->KVD = KVD; d->QKV = C + 2 * KVD;
+    d->NKV = NKV; d->KVD = KVD; d->QKV = layout_qkv(cfg);
     d->chunk = P < CLLM_PREFILL_CHUNK ? P : CLLM_PREFILL_CHUNK;
     d->nslots = 4 + NLT * L;
     d->slot = calloc((size_t)d->nslots, sizeof(Slot));

@@ -38,6 +38,16 @@
  */
 #ifndef CLLM_MODEL_LAYOUT_H
 #define CLLM_MODEL_LAYOUT_H
+#include "cllm.h"
+
+/* K/V heads of a config (n_kv_heads, 0 = num_heads), or 0 when they do not
+ * divide num_heads; KVD and QKV of a config whose K/V heads do */
+static inline int layout_kv_heads(const cllm_config *c) {
+    int nh = c->num_heads, kv = c->n_kv_heads ? c->n_kv_heads : nh;
+    return kv >= 1 && kv <= nh && nh % kv == 0 ? kv : 0;
+}
+static inline int layout_kvd(const cllm_config *c) { return layout_kv_heads(c) * (c->embed_dim / c->num_heads); }
+static inline int layout_qkv(const cllm_config *c) { return c->embed_dim + 2 * layout_kvd(c); }
 
 #define CLLM_PARAMS_HEAD(X)                                            \
     X(wte, "transformer.wte.weight", V, C, 0, INIT_NORMAL)             \

@@ -20,16 +20,11 @@
 #define NUMEL(d0, d1) ((double)(d0) * ((d1) > 0 ? (double)(d1) : 1.0))
 #define X_NUMEL(f, name, d0, d1, ...) + NUMEL(d0, d1)
 
-/* K/V heads of a config (0 = num_heads), and the (KVD, QKV, QKVC) widths
- * of layout.h */
-static int kv_heads(const cllm_config *c) { return c->n_kv_heads ? c->n_kv_heads : c->num_heads; }
-static int kv_width(const cllm_config *c) { return kv_heads(c) * (c->embed_dim / c->num_heads); }
-static int qkv_scratch(const cllm_config *c) {
-    return kv_heads(c) == c->num_heads ? 0 : c->embed_dim + 2 * kv_width(c);
-}
+/* QKVC of layout.h: c_attn's output width when the K/V heads are grouped, else 0 */
+static int qkv_scratch(const cllm_config *c) { return layout_kv_heads(c) == c->num_heads ? 0 : layout_qkv(c); }
 
 static double count_params(const cllm_config *c) {
-    double V = c->vocab_size, P = c->context_len, C = c->embed_dim, QKV = C + 2.0 * kv_width(c);
+    double V = c->vocab_size, P = c->context_len, C = c->embed_dim, QKV = layout_qkv(c);
     return 0.0 CLLM_PARAMS_HEAD(X_NUMEL) CLLM_PARAMS_TAIL(X_NUMEL) +
            (double)c->num_layers * (0.0 CLLM_PARAMS_LAYER(X_NUMEL));
 }
@@ -90,7 +85,7 @@ CLLM_EXPORT int cllm_config_validate(const cllm_config *c) {
     REQ(c->seq_len <= c->context_len, "seq_len (%d) must not exceed context_len (%d)", c->seq_len, c->context_len);
     REQ(c->threads >= 0 && c->threads <= 4096, "threads must be in [0, 4096] (0 = all CPUs), got %d", c->threads);
     REQ(isfinite(c->max_memory_gb), "max_memory_gb must be finite");
-    REQ(c->n_kv_heads >= 0 && c->n_kv_heads <= c->num_heads && (c->n_kv_heads == 0 || c->num_heads % c->n_kv_heads == 0),
+    REQ(c->n_kv_heads >= 0 && layout_kv_heads(c),
         "n_kv_heads %d must divide num_heads %d (1 = multi-query, 0 = num_heads)", c->n_kv_heads, c->num_heads);
     REQ(c->linear_weights == 0, "training models hold Conv1D (in, out) matrices: linear_weights must be 0 "
         "(nn.Linear checkpoints are transposed on load)");
@@ -204,7 +199,7 @@ CLLM_EXPORT int cllm_model_new(const cllm_config *cfg, cllm_model **out) {
     m->cfg = *cfg;
     m->V = cfg->vocab_size; m->P = cfg->context_len; m->L = cfg->num_layers;
     m->NH = cfg->num_heads; m->C = cfg->embed_dim; m->Bmax = cfg->batch_size; m->Tmax = cfg->seq_len;
-    m->NKV = kv_heads(cfg); m->KVD = kv_width(cfg); m->QKV = m->C + 2 * m->KVD; m->QKVC = qkv_scratch(cfg);
+    m->NKV = layout_kv_heads(cfg); m->KVD = layout_kvd(cfg); m->QKV = layout_qkv(cfg); m->QKVC = qkv_scratch(cfg);
     m->tensors = calloc((size_t)total_tensors(m->L), sizeof *m->tensors);
     m->init_kind = calloc((size_t)total_tensors(m->L), 1);
     m->grad_kind = calloc((size_t)total_tensors(m->L), 1);
